@@ -1,1 +1,19 @@
-//! x
+//! quotad's server: the quota engine, its gRPC face, config, and the `quotad` binary's `run`.
+//!
+//! # Layout
+//! - [`clock`]: injected time (monotonic, fake, tokio-driven).
+//! - [`engine`]: buckets, leases, breakers, adaptive rate, pauses; the storage boundary and the in-memory
+//!   store. No gRPC types.
+//! - [`config`]: the TOML/env config, validated into engine rules and server settings.
+//! - [`grpc`]: the one conversion layer between proto messages and engine calls, and the services.
+//! - [`waiting`]: `max_wait`: holding an acquire FIFO per key until capacity frees.
+//! - [`sweeper`]: the background task that reclaims expired leases and idle state.
+//! - [`server`]: [`server::run`], which binds the services on a listener until shutdown (tests call it too).
+
+pub mod clock;
+pub mod config;
+pub mod engine;
+pub mod grpc;
+pub mod server;
+pub mod sweeper;
+pub mod waiting;

@@ -1,0 +1,185 @@
+//! What the engine answers. A denial is data: an `Ok(Decision)` whose verdict says why and when to retry.
+
+use std::{sync::Arc, time::Duration};
+
+use super::{BreakerSnapshot, BreakerState, LeaseId};
+use crate::clock::Nanos;
+
+/// Why an acquire was denied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Denial {
+    /// A token bucket lacked tokens.
+    RateLimited,
+    /// A concurrency level was full.
+    ConcurrencyLimited,
+    /// The breaker refused.
+    CircuitOpen,
+    /// Grants are paused after a downstream's retry-after.
+    Paused,
+}
+
+impl Denial {
+    /// Lower-case name for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RateLimited => "rate_limited",
+            Self::ConcurrencyLimited => "concurrency_limited",
+            Self::CircuitOpen => "circuit_open",
+            Self::Paused => "paused",
+        }
+    }
+}
+
+/// A granted lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// The lease.
+    pub lease_id: LeaseId,
+    /// When it expires (engine clock).
+    pub expires_at: Nanos,
+    /// Its TTL as granted.
+    pub ttl: Duration,
+    /// True when replaying an earlier grant for the same request_id.
+    pub replayed: bool,
+}
+
+/// Granted or denied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every level was debited.
+    Granted(Grant),
+    /// Nothing was debited.
+    Denied {
+        /// Why.
+        reason: Denial,
+        /// Earliest time a retry can succeed (exact for rate limits, pauses and open breakers).
+        retry_after: Nanos,
+        /// Which level denied: `resource`, `tenant=acme`, `breaker`, `pause`.
+        denied_by: String,
+    },
+}
+
+/// The answer to an acquire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// The concrete resource.
+    pub resource: Arc<str>,
+    /// Granted or denied.
+    pub verdict: Verdict,
+    /// Tokens left at the tightest rate level.
+    pub remaining: u64,
+    /// That level's burst (0 when the resource has no rate limit).
+    pub limit: u64,
+    /// Time until that level is full.
+    pub reset_after: Nanos,
+    /// Leases in flight at the tightest concurrency level, and its max (0 when none).
+    pub in_flight: u32,
+    /// See `in_flight`.
+    pub max_in_flight: u32,
+}
+
+impl Decision {
+    /// True when granted.
+    pub fn granted(&self) -> bool {
+        matches!(self.verdict, Verdict::Granted(_))
+    }
+
+    /// The grant, if any.
+    pub fn grant(&self) -> Option<&Grant> {
+        match &self.verdict {
+            Verdict::Granted(g) => Some(g),
+            Verdict::Denied { .. } => None,
+        }
+    }
+
+    /// The denial reason, if any.
+    pub fn denial(&self) -> Option<Denial> {
+        match &self.verdict {
+            Verdict::Granted(_) => None,
+            Verdict::Denied { reason, .. } => Some(*reason),
+        }
+    }
+}
+
+/// Why a release did not release anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NotReleased {
+    /// Released before.
+    AlreadyReleased,
+    /// Expired (or revoked) before this release.
+    Expired,
+    /// Never issued by this server, or forgotten.
+    UnknownLease,
+}
+
+impl NotReleased {
+    /// The wire reason.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AlreadyReleased => "already_released",
+            Self::Expired => "expired",
+            Self::UnknownLease => "unknown_lease",
+        }
+    }
+}
+
+/// The answer to a release.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Released {
+    /// `Ok(())` when this call released the lease.
+    pub result: Result<(), NotReleased>,
+    /// Tokens given back by settlement.
+    pub refunded: u64,
+    /// Tokens charged by settlement.
+    pub charged: u64,
+    /// Breaker state after the outcome was counted.
+    pub breaker: BreakerState,
+    /// The lease's resource, when it was found.
+    pub resource: Option<Arc<str>>,
+}
+
+/// The answer to a renewal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Renewed {
+    /// New expiry (engine clock).
+    pub expires_at: Nanos,
+    /// New TTL from now.
+    pub ttl: Duration,
+}
+
+/// The adaptive rate and pause of a resource.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pressure {
+    /// Resource-wide rate in force, tokens per second (0 without a rate limit).
+    pub effective_rate: f64,
+    /// Configured rate, tokens per second.
+    pub configured_rate: f64,
+    /// Paused until (engine clock), if paused now.
+    pub paused_until: Option<Nanos>,
+}
+
+/// The answer to a throttle report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reported {
+    /// The concrete resource.
+    pub resource: Arc<str>,
+    /// Rates and pause after the report.
+    pub pressure: Pressure,
+    /// True when the report lowered the rate.
+    pub rate_decreased: bool,
+    /// Breaker state after counting the report.
+    pub breaker: BreakerState,
+}
+
+/// The answer to GetCircuitState.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CircuitView {
+    /// The concrete resource.
+    pub resource: Arc<str>,
+    /// The breaker (a fresh CLOSED one when none is configured).
+    pub breaker: BreakerSnapshot,
+    /// False when the resource has no breaker.
+    pub configured: bool,
+    /// Rates and pause.
+    pub pressure: Pressure,
+}

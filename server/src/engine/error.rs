@@ -1,0 +1,54 @@
+//! The engine's one error type. A denial is not an error (see [`super::Decision`]); these are requests
+//! that cannot be served at all. The gRPC layer maps each variant to one status code in one place.
+
+/// Why a request failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    /// A field is malformed. `field` is the request field's name as clients know it.
+    #[error("{field}: {problem}")]
+    InvalidArgument {
+        /// The field, e.g. `resource` or `descriptors["tenant"]`.
+        field: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// No rule matches the resource (and no default rule is configured).
+    #[error("resource '{0}' is not configured on this server")]
+    UnknownResource(String),
+    /// A lease id that this server never issued (or forgot long ago).
+    #[error("lease_id: no such lease '{0}'")]
+    UnknownLease(String),
+    /// The request is well-formed but can never succeed as asked.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// A memory cap is reached; not a quota denial.
+    #[error("{what} limit reached ({cap}); retry later or raise the cap in config")]
+    CapacityExhausted {
+        /// Which cap: `live keys` or `leases`.
+        what: &'static str,
+        /// Its configured value.
+        cap: usize,
+    },
+    /// The store could not be reached (a remote store; never the in-memory one).
+    #[error("quota store unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl EngineError {
+    /// Shorthand for [`EngineError::InvalidArgument`].
+    pub fn invalid(field: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self::InvalidArgument { field: field.into(), problem: problem.into() }
+    }
+
+    /// A short, stable label for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::InvalidArgument { .. } => "invalid_argument",
+            Self::UnknownResource(_) => "unknown_resource",
+            Self::UnknownLease(_) => "unknown_lease",
+            Self::FailedPrecondition(_) => "failed_precondition",
+            Self::CapacityExhausted { .. } => "capacity_exhausted",
+            Self::Unavailable(_) => "unavailable",
+        }
+    }
+}

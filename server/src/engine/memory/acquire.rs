@@ -1,0 +1,256 @@
+//! The acquire path: pause, breaker, then every level locked together in a fixed order (by address, so two
+//! acquires touching the same levels can never deadlock), checked, and debited all or none.
+
+use std::{
+    sync::{Arc, MutexGuard, atomic::Ordering},
+    time::Duration,
+};
+
+use super::{
+    MemoryStore,
+    leases::{Lease, LeaseLevel},
+    level::LevelCell,
+    table::{Shared, Slot, lock},
+};
+use crate::{
+    clock::{Nanos, nanos},
+    engine::{Admission, Breaker, Decision, Denial, EngineError, Grant, Plan, Verdict, log_transition},
+};
+
+/// Figures of the tightest levels, reported with every decision.
+#[derive(Debug, Default, Clone, Copy)]
+struct Tightest {
+    remaining: Option<u64>,
+    limit: u64,
+    reset_after: Nanos,
+    headroom: Option<u32>,
+    in_flight: u32,
+    max_in_flight: u32,
+}
+
+impl Tightest {
+    fn observe(&mut self, cell: &LevelCell, max_in_flight: Option<u32>, now: Nanos) {
+        if let Some(b) = &cell.bucket {
+            let remaining = b.remaining(now);
+            if self.remaining.is_none_or(|r| remaining < r) {
+                self.remaining = Some(remaining);
+                self.limit = b.burst();
+                self.reset_after = b.reset_after(now);
+            }
+        }
+        if let Some(max) = max_in_flight {
+            let headroom = max.saturating_sub(cell.in_flight);
+            if self.headroom.is_none_or(|h| headroom < h) {
+                self.headroom = Some(headroom);
+                self.in_flight = cell.in_flight;
+                self.max_in_flight = max;
+            }
+        }
+    }
+
+    fn decision(self, resource: Arc<str>, verdict: Verdict) -> Decision {
+        Decision {
+            resource,
+            verdict,
+            remaining: self.remaining.unwrap_or(0),
+            limit: self.limit,
+            reset_after: self.reset_after,
+            in_flight: self.in_flight,
+            max_in_flight: self.max_in_flight,
+        }
+    }
+}
+
+struct Denied {
+    reason: Denial,
+    retry_after: Nanos,
+    level: usize,
+}
+
+impl MemoryStore {
+    pub(super) fn acquire_now(&self, plan: &Plan<'_>, now: Nanos) -> Result<Decision, EngineError> {
+        match plan.request_id {
+            None => self.decide(plan, now),
+            Some(id) => {
+                let window = self.idempotency_window.load(Ordering::Relaxed);
+                self.idempotency.replay_or(plan.resource, id, plan.fingerprint, now, window, || {
+                    self.decide(plan, now)
+                })
+            }
+        }
+    }
+
+    /// Figures for an early denial (pause, breaker), read level by level without debiting.
+    fn peek(&self, plan: &Plan<'_>, factor: f64, now: Nanos) -> Tightest {
+        let mut t = Tightest::default();
+        for level in &plan.levels {
+            let spec = level.spec(&plan.rule);
+            let mut cell = self.levels.with_existing(&level.key, |c| c.clone()).unwrap_or_default();
+            cell.sync(spec, factor, now);
+            t.observe(&cell, spec.max_in_flight, now);
+        }
+        t
+    }
+
+    fn decide(&self, plan: &Plan<'_>, now: Nanos) -> Result<Decision, EngineError> {
+        let rule = &plan.rule;
+        let (resource, pressure) = self.pressure.get_or_insert(plan.resource, &self.keys, Default::default)?;
+        let (paused_until, factor) = {
+            let p = lock(&pressure);
+            (p.value.paused_until, p.value.factor(rule))
+        };
+        if paused_until > now {
+            let verdict =
+                Verdict::Denied { reason: Denial::Paused, retry_after: paused_until - now, denied_by: "pause".into() };
+            return Ok(self.peek(plan, factor, now).decision(resource, verdict));
+        }
+
+        let mut probe = None;
+        let mut breaker_key = None;
+        if let (Some(spec), Some(key)) = (&rule.breaker, &plan.breaker_key) {
+            let (admission, transition, key) = loop {
+                let (key, shared) = self.breakers.get_or_insert(key, &self.keys, || Breaker::new(spec, now))?;
+                let mut slot = lock(&shared);
+                if !slot.evicted {
+                    let (a, t) = slot.value.admit(spec, now);
+                    break (a, t, key);
+                }
+            };
+            if let Some(t) = transition {
+                log_transition(&key, t);
+            }
+            match admission {
+                Admission::Allowed => {}
+                Admission::Probe(epoch) => probe = Some(epoch),
+                Admission::Rejected { retry_after } => {
+                    let verdict =
+                        Verdict::Denied { reason: Denial::CircuitOpen, retry_after, denied_by: "breaker".into() };
+                    return Ok(self.peek(plan, factor, now).decision(resource, verdict));
+                }
+            }
+            breaker_key = Some(key);
+        }
+
+        let result = self.leases.reserve().and_then(|()| {
+            let outcome = self.debit_levels(plan, factor, now);
+            if !matches!(outcome, Ok((_, Ok(_)))) {
+                self.leases.unreserve();
+            }
+            outcome
+        });
+        let (tightest, levels) = match result {
+            Ok((t, Ok(levels))) => (t, levels),
+            other => {
+                if let (Some(epoch), Some(key)) = (probe, &breaker_key) {
+                    self.breakers.with_existing(key, |b| b.cancel_probe(epoch));
+                }
+                let (t, denied) = other?;
+                let Err(denied) = denied else { unreachable!("grants are handled above") };
+                let verdict = Verdict::Denied {
+                    reason: denied.reason,
+                    retry_after: denied.retry_after,
+                    denied_by: plan.levels[denied.level].label(rule),
+                };
+                return Ok(t.decision(resource, verdict));
+            }
+        };
+
+        if let Some(adaptive) = &rule.adaptive {
+            let mut p = lock(&pressure);
+            if p.value.adaptive.on_grant(adaptive, now) {
+                tracing::debug!(resource = %resource, factor = p.value.adaptive.factor(), "adaptive rate raised");
+            }
+        }
+
+        let lease_id = self.ids.issue();
+        let expires_at = now.saturating_add(nanos(plan.ttl));
+        self.leases.insert(
+            lease_id,
+            Lease {
+                resource: resource.clone(),
+                levels,
+                permits: plan.permits,
+                expires_at,
+                default_ttl: rule.lease_ttl,
+                max_ttl: rule.max_lease_ttl,
+                breaker_key,
+                probe,
+                failure_reported: false,
+                client_id: plan.client_id.map(Box::from),
+            },
+        );
+        let grant = Grant { lease_id, expires_at, ttl: plan.ttl, replayed: false };
+        Ok(tightest.decision(resource, Verdict::Granted(grant)))
+    }
+
+    /// Locks every level, checks all, and debits all or none.
+    #[allow(clippy::type_complexity)]
+    fn debit_levels(
+        &self,
+        plan: &Plan<'_>,
+        factor: f64,
+        now: Nanos,
+    ) -> Result<(Tightest, Result<Box<[LeaseLevel]>, Denied>), EngineError> {
+        let rule = &plan.rule;
+        let concurrency_wait = nanos(rule.concurrency_retry_after.max(Duration::from_millis(1)));
+        loop {
+            let mut cells: Vec<(Arc<str>, Shared<LevelCell>)> = Vec::with_capacity(plan.levels.len());
+            for level in &plan.levels {
+                cells.push(self.levels.get_or_insert(&level.key, &self.keys, LevelCell::default)?);
+            }
+            let mut order: Vec<usize> = (0..cells.len()).collect();
+            order.sort_by_key(|&i| Arc::as_ptr(&cells[i].1) as usize);
+            let mut guards: Vec<Option<MutexGuard<'_, Slot<LevelCell>>>> = cells.iter().map(|_| None).collect();
+            for &i in &order {
+                guards[i] = Some(lock(&cells[i].1));
+            }
+            let mut guards: Vec<MutexGuard<'_, Slot<LevelCell>>> = guards.into_iter().flatten().collect();
+            if guards.iter().any(|g| g.evicted) {
+                // Evicted between lookup and lock: look the keys up again.
+                continue;
+            }
+
+            let mut denied: Option<Denied> = None;
+            let mut consider = |reason, retry_after, level| {
+                if denied.as_ref().is_none_or(|d| retry_after > d.retry_after) {
+                    denied = Some(Denied { reason, retry_after, level });
+                }
+            };
+            for (i, level) in plan.levels.iter().enumerate() {
+                let spec = level.spec(rule);
+                let cell = &mut guards[i].value;
+                cell.sync(spec, factor, now);
+                if let Some(Err(wait)) = cell.bucket.as_ref().map(|b| b.check(now, plan.permits)) {
+                    consider(Denial::RateLimited, wait, i);
+                }
+                if spec.max_in_flight.is_some_and(|max| cell.in_flight >= max) {
+                    consider(Denial::ConcurrencyLimited, concurrency_wait, i);
+                }
+            }
+
+            let mut tightest = Tightest::default();
+            if let Some(d) = denied {
+                for (i, level) in plan.levels.iter().enumerate() {
+                    tightest.observe(&guards[i].value, level.spec(rule).max_in_flight, now);
+                }
+                return Ok((tightest, Err(d)));
+            }
+            let mut held = Vec::with_capacity(plan.levels.len());
+            for (i, level) in plan.levels.iter().enumerate() {
+                let spec = level.spec(rule);
+                let cell = &mut guards[i].value;
+                let charged = cell.bucket.is_some();
+                if let Some(b) = &mut cell.bucket {
+                    b.debit(now, plan.permits);
+                }
+                let slot = spec.max_in_flight.is_some();
+                if slot {
+                    cell.in_flight += 1;
+                }
+                tightest.observe(cell, spec.max_in_flight, now);
+                held.push(LeaseLevel { key: cells[i].0.clone(), partition: level.partition, slot, charged });
+            }
+            return Ok((tightest, Ok(held.into_boxed_slice())));
+        }
+    }
+}

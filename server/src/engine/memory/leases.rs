@@ -1,0 +1,200 @@
+//! The lease table: who holds what, until when. Expiry is indexed by sharded min-heaps so the sweeper
+//! reclaims expired leases without scanning every lease; a renewal pushes a new entry and the stale one
+//! is skipped when it surfaces. Recently ended leases leave a tombstone so a second release can say why.
+
+use std::{
+    cmp::Reverse,
+    collections::BinaryHeap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use dashmap::DashMap;
+
+use super::table::lock;
+use crate::{
+    clock::Nanos,
+    engine::{EngineError, LeaseId, NotReleased},
+};
+
+const SHARDS: usize = 16;
+
+/// One level a lease touched.
+#[derive(Debug, Clone)]
+pub struct LeaseLevel {
+    /// The level's state key (shared with the level table, so no copy).
+    pub key: Arc<str>,
+    /// Index into the rule's partitions; `None` for the resource-wide level.
+    pub partition: Option<usize>,
+    /// True when the lease holds a concurrency slot there.
+    pub slot: bool,
+    /// True when the lease was charged tokens there.
+    pub charged: bool,
+}
+
+/// A live lease.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    /// Concrete resource.
+    pub resource: Arc<str>,
+    /// Levels touched.
+    pub levels: Box<[LeaseLevel]>,
+    /// Tokens charged at each charged level.
+    pub permits: u64,
+    /// Expiry.
+    pub expires_at: Nanos,
+    /// TTL used by a renewal that names none.
+    pub default_ttl: Duration,
+    /// Longest TTL a renewal may ask for.
+    pub max_ttl: Duration,
+    /// Breaker key, if the resource has a breaker.
+    pub breaker_key: Option<Arc<str>>,
+    /// Half-open probe token, for a probe lease.
+    pub probe: Option<u64>,
+    /// Set when a ReportThrottle named this lease, so a failed release does not count twice.
+    pub failure_reported: bool,
+    /// Caller identity.
+    pub client_id: Option<Box<str>>,
+}
+
+/// Live leases, their expiry index, and tombstones of ended ones.
+#[derive(Debug)]
+pub struct LeaseTable {
+    live: DashMap<LeaseId, Lease>,
+    expiry: Box<[Mutex<BinaryHeap<Reverse<(Nanos, LeaseId)>>>]>,
+    ended: DashMap<LeaseId, (NotReleased, Nanos)>,
+    count: AtomicUsize,
+    cap: AtomicUsize,
+}
+
+/// How long an ended lease is remembered, so a late second release says why it did nothing.
+pub const TOMBSTONE_TTL: Duration = Duration::from_secs(60);
+
+impl LeaseTable {
+    /// An empty table holding at most `cap` leases.
+    pub fn new(cap: usize) -> Self {
+        Self {
+            live: DashMap::new(),
+            expiry: (0..SHARDS).map(|_| Mutex::new(BinaryHeap::new())).collect(),
+            ended: DashMap::new(),
+            count: AtomicUsize::new(0),
+            cap: AtomicUsize::new(cap),
+        }
+    }
+
+    /// Changes the cap (config reload).
+    pub fn set_cap(&self, cap: usize) {
+        self.cap.store(cap, Ordering::Relaxed);
+    }
+
+    /// Live leases.
+    pub fn len(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// True with no live lease.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Reserves room for one lease; undo with [`unreserve`](Self::unreserve) if it is not inserted.
+    pub fn reserve(&self) -> Result<(), EngineError> {
+        let cap = self.cap.load(Ordering::Relaxed);
+        self.count
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| (n < cap).then_some(n + 1))
+            .map(|_| ())
+            .map_err(|_| EngineError::CapacityExhausted { what: "leases", cap })
+    }
+
+    /// Gives back a reservation.
+    pub fn unreserve(&self) {
+        self.count.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    fn shard(&self, id: LeaseId) -> &Mutex<BinaryHeap<Reverse<(Nanos, LeaseId)>>> {
+        &self.expiry[(id.0 as usize) % SHARDS]
+    }
+
+    /// Inserts a reserved lease.
+    pub fn insert(&self, id: LeaseId, lease: Lease) {
+        lock(self.shard(id)).push(Reverse((lease.expires_at, id)));
+        self.live.insert(id, lease);
+    }
+
+    /// Removes a live lease, leaving a tombstone that says `why` for later releases.
+    pub fn end(&self, id: LeaseId, why: NotReleased, now: Nanos) -> Option<Lease> {
+        let lease = self.live.remove(&id).map(|(_, l)| l)?;
+        self.count.fetch_sub(1, Ordering::AcqRel);
+        self.ended.insert(id, (why, now));
+        Some(lease)
+    }
+
+    /// Removes a lease only if it has expired by `now`.
+    fn end_if_expired(&self, id: LeaseId, now: Nanos) -> Option<Lease> {
+        let lease = self.live.remove_if(&id, |_, l| l.expires_at <= now).map(|(_, l)| l)?;
+        self.count.fetch_sub(1, Ordering::AcqRel);
+        self.ended.insert(id, (NotReleased::Expired, now));
+        Some(lease)
+    }
+
+    /// Rewrites the tombstone of an ended lease.
+    pub fn end_as(&self, id: LeaseId, why: NotReleased, now: Nanos) {
+        self.ended.insert(id, (why, now));
+    }
+
+    /// Why a lease that is not live is not live.
+    pub fn why_gone(&self, id: LeaseId) -> NotReleased {
+        self.ended.get(&id).map_or(NotReleased::UnknownLease, |e| e.0)
+    }
+
+    /// Runs `f` on a live lease. Returns `None` when it is not live.
+    pub fn update<R>(&self, id: LeaseId, f: impl FnOnce(&mut Lease) -> R) -> Option<R> {
+        self.live.get_mut(&id).map(|mut l| f(&mut l))
+    }
+
+    /// Extends a lease and indexes its new expiry.
+    pub fn renew(&self, id: LeaseId, expires_at: Nanos) -> bool {
+        let renewed = self.update(id, |l| l.expires_at = expires_at).is_some();
+        if renewed {
+            lock(self.shard(id)).push(Reverse((expires_at, id)));
+        }
+        renewed
+    }
+
+    /// Removes and returns every lease expired by `now`.
+    pub fn expire(&self, now: Nanos) -> Vec<(LeaseId, Lease)> {
+        let mut due = Vec::new();
+        for shard in self.expiry.iter() {
+            let mut heap = lock(shard);
+            while let Some(Reverse((at, id))) = heap.peek().copied() {
+                if at > now {
+                    break;
+                }
+                heap.pop();
+                due.push(id);
+            }
+        }
+        // Stale heap entries (renewed or released leases) simply find nothing to remove.
+        due.into_iter().filter_map(|id| self.end_if_expired(id, now).map(|l| (id, l))).collect()
+    }
+
+    /// Forgets tombstones older than [`TOMBSTONE_TTL`]. Returns how many.
+    pub fn forget(&self, now: Nanos) -> usize {
+        let ttl = crate::clock::nanos(TOMBSTONE_TTL);
+        let before = self.ended.len();
+        self.ended.retain(|_, (_, at)| now.saturating_sub(*at) < ttl);
+        before - self.ended.len()
+    }
+
+    /// Visits live leases (admin reads).
+    pub fn for_each(&self, mut f: impl FnMut(LeaseId, &Lease) -> bool) {
+        for r in &self.live {
+            if !f(*r.key(), r.value()) {
+                break;
+            }
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! The in-memory store: the embedded default, needing nothing else. Sharded maps (DashMap) of small
+//! mutex-guarded states; no global lock on the hot path; nothing here ever awaits.
+//!
+//! - [`table`]: keyed state with a live-key cap and idle eviction.
+//! - [`level`]: one level's bucket and semaphore.
+//! - [`pressure`]: a resource's adaptive rate and pause.
+//! - [`leases`]: the lease table and its expiry index.
+//! - [`idempotency`]: remembered grants by request_id.
+//! - [`store`]: [`MemoryStore`] and its [`Store`](crate::engine::Store) implementation; the acquire path
+//!   is in [`acquire`], ending leases in [`release`], breaker and throttle signals in [`signals`].
+
+pub mod acquire;
+pub mod idempotency;
+pub mod leases;
+pub mod level;
+pub mod pressure;
+pub mod release;
+pub mod signals;
+pub mod store;
+pub mod table;
+
+pub use store::MemoryStore;

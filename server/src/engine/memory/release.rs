@@ -1,0 +1,136 @@
+//! Ending leases: release (with settlement and the call's outcome), expiry, and revocation. Each lease is
+//! ended exactly once: removal from the lease table decides who ends it.
+
+use super::{MemoryStore, leases::Lease, level::LevelCell};
+use crate::{
+    clock::Nanos,
+    engine::{
+        Breaker, BreakerState, EngineError, Expired, LeaseId, NotReleased, Outcome, Release, Released, Rules,
+        log_transition,
+    },
+};
+
+impl MemoryStore {
+    /// Frees the lease's concurrency slots.
+    fn free_slots(&self, lease: &Lease) {
+        for level in lease.levels.iter().filter(|l| l.slot) {
+            self.levels.with_existing(&level.key, |c| c.in_flight = c.in_flight.saturating_sub(1));
+        }
+    }
+
+    /// Hands back an unused half-open probe.
+    fn return_probe(&self, lease: &Lease) {
+        if let (Some(epoch), Some(key)) = (lease.probe, &lease.breaker_key) {
+            self.breakers.with_existing(key, |b| b.cancel_probe(epoch));
+        }
+    }
+
+    pub(super) fn release_now(&self, rules: &Rules, r: &Release, now: Nanos) -> Result<Released, EngineError> {
+        let gone = |why| Released {
+            result: Err(why),
+            refunded: 0,
+            charged: 0,
+            breaker: BreakerState::Closed,
+            resource: None,
+        };
+        let Some(lease) = self.leases.end(r.lease_id, NotReleased::AlreadyReleased, now) else {
+            return Ok(gone(self.leases.why_gone(r.lease_id)));
+        };
+        if lease.expires_at <= now {
+            // Expired but not yet swept: reclaim it as the sweeper would, and say so.
+            self.leases.end_as(r.lease_id, NotReleased::Expired, now);
+            self.free_slots(&lease);
+            self.return_probe(&lease);
+            return Ok(Released { resource: Some(lease.resource), ..gone(NotReleased::Expired) });
+        }
+        self.free_slots(&lease);
+
+        let rule = rules.resolve(&lease.resource);
+        let (mut refunded, mut charged) = (0, 0);
+        match r.used_permits {
+            Some(used) if used < lease.permits => {
+                refunded = lease.permits - used;
+                for level in lease.levels.iter().filter(|l| l.charged) {
+                    self.levels.with_existing(&level.key, |c| {
+                        if let Some(b) = &mut c.bucket {
+                            b.credit(now, refunded);
+                        }
+                    });
+                }
+            }
+            Some(used) if used > lease.permits => {
+                charged = used - lease.permits;
+                if let Some(rule) = rule {
+                    let factor = self.pressure.with_existing(&lease.resource, |p| p.factor(rule)).unwrap_or(1.0);
+                    for level in lease.levels.iter().filter(|l| l.charged) {
+                        let spec = match level.partition {
+                            None => Some(&rule.resource),
+                            Some(i) => rule.partitions.get(i).map(|p| &p.limits),
+                        };
+                        let Some(spec) = spec else { continue };
+                        self.levels.with(&level.key, &self.keys, LevelCell::default, |c| {
+                            c.sync(spec, factor, now);
+                            if let Some(b) = &mut c.bucket {
+                                b.debit(now, charged);
+                            }
+                        })?;
+                    }
+                }
+            }
+            _ => {}
+        }
+
+        let mut breaker = BreakerState::Closed;
+        if let (Some(spec), Some(key)) = (rule.and_then(|r| r.breaker.as_ref()), &lease.breaker_key) {
+            let (transition, state) = self.breakers.with(
+                key,
+                &self.keys,
+                || Breaker::new(spec, now),
+                |b| {
+                    let t = match r.outcome {
+                        Outcome::Success => b.record(spec, now, false, lease.probe),
+                        Outcome::Failure | Outcome::Throttled if !lease.failure_reported => {
+                            b.record(spec, now, true, lease.probe)
+                        }
+                        Outcome::Failure | Outcome::Throttled => None,
+                        Outcome::Unknown => {
+                            if let Some(epoch) = lease.probe {
+                                b.cancel_probe(epoch);
+                            }
+                            None
+                        }
+                    };
+                    (t, b.state(now))
+                },
+            )?;
+            if let Some(t) = transition {
+                log_transition(key, t);
+            }
+            breaker = state;
+        }
+        Ok(Released { result: Ok(()), refunded, charged, breaker, resource: Some(lease.resource) })
+    }
+
+    pub(super) fn reclaim_expired(&self, now: Nanos) -> Vec<Expired> {
+        self.leases
+            .expire(now)
+            .into_iter()
+            .map(|(lease_id, lease)| {
+                self.free_slots(&lease);
+                self.return_probe(&lease);
+                Expired { lease_id, resource: lease.resource }
+            })
+            .collect()
+    }
+
+    pub(super) fn revoke_now(&self, id: LeaseId, now: Nanos) -> bool {
+        match self.leases.end(id, NotReleased::Expired, now) {
+            Some(lease) => {
+                self.free_slots(&lease);
+                self.return_probe(&lease);
+                true
+            }
+            None => false,
+        }
+    }
+}

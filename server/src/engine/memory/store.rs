@@ -1,0 +1,261 @@
+//! [`MemoryStore`]: the in-memory [`Store`].
+
+use std::{
+    collections::HashMap,
+    future::{Future, ready},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use super::{
+    idempotency::Idempotency, leases::LeaseTable, level::LevelCell, pressure::PressureState, table::KeyBudget,
+    table::Table,
+};
+use crate::{
+    clock::{Nanos, nanos},
+    engine::{
+        Breaker, BreakerRef, BreakerState, CircuitView, Decision, EngineError, LeaseId, LeaseIds, LeaseView, Plan,
+        Release, Released, Renewed, ReportPlan, Reported, ResourceUsage, Rules, Store, StoreUsage, Sweep,
+    },
+};
+
+/// Idle keys, idempotency entries and tombstones are swept at most this often (leases expire every sweep).
+const FULL_SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// The embedded in-memory store. See the module docs.
+#[derive(Debug)]
+pub struct MemoryStore {
+    pub(super) keys: KeyBudget,
+    pub(super) levels: Table<LevelCell>,
+    pub(super) breakers: Table<Breaker>,
+    pub(super) pressure: Table<PressureState>,
+    pub(super) leases: LeaseTable,
+    pub(super) ids: LeaseIds,
+    pub(super) idempotency: Idempotency,
+    pub(super) idempotency_window: AtomicU64,
+    last_full_sweep: AtomicU64,
+}
+
+impl MemoryStore {
+    /// An empty store sized by `rules.capacity`.
+    pub fn new(rules: &Rules) -> Self {
+        Self {
+            keys: KeyBudget::new(rules.capacity.max_live_keys),
+            levels: Table::default(),
+            breakers: Table::default(),
+            pressure: Table::default(),
+            leases: LeaseTable::new(rules.capacity.max_leases),
+            ids: LeaseIds::default(),
+            idempotency: Idempotency::default(),
+            idempotency_window: AtomicU64::new(nanos(rules.capacity.idempotency_window)),
+            last_full_sweep: AtomicU64::new(0),
+        }
+    }
+
+    fn renew_now(&self, id: LeaseId, ttl: Option<Duration>, now: Nanos) -> Result<Renewed, EngineError> {
+        let ttl = self
+            .leases
+            .update(id, |l| {
+                if l.expires_at <= now {
+                    return None;
+                }
+                let ttl = ttl.unwrap_or(l.default_ttl).min(l.max_ttl);
+                Some(ttl)
+            })
+            .flatten();
+        let Some(ttl) = ttl else {
+            return Err(match self.leases.why_gone(id) {
+                crate::engine::NotReleased::UnknownLease if !self.is_expired_live(id, now) => {
+                    EngineError::UnknownLease(id.to_string())
+                }
+                why => EngineError::FailedPrecondition(format!(
+                    "lease_id: lease {id} can no longer be renewed ({}); acquire a new one",
+                    match why {
+                        crate::engine::NotReleased::AlreadyReleased => "it was released",
+                        _ => "it has expired",
+                    }
+                )),
+            });
+        };
+        let expires_at = now.saturating_add(nanos(ttl));
+        if !self.leases.renew(id, expires_at) {
+            return Err(EngineError::FailedPrecondition(format!("lease_id: lease {id} ended while renewing")));
+        }
+        Ok(Renewed { expires_at, ttl })
+    }
+
+    fn is_expired_live(&self, id: LeaseId, now: Nanos) -> bool {
+        self.leases.update(id, |l| l.expires_at <= now).unwrap_or(false)
+    }
+
+    fn usage_now(&self, rules: &Rules, now: Nanos) -> StoreUsage {
+        let mut leases: HashMap<Arc<str>, u64> = HashMap::new();
+        self.leases.for_each(|_, l| {
+            *leases.entry(l.resource.clone()).or_default() += 1;
+            true
+        });
+        let mut resources = Vec::new();
+        self.pressure.for_each(|name, p| {
+            let Some(rule) = rules.resolve(name) else { return };
+            let level = self.levels.with_existing(name, |c| c.clone()).unwrap_or_default();
+            let tokens_available = match (level.bucket, rule.resource.rate) {
+                (Some(b), _) => Some(b.remaining(now)),
+                (None, Some(r)) => Some(r.burst),
+                (None, None) => None,
+            };
+            let breaker = self.breakers.with_existing(name, |b| b.state(now)).unwrap_or(BreakerState::Closed);
+            resources.push(ResourceUsage {
+                resource: name.clone(),
+                tokens_available,
+                in_flight: level.in_flight,
+                live_leases: leases.get(name).copied().unwrap_or(0),
+                breaker,
+                rate_factor: p.factor(rule),
+                paused_until: (p.paused_until > now).then_some(p.paused_until),
+            });
+        });
+        resources.sort_by(|a, b| a.resource.cmp(&b.resource));
+        StoreUsage { resources, live_keys: self.keys.live() as u64, live_leases: self.leases.len() as u64 }
+    }
+
+    fn sweep_now(&self, now: Nanos) -> Sweep {
+        let expired = self.reclaim_expired(now);
+        let mut sweep = Sweep { expired, ..Sweep::default() };
+        let last = self.last_full_sweep.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= nanos(FULL_SWEEP_EVERY)
+            && self.last_full_sweep.compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+        {
+            sweep.evicted_keys = self.levels.evict(&self.keys, |c| c.is_idle(now))
+                + self.breakers.evict(&self.keys, |b| b.is_pristine(now))
+                + self.pressure.evict(&self.keys, |p| p.is_idle(now));
+            sweep.forgotten = self.idempotency.forget(now) + self.leases.forget(now);
+        }
+        sweep
+    }
+
+    fn leases_of(&self, resource: &str, limit: usize) -> (Vec<LeaseView>, bool) {
+        let mut out = Vec::new();
+        let mut truncated = false;
+        self.leases.for_each(|id, l| {
+            if &*l.resource != resource {
+                return true;
+            }
+            if out.len() == limit {
+                truncated = true;
+                return false;
+            }
+            let descriptors = l
+                .levels
+                .iter()
+                .filter(|lv| lv.partition.is_some())
+                .filter_map(|lv| {
+                    let mut parts = lv.key.splitn(3, crate::engine::plan::KEY_SEP);
+                    let (_, d, v) = (parts.next()?, parts.next()?, parts.next()?);
+                    Some((d.to_owned(), v.to_owned()))
+                })
+                .collect();
+            out.push(LeaseView {
+                lease_id: id,
+                resource: l.resource.clone(),
+                descriptors,
+                permits: l.permits,
+                expires_at: l.expires_at,
+                client_id: l.client_id.as_deref().map(str::to_owned),
+                probe: l.probe.is_some(),
+            });
+            true
+        });
+        (out, truncated)
+    }
+
+    /// Applies reloaded capacity settings.
+    pub fn apply_capacity(&self, rules: &Rules) {
+        self.keys.set_cap(rules.capacity.max_live_keys);
+        self.leases.set_cap(rules.capacity.max_leases);
+        self.idempotency_window.store(nanos(rules.capacity.idempotency_window), Ordering::Relaxed);
+    }
+}
+
+impl Store for MemoryStore {
+    fn acquire(&self, plan: &Plan<'_>, now: Nanos) -> impl Future<Output = Result<Decision, EngineError>> + Send {
+        ready(self.acquire_now(plan, now))
+    }
+
+    fn release(
+        &self,
+        rules: &Rules,
+        release: &Release,
+        now: Nanos,
+    ) -> impl Future<Output = Result<Released, EngineError>> + Send {
+        ready(self.release_now(rules, release, now))
+    }
+
+    fn renew(
+        &self,
+        lease_id: LeaseId,
+        ttl: Option<Duration>,
+        now: Nanos,
+    ) -> impl Future<Output = Result<Renewed, EngineError>> + Send {
+        ready(self.renew_now(lease_id, ttl, now))
+    }
+
+    fn report(
+        &self,
+        report: &ReportPlan<'_>,
+        now: Nanos,
+    ) -> impl Future<Output = Result<Reported, EngineError>> + Send {
+        ready(self.report_now(report, now))
+    }
+
+    fn circuit(
+        &self,
+        target: &BreakerRef<'_>,
+        now: Nanos,
+    ) -> impl Future<Output = Result<CircuitView, EngineError>> + Send {
+        ready(Ok(self.circuit_now(target, now)))
+    }
+
+    fn reset_breaker(
+        &self,
+        target: &BreakerRef<'_>,
+        now: Nanos,
+    ) -> impl Future<Output = Result<BreakerState, EngineError>> + Send {
+        ready(self.reset_now(target, now))
+    }
+
+    fn force_open(
+        &self,
+        target: &BreakerRef<'_>,
+        duration: Duration,
+        now: Nanos,
+    ) -> impl Future<Output = Result<BreakerState, EngineError>> + Send {
+        ready(self.force_open_now(target, duration, now))
+    }
+
+    fn revoke(&self, lease_id: LeaseId, now: Nanos) -> impl Future<Output = Result<bool, EngineError>> + Send {
+        ready(Ok(self.revoke_now(lease_id, now)))
+    }
+
+    fn leases(
+        &self,
+        resource: &str,
+        limit: usize,
+    ) -> impl Future<Output = Result<(Vec<LeaseView>, bool), EngineError>> + Send {
+        ready(Ok(self.leases_of(resource, limit)))
+    }
+
+    fn usage(&self, rules: &Rules, now: Nanos) -> impl Future<Output = Result<StoreUsage, EngineError>> + Send {
+        ready(Ok(self.usage_now(rules, now)))
+    }
+
+    fn sweep(&self, now: Nanos) -> impl Future<Output = Result<Sweep, EngineError>> + Send {
+        ready(Ok(self.sweep_now(now)))
+    }
+
+    fn apply(&self, rules: &Rules) {
+        self.apply_capacity(rules);
+    }
+}

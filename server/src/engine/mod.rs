@@ -1,0 +1,38 @@
+//! The quota engine: token buckets, concurrency leases, circuit breakers, the adaptive rate and pauses,
+//! in plain Rust types. It knows nothing of gRPC; `crate::grpc` converts to and from the wire.
+//!
+//! - [`rate`]: the token bucket (GCRA).
+//! - [`breaker`]: the circuit breaker.
+//! - [`adaptive`]: the AIMD adaptive rate.
+//! - [`rules`]: validated rules and resource-name resolution ([`glob`] for patterns).
+//! - [`request`], [`decision`], [`error`]: what goes in and what comes out.
+//! - [`plan`]: a request resolved into the state keys it touches.
+//! - [`store`]: the storage boundary; [`memory`] is the in-memory store.
+//! - [`quota`]: [`Quota`], the front door.
+
+pub mod adaptive;
+pub mod breaker;
+pub mod decision;
+pub mod error;
+pub mod glob;
+pub mod lease_id;
+pub mod memory;
+pub mod plan;
+pub mod quota;
+pub mod rate;
+pub mod request;
+pub mod rules;
+pub mod store;
+
+pub use adaptive::{AdaptiveRate, AdaptiveSpec};
+pub use breaker::{Admission, Breaker, BreakerSnapshot, BreakerSpec, BreakerState, Transition, log_transition};
+pub use decision::{CircuitView, Decision, Denial, Grant, NotReleased, Pressure, Released, Renewed, Reported, Verdict};
+pub use error::EngineError;
+pub use lease_id::{LeaseId, LeaseIds};
+pub use memory::MemoryStore;
+pub use plan::Plan;
+pub use quota::Quota;
+pub use rate::{Bucket, RateSpec};
+pub use request::{Acquire, BreakerTarget, Outcome, Release, Renew, Report, ThrottleKind};
+pub use rules::{Capacity, LevelSpec, Partition, RequestLimits, Rule, Rules};
+pub use store::{BreakerRef, Expired, LeaseView, ReportPlan, ResourceUsage, Store, StoreUsage, Sweep};

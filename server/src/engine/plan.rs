@@ -1,0 +1,170 @@
+//! Turning a request into the exact set of state keys it touches: one per level (resource-wide, then one
+//! per partition value), plus the breaker. Every check that needs the rule but not the state happens here,
+//! so a store only ever sees requests that can succeed.
+
+use std::{
+    borrow::Cow,
+    hash::{DefaultHasher, Hash, Hasher},
+    sync::Arc,
+    time::Duration,
+};
+
+use super::{Acquire, EngineError, LevelSpec, Rule};
+
+/// Separates the parts of a state key. Control characters are refused in names, so keys cannot collide.
+pub const KEY_SEP: char = '\u{1f}';
+
+/// One level an acquire must pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LevelPlan<'a> {
+    /// The state key: the resource name, or `resource␟descriptor␟value`.
+    pub key: Cow<'a, str>,
+    /// Index into the rule's partitions; `None` for the resource-wide level.
+    pub partition: Option<usize>,
+    /// The descriptor value for a partition level.
+    pub value: &'a str,
+}
+
+impl LevelPlan<'_> {
+    /// The level's limits.
+    pub fn spec<'r>(&self, rule: &'r Rule) -> &'r LevelSpec {
+        match self.partition {
+            Some(i) => &rule.partitions[i].limits,
+            None => &rule.resource,
+        }
+    }
+
+    /// How a denial names this level: `resource` or `tenant=acme`.
+    pub fn label(&self, rule: &Rule) -> String {
+        match self.partition {
+            Some(i) => format!("{}={}", rule.partitions[i].descriptor, self.value),
+            None => "resource".to_owned(),
+        }
+    }
+}
+
+/// The state key of a partition value.
+pub fn partition_key(resource: &str, descriptor: &str, value: &str) -> String {
+    let mut key = String::with_capacity(resource.len() + descriptor.len() + value.len() + 2);
+    key.push_str(resource);
+    key.push(KEY_SEP);
+    key.push_str(descriptor);
+    key.push(KEY_SEP);
+    key.push_str(value);
+    key
+}
+
+fn descriptor<'a>(descriptors: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    descriptors.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+fn required<'a>(
+    descriptors: &'a [(String, String)],
+    key: &str,
+    resource: &str,
+    why: &str,
+) -> Result<&'a str, EngineError> {
+    descriptor(descriptors, key).ok_or_else(|| {
+        EngineError::invalid(
+            format!("descriptors[{key:?}]"),
+            format!("is required: resource '{resource}' is {why} by '{key}'"),
+        )
+    })
+}
+
+/// The breaker key for a resource: `None` without a breaker, else the resource name or its partition key.
+pub fn breaker_key<'a>(
+    rule: &Rule,
+    resource: &'a str,
+    descriptors: &'a [(String, String)],
+) -> Result<Option<Cow<'a, str>>, EngineError> {
+    if rule.breaker.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(match &rule.breaker_partition {
+        None => Cow::Borrowed(resource),
+        Some(d) => {
+            let value = required(descriptors, d, resource, "breaker-partitioned")?;
+            Cow::Owned(partition_key(resource, d, value))
+        }
+    }))
+}
+
+/// Everything an acquire touches, resolved against its rule.
+#[derive(Debug, Clone)]
+pub struct Plan<'a> {
+    /// Concrete resource name.
+    pub resource: &'a str,
+    /// Its rule.
+    pub rule: Arc<Rule>,
+    /// Levels in check order.
+    pub levels: Vec<LevelPlan<'a>>,
+    /// The breaker's key, if the rule has a breaker.
+    pub breaker_key: Option<Cow<'a, str>>,
+    /// Tokens to take at every rate level.
+    pub permits: u64,
+    /// The lease TTL (request's, clamped to the rule's max, or the rule's default).
+    pub ttl: Duration,
+    /// Idempotency key.
+    pub request_id: Option<&'a str>,
+    /// Hash of the parameters that must match when a request_id is reused.
+    pub fingerprint: u64,
+    /// Caller identity.
+    pub client_id: Option<&'a str>,
+}
+
+impl<'a> Plan<'a> {
+    /// Resolves `req` against `rule`.
+    pub fn build(rule: Arc<Rule>, req: &'a Acquire) -> Result<Self, EngineError> {
+        let resource = req.resource.as_str();
+        let mut levels = Vec::with_capacity(1 + rule.partitions.len());
+        if rule.resource.rate.is_some() || rule.resource.max_in_flight.is_some() {
+            levels.push(LevelPlan { key: Cow::Borrowed(resource), partition: None, value: "" });
+        }
+        for (i, p) in rule.partitions.iter().enumerate() {
+            let value = required(&req.descriptors, &p.descriptor, resource, "partitioned")?;
+            levels.push(LevelPlan {
+                key: Cow::Owned(partition_key(resource, &p.descriptor, value)),
+                partition: Some(i),
+                value,
+            });
+        }
+        for level in &levels {
+            if let Some(rate) = level.spec(&rule).rate
+                && req.permits > rate.burst
+            {
+                return Err(EngineError::FailedPrecondition(format!(
+                    "permits: {} can never be granted: level '{}' of resource '{resource}' has burst {}",
+                    req.permits,
+                    level.label(&rule),
+                    rate.burst
+                )));
+            }
+        }
+        let ttl = req.lease_ttl.unwrap_or(rule.lease_ttl).min(rule.max_lease_ttl);
+        let fingerprint = match &req.request_id {
+            None => 0,
+            Some(_) => {
+                let mut h = DefaultHasher::new();
+                req.permits.hash(&mut h);
+                req.lease_ttl.hash(&mut h);
+                let mut d: Vec<_> = req.descriptors.iter().collect();
+                d.sort();
+                d.hash(&mut h);
+                h.finish()
+            }
+        };
+        let breaker_key = breaker_key(&rule, resource, &req.descriptors)?;
+        Ok(Self {
+            resource,
+            rule,
+            levels,
+            breaker_key,
+            permits: req.permits,
+            ttl,
+            request_id: req.request_id.as_deref(),
+            fingerprint,
+            client_id: req.client_id.as_deref(),
+        })
+    }
+}

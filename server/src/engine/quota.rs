@@ -1,0 +1,172 @@
+//! [`Quota`]: the engine's front door. It validates requests against the current rules, resolves them into
+//! plans, and runs them against a [`Store`] at the injected clock's now. It knows nothing of gRPC.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use arc_swap::ArcSwap;
+
+use super::{
+    Acquire, BreakerRef, BreakerState, BreakerTarget, CircuitView, Decision, EngineError, LeaseId, LeaseView,
+    MemoryStore, Plan, Release, Released, Renew, Renewed, Report, ReportPlan, Reported, Rule, Rules, Store,
+    StoreUsage, Sweep, plan, request::check_target,
+};
+use crate::clock::{Clock, Nanos, nanos};
+
+/// The quota engine over a store (the in-memory one by default).
+pub struct Quota<S: Store = MemoryStore> {
+    rules: ArcSwap<Rules>,
+    store: S,
+    clock: Arc<dyn Clock>,
+    version: AtomicU64,
+}
+
+impl<S: Store> std::fmt::Debug for Quota<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Quota").field("rules", &self.rules.load().len()).finish_non_exhaustive()
+    }
+}
+
+impl Quota<MemoryStore> {
+    /// An engine over a fresh in-memory store.
+    pub fn in_memory(rules: Rules, clock: Arc<dyn Clock>) -> Self {
+        let store = MemoryStore::new(&rules);
+        Self::new(rules, store, clock)
+    }
+}
+
+impl<S: Store> Quota<S> {
+    /// An engine enforcing `rules` over `store`, reading time from `clock`.
+    pub fn new(rules: Rules, store: S, clock: Arc<dyn Clock>) -> Self {
+        Self { rules: ArcSwap::from_pointee(rules), store, clock, version: AtomicU64::new(1) }
+    }
+
+    /// The clock decisions are made at.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The rules in force.
+    pub fn rules(&self) -> Arc<Rules> {
+        self.rules.load_full()
+    }
+
+    /// Swaps in new rules. State is kept: buckets keep their tokens (clamped to new capacities on next use)
+    /// and leases stay valid. Returns the new config version.
+    pub fn replace_rules(&self, rules: Rules) -> u64 {
+        self.store.apply(&rules);
+        self.rules.store(Arc::new(rules));
+        self.version.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// Starts at 1; increments on every [`replace_rules`](Self::replace_rules).
+    pub fn config_version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    fn rule(rules: &Rules, resource: &str) -> Result<Arc<Rule>, EngineError> {
+        rules.resolve(resource).cloned().ok_or_else(|| EngineError::UnknownResource(resource.to_owned()))
+    }
+
+    fn breaker_ref<'a>(rules: &Rules, target: &'a BreakerTarget) -> Result<BreakerRef<'a>, EngineError> {
+        check_target(&target.resource, &target.descriptors, &rules.limits)?;
+        let rule = Self::rule(rules, &target.resource)?;
+        let key = plan::breaker_key(&rule, &target.resource, &target.descriptors)?;
+        Ok(BreakerRef { resource: &target.resource, rule, key })
+    }
+
+    /// One attempt to acquire (no waiting; see the server's `max_wait` handling for that).
+    pub async fn acquire(&self, req: &Acquire) -> Result<Decision, EngineError> {
+        let rules = self.rules.load();
+        req.validate(&rules.limits)?;
+        let plan = Plan::build(Self::rule(&rules, &req.resource)?, req)?;
+        self.store.acquire(&plan, self.clock.now()).await
+    }
+
+    /// Releases a lease.
+    pub async fn release(&self, req: &Release) -> Result<Released, EngineError> {
+        let rules = self.rules.load_full();
+        self.store.release(&rules, req, self.clock.now()).await
+    }
+
+    /// Renews a lease.
+    pub async fn renew(&self, req: &Renew) -> Result<Renewed, EngineError> {
+        if req.lease_ttl == Some(Duration::ZERO) {
+            return Err(EngineError::invalid("lease_ttl", "must be positive when given"));
+        }
+        self.store.renew(req.lease_id, req.lease_ttl, self.clock.now()).await
+    }
+
+    /// Reports a downstream throttle or failure.
+    pub async fn report(&self, req: &Report) -> Result<Reported, EngineError> {
+        let rules = self.rules.load();
+        req.validate(&rules.limits)?;
+        let target = BreakerTarget { resource: req.resource.clone(), descriptors: req.descriptors.clone() };
+        let target = Self::breaker_ref(&rules, &target)?;
+        let max_pause = target.rule.max_pause;
+        let pause = req.retry_after.map(|d| d.min(max_pause)).filter(|d| !d.is_zero());
+        let plan = ReportPlan { target, kind: req.kind, pause, lease_id: req.lease_id };
+        self.store.report(&plan, self.clock.now()).await
+    }
+
+    /// Reads a resource's breaker, adaptive rate and pause.
+    pub async fn circuit(&self, target: &BreakerTarget) -> Result<CircuitView, EngineError> {
+        let rules = self.rules.load();
+        let target = Self::breaker_ref(&rules, target)?;
+        self.store.circuit(&target, self.clock.now()).await
+    }
+
+    /// Closes a breaker and resets the resource's adaptive rate and pause. Returns the state before.
+    pub async fn reset_breaker(&self, target: &BreakerTarget) -> Result<BreakerState, EngineError> {
+        let rules = self.rules.load();
+        let target = Self::breaker_ref(&rules, target)?;
+        self.store.reset_breaker(&target, self.clock.now()).await
+    }
+
+    /// Opens a breaker for `duration` (default: its open duration). Returns the state before and when it
+    /// becomes HALF_OPEN.
+    pub async fn force_open(
+        &self,
+        target: &BreakerTarget,
+        duration: Option<Duration>,
+    ) -> Result<(BreakerState, Nanos), EngineError> {
+        let rules = self.rules.load();
+        let target = Self::breaker_ref(&rules, target)?;
+        let duration = duration.or(target.rule.breaker.as_ref().map(|b| b.open_duration)).unwrap_or_default();
+        let now = self.clock.now();
+        let before = self.store.force_open(&target, duration, now).await?;
+        Ok((before, now.saturating_add(nanos(duration))))
+    }
+
+    /// Ends a lease as if expired.
+    pub async fn revoke(&self, lease_id: LeaseId) -> Result<bool, EngineError> {
+        self.store.revoke(lease_id, self.clock.now()).await
+    }
+
+    /// Up to `limit` live leases of a resource.
+    pub async fn leases(&self, resource: &str, limit: usize) -> Result<(Vec<LeaseView>, bool), EngineError> {
+        check_target(resource, &[], &self.rules.load().limits)?;
+        self.store.leases(resource, limit).await
+    }
+
+    /// Live usage.
+    pub async fn usage(&self) -> Result<StoreUsage, EngineError> {
+        let rules = self.rules.load_full();
+        self.store.usage(&rules, self.clock.now()).await
+    }
+
+    /// Reclaims expired leases and drops idle state (the sweeper calls this).
+    pub async fn sweep(&self) -> Result<Sweep, EngineError> {
+        self.store.sweep(self.clock.now()).await
+    }
+}

@@ -1,0 +1,201 @@
+//! The token bucket, as a generic cell rate algorithm (GCRA): one timestamp says when the bucket will be
+//! full again. Integer nanoseconds throughout, so limits are exact and `retry_after` is exact too.
+
+use std::time::Duration;
+
+use crate::clock::{Nanos, nanos};
+
+/// A rate limit: `limit` tokens per `period`, holding at most `burst` tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateSpec {
+    /// Tokens added per `period`.
+    pub limit: u64,
+    /// The refill period.
+    pub period: Duration,
+    /// Capacity: the most tokens that can be taken at once, and what a fresh bucket holds.
+    pub burst: u64,
+}
+
+impl RateSpec {
+    /// Nanoseconds per token at `factor` × the configured rate (the adaptive multiplier, `1.0` when none).
+    /// Rounded up, so the bucket never refills faster than configured.
+    pub fn interval(&self, factor: f64) -> u64 {
+        let base = nanos(self.period) as f64 / self.limit as f64;
+        let scaled = if factor > 0.0 && factor < 1.0 { base / factor } else { base };
+        (scaled.ceil() as u64).max(1)
+    }
+
+    /// The configured rate in tokens per second.
+    pub fn per_second(&self) -> f64 {
+        self.limit as f64 / self.period.as_secs_f64()
+    }
+}
+
+/// One token bucket. `tat` (theoretical arrival time) is the instant the bucket will be full again; a bucket
+/// whose `tat` is in the past is full. Tokens available at `now` are `burst - (tat - now) / interval`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bucket {
+    tat: Nanos,
+    interval: u64,
+    burst: u64,
+}
+
+impl Bucket {
+    /// A full bucket refilling one token per `interval` nanoseconds, holding at most `burst`.
+    pub fn new(interval: u64, burst: u64) -> Self {
+        Self { tat: 0, interval: interval.max(1), burst }
+    }
+
+    /// The current refill interval (nanoseconds per token).
+    pub fn interval(&self) -> u64 {
+        self.interval
+    }
+
+    /// The capacity.
+    pub fn burst(&self) -> u64 {
+        self.burst
+    }
+
+    fn deficit(&self, now: Nanos) -> u128 {
+        u128::from(self.tat.saturating_sub(now))
+    }
+
+    fn capacity(&self) -> u128 {
+        u128::from(self.burst) * u128::from(self.interval)
+    }
+
+    /// Applies new parameters (a config reload or an adaptive rate change) without losing state: the tokens
+    /// owed are kept, re-timed at the new interval, and the tokens available are clamped to the new burst
+    /// (a larger burst does not hand out extra tokens at once).
+    pub fn retune(&mut self, now: Nanos, interval: u64, burst: u64) {
+        let interval = interval.max(1);
+        if interval == self.interval && burst == self.burst {
+            return;
+        }
+        let old_interval = u128::from(self.interval);
+        let new_interval = u128::from(interval);
+        // Owed tokens, in units of 1/old_interval token, so the conversion loses nothing before rounding.
+        let owed_time = self.deficit(now);
+        let mut new_deficit = owed_time * new_interval;
+        let (old_burst, new_burst) = (u128::from(self.burst), u128::from(burst));
+        if new_burst >= old_burst {
+            new_deficit += (new_burst - old_burst) * new_interval * old_interval;
+        } else {
+            new_deficit = new_deficit.saturating_sub((old_burst - new_burst) * new_interval * old_interval);
+        }
+        let new_deficit = new_deficit.div_ceil(old_interval);
+        self.interval = interval;
+        self.burst = burst;
+        self.tat = if new_deficit == 0 { 0 } else { now.saturating_add(clamp_u64(new_deficit)) };
+    }
+
+    /// `Ok` when `permits` tokens are available now; otherwise the exact wait until they will be.
+    pub fn check(&self, now: Nanos, permits: u64) -> Result<(), Nanos> {
+        let needed = self.deficit(now) + u128::from(permits) * u128::from(self.interval);
+        let capacity = self.capacity();
+        if needed <= capacity { Ok(()) } else { Err(clamp_u64(needed - capacity)) }
+    }
+
+    /// Takes `permits` tokens, going into debt if there are not enough (callers [`check`](Self::check)
+    /// first, except when settling a cost that was already incurred).
+    pub fn debit(&mut self, now: Nanos, permits: u64) {
+        let cost = u128::from(permits) * u128::from(self.interval);
+        self.tat = clamp_u64(u128::from(self.tat.max(now)) + cost);
+    }
+
+    /// Gives back `permits` tokens, never beyond a full bucket.
+    pub fn credit(&mut self, now: Nanos, permits: u64) {
+        let refund = clamp_u64(u128::from(permits) * u128::from(self.interval));
+        let tat = self.tat.saturating_sub(refund);
+        self.tat = if tat <= now { 0 } else { tat };
+    }
+
+    /// Whole tokens available now (0 while in debt).
+    pub fn remaining(&self, now: Nanos) -> u64 {
+        let capacity = self.capacity();
+        let deficit = self.deficit(now);
+        if deficit >= capacity { 0 } else { clamp_u64((capacity - deficit) / u128::from(self.interval)) }
+    }
+
+    /// Time until the bucket is full.
+    pub fn reset_after(&self, now: Nanos) -> Nanos {
+        self.tat.saturating_sub(now)
+    }
+
+    /// True when the bucket is full, so it is identical to a fresh one and may be dropped.
+    pub fn is_full(&self, now: Nanos) -> bool {
+        self.tat <= now
+    }
+}
+
+fn clamp_u64(v: u128) -> u64 {
+    u64::try_from(v).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEC: u64 = 1_000_000_000;
+
+    fn spec(limit: u64, period_s: u64, burst: u64) -> RateSpec {
+        RateSpec { limit, period: Duration::from_secs(period_s), burst }
+    }
+
+    #[test]
+    fn fresh_bucket_allows_burst_then_denies_with_exact_retry_after() {
+        let s = spec(10, 1, 5);
+        let mut b = Bucket::new(s.interval(1.0), s.burst);
+        for _ in 0..5 {
+            assert_eq!(b.check(0, 1), Ok(()));
+            b.debit(0, 1);
+        }
+        assert_eq!(b.remaining(0), 0);
+        assert_eq!(b.check(0, 1), Err(SEC / 10));
+        assert_eq!(b.check(SEC / 10 - 1, 1), Err(1));
+        assert_eq!(b.check(SEC / 10, 1), Ok(()));
+        assert_eq!(b.reset_after(0), SEC / 2);
+    }
+
+    #[test]
+    fn credit_refunds_but_never_beyond_full() {
+        let mut b = Bucket::new(SEC, 10);
+        b.debit(0, 4);
+        assert_eq!(b.remaining(0), 6);
+        b.credit(0, 2);
+        assert_eq!(b.remaining(0), 8);
+        b.credit(0, 100);
+        assert_eq!(b.remaining(0), 10);
+        assert!(b.is_full(0));
+    }
+
+    #[test]
+    fn debt_delays_later_grants() {
+        let mut b = Bucket::new(SEC, 2);
+        b.debit(0, 5);
+        assert_eq!(b.remaining(0), 0);
+        // 5 owed with burst 2: one token is available again after 4 s.
+        assert_eq!(b.check(0, 1), Err(4 * SEC));
+    }
+
+    #[test]
+    fn retune_keeps_owed_tokens_and_clamps_to_new_burst() {
+        let mut b = Bucket::new(SEC, 10);
+        b.debit(0, 4); // 6 left
+        b.retune(0, SEC / 2, 10);
+        assert_eq!(b.remaining(0), 6);
+        assert_eq!(b.reset_after(0), 2 * SEC);
+        b.retune(0, SEC / 2, 3); // clamp 6 -> 3
+        assert_eq!(b.remaining(0), 3);
+        assert!(b.is_full(0));
+        b.retune(0, SEC / 2, 8); // growing does not add tokens at once
+        assert_eq!(b.remaining(0), 3);
+    }
+
+    #[test]
+    fn interval_rounds_up_and_scales_with_factor() {
+        assert_eq!(spec(3, 1, 1).interval(1.0), 333_333_334);
+        assert_eq!(spec(30, 60, 1).interval(1.0), 2 * SEC);
+        assert_eq!(spec(10, 1, 1).interval(0.5), SEC / 5);
+    }
+}

@@ -1,0 +1,150 @@
+//! The typed, validated rules the engine enforces (built from config by `crate::config`), and how a
+//! request's resource name finds its rule: exact names first, then patterns in the order configured.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use super::{AdaptiveSpec, BreakerSpec, RateSpec, glob};
+
+/// One level of limits: the resource-wide one, or one partition of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LevelSpec {
+    /// The token bucket, if this level has a rate limit.
+    pub rate: Option<RateSpec>,
+    /// The most leases in flight, if this level has a concurrency limit.
+    pub max_in_flight: Option<u32>,
+}
+
+/// A partition: each distinct value of the request descriptor `descriptor` gets its own level.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Partition {
+    /// The descriptor key, e.g. `tenant`.
+    pub descriptor: Arc<str>,
+    /// Limits applied to each value.
+    pub limits: LevelSpec,
+}
+
+/// Everything configured for one resource (or one pattern of resources).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    /// The configured name: a concrete resource name or a pattern such as `partner.*`.
+    pub name: Arc<str>,
+    /// The resource-wide level (both parts may be absent).
+    pub resource: LevelSpec,
+    /// Partition levels, checked after the resource-wide level, in this order.
+    pub partitions: Vec<Partition>,
+    /// Lease TTL when the request gives none.
+    pub lease_ttl: Duration,
+    /// The longest TTL a request (or renewal) may ask for.
+    pub max_lease_ttl: Duration,
+    /// The circuit breaker, if any.
+    pub breaker: Option<BreakerSpec>,
+    /// When set, one breaker per value of this descriptor instead of one for the resource.
+    pub breaker_partition: Option<Arc<str>>,
+    /// The adaptive rate, if any.
+    pub adaptive: Option<AdaptiveSpec>,
+    /// The longest pause a downstream's retry-after may impose (zero: reports never pause).
+    pub max_pause: Duration,
+    /// Suggested wait on a CONCURRENCY_LIMITED denial (no exact answer exists: it depends on releases).
+    pub concurrency_retry_after: Duration,
+}
+
+impl Rule {
+    /// The first rate spec (resource-wide, else the first partition's): what "effective rate" refers to.
+    pub fn headline_rate(&self) -> Option<RateSpec> {
+        self.resource.rate.or_else(|| self.partitions.iter().find_map(|p| p.limits.rate))
+    }
+}
+
+/// Limits on the size of requests, so a client cannot make the server allocate without bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestLimits {
+    /// Longest resource name, descriptor key or descriptor value, lease id or client id, in bytes.
+    pub max_name_bytes: usize,
+    /// Most descriptors on one request.
+    pub max_descriptors: usize,
+    /// Longest request_id, in bytes.
+    pub max_request_id_bytes: usize,
+    /// Longest ReportThrottle message, in bytes.
+    pub max_message_bytes: usize,
+    /// Longest `max_wait` a request may ask for.
+    pub max_wait: Duration,
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        Self {
+            max_name_bytes: 256,
+            max_descriptors: 16,
+            max_request_id_bytes: 128,
+            max_message_bytes: 1024,
+            max_wait: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Caps on memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capacity {
+    /// Most live keys (bucket/semaphore states, breakers, resource states) before RESOURCE_EXHAUSTED.
+    pub max_live_keys: usize,
+    /// Most live leases before RESOURCE_EXHAUSTED.
+    pub max_leases: usize,
+    /// How long a granted request_id is remembered.
+    pub idempotency_window: Duration,
+}
+
+impl Default for Capacity {
+    fn default() -> Self {
+        Self { max_live_keys: 1_000_000, max_leases: 1_000_000, idempotency_window: Duration::from_secs(300) }
+    }
+}
+
+/// The whole rule set, swapped atomically on reload.
+#[derive(Debug, Clone, Default)]
+pub struct Rules {
+    exact: HashMap<Box<str>, Arc<Rule>>,
+    patterns: Vec<Arc<Rule>>,
+    /// Request size limits.
+    pub limits: RequestLimits,
+    /// Memory caps.
+    pub capacity: Capacity,
+}
+
+impl Rules {
+    /// Builds the lookup from rules in configured order. Names must already be unique (config checks).
+    pub fn new(rules: Vec<Rule>, limits: RequestLimits, capacity: Capacity) -> Self {
+        let mut exact = HashMap::new();
+        let mut patterns = Vec::new();
+        for rule in rules {
+            if glob::is_pattern(&rule.name) {
+                patterns.push(Arc::new(rule));
+            } else {
+                exact.insert(Box::from(&*rule.name), Arc::new(rule));
+            }
+        }
+        Self { exact, patterns, limits, capacity }
+    }
+
+    /// The rule for a concrete resource name, if any.
+    pub fn resolve(&self, resource: &str) -> Option<&Arc<Rule>> {
+        self.exact.get(resource).or_else(|| self.patterns.iter().find(|r| glob::matches(&r.name, resource)))
+    }
+
+    /// Every rule: exact names (sorted), then patterns in configured order.
+    pub fn all(&self) -> Vec<&Arc<Rule>> {
+        let mut exact: Vec<_> = self.exact.values().collect();
+        exact.sort_by(|a, b| a.name.cmp(&b.name));
+        exact.extend(self.patterns.iter());
+        exact
+    }
+
+    /// Number of rules.
+    pub fn len(&self) -> usize {
+        self.exact.len() + self.patterns.len()
+    }
+
+    /// True with no rules at all.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

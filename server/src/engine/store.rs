@@ -1,0 +1,178 @@
+//! The storage boundary. The engine's decisions run against a [`Store`]; the in-memory store is the
+//! embedded default, and a shared (Redis) store must give the same answers to the same calls, which the
+//! conformance suite in `server/tests/store_conformance.rs` checks for every store.
+//!
+//! Each method is one atomic step against shared state: `acquire` debits every level or none,
+//! `release` settles and frees a lease exactly once. Methods are async so a remote store can do I/O;
+//! the in-memory store never awaits.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use super::{
+    BreakerState, CircuitView, Decision, EngineError, LeaseId, Plan, Release, Released, Renewed, Reported, Rule,
+    Rules, ThrottleKind,
+};
+use crate::clock::Nanos;
+
+/// A breaker named by rule and key, for reads and admin operations.
+#[derive(Debug, Clone)]
+pub struct BreakerRef<'a> {
+    /// Concrete resource name.
+    pub resource: &'a str,
+    /// Its rule.
+    pub rule: Arc<Rule>,
+    /// The breaker's key (`None` when the rule has no breaker).
+    pub key: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// A resolved throttle report.
+#[derive(Debug, Clone)]
+pub struct ReportPlan<'a> {
+    /// The breaker to count the failure in, and the resource.
+    pub target: BreakerRef<'a>,
+    /// What happened.
+    pub kind: ThrottleKind,
+    /// Pause for this long (already capped by the rule's `max_pause`).
+    pub pause: Option<Duration>,
+    /// The lease the call ran under.
+    pub lease_id: Option<LeaseId>,
+}
+
+/// A live lease, as admin tools see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseView {
+    /// Its id.
+    pub lease_id: LeaseId,
+    /// Concrete resource.
+    pub resource: Arc<str>,
+    /// The partition values it holds, as (descriptor, value).
+    pub descriptors: Vec<(String, String)>,
+    /// Tokens charged.
+    pub permits: u64,
+    /// Expiry (engine clock).
+    pub expires_at: Nanos,
+    /// Caller identity.
+    pub client_id: Option<String>,
+    /// True for a half-open probe.
+    pub probe: bool,
+}
+
+/// Live usage of one concrete resource.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResourceUsage {
+    /// Concrete resource name.
+    pub resource: Arc<str>,
+    /// Tokens available at its resource-wide level.
+    pub tokens_available: Option<u64>,
+    /// Leases in flight at its resource-wide level.
+    pub in_flight: u32,
+    /// Live leases on this resource, all levels.
+    pub live_leases: u64,
+    /// Resource-wide breaker state (CLOSED when none or partitioned).
+    pub breaker: BreakerState,
+    /// Adaptive multiplier on the configured rate.
+    pub rate_factor: f64,
+    /// Paused until, if paused.
+    pub paused_until: Option<Nanos>,
+}
+
+/// Live totals.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StoreUsage {
+    /// Per concrete resource that has state.
+    pub resources: Vec<ResourceUsage>,
+    /// Live keys.
+    pub live_keys: u64,
+    /// Live leases.
+    pub live_leases: u64,
+}
+
+/// A lease reclaimed at expiry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expired {
+    /// Its id.
+    pub lease_id: LeaseId,
+    /// Its resource.
+    pub resource: Arc<str>,
+}
+
+/// What one sweep did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Sweep {
+    /// Leases reclaimed at expiry.
+    pub expired: Vec<Expired>,
+    /// Idle keys dropped (full buckets, empty semaphores, pristine breakers).
+    pub evicted_keys: usize,
+    /// Idempotency entries and release tombstones forgotten.
+    pub forgotten: usize,
+}
+
+/// Shared quota state. See the module docs.
+pub trait Store: Send + Sync + 'static {
+    /// Checks and debits every level of `plan` atomically, or none; replays a remembered grant.
+    fn acquire(&self, plan: &Plan<'_>, now: Nanos) -> impl Future<Output = Result<Decision, EngineError>> + Send;
+
+    /// Ends a lease once: frees its slots, settles its cost, counts its outcome.
+    fn release(
+        &self,
+        rules: &Rules,
+        release: &Release,
+        now: Nanos,
+    ) -> impl Future<Output = Result<Released, EngineError>> + Send;
+
+    /// Extends a live lease. `ttl` `None` means the lease's default; it is capped at the lease's max.
+    fn renew(
+        &self,
+        lease_id: LeaseId,
+        ttl: Option<Duration>,
+        now: Nanos,
+    ) -> impl Future<Output = Result<Renewed, EngineError>> + Send;
+
+    /// Counts a downstream failure, lowers the adaptive rate, pauses.
+    fn report(
+        &self,
+        report: &ReportPlan<'_>,
+        now: Nanos,
+    ) -> impl Future<Output = Result<Reported, EngineError>> + Send;
+
+    /// Reads a breaker, the adaptive rate and the pause.
+    fn circuit(
+        &self,
+        target: &BreakerRef<'_>,
+        now: Nanos,
+    ) -> impl Future<Output = Result<CircuitView, EngineError>> + Send;
+
+    /// Closes a breaker, clears its window, and resets the adaptive rate and pause. Returns the state before.
+    fn reset_breaker(
+        &self,
+        target: &BreakerRef<'_>,
+        now: Nanos,
+    ) -> impl Future<Output = Result<BreakerState, EngineError>> + Send;
+
+    /// Opens a breaker for `duration`. Returns the state before.
+    fn force_open(
+        &self,
+        target: &BreakerRef<'_>,
+        duration: Duration,
+        now: Nanos,
+    ) -> impl Future<Output = Result<BreakerState, EngineError>> + Send;
+
+    /// Ends a lease as if expired. False when it was already gone.
+    fn revoke(&self, lease_id: LeaseId, now: Nanos) -> impl Future<Output = Result<bool, EngineError>> + Send;
+
+    /// Up to `limit` live leases of `resource`, and whether there were more.
+    fn leases(
+        &self,
+        resource: &str,
+        limit: usize,
+    ) -> impl Future<Output = Result<(Vec<LeaseView>, bool), EngineError>> + Send;
+
+    /// Live usage per concrete resource.
+    fn usage(&self, rules: &Rules, now: Nanos) -> impl Future<Output = Result<StoreUsage, EngineError>> + Send;
+
+    /// Reclaims expired leases and drops idle state.
+    fn sweep(&self, now: Nanos) -> impl Future<Output = Result<Sweep, EngineError>> + Send;
+
+    /// Applies reloaded capacity settings (caps on keys and leases, the idempotency window).
+    fn apply(&self, rules: &Rules);
+}
