@@ -32,7 +32,10 @@ pub struct MonotonicClock {
 impl MonotonicClock {
     /// A clock whose epoch is now.
     pub fn new() -> Self {
-        Self { start: Instant::now(), start_wall: SystemTime::now() }
+        Self {
+            start: Instant::now(),
+            start_wall: SystemTime::now(),
+        }
     }
 }
 
@@ -105,7 +108,10 @@ pub struct TokioClock {
 impl TokioClock {
     /// A clock whose epoch is tokio's now. Must be created inside a tokio runtime if time is paused.
     pub fn new() -> Self {
-        Self { start: tokio::time::Instant::now(), start_wall: SystemTime::now() }
+        Self {
+            start: tokio::time::Instant::now(),
+            start_wall: SystemTime::now(),
+        }
     }
 }
 

@@ -1,0 +1,172 @@
+//! Serving: QuotaService, QuotaAdmin, grpc.health.v1 and server reflection (v1 and v1alpha) on one
+//! listener, plus the sweeper, until a shutdown signal; then health goes NOT_SERVING, new connections stop,
+//! and in-flight calls get `shutdown_grace` to finish.
+
+use std::{future::Future, path::PathBuf, sync::Arc, time::Duration};
+
+use quotad_api::v1::{
+    quota_admin_server::QuotaAdminServer, quota_service_server::QuotaServiceServer,
+};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+
+use crate::{
+    clock::Clock,
+    config::{self, ConfigError, Settings},
+    engine::Quota,
+    grpc::{AdminGrpc, QuotaGrpc, admin_service::Reloader},
+    sweeper,
+};
+
+/// Why the server stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The transport failed.
+    #[error("gRPC transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// Reflection could not be built from the descriptor set.
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// A configured quotad: the engine plus where its config came from (for reloads).
+pub struct Quotad {
+    quota: Arc<Quota>,
+    settings: Settings,
+    config_path: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Quotad {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Quotad")
+            .field("config_path", &self.config_path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Quotad {
+    /// A server for `settings` (read from `config_path`, if any, for reloads), deciding at `clock`.
+    pub fn new(settings: Settings, config_path: Option<PathBuf>, clock: Arc<dyn Clock>) -> Self {
+        let quota = Arc::new(Quota::in_memory(settings.rules.clone(), clock));
+        Self {
+            quota,
+            settings,
+            config_path,
+        }
+    }
+
+    /// The engine (tests and admin tools reach state through it).
+    pub fn quota(&self) -> &Arc<Quota> {
+        &self.quota
+    }
+
+    /// Re-reads the config file and swaps in its rules, keeping all state. Server settings (listen
+    /// address, ...) need a restart and are left as they are. Returns the new config version.
+    pub fn reload(&self) -> Result<u64, ConfigError> {
+        let fresh = config::load(self.config_path.as_deref())?;
+        if fresh.server != self.settings.server {
+            tracing::warn!("config reload: [server] settings changed; they take effect on restart");
+        }
+        let resources = fresh.rules.len();
+        let version = self.quota.replace_rules(fresh.rules);
+        tracing::info!(version, resources, "config reloaded");
+        Ok(version)
+    }
+
+    /// Serves on `listener` until `shutdown` completes.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        let settings = self.settings.server.clone();
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<QuotaServiceServer<QuotaGrpc>>().await;
+        health
+            .set_service_status("", tonic_health::ServingStatus::Serving)
+            .await;
+
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(quotad_api::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(quotad_api::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+
+        let me = self.clone();
+        let reload: Reloader = Arc::new(move || me.reload());
+        let quota_service = QuotaServiceServer::new(QuotaGrpc::new(self.quota.clone()))
+            .max_decoding_message_size(settings.max_request_bytes);
+        let admin_service = QuotaAdminServer::new(AdminGrpc::new(self.quota.clone(), reload))
+            .max_decoding_message_size(settings.max_request_bytes);
+
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let sweeper = tokio::spawn(sweeper::run(self.quota.clone(), settings.sweep_interval, {
+            let mut rx = stop_rx.clone();
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }
+        }));
+        let drain = {
+            let health = health.clone();
+            async move {
+                shutdown.await;
+                tracing::info!("shutting down: health NOT_SERVING, draining in-flight calls");
+                health
+                    .set_not_serving::<QuotaServiceServer<QuotaGrpc>>()
+                    .await;
+                health
+                    .set_service_status("", tonic_health::ServingStatus::NotServing)
+                    .await;
+                let _ = stop_tx.send(true);
+            }
+        };
+        let mut stopped = stop_rx.clone();
+
+        let addr = listener.local_addr().ok();
+        tracing::info!(
+            ?addr,
+            resources = self.quota.rules().len(),
+            "quotad serving"
+        );
+        let serve = Server::builder()
+            .tcp_nodelay(true)
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .add_service(quota_service)
+            .add_service(admin_service)
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain);
+        tokio::pin!(serve);
+        let result = tokio::select! {
+            r = &mut serve => r.map_err(ServeError::from),
+            // Past the grace period after the signal, stop waiting for slow calls.
+            () = async {
+                let _ = stopped.wait_for(|s| *s).await;
+                tokio::time::sleep(settings.shutdown_grace).await;
+            } => {
+                tracing::warn!(grace = ?settings.shutdown_grace, "shutdown grace period over; dropping in-flight calls");
+                Ok(())
+            }
+        };
+        sweeper.abort();
+        result
+    }
+}
+
+/// Serves `settings` on `listener` at `clock` until `shutdown` completes: what the binary and the tests run.
+pub async fn run(
+    listener: TcpListener,
+    settings: Settings,
+    clock: Arc<dyn Clock>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    Arc::new(Quotad::new(settings, None, clock))
+        .serve(listener, shutdown)
+        .await
+}

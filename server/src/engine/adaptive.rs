@@ -44,7 +44,11 @@ pub struct AdaptiveRate {
 
 impl Default for AdaptiveRate {
     fn default() -> Self {
-        Self { factor: 1.0, last_decrease: None, last_step: 0 }
+        Self {
+            factor: 1.0,
+            last_decrease: None,
+            last_step: 0,
+        }
     }
 }
 
@@ -80,7 +84,8 @@ impl AdaptiveRate {
 
     /// A call was granted. Steps the rate up at most once per interval. Returns true when it changed.
     pub fn on_grant(&mut self, spec: &AdaptiveSpec, now: Nanos) -> bool {
-        if self.factor >= 1.0 || now < self.last_step.saturating_add(nanos(spec.increase_interval)) {
+        if self.factor >= 1.0 || now < self.last_step.saturating_add(nanos(spec.increase_interval))
+        {
             return false;
         }
         self.factor = (self.factor + spec.increase_step).min(1.0);

@@ -37,7 +37,10 @@ pub enum EngineError {
 impl EngineError {
     /// Shorthand for [`EngineError::InvalidArgument`].
     pub fn invalid(field: impl Into<String>, problem: impl Into<String>) -> Self {
-        Self::InvalidArgument { field: field.into(), problem: problem.into() }
+        Self::InvalidArgument {
+            field: field.into(),
+            problem: problem.into(),
+        }
     }
 
     /// A short, stable label for metrics and logs.

@@ -39,7 +39,10 @@ pub struct LeaseIds {
 
 impl Default for LeaseIds {
     fn default() -> Self {
-        Self { seed: RandomState::new().hash_one(0x5157_4f54_4144_u64), next: AtomicU64::new(1) }
+        Self {
+            seed: RandomState::new().hash_one(0x5157_4f54_4144_u64),
+            next: AtomicU64::new(1),
+        }
     }
 }
 

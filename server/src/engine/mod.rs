@@ -25,8 +25,13 @@ pub mod rules;
 pub mod store;
 
 pub use adaptive::{AdaptiveRate, AdaptiveSpec};
-pub use breaker::{Admission, Breaker, BreakerSnapshot, BreakerSpec, BreakerState, Transition, log_transition};
-pub use decision::{CircuitView, Decision, Denial, Grant, NotReleased, Pressure, Released, Renewed, Reported, Verdict};
+pub use breaker::{
+    Admission, Breaker, BreakerSnapshot, BreakerSpec, BreakerState, Transition, log_transition,
+};
+pub use decision::{
+    CircuitView, Decision, Denial, Grant, NotReleased, Pressure, Released, Renewed, Reported,
+    Verdict,
+};
 pub use error::EngineError;
 pub use lease_id::{LeaseId, LeaseIds};
 pub use memory::MemoryStore;
@@ -35,4 +40,6 @@ pub use quota::Quota;
 pub use rate::{Bucket, RateSpec};
 pub use request::{Acquire, BreakerTarget, Outcome, Release, Renew, Report, ThrottleKind};
 pub use rules::{Capacity, LevelSpec, Partition, RequestLimits, Rule, Rules};
-pub use store::{BreakerRef, Expired, LeaseView, ReportPlan, ResourceUsage, Store, StoreUsage, Sweep};
+pub use store::{
+    BreakerRef, Expired, LeaseView, ReportPlan, ResourceUsage, Store, StoreUsage, Sweep,
+};

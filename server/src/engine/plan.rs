@@ -55,7 +55,10 @@ pub fn partition_key(resource: &str, descriptor: &str, value: &str) -> String {
 }
 
 fn descriptor<'a>(descriptors: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    descriptors.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    descriptors
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
 }
 
 fn required<'a>(
@@ -119,7 +122,11 @@ impl<'a> Plan<'a> {
         let resource = req.resource.as_str();
         let mut levels = Vec::with_capacity(1 + rule.partitions.len());
         if rule.resource.rate.is_some() || rule.resource.max_in_flight.is_some() {
-            levels.push(LevelPlan { key: Cow::Borrowed(resource), partition: None, value: "" });
+            levels.push(LevelPlan {
+                key: Cow::Borrowed(resource),
+                partition: None,
+                value: "",
+            });
         }
         for (i, p) in rule.partitions.iter().enumerate() {
             let value = required(&req.descriptors, &p.descriptor, resource, "partitioned")?;
@@ -141,7 +148,10 @@ impl<'a> Plan<'a> {
                 )));
             }
         }
-        let ttl = req.lease_ttl.unwrap_or(rule.lease_ttl).min(rule.max_lease_ttl);
+        let ttl = req
+            .lease_ttl
+            .unwrap_or(rule.lease_ttl)
+            .min(rule.max_lease_ttl);
         let fingerprint = match &req.request_id {
             None => 0,
             Some(_) => {

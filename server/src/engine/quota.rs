@@ -12,9 +12,9 @@ use std::{
 use arc_swap::ArcSwap;
 
 use super::{
-    Acquire, BreakerRef, BreakerState, BreakerTarget, CircuitView, Decision, EngineError, LeaseId, LeaseView,
-    MemoryStore, Plan, Release, Released, Renew, Renewed, Report, ReportPlan, Reported, Rule, Rules, Store,
-    StoreUsage, Sweep, plan, request::check_target,
+    Acquire, BreakerRef, BreakerState, BreakerTarget, CircuitView, Decision, EngineError, LeaseId,
+    LeaseView, MemoryStore, Plan, Release, Released, Renew, Renewed, Report, ReportPlan, Reported,
+    Rule, Rules, Store, StoreUsage, Sweep, plan, request::check_target,
 };
 use crate::clock::{Clock, Nanos, nanos};
 
@@ -28,7 +28,9 @@ pub struct Quota<S: Store = MemoryStore> {
 
 impl<S: Store> std::fmt::Debug for Quota<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Quota").field("rules", &self.rules.load().len()).finish_non_exhaustive()
+        f.debug_struct("Quota")
+            .field("rules", &self.rules.load().len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -43,7 +45,12 @@ impl Quota<MemoryStore> {
 impl<S: Store> Quota<S> {
     /// An engine enforcing `rules` over `store`, reading time from `clock`.
     pub fn new(rules: Rules, store: S, clock: Arc<dyn Clock>) -> Self {
-        Self { rules: ArcSwap::from_pointee(rules), store, clock, version: AtomicU64::new(1) }
+        Self {
+            rules: ArcSwap::from_pointee(rules),
+            store,
+            clock,
+            version: AtomicU64::new(1),
+        }
     }
 
     /// The clock decisions are made at.
@@ -75,14 +82,24 @@ impl<S: Store> Quota<S> {
     }
 
     fn rule(rules: &Rules, resource: &str) -> Result<Arc<Rule>, EngineError> {
-        rules.resolve(resource).cloned().ok_or_else(|| EngineError::UnknownResource(resource.to_owned()))
+        rules
+            .resolve(resource)
+            .cloned()
+            .ok_or_else(|| EngineError::UnknownResource(resource.to_owned()))
     }
 
-    fn breaker_ref<'a>(rules: &Rules, target: &'a BreakerTarget) -> Result<BreakerRef<'a>, EngineError> {
+    fn breaker_ref<'a>(
+        rules: &Rules,
+        target: &'a BreakerTarget,
+    ) -> Result<BreakerRef<'a>, EngineError> {
         check_target(&target.resource, &target.descriptors, &rules.limits)?;
         let rule = Self::rule(rules, &target.resource)?;
         let key = plan::breaker_key(&rule, &target.resource, &target.descriptors)?;
-        Ok(BreakerRef { resource: &target.resource, rule, key })
+        Ok(BreakerRef {
+            resource: &target.resource,
+            rule,
+            key,
+        })
     }
 
     /// One attempt to acquire (no waiting; see the server's `max_wait` handling for that).
@@ -102,20 +119,36 @@ impl<S: Store> Quota<S> {
     /// Renews a lease.
     pub async fn renew(&self, req: &Renew) -> Result<Renewed, EngineError> {
         if req.lease_ttl == Some(Duration::ZERO) {
-            return Err(EngineError::invalid("lease_ttl", "must be positive when given"));
+            return Err(EngineError::invalid(
+                "lease_ttl",
+                "must be positive when given",
+            ));
         }
-        self.store.renew(req.lease_id, req.lease_ttl, self.clock.now()).await
+        self.store
+            .renew(req.lease_id, req.lease_ttl, self.clock.now())
+            .await
     }
 
     /// Reports a downstream throttle or failure.
     pub async fn report(&self, req: &Report) -> Result<Reported, EngineError> {
         let rules = self.rules.load();
         req.validate(&rules.limits)?;
-        let target = BreakerTarget { resource: req.resource.clone(), descriptors: req.descriptors.clone() };
+        let target = BreakerTarget {
+            resource: req.resource.clone(),
+            descriptors: req.descriptors.clone(),
+        };
         let target = Self::breaker_ref(&rules, &target)?;
         let max_pause = target.rule.max_pause;
-        let pause = req.retry_after.map(|d| d.min(max_pause)).filter(|d| !d.is_zero());
-        let plan = ReportPlan { target, kind: req.kind, pause, lease_id: req.lease_id };
+        let pause = req
+            .retry_after
+            .map(|d| d.min(max_pause))
+            .filter(|d| !d.is_zero());
+        let plan = ReportPlan {
+            target,
+            kind: req.kind,
+            pause,
+            lease_id: req.lease_id,
+        };
         self.store.report(&plan, self.clock.now()).await
     }
 
@@ -142,7 +175,9 @@ impl<S: Store> Quota<S> {
     ) -> Result<(BreakerState, Nanos), EngineError> {
         let rules = self.rules.load();
         let target = Self::breaker_ref(&rules, target)?;
-        let duration = duration.or(target.rule.breaker.as_ref().map(|b| b.open_duration)).unwrap_or_default();
+        let duration = duration
+            .or(target.rule.breaker.as_ref().map(|b| b.open_duration))
+            .unwrap_or_default();
         let now = self.clock.now();
         let before = self.store.force_open(&target, duration, now).await?;
         Ok((before, now.saturating_add(nanos(duration))))
@@ -154,7 +189,11 @@ impl<S: Store> Quota<S> {
     }
 
     /// Up to `limit` live leases of a resource.
-    pub async fn leases(&self, resource: &str, limit: usize) -> Result<(Vec<LeaseView>, bool), EngineError> {
+    pub async fn leases(
+        &self,
+        resource: &str,
+        limit: usize,
+    ) -> Result<(Vec<LeaseView>, bool), EngineError> {
         check_target(resource, &[], &self.rules.load().limits)?;
         self.store.leases(resource, limit).await
     }

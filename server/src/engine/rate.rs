@@ -21,7 +21,11 @@ impl RateSpec {
     /// Rounded up, so the bucket never refills faster than configured.
     pub fn interval(&self, factor: f64) -> u64 {
         let base = nanos(self.period) as f64 / self.limit as f64;
-        let scaled = if factor > 0.0 && factor < 1.0 { base / factor } else { base };
+        let scaled = if factor > 0.0 && factor < 1.0 {
+            base / factor
+        } else {
+            base
+        };
         (scaled.ceil() as u64).max(1)
     }
 
@@ -43,7 +47,11 @@ pub struct Bucket {
 impl Bucket {
     /// A full bucket refilling one token per `interval` nanoseconds, holding at most `burst`.
     pub fn new(interval: u64, burst: u64) -> Self {
-        Self { tat: 0, interval: interval.max(1), burst }
+        Self {
+            tat: 0,
+            interval: interval.max(1),
+            burst,
+        }
     }
 
     /// The current refill interval (nanoseconds per token).
@@ -81,19 +89,28 @@ impl Bucket {
         if new_burst >= old_burst {
             new_deficit += (new_burst - old_burst) * new_interval * old_interval;
         } else {
-            new_deficit = new_deficit.saturating_sub((old_burst - new_burst) * new_interval * old_interval);
+            new_deficit =
+                new_deficit.saturating_sub((old_burst - new_burst) * new_interval * old_interval);
         }
         let new_deficit = new_deficit.div_ceil(old_interval);
         self.interval = interval;
         self.burst = burst;
-        self.tat = if new_deficit == 0 { 0 } else { now.saturating_add(clamp_u64(new_deficit)) };
+        self.tat = if new_deficit == 0 {
+            0
+        } else {
+            now.saturating_add(clamp_u64(new_deficit))
+        };
     }
 
     /// `Ok` when `permits` tokens are available now; otherwise the exact wait until they will be.
     pub fn check(&self, now: Nanos, permits: u64) -> Result<(), Nanos> {
         let needed = self.deficit(now) + u128::from(permits) * u128::from(self.interval);
         let capacity = self.capacity();
-        if needed <= capacity { Ok(()) } else { Err(clamp_u64(needed - capacity)) }
+        if needed <= capacity {
+            Ok(())
+        } else {
+            Err(clamp_u64(needed - capacity))
+        }
     }
 
     /// Takes `permits` tokens, going into debt if there are not enough (callers [`check`](Self::check)
@@ -114,7 +131,11 @@ impl Bucket {
     pub fn remaining(&self, now: Nanos) -> u64 {
         let capacity = self.capacity();
         let deficit = self.deficit(now);
-        if deficit >= capacity { 0 } else { clamp_u64((capacity - deficit) / u128::from(self.interval)) }
+        if deficit >= capacity {
+            0
+        } else {
+            clamp_u64((capacity - deficit) / u128::from(self.interval))
+        }
     }
 
     /// Time until the bucket is full.
@@ -139,7 +160,11 @@ mod tests {
     const SEC: u64 = 1_000_000_000;
 
     fn spec(limit: u64, period_s: u64, burst: u64) -> RateSpec {
-        RateSpec { limit, period: Duration::from_secs(period_s), burst }
+        RateSpec {
+            limit,
+            period: Duration::from_secs(period_s),
+            burst,
+        }
     }
 
     #[test]

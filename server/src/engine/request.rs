@@ -128,10 +128,16 @@ fn check_name(field: &str, value: &str, max: usize) -> Result<(), EngineError> {
 
 fn check_text(field: &str, value: &str, max: usize) -> Result<(), EngineError> {
     if value.len() > max {
-        return Err(EngineError::invalid(field, format!("is {} bytes; at most {max} allowed", value.len())));
+        return Err(EngineError::invalid(
+            field,
+            format!("is {} bytes; at most {max} allowed", value.len()),
+        ));
     }
     if value.chars().any(char::is_control) {
-        return Err(EngineError::invalid(field, "must not contain control characters"));
+        return Err(EngineError::invalid(
+            field,
+            "must not contain control characters",
+        ));
     }
     Ok(())
 }
@@ -146,7 +152,11 @@ pub fn check_target(
     if descriptors.len() > limits.max_descriptors {
         return Err(EngineError::invalid(
             "descriptors",
-            format!("has {} entries; at most {} allowed", descriptors.len(), limits.max_descriptors),
+            format!(
+                "has {} entries; at most {} allowed",
+                descriptors.len(),
+                limits.max_descriptors
+            ),
         ));
     }
     for (key, value) in descriptors {
@@ -160,7 +170,10 @@ pub fn check_target(
 
 fn retarget(e: EngineError, field: impl FnOnce() -> String) -> EngineError {
     match e {
-        EngineError::InvalidArgument { problem, .. } => EngineError::InvalidArgument { field: field(), problem },
+        EngineError::InvalidArgument { problem, .. } => EngineError::InvalidArgument {
+            field: field(),
+            problem,
+        },
         other => other,
     }
 }
@@ -189,7 +202,10 @@ impl Acquire {
         if self.max_wait > limits.max_wait {
             return Err(EngineError::invalid(
                 "max_wait",
-                format!("{:?} exceeds the server's limit of {:?}", self.max_wait, limits.max_wait),
+                format!(
+                    "{:?} exceeds the server's limit of {:?}",
+                    self.max_wait, limits.max_wait
+                ),
             ));
         }
         Ok(())
@@ -205,7 +221,11 @@ impl Report {
         {
             return Err(EngineError::invalid(
                 "message",
-                format!("is {} bytes; at most {} allowed", m.len(), limits.max_message_bytes),
+                format!(
+                    "is {} bytes; at most {} allowed",
+                    m.len(),
+                    limits.max_message_bytes
+                ),
             ));
         }
         if let Some(id) = &self.client_id {
@@ -220,7 +240,11 @@ mod tests {
     use super::*;
 
     fn acquire() -> Acquire {
-        Acquire { resource: "r".into(), permits: 1, ..Default::default() }
+        Acquire {
+            resource: "r".into(),
+            permits: 1,
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -230,17 +254,65 @@ mod tests {
             Err(EngineError::InvalidArgument { field, .. }) => field,
             other => panic!("expected invalid argument, got {other:?}"),
         };
-        assert_eq!(field(Acquire { resource: String::new(), ..acquire() }), "resource");
-        assert_eq!(field(Acquire { resource: "x".repeat(257), ..acquire() }), "resource");
-        assert_eq!(field(Acquire { permits: 0, ..acquire() }), "permits");
-        assert_eq!(field(Acquire { request_id: Some("x".repeat(129)), ..acquire() }), "request_id");
-        assert_eq!(field(Acquire { max_wait: Duration::from_secs(31), ..acquire() }), "max_wait");
+        assert_eq!(
+            field(Acquire {
+                resource: String::new(),
+                ..acquire()
+            }),
+            "resource"
+        );
+        assert_eq!(
+            field(Acquire {
+                resource: "x".repeat(257),
+                ..acquire()
+            }),
+            "resource"
+        );
+        assert_eq!(
+            field(Acquire {
+                permits: 0,
+                ..acquire()
+            }),
+            "permits"
+        );
+        assert_eq!(
+            field(Acquire {
+                request_id: Some("x".repeat(129)),
+                ..acquire()
+            }),
+            "request_id"
+        );
+        assert_eq!(
+            field(Acquire {
+                max_wait: Duration::from_secs(31),
+                ..acquire()
+            }),
+            "max_wait"
+        );
         let many = (0..17).map(|i| (format!("k{i}"), "v".into())).collect();
-        assert_eq!(field(Acquire { descriptors: many, ..acquire() }), "descriptors");
+        assert_eq!(
+            field(Acquire {
+                descriptors: many,
+                ..acquire()
+            }),
+            "descriptors"
+        );
         let long_value = vec![("tenant".into(), "v".repeat(300))];
-        assert_eq!(field(Acquire { descriptors: long_value, ..acquire() }), "descriptors[\"tenant\"] value");
+        assert_eq!(
+            field(Acquire {
+                descriptors: long_value,
+                ..acquire()
+            }),
+            "descriptors[\"tenant\"] value"
+        );
         let control = vec![("ten\u{1f}ant".into(), "v".into())];
-        assert!(field(Acquire { descriptors: control, ..acquire() }).starts_with("descriptors["));
+        assert!(
+            field(Acquire {
+                descriptors: control,
+                ..acquire()
+            })
+            .starts_with("descriptors[")
+        );
         assert!(acquire().validate(&limits).is_ok());
     }
 }

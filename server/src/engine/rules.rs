@@ -51,7 +51,9 @@ pub struct Rule {
 impl Rule {
     /// The first rate spec (resource-wide, else the first partition's): what "effective rate" refers to.
     pub fn headline_rate(&self) -> Option<RateSpec> {
-        self.resource.rate.or_else(|| self.partitions.iter().find_map(|p| p.limits.rate))
+        self.resource
+            .rate
+            .or_else(|| self.partitions.iter().find_map(|p| p.limits.rate))
     }
 }
 
@@ -95,7 +97,11 @@ pub struct Capacity {
 
 impl Default for Capacity {
     fn default() -> Self {
-        Self { max_live_keys: 1_000_000, max_leases: 1_000_000, idempotency_window: Duration::from_secs(300) }
+        Self {
+            max_live_keys: 1_000_000,
+            max_leases: 1_000_000,
+            idempotency_window: Duration::from_secs(300),
+        }
     }
 }
 
@@ -122,12 +128,21 @@ impl Rules {
                 exact.insert(Box::from(&*rule.name), Arc::new(rule));
             }
         }
-        Self { exact, patterns, limits, capacity }
+        Self {
+            exact,
+            patterns,
+            limits,
+            capacity,
+        }
     }
 
     /// The rule for a concrete resource name, if any.
     pub fn resolve(&self, resource: &str) -> Option<&Arc<Rule>> {
-        self.exact.get(resource).or_else(|| self.patterns.iter().find(|r| glob::matches(&r.name, resource)))
+        self.exact.get(resource).or_else(|| {
+            self.patterns
+                .iter()
+                .find(|r| glob::matches(&r.name, resource))
+        })
     }
 
     /// Every rule: exact names (sorted), then patterns in configured order.

@@ -9,8 +9,8 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use super::{
-    BreakerState, CircuitView, Decision, EngineError, LeaseId, Plan, Release, Released, Renewed, Reported, Rule,
-    Rules, ThrottleKind,
+    BreakerState, CircuitView, Decision, EngineError, LeaseId, Plan, Release, Released, Renewed,
+    Reported, Rule, Rules, ThrottleKind,
 };
 use crate::clock::Nanos;
 
@@ -110,7 +110,11 @@ pub struct Sweep {
 /// Shared quota state. See the module docs.
 pub trait Store: Send + Sync + 'static {
     /// Checks and debits every level of `plan` atomically, or none; replays a remembered grant.
-    fn acquire(&self, plan: &Plan<'_>, now: Nanos) -> impl Future<Output = Result<Decision, EngineError>> + Send;
+    fn acquire(
+        &self,
+        plan: &Plan<'_>,
+        now: Nanos,
+    ) -> impl Future<Output = Result<Decision, EngineError>> + Send;
 
     /// Ends a lease once: frees its slots, settles its cost, counts its outcome.
     fn release(
@@ -158,7 +162,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<BreakerState, EngineError>> + Send;
 
     /// Ends a lease as if expired. False when it was already gone.
-    fn revoke(&self, lease_id: LeaseId, now: Nanos) -> impl Future<Output = Result<bool, EngineError>> + Send;
+    fn revoke(
+        &self,
+        lease_id: LeaseId,
+        now: Nanos,
+    ) -> impl Future<Output = Result<bool, EngineError>> + Send;
 
     /// Up to `limit` live leases of `resource`, and whether there were more.
     fn leases(
@@ -168,7 +176,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(Vec<LeaseView>, bool), EngineError>> + Send;
 
     /// Live usage per concrete resource.
-    fn usage(&self, rules: &Rules, now: Nanos) -> impl Future<Output = Result<StoreUsage, EngineError>> + Send;
+    fn usage(
+        &self,
+        rules: &Rules,
+        now: Nanos,
+    ) -> impl Future<Output = Result<StoreUsage, EngineError>> + Send;
 
     /// Reclaims expired leases and drops idle state.
     fn sweep(&self, now: Nanos) -> impl Future<Output = Result<Sweep, EngineError>> + Send;

@@ -142,7 +142,10 @@ impl Breaker {
         }
         match self.phase {
             Phase::Open { until } if now >= until => {
-                self.phase = Phase::HalfOpen { probes_left: spec.half_open_probes, successes: 0 };
+                self.phase = Phase::HalfOpen {
+                    probes_left: spec.half_open_probes,
+                    successes: 0,
+                };
                 self.since = until;
                 self.epoch += 1;
                 Some(Transition {
@@ -161,7 +164,9 @@ impl Breaker {
         let transition = self.tick(spec, now);
         let admission = match &mut self.phase {
             Phase::Closed => Admission::Allowed,
-            Phase::Open { until } => Admission::Rejected { retry_after: *until - now },
+            Phase::Open { until } => Admission::Rejected {
+                retry_after: *until - now,
+            },
             Phase::HalfOpen { probes_left, .. } if *probes_left > 0 => {
                 *probes_left -= 1;
                 Admission::Probe(self.epoch)
@@ -194,17 +199,30 @@ impl Breaker {
     ) -> Option<Transition> {
         let ticked = self.tick(spec, now);
         self.window.record(now, failed);
-        self.consecutive = if failed { self.consecutive.saturating_add(1) } else { 0 };
+        self.consecutive = if failed {
+            self.consecutive.saturating_add(1)
+        } else {
+            0
+        };
         let changed = match self.phase {
             Phase::Closed if failed => {
                 let (calls, failures) = self.window.totals(now);
                 let by_rate = calls >= u64::from(spec.min_calls.max(1))
                     && failures as f64 >= spec.failure_rate * calls as f64;
-                let in_a_row = spec.consecutive_failures > 0 && self.consecutive >= spec.consecutive_failures;
+                let in_a_row =
+                    spec.consecutive_failures > 0 && self.consecutive >= spec.consecutive_failures;
                 if by_rate || in_a_row {
-                    let reason = if by_rate { "failure rate reached" } else { "consecutive failures" };
+                    let reason = if by_rate {
+                        "failure rate reached"
+                    } else {
+                        "consecutive failures"
+                    };
                     self.open(now, nanos(spec.open_duration));
-                    Some(Transition { from: BreakerState::Closed, to: BreakerState::Open, reason })
+                    Some(Transition {
+                        from: BreakerState::Closed,
+                        to: BreakerState::Open,
+                        reason,
+                    })
                 } else {
                     None
                 }
@@ -213,8 +231,8 @@ impl Breaker {
             Phase::HalfOpen { .. } if failed => {
                 self.reopens = self.reopens.saturating_add(1);
                 let factor = spec.open_backoff.max(1.0).powi(self.reopens.min(64) as i32);
-                let open_for =
-                    (nanos(spec.open_duration) as f64 * factor).min(nanos(spec.max_open_duration) as f64);
+                let open_for = (nanos(spec.open_duration) as f64 * factor)
+                    .min(nanos(spec.max_open_duration) as f64);
                 self.open(now, open_for as u64);
                 Some(Transition {
                     from: BreakerState::HalfOpen,
@@ -222,7 +240,9 @@ impl Breaker {
                     reason: "failure while half-open",
                 })
             }
-            Phase::HalfOpen { ref mut successes, .. } => {
+            Phase::HalfOpen {
+                ref mut successes, ..
+            } => {
                 if probe == Some(self.epoch) {
                     *successes += 1;
                     if *successes >= spec.half_open_successes.max(1) {
@@ -244,7 +264,9 @@ impl Breaker {
     }
 
     fn open(&mut self, now: Nanos, duration: Nanos) {
-        self.phase = Phase::Open { until: now.saturating_add(duration) };
+        self.phase = Phase::Open {
+            until: now.saturating_add(duration),
+        };
         self.since = now;
         self.window.clear();
         self.consecutive = 0;
@@ -278,10 +300,21 @@ impl Breaker {
         let state = self.state(now);
         let (half_open_at, probes_left, successes_needed, since) = match self.phase {
             Phase::Open { until } if now < until => (Some(until), 0, 0, self.since),
-            Phase::Open { until } => (None, spec.half_open_probes, spec.half_open_successes.max(1), until),
-            Phase::HalfOpen { probes_left, successes } => {
-                (None, probes_left, spec.half_open_successes.max(1).saturating_sub(successes), self.since)
-            }
+            Phase::Open { until } => (
+                None,
+                spec.half_open_probes,
+                spec.half_open_successes.max(1),
+                until,
+            ),
+            Phase::HalfOpen {
+                probes_left,
+                successes,
+            } => (
+                None,
+                probes_left,
+                spec.half_open_successes.max(1).saturating_sub(successes),
+                self.since,
+            ),
             Phase::Closed => (None, 0, 0, self.since),
         };
         BreakerSnapshot {
@@ -328,7 +361,12 @@ mod tests {
         assert_eq!(b.record(&s, 0, false, None), None); // 3 calls
         let t = b.record(&s, 0, true, None).unwrap(); // 4 calls, 3 failures
         assert_eq!((t.from, t.to), (BreakerState::Closed, BreakerState::Open));
-        assert_eq!(b.admit(&s, SEC).0, Admission::Rejected { retry_after: 4 * SEC });
+        assert_eq!(
+            b.admit(&s, SEC).0,
+            Admission::Rejected {
+                retry_after: 4 * SEC
+            }
+        );
     }
 
     #[test]
@@ -342,9 +380,14 @@ mod tests {
         let (a3, _) = b.admit(&s, 5 * SEC);
         assert!(matches!(a1, Admission::Probe(_)) && matches!(a2, Admission::Probe(_)));
         assert!(matches!(a3, Admission::Rejected { .. }));
-        let Admission::Probe(epoch) = a1 else { unreachable!() };
+        let Admission::Probe(epoch) = a1 else {
+            unreachable!()
+        };
         assert_eq!(b.record(&s, 6 * SEC, false, Some(epoch)), None);
-        assert_eq!(b.record(&s, 6 * SEC, false, Some(epoch)).unwrap().to, BreakerState::Closed);
+        assert_eq!(
+            b.record(&s, 6 * SEC, false, Some(epoch)).unwrap().to,
+            BreakerState::Closed
+        );
     }
 
     #[test]
@@ -352,10 +395,14 @@ mod tests {
         let s = spec();
         let mut b = Breaker::new(&s, 0);
         b.force_open(0, 5 * SEC);
-        let (Admission::Probe(e), _) = b.admit(&s, 5 * SEC) else { panic!("expected a probe") };
+        let (Admission::Probe(e), _) = b.admit(&s, 5 * SEC) else {
+            panic!("expected a probe")
+        };
         b.record(&s, 5 * SEC, true, Some(e));
         assert_eq!(b.snapshot(&s, 5 * SEC).half_open_at, Some(15 * SEC)); // 5 s × 2
-        let (Admission::Probe(e), _) = b.admit(&s, 15 * SEC) else { panic!("expected a probe") };
+        let (Admission::Probe(e), _) = b.admit(&s, 15 * SEC) else {
+            panic!("expected a probe")
+        };
         b.record(&s, 15 * SEC, true, Some(e));
         assert_eq!(b.snapshot(&s, 15 * SEC).half_open_at, Some(30 * SEC)); // 20 s capped at 15
     }
@@ -365,7 +412,9 @@ mod tests {
         let s = spec();
         let mut b = Breaker::new(&s, 0);
         b.force_open(0, SEC);
-        let (Admission::Probe(e), _) = b.admit(&s, SEC) else { panic!() };
+        let (Admission::Probe(e), _) = b.admit(&s, SEC) else {
+            panic!()
+        };
         b.cancel_probe(e);
         assert_eq!(b.snapshot(&s, SEC).probes_left, 2);
         b.cancel_probe(e + 7);
@@ -374,10 +423,17 @@ mod tests {
 
     #[test]
     fn consecutive_failures_open_it() {
-        let s = BreakerSpec { consecutive_failures: 3, min_calls: 100, ..spec() };
+        let s = BreakerSpec {
+            consecutive_failures: 3,
+            min_calls: 100,
+            ..spec()
+        };
         let mut b = Breaker::new(&s, 0);
         b.record(&s, 0, true, None);
         b.record(&s, 0, true, None);
-        assert_eq!(b.record(&s, 0, true, None).unwrap().reason, "consecutive failures");
+        assert_eq!(
+            b.record(&s, 0, true, None).unwrap().reason,
+            "consecutive failures"
+        );
     }
 }

@@ -23,14 +23,21 @@ pub struct SlidingWindow {
 impl SlidingWindow {
     /// A window covering `window_nanos`, split into ten slots.
     pub fn new(window_nanos: u64) -> Self {
-        Self { slot_len: (window_nanos / SLOTS as u64).max(1), slots: [Slot::default(); SLOTS] }
+        Self {
+            slot_len: (window_nanos / SLOTS as u64).max(1),
+            slots: [Slot::default(); SLOTS],
+        }
     }
 
     fn slot(&mut self, now: Nanos) -> &mut Slot {
         let epoch = now / self.slot_len;
         let slot = &mut self.slots[(epoch % SLOTS as u64) as usize];
         if slot.epoch != epoch {
-            *slot = Slot { epoch, calls: 0, failures: 0 };
+            *slot = Slot {
+                epoch,
+                calls: 0,
+                failures: 0,
+            };
         }
         slot
     }
@@ -51,7 +58,9 @@ impl SlidingWindow {
         self.slots
             .iter()
             .filter(|s| s.epoch >= oldest && s.epoch <= current && (s.calls > 0))
-            .fold((0, 0), |(c, f), s| (c + u64::from(s.calls), f + u64::from(s.failures)))
+            .fold((0, 0), |(c, f), s| {
+                (c + u64::from(s.calls), f + u64::from(s.failures))
+            })
     }
 
     /// Forgets everything.

@@ -14,7 +14,9 @@ use super::{
 };
 use crate::{
     clock::{Nanos, nanos},
-    engine::{Admission, Breaker, Decision, Denial, EngineError, Grant, Plan, Verdict, log_transition},
+    engine::{
+        Admission, Breaker, Decision, Denial, EngineError, Grant, Plan, Verdict, log_transition,
+    },
 };
 
 /// Figures of the tightest levels, reported with every decision.
@@ -73,9 +75,10 @@ impl MemoryStore {
             None => self.decide(plan, now),
             Some(id) => {
                 let window = self.idempotency_window.load(Ordering::Relaxed);
-                self.idempotency.replay_or(plan.resource, id, plan.fingerprint, now, window, || {
-                    self.decide(plan, now)
-                })
+                self.idempotency
+                    .replay_or(plan.resource, id, plan.fingerprint, now, window, || {
+                        self.decide(plan, now)
+                    })
             }
         }
     }
@@ -85,7 +88,10 @@ impl MemoryStore {
         let mut t = Tightest::default();
         for level in &plan.levels {
             let spec = level.spec(&plan.rule);
-            let mut cell = self.levels.with_existing(&level.key, |c| c.clone()).unwrap_or_default();
+            let mut cell = self
+                .levels
+                .with_existing(&level.key, |c| c.clone())
+                .unwrap_or_default();
             cell.sync(spec, factor, now);
             t.observe(&cell, spec.max_in_flight, now);
         }
@@ -94,14 +100,19 @@ impl MemoryStore {
 
     fn decide(&self, plan: &Plan<'_>, now: Nanos) -> Result<Decision, EngineError> {
         let rule = &plan.rule;
-        let (resource, pressure) = self.pressure.get_or_insert(plan.resource, &self.keys, Default::default)?;
+        let (resource, pressure) =
+            self.pressure
+                .get_or_insert(plan.resource, &self.keys, Default::default)?;
         let (paused_until, factor) = {
             let p = lock(&pressure);
             (p.value.paused_until, p.value.factor(rule))
         };
         if paused_until > now {
-            let verdict =
-                Verdict::Denied { reason: Denial::Paused, retry_after: paused_until - now, denied_by: "pause".into() };
+            let verdict = Verdict::Denied {
+                reason: Denial::Paused,
+                retry_after: paused_until - now,
+                denied_by: "pause".into(),
+            };
             return Ok(self.peek(plan, factor, now).decision(resource, verdict));
         }
 
@@ -109,7 +120,9 @@ impl MemoryStore {
         let mut breaker_key = None;
         if let (Some(spec), Some(key)) = (&rule.breaker, &plan.breaker_key) {
             let (admission, transition, key) = loop {
-                let (key, shared) = self.breakers.get_or_insert(key, &self.keys, || Breaker::new(spec, now))?;
+                let (key, shared) = self
+                    .breakers
+                    .get_or_insert(key, &self.keys, || Breaker::new(spec, now))?;
                 let mut slot = lock(&shared);
                 if !slot.evicted {
                     let (a, t) = slot.value.admit(spec, now);
@@ -123,8 +136,11 @@ impl MemoryStore {
                 Admission::Allowed => {}
                 Admission::Probe(epoch) => probe = Some(epoch),
                 Admission::Rejected { retry_after } => {
-                    let verdict =
-                        Verdict::Denied { reason: Denial::CircuitOpen, retry_after, denied_by: "breaker".into() };
+                    let verdict = Verdict::Denied {
+                        reason: Denial::CircuitOpen,
+                        retry_after,
+                        denied_by: "breaker".into(),
+                    };
                     return Ok(self.peek(plan, factor, now).decision(resource, verdict));
                 }
             }
@@ -145,7 +161,9 @@ impl MemoryStore {
                     self.breakers.with_existing(key, |b| b.cancel_probe(epoch));
                 }
                 let (t, denied) = other?;
-                let Err(denied) = denied else { unreachable!("grants are handled above") };
+                let Err(denied) = denied else {
+                    unreachable!("grants are handled above")
+                };
                 let verdict = Verdict::Denied {
                     reason: denied.reason,
                     retry_after: denied.retry_after,
@@ -179,7 +197,12 @@ impl MemoryStore {
                 client_id: plan.client_id.map(Box::from),
             },
         );
-        let grant = Grant { lease_id, expires_at, ttl: plan.ttl, replayed: false };
+        let grant = Grant {
+            lease_id,
+            expires_at,
+            ttl: plan.ttl,
+            replayed: false,
+        };
         Ok(tightest.decision(resource, Verdict::Granted(grant)))
     }
 
@@ -194,17 +217,24 @@ impl MemoryStore {
         let rule = &plan.rule;
         let concurrency_wait = nanos(rule.concurrency_retry_after.max(Duration::from_millis(1)));
         loop {
-            let mut cells: Vec<(Arc<str>, Shared<LevelCell>)> = Vec::with_capacity(plan.levels.len());
+            let mut cells: Vec<(Arc<str>, Shared<LevelCell>)> =
+                Vec::with_capacity(plan.levels.len());
             for level in &plan.levels {
-                cells.push(self.levels.get_or_insert(&level.key, &self.keys, LevelCell::default)?);
+                cells.push(self.levels.get_or_insert(
+                    &level.key,
+                    &self.keys,
+                    LevelCell::default,
+                )?);
             }
             let mut order: Vec<usize> = (0..cells.len()).collect();
             order.sort_by_key(|&i| Arc::as_ptr(&cells[i].1) as usize);
-            let mut guards: Vec<Option<MutexGuard<'_, Slot<LevelCell>>>> = cells.iter().map(|_| None).collect();
+            let mut guards: Vec<Option<MutexGuard<'_, Slot<LevelCell>>>> =
+                cells.iter().map(|_| None).collect();
             for &i in &order {
                 guards[i] = Some(lock(&cells[i].1));
             }
-            let mut guards: Vec<MutexGuard<'_, Slot<LevelCell>>> = guards.into_iter().flatten().collect();
+            let mut guards: Vec<MutexGuard<'_, Slot<LevelCell>>> =
+                guards.into_iter().flatten().collect();
             if guards.iter().any(|g| g.evicted) {
                 // Evicted between lookup and lock: look the keys up again.
                 continue;
@@ -213,7 +243,11 @@ impl MemoryStore {
             let mut denied: Option<Denied> = None;
             let mut consider = |reason, retry_after, level| {
                 if denied.as_ref().is_none_or(|d| retry_after > d.retry_after) {
-                    denied = Some(Denied { reason, retry_after, level });
+                    denied = Some(Denied {
+                        reason,
+                        retry_after,
+                        level,
+                    });
                 }
             };
             for (i, level) in plan.levels.iter().enumerate() {
@@ -248,7 +282,12 @@ impl MemoryStore {
                     cell.in_flight += 1;
                 }
                 tightest.observe(cell, spec.max_in_flight, now);
-                held.push(LeaseLevel { key: cells[i].0.clone(), partition: level.partition, slot, charged });
+                held.push(LeaseLevel {
+                    key: cells[i].0.clone(),
+                    partition: level.partition,
+                    slot,
+                    charged,
+                });
             }
             return Ok((tightest, Ok(held.into_boxed_slice())));
         }

@@ -56,7 +56,11 @@ impl Idempotency {
             Entry::Occupied(mut o) => {
                 let decision = decide()?;
                 if decision.granted() {
-                    o.insert(Remembered { fingerprint, decision: decision.clone(), until: now + window });
+                    o.insert(Remembered {
+                        fingerprint,
+                        decision: decision.clone(),
+                        until: now + window,
+                    });
                 } else {
                     o.remove();
                 }
@@ -65,7 +69,11 @@ impl Idempotency {
             Entry::Vacant(v) => {
                 let decision = decide()?;
                 if decision.granted() {
-                    v.insert(Remembered { fingerprint, decision: decision.clone(), until: now + window });
+                    v.insert(Remembered {
+                        fingerprint,
+                        decision: decision.clone(),
+                        until: now + window,
+                    });
                 }
                 Ok(decision)
             }

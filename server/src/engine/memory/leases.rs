@@ -22,6 +22,9 @@ use crate::{
 
 const SHARDS: usize = 16;
 
+/// One shard of the expiry index: a min-heap of (expiry, lease).
+type ExpiryShard = Mutex<BinaryHeap<Reverse<(Nanos, LeaseId)>>>;
+
 /// One level a lease touched.
 #[derive(Debug, Clone)]
 pub struct LeaseLevel {
@@ -64,7 +67,7 @@ pub struct Lease {
 #[derive(Debug)]
 pub struct LeaseTable {
     live: DashMap<LeaseId, Lease>,
-    expiry: Box<[Mutex<BinaryHeap<Reverse<(Nanos, LeaseId)>>>]>,
+    expiry: Box<[ExpiryShard]>,
     ended: DashMap<LeaseId, (NotReleased, Nanos)>,
     count: AtomicUsize,
     cap: AtomicUsize,
@@ -104,9 +107,14 @@ impl LeaseTable {
     pub fn reserve(&self) -> Result<(), EngineError> {
         let cap = self.cap.load(Ordering::Relaxed);
         self.count
-            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| (n < cap).then_some(n + 1))
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (n < cap).then_some(n + 1)
+            })
             .map(|_| ())
-            .map_err(|_| EngineError::CapacityExhausted { what: "leases", cap })
+            .map_err(|_| EngineError::CapacityExhausted {
+                what: "leases",
+                cap,
+            })
     }
 
     /// Gives back a reservation.
@@ -114,7 +122,7 @@ impl LeaseTable {
         self.count.fetch_sub(1, Ordering::AcqRel);
     }
 
-    fn shard(&self, id: LeaseId) -> &Mutex<BinaryHeap<Reverse<(Nanos, LeaseId)>>> {
+    fn shard(&self, id: LeaseId) -> &ExpiryShard {
         &self.expiry[(id.0 as usize) % SHARDS]
     }
 
@@ -134,7 +142,10 @@ impl LeaseTable {
 
     /// Removes a lease only if it has expired by `now`.
     fn end_if_expired(&self, id: LeaseId, now: Nanos) -> Option<Lease> {
-        let lease = self.live.remove_if(&id, |_, l| l.expires_at <= now).map(|(_, l)| l)?;
+        let lease = self
+            .live
+            .remove_if(&id, |_, l| l.expires_at <= now)
+            .map(|(_, l)| l)?;
         self.count.fetch_sub(1, Ordering::AcqRel);
         self.ended.insert(id, (NotReleased::Expired, now));
         Some(lease)
@@ -147,7 +158,9 @@ impl LeaseTable {
 
     /// Why a lease that is not live is not live.
     pub fn why_gone(&self, id: LeaseId) -> NotReleased {
-        self.ended.get(&id).map_or(NotReleased::UnknownLease, |e| e.0)
+        self.ended
+            .get(&id)
+            .map_or(NotReleased::UnknownLease, |e| e.0)
     }
 
     /// Runs `f` on a live lease. Returns `None` when it is not live.
@@ -178,14 +191,17 @@ impl LeaseTable {
             }
         }
         // Stale heap entries (renewed or released leases) simply find nothing to remove.
-        due.into_iter().filter_map(|id| self.end_if_expired(id, now).map(|l| (id, l))).collect()
+        due.into_iter()
+            .filter_map(|id| self.end_if_expired(id, now).map(|l| (id, l)))
+            .collect()
     }
 
     /// Forgets tombstones older than [`TOMBSTONE_TTL`]. Returns how many.
     pub fn forget(&self, now: Nanos) -> usize {
         let ttl = crate::clock::nanos(TOMBSTONE_TTL);
         let before = self.ended.len();
-        self.ended.retain(|_, (_, at)| now.saturating_sub(*at) < ttl);
+        self.ended
+            .retain(|_, (_, at)| now.saturating_sub(*at) < ttl);
         before - self.ended.len()
     }
 

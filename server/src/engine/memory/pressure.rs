@@ -17,7 +17,11 @@ pub struct PressureState {
 impl PressureState {
     /// The multiplier to apply to the rule's rates now.
     pub fn factor(&self, rule: &Rule) -> f64 {
-        if rule.adaptive.is_some() { self.adaptive.factor() } else { 1.0 }
+        if rule.adaptive.is_some() {
+            self.adaptive.factor()
+        } else {
+            1.0
+        }
     }
 
     /// True when identical to a fresh state (so it may be dropped).

@@ -5,8 +5,8 @@ use super::{MemoryStore, leases::Lease, level::LevelCell};
 use crate::{
     clock::Nanos,
     engine::{
-        Breaker, BreakerState, EngineError, Expired, LeaseId, NotReleased, Outcome, Release, Released, Rules,
-        log_transition,
+        Breaker, BreakerState, EngineError, Expired, LeaseId, NotReleased, Outcome, Release,
+        Released, Rules, log_transition,
     },
 };
 
@@ -14,7 +14,8 @@ impl MemoryStore {
     /// Frees the lease's concurrency slots.
     fn free_slots(&self, lease: &Lease) {
         for level in lease.levels.iter().filter(|l| l.slot) {
-            self.levels.with_existing(&level.key, |c| c.in_flight = c.in_flight.saturating_sub(1));
+            self.levels
+                .with_existing(&level.key, |c| c.in_flight = c.in_flight.saturating_sub(1));
         }
     }
 
@@ -25,7 +26,12 @@ impl MemoryStore {
         }
     }
 
-    pub(super) fn release_now(&self, rules: &Rules, r: &Release, now: Nanos) -> Result<Released, EngineError> {
+    pub(super) fn release_now(
+        &self,
+        rules: &Rules,
+        r: &Release,
+        now: Nanos,
+    ) -> Result<Released, EngineError> {
         let gone = |why| Released {
             result: Err(why),
             refunded: 0,
@@ -33,7 +39,10 @@ impl MemoryStore {
             breaker: BreakerState::Closed,
             resource: None,
         };
-        let Some(lease) = self.leases.end(r.lease_id, NotReleased::AlreadyReleased, now) else {
+        let Some(lease) = self
+            .leases
+            .end(r.lease_id, NotReleased::AlreadyReleased, now)
+        else {
             return Ok(gone(self.leases.why_gone(r.lease_id)));
         };
         if lease.expires_at <= now {
@@ -41,7 +50,10 @@ impl MemoryStore {
             self.leases.end_as(r.lease_id, NotReleased::Expired, now);
             self.free_slots(&lease);
             self.return_probe(&lease);
-            return Ok(Released { resource: Some(lease.resource), ..gone(NotReleased::Expired) });
+            return Ok(Released {
+                resource: Some(lease.resource),
+                ..gone(NotReleased::Expired)
+            });
         }
         self.free_slots(&lease);
 
@@ -61,19 +73,23 @@ impl MemoryStore {
             Some(used) if used > lease.permits => {
                 charged = used - lease.permits;
                 if let Some(rule) = rule {
-                    let factor = self.pressure.with_existing(&lease.resource, |p| p.factor(rule)).unwrap_or(1.0);
+                    let factor = self
+                        .pressure
+                        .with_existing(&lease.resource, |p| p.factor(rule))
+                        .unwrap_or(1.0);
                     for level in lease.levels.iter().filter(|l| l.charged) {
                         let spec = match level.partition {
                             None => Some(&rule.resource),
                             Some(i) => rule.partitions.get(i).map(|p| &p.limits),
                         };
                         let Some(spec) = spec else { continue };
-                        self.levels.with(&level.key, &self.keys, LevelCell::default, |c| {
-                            c.sync(spec, factor, now);
-                            if let Some(b) = &mut c.bucket {
-                                b.debit(now, charged);
-                            }
-                        })?;
+                        self.levels
+                            .with(&level.key, &self.keys, LevelCell::default, |c| {
+                                c.sync(spec, factor, now);
+                                if let Some(b) = &mut c.bucket {
+                                    b.debit(now, charged);
+                                }
+                            })?;
                     }
                 }
             }
@@ -81,7 +97,8 @@ impl MemoryStore {
         }
 
         let mut breaker = BreakerState::Closed;
-        if let (Some(spec), Some(key)) = (rule.and_then(|r| r.breaker.as_ref()), &lease.breaker_key) {
+        if let (Some(spec), Some(key)) = (rule.and_then(|r| r.breaker.as_ref()), &lease.breaker_key)
+        {
             let (transition, state) = self.breakers.with(
                 key,
                 &self.keys,
@@ -108,7 +125,13 @@ impl MemoryStore {
             }
             breaker = state;
         }
-        Ok(Released { result: Ok(()), refunded, charged, breaker, resource: Some(lease.resource) })
+        Ok(Released {
+            result: Ok(()),
+            refunded,
+            charged,
+            breaker,
+            resource: Some(lease.resource),
+        })
     }
 
     pub(super) fn reclaim_expired(&self, now: Nanos) -> Vec<Expired> {
@@ -118,7 +141,10 @@ impl MemoryStore {
             .map(|(lease_id, lease)| {
                 self.free_slots(&lease);
                 self.return_probe(&lease);
-                Expired { lease_id, resource: lease.resource }
+                Expired {
+                    lease_id,
+                    resource: lease.resource,
+                }
             })
             .collect()
     }

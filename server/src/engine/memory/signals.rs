@@ -7,13 +7,17 @@ use super::MemoryStore;
 use crate::{
     clock::{Nanos, nanos},
     engine::{
-        Breaker, BreakerRef, BreakerState, CircuitView, EngineError, ReportPlan, Reported, ThrottleKind,
-        log_transition,
+        Breaker, BreakerRef, BreakerState, CircuitView, EngineError, ReportPlan, Reported,
+        ThrottleKind, log_transition,
     },
 };
 
 impl MemoryStore {
-    pub(super) fn report_now(&self, rp: &ReportPlan<'_>, now: Nanos) -> Result<Reported, EngineError> {
+    pub(super) fn report_now(
+        &self,
+        rp: &ReportPlan<'_>,
+        now: Nanos,
+    ) -> Result<Reported, EngineError> {
         let target = &rp.target;
         let rule = &target.rule;
         // A report naming a lease counts that lease's failure once, however often it is reported or released.
@@ -34,7 +38,11 @@ impl MemoryStore {
                 &self.keys,
                 || Breaker::new(spec, now),
                 |b| {
-                    let t = if count_failure { b.record(spec, now, true, probe) } else { None };
+                    let t = if count_failure {
+                        b.record(spec, now, true, probe)
+                    } else {
+                        None
+                    };
                     (t, b.state(now))
                 },
             )?;
@@ -44,22 +52,19 @@ impl MemoryStore {
             breaker = state;
         }
 
-        let (rate_decreased, paused_before, pressure) = self.pressure.with(
-            target.resource,
-            &self.keys,
-            Default::default,
-            |p| {
-                let decreased = match (&rule.adaptive, rp.kind) {
-                    (Some(spec), ThrottleKind::Throttled) => p.adaptive.on_throttle(spec, now),
-                    _ => false,
-                };
-                let paused_before = p.paused_until;
-                if let Some(pause) = rp.pause {
-                    p.paused_until = p.paused_until.max(now.saturating_add(nanos(pause)));
-                }
-                (decreased, paused_before, p.view(rule, now))
-            },
-        )?;
+        let (rate_decreased, paused_before, pressure) =
+            self.pressure
+                .with(target.resource, &self.keys, Default::default, |p| {
+                    let decreased = match (&rule.adaptive, rp.kind) {
+                        (Some(spec), ThrottleKind::Throttled) => p.adaptive.on_throttle(spec, now),
+                        _ => false,
+                    };
+                    let paused_before = p.paused_until;
+                    if let Some(pause) = rp.pause {
+                        p.paused_until = p.paused_until.max(now.saturating_add(nanos(pause)));
+                    }
+                    (decreased, paused_before, p.view(rule, now))
+                })?;
         if rate_decreased {
             tracing::info!(
                 resource = target.resource,
@@ -77,8 +82,15 @@ impl MemoryStore {
                 "grants paused on the downstream's retry-after"
             );
         }
-        let (resource, _) = self.pressure.get_or_insert(target.resource, &self.keys, Default::default)?;
-        Ok(Reported { resource, pressure, rate_decreased, breaker })
+        let (resource, _) =
+            self.pressure
+                .get_or_insert(target.resource, &self.keys, Default::default)?;
+        Ok(Reported {
+            resource,
+            pressure,
+            rate_decreased,
+            breaker,
+        })
     }
 
     pub(super) fn circuit_now(&self, target: &BreakerRef<'_>, now: Nanos) -> CircuitView {
@@ -93,13 +105,27 @@ impl MemoryStore {
             .pressure
             .with_existing(target.resource, |p| p.view(rule, now))
             .unwrap_or_else(|| super::pressure::PressureState::default().view(rule, now));
-        CircuitView { resource: target.resource.into(), breaker, configured: rule.breaker.is_some(), pressure }
+        CircuitView {
+            resource: target.resource.into(),
+            breaker,
+            configured: rule.breaker.is_some(),
+            pressure,
+        }
     }
 
-    pub(super) fn reset_now(&self, target: &BreakerRef<'_>, now: Nanos) -> Result<BreakerState, EngineError> {
+    pub(super) fn reset_now(
+        &self,
+        target: &BreakerRef<'_>,
+        now: Nanos,
+    ) -> Result<BreakerState, EngineError> {
         let mut before = BreakerState::Closed;
         if let (Some(spec), Some(key)) = (&target.rule.breaker, &target.key) {
-            before = self.breakers.with(key, &self.keys, || Breaker::new(spec, now), |b| b.reset(now))?;
+            before = self.breakers.with(
+                key,
+                &self.keys,
+                || Breaker::new(spec, now),
+                |b| b.reset(now),
+            )?;
             tracing::info!(breaker = %key.replace(crate::engine::plan::KEY_SEP, "/"), from = before.as_str(), "circuit breaker reset by an operator");
         }
         self.pressure.with_existing(target.resource, |p| {
@@ -121,8 +147,12 @@ impl MemoryStore {
                 target.resource
             )));
         };
-        let before =
-            self.breakers.with(key, &self.keys, || Breaker::new(spec, now), |b| b.force_open(now, nanos(duration)))?;
+        let before = self.breakers.with(
+            key,
+            &self.keys,
+            || Breaker::new(spec, now),
+            |b| b.force_open(now, nanos(duration)),
+        )?;
         tracing::info!(breaker = %key.replace(crate::engine::plan::KEY_SEP, "/"), from = before.as_str(), ?duration, "circuit breaker forced open by an operator");
         Ok(before)
     }

@@ -11,14 +11,15 @@ use std::{
 };
 
 use super::{
-    idempotency::Idempotency, leases::LeaseTable, level::LevelCell, pressure::PressureState, table::KeyBudget,
-    table::Table,
+    idempotency::Idempotency, leases::LeaseTable, level::LevelCell, pressure::PressureState,
+    table::KeyBudget, table::Table,
 };
 use crate::{
     clock::{Nanos, nanos},
     engine::{
-        Breaker, BreakerRef, BreakerState, CircuitView, Decision, EngineError, LeaseId, LeaseIds, LeaseView, Plan,
-        Release, Released, Renewed, ReportPlan, Reported, ResourceUsage, Rules, Store, StoreUsage, Sweep,
+        Breaker, BreakerRef, BreakerState, CircuitView, Decision, EngineError, LeaseId, LeaseIds,
+        LeaseView, Plan, Release, Released, Renewed, ReportPlan, Reported, ResourceUsage, Rules,
+        Store, StoreUsage, Sweep,
     },
 };
 
@@ -55,7 +56,12 @@ impl MemoryStore {
         }
     }
 
-    fn renew_now(&self, id: LeaseId, ttl: Option<Duration>, now: Nanos) -> Result<Renewed, EngineError> {
+    fn renew_now(
+        &self,
+        id: LeaseId,
+        ttl: Option<Duration>,
+        now: Nanos,
+    ) -> Result<Renewed, EngineError> {
         let ttl = self
             .leases
             .update(id, |l| {
@@ -82,13 +88,17 @@ impl MemoryStore {
         };
         let expires_at = now.saturating_add(nanos(ttl));
         if !self.leases.renew(id, expires_at) {
-            return Err(EngineError::FailedPrecondition(format!("lease_id: lease {id} ended while renewing")));
+            return Err(EngineError::FailedPrecondition(format!(
+                "lease_id: lease {id} ended while renewing"
+            )));
         }
         Ok(Renewed { expires_at, ttl })
     }
 
     fn is_expired_live(&self, id: LeaseId, now: Nanos) -> bool {
-        self.leases.update(id, |l| l.expires_at <= now).unwrap_or(false)
+        self.leases
+            .update(id, |l| l.expires_at <= now)
+            .unwrap_or(false)
     }
 
     fn usage_now(&self, rules: &Rules, now: Nanos) -> StoreUsage {
@@ -99,14 +109,22 @@ impl MemoryStore {
         });
         let mut resources = Vec::new();
         self.pressure.for_each(|name, p| {
-            let Some(rule) = rules.resolve(name) else { return };
-            let level = self.levels.with_existing(name, |c| c.clone()).unwrap_or_default();
+            let Some(rule) = rules.resolve(name) else {
+                return;
+            };
+            let level = self
+                .levels
+                .with_existing(name, |c| c.clone())
+                .unwrap_or_default();
             let tokens_available = match (level.bucket, rule.resource.rate) {
                 (Some(b), _) => Some(b.remaining(now)),
                 (None, Some(r)) => Some(r.burst),
                 (None, None) => None,
             };
-            let breaker = self.breakers.with_existing(name, |b| b.state(now)).unwrap_or(BreakerState::Closed);
+            let breaker = self
+                .breakers
+                .with_existing(name, |b| b.state(now))
+                .unwrap_or(BreakerState::Closed);
             resources.push(ResourceUsage {
                 resource: name.clone(),
                 tokens_available,
@@ -118,15 +136,25 @@ impl MemoryStore {
             });
         });
         resources.sort_by(|a, b| a.resource.cmp(&b.resource));
-        StoreUsage { resources, live_keys: self.keys.live() as u64, live_leases: self.leases.len() as u64 }
+        StoreUsage {
+            resources,
+            live_keys: self.keys.live() as u64,
+            live_leases: self.leases.len() as u64,
+        }
     }
 
     fn sweep_now(&self, now: Nanos) -> Sweep {
         let expired = self.reclaim_expired(now);
-        let mut sweep = Sweep { expired, ..Sweep::default() };
+        let mut sweep = Sweep {
+            expired,
+            ..Sweep::default()
+        };
         let last = self.last_full_sweep.load(Ordering::Relaxed);
         if now.saturating_sub(last) >= nanos(FULL_SWEEP_EVERY)
-            && self.last_full_sweep.compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+            && self
+                .last_full_sweep
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
         {
             sweep.evicted_keys = self.levels.evict(&self.keys, |c| c.is_idle(now))
                 + self.breakers.evict(&self.keys, |b| b.is_pristine(now))
@@ -175,12 +203,17 @@ impl MemoryStore {
     pub fn apply_capacity(&self, rules: &Rules) {
         self.keys.set_cap(rules.capacity.max_live_keys);
         self.leases.set_cap(rules.capacity.max_leases);
-        self.idempotency_window.store(nanos(rules.capacity.idempotency_window), Ordering::Relaxed);
+        self.idempotency_window
+            .store(nanos(rules.capacity.idempotency_window), Ordering::Relaxed);
     }
 }
 
 impl Store for MemoryStore {
-    fn acquire(&self, plan: &Plan<'_>, now: Nanos) -> impl Future<Output = Result<Decision, EngineError>> + Send {
+    fn acquire(
+        &self,
+        plan: &Plan<'_>,
+        now: Nanos,
+    ) -> impl Future<Output = Result<Decision, EngineError>> + Send {
         ready(self.acquire_now(plan, now))
     }
 
@@ -235,7 +268,11 @@ impl Store for MemoryStore {
         ready(self.force_open_now(target, duration, now))
     }
 
-    fn revoke(&self, lease_id: LeaseId, now: Nanos) -> impl Future<Output = Result<bool, EngineError>> + Send {
+    fn revoke(
+        &self,
+        lease_id: LeaseId,
+        now: Nanos,
+    ) -> impl Future<Output = Result<bool, EngineError>> + Send {
         ready(Ok(self.revoke_now(lease_id, now)))
     }
 
@@ -247,7 +284,11 @@ impl Store for MemoryStore {
         ready(Ok(self.leases_of(resource, limit)))
     }
 
-    fn usage(&self, rules: &Rules, now: Nanos) -> impl Future<Output = Result<StoreUsage, EngineError>> + Send {
+    fn usage(
+        &self,
+        rules: &Rules,
+        now: Nanos,
+    ) -> impl Future<Output = Result<StoreUsage, EngineError>> + Send {
         ready(Ok(self.usage_now(rules, now)))
     }
 

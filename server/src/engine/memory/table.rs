@@ -41,7 +41,10 @@ pub struct KeyBudget {
 impl KeyBudget {
     /// A budget of `cap` keys.
     pub fn new(cap: usize) -> Self {
-        Self { live: AtomicUsize::new(0), cap: AtomicUsize::new(cap) }
+        Self {
+            live: AtomicUsize::new(0),
+            cap: AtomicUsize::new(cap),
+        }
     }
 
     /// Changes the cap (config reload). Keys above a lowered cap stay until evicted.
@@ -57,9 +60,14 @@ impl KeyBudget {
     fn take(&self) -> Result<(), EngineError> {
         let cap = self.cap.load(Ordering::Relaxed);
         self.live
-            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| (n < cap).then_some(n + 1))
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (n < cap).then_some(n + 1)
+            })
             .map(|_| ())
-            .map_err(|_| EngineError::CapacityExhausted { what: "live keys", cap })
+            .map_err(|_| EngineError::CapacityExhausted {
+                what: "live keys",
+                cap,
+            })
     }
 
     fn give_back(&self, n: usize) {
@@ -75,7 +83,9 @@ pub struct Table<T> {
 
 impl<T> Default for Table<T> {
     fn default() -> Self {
-        Self { map: DashMap::new() }
+        Self {
+            map: DashMap::new(),
+        }
     }
 }
 
@@ -102,7 +112,12 @@ impl<T> Table<T> {
             Entry::Vacant(v) => {
                 budget.take()?;
                 let key = v.key().clone();
-                let value = v.insert(Arc::new(Mutex::new(Slot { value: init(), evicted: false }))).clone();
+                let value = v
+                    .insert(Arc::new(Mutex::new(Slot {
+                        value: init(),
+                        evicted: false,
+                    })))
+                    .clone();
                 Ok((key, value))
             }
         }
@@ -129,7 +144,11 @@ impl<T> Table<T> {
     pub fn with_existing<R>(&self, key: &str, f: impl FnOnce(&mut T) -> R) -> Option<R> {
         let shared = self.get(key)?;
         let mut slot = lock(&shared);
-        if slot.evicted { None } else { Some(f(&mut slot.value)) }
+        if slot.evicted {
+            None
+        } else {
+            Some(f(&mut slot.value))
+        }
     }
 
     /// Drops every value for which `idle` is true. Returns how many.

@@ -1,0 +1,171 @@
+//! The config file's shape, as written by users. Durations are strings such as `"250ms"`, `"30s"`, `"15m"`,
+//! parsed during validation so errors can name the key.
+
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConfigFile {
+    /// `[server]`.
+    pub server: ServerSection,
+    /// `[limits]`: request size limits.
+    pub limits: LimitsSection,
+    /// `[capacity]`: memory caps.
+    pub capacity: CapacitySection,
+    /// `[defaults]`: per-resource defaults.
+    pub defaults: DefaultsSection,
+    /// `[[resources]]`.
+    pub resources: Vec<ResourceSection>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    /// Address to serve gRPC on, e.g. `127.0.0.1:50051`.
+    pub listen: Option<String>,
+    /// How long in-flight calls may run after a shutdown signal.
+    pub shutdown_grace: Option<String>,
+    /// How often expired leases are reclaimed.
+    pub sweep_interval: Option<String>,
+    /// Largest gRPC request accepted, in bytes.
+    pub max_request_bytes: Option<usize>,
+    /// `text` (default) or `json`.
+    pub log_format: Option<String>,
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    /// Longest resource name, descriptor key/value, client id (bytes).
+    pub max_name_bytes: Option<usize>,
+    /// Most descriptors per request.
+    pub max_descriptors: Option<usize>,
+    /// Longest request_id (bytes).
+    pub max_request_id_bytes: Option<usize>,
+    /// Longest ReportThrottle message (bytes).
+    pub max_message_bytes: Option<usize>,
+    /// Longest `max_wait` a request may ask for.
+    pub max_wait: Option<String>,
+}
+
+/// `[capacity]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CapacitySection {
+    /// Most live keys before RESOURCE_EXHAUSTED.
+    pub max_live_keys: Option<usize>,
+    /// Most live leases before RESOURCE_EXHAUSTED.
+    pub max_leases: Option<usize>,
+    /// How long a granted request_id is remembered.
+    pub idempotency_window: Option<String>,
+}
+
+/// `[defaults]`: applied to every resource that does not set its own.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DefaultsSection {
+    /// Lease TTL when a request gives none.
+    pub lease_ttl: Option<String>,
+    /// Longest lease TTL.
+    pub max_lease_ttl: Option<String>,
+    /// Longest pause a downstream's retry-after may impose.
+    pub max_pause: Option<String>,
+    /// Suggested wait on CONCURRENCY_LIMITED.
+    pub concurrency_retry_after: Option<String>,
+}
+
+/// A token bucket: `limit` per `period`, at most `burst` (default: `limit`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateSection {
+    /// Tokens per period.
+    pub limit: u64,
+    /// The period, e.g. `"1s"` or `"1m"`. Default `"1s"`.
+    pub period: Option<String>,
+    /// Capacity. Default: `limit`.
+    pub burst: Option<u64>,
+}
+
+/// `[[resources.partitions]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartitionSection {
+    /// The descriptor key, e.g. `tenant`.
+    pub descriptor: String,
+    /// Per-value rate limit.
+    pub rate: Option<RateSection>,
+    /// Per-value concurrency limit.
+    pub concurrency: Option<u32>,
+}
+
+/// `breaker = { ... }`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerSection {
+    /// Failure rate (0..1] that opens the breaker. Default 0.5.
+    pub failure_rate: Option<f64>,
+    /// Calls needed in the window before the rate counts. Default 20.
+    pub min_calls: Option<u32>,
+    /// Window length. Default `"60s"`.
+    pub window: Option<String>,
+    /// Failures in a row that open it (0 = off). Default 0.
+    pub consecutive_failures: Option<u32>,
+    /// Open period. Default `"30s"`.
+    pub open_duration: Option<String>,
+    /// Multiplier on the open period after each failed half-open. Default 2.
+    pub open_backoff: Option<f64>,
+    /// Cap on the open period. Default `"5m"`.
+    pub max_open_duration: Option<String>,
+    /// Probe leases while half-open, fleet-wide. Default 3.
+    pub half_open_probes: Option<u32>,
+    /// Probe successes to close. Default: `half_open_probes`.
+    pub half_open_successes: Option<u32>,
+    /// One breaker per value of this descriptor instead of one per resource.
+    pub partition: Option<String>,
+}
+
+/// `adaptive = { ... }`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdaptiveSection {
+    /// Multiplier on a throttle. Default 0.5.
+    pub decrease_factor: Option<f64>,
+    /// Lowest fraction of the configured rate. Default 0.1.
+    pub floor: Option<f64>,
+    /// No further decrease within this of the last. Default `"1s"`.
+    pub cooldown: Option<String>,
+    /// Fraction of the configured rate regained per interval with traffic. Default 0.05.
+    pub increase_step: Option<f64>,
+    /// Default `"1s"`.
+    pub increase_interval: Option<String>,
+}
+
+/// `[[resources]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceSection {
+    /// Name or glob pattern (`partner.*`, `*`).
+    pub name: String,
+    /// Resource-wide rate limit.
+    pub rate: Option<RateSection>,
+    /// Resource-wide concurrency limit.
+    pub concurrency: Option<u32>,
+    /// Partition levels.
+    #[serde(default)]
+    pub partitions: Vec<PartitionSection>,
+    /// Circuit breaker.
+    pub breaker: Option<BreakerSection>,
+    /// Adaptive rate.
+    pub adaptive: Option<AdaptiveSection>,
+    /// Overrides of `[defaults]`.
+    pub lease_ttl: Option<String>,
+    /// See `[defaults]`.
+    pub max_lease_ttl: Option<String>,
+    /// See `[defaults]`.
+    pub max_pause: Option<String>,
+    /// See `[defaults]`.
+    pub concurrency_retry_after: Option<String>,
+}

@@ -1,0 +1,115 @@
+//! Where config comes from: a TOML file (or the embedded default when none is given), then `QUOTAD_*`
+//! environment variables on top, `__` separating levels: `QUOTAD_SERVER__LISTEN=0.0.0.0:50051`,
+//! `QUOTAD_CAPACITY__MAX_LEASES=500000`.
+
+use std::path::Path;
+
+use config::{Config, Environment, File, FileFormat};
+
+use super::{ConfigError, Settings, file::ConfigFile};
+
+/// The embedded default config: a few example resources so a new user can call the server at once.
+pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
+
+fn environment() -> Environment {
+    Environment::with_prefix("QUOTAD")
+        .prefix_separator("_")
+        .separator("__")
+        .try_parsing(true)
+}
+
+fn finish(
+    builder: config::ConfigBuilder<config::builder::DefaultState>,
+) -> Result<Settings, ConfigError> {
+    let file: ConfigFile = builder
+        .add_source(environment())
+        .build()
+        .and_then(Config::try_deserialize)
+        .map_err(|e| ConfigError::Source(e.to_string()))?;
+    file.validate()
+}
+
+/// Loads `path` (or the embedded default when `None`), applies the environment, and validates.
+pub fn load(path: Option<&Path>) -> Result<Settings, ConfigError> {
+    let builder = match path {
+        Some(p) => {
+            if !p.is_file() {
+                return Err(ConfigError::Source(format!(
+                    "{}: no such file",
+                    p.display()
+                )));
+            }
+            Config::builder().add_source(File::from(p).format(FileFormat::Toml).required(true))
+        }
+        None => Config::builder().add_source(File::from_str(DEFAULT_CONFIG, FileFormat::Toml)),
+    };
+    finish(builder)
+}
+
+/// Loads TOML text (no environment overrides): for tests and `--check`.
+pub fn load_str(toml: &str) -> Result<Settings, ConfigError> {
+    let file: ConfigFile = Config::builder()
+        .add_source(File::from_str(toml, FileFormat::Toml))
+        .build()
+        .and_then(Config::try_deserialize)
+        .map_err(|e| ConfigError::Source(e.to_string()))?;
+    file.validate()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_is_valid_and_has_examples() {
+        let s = load_str(DEFAULT_CONFIG).unwrap();
+        assert!(s.rules.resolve("bedrock.invoke").is_some());
+        assert!(s.rules.resolve("partner.stripe").is_some());
+        assert_eq!(s.server.listen.to_string(), "127.0.0.1:50051");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let err = |toml: &str| load_str(toml).unwrap_err().to_string();
+        assert!(
+            err("[[resources]]\nname = \"a\"\nrate = { limit = 0 }")
+                .contains("resources[0] (\"a\").rate.limit")
+        );
+        assert!(
+            err("[[resources]]\nname = \"a\"\nrate = { limit = 5, period = \"soon\" }")
+                .contains("rate.period")
+        );
+        assert!(err("[server]\nlisten = \"nowhere\"").contains("server.listen"));
+        assert!(err("[server]\nlisten = 5\nbogus = 1").contains("bogus"));
+        assert!(
+            err("[[resources]]\nname = \"a\"\n[[resources]]\nname = \"a\"")
+                .contains("declared twice")
+        );
+        assert!(
+            err("[[resources]]\nname = \"a\"\nbreaker = { half_open_probes = 1, half_open_successes = 2 }")
+                .contains("breaker.half_open_successes")
+        );
+        assert!(
+            err("[[resources]]\nname = \"a\"\nconcurrency = 2\nadaptive = {}").contains("adaptive")
+        );
+        assert!(
+            err("[[resources]]\nname = \"a\"\n[[resources.partitions]]\ndescriptor = \"t\"")
+                .contains("partitions[0]")
+        );
+    }
+
+    #[test]
+    fn shipped_examples_are_valid() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
+        let mut n = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                load_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                n += 1;
+            }
+        }
+        assert!(n >= 3, "expected the three example configs, found {n}");
+    }
+}

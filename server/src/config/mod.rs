@@ -1,0 +1,14 @@
+//! Configuration: a TOML file (or the embedded default) plus `QUOTAD_*` environment overrides, read with
+//! the `config` crate and validated at start-up into typed values: engine [`Rules`](crate::engine::Rules)
+//! and [`ServerSettings`]. A bad config fails with a message naming the key and the problem.
+//!
+//! - [`file`]: the file's shape (serde).
+//! - [`validate`]: checking it and building typed values.
+//! - [`load`]: where it comes from (file, embedded default, environment).
+
+pub mod file;
+pub mod load;
+pub mod validate;
+
+pub use load::{DEFAULT_CONFIG, load, load_str};
+pub use validate::{ConfigError, LogFormat, ServerSettings, Settings};

@@ -1,0 +1,487 @@
+//! Checking a [`ConfigFile`] and building typed values from it. Every problem names its key, e.g.
+//! `resources[1] ("bedrock.invoke").rate.burst: must be at least 1`.
+
+use std::{collections::HashSet, net::SocketAddr, sync::Arc, time::Duration};
+
+use super::file::{
+    AdaptiveSection, BreakerSection, ConfigFile, DefaultsSection, PartitionSection, RateSection,
+    ResourceSection,
+};
+use crate::engine::{
+    AdaptiveSpec, BreakerSpec, Capacity, LevelSpec, Partition, RateSpec, RequestLimits, Rule,
+    Rules, glob,
+};
+
+/// A config that cannot be used, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A key has a bad value.
+    #[error("config key {key}: {problem}")]
+    Invalid {
+        /// The key, e.g. `server.listen` or `resources[0] ("x").rate.limit`.
+        key: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The file could not be read or parsed.
+    #[error("config: {0}")]
+    Source(String),
+}
+
+fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        problem: problem.into(),
+    }
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Server settings (not rules).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSettings {
+    /// Where to serve gRPC.
+    pub listen: SocketAddr,
+    /// How long in-flight calls may run after a shutdown signal.
+    pub shutdown_grace: Duration,
+    /// How often expired leases are reclaimed.
+    pub sweep_interval: Duration,
+    /// Largest gRPC request accepted, in bytes.
+    pub max_request_bytes: usize,
+    /// Log format.
+    pub log_format: LogFormat,
+}
+
+/// Everything a validated config yields.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Server settings.
+    pub server: ServerSettings,
+    /// Engine rules.
+    pub rules: Rules,
+}
+
+fn duration(key: &str, value: Option<&String>, default: Duration) -> Result<Duration, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(s) => humantime::parse_duration(s.trim()).map_err(|e| {
+            invalid(
+                key,
+                format!("'{s}' is not a duration ({e}); write e.g. \"250ms\", \"30s\", \"15m\""),
+            )
+        }),
+    }
+}
+
+fn positive(key: &str, d: Duration) -> Result<Duration, ConfigError> {
+    if d.is_zero() {
+        Err(invalid(key, "must be greater than zero"))
+    } else {
+        Ok(d)
+    }
+}
+
+fn at_least_one<T: PartialOrd + From<u8> + Copy>(key: &str, v: T) -> Result<T, ConfigError> {
+    if v < T::from(1) {
+        Err(invalid(key, "must be at least 1"))
+    } else {
+        Ok(v)
+    }
+}
+
+fn fraction(key: &str, v: f64, allow_one: bool) -> Result<f64, ConfigError> {
+    let ok = v > 0.0 && (v < 1.0 || (allow_one && v == 1.0));
+    if ok {
+        Ok(v)
+    } else {
+        Err(invalid(
+            key,
+            format!(
+                "{v} is out of range; must be > 0 and {}",
+                if allow_one { "≤ 1" } else { "< 1" }
+            ),
+        ))
+    }
+}
+
+fn rate(key: &str, r: &RateSection) -> Result<RateSpec, ConfigError> {
+    let limit = at_least_one(&format!("{key}.limit"), r.limit)?;
+    let period = positive(
+        &format!("{key}.period"),
+        duration(
+            &format!("{key}.period"),
+            r.period.as_ref(),
+            Duration::from_secs(1),
+        )?,
+    )?;
+    let burst = at_least_one(&format!("{key}.burst"), r.burst.unwrap_or(limit))?;
+    if period.as_nanos() / u128::from(limit) == 0 {
+        return Err(invalid(
+            key,
+            "more than one token per nanosecond is not supported",
+        ));
+    }
+    Ok(RateSpec {
+        limit,
+        period,
+        burst,
+    })
+}
+
+fn concurrency(key: &str, c: Option<u32>) -> Result<Option<u32>, ConfigError> {
+    c.map(|c| at_least_one(key, c)).transpose()
+}
+
+fn breaker(key: &str, b: &BreakerSection) -> Result<BreakerSpec, ConfigError> {
+    let d = BreakerSpec::default();
+    let half_open_probes = at_least_one(
+        &format!("{key}.half_open_probes"),
+        b.half_open_probes.unwrap_or(d.half_open_probes),
+    )?;
+    let half_open_successes = at_least_one(
+        &format!("{key}.half_open_successes"),
+        b.half_open_successes.unwrap_or(half_open_probes),
+    )?;
+    if half_open_successes > half_open_probes {
+        return Err(invalid(
+            format!("{key}.half_open_successes"),
+            format!(
+                "{half_open_successes} exceeds half_open_probes ({half_open_probes}); it could never close"
+            ),
+        ));
+    }
+    let open_duration = positive(
+        &format!("{key}.open_duration"),
+        duration(
+            &format!("{key}.open_duration"),
+            b.open_duration.as_ref(),
+            d.open_duration,
+        )?,
+    )?;
+    let max_open_duration = duration(
+        &format!("{key}.max_open_duration"),
+        b.max_open_duration.as_ref(),
+        d.max_open_duration.max(open_duration),
+    )?;
+    if max_open_duration < open_duration {
+        return Err(invalid(
+            format!("{key}.max_open_duration"),
+            "must be at least open_duration",
+        ));
+    }
+    let open_backoff = b.open_backoff.unwrap_or(d.open_backoff);
+    if !(1.0..=100.0).contains(&open_backoff) {
+        return Err(invalid(
+            format!("{key}.open_backoff"),
+            format!("{open_backoff} is out of range; must be 1..=100"),
+        ));
+    }
+    Ok(BreakerSpec {
+        failure_rate: fraction(
+            &format!("{key}.failure_rate"),
+            b.failure_rate.unwrap_or(d.failure_rate),
+            true,
+        )?,
+        min_calls: at_least_one(
+            &format!("{key}.min_calls"),
+            b.min_calls.unwrap_or(d.min_calls),
+        )?,
+        window: positive(
+            &format!("{key}.window"),
+            duration(&format!("{key}.window"), b.window.as_ref(), d.window)?,
+        )?,
+        consecutive_failures: b.consecutive_failures.unwrap_or(d.consecutive_failures),
+        open_duration,
+        open_backoff,
+        max_open_duration,
+        half_open_probes,
+        half_open_successes,
+    })
+}
+
+fn adaptive(key: &str, a: &AdaptiveSection) -> Result<AdaptiveSpec, ConfigError> {
+    let d = AdaptiveSpec::default();
+    Ok(AdaptiveSpec {
+        decrease_factor: fraction(
+            &format!("{key}.decrease_factor"),
+            a.decrease_factor.unwrap_or(d.decrease_factor),
+            false,
+        )?,
+        floor: fraction(&format!("{key}.floor"), a.floor.unwrap_or(d.floor), true)?,
+        cooldown: duration(&format!("{key}.cooldown"), a.cooldown.as_ref(), d.cooldown)?,
+        increase_step: fraction(
+            &format!("{key}.increase_step"),
+            a.increase_step.unwrap_or(d.increase_step),
+            true,
+        )?,
+        increase_interval: positive(
+            &format!("{key}.increase_interval"),
+            duration(
+                &format!("{key}.increase_interval"),
+                a.increase_interval.as_ref(),
+                d.increase_interval,
+            )?,
+        )?,
+    })
+}
+
+fn descriptor_key(key: &str, d: &str) -> Result<Arc<str>, ConfigError> {
+    if d.is_empty() || d.len() > 256 || d.chars().any(char::is_control) {
+        return Err(invalid(
+            key,
+            format!("'{d}' must be 1..=256 bytes with no control characters"),
+        ));
+    }
+    Ok(Arc::from(d))
+}
+
+fn partition(key: &str, p: &PartitionSection) -> Result<Partition, ConfigError> {
+    let limits = LevelSpec {
+        rate: p
+            .rate
+            .as_ref()
+            .map(|r| rate(&format!("{key}.rate"), r))
+            .transpose()?,
+        max_in_flight: concurrency(&format!("{key}.concurrency"), p.concurrency)?,
+    };
+    if limits.rate.is_none() && limits.max_in_flight.is_none() {
+        return Err(invalid(
+            key,
+            "a partition needs a rate, a concurrency limit, or both",
+        ));
+    }
+    Ok(Partition {
+        descriptor: descriptor_key(&format!("{key}.descriptor"), &p.descriptor)?,
+        limits,
+    })
+}
+
+fn resource(
+    i: usize,
+    r: &ResourceSection,
+    defaults: &DefaultsSection,
+) -> Result<Rule, ConfigError> {
+    let key = format!("resources[{i}] ({:?})", r.name);
+    if r.name.is_empty() || r.name.len() > 256 || r.name.chars().any(char::is_control) {
+        return Err(invalid(
+            format!("resources[{i}].name"),
+            "must be 1..=256 bytes with no control characters",
+        ));
+    }
+    let d = |field: &str, own: Option<&String>, fallback: Option<&String>, default: Duration| {
+        duration(&format!("{key}.{field}"), own.or(fallback), default)
+    };
+    let lease_ttl = positive(
+        &format!("{key}.lease_ttl"),
+        d(
+            "lease_ttl",
+            r.lease_ttl.as_ref(),
+            defaults.lease_ttl.as_ref(),
+            Duration::from_secs(60),
+        )?,
+    )?;
+    let max_lease_ttl = d(
+        "max_lease_ttl",
+        r.max_lease_ttl.as_ref(),
+        defaults.max_lease_ttl.as_ref(),
+        Duration::from_secs(3600).max(lease_ttl),
+    )?;
+    if max_lease_ttl < lease_ttl {
+        return Err(invalid(
+            format!("{key}.max_lease_ttl"),
+            format!("{max_lease_ttl:?} is below lease_ttl {lease_ttl:?}"),
+        ));
+    }
+    let mut partitions = Vec::new();
+    let mut seen = HashSet::new();
+    for (j, p) in r.partitions.iter().enumerate() {
+        let pkey = format!("{key}.partitions[{j}]");
+        if !seen.insert(p.descriptor.as_str()) {
+            return Err(invalid(
+                format!("{pkey}.descriptor"),
+                format!("'{}' is partitioned twice", p.descriptor),
+            ));
+        }
+        partitions.push(partition(&pkey, p)?);
+    }
+    let resource = LevelSpec {
+        rate: r
+            .rate
+            .as_ref()
+            .map(|x| rate(&format!("{key}.rate"), x))
+            .transpose()?,
+        max_in_flight: concurrency(&format!("{key}.concurrency"), r.concurrency)?,
+    };
+    let breaker_spec = r
+        .breaker
+        .as_ref()
+        .map(|b| breaker(&format!("{key}.breaker"), b))
+        .transpose()?;
+    let breaker_partition = r
+        .breaker
+        .as_ref()
+        .and_then(|b| b.partition.as_ref())
+        .map(|p| descriptor_key(&format!("{key}.breaker.partition"), p))
+        .transpose()?;
+    let adaptive_spec = r
+        .adaptive
+        .as_ref()
+        .map(|a| adaptive(&format!("{key}.adaptive"), a))
+        .transpose()?;
+    if adaptive_spec.is_some()
+        && resource.rate.is_none()
+        && partitions.iter().all(|p| p.limits.rate.is_none())
+    {
+        return Err(invalid(
+            format!("{key}.adaptive"),
+            "needs a rate limit to adapt",
+        ));
+    }
+    Ok(Rule {
+        name: Arc::from(r.name.as_str()),
+        resource,
+        partitions,
+        lease_ttl,
+        max_lease_ttl,
+        breaker: breaker_spec,
+        breaker_partition,
+        adaptive: adaptive_spec,
+        max_pause: d(
+            "max_pause",
+            r.max_pause.as_ref(),
+            defaults.max_pause.as_ref(),
+            Duration::from_secs(300),
+        )?,
+        concurrency_retry_after: positive(
+            &format!("{key}.concurrency_retry_after"),
+            d(
+                "concurrency_retry_after",
+                r.concurrency_retry_after.as_ref(),
+                defaults.concurrency_retry_after.as_ref(),
+                Duration::from_millis(100),
+            )?,
+        )?,
+    })
+}
+
+impl ConfigFile {
+    /// Validates the file into typed settings.
+    pub fn validate(&self) -> Result<Settings, ConfigError> {
+        let s = &self.server;
+        let listen_str = s
+            .listen
+            .clone()
+            .unwrap_or_else(|| "127.0.0.1:50051".to_owned());
+        let listen = listen_str.parse().map_err(|_| {
+            invalid(
+                "server.listen",
+                format!("'{listen_str}' is not an address like 127.0.0.1:50051"),
+            )
+        })?;
+        let log_format = match s.log_format.as_deref().unwrap_or("text") {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(invalid(
+                    "server.log_format",
+                    format!("'{other}' is not one of: text, json"),
+                ));
+            }
+        };
+        let max_request_bytes = s.max_request_bytes.unwrap_or(64 * 1024);
+        if !(1024..=16 * 1024 * 1024).contains(&max_request_bytes) {
+            return Err(invalid(
+                "server.max_request_bytes",
+                "must be between 1024 and 16777216",
+            ));
+        }
+        let server = ServerSettings {
+            listen,
+            shutdown_grace: duration(
+                "server.shutdown_grace",
+                s.shutdown_grace.as_ref(),
+                Duration::from_secs(10),
+            )?,
+            sweep_interval: positive(
+                "server.sweep_interval",
+                duration(
+                    "server.sweep_interval",
+                    s.sweep_interval.as_ref(),
+                    Duration::from_millis(250),
+                )?,
+            )?,
+            max_request_bytes,
+            log_format,
+        };
+        if server.sweep_interval > Duration::from_secs(1) {
+            return Err(invalid(
+                "server.sweep_interval",
+                "must be at most 1s so expired leases return within TTL + 1s",
+            ));
+        }
+
+        let l = &self.limits;
+        let d = RequestLimits::default();
+        let limits = RequestLimits {
+            max_name_bytes: at_least_one(
+                "limits.max_name_bytes",
+                l.max_name_bytes.unwrap_or(d.max_name_bytes),
+            )?,
+            max_descriptors: l.max_descriptors.unwrap_or(d.max_descriptors),
+            max_request_id_bytes: at_least_one(
+                "limits.max_request_id_bytes",
+                l.max_request_id_bytes.unwrap_or(d.max_request_id_bytes),
+            )?,
+            max_message_bytes: l.max_message_bytes.unwrap_or(d.max_message_bytes),
+            max_wait: duration("limits.max_wait", l.max_wait.as_ref(), d.max_wait)?,
+        };
+        let c = &self.capacity;
+        let dc = Capacity::default();
+        let capacity = Capacity {
+            max_live_keys: at_least_one(
+                "capacity.max_live_keys",
+                c.max_live_keys.unwrap_or(dc.max_live_keys),
+            )?,
+            max_leases: at_least_one("capacity.max_leases", c.max_leases.unwrap_or(dc.max_leases))?,
+            idempotency_window: duration(
+                "capacity.idempotency_window",
+                c.idempotency_window.as_ref(),
+                dc.idempotency_window,
+            )?,
+        };
+
+        let mut names = HashSet::new();
+        let mut rules = Vec::with_capacity(self.resources.len());
+        for (i, r) in self.resources.iter().enumerate() {
+            if !names.insert(r.name.as_str()) {
+                return Err(invalid(
+                    format!("resources[{i}].name"),
+                    format!("'{}' is declared twice", r.name),
+                ));
+            }
+            if r.name.len() > limits.max_name_bytes {
+                return Err(invalid(
+                    format!("resources[{i}].name"),
+                    "is longer than limits.max_name_bytes",
+                ));
+            }
+            let rule = resource(i, r, &self.defaults)?;
+            if glob::is_pattern(&rule.name) {
+                tracing::debug!(pattern = %rule.name, "resource pattern");
+            }
+            rules.push(rule);
+        }
+        Ok(Settings {
+            server,
+            rules: Rules::new(rules, limits, capacity),
+        })
+    }
+}
