@@ -1,0 +1,100 @@
+//! Shared helpers for the engine's integration tests: build rules from TOML, drive a [`Quota`] on a fake
+//! clock, and run store futures (which never wait, for the in-memory store) without a runtime.
+#![allow(dead_code, missing_docs)]
+
+use std::{
+    future::Future,
+    pin::pin,
+    sync::Arc,
+    task::{Context, Poll, Waker},
+    time::Duration,
+};
+
+use quotad_server::{
+    clock::FakeClock,
+    config,
+    engine::{
+        Acquire, Decision, LeaseId, Outcome, Quota, Release, Released, Rules, Store, Verdict,
+    },
+};
+
+/// Polls a future once; store calls in these tests must complete without waiting.
+pub fn now<F: Future>(f: F) -> F::Output {
+    let mut cx = Context::from_waker(Waker::noop());
+    match pin!(f).poll(&mut cx) {
+        Poll::Ready(v) => v,
+        Poll::Pending => panic!("store future did not complete at once"),
+    }
+}
+
+pub fn rules(toml: &str) -> Rules {
+    config::load_str(toml).expect("test config is valid").rules
+}
+
+pub struct Harness<S: Store> {
+    pub quota: Quota<S>,
+    pub clock: Arc<FakeClock>,
+}
+
+impl<S: Store> Harness<S> {
+    pub fn new(toml: &str, make: &dyn Fn(&Rules) -> S) -> Self {
+        let rules = rules(toml);
+        let clock = Arc::new(FakeClock::new());
+        let store = make(&rules);
+        Self {
+            quota: Quota::new(rules, store, clock.clone()),
+            clock,
+        }
+    }
+
+    pub fn advance(&self, d: Duration) {
+        self.clock.advance(d);
+    }
+
+    pub fn acquire_req(&self, req: &Acquire) -> Decision {
+        now(self.quota.acquire(req)).expect("acquire")
+    }
+
+    pub fn acquire(&self, resource: &str, descriptors: &[(&str, &str)], permits: u64) -> Decision {
+        self.acquire_req(&acq(resource, descriptors, permits))
+    }
+
+    pub fn release(&self, id: LeaseId, outcome: Outcome, used: Option<u64>) -> Released {
+        now(self.quota.release(&Release {
+            lease_id: id,
+            outcome,
+            used_permits: used,
+        }))
+        .expect("release")
+    }
+}
+
+pub fn acq(resource: &str, descriptors: &[(&str, &str)], permits: u64) -> Acquire {
+    Acquire {
+        resource: resource.into(),
+        descriptors: descriptors
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect(),
+        permits,
+        ..Default::default()
+    }
+}
+
+pub fn lease(d: &Decision) -> LeaseId {
+    d.grant().expect("expected a grant").lease_id
+}
+
+pub fn retry_after(d: &Decision) -> u64 {
+    match &d.verdict {
+        Verdict::Denied { retry_after, .. } => *retry_after,
+        Verdict::Granted(_) => panic!("expected a denial"),
+    }
+}
+
+pub fn denied_by(d: &Decision) -> &str {
+    match &d.verdict {
+        Verdict::Denied { denied_by, .. } => denied_by,
+        Verdict::Granted(_) => panic!("expected a denial"),
+    }
+}

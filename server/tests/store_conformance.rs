@@ -1,0 +1,660 @@
+//! The engine's behaviour, written once and run against every store (`for_each_store!` below): a shared
+//! store must give the same answers as the in-memory one. All on a fake clock; nothing sleeps.
+
+mod common;
+
+use std::{sync::Arc, thread, time::Duration};
+
+use common::{Harness, acq, denied_by, lease, now, retry_after};
+use quotad_server::engine::{
+    Acquire, BreakerState, BreakerTarget, Denial, EngineError, MemoryStore, NotReleased, Outcome,
+    Renew, Report, Rules, Store, ThrottleKind, Verdict,
+};
+
+const SEC: u64 = 1_000_000_000;
+const MS: u64 = 1_000_000;
+
+type Make<S> = dyn Fn(&Rules) -> S;
+
+const RATE: &str = r#"
+[[resources]]
+name = "api"
+rate = { limit = 10, period = "1s", burst = 5 }
+"#;
+
+fn rate_limit_denies_with_exact_retry_after<S: Store>(make: &Make<S>) {
+    let h = Harness::new(RATE, make);
+    for i in 0..5 {
+        let d = h.acquire("api", &[], 1);
+        assert!(d.granted(), "grant {i}");
+        assert_eq!(d.remaining, 4 - i);
+        assert_eq!(d.limit, 5);
+    }
+    let d = h.acquire("api", &[], 1);
+    assert_eq!(d.denial(), Some(Denial::RateLimited));
+    assert_eq!(retry_after(&d), 100 * MS);
+    assert_eq!(denied_by(&d), "resource");
+    assert_eq!(d.reset_after, 500 * MS);
+    h.clock.advance_nanos(100 * MS - 1);
+    assert!(!h.acquire("api", &[], 1).granted());
+    h.clock.advance_nanos(1);
+    assert!(h.acquire("api", &[], 1).granted());
+}
+
+fn permits_above_burst_fail_fast<S: Store>(make: &Make<S>) {
+    let h = Harness::new(RATE, make);
+    let e = now(h.quota.acquire(&acq("api", &[], 6))).unwrap_err();
+    assert!(
+        matches!(e, EngineError::FailedPrecondition(ref m) if m.contains("permits") && m.contains("burst 5"))
+    );
+}
+
+fn unknown_resource_is_named<S: Store>(make: &Make<S>) {
+    let h = Harness::new(RATE, make);
+    let e = now(h.quota.acquire(&acq("nope", &[], 1))).unwrap_err();
+    assert_eq!(e, EngineError::UnknownResource("nope".into()));
+}
+
+const GLOB: &str = r#"
+[[resources]]
+name = "partner.*"
+rate = { limit = 1, period = "1s", burst = 1 }
+[[resources]]
+name = "partner.special"
+rate = { limit = 1, period = "1s", burst = 3 }
+[[resources]]
+name = "*"
+concurrency = 1
+"#;
+
+fn glob_rules_give_each_name_its_own_state<S: Store>(make: &Make<S>) {
+    let h = Harness::new(GLOB, make);
+    assert!(h.acquire("partner.a", &[], 1).granted());
+    assert!(!h.acquire("partner.a", &[], 1).granted());
+    assert!(
+        h.acquire("partner.b", &[], 1).granted(),
+        "another concrete name has its own bucket"
+    );
+    // An exact name wins over a pattern.
+    assert_eq!(h.acquire("partner.special", &[], 1).limit, 3);
+    // The catch-all default rule answers any other name.
+    let d = h.acquire("anything.else", &[], 1);
+    assert!(d.granted());
+    assert_eq!(&*d.resource, "anything.else");
+    assert_eq!(
+        h.acquire("anything.else", &[], 1).denial(),
+        Some(Denial::ConcurrencyLimited)
+    );
+}
+
+const THREE_LEVEL: &str = r#"
+[[resources]]
+name = "builds"
+rate = { limit = 100, period = "1s", burst = 4 }
+[[resources.partitions]]
+descriptor = "endpoint"
+rate = { limit = 50, period = "1s", burst = 3 }
+[[resources.partitions]]
+descriptor = "tenant"
+rate = { limit = 10, period = "1s", burst = 2 }
+"#;
+
+fn multi_level_is_all_or_nothing<S: Store>(make: &Make<S>) {
+    let h = Harness::new(THREE_LEVEL, make);
+    let acme = [("endpoint", "start"), ("tenant", "acme")];
+    assert!(h.acquire("builds", &acme, 1).granted());
+    assert!(h.acquire("builds", &acme, 1).granted());
+    let d = h.acquire("builds", &acme, 1);
+    assert_eq!(denied_by(&d), "tenant=acme");
+    assert_eq!(d.remaining, 0);
+    // The tenant denial charged nothing at the endpoint or global level: globex still gets the last endpoint
+    // token, then the endpoint level denies, charging neither tenant nor global.
+    let globex = [("endpoint", "start"), ("tenant", "globex")];
+    assert!(h.acquire("builds", &globex, 1).granted());
+    let d = h.acquire("builds", &globex, 1);
+    assert_eq!(denied_by(&d), "endpoint=start");
+    // Global has one token left (4 - 3): another endpoint and tenant get it.
+    let other = [("endpoint", "status"), ("tenant", "initech")];
+    assert!(h.acquire("builds", &other, 1).granted());
+    assert_eq!(denied_by(&h.acquire("builds", &other, 1)), "resource");
+    // A missing descriptor is an error naming it, not a silent pass.
+    let e = now(h.quota.acquire(&acq("builds", &[("endpoint", "start")], 1))).unwrap_err();
+    assert!(
+        matches!(e, EngineError::InvalidArgument { ref field, .. } if field == "descriptors[\"tenant\"]")
+    );
+}
+
+const CONCURRENCY: &str = r#"
+[[resources]]
+name = "jobs"
+concurrency = 2
+lease_ttl = "10s"
+max_lease_ttl = "60s"
+concurrency_retry_after = "250ms"
+"#;
+
+fn concurrency_leases_release_and_expire<S: Store>(make: &Make<S>) {
+    let h = Harness::new(CONCURRENCY, make);
+    let a = h.acquire("jobs", &[], 1);
+    let b = h.acquire("jobs", &[], 1);
+    assert_eq!((a.in_flight, b.in_flight, b.max_in_flight), (1, 2, 2));
+    let d = h.acquire("jobs", &[], 1);
+    assert_eq!(d.denial(), Some(Denial::ConcurrencyLimited));
+    assert_eq!(retry_after(&d), 250 * MS);
+    // Release frees a slot once; a second release says so and frees nothing.
+    assert_eq!(h.release(lease(&a), Outcome::Success, None).result, Ok(()));
+    assert_eq!(
+        h.release(lease(&a), Outcome::Success, None).result,
+        Err(NotReleased::AlreadyReleased)
+    );
+    let c = h.acquire("jobs", &[], 1);
+    assert!(c.granted());
+    assert!(!h.acquire("jobs", &[], 1).granted());
+    // b and c expire at 10 s: the sweep reclaims them without any request touching the key.
+    h.advance(Duration::from_secs(10));
+    let sweep = now(h.quota.sweep()).unwrap();
+    assert_eq!(sweep.expired.len(), 2);
+    assert_eq!(
+        h.release(lease(&b), Outcome::Success, None).result,
+        Err(NotReleased::Expired)
+    );
+    assert!(h.acquire("jobs", &[], 1).granted());
+    assert!(h.acquire("jobs", &[], 1).granted());
+    // Never-issued ids are unknown.
+    let unknown = quotad_server::engine::LeaseId(42);
+    assert_eq!(
+        h.release(unknown, Outcome::Success, None).result,
+        Err(NotReleased::UnknownLease)
+    );
+}
+
+fn renew_extends_and_caps_and_refuses_expired<S: Store>(make: &Make<S>) {
+    let h = Harness::new(CONCURRENCY, make);
+    let a = h.acquire("jobs", &[], 1);
+    let id = lease(&a);
+    h.advance(Duration::from_secs(9));
+    let r = now(h.quota.renew(&Renew {
+        lease_id: id,
+        lease_ttl: Some(Duration::from_secs(600)),
+    }))
+    .unwrap();
+    assert_eq!(r.ttl, Duration::from_secs(60), "capped at max_lease_ttl");
+    h.advance(Duration::from_secs(59));
+    assert!(
+        now(h.quota.sweep()).unwrap().expired.is_empty(),
+        "renewed lease is still live"
+    );
+    h.advance(Duration::from_secs(1));
+    let e = now(h.quota.renew(&Renew {
+        lease_id: id,
+        lease_ttl: None,
+    }))
+    .unwrap_err();
+    assert!(
+        matches!(e, EngineError::FailedPrecondition(ref m) if m.contains("expired")),
+        "{e:?}"
+    );
+    let e = now(h.quota.renew(&Renew {
+        lease_id: quotad_server::engine::LeaseId(7),
+        lease_ttl: None,
+    }))
+    .unwrap_err();
+    assert!(matches!(e, EngineError::UnknownLease(_)));
+}
+
+const SETTLE: &str = r#"
+[[resources]]
+name = "llm"
+rate = { limit = 1, period = "1s", burst = 100 }
+"#;
+
+fn settle_refunds_and_charges<S: Store>(make: &Make<S>) {
+    let h = Harness::new(SETTLE, make);
+    let a = h.acquire("llm", &[], 50);
+    assert_eq!(a.remaining, 50);
+    let r = h.release(lease(&a), Outcome::Success, Some(20));
+    assert_eq!((r.refunded, r.charged), (30, 0));
+    assert_eq!(h.acquire("llm", &[], 1).remaining, 79);
+    let b = h.acquire("llm", &[], 10);
+    let r = h.release(lease(&b), Outcome::Success, Some(200));
+    assert_eq!((r.refunded, r.charged), (0, 190));
+    // 69 - 190: in debt by 121 tokens; one token needs 122 s.
+    let d = h.acquire("llm", &[], 1);
+    assert_eq!(retry_after(&d), 122 * SEC);
+    // Refunds never fill beyond burst.
+    let h = Harness::new(SETTLE, make);
+    let c = h.acquire("llm", &[], 10);
+    h.release(lease(&c), Outcome::Success, Some(0));
+    assert_eq!(h.acquire("llm", &[], 1).remaining, 99);
+}
+
+fn request_id_never_charges_twice<S: Store>(make: &Make<S>) {
+    let h = Harness::new(RATE, make);
+    let req = Acquire {
+        request_id: Some("job-1".into()),
+        ..acq("api", &[], 2)
+    };
+    let first = h.acquire_req(&req);
+    let again = h.acquire_req(&req);
+    assert_eq!(lease(&first), lease(&again));
+    assert!(again.grant().unwrap().replayed);
+    assert_eq!(
+        h.acquire("api", &[], 1).remaining,
+        2,
+        "charged 2 once, then 1"
+    );
+    // Reusing the id with other parameters is refused.
+    let other = Acquire {
+        request_id: Some("job-1".into()),
+        ..acq("api", &[], 1)
+    };
+    assert!(matches!(
+        now(h.quota.acquire(&other)),
+        Err(EngineError::FailedPrecondition(_))
+    ));
+    // A denial is not remembered: the same id succeeds once capacity returns.
+    let big = Acquire {
+        request_id: Some("job-2".into()),
+        ..acq("api", &[], 3)
+    };
+    assert!(!h.acquire_req(&big).granted());
+    h.advance(Duration::from_secs(1));
+    assert!(h.acquire_req(&big).granted());
+}
+
+const BREAKER: &str = r#"
+[[resources]]
+name = "down"
+concurrency = 100
+breaker = { failure_rate = 0.5, min_calls = 4, window = "10s", open_duration = "5s", open_backoff = 2.0, max_open_duration = "60s", half_open_probes = 2, half_open_successes = 2 }
+"#;
+
+fn breaker_opens_probes_and_closes<S: Store>(make: &Make<S>) {
+    let h = Harness::new(BREAKER, make);
+    let target = BreakerTarget {
+        resource: "down".into(),
+        descriptors: vec![],
+    };
+    for outcome in [Outcome::Success, Outcome::Failure, Outcome::Failure] {
+        let d = h.acquire("down", &[], 1);
+        h.release(lease(&d), outcome, None);
+    }
+    let d = h.acquire("down", &[], 1);
+    assert_eq!(
+        h.release(lease(&d), Outcome::Throttled, None).breaker,
+        BreakerState::Open
+    );
+    let d = h.acquire("down", &[], 1);
+    assert_eq!(d.denial(), Some(Denial::CircuitOpen));
+    assert_eq!(retry_after(&d), 5 * SEC);
+    h.advance(Duration::from_secs(5));
+    let view = now(h.quota.circuit(&target)).unwrap();
+    assert_eq!(view.breaker.state, BreakerState::HalfOpen);
+    let p1 = h.acquire("down", &[], 1);
+    let p2 = h.acquire("down", &[], 1);
+    assert!(p1.granted() && p2.granted());
+    assert_eq!(
+        h.acquire("down", &[], 1).denial(),
+        Some(Denial::CircuitOpen)
+    );
+    // A probe ending UNKNOWN hands its probe back to the fleet.
+    h.release(lease(&p2), Outcome::Unknown, None);
+    let p3 = h.acquire("down", &[], 1);
+    assert!(p3.granted());
+    h.release(lease(&p1), Outcome::Success, None);
+    assert_eq!(
+        h.release(lease(&p3), Outcome::Success, None).breaker,
+        BreakerState::Closed
+    );
+    assert!(h.acquire("down", &[], 1).granted());
+}
+
+fn breaker_reopens_longer_on_probe_failure<S: Store>(make: &Make<S>) {
+    let h = Harness::new(BREAKER, make);
+    let target = BreakerTarget {
+        resource: "down".into(),
+        descriptors: vec![],
+    };
+    now(h.quota.force_open(&target, None)).unwrap();
+    h.advance(Duration::from_secs(5));
+    let p = h.acquire("down", &[], 1);
+    assert_eq!(
+        h.release(lease(&p), Outcome::Failure, None).breaker,
+        BreakerState::Open
+    );
+    let view = now(h.quota.circuit(&target)).unwrap();
+    assert_eq!(
+        view.breaker.half_open_at,
+        Some(15 * SEC),
+        "5 s × backoff 2 = 10 s from 5 s"
+    );
+    assert_eq!(
+        now(h.quota.reset_breaker(&target)).unwrap(),
+        BreakerState::Open
+    );
+    assert!(h.acquire("down", &[], 1).granted());
+}
+
+fn exactly_n_half_open_probes_across_threads<S: Store>(make: &Make<S>) {
+    let h = Arc::new(Harness::new(BREAKER, make));
+    let target = BreakerTarget {
+        resource: "down".into(),
+        descriptors: vec![],
+    };
+    now(h.quota.force_open(&target, None)).unwrap();
+    h.advance(Duration::from_secs(5));
+    let granted: usize = thread::scope(|s| {
+        let handles: Vec<_> = (0..64)
+            .map(|_| {
+                let h = h.clone();
+                s.spawn(move || {
+                    (0..4)
+                        .filter(|_| h.acquire("down", &[], 1).granted())
+                        .count()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|t| t.join().unwrap()).sum()
+    });
+    assert_eq!(
+        granted, 2,
+        "exactly half_open_probes leases across 64 concurrent callers"
+    );
+}
+
+const ADAPTIVE: &str = r#"
+[[resources]]
+name = "llm"
+rate = { limit = 100, period = "1s", burst = 100 }
+max_pause = "30s"
+breaker = { min_calls = 1000, consecutive_failures = 3 }
+adaptive = { decrease_factor = 0.5, floor = 0.1, cooldown = "1s", increase_step = 0.1, increase_interval = "1s" }
+"#;
+
+fn report(resource: &str, kind: ThrottleKind, retry_after: Option<Duration>) -> Report {
+    Report {
+        resource: resource.into(),
+        descriptors: vec![],
+        kind,
+        retry_after,
+        lease_id: None,
+        message: None,
+        client_id: None,
+    }
+}
+
+fn throttle_reports_lower_rate_once_per_cooldown_and_recover<S: Store>(make: &Make<S>) {
+    let h = Harness::new(ADAPTIVE, make);
+    let mut decreased = 0;
+    for _ in 0..100 {
+        let r = now(h
+            .quota
+            .report(&report("llm", ThrottleKind::Throttled, None)))
+        .unwrap();
+        decreased += usize::from(r.rate_decreased);
+        assert_eq!(r.pressure.configured_rate, 100.0);
+    }
+    assert_eq!(
+        decreased, 1,
+        "a burst of 100 reports in the same second is one decrease"
+    );
+    let view = now(h.quota.circuit(&BreakerTarget {
+        resource: "llm".into(),
+        descriptors: vec![],
+    }))
+    .unwrap();
+    assert_eq!(view.pressure.effective_rate, 50.0);
+    // The three first reports were failures in a row: the breaker opened.
+    assert_eq!(view.breaker.state, BreakerState::Open);
+    now(h.quota.reset_breaker(&BreakerTarget {
+        resource: "llm".into(),
+        descriptors: vec![],
+    }))
+    .unwrap();
+    now(h
+        .quota
+        .report(&report("llm", ThrottleKind::Throttled, None)))
+    .unwrap();
+    // Drain the bucket: at half rate a token takes 20 ms instead of 10 ms.
+    while h.acquire("llm", &[], 1).granted() {}
+    assert_eq!(retry_after(&h.acquire("llm", &[], 1)), 20 * MS);
+    // Traffic over five intervals recovers the rate additively.
+    for _ in 0..5 {
+        h.advance(Duration::from_secs(1));
+        h.acquire("llm", &[], 1);
+    }
+    let view = now(h.quota.circuit(&BreakerTarget {
+        resource: "llm".into(),
+        descriptors: vec![],
+    }))
+    .unwrap();
+    assert!(
+        (view.pressure.effective_rate - 100.0).abs() < 1e-6,
+        "{}",
+        view.pressure.effective_rate
+    );
+    // Errors and timeouts count for the breaker but do not lower the rate.
+    let r = now(h.quota.report(&report("llm", ThrottleKind::Error, None))).unwrap();
+    assert!(!r.rate_decreased);
+}
+
+fn retry_after_pauses_the_fleet_capped<S: Store>(make: &Make<S>) {
+    let h = Harness::new(ADAPTIVE, make);
+    let r = now(h.quota.report(&report(
+        "llm",
+        ThrottleKind::Throttled,
+        Some(Duration::from_secs(3600)),
+    )))
+    .unwrap();
+    assert_eq!(
+        r.pressure.paused_until,
+        Some(30 * SEC),
+        "capped by max_pause"
+    );
+    let d = h.acquire("llm", &[], 1);
+    assert_eq!(d.denial(), Some(Denial::Paused));
+    assert_eq!(retry_after(&d), 30 * SEC);
+    assert_eq!(denied_by(&d), "pause");
+    h.advance(Duration::from_secs(30));
+    assert!(h.acquire("llm", &[], 1).granted());
+}
+
+fn a_reported_lease_is_counted_once<S: Store>(make: &Make<S>) {
+    let h = Harness::new(ADAPTIVE, make);
+    let target = BreakerTarget {
+        resource: "llm".into(),
+        descriptors: vec![],
+    };
+    for _ in 0..2 {
+        let d = h.acquire("llm", &[], 1);
+        let mut r = report("llm", ThrottleKind::Throttled, None);
+        r.lease_id = Some(lease(&d));
+        now(h.quota.report(&r)).unwrap();
+        now(h.quota.report(&r)).unwrap();
+        h.release(lease(&d), Outcome::Throttled, None);
+    }
+    let view = now(h.quota.circuit(&target)).unwrap();
+    assert_eq!(view.breaker.failures, 2);
+    assert_eq!(
+        view.breaker.state,
+        BreakerState::Closed,
+        "2 failures, not 6: below consecutive_failures 3"
+    );
+}
+
+const CAPPED: &str = r#"
+[capacity]
+max_live_keys = 4
+max_leases = 2
+[[resources]]
+name = "t"
+[[resources.partitions]]
+descriptor = "tenant"
+rate = { limit = 1, period = "1s" }
+"#;
+
+fn caps_answer_resource_exhausted<S: Store>(make: &Make<S>) {
+    let h = Harness::new(CAPPED, make);
+    assert!(h.acquire("t", &[("tenant", "a")], 1).granted());
+    assert!(h.acquire("t", &[("tenant", "b")], 1).granted());
+    let e = now(h.quota.acquire(&acq("t", &[("tenant", "c")], 1))).unwrap_err();
+    assert_eq!(
+        e,
+        EngineError::CapacityExhausted {
+            what: "leases",
+            cap: 2
+        }
+    );
+    let h = Harness::new(&CAPPED.replace("max_leases = 2", "max_leases = 100"), make);
+    for t in ["a", "b", "c"] {
+        assert!(h.acquire("t", &[("tenant", t)], 1).granted());
+    }
+    // 1 resource state + 3 tenant keys = 4: a fifth key is refused, with nothing charged.
+    let e = now(h.quota.acquire(&acq("t", &[("tenant", "d")], 1))).unwrap_err();
+    assert!(matches!(
+        e,
+        EngineError::CapacityExhausted {
+            what: "live keys",
+            ..
+        }
+    ));
+    // Idle keys are evicted by the sweep (full buckets, no leases held), freeing room.
+    h.advance(Duration::from_secs(120));
+    let sweep = now(h.quota.sweep()).unwrap();
+    assert_eq!(sweep.expired.len(), 3);
+    assert!(sweep.evicted_keys >= 3);
+    assert!(h.acquire("t", &[("tenant", "d")], 1).granted());
+}
+
+fn reload_keeps_tokens_clamped_and_leases<S: Store>(make: &Make<S>) {
+    let h = Harness::new(
+        r#"
+[[resources]]
+name = "r"
+rate = { limit = 1, period = "1s", burst = 10 }
+concurrency = 5
+"#,
+        make,
+    );
+    let held = h.acquire("r", &[], 2);
+    assert_eq!(held.remaining, 8);
+    h.quota.replace_rules(common::rules(
+        r#"
+[[resources]]
+name = "r"
+rate = { limit = 1, period = "1s", burst = 4 }
+concurrency = 1
+"#,
+    ));
+    let d = h.acquire("r", &[], 1);
+    assert_eq!(
+        d.denial(),
+        Some(Denial::ConcurrencyLimited),
+        "the held lease counts against the new max"
+    );
+    assert_eq!(d.remaining, 4, "8 tokens clamped to the new burst");
+    assert_eq!(
+        h.release(lease(&held), Outcome::Success, None).result,
+        Ok(())
+    );
+    assert_eq!(h.acquire("r", &[], 1).remaining, 3);
+}
+
+fn revoke_frees_the_slot<S: Store>(make: &Make<S>) {
+    let h = Harness::new(CONCURRENCY, make);
+    let a = h.acquire("jobs", &[], 1);
+    h.acquire("jobs", &[], 1);
+    assert!(now(h.quota.revoke(lease(&a))).unwrap());
+    assert!(!now(h.quota.revoke(lease(&a))).unwrap());
+    assert!(h.acquire("jobs", &[], 1).granted());
+    let (leases, truncated) = now(h.quota.leases("jobs", 10)).unwrap();
+    assert_eq!((leases.len(), truncated), (2, false));
+    let usage = now(h.quota.usage()).unwrap();
+    assert_eq!(usage.live_leases, 2);
+    assert_eq!(usage.resources[0].in_flight, 2);
+}
+
+fn sixty_four_threads_on_one_key_admit_exactly_the_bound<S: Store>(make: &Make<S>) {
+    // rate 100/s burst 50 over 10 s of fake time: at most 50 + 100 × 10 = 1050.
+    let h = Arc::new(Harness::new(
+        r#"
+[[resources]]
+name = "hot"
+rate = { limit = 100, period = "1s", burst = 50 }
+"#,
+        make,
+    ));
+    let rounds = 1000; // 10 ms of fake time each
+    let barrier = Arc::new(std::sync::Barrier::new(65));
+    let admitted: usize = thread::scope(|s| {
+        let workers: Vec<_> = (0..64)
+            .map(|_| {
+                let (h, barrier) = (h.clone(), barrier.clone());
+                s.spawn(move || {
+                    let mut mine = 0;
+                    for _ in 0..=rounds {
+                        barrier.wait();
+                        // Two tries each per round: far more demand than supply.
+                        mine += (0..2)
+                            .filter(|_| h.acquire("hot", &[], 1).granted())
+                            .count();
+                        barrier.wait();
+                    }
+                    mine
+                })
+            })
+            .collect();
+        for round in 0..=rounds {
+            if round > 0 {
+                h.advance(Duration::from_millis(10));
+            }
+            barrier.wait();
+            barrier.wait();
+        }
+        workers.into_iter().map(|w| w.join().unwrap()).sum()
+    });
+    assert!((1040..=1050).contains(&admitted), "admitted {admitted}");
+}
+
+fn denial_carries_level_figures<S: Store>(make: &Make<S>) {
+    let h = Harness::new(BREAKER, make);
+    let d = h.acquire("down", &[], 1);
+    assert!(matches!(d.verdict, Verdict::Granted(_)));
+    assert_eq!((d.in_flight, d.max_in_flight), (1, 100));
+    assert_eq!(d.limit, 0, "no rate level");
+}
+
+macro_rules! for_each_store {
+    ($($test:ident),* $(,)?) => {
+        mod memory {
+            use super::*;
+            fn make(rules: &Rules) -> MemoryStore {
+                MemoryStore::new(rules)
+            }
+            $( #[test] fn $test() { super::$test(&make); } )*
+        }
+    };
+}
+
+for_each_store!(
+    rate_limit_denies_with_exact_retry_after,
+    permits_above_burst_fail_fast,
+    unknown_resource_is_named,
+    glob_rules_give_each_name_its_own_state,
+    multi_level_is_all_or_nothing,
+    concurrency_leases_release_and_expire,
+    renew_extends_and_caps_and_refuses_expired,
+    settle_refunds_and_charges,
+    request_id_never_charges_twice,
+    breaker_opens_probes_and_closes,
+    breaker_reopens_longer_on_probe_failure,
+    exactly_n_half_open_probes_across_threads,
+    throttle_reports_lower_rate_once_per_cooldown_and_recover,
+    retry_after_pauses_the_fleet_capped,
+    a_reported_lease_is_counted_once,
+    caps_answer_resource_exhausted,
+    reload_keeps_tokens_clamped_and_leases,
+    revoke_frees_the_slot,
+    sixty_four_threads_on_one_key_admit_exactly_the_bound,
+    denial_carries_level_figures,
+);
