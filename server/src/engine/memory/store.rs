@@ -107,14 +107,31 @@ impl MemoryStore {
             *leases.entry(l.resource.clone()).or_default() += 1;
             true
         });
+        // A resource has state in any of three tables (idle parts are evicted independently).
+        let mut names = std::collections::BTreeSet::new();
+        let sep = crate::engine::plan::KEY_SEP;
+        self.pressure.for_each(|name, _| {
+            names.insert(name.clone());
+        });
+        self.levels.for_each(|key, _| {
+            if !key.contains(sep) {
+                names.insert(key.clone());
+            }
+        });
+        self.breakers.for_each(|key, _| {
+            if !key.contains(sep) {
+                names.insert(key.clone());
+            }
+        });
+        names.extend(leases.keys().cloned());
         let mut resources = Vec::new();
-        self.pressure.for_each(|name, p| {
-            let Some(rule) = rules.resolve(name) else {
-                return;
+        for name in names {
+            let Some(rule) = rules.resolve(&name) else {
+                continue;
             };
             let level = self
                 .levels
-                .with_existing(name, |c| c.clone())
+                .with_existing(&name, |c| c.clone())
                 .unwrap_or_default();
             let tokens_available = match (level.bucket, rule.resource.rate) {
                 (Some(b), _) => Some(b.remaining(now)),
@@ -123,18 +140,22 @@ impl MemoryStore {
             };
             let breaker = self
                 .breakers
-                .with_existing(name, |b| b.state(now))
+                .with_existing(&name, |b| b.state(now))
                 .unwrap_or(BreakerState::Closed);
+            let pressure = self
+                .pressure
+                .with_existing(&name, |p| p.clone())
+                .unwrap_or_default();
             resources.push(ResourceUsage {
-                resource: name.clone(),
                 tokens_available,
                 in_flight: level.in_flight,
-                live_leases: leases.get(name).copied().unwrap_or(0),
+                live_leases: leases.get(&name).copied().unwrap_or(0),
                 breaker,
-                rate_factor: p.factor(rule),
-                paused_until: (p.paused_until > now).then_some(p.paused_until),
+                rate_factor: pressure.factor(rule),
+                paused_until: (pressure.paused_until > now).then_some(pressure.paused_until),
+                resource: name,
             });
-        });
+        }
         resources.sort_by(|a, b| a.resource.cmp(&b.resource));
         StoreUsage {
             resources,
