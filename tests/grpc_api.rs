@@ -527,6 +527,42 @@ async fn max_wait_holds_the_call_until_capacity_frees() {
 }
 
 #[tokio::test]
+async fn shutdown_lets_in_flight_calls_finish() {
+    let mut server = TestServer::start(
+        "[[resources]]\nname = \"slow\"\nrate = { limit = 10, period = \"1s\", burst = 1 }",
+        Arc::new(MonotonicClock::new()),
+    )
+    .await;
+    let mut c = server.quota().await;
+    assert!(
+        c.acquire(acquire("slow"))
+            .await
+            .unwrap()
+            .into_inner()
+            .granted
+    );
+    // This call is held by the server (max_wait) for the next token, ~100 ms away.
+    let mut waiting = c.clone();
+    let in_flight = tokio::spawn(async move {
+        waiting
+            .acquire(pb::AcquireRequest {
+                max_wait: secs(5),
+                ..acquire("slow")
+            })
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await; // let the call reach the server
+    server.signal_stop();
+    let reply = in_flight
+        .await
+        .unwrap()
+        .expect("in-flight call completes during the drain")
+        .into_inner();
+    assert!(reply.granted);
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn admin_lists_resets_forces_revokes() {
     let (server, _clock) = start().await;
     let mut c = server.quota().await;

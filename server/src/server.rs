@@ -110,6 +110,7 @@ impl Quotad {
                 let _ = rx.wait_for(|s| *s).await;
             }
         }));
+        let drain_delay = settings.drain_delay;
         let drain = {
             let health = health.clone();
             async move {
@@ -121,6 +122,8 @@ impl Quotad {
                 health
                     .set_service_status("", tonic_health::ServingStatus::NotServing)
                     .await;
+                // Keep answering while load balancers notice NOT_SERVING and move traffic away.
+                tokio::time::sleep(drain_delay).await;
                 let _ = stop_tx.send(true);
             }
         };

@@ -80,3 +80,111 @@ impl Waiting {
         result
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::{
+        clock::TokioClock,
+        config,
+        engine::{Outcome, Release},
+    };
+
+    fn quota(toml: &str) -> Arc<Quota> {
+        Arc::new(Quota::in_memory(
+            config::load_str(toml).unwrap().rules,
+            Arc::new(TokioClock::new()),
+        ))
+    }
+
+    fn req(max_wait: Duration) -> Acquire {
+        Acquire {
+            resource: "r".into(),
+            permits: 1,
+            max_wait,
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiters_are_granted_first_come_first_served_as_tokens_refill() {
+        let q =
+            quota("[[resources]]\nname = \"r\"\nrate = { limit = 10, period = \"1s\", burst = 1 }");
+        let waiting = Arc::new(Waiting::default());
+        let start = Instant::now();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        for i in 0..3 {
+            let (q, w, tx) = (q.clone(), waiting.clone(), tx.clone());
+            tokio::spawn(async move {
+                let d = w.acquire(&q, &req(Duration::from_secs(10))).await.unwrap();
+                tx.send((i, d.granted(), start.elapsed())).unwrap();
+            });
+            // Let each waiter take its place in the queue before the next arrives.
+            tokio::task::yield_now().await;
+        }
+        drop(tx);
+        let mut got = Vec::new();
+        while let Some(x) = rx.recv().await {
+            got.push(x);
+        }
+        let order: Vec<_> = got.iter().map(|(i, granted, _)| (*i, *granted)).collect();
+        assert_eq!(order, vec![(0, true), (1, true), (2, true)]);
+        assert_eq!(got[1].2, Duration::from_millis(100));
+        assert_eq!(got[2].2, Duration::from_millis(200));
+        assert!(waiting.queues.is_empty(), "queues are dropped when idle");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_that_cannot_succeed_in_time_is_answered_at_once() {
+        let q =
+            quota("[[resources]]\nname = \"r\"\nrate = { limit = 1, period = \"10s\", burst = 1 }");
+        let waiting = Waiting::default();
+        assert!(
+            waiting
+                .acquire(&q, &req(Duration::ZERO))
+                .await
+                .unwrap()
+                .granted()
+        );
+        let start = Instant::now();
+        let d = waiting
+            .acquire(&q, &req(Duration::from_secs(5)))
+            .await
+            .unwrap();
+        assert_eq!(d.denial(), Some(Denial::RateLimited));
+        assert_eq!(start.elapsed(), Duration::ZERO, "no pointless waiting");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_concurrency_waiter_gets_the_slot_a_release_frees() {
+        let q = quota(
+            "[[resources]]\nname = \"r\"\nconcurrency = 1\nconcurrency_retry_after = \"50ms\"",
+        );
+        let waiting = Arc::new(Waiting::default());
+        let held = waiting.acquire(&q, &req(Duration::ZERO)).await.unwrap();
+        let lease_id = held.grant().unwrap().lease_id;
+        let (q2, w2) = (q.clone(), waiting.clone());
+        let waiter =
+            tokio::spawn(async move { w2.acquire(&q2, &req(Duration::from_secs(2))).await });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        q.release(&Release {
+            lease_id,
+            outcome: Outcome::Success,
+            used_permits: None,
+        })
+        .await
+        .unwrap();
+        let d = waiter.await.unwrap().unwrap();
+        assert!(d.granted());
+        // And one that never gets a slot is denied at its deadline.
+        let start = Instant::now();
+        let d = waiting
+            .acquire(&q, &req(Duration::from_millis(500)))
+            .await
+            .unwrap();
+        assert_eq!(d.denial(), Some(Denial::ConcurrencyLimited));
+        assert_eq!(start.elapsed(), Duration::from_millis(500));
+    }
+}

@@ -27,6 +27,8 @@ pub struct ServerSection {
     pub listen: Option<String>,
     /// How long in-flight calls may run after a shutdown signal.
     pub shutdown_grace: Option<String>,
+    /// How long to keep serving with health NOT_SERVING before closing, so load balancers move away.
+    pub drain_delay: Option<String>,
     /// How often expired leases are reclaimed.
     pub sweep_interval: Option<String>,
     /// Largest gRPC request accepted, in bytes.

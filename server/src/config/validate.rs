@@ -52,6 +52,8 @@ pub struct ServerSettings {
     pub listen: SocketAddr,
     /// How long in-flight calls may run after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// How long to keep serving with health NOT_SERVING before closing.
+    pub drain_delay: Duration,
     /// How often expired leases are reclaimed.
     pub sweep_interval: Duration,
     /// Largest gRPC request accepted, in bytes.
@@ -410,6 +412,7 @@ impl ConfigFile {
                 s.shutdown_grace.as_ref(),
                 Duration::from_secs(10),
             )?,
+            drain_delay: duration("server.drain_delay", s.drain_delay.as_ref(), Duration::ZERO)?,
             sweep_interval: positive(
                 "server.sweep_interval",
                 duration(

@@ -83,13 +83,19 @@ impl MemoryStore {
                             Some(i) => rule.partitions.get(i).map(|p| &p.limits),
                         };
                         let Some(spec) = spec else { continue };
-                        self.levels
-                            .with(&level.key, &self.keys, LevelCell::default, |c| {
-                                c.sync(spec, factor, now);
-                                if let Some(b) = &mut c.bucket {
-                                    b.debit(now, charged);
-                                }
-                            })?;
+                        let settled =
+                            self.levels
+                                .with(&level.key, &self.keys, LevelCell::default, |c| {
+                                    c.sync(spec, factor, now);
+                                    if let Some(b) = &mut c.bucket {
+                                        b.debit(now, charged);
+                                    }
+                                });
+                        // The lease has ended already: a full key table must not turn its
+                        // release into an error. The excess goes uncharged here, and is logged.
+                        if let Err(e) = settled {
+                            tracing::warn!(error = %e, "settlement charge skipped");
+                        }
                     }
                 }
             }
@@ -99,7 +105,7 @@ impl MemoryStore {
         let mut breaker = BreakerState::Closed;
         if let (Some(spec), Some(key)) = (rule.and_then(|r| r.breaker.as_ref()), &lease.breaker_key)
         {
-            let (transition, state) = self.breakers.with(
+            let counted = self.breakers.with(
                 key,
                 &self.keys,
                 || Breaker::new(spec, now),
@@ -119,11 +125,16 @@ impl MemoryStore {
                     };
                     (t, b.state(now))
                 },
-            )?;
-            if let Some(t) = transition {
-                log_transition(key, t);
+            );
+            match counted {
+                Ok((transition, state)) => {
+                    if let Some(t) = transition {
+                        log_transition(key, t);
+                    }
+                    breaker = state;
+                }
+                Err(e) => tracing::warn!(error = %e, "release outcome not counted by the breaker"),
             }
-            breaker = state;
         }
         Ok(Released {
             result: Ok(()),
