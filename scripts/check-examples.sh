@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Checks what a user outside Rust relies on, against a real quotad on loopback running its embedded default:
 #   1. the Python worker (examples/python/worker.py), with stubs generated from proto/ by grpcio-tools;
-#   2. every grpcurl command in README.md's "Ops with grpcurl" block, run as written (port substituted);
+#   2. the Rust client's example worker (client/examples/worker.rs);
+#   2b. every grpcurl command in README.md's "Ops with grpcurl" block, run as written (port substituted);
 #   3. config reload on SIGHUP;
 #   4. graceful shutdown on SIGTERM (exit status 0).
 # Needs: a built quotad (QUOTAD_BIN, default target/debug/quotad), python3 with examples/python/requirements.txt,
@@ -29,6 +30,11 @@ done
 echo "== python worker against 127.0.0.1:$port"
 timeout 120 "$python" examples/python/worker.py --target "127.0.0.1:$port"
 
+echo "== Rust client example worker (run with a throttling downstream)"
+worker_out=$(timeout 120 "${RUST_WORKER:-target/debug/examples/worker}" "http://127.0.0.1:$port")
+printf '%s\n' "$worker_out"
+grep -q "job 5: downstream answered 200" <<<"$worker_out" || { echo "the Rust worker did not finish its jobs"; exit 1; }
+
 echo "== README grpcurl commands against 127.0.0.1:$port"
 block=$(awk '/<!-- grpcurl:begin -->/{on=1; next} /<!-- grpcurl:end -->/{on=0} on && !/^```/' README.md)
 [ -n "$block" ] || { echo "no grpcurl block found in README.md"; exit 1; }
@@ -46,4 +52,4 @@ timeout 30 tail --pid="$pid" -f /dev/null || status=$?
 wait "$pid" || status=$?
 grep -q "shutting down" "$log" || { cat "$log"; echo "no drain logged"; exit 1; }
 [ "$status" -eq 0 ] || { cat "$log"; echo "quotad exited with $status"; exit 1; }
-echo "examples: 4 passed, 0 failed"
+echo "examples: 5 passed, 0 failed"

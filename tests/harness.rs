@@ -105,3 +105,23 @@ impl Drop for TestServer {
         self.signal_stop();
     }
 }
+
+/// The QuotaService as an in-process tower service (no sockets), deciding on tokio's clock: for client
+/// tests on paused time.
+pub fn in_process(
+    toml: &str,
+) -> (
+    quotad_api::v1::quota_service_server::QuotaServiceServer<quotad_server::grpc::QuotaGrpc>,
+    Arc<quotad_server::engine::Quota>,
+) {
+    let settings = config::load_str(toml).expect("valid test config");
+    let clock = Arc::new(quotad_server::clock::TokioClock::new());
+    let quota = Arc::new(quotad_server::engine::Quota::in_memory(
+        settings.rules,
+        clock,
+    ));
+    let service = quotad_api::v1::quota_service_server::QuotaServiceServer::new(
+        quotad_server::grpc::QuotaGrpc::new(quota.clone()),
+    );
+    (service, quota)
+}

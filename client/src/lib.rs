@@ -1,27 +1,55 @@
-//! Rust client for quotad.
-//!
-//! For now this crate exposes the generated tonic stubs; the ergonomic client (permits that release
-//! themselves, retry-with-jitter that never double-charges, fail-open/closed policies) is built on them.
-//!
-//! # Layout
-//! - [`proto`]: the `quotad.v1` messages and enums.
-//! - [`QuotaServiceClient`], [`QuotaAdminClient`]: the raw generated stubs.
+//! The Rust client for quotad: permits that release themselves, and retry-with-jitter that never
+//! double-charges.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use quotad_client::{QuotaServiceClient, proto};
-//! let mut quota = QuotaServiceClient::connect("http://127.0.0.1:50051").await?;
-//! let reply = quota
-//!     .acquire(proto::AcquireRequest { resource: "example.api".into(), ..Default::default() })
-//!     .await?
-//!     .into_inner();
-//! println!("granted: {} lease: {}", reply.granted, reply.lease_id);
+//! use quotad_client::{AcquireOptions, Client, Outcome};
+//! let client = Client::builder("http://127.0.0.1:50051").client_id("worker-1").connect().await?;
+//! let permit = client.acquire("bedrock.invoke", AcquireOptions::new().descriptor("tenant", "acme")).await?;
+//! /* call the downstream */
+//! permit.release(Outcome::Success).await?;
 //! # Ok(()) }
 //! ```
+//!
+//! Or let [`Client::run`] do all of it: acquire, call, release with the outcome, report throttles to the
+//! fleet, and retry with jitter.
+//!
+//! # Layout
+//! - [`builder`]: [`ClientBuilder`] (endpoint, timeouts, client id, default TTL, retry policy, unreachable policy).
+//! - [`client`]: [`Client`]: `acquire`, `report_throttle`, `circuit_state`.
+//! - [`permit`]: [`Permit`]: release, settle, renew, auto-renew; dropping releases in the background.
+//! - [`run`]: [`Client::run`] with a [`Classification`] of the closure's result and a progress hook.
+//! - [`retry`]: [`RetryPolicy`], [`Jitter`] (full, equal, decorrelated), [`Backoff`], [`RetryBudget`].
+//! - [`fallback`]: [`Unreachable`]: fail closed, fail open, or a local limiter.
+//! - [`progress`], [`types`], [`options`], [`error`]: the domain types.
+//! - [`transport`]: the (boxable) channel; the raw generated stubs stay reachable via [`proto`] and
+//!   [`Client::raw`].
 
+pub mod builder;
+pub mod client;
+pub mod error;
+pub mod fallback;
+pub mod options;
+pub mod permit;
+pub mod progress;
+pub mod retry;
+pub mod run;
+pub mod transport;
+pub mod types;
+
+pub use builder::ClientBuilder;
+pub use client::Client;
+pub use error::Error;
+pub use fallback::{LocalLimits, Unreachable};
+pub use options::AcquireOptions;
+pub use permit::Permit;
+pub use progress::{Progress, ProgressEvent, RetryReason};
 /// The `quotad.v1` protobuf messages and enums.
 pub use quotad_api::v1 as proto;
 /// The generated QuotaAdmin stub.
 pub use quotad_api::v1::quota_admin_client::QuotaAdminClient;
 /// The generated QuotaService stub.
 pub use quotad_api::v1::quota_service_client::QuotaServiceClient;
+pub use retry::{Backoff, Jitter, RetryBudget, RetryPolicy};
+pub use run::{Attempt, Classification, RunError, RunOptions};
+pub use types::{CircuitState, CircuitStatus, Decision, Outcome, ThrottleKind, ThrottleReport};
