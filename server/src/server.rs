@@ -16,6 +16,7 @@ use crate::{
     config::{self, ConfigError, Settings},
     engine::Quota,
     grpc::{AdminGrpc, QuotaGrpc, admin_service::Reloader},
+    metrics::{self, Metrics},
     sweeper,
 };
 
@@ -28,11 +29,22 @@ pub enum ServeError {
     /// Reflection could not be built from the descriptor set.
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// The metrics endpoint could not listen.
+    #[error(
+        "cannot listen for metrics on {addr}: {source} (set metrics.listen, or metrics.enabled = false)"
+    )]
+    MetricsListen {
+        /// The configured address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// A configured quotad: the engine plus where its config came from (for reloads).
 pub struct Quotad {
     quota: Arc<Quota>,
+    metrics: Option<Arc<Metrics>>,
     settings: Settings,
     config_path: Option<PathBuf>,
 }
@@ -49,8 +61,14 @@ impl Quotad {
     /// A server for `settings` (read from `config_path`, if any, for reloads), deciding at `clock`.
     pub fn new(settings: Settings, config_path: Option<PathBuf>, clock: Arc<dyn Clock>) -> Self {
         let quota = Arc::new(Quota::in_memory(settings.rules.clone(), clock));
+        let metrics = settings
+            .metrics
+            .listen
+            .is_some()
+            .then(|| Arc::new(Metrics::new()));
         Self {
             quota,
+            metrics,
             settings,
             config_path,
         }
@@ -61,12 +79,30 @@ impl Quotad {
         &self.quota
     }
 
+    /// The metrics, when on.
+    pub fn metrics(&self) -> Option<&Arc<Metrics>> {
+        self.metrics.as_ref()
+    }
+
     /// Re-reads the config file and swaps in its rules, keeping all state. Server settings (listen
     /// address, ...) need a restart and are left as they are. Returns the new config version.
     pub fn reload(&self) -> Result<u64, ConfigError> {
+        let result = self.reload_config();
+        if let Some(m) = &self.metrics {
+            m.reloaded(result.is_ok());
+        }
+        result
+    }
+
+    fn reload_config(&self) -> Result<u64, ConfigError> {
         let fresh = config::load(self.config_path.as_deref())?;
-        if fresh.server != self.settings.server {
-            tracing::warn!("config reload: [server] settings changed; they take effect on restart");
+        if fresh.server != self.settings.server
+            || fresh.metrics != self.settings.metrics
+            || fresh.tracing != self.settings.tracing
+        {
+            tracing::warn!(
+                "config reload: [server], [metrics] or [tracing] settings changed; they take effect on restart"
+            );
         }
         let resources = fresh.rules.len();
         let version = self.quota.replace_rules(fresh.rules);
@@ -74,10 +110,30 @@ impl Quotad {
         Ok(version)
     }
 
-    /// Serves on `listener` until `shutdown` completes.
+    /// Serves gRPC on `listener`, and `/metrics` on the configured address when metrics are on, until
+    /// `shutdown` completes.
     pub async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        let metrics_listener = match self.settings.metrics.listen {
+            Some(addr) if self.metrics.is_some() => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ServeError::MetricsListen { addr, source })?,
+            ),
+            _ => None,
+        };
+        self.serve_with(listener, metrics_listener, shutdown).await
+    }
+
+    /// Serves gRPC on `listener` and, when metrics are on, `/metrics` on `metrics_listener`, until
+    /// `shutdown` completes. Tests pass listeners bound to `127.0.0.1:0`.
+    pub async fn serve_with(
+        self: Arc<Self>,
+        listener: TcpListener,
+        metrics_listener: Option<TcpListener>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         let settings = self.settings.server.clone();
@@ -98,7 +154,11 @@ impl Quotad {
 
         let me = self.clone();
         let reload: Reloader = Arc::new(move || me.reload());
-        let quota_service = QuotaServiceServer::new(QuotaGrpc::new(self.quota.clone()))
+        let mut quota_grpc = QuotaGrpc::new(self.quota.clone());
+        if let Some(m) = &self.metrics {
+            quota_grpc = quota_grpc.with_metrics(m.clone());
+        }
+        let quota_service = QuotaServiceServer::new(quota_grpc)
             .max_decoding_message_size(settings.max_request_bytes);
         let admin_service = QuotaAdminServer::new(AdminGrpc::new(self.quota.clone(), reload))
             .max_decoding_message_size(settings.max_request_bytes);
@@ -110,6 +170,21 @@ impl Quotad {
                 let _ = rx.wait_for(|s| *s).await;
             }
         }));
+        let metrics_task = match (&self.metrics, metrics_listener) {
+            (Some(m), Some(l)) => {
+                tracing::info!(addr = ?l.local_addr().ok(), "metrics served at /metrics");
+                let mut rx = stop_rx.clone();
+                Some(tokio::spawn(metrics::http::serve(
+                    l,
+                    m.clone(),
+                    self.quota.clone(),
+                    async move {
+                        let _ = rx.wait_for(|s| *s).await;
+                    },
+                )))
+            }
+            _ => None,
+        };
         let drain_delay = settings.drain_delay;
         let drain = {
             let health = health.clone();
@@ -158,6 +233,9 @@ impl Quotad {
             }
         };
         sweeper.abort();
+        if let Some(t) = metrics_task {
+            t.abort();
+        }
         result
     }
 }

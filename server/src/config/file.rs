@@ -15,6 +15,10 @@ pub struct ConfigFile {
     pub capacity: CapacitySection,
     /// `[defaults]`: per-resource defaults.
     pub defaults: DefaultsSection,
+    /// `[metrics]`: the Prometheus endpoint.
+    pub metrics: MetricsSection,
+    /// `[tracing]`: OpenTelemetry export.
+    pub tracing: TracingSection,
     /// `[[resources]]`.
     pub resources: Vec<ResourceSection>,
 }
@@ -35,6 +39,30 @@ pub struct ServerSection {
     pub max_request_bytes: Option<usize>,
     /// `text` (default) or `json`.
     pub log_format: Option<String>,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// Serve `/metrics` (default true).
+    pub enabled: Option<bool>,
+    /// Address of the HTTP endpoint, e.g. `127.0.0.1:9464`.
+    pub listen: Option<String>,
+}
+
+/// `[tracing]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracingSection {
+    /// OTLP/gRPC collector, e.g. `http://127.0.0.1:4317`. Unset: no spans are exported.
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of exported spans (default `quotad`).
+    pub service_name: Option<String>,
+    /// Fraction of new traces sampled, 0 to 1 (default 1); a caller's sampled parent is always followed.
+    pub sample_ratio: Option<f64>,
+    /// Longest time one export may take (default 3s).
+    pub export_timeout: Option<String>,
 }
 
 /// `[limits]`.

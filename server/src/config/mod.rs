@@ -11,4 +11,6 @@ pub mod load;
 pub mod validate;
 
 pub use load::{DEFAULT_CONFIG, load, load_str};
-pub use validate::{ConfigError, LogFormat, ServerSettings, Settings};
+pub use validate::{
+    ConfigError, LogFormat, MetricsSettings, ServerSettings, Settings, TracingSettings,
+};

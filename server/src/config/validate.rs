@@ -62,11 +62,35 @@ pub struct ServerSettings {
     pub log_format: LogFormat,
 }
 
+/// Where `/metrics` is served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsSettings {
+    /// The HTTP endpoint's address; `None` when metrics are off.
+    pub listen: Option<SocketAddr>,
+}
+
+/// OpenTelemetry export.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TracingSettings {
+    /// OTLP/gRPC collector; `None`: nothing is exported.
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of exported spans.
+    pub service_name: String,
+    /// Fraction of new traces sampled.
+    pub sample_ratio: f64,
+    /// Longest time one export may take.
+    pub export_timeout: Duration,
+}
+
 /// Everything a validated config yields.
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Server settings.
     pub server: ServerSettings,
+    /// The metrics endpoint.
+    pub metrics: MetricsSettings,
+    /// OpenTelemetry export.
+    pub tracing: TracingSettings,
     /// Engine rules.
     pub rules: Rules,
 }
@@ -482,8 +506,59 @@ impl ConfigFile {
             }
             rules.push(rule);
         }
+        let metrics = MetricsSettings {
+            listen: if self.metrics.enabled.unwrap_or(true) {
+                let s = self
+                    .metrics
+                    .listen
+                    .clone()
+                    .unwrap_or_else(|| "127.0.0.1:9464".to_owned());
+                Some(s.parse().map_err(|_| {
+                    invalid(
+                        "metrics.listen",
+                        format!("'{s}' is not an address like 127.0.0.1:9464"),
+                    )
+                })?)
+            } else {
+                None
+            },
+        };
+        let t = &self.tracing;
+        let otlp_endpoint = match t.otlp_endpoint.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(e) if e.starts_with("http://") || e.starts_with("https://") => Some(e.to_owned()),
+            Some(e) => {
+                return Err(invalid(
+                    "tracing.otlp_endpoint",
+                    format!("'{e}' is not a URL like http://127.0.0.1:4317"),
+                ));
+            }
+        };
+        let sample_ratio = t.sample_ratio.unwrap_or(1.0);
+        if !(0.0..=1.0).contains(&sample_ratio) {
+            return Err(invalid("tracing.sample_ratio", "must be between 0 and 1"));
+        }
+        let tracing = TracingSettings {
+            otlp_endpoint,
+            service_name: t
+                .service_name
+                .clone()
+                .filter(|s| !s.trim().is_empty())
+                .unwrap_or_else(|| "quotad".to_owned()),
+            sample_ratio,
+            export_timeout: positive(
+                "tracing.export_timeout",
+                duration(
+                    "tracing.export_timeout",
+                    t.export_timeout.as_ref(),
+                    Duration::from_secs(3),
+                )?,
+            )?,
+        };
         Ok(Settings {
             server,
+            metrics,
+            tracing,
             rules: Rules::new(rules, limits, capacity),
         })
     }

@@ -64,6 +64,8 @@ pub enum Verdict {
 pub struct Decision {
     /// The concrete resource.
     pub resource: Arc<str>,
+    /// The configured name of the rule that decided (the pattern for a glob rule): a bounded label.
+    pub rule: Arc<str>,
     /// Granted or denied.
     pub verdict: Verdict,
     /// Tokens left at the tightest rate level.
@@ -136,6 +138,8 @@ pub struct Released {
     pub breaker: BreakerState,
     /// The lease's resource, when it was found.
     pub resource: Option<Arc<str>>,
+    /// The lease's rule name, when it was found.
+    pub rule: Option<Arc<str>>,
 }
 
 /// The answer to a renewal.
@@ -163,6 +167,8 @@ pub struct Pressure {
 pub struct Reported {
     /// The concrete resource.
     pub resource: Arc<str>,
+    /// The rule's configured name.
+    pub rule: Arc<str>,
     /// Rates and pause after the report.
     pub pressure: Pressure,
     /// True when the report lowered the rate.

@@ -7,6 +7,7 @@
 //! - [`rules`]: validated rules and resource-name resolution ([`glob`] for patterns).
 //! - [`request`], [`decision`], [`error`]: what goes in and what comes out.
 //! - [`plan`]: a request resolved into the state keys it touches.
+//! - [`stats`]: what the engine counts about itself (breaker transitions, expiries, evictions).
 //! - [`store`]: the storage boundary; [`memory`] is the in-memory store.
 //! - [`quota`]: [`Quota`], the front door.
 
@@ -22,12 +23,11 @@ pub mod quota;
 pub mod rate;
 pub mod request;
 pub mod rules;
+pub mod stats;
 pub mod store;
 
 pub use adaptive::{AdaptiveRate, AdaptiveSpec};
-pub use breaker::{
-    Admission, Breaker, BreakerSnapshot, BreakerSpec, BreakerState, Transition, log_transition,
-};
+pub use breaker::{Admission, Breaker, BreakerSnapshot, BreakerSpec, BreakerState, Transition};
 pub use decision::{
     CircuitView, Decision, Denial, Grant, NotReleased, Pressure, Released, Renewed, Reported,
     Verdict,
@@ -40,6 +40,7 @@ pub use quota::Quota;
 pub use rate::{Bucket, RateSpec};
 pub use request::{Acquire, BreakerTarget, Outcome, Release, Renew, Report, ThrottleKind};
 pub use rules::{Capacity, LevelSpec, Partition, RequestLimits, Rule, Rules};
+pub use stats::{EngineStats, StatsSnapshot};
 pub use store::{
     BreakerRef, Expired, LeaseView, ReportPlan, ResourceUsage, Store, StoreUsage, Sweep,
 };

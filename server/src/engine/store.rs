@@ -9,8 +9,8 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use super::{
-    BreakerState, CircuitView, Decision, EngineError, LeaseId, Plan, Release, Released, Renewed,
-    Reported, Rule, Rules, ThrottleKind,
+    BreakerState, CircuitView, Decision, EngineError, EngineStats, LeaseId, Plan, Release,
+    Released, Renewed, Reported, Rule, Rules, ThrottleKind,
 };
 use crate::clock::Nanos;
 
@@ -187,4 +187,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Applies reloaded capacity settings (caps on keys and leases, the idempotency window).
     fn apply(&self, rules: &Rules);
+
+    /// What this store has counted about itself (this node's view, for a shared store).
+    fn stats(&self) -> &EngineStats;
 }

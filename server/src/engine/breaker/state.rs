@@ -58,17 +58,6 @@ pub struct Transition {
     pub reason: &'static str,
 }
 
-/// Logs a transition at INFO: one event per change of state, never per request.
-pub fn log_transition(key: &str, t: Transition) {
-    tracing::info!(
-        breaker = %key.replace(crate::engine::plan::KEY_SEP, "/"),
-        from = t.from.as_str(),
-        to = t.to.as_str(),
-        reason = t.reason,
-        "circuit breaker transition"
-    );
-}
-
 /// A read-only view of a breaker at one instant.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BreakerSnapshot {

@@ -14,9 +14,7 @@ use super::{
 };
 use crate::{
     clock::{Nanos, nanos},
-    engine::{
-        Admission, Breaker, Decision, Denial, EngineError, Grant, Plan, Verdict, log_transition,
-    },
+    engine::{Admission, Breaker, Decision, Denial, EngineError, Grant, Plan, Verdict},
 };
 
 /// Figures of the tightest levels, reported with every decision.
@@ -50,9 +48,10 @@ impl Tightest {
         }
     }
 
-    fn decision(self, resource: Arc<str>, verdict: Verdict) -> Decision {
+    fn decision(self, resource: Arc<str>, rule: &Arc<str>, verdict: Verdict) -> Decision {
         Decision {
             resource,
+            rule: rule.clone(),
             verdict,
             remaining: self.remaining.unwrap_or(0),
             limit: self.limit,
@@ -113,7 +112,9 @@ impl MemoryStore {
                 retry_after: paused_until - now,
                 denied_by: "pause".into(),
             };
-            return Ok(self.peek(plan, factor, now).decision(resource, verdict));
+            return Ok(self
+                .peek(plan, factor, now)
+                .decision(resource, &rule.name, verdict));
         }
 
         let mut probe = None;
@@ -130,7 +131,7 @@ impl MemoryStore {
                 }
             };
             if let Some(t) = transition {
-                log_transition(&key, t);
+                self.stats.transition(&rule.name, &key, t);
             }
             match admission {
                 Admission::Allowed => {}
@@ -141,7 +142,9 @@ impl MemoryStore {
                         retry_after,
                         denied_by: "breaker".into(),
                     };
-                    return Ok(self.peek(plan, factor, now).decision(resource, verdict));
+                    return Ok(self
+                        .peek(plan, factor, now)
+                        .decision(resource, &rule.name, verdict));
                 }
             }
             breaker_key = Some(key);
@@ -169,7 +172,7 @@ impl MemoryStore {
                     retry_after: denied.retry_after,
                     denied_by: plan.levels[denied.level].label(rule),
                 };
-                return Ok(t.decision(resource, verdict));
+                return Ok(t.decision(resource, &rule.name, verdict));
             }
         };
 
@@ -186,6 +189,7 @@ impl MemoryStore {
             lease_id,
             Lease {
                 resource: resource.clone(),
+                rule: rule.name.clone(),
                 levels,
                 permits: plan.permits,
                 expires_at,
@@ -203,7 +207,7 @@ impl MemoryStore {
             ttl: plan.ttl,
             replayed: false,
         };
-        Ok(tightest.decision(resource, Verdict::Granted(grant)))
+        Ok(tightest.decision(resource, &rule.name, Verdict::Granted(grant)))
     }
 
     /// Locks every level, checks all, and debits all or none.

@@ -43,6 +43,8 @@ pub struct LeaseLevel {
 pub struct Lease {
     /// Concrete resource.
     pub resource: Arc<str>,
+    /// The rule's configured name (for metrics).
+    pub rule: Arc<str>,
     /// Levels touched.
     pub levels: Box<[LeaseLevel]>,
     /// Tokens charged at each charged level.

@@ -6,7 +6,7 @@ use crate::{
     clock::Nanos,
     engine::{
         Breaker, BreakerState, EngineError, Expired, LeaseId, NotReleased, Outcome, Release,
-        Released, Rules, log_transition,
+        Released, Rules,
     },
 };
 
@@ -38,6 +38,7 @@ impl MemoryStore {
             charged: 0,
             breaker: BreakerState::Closed,
             resource: None,
+            rule: None,
         };
         let Some(lease) = self
             .leases
@@ -52,6 +53,7 @@ impl MemoryStore {
             self.return_probe(&lease);
             return Ok(Released {
                 resource: Some(lease.resource),
+                rule: Some(lease.rule),
                 ..gone(NotReleased::Expired)
             });
         }
@@ -129,7 +131,7 @@ impl MemoryStore {
             match counted {
                 Ok((transition, state)) => {
                     if let Some(t) = transition {
-                        log_transition(key, t);
+                        self.stats.transition(&lease.rule, key, t);
                     }
                     breaker = state;
                 }
@@ -142,6 +144,7 @@ impl MemoryStore {
             charged,
             breaker,
             resource: Some(lease.resource),
+            rule: Some(lease.rule),
         })
     }
 
@@ -152,6 +155,7 @@ impl MemoryStore {
             .map(|(lease_id, lease)| {
                 self.free_slots(&lease);
                 self.return_probe(&lease);
+                self.stats.expired(&lease.rule, 1);
                 Expired {
                     lease_id,
                     resource: lease.resource,

@@ -8,7 +8,7 @@ use crate::{
     clock::{Nanos, nanos},
     engine::{
         Breaker, BreakerRef, BreakerState, CircuitView, EngineError, ReportPlan, Reported,
-        ThrottleKind, log_transition,
+        ThrottleKind,
     },
 };
 
@@ -47,7 +47,7 @@ impl MemoryStore {
                 },
             )?;
             if let Some(t) = transition {
-                log_transition(key, t);
+                self.stats.transition(&rule.name, key, t);
             }
             breaker = state;
         }
@@ -87,6 +87,7 @@ impl MemoryStore {
                 .get_or_insert(target.resource, &self.keys, Default::default)?;
         Ok(Reported {
             resource,
+            rule: rule.name.clone(),
             pressure,
             rate_decreased,
             breaker,

@@ -17,9 +17,9 @@ use super::{
 use crate::{
     clock::{Nanos, nanos},
     engine::{
-        Breaker, BreakerRef, BreakerState, CircuitView, Decision, EngineError, LeaseId, LeaseIds,
-        LeaseView, Plan, Release, Released, Renewed, ReportPlan, Reported, ResourceUsage, Rules,
-        Store, StoreUsage, Sweep,
+        Breaker, BreakerRef, BreakerState, CircuitView, Decision, EngineError, EngineStats,
+        LeaseId, LeaseIds, LeaseView, Plan, Release, Released, Renewed, ReportPlan, Reported,
+        ResourceUsage, Rules, Store, StoreUsage, Sweep,
     },
 };
 
@@ -37,6 +37,7 @@ pub struct MemoryStore {
     pub(super) ids: LeaseIds,
     pub(super) idempotency: Idempotency,
     pub(super) idempotency_window: AtomicU64,
+    pub(super) stats: EngineStats,
     last_full_sweep: AtomicU64,
 }
 
@@ -52,6 +53,7 @@ impl MemoryStore {
             ids: LeaseIds::default(),
             idempotency: Idempotency::default(),
             idempotency_window: AtomicU64::new(nanos(rules.capacity.idempotency_window)),
+            stats: EngineStats::default(),
             last_full_sweep: AtomicU64::new(0),
         }
     }
@@ -180,6 +182,7 @@ impl MemoryStore {
             sweep.evicted_keys = self.levels.evict(&self.keys, |c| c.is_idle(now))
                 + self.breakers.evict(&self.keys, |b| b.is_pristine(now))
                 + self.pressure.evict(&self.keys, |p| p.is_idle(now));
+            self.stats.evicted(sweep.evicted_keys as u64);
             sweep.forgotten = self.idempotency.forget(now) + self.leases.forget(now);
         }
         sweep
@@ -319,5 +322,9 @@ impl Store for MemoryStore {
 
     fn apply(&self, rules: &Rules) {
         self.apply_capacity(rules);
+    }
+
+    fn stats(&self) -> &EngineStats {
+        &self.stats
     }
 }

@@ -1,0 +1,127 @@
+//! [`EngineStats`]: what the engine counts about itself that no single request sees: breaker transitions
+//! (logged at INFO, one event per change of state), leases reclaimed at expiry, idle keys evicted. The
+//! server's metrics read a [`StatsSnapshot`]; the engine knows nothing of how they are exported.
+//!
+//! Labels are rule names (the configured name, the pattern for glob rules), never descriptor values, so
+//! the number of series stays bounded by the config. These events are rare (a transition, a sweep), so a
+//! mutex-guarded map is cheaper here than anything cleverer.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use super::{BreakerState, Transition, plan::KEY_SEP};
+
+type TransitionKey = (Arc<str>, BreakerState, BreakerState);
+
+/// Counters kept by a store. See the module docs.
+#[derive(Debug, Default)]
+pub struct EngineStats {
+    transitions: Mutex<HashMap<TransitionKey, u64>>,
+    expired: Mutex<HashMap<Arc<str>, u64>>,
+    evicted_keys: AtomicU64,
+}
+
+/// A copy of the counters at one instant, sorted for stable output.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StatsSnapshot {
+    /// Breaker transitions by (rule, from, to).
+    pub transitions: Vec<(Arc<str>, BreakerState, BreakerState, u64)>,
+    /// Leases reclaimed at expiry (never released), by rule.
+    pub expired_leases: Vec<(Arc<str>, u64)>,
+    /// Idle keys dropped by sweeps.
+    pub evicted_keys: u64,
+}
+
+impl EngineStats {
+    /// Counts a breaker transition of `rule`'s breaker at state key `key`, and logs it at INFO.
+    pub fn transition(&self, rule: &Arc<str>, key: &str, t: Transition) {
+        tracing::info!(
+            breaker = %key.replace(KEY_SEP, "/"),
+            rule = %rule,
+            from = t.from.as_str(),
+            to = t.to.as_str(),
+            reason = t.reason,
+            "circuit breaker transition"
+        );
+        *self
+            .transitions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry((rule.clone(), t.from, t.to))
+            .or_default() += 1;
+    }
+
+    /// Counts leases of `rule` reclaimed at expiry.
+    pub fn expired(&self, rule: &Arc<str>, n: u64) {
+        *self
+            .expired
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(rule.clone())
+            .or_default() += n;
+    }
+
+    /// Counts idle keys dropped.
+    pub fn evicted(&self, n: u64) {
+        self.evicted_keys.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The counters now.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let mut transitions: Vec<_> = self
+            .transitions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|((rule, from, to), n)| (rule.clone(), *from, *to, *n))
+            .collect();
+        transitions.sort_by(|a, b| {
+            (&a.0, a.1.as_str(), a.2.as_str()).cmp(&(&b.0, b.1.as_str(), b.2.as_str()))
+        });
+        let mut expired_leases: Vec<_> = self
+            .expired
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(rule, n)| (rule.clone(), *n))
+            .collect();
+        expired_leases.sort();
+        StatsSnapshot {
+            transitions,
+            expired_leases,
+            evicted_keys: self.evicted_keys.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_by_rule_and_states() {
+        let stats = EngineStats::default();
+        let rule: Arc<str> = "partner.*".into();
+        let open = Transition {
+            from: BreakerState::Closed,
+            to: BreakerState::Open,
+            reason: "failure rate",
+        };
+        stats.transition(&rule, "partner.stripe", open);
+        stats.transition(&rule, "partner.github", open);
+        stats.expired(&rule, 3);
+        stats.evicted(5);
+        let s = stats.snapshot();
+        assert_eq!(
+            s.transitions,
+            [(rule.clone(), BreakerState::Closed, BreakerState::Open, 2)]
+        );
+        assert_eq!(s.expired_leases, [(rule, 3)]);
+        assert_eq!(s.evicted_keys, 5);
+    }
+}

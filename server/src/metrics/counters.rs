@@ -1,0 +1,109 @@
+//! [`ResourceCounters`]: the per-resource counters the gRPC layer bumps on each call. Fixed arrays indexed
+//! by decision, outcome and kind, so recording is one relaxed atomic increment, never a label lookup.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::engine::{Denial, Outcome, ThrottleKind};
+
+/// Acquire decisions, in label order.
+pub const DECISIONS: [&str; 5] = [
+    "granted",
+    "rate_limited",
+    "concurrency_limited",
+    "circuit_open",
+    "paused",
+];
+
+/// Release outcomes, in label order.
+pub const OUTCOMES: [&str; 4] = ["success", "failure", "throttled", "unknown"];
+
+/// Throttle report kinds, in label order.
+pub const KINDS: [&str; 3] = ["throttled", "error", "timeout"];
+
+/// Counters for one configured resource (rule).
+#[derive(Debug, Default)]
+pub struct ResourceCounters {
+    /// Acquire answers by decision ([`DECISIONS`]).
+    pub acquires: [AtomicU64; 5],
+    /// Acquires answered from the idempotency cache (a retried request_id).
+    pub idempotent_replays: AtomicU64,
+    /// Leases released, by outcome ([`OUTCOMES`]).
+    pub releases: [AtomicU64; 4],
+    /// Tokens refunded by settlement (used_permits below what was acquired).
+    pub settle_refunded: AtomicU64,
+    /// Tokens charged by settlement (used_permits above what was acquired).
+    pub settle_charged: AtomicU64,
+    /// Throttle reports by kind ([`KINDS`]).
+    pub throttle_reports: [AtomicU64; 3],
+    /// Reports that lowered the adaptive rate.
+    pub rate_decreases: AtomicU64,
+}
+
+/// The [`DECISIONS`] index of an acquire's answer.
+pub fn decision_index(denial: Option<Denial>) -> usize {
+    match denial {
+        None => 0,
+        Some(Denial::RateLimited) => 1,
+        Some(Denial::ConcurrencyLimited) => 2,
+        Some(Denial::CircuitOpen) => 3,
+        Some(Denial::Paused) => 4,
+    }
+}
+
+/// The [`OUTCOMES`] index of a release outcome.
+pub fn outcome_index(o: Outcome) -> usize {
+    match o {
+        Outcome::Success => 0,
+        Outcome::Failure => 1,
+        Outcome::Throttled => 2,
+        Outcome::Unknown => 3,
+    }
+}
+
+/// The [`KINDS`] index of a report kind.
+pub fn kind_index(k: ThrottleKind) -> usize {
+    match k {
+        ThrottleKind::Throttled => 0,
+        ThrottleKind::Error => 1,
+        ThrottleKind::Timeout => 2,
+    }
+}
+
+/// One relaxed increment.
+pub fn bump(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indexes_match_the_label_tables() {
+        assert_eq!(DECISIONS[decision_index(Some(Denial::Paused))], "paused");
+        assert_eq!(DECISIONS[decision_index(None)], "granted");
+        for d in [
+            Denial::RateLimited,
+            Denial::ConcurrencyLimited,
+            Denial::CircuitOpen,
+            Denial::Paused,
+        ] {
+            assert_eq!(DECISIONS[decision_index(Some(d))], d.as_str());
+        }
+        for o in [
+            Outcome::Success,
+            Outcome::Failure,
+            Outcome::Throttled,
+            Outcome::Unknown,
+        ] {
+            assert_eq!(OUTCOMES[outcome_index(o)], o.as_str());
+        }
+        for k in [
+            ThrottleKind::Throttled,
+            ThrottleKind::Error,
+            ThrottleKind::Timeout,
+        ] {
+            assert_eq!(KINDS[kind_index(k)], k.as_str());
+        }
+    }
+}

@@ -1,0 +1,428 @@
+//! The Prometheus text exposition (format 0.0.4), built at scrape time. Per-call counters come from
+//! [`Metrics`]; breaker transitions, expiries and evictions from the engine's
+//! [`EngineStats`](crate::engine::EngineStats); gauges (leases in flight, tokens, rates, pauses, breaker
+//! states, live keys) from the store's live usage, aggregated per configured resource:
+//! a glob rule's concrete resources are summed (leases), take the tightest value (tokens, effective rate)
+//! or the worst state (breaker: open over half-open over closed; paused if any is paused).
+
+use std::{collections::BTreeMap, fmt::Display, fmt::Write as _, sync::Arc};
+
+use super::{
+    Metrics, Rpc,
+    counters::{DECISIONS, KINDS, OUTCOMES},
+    histogram::BUCKETS_SECONDS,
+    registry::RELEASE_NOOPS,
+};
+use crate::engine::{BreakerState, EngineError, Quota, Rule, Store};
+
+/// Aggregated live state of one configured resource.
+#[derive(Debug, Default)]
+struct Live {
+    leases: u64,
+    tokens: Option<u64>,
+    factor: Option<f64>,
+    paused: bool,
+    breaker: Option<BreakerState>,
+}
+
+fn severity(s: BreakerState) -> u8 {
+    match s {
+        BreakerState::Closed => 0,
+        BreakerState::HalfOpen => 1,
+        BreakerState::Open => 2,
+    }
+}
+
+/// Escapes a label value.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// A float as Prometheus reads it.
+fn float(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".to_owned()
+    } else if v.is_infinite() {
+        if v > 0.0 { "+Inf" } else { "-Inf" }.to_owned()
+    } else {
+        format!("{v}")
+    }
+}
+
+#[derive(Default)]
+struct Out(String);
+
+impl Out {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl Display) {
+        self.0.push_str(name);
+        if !labels.is_empty() {
+            self.0.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.0.push(',');
+                }
+                let _ = write!(self.0, "{k}=\"{}\"", escape(v));
+            }
+            self.0.push('}');
+        }
+        let _ = writeln!(self.0, " {value}");
+    }
+}
+
+/// The whole exposition for `quota`, with `metrics`' counters.
+pub async fn render<S: Store>(metrics: &Metrics, quota: &Quota<S>) -> Result<String, EngineError> {
+    let rules = quota.rules();
+    let usage = quota.usage().await?;
+    let stats = quota.store().stats().snapshot();
+
+    // Every configured rule appears, with zeros, from the start (dashboards need the series to exist).
+    let mut configured: BTreeMap<Arc<str>, Option<Arc<Rule>>> = rules
+        .all()
+        .into_iter()
+        .map(|r| (r.name.clone(), Some(r.clone())))
+        .collect();
+    let counters: BTreeMap<_, _> = metrics.resources().into_iter().collect();
+    for name in counters.keys() {
+        configured.entry(name.clone()).or_insert(None);
+    }
+    let mut live: BTreeMap<Arc<str>, Live> = BTreeMap::new();
+    for r in &usage.resources {
+        let Some(rule) = rules.resolve(&r.resource) else {
+            continue;
+        };
+        let l = live.entry(rule.name.clone()).or_default();
+        l.leases += r.live_leases;
+        if let Some(t) = r.tokens_available {
+            l.tokens = Some(l.tokens.map_or(t, |x| x.min(t)));
+        }
+        l.factor = Some(l.factor.map_or(r.rate_factor, |x| x.min(r.rate_factor)));
+        l.paused |= r.paused_until.is_some();
+        if l.breaker.is_none_or(|b| severity(r.breaker) > severity(b)) {
+            l.breaker = Some(r.breaker);
+        }
+    }
+
+    let mut o = Out::default();
+    o.family(
+        "quotad_build_info",
+        "gauge",
+        "Always 1; the version label says which quotad is running.",
+    );
+    o.sample(
+        "quotad_build_info",
+        &[("version", env!("CARGO_PKG_VERSION"))],
+        1,
+    );
+    o.family(
+        "quotad_config_version",
+        "gauge",
+        "Config version in force: 1 at start, +1 per successful reload.",
+    );
+    o.sample("quotad_config_version", &[], quota.config_version());
+    let (ok, failed) = metrics.reloads();
+    o.family(
+        "quotad_config_reloads_total",
+        "counter",
+        "Config reloads (SIGHUP or QuotaAdmin/ReloadConfig) by result.",
+    );
+    o.sample("quotad_config_reloads_total", &[("result", "success")], ok);
+    o.sample(
+        "quotad_config_reloads_total",
+        &[("result", "failure")],
+        failed,
+    );
+
+    // Per-call counters.
+    let names: Vec<_> = configured.keys().cloned().collect();
+    let with = |name: &Arc<str>, f: &dyn Fn(&super::ResourceCounters) -> u64| {
+        counters.get(name).map_or(0, |c| f(c))
+    };
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+
+    o.family(
+        "quotad_acquires_total",
+        "counter",
+        "Acquire answers by resource and decision (granted, rate_limited, concurrency_limited, circuit_open, paused).",
+    );
+    for n in &names {
+        for (i, d) in DECISIONS.iter().enumerate() {
+            let v = with(n, &|c| load(&c.acquires[i]));
+            o.sample(
+                "quotad_acquires_total",
+                &[("resource", n), ("decision", d)],
+                v,
+            );
+        }
+    }
+    o.family(
+        "quotad_idempotent_replays_total",
+        "counter",
+        "Acquires answered from the idempotency cache: a retried request_id, not charged again.",
+    );
+    for n in &names {
+        let v = with(n, &|c| load(&c.idempotent_replays));
+        o.sample("quotad_idempotent_replays_total", &[("resource", n)], v);
+    }
+    o.family(
+        "quotad_releases_total",
+        "counter",
+        "Leases released by resource and reported outcome.",
+    );
+    for n in &names {
+        for (i, out) in OUTCOMES.iter().enumerate() {
+            let v = with(n, &|c| load(&c.releases[i]));
+            o.sample(
+                "quotad_releases_total",
+                &[("resource", n), ("outcome", out)],
+                v,
+            );
+        }
+    }
+    o.family(
+        "quotad_release_noops_total",
+        "counter",
+        "Release calls that released nothing, by reason (already_released, expired, unknown_lease).",
+    );
+    for (reason, v) in RELEASE_NOOPS.iter().zip(metrics.release_noops()) {
+        o.sample("quotad_release_noops_total", &[("reason", reason)], v);
+    }
+    o.family(
+        "quotad_settle_refunded_tokens_total",
+        "counter",
+        "Rate tokens given back by settlement (used_permits below what was acquired).",
+    );
+    for n in &names {
+        let v = with(n, &|c| load(&c.settle_refunded));
+        o.sample("quotad_settle_refunded_tokens_total", &[("resource", n)], v);
+    }
+    o.family(
+        "quotad_settle_charged_tokens_total",
+        "counter",
+        "Rate tokens charged by settlement (used_permits above what was acquired).",
+    );
+    for n in &names {
+        let v = with(n, &|c| load(&c.settle_charged));
+        o.sample("quotad_settle_charged_tokens_total", &[("resource", n)], v);
+    }
+    o.family(
+        "quotad_lease_expiries_total",
+        "counter",
+        "Leases reclaimed at expiry without a release (a worker died or forgot).",
+    );
+    let expired: BTreeMap<_, _> = stats.expired_leases.iter().cloned().collect();
+    for n in &names {
+        let v = expired.get(n).copied().unwrap_or(0);
+        o.sample("quotad_lease_expiries_total", &[("resource", n)], v);
+    }
+    o.family(
+        "quotad_throttle_reports_total",
+        "counter",
+        "ReportThrottle calls by resource and kind (throttled, error, timeout).",
+    );
+    for n in &names {
+        for (i, k) in KINDS.iter().enumerate() {
+            let v = with(n, &|c| load(&c.throttle_reports[i]));
+            o.sample(
+                "quotad_throttle_reports_total",
+                &[("resource", n), ("kind", k)],
+                v,
+            );
+        }
+    }
+    o.family(
+        "quotad_adaptive_rate_decreases_total",
+        "counter",
+        "Throttle reports that lowered the adaptive rate (at most one per cooldown).",
+    );
+    for n in &names {
+        let v = with(n, &|c| load(&c.rate_decreases));
+        o.sample(
+            "quotad_adaptive_rate_decreases_total",
+            &[("resource", n)],
+            v,
+        );
+    }
+    o.family(
+        "quotad_breaker_transitions_total",
+        "counter",
+        "Circuit breaker state changes by resource, from and to.",
+    );
+    for (rule, from, to, v) in &stats.transitions {
+        o.sample(
+            "quotad_breaker_transitions_total",
+            &[
+                ("resource", rule),
+                ("from", from.as_str()),
+                ("to", to.as_str()),
+            ],
+            v,
+        );
+    }
+    o.family(
+        "quotad_request_errors_total",
+        "counter",
+        "Calls answered with an error status, by rpc, reason (invalid_argument, unknown_resource, unknown_lease, failed_precondition, capacity_exhausted, unavailable) and, for invalid_argument, the field.",
+    );
+    for ((rpc, reason, field), v) in metrics.errors() {
+        o.sample(
+            "quotad_request_errors_total",
+            &[("rpc", rpc.as_str()), ("reason", reason), ("field", &field)],
+            v,
+        );
+    }
+
+    // Latency.
+    o.family(
+        "quotad_request_duration_seconds",
+        "histogram",
+        "Time from a decoded request to its answer, by rpc (includes any max_wait the server held the call).",
+    );
+    for rpc in Rpc::ALL {
+        let h = metrics.latency(rpc).snapshot();
+        let name = rpc.as_str();
+        for (i, le) in BUCKETS_SECONDS.iter().enumerate() {
+            o.sample(
+                "quotad_request_duration_seconds_bucket",
+                &[("rpc", name), ("le", &float(*le))],
+                h.cumulative[i],
+            );
+        }
+        o.sample(
+            "quotad_request_duration_seconds_bucket",
+            &[("rpc", name), ("le", "+Inf")],
+            h.cumulative[16],
+        );
+        o.sample(
+            "quotad_request_duration_seconds_sum",
+            &[("rpc", name)],
+            float(h.sum_seconds),
+        );
+        o.sample(
+            "quotad_request_duration_seconds_count",
+            &[("rpc", name)],
+            h.cumulative[16],
+        );
+    }
+
+    // Gauges from live state.
+    o.family(
+        "quotad_leases_in_flight",
+        "gauge",
+        "Live leases by resource (every grant holds a lease until released or expired).",
+    );
+    for n in &names {
+        let v = live.get(n).map_or(0, |l| l.leases);
+        o.sample("quotad_leases_in_flight", &[("resource", n)], v);
+    }
+    o.family(
+        "quotad_concurrency_limit",
+        "gauge",
+        "Configured resource-wide concurrency limit (resources with one).",
+    );
+    for (n, rule) in &configured {
+        if let Some(max) = rule.as_ref().and_then(|r| r.resource.max_in_flight) {
+            o.sample("quotad_concurrency_limit", &[("resource", n)], max);
+        }
+    }
+    o.family(
+        "quotad_tokens_available",
+        "gauge",
+        "Tokens left in the resource-wide bucket (the lowest across a glob rule's resources).",
+    );
+    for (n, rule) in &configured {
+        let Some(rate) = rule.as_ref().and_then(|r| r.resource.rate) else {
+            continue;
+        };
+        let v = live.get(n).and_then(|l| l.tokens).unwrap_or(rate.burst);
+        o.sample("quotad_tokens_available", &[("resource", n)], v);
+    }
+    o.family(
+        "quotad_rate_configured_per_second",
+        "gauge",
+        "Configured rate of the resource's headline bucket, tokens per second.",
+    );
+    let mut effective = Out::default();
+    effective.family(
+        "quotad_rate_effective_per_second",
+        "gauge",
+        "Rate in force after adaptive decreases, tokens per second (the lowest across a glob rule's resources).",
+    );
+    for (n, rule) in &configured {
+        let Some(rate) = rule.as_ref().and_then(|r| r.headline_rate()) else {
+            continue;
+        };
+        let per_second = rate.limit as f64 / rate.period.as_secs_f64();
+        let factor = live.get(n).and_then(|l| l.factor).unwrap_or(1.0);
+        o.sample(
+            "quotad_rate_configured_per_second",
+            &[("resource", n)],
+            float(per_second),
+        );
+        effective.sample(
+            "quotad_rate_effective_per_second",
+            &[("resource", n)],
+            float(per_second * factor),
+        );
+    }
+    // Each family stays one group: the configured rates, then the effective ones.
+    o.0.push_str(&effective.0);
+    o.family(
+        "quotad_paused",
+        "gauge",
+        "1 while grants are paused on a downstream's retry-after, else 0.",
+    );
+    for n in &names {
+        let v = u8::from(live.get(n).is_some_and(|l| l.paused));
+        o.sample("quotad_paused", &[("resource", n)], v);
+    }
+    o.family(
+        "quotad_breaker_state",
+        "gauge",
+        "Circuit breaker state as a state set: 1 for the current state (the worst across a glob rule's resources).",
+    );
+    for (n, rule) in &configured {
+        if rule.as_ref().is_some_and(|r| r.breaker.is_none()) {
+            continue;
+        }
+        let state = live
+            .get(n)
+            .and_then(|l| l.breaker)
+            .unwrap_or(BreakerState::Closed);
+        for s in [
+            BreakerState::Closed,
+            BreakerState::Open,
+            BreakerState::HalfOpen,
+        ] {
+            o.sample(
+                "quotad_breaker_state",
+                &[("resource", n), ("state", s.as_str())],
+                u8::from(s == state),
+            );
+        }
+    }
+    o.family(
+        "quotad_live_keys",
+        "gauge",
+        "State keys held in memory (buckets, semaphores, breakers, pressure), against capacity.max_live_keys.",
+    );
+    o.sample("quotad_live_keys", &[], usage.live_keys);
+    o.family(
+        "quotad_live_leases",
+        "gauge",
+        "Live leases, all resources, against capacity.max_leases.",
+    );
+    o.sample("quotad_live_leases", &[], usage.live_leases);
+    o.family(
+        "quotad_keys_evicted_total",
+        "counter",
+        "Idle state keys dropped by the sweeper (full buckets, empty semaphores, pristine breakers).",
+    );
+    o.sample("quotad_keys_evicted_total", &[], stats.evicted_keys);
+    Ok(o.0)
+}
