@@ -20,6 +20,7 @@ use crate::{
     fallback::{LocalLimiters, Unreachable},
     progress::{Progress, ProgressEvent, RetryReason},
     retry::{Backoff, RetryBudget, RetryPolicy},
+    trace_context,
     transport::Transport,
     types,
 };
@@ -173,7 +174,7 @@ impl Inner {
         };
         let r = self.idempotent(|mut stub| {
             let req = req.clone();
-            async move { stub.release(req).await }
+            async move { stub.release(trace_context::request(req)).await }
         });
         let r = r.await?;
         if !r.released && r.reason != "already_released" {
@@ -193,7 +194,7 @@ impl Inner {
         };
         let r = self.idempotent(|mut stub| {
             let req = req.clone();
-            async move { stub.renew(req).await }
+            async move { stub.renew(trace_context::request(req)).await }
         });
         Ok(types::timestamp(r.await?.lease_expires_at))
     }
@@ -278,7 +279,7 @@ impl Client {
             let attempt = tries.number;
             let mut call = |mut stub: QuotaServiceClient<Transport>| {
                 let req = request.clone();
-                async move { stub.acquire(req).await }
+                async move { stub.acquire(trace_context::request(req)).await }
             };
             match inner.once(&mut call).await {
                 Ok(r) if r.granted => {
@@ -431,7 +432,7 @@ impl Client {
         };
         let mut call = |mut stub: QuotaServiceClient<Transport>| {
             let req = req.clone();
-            async move { stub.report_throttle(req).await }
+            async move { stub.report_throttle(trace_context::request(req)).await }
         };
         // With a lease id the server counts the failure once, so retrying is safe; without one, a retry
         // after a lost reply could count it twice, so it is sent once.
@@ -451,7 +452,7 @@ impl Client {
         };
         let r = self.inner.idempotent(|mut stub| {
             let req = req.clone();
-            async move { stub.get_circuit_state(req).await }
+            async move { stub.get_circuit_state(trace_context::request(req)).await }
         });
         r.await.map(CircuitStatus::from)
     }

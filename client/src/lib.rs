@@ -22,6 +22,7 @@
 //! - [`retry`]: [`RetryPolicy`], [`Jitter`] (full, equal, decorrelated), [`Backoff`], [`RetryBudget`].
 //! - [`fallback`]: [`Unreachable`]: fail closed, fail open, or a local limiter.
 //! - [`progress`], [`types`], [`options`], [`error`]: the domain types.
+//! - `trace_context` (private): the W3C `traceparent` of the caller's span on every call (feature `otel`).
 //! - [`transport`]: the (boxable) channel; the raw generated stubs stay reachable via [`proto`] and
 //!   [`Client::raw`].
 
@@ -34,6 +35,7 @@ pub mod permit;
 pub mod progress;
 pub mod retry;
 pub mod run;
+mod trace_context;
 pub mod transport;
 pub mod types;
 

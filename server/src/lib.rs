@@ -9,6 +9,7 @@
 //! - [`metrics`]: Prometheus counters, histograms and gauges, and the `/metrics` endpoint.
 //! - [`waiting`]: `max_wait`: holding an acquire FIFO per key until capacity frees.
 //! - [`sweeper`]: the background task that reclaims expired leases and idle state.
+//! - [`telemetry`]: logs, per-RPC spans, OTLP export.
 //! - [`server`]: [`server::run`], which binds the services on a listener until shutdown (tests call it too).
 
 pub mod clock;
@@ -18,4 +19,5 @@ pub mod grpc;
 pub mod metrics;
 pub mod server;
 pub mod sweeper;
+pub mod telemetry;
 pub mod waiting;

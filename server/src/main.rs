@@ -3,11 +3,7 @@
 
 use std::{path::PathBuf, process::ExitCode, sync::Arc};
 
-use quotad_server::{
-    clock::MonotonicClock,
-    config::{self, LogFormat},
-    server::Quotad,
-};
+use quotad_server::{clock::MonotonicClock, config, server::Quotad, telemetry::Telemetry};
 
 const USAGE: &str = "\
 quotad: a central quota service (rate limits, concurrency leases, circuit breakers) over gRPC
@@ -19,7 +15,7 @@ USAGE:
     quotad --version | --help
 
 Environment overrides any key: QUOTAD_SERVER__LISTEN=0.0.0.0:50051, QUOTAD_CAPACITY__MAX_LEASES=500000.
-Logging: RUST_LOG (default info). Signals: SIGTERM/SIGINT drain and stop, SIGHUP reloads the config.";
+Logging: RUST_LOG (default info). Spans go to OTLP when tracing.otlp_endpoint is set. Signals: SIGTERM/SIGINT drain and stop, SIGHUP reloads the config.";
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
@@ -60,12 +56,6 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    init_logging(settings.server.log_format);
-    match path.as_deref() {
-        Some(p) => tracing::info!(config = %p.display(), "config loaded"),
-        None => tracing::info!("no --config given: using the embedded default config"),
-    }
-
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -74,35 +64,48 @@ fn main() -> ExitCode {
         Err(e) => return fail(&format!("cannot start the runtime: {e}")),
     };
     runtime.block_on(async move {
-        let listen = settings.server.listen;
-        let listener = match tokio::net::TcpListener::bind(listen).await {
-            Ok(l) => l,
-            Err(e) => return fail(&format!("cannot listen on {listen}: {e}")),
+        // Inside the runtime: the OTLP exporter's channel lives on it.
+        let telemetry = match Telemetry::subscriber(settings.server.log_format, &settings.tracing) {
+            Ok((subscriber, telemetry)) => {
+                if tracing::subscriber::set_global_default(subscriber).is_err() {
+                    eprintln!("quotad: a logger was already installed");
+                }
+                telemetry
+            }
+            Err(e) => return fail(&e.to_string()),
         };
-        let quotad = Arc::new(Quotad::new(settings, path, Arc::new(MonotonicClock::new())));
-        spawn_reload_on_sighup(quotad.clone());
-        match quotad.serve(listener, shutdown_signal()).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => fail(&e.to_string()),
+        match path.as_deref() {
+            Some(p) => tracing::info!(config = %p.display(), "config loaded"),
+            None => tracing::info!("no --config given: using the embedded default config"),
         }
+        match &settings.tracing.otlp_endpoint {
+            Some(endpoint) => tracing::info!(%endpoint, "exporting spans over OTLP"),
+            None => tracing::debug!("tracing.otlp_endpoint not set: no spans exported"),
+        }
+        let code = serve(settings, path).await;
+        // Bounded by tracing.export_timeout, so a missing collector cannot hold up the exit.
+        let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+        code
     })
+}
+
+async fn serve(settings: config::Settings, path: Option<PathBuf>) -> ExitCode {
+    let listen = settings.server.listen;
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(l) => l,
+        Err(e) => return fail(&format!("cannot listen on {listen}: {e}")),
+    };
+    let quotad = Arc::new(Quotad::new(settings, path, Arc::new(MonotonicClock::new())));
+    spawn_reload_on_sighup(quotad.clone());
+    match quotad.serve(listener, shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e.to_string()),
+    }
 }
 
 fn fail(message: &str) -> ExitCode {
     eprintln!("quotad: {message}");
     ExitCode::FAILURE
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
 }
 
 async fn shutdown_signal() {

@@ -1,10 +1,11 @@
 //! The gRPC face of the engine: one conversion layer ([`convert`]), one mapping of engine errors to
-//! statuses ([`status`]), and the two services ([`quota_service`], [`admin_service`]).
+//! statuses ([`status`]), the caller's trace context ([`trace_context`]), and the two services ([`quota_service`], [`admin_service`]).
 
 pub mod admin_service;
 pub mod convert;
 pub mod quota_service;
 pub mod status;
+pub mod trace_context;
 
 pub use admin_service::AdminGrpc;
 pub use quota_service::QuotaGrpc;

@@ -1,18 +1,43 @@
 //! `quotad.v1.QuotaService`: each RPC converts its request, calls the engine, records what happened in the
-//! metrics (when on), and converts the answer.
+//! metrics (when on) and in its span (when traced), and converts the answer.
 
-use std::sync::Arc;
+use std::{future::Future, sync::Arc};
 
 use quotad_api::v1::{self as pb, quota_service_server::QuotaService};
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
+use tracing::{Instrument as _, Span};
 
-use super::convert;
+use super::{convert, trace_context};
 use crate::{
     engine::{self, EngineError, MemoryStore, Quota, Store},
     metrics::{Metrics, Rpc},
     waiting::Waiting,
 };
+
+/// The span of one call: named after the method, a child of the caller's trace when it sent one. When no
+/// layer wants these spans (no OTLP export), this is a disabled span and costs next to nothing.
+macro_rules! rpc_span {
+    ($method:literal, $request:expr) => {{
+        let span = tracing::info_span!(
+            target: crate::telemetry::RPC_TARGET,
+            $method,
+            otel.name = concat!("quotad.v1.QuotaService/", $method),
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
+            rpc.system = "grpc",
+            rpc.service = "quotad.v1.QuotaService",
+            rpc.method = $method,
+            resource = tracing::field::Empty,
+            client_id = tracing::field::Empty,
+            decision = tracing::field::Empty,
+            latency_us = tracing::field::Empty,
+            error = tracing::field::Empty,
+        );
+        trace_context::continue_trace(&span, $request.metadata());
+        span
+    }};
+}
 
 /// The QuotaService implementation.
 #[derive(Debug)]
@@ -38,16 +63,26 @@ impl<S: Store> QuotaGrpc<S> {
         self
     }
 
-    /// When metrics are on, the time the call started (no clock read when they are off).
-    fn start(&self) -> Option<Instant> {
-        self.metrics.as_ref().map(|_| Instant::now())
-    }
-
-    fn rejected(&self, rpc: Rpc, start: Option<Instant>, e: &EngineError) {
-        if let (Some(m), Some(t)) = (&self.metrics, start) {
-            m.rejected(rpc, e, t.elapsed());
+    fn rejected(&self, rpc: Rpc, start: Instant, e: &EngineError) {
+        if let Some(m) = &self.metrics {
+            m.rejected(rpc, e, start.elapsed());
         }
     }
+}
+
+/// Runs `call` inside `span`, and records its latency and any error on the span.
+async fn traced<T>(span: Span, call: impl Future<Output = Result<T, Status>>) -> Result<T, Status> {
+    if span.is_disabled() {
+        return call.await;
+    }
+    let start = Instant::now();
+    let result = call.instrument(span.clone()).await;
+    span.record("latency_us", start.elapsed().as_micros() as u64);
+    if let Err(status) = &result {
+        span.record("otel.status_code", "ERROR");
+        span.record("error", status.message());
+    }
+    result
 }
 
 #[tonic::async_trait]
@@ -56,90 +91,142 @@ impl<S: Store> QuotaService for QuotaGrpc<S> {
         &self,
         request: Request<pb::AcquireRequest>,
     ) -> Result<Response<pb::AcquireResponse>, Status> {
-        let start = self.start();
-        let result = match engine::Acquire::try_from(request.into_inner()) {
-            Ok(req) => self.waiting.acquire(&self.quota, &req).await,
-            Err(e) => Err(e),
-        };
-        if let (Some(m), Some(t)) = (&self.metrics, start) {
-            m.acquired(&result, t.elapsed());
-        }
-        Ok(Response::new(convert::acquire_out(
-            result?,
-            self.quota.clock().as_ref(),
-        )))
+        let span = rpc_span!("Acquire", request);
+        traced(span.clone(), async {
+            let start = Instant::now();
+            let result = match engine::Acquire::try_from(request.into_inner()) {
+                Ok(req) => {
+                    if !span.is_disabled() {
+                        span.record("resource", req.resource.as_str());
+                        span.record("client_id", req.client_id.as_deref().unwrap_or(""));
+                    }
+                    self.waiting.acquire(&self.quota, &req).await
+                }
+                Err(e) => Err(e),
+            };
+            if let Some(m) = &self.metrics {
+                m.acquired(&result, start.elapsed());
+            }
+            let decision = result?;
+            span.record(
+                "decision",
+                decision.denial().map_or("granted", |d| d.as_str()),
+            );
+            Ok(Response::new(convert::acquire_out(
+                decision,
+                self.quota.clock().as_ref(),
+            )))
+        })
+        .await
     }
 
     async fn release(
         &self,
         request: Request<pb::ReleaseRequest>,
     ) -> Result<Response<pb::ReleaseResponse>, Status> {
-        let start = self.start();
-        let req = engine::Release::try_from(request.into_inner())
-            .inspect_err(|e| self.rejected(Rpc::Release, start, e))?;
-        let result = self.quota.release(&req).await;
-        if let (Some(m), Some(t)) = (&self.metrics, start) {
-            m.released(req.outcome, &result, t.elapsed());
-        }
-        Ok(Response::new(convert::release_out(result?)))
+        let span = rpc_span!("Release", request);
+        traced(span.clone(), async {
+            let start = Instant::now();
+            let req = engine::Release::try_from(request.into_inner())
+                .inspect_err(|e| self.rejected(Rpc::Release, start, e))?;
+            let result = self.quota.release(&req).await;
+            if let Some(m) = &self.metrics {
+                m.released(req.outcome, &result, start.elapsed());
+            }
+            let released = result?;
+            if !span.is_disabled()
+                && let Some(resource) = &released.resource
+            {
+                span.record("resource", &**resource);
+            }
+            span.record(
+                "decision",
+                released
+                    .result
+                    .err()
+                    .map_or_else(|| req.outcome.as_str(), |why| why.as_str()),
+            );
+            Ok(Response::new(convert::release_out(released)))
+        })
+        .await
     }
 
     async fn renew(
         &self,
         request: Request<pb::RenewRequest>,
     ) -> Result<Response<pb::RenewResponse>, Status> {
-        let start = self.start();
-        let result = match engine::Renew::try_from(request.into_inner()) {
-            Ok(req) => self.quota.renew(&req).await,
-            Err(e) => Err(e),
-        };
-        if let (Some(m), Some(t)) = (&self.metrics, start) {
-            m.renewed(&result, t.elapsed());
-        }
-        Ok(Response::new(convert::renew_out(
-            result?,
-            self.quota.clock().as_ref(),
-        )))
+        let span = rpc_span!("Renew", request);
+        traced(span, async {
+            let start = Instant::now();
+            let result = match engine::Renew::try_from(request.into_inner()) {
+                Ok(req) => self.quota.renew(&req).await,
+                Err(e) => Err(e),
+            };
+            if let Some(m) = &self.metrics {
+                m.renewed(&result, start.elapsed());
+            }
+            Ok(Response::new(convert::renew_out(
+                result?,
+                self.quota.clock().as_ref(),
+            )))
+        })
+        .await
     }
 
     async fn report_throttle(
         &self,
         request: Request<pb::ReportThrottleRequest>,
     ) -> Result<Response<pb::ReportThrottleResponse>, Status> {
-        let start = self.start();
-        let req = engine::Report::try_from(request.into_inner())
-            .inspect_err(|e| self.rejected(Rpc::ReportThrottle, start, e))?;
-        let result = self.quota.report(&req).await;
-        if let (Some(m), Some(t)) = (&self.metrics, start) {
-            m.reported(req.kind, &result, t.elapsed());
-        }
-        let reported = result?;
-        tracing::debug!(
-            resource = %req.resource,
-            kind = req.kind.as_str(),
-            client_id = req.client_id.as_deref().unwrap_or(""),
-            message = req.message.as_deref().unwrap_or(""),
-            "throttle reported"
-        );
-        Ok(Response::new(convert::report_out(
-            reported,
-            self.quota.clock().as_ref(),
-        )))
+        let span = rpc_span!("ReportThrottle", request);
+        traced(span.clone(), async {
+            let start = Instant::now();
+            let req = engine::Report::try_from(request.into_inner())
+                .inspect_err(|e| self.rejected(Rpc::ReportThrottle, start, e))?;
+            if !span.is_disabled() {
+                span.record("resource", req.resource.as_str());
+                span.record("client_id", req.client_id.as_deref().unwrap_or(""));
+                span.record("decision", req.kind.as_str());
+            }
+            let result = self.quota.report(&req).await;
+            if let Some(m) = &self.metrics {
+                m.reported(req.kind, &result, start.elapsed());
+            }
+            let reported = result?;
+            tracing::debug!(
+                resource = %req.resource,
+                kind = req.kind.as_str(),
+                client_id = req.client_id.as_deref().unwrap_or(""),
+                message = req.message.as_deref().unwrap_or(""),
+                "throttle reported"
+            );
+            Ok(Response::new(convert::report_out(
+                reported,
+                self.quota.clock().as_ref(),
+            )))
+        })
+        .await
     }
 
     async fn get_circuit_state(
         &self,
         request: Request<pb::GetCircuitStateRequest>,
     ) -> Result<Response<pb::GetCircuitStateResponse>, Status> {
-        let start = self.start();
-        let target = engine::BreakerTarget::from(request.into_inner());
-        let result = self.quota.circuit(&target).await;
-        if let (Some(m), Some(t)) = (&self.metrics, start) {
-            m.circuit_read(&result, t.elapsed());
-        }
-        Ok(Response::new(convert::circuit_out(
-            result?,
-            self.quota.clock().as_ref(),
-        )))
+        let span = rpc_span!("GetCircuitState", request);
+        traced(span.clone(), async {
+            let start = Instant::now();
+            let target = engine::BreakerTarget::from(request.into_inner());
+            span.record("resource", target.resource.as_str());
+            let result = self.quota.circuit(&target).await;
+            if let Some(m) = &self.metrics {
+                m.circuit_read(&result, start.elapsed());
+            }
+            let view = result?;
+            span.record("decision", view.breaker.state.as_str());
+            Ok(Response::new(convert::circuit_out(
+                view,
+                self.quota.clock().as_ref(),
+            )))
+        })
+        .await
     }
 }
