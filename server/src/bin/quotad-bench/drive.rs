@@ -1,0 +1,221 @@
+//! The loops. Closed loop: `--concurrency` tasks, each calling again as soon as its call returns. Open loop:
+//! one scheduler issuing a call every 1/`--rate` s, each timed from its intended send time, so queueing
+//! anywhere (the server, the network, this generator) shows up in the latency. Both run `--warmup` before
+//! measuring and stop at `--duration` or after `--requests` measured calls, whichever comes first.
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::time::Instant;
+
+use crate::{
+    args::Args,
+    caller::{Answer, Caller},
+    report::Summary,
+};
+
+/// What the calls saw, merged at the end.
+struct Tally {
+    latency: Histogram<u64>,
+    answers: BTreeMap<Answer, u64>,
+}
+
+impl Tally {
+    fn new() -> Self {
+        Self {
+            // Nanoseconds, 1 µs to 100 s, 3 significant digits.
+            latency: Histogram::new_with_bounds(1_000, 100_000_000_000, 3)
+                .expect("valid histogram bounds"),
+            answers: BTreeMap::new(),
+        }
+    }
+
+    fn record(&mut self, answer: Answer, latency: Duration) {
+        let ns = (latency.as_nanos() as u64).clamp(1_000, 100_000_000_000);
+        self.latency.saturating_record(ns);
+        *self.answers.entry(answer).or_default() += 1;
+    }
+
+    fn merge(&mut self, other: &Tally) {
+        let _ = self.latency.add(&other.latency);
+        for (a, n) in &other.answers {
+            *self.answers.entry(*a).or_default() += n;
+        }
+    }
+}
+
+/// Shared between the loops and the progress bar.
+struct Shared {
+    caller: Caller,
+    measure_from: Instant,
+    stop: AtomicBool,
+    /// Measured calls completed.
+    done: AtomicU64,
+    /// Calls issued (numbers calls, so they spread over connections and keys).
+    issued: AtomicU64,
+    requests: Option<u64>,
+}
+
+impl Shared {
+    fn measuring(&self) -> bool {
+        Instant::now() >= self.measure_from
+    }
+
+    /// Counts a measured call; true when `--requests` is reached.
+    fn count(&self) -> bool {
+        let n = self.done.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.requests.is_some_and(|r| n >= r) {
+            self.stop.store(true, Ordering::Relaxed);
+            return true;
+        }
+        false
+    }
+}
+
+fn progress_bar(args: &Args) -> ProgressBar {
+    if !args.progress {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new_spinner();
+    if let Ok(style) = ProgressStyle::with_template("{spinner} {elapsed} {msg}") {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// Runs the load described by `args` and summarises it.
+pub async fn run(args: &Args, caller: Caller) -> Summary {
+    let start = Instant::now();
+    let shared = Arc::new(Shared {
+        caller,
+        measure_from: start + args.warmup,
+        stop: AtomicBool::new(false),
+        done: AtomicU64::new(0),
+        issued: AtomicU64::new(0),
+        requests: args.requests,
+    });
+    let bar = progress_bar(args);
+    let ticker = {
+        let (shared, bar) = (shared.clone(), bar.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(200));
+            loop {
+                tick.tick().await;
+                let done = shared.done.load(Ordering::Relaxed);
+                let phase = if shared.measuring() {
+                    "measuring"
+                } else {
+                    "warming up"
+                };
+                let secs = shared.measure_from.elapsed().as_secs_f64();
+                let rate = if secs > 0.0 { done as f64 / secs } else { 0.0 };
+                bar.set_message(format!("{phase}: {done} calls, {rate:.0}/s"));
+            }
+        })
+    };
+    let deadline = args.duration.map(|d| shared.measure_from + d);
+    let timer = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            if let Some(d) = deadline {
+                tokio::time::sleep_until(d).await;
+                shared.stop.store(true, Ordering::Relaxed);
+            }
+        })
+    };
+
+    let tally = match args.rate {
+        None => closed_loop(args, &shared).await,
+        Some(rate) => open_loop(rate, &shared).await,
+    };
+    let elapsed = shared.measure_from.elapsed();
+    ticker.abort();
+    timer.abort();
+    bar.finish_and_clear();
+    Summary::new(args, &tally.latency, &tally.answers, elapsed)
+}
+
+async fn closed_loop(args: &Args, shared: &Arc<Shared>) -> Tally {
+    let mut tasks = Vec::with_capacity(args.concurrency);
+    for _ in 0..args.concurrency {
+        let shared = shared.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tally = Tally::new();
+            while !shared.stop.load(Ordering::Relaxed) {
+                let n = shared.issued.fetch_add(1, Ordering::Relaxed);
+                let sent = Instant::now();
+                let answer = shared.caller.call(n).await;
+                if sent >= shared.measure_from {
+                    tally.record(answer, sent.elapsed());
+                    if shared.count() {
+                        break;
+                    }
+                }
+            }
+            tally
+        }));
+    }
+    let mut total = Tally::new();
+    for t in tasks {
+        if let Ok(t) = t.await {
+            total.merge(&t);
+        }
+    }
+    total
+}
+
+async fn open_loop(rate: f64, shared: &Arc<Shared>) -> Tally {
+    let total = Arc::new(Mutex::new(Tally::new()));
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let first = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut i: u64 = 0;
+    while !shared.stop.load(Ordering::Relaxed) {
+        // The intended send time of call i; a late scheduler does not move it.
+        let intended = first + interval.mul_f64(i as f64);
+        tokio::time::sleep_until(intended).await;
+        i += 1;
+        let (shared, total) = (shared.clone(), total.clone());
+        tasks.spawn(async move {
+            let n = shared.issued.fetch_add(1, Ordering::Relaxed);
+            let answer = shared.caller.call(n).await;
+            if intended >= shared.measure_from {
+                total
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .record(answer, intended.elapsed());
+                shared.count();
+            }
+        });
+        // Reap finished calls so the set does not grow without bound.
+        while tasks.try_join_next().is_some() {}
+    }
+    // Calls sent inside the window count however long they take (dropping the slow ones would hide
+    // exactly what an open loop is for); a server that never answers gets 10 s more.
+    let drained = tokio::time::timeout(Duration::from_secs(10), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        eprintln!(
+            "quotad-bench: {} calls still unanswered 10 s after the end; not counted",
+            tasks.len()
+        );
+        tasks.abort_all();
+    }
+    Arc::try_unwrap(total)
+        .map(|m| m.into_inner().unwrap_or_else(PoisonError::into_inner))
+        .unwrap_or_else(|shared| {
+            let mut t = Tally::new();
+            t.merge(&shared.lock().unwrap_or_else(PoisonError::into_inner));
+            t
+        })
+}
