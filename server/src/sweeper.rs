@@ -5,6 +5,9 @@ use std::{future::Future, sync::Arc, time::Duration};
 
 use crate::engine::{Quota, Store};
 
+/// Expired leases reclaimed per step.
+const CHUNK: usize = 512;
+
 /// Sweeps every `interval` until `shutdown` completes.
 pub async fn run<S: Store>(
     quota: Arc<Quota<S>>,
@@ -19,18 +22,28 @@ pub async fn run<S: Store>(
             _ = &mut shutdown => return,
             _ = ticker.tick() => {}
         }
-        match quota.sweep().await {
-            Ok(sweep) => {
-                if !sweep.expired.is_empty() || sweep.evicted_keys > 0 {
-                    tracing::debug!(
-                        expired_leases = sweep.expired.len(),
-                        evicted_keys = sweep.evicted_keys,
-                        forgotten = sweep.forgotten,
-                        "sweep"
-                    );
+        // In chunks, yielding in between: a burst of expiries never holds up the calls being served.
+        loop {
+            match quota.sweep_some(CHUNK).await {
+                Ok(sweep) => {
+                    if !sweep.expired.is_empty() || sweep.evicted_keys > 0 {
+                        tracing::debug!(
+                            expired_leases = sweep.expired.len(),
+                            evicted_keys = sweep.evicted_keys,
+                            forgotten = sweep.forgotten,
+                            "sweep"
+                        );
+                    }
+                    if !sweep.more {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "sweep failed");
+                    break;
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "sweep failed"),
         }
     }
 }

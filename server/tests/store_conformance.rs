@@ -168,6 +168,33 @@ fn concurrency_leases_release_and_expire<S: Store>(make: &Make<S>) {
     );
 }
 
+fn a_limited_sweep_reclaims_in_chunks<S: Store>(make: &Make<S>) {
+    let h = Harness::new(
+        "[[resources]]\nname = \"jobs\"\nconcurrency = 100\nlease_ttl = \"10s\"\n",
+        make,
+    );
+    for _ in 0..40 {
+        assert!(h.acquire("jobs", &[], 1).granted());
+    }
+    h.advance(Duration::from_secs(10));
+    let mut reclaimed = 0;
+    let mut steps = 0;
+    loop {
+        let sweep = now(h.quota.sweep_some(16)).unwrap();
+        assert!(sweep.expired.len() <= 16, "a step never exceeds its limit");
+        reclaimed += sweep.expired.len();
+        steps += 1;
+        if !sweep.more {
+            break;
+        }
+    }
+    assert_eq!((reclaimed, steps), (40, 3));
+    // Every slot came back.
+    for _ in 0..100 {
+        assert!(h.acquire("jobs", &[], 1).granted());
+    }
+}
+
 fn renew_extends_and_caps_and_refuses_expired<S: Store>(make: &Make<S>) {
     let h = Harness::new(CONCURRENCY, make);
     let a = h.acquire("jobs", &[], 1);
@@ -643,6 +670,7 @@ for_each_store!(
     glob_rules_give_each_name_its_own_state,
     multi_level_is_all_or_nothing,
     concurrency_leases_release_and_expire,
+    a_limited_sweep_reclaims_in_chunks,
     renew_extends_and_caps_and_refuses_expired,
     settle_refunds_and_charges,
     request_id_never_charges_twice,

@@ -9,6 +9,8 @@ use std::{
     time::Duration,
 };
 
+use smallvec::SmallVec;
+
 use super::{Acquire, EngineError, LevelSpec, Rule};
 
 /// Separates the parts of a state key. Control characters are refused in names, so keys cannot collide.
@@ -100,8 +102,8 @@ pub struct Plan<'a> {
     pub resource: &'a str,
     /// Its rule.
     pub rule: Arc<Rule>,
-    /// Levels in check order.
-    pub levels: Vec<LevelPlan<'a>>,
+    /// Levels in check order (on the stack for up to four).
+    pub levels: SmallVec<[LevelPlan<'a>; 4]>,
     /// The breaker's key, if the rule has a breaker.
     pub breaker_key: Option<Cow<'a, str>>,
     /// Tokens to take at every rate level.
@@ -120,7 +122,7 @@ impl<'a> Plan<'a> {
     /// Resolves `req` against `rule`.
     pub fn build(rule: Arc<Rule>, req: &'a Acquire) -> Result<Self, EngineError> {
         let resource = req.resource.as_str();
-        let mut levels = Vec::with_capacity(1 + rule.partitions.len());
+        let mut levels: SmallVec<[LevelPlan<'a>; 4]> = SmallVec::new();
         if rule.resource.rate.is_some() || rule.resource.max_in_flight.is_some() {
             levels.push(LevelPlan {
                 key: Cow::Borrowed(resource),

@@ -204,8 +204,14 @@ impl<S: Store> Quota<S> {
         self.store.usage(&rules, self.clock.now()).await
     }
 
-    /// Reclaims expired leases and drops idle state (the sweeper calls this).
+    /// Reclaims every expired lease and drops idle state.
     pub async fn sweep(&self) -> Result<Sweep, EngineError> {
-        self.store.sweep(self.clock.now()).await
+        self.store.sweep(self.clock.now(), usize::MAX).await
+    }
+
+    /// Reclaims up to `limit` expired leases and drops idle state; `more` says whether to call again
+    /// (the sweeper does, yielding in between so calls are served meanwhile).
+    pub async fn sweep_some(&self, limit: usize) -> Result<Sweep, EngineError> {
+        self.store.sweep(self.clock.now(), limit).await
     }
 }

@@ -105,6 +105,8 @@ pub struct Sweep {
     pub evicted_keys: usize,
     /// Idempotency entries and release tombstones forgotten.
     pub forgotten: usize,
+    /// True when expired leases remain beyond this sweep's limit: sweep again soon.
+    pub more: bool,
 }
 
 /// Shared quota state. See the module docs.
@@ -182,8 +184,13 @@ pub trait Store: Send + Sync + 'static {
         now: Nanos,
     ) -> impl Future<Output = Result<StoreUsage, EngineError>> + Send;
 
-    /// Reclaims expired leases and drops idle state.
-    fn sweep(&self, now: Nanos) -> impl Future<Output = Result<Sweep, EngineError>> + Send;
+    /// Reclaims up to `limit` expired leases and drops idle state. Bounded, so a server serving calls on
+    /// the same threads is never held up for long by a large expiry.
+    fn sweep(
+        &self,
+        now: Nanos,
+        limit: usize,
+    ) -> impl Future<Output = Result<Sweep, EngineError>> + Send;
 
     /// Applies reloaded capacity settings (caps on keys and leases, the idempotency window).
     fn apply(&self, rules: &Rules);

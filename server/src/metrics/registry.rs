@@ -78,10 +78,13 @@ fn noop_index(n: NotReleased) -> usize {
 /// descriptor key (`descriptors`, not `descriptors["tenant"]`), so values never become labels.
 pub type ErrorKey = (Rpc, &'static str, String);
 
+/// Counters by rule name (foldhash: this lookup is on every call).
+type CountersMap = HashMap<Arc<str>, Arc<ResourceCounters>, foldhash::fast::RandomState>;
+
 /// Everything quotad counts per call. See the module docs.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    resources: ArcSwap<HashMap<Arc<str>, Arc<ResourceCounters>>>,
+    resources: ArcSwap<CountersMap>,
     grow: Mutex<()>,
     latency: [LatencyHistogram; 5],
     errors: Mutex<HashMap<ErrorKey, u64>>,
@@ -106,7 +109,7 @@ impl Metrics {
         if let Some(c) = current.get(rule) {
             return f(c);
         }
-        let mut next = HashMap::clone(&current);
+        let mut next = CountersMap::clone(&current);
         let counters = Arc::new(ResourceCounters::default());
         next.insert(rule.clone(), counters.clone());
         self.resources.store(Arc::new(next));

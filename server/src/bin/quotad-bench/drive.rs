@@ -172,50 +172,68 @@ async fn closed_loop(args: &Args, shared: &Arc<Shared>) -> Tally {
     total
 }
 
+/// Open loop: most calls in flight at once.
+const MAX_IN_FLIGHT: usize = 4096;
+
 async fn open_loop(rate: f64, shared: &Arc<Shared>) -> Tally {
+    // The schedule runs on its own OS thread: tokio's timer ticks in milliseconds and would send the calls
+    // in bursts (and measure the bursts); a thread's sleep is accurate to tens of microseconds. Each call
+    // is spawned onto the runtime at its intended time and timed from that time.
     let total = Arc::new(Mutex::new(Tally::new()));
+    let in_flight = Arc::new(AtomicU64::new(0));
+    // Past this many calls in flight, later calls wait here (still timed from their intended send time)
+    // rather than piling onto the connections until they fail.
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
+    let handle = tokio::runtime::Handle::current();
     let interval = Duration::from_secs_f64(1.0 / rate);
-    let first = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    let mut i: u64 = 0;
-    while !shared.stop.load(Ordering::Relaxed) {
-        // The intended send time of call i; a late scheduler does not move it.
-        let intended = first + interval.mul_f64(i as f64);
-        tokio::time::sleep_until(intended).await;
-        i += 1;
-        let (shared, total) = (shared.clone(), total.clone());
-        tasks.spawn(async move {
-            let n = shared.issued.fetch_add(1, Ordering::Relaxed);
-            let answer = shared.caller.call(n).await;
-            if intended >= shared.measure_from {
-                total
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .record(answer, intended.elapsed());
-                shared.count();
+    let scheduler = {
+        let (shared, total, in_flight) = (shared.clone(), total.clone(), in_flight.clone());
+        let slots = slots.clone();
+        std::thread::spawn(move || {
+            let first = std::time::Instant::now();
+            let mut i: u64 = 0;
+            while !shared.stop.load(Ordering::Relaxed) {
+                let due = first + interval.mul_f64(i as f64);
+                let now = std::time::Instant::now();
+                if due > now {
+                    std::thread::sleep(due - now);
+                }
+                i += 1;
+                let intended = Instant::from_std(due);
+                let (shared, total, in_flight) = (shared.clone(), total.clone(), in_flight.clone());
+                let slots = slots.clone();
+                in_flight.fetch_add(1, Ordering::AcqRel);
+                handle.spawn(async move {
+                    let _slot = slots.acquire().await;
+                    let n = shared.issued.fetch_add(1, Ordering::Relaxed);
+                    let answer = shared.caller.call(n).await;
+                    if intended >= shared.measure_from {
+                        total
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .record(answer, intended.elapsed());
+                        shared.count();
+                    }
+                    in_flight.fetch_sub(1, Ordering::AcqRel);
+                });
             }
-        });
-        // Reap finished calls so the set does not grow without bound.
-        while tasks.try_join_next().is_some() {}
+        })
+    };
+    while !scheduler.is_finished() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // Calls sent inside the window count however long they take (dropping the slow ones would hide
     // exactly what an open loop is for); a server that never answers gets 10 s more.
-    let drained = tokio::time::timeout(Duration::from_secs(10), async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        eprintln!(
-            "quotad-bench: {} calls still unanswered 10 s after the end; not counted",
-            tasks.len()
-        );
-        tasks.abort_all();
+    let give_up = Instant::now() + Duration::from_secs(10);
+    while in_flight.load(Ordering::Acquire) > 0 && Instant::now() < give_up {
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    Arc::try_unwrap(total)
-        .map(|m| m.into_inner().unwrap_or_else(PoisonError::into_inner))
-        .unwrap_or_else(|shared| {
-            let mut t = Tally::new();
-            t.merge(&shared.lock().unwrap_or_else(PoisonError::into_inner));
-            t
-        })
+    let left = in_flight.load(Ordering::Acquire);
+    if left > 0 {
+        eprintln!("quotad-bench: {left} calls still unanswered 10 s after the end; not counted");
+    }
+    let tally = total.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut t = Tally::new();
+    t.merge(&tally);
+    t
 }

@@ -6,6 +6,8 @@ use std::{
     time::Duration,
 };
 
+use smallvec::SmallVec;
+
 use super::{
     MemoryStore,
     leases::{Lease, LeaseLevel},
@@ -221,8 +223,8 @@ impl MemoryStore {
         let rule = &plan.rule;
         let concurrency_wait = nanos(rule.concurrency_retry_after.max(Duration::from_millis(1)));
         loop {
-            let mut cells: Vec<(Arc<str>, Shared<LevelCell>)> =
-                Vec::with_capacity(plan.levels.len());
+            // Levels are few (resource-wide plus a partition or two): keep the bookkeeping on the stack.
+            let mut cells: SmallVec<[(Arc<str>, Shared<LevelCell>); 4]> = SmallVec::new();
             for level in &plan.levels {
                 cells.push(self.levels.get_or_insert(
                     &level.key,
@@ -230,14 +232,14 @@ impl MemoryStore {
                     LevelCell::default,
                 )?);
             }
-            let mut order: Vec<usize> = (0..cells.len()).collect();
-            order.sort_by_key(|&i| Arc::as_ptr(&cells[i].1) as usize);
-            let mut guards: Vec<Option<MutexGuard<'_, Slot<LevelCell>>>> =
+            let mut order: SmallVec<[usize; 4]> = (0..cells.len()).collect();
+            order.sort_unstable_by_key(|&i| Arc::as_ptr(&cells[i].1) as usize);
+            let mut guards: SmallVec<[Option<MutexGuard<'_, Slot<LevelCell>>>; 4]> =
                 cells.iter().map(|_| None).collect();
             for &i in &order {
                 guards[i] = Some(lock(&cells[i].1));
             }
-            let mut guards: Vec<MutexGuard<'_, Slot<LevelCell>>> =
+            let mut guards: SmallVec<[MutexGuard<'_, Slot<LevelCell>>; 4]> =
                 guards.into_iter().flatten().collect();
             if guards.iter().any(|g| g.evicted) {
                 // Evicted between lookup and lock: look the keys up again.

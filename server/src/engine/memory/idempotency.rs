@@ -19,7 +19,7 @@ struct Remembered {
 /// See the module docs.
 #[derive(Debug, Default)]
 pub struct Idempotency {
-    map: DashMap<Box<str>, Remembered>,
+    map: DashMap<Box<str>, Remembered, super::Hasher>,
 }
 
 impl Idempotency {

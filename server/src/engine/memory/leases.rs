@@ -68,11 +68,12 @@ pub struct Lease {
 /// Live leases, their expiry index, and tombstones of ended ones.
 #[derive(Debug)]
 pub struct LeaseTable {
-    live: DashMap<LeaseId, Lease>,
+    live: DashMap<LeaseId, Lease, super::Hasher>,
     expiry: Box<[ExpiryShard]>,
-    ended: DashMap<LeaseId, (NotReleased, Nanos)>,
+    ended: DashMap<LeaseId, (NotReleased, Nanos), super::Hasher>,
     count: AtomicUsize,
     cap: AtomicUsize,
+    next_shard: AtomicUsize,
 }
 
 /// How long an ended lease is remembered, so a late second release says why it did nothing.
@@ -82,11 +83,12 @@ impl LeaseTable {
     /// An empty table holding at most `cap` leases.
     pub fn new(cap: usize) -> Self {
         Self {
-            live: DashMap::new(),
+            live: DashMap::with_hasher(super::Hasher::default()),
             expiry: (0..SHARDS).map(|_| Mutex::new(BinaryHeap::new())).collect(),
-            ended: DashMap::new(),
+            ended: DashMap::with_hasher(super::Hasher::default()),
             count: AtomicUsize::new(0),
             cap: AtomicUsize::new(cap),
+            next_shard: AtomicUsize::new(0),
         }
     }
 
@@ -179,13 +181,20 @@ impl LeaseTable {
         renewed
     }
 
-    /// Removes and returns every lease expired by `now`.
-    pub fn expire(&self, now: Nanos) -> Vec<(LeaseId, Lease)> {
+    /// Removes and returns up to `limit` leases expired by `now`, and whether more remain.
+    pub fn expire(&self, now: Nanos, limit: usize) -> (Vec<(LeaseId, Lease)>, bool) {
         let mut due = Vec::new();
-        for shard in self.expiry.iter() {
-            let mut heap = lock(shard);
+        let mut more = false;
+        // Start at a different shard each time, so a limited sweep does not always favour the first ones.
+        let first = self.next_shard.fetch_add(1, Ordering::Relaxed);
+        for k in 0..SHARDS {
+            let mut heap = lock(&self.expiry[(first + k) % SHARDS]);
             while let Some(Reverse((at, id))) = heap.peek().copied() {
                 if at > now {
+                    break;
+                }
+                if due.len() == limit {
+                    more = true;
                     break;
                 }
                 heap.pop();
@@ -193,9 +202,11 @@ impl LeaseTable {
             }
         }
         // Stale heap entries (renewed or released leases) simply find nothing to remove.
-        due.into_iter()
+        let expired = due
+            .into_iter()
             .filter_map(|id| self.end_if_expired(id, now).map(|l| (id, l)))
-            .collect()
+            .collect();
+        (expired, more)
     }
 
     /// Forgets tombstones older than [`TOMBSTONE_TTL`]. Returns how many.

@@ -148,9 +148,9 @@ impl MemoryStore {
         })
     }
 
-    pub(super) fn reclaim_expired(&self, now: Nanos) -> Vec<Expired> {
-        self.leases
-            .expire(now)
+    pub(super) fn reclaim_expired(&self, now: Nanos, limit: usize) -> (Vec<Expired>, bool) {
+        let (due, more) = self.leases.expire(now, limit);
+        let expired = due
             .into_iter()
             .map(|(lease_id, lease)| {
                 self.free_slots(&lease);
@@ -161,7 +161,8 @@ impl MemoryStore {
                     resource: lease.resource,
                 }
             })
-            .collect()
+            .collect();
+        (expired, more)
     }
 
     pub(super) fn revoke_now(&self, id: LeaseId, now: Nanos) -> bool {

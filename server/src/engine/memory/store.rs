@@ -166,10 +166,11 @@ impl MemoryStore {
         }
     }
 
-    fn sweep_now(&self, now: Nanos) -> Sweep {
-        let expired = self.reclaim_expired(now);
+    fn sweep_now(&self, now: Nanos, limit: usize) -> Sweep {
+        let (expired, more) = self.reclaim_expired(now, limit);
         let mut sweep = Sweep {
             expired,
+            more,
             ..Sweep::default()
         };
         let last = self.last_full_sweep.load(Ordering::Relaxed);
@@ -316,8 +317,12 @@ impl Store for MemoryStore {
         ready(Ok(self.usage_now(rules, now)))
     }
 
-    fn sweep(&self, now: Nanos) -> impl Future<Output = Result<Sweep, EngineError>> + Send {
-        ready(Ok(self.sweep_now(now)))
+    fn sweep(
+        &self,
+        now: Nanos,
+        limit: usize,
+    ) -> impl Future<Output = Result<Sweep, EngineError>> + Send {
+        ready(Ok(self.sweep_now(now, limit)))
     }
 
     fn apply(&self, rules: &Rules) {

@@ -78,13 +78,13 @@ impl KeyBudget {
 /// Keyed state. See the module docs.
 #[derive(Debug)]
 pub struct Table<T> {
-    map: DashMap<Arc<str>, Shared<T>>,
+    map: DashMap<Arc<str>, Shared<T>, super::Hasher>,
 }
 
 impl<T> Default for Table<T> {
     fn default() -> Self {
         Self {
-            map: DashMap::new(),
+            map: DashMap::with_hasher(super::Hasher::default()),
         }
     }
 }
