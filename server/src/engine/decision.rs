@@ -106,11 +106,11 @@ impl Decision {
 /// Why a release did not release anything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum NotReleased {
-    /// Released before.
+    /// Released before (or expired longer ago than the server remembers expiries: 60 s).
     AlreadyReleased,
     /// Expired (or revoked) before this release.
     Expired,
-    /// Never issued by this server, or forgotten.
+    /// Never issued by this server process.
     UnknownLease,
 }
 

@@ -52,6 +52,40 @@ impl LeaseIds {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         LeaseId(splitmix64(self.seed.wrapping_add(n)))
     }
+
+    /// True when this process issued `id` (the scrambling is a bijection, so it can be undone). A forged
+    /// or foreign id decodes to a random counter value, almost surely far beyond the ones issued.
+    pub fn was_issued(&self, id: LeaseId) -> bool {
+        let n = unsplitmix64(id.0).wrapping_sub(self.seed);
+        n >= 1 && n < self.next.load(Ordering::Relaxed)
+    }
+}
+
+/// The inverse of an odd number modulo 2^64 (Newton's iteration doubles the correct bits each step).
+const fn inverse(a: u64) -> u64 {
+    let mut x = a;
+    let mut i = 0;
+    while i < 6 {
+        x = x.wrapping_mul(2u64.wrapping_sub(a.wrapping_mul(x)));
+        i += 1;
+    }
+    x
+}
+
+/// Undoes `y = x ^ (x >> s)`.
+fn unxorshift(y: u64, s: u32) -> u64 {
+    let mut x = y;
+    for _ in 0..(64 / s) {
+        x = y ^ (x >> s);
+    }
+    x
+}
+
+fn unsplitmix64(z: u64) -> u64 {
+    let mut x = unxorshift(z, 31);
+    x = unxorshift(x.wrapping_mul(inverse(0x94d0_49bb_1331_11eb)), 27);
+    x = unxorshift(x.wrapping_mul(inverse(0xbf58_476d_1ce4_e5b9)), 30);
+    x.wrapping_sub(0x9e37_79b9_7f4a_7c15)
 }
 
 fn splitmix64(x: u64) -> u64 {
@@ -63,7 +97,16 @@ fn splitmix64(x: u64) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        #[test]
+        fn unscrambling_inverts_scrambling(x: u64) {
+            prop_assert_eq!(unsplitmix64(splitmix64(x)), x);
+        }
+    }
 
     #[test]
     fn round_trips_and_never_repeats() {
@@ -75,6 +118,14 @@ mod tests {
             assert!(seen.insert(id));
         }
         assert!("xyz".parse::<LeaseId>().is_err());
+        for id in &seen {
+            assert!(ids.was_issued(*id));
+        }
+        assert!(!ids.was_issued(LeaseId(42)));
+        assert!(
+            !LeaseIds::default().was_issued(ids.issue()),
+            "another process's id"
+        );
         assert!("000000000000000g".parse::<LeaseId>().is_err());
     }
 }

@@ -108,7 +108,8 @@ impl Default for Capacity {
 /// The whole rule set, swapped atomically on reload.
 #[derive(Debug, Clone, Default)]
 pub struct Rules {
-    exact: HashMap<Box<str>, Arc<Rule>>,
+    /// Resolved on every request: foldhash, not SipHash.
+    exact: HashMap<Box<str>, Arc<Rule>, foldhash::fast::RandomState>,
     patterns: Vec<Arc<Rule>>,
     /// Request size limits.
     pub limits: RequestLimits,
@@ -119,7 +120,7 @@ pub struct Rules {
 impl Rules {
     /// Builds the lookup from rules in configured order. Names must already be unique (config checks).
     pub fn new(rules: Vec<Rule>, limits: RequestLimits, capacity: Capacity) -> Self {
-        let mut exact = HashMap::new();
+        let mut exact = HashMap::default();
         let mut patterns = Vec::new();
         for rule in rules {
             if glob::is_pattern(&rule.name) {

@@ -1,6 +1,7 @@
 //! The lease table: who holds what, until when. Expiry is indexed by sharded min-heaps so the sweeper
 //! reclaims expired leases without scanning every lease; a renewal pushes a new entry and the stale one
-//! is skipped when it surfaces. Recently ended leases leave a tombstone so a second release can say why.
+//! is skipped when it surfaces. Leases that expire (or are revoked) leave a tombstone for a while, so a late
+//! release can say it expired; released leases leave none (their ids are recognised as issued instead).
 
 use std::{
     cmp::Reverse,
@@ -136,11 +137,15 @@ impl LeaseTable {
         self.live.insert(id, lease);
     }
 
-    /// Removes a live lease, leaving a tombstone that says `why` for later releases.
+    /// Removes a live lease. An expired or revoked one leaves a tombstone saying so; a released one leaves
+    /// none (the common case costs nothing more: the id itself proves it was issued, see
+    /// [`LeaseIds::was_issued`](crate::engine::LeaseIds::was_issued)).
     pub fn end(&self, id: LeaseId, why: NotReleased, now: Nanos) -> Option<Lease> {
         let lease = self.live.remove(&id).map(|(_, l)| l)?;
         self.count.fetch_sub(1, Ordering::AcqRel);
-        self.ended.insert(id, (why, now));
+        if why != NotReleased::AlreadyReleased {
+            self.ended.insert(id, (why, now));
+        }
         Some(lease)
     }
 
@@ -160,7 +165,8 @@ impl LeaseTable {
         self.ended.insert(id, (why, now));
     }
 
-    /// Why a lease that is not live is not live.
+    /// Why a lease that is not live is not live, as far as the tombstones know: `Expired`, or
+    /// `UnknownLease` (never issued, released, or ended longer ago than [`TOMBSTONE_TTL`]).
     pub fn why_gone(&self, id: LeaseId) -> NotReleased {
         self.ended
             .get(&id)

@@ -44,7 +44,7 @@ impl MemoryStore {
             .leases
             .end(r.lease_id, NotReleased::AlreadyReleased, now)
         else {
-            return Ok(gone(self.leases.why_gone(r.lease_id)));
+            return Ok(gone(self.why_gone(r.lease_id)));
         };
         if lease.expires_at <= now {
             // Expired but not yet swept: reclaim it as the sweeper would, and say so.

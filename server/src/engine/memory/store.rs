@@ -75,8 +75,14 @@ impl MemoryStore {
             })
             .flatten();
         let Some(ttl) = ttl else {
-            return Err(match self.leases.why_gone(id) {
-                crate::engine::NotReleased::UnknownLease if !self.is_expired_live(id, now) => {
+            // Expired but not yet swept is still in the table: say expired, not released.
+            let why = if self.is_expired_live(id, now) {
+                crate::engine::NotReleased::Expired
+            } else {
+                self.why_gone(id)
+            };
+            return Err(match why {
+                crate::engine::NotReleased::UnknownLease => {
                     EngineError::UnknownLease(id.to_string())
                 }
                 why => EngineError::FailedPrecondition(format!(
@@ -95,6 +101,16 @@ impl MemoryStore {
             )));
         }
         Ok(Renewed { expires_at, ttl })
+    }
+
+    /// Why lease `id` is not live: expired (a tombstone says so), released (issued here, no tombstone; also
+    /// an expiry older than the tombstone window), or unknown (never issued here).
+    pub(super) fn why_gone(&self, id: LeaseId) -> crate::engine::NotReleased {
+        use crate::engine::NotReleased;
+        match self.leases.why_gone(id) {
+            NotReleased::UnknownLease if self.ids.was_issued(id) => NotReleased::AlreadyReleased,
+            why => why,
+        }
     }
 
     fn is_expired_live(&self, id: LeaseId, now: Nanos) -> bool {
