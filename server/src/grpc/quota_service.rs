@@ -63,9 +63,14 @@ impl<S: Store> QuotaGrpc<S> {
         self
     }
 
-    fn rejected(&self, rpc: Rpc, start: Instant, e: &EngineError) {
-        if let Some(m) = &self.metrics {
-            m.rejected(rpc, e, start.elapsed());
+    /// When metrics are on, the time the call started (no clock read when they are off).
+    fn start(&self) -> Option<Instant> {
+        self.metrics.as_ref().map(|_| Instant::now())
+    }
+
+    fn rejected(&self, rpc: Rpc, start: Option<Instant>, e: &EngineError) {
+        if let (Some(m), Some(t)) = (&self.metrics, start) {
+            m.rejected(rpc, e, t.elapsed());
         }
     }
 }
@@ -93,7 +98,7 @@ impl<S: Store> QuotaService for QuotaGrpc<S> {
     ) -> Result<Response<pb::AcquireResponse>, Status> {
         let span = rpc_span!("Acquire", request);
         traced(span.clone(), async {
-            let start = Instant::now();
+            let start = self.start();
             let result = match engine::Acquire::try_from(request.into_inner()) {
                 Ok(req) => {
                     if !span.is_disabled() {
@@ -104,8 +109,8 @@ impl<S: Store> QuotaService for QuotaGrpc<S> {
                 }
                 Err(e) => Err(e),
             };
-            if let Some(m) = &self.metrics {
-                m.acquired(&result, start.elapsed());
+            if let (Some(m), Some(t)) = (&self.metrics, start) {
+                m.acquired(&result, t.elapsed());
             }
             let decision = result?;
             span.record(
@@ -126,12 +131,12 @@ impl<S: Store> QuotaService for QuotaGrpc<S> {
     ) -> Result<Response<pb::ReleaseResponse>, Status> {
         let span = rpc_span!("Release", request);
         traced(span.clone(), async {
-            let start = Instant::now();
+            let start = self.start();
             let req = engine::Release::try_from(request.into_inner())
                 .inspect_err(|e| self.rejected(Rpc::Release, start, e))?;
             let result = self.quota.release(&req).await;
-            if let Some(m) = &self.metrics {
-                m.released(req.outcome, &result, start.elapsed());
+            if let (Some(m), Some(t)) = (&self.metrics, start) {
+                m.released(req.outcome, &result, t.elapsed());
             }
             let released = result?;
             if !span.is_disabled()
@@ -157,13 +162,13 @@ impl<S: Store> QuotaService for QuotaGrpc<S> {
     ) -> Result<Response<pb::RenewResponse>, Status> {
         let span = rpc_span!("Renew", request);
         traced(span, async {
-            let start = Instant::now();
+            let start = self.start();
             let result = match engine::Renew::try_from(request.into_inner()) {
                 Ok(req) => self.quota.renew(&req).await,
                 Err(e) => Err(e),
             };
-            if let Some(m) = &self.metrics {
-                m.renewed(&result, start.elapsed());
+            if let (Some(m), Some(t)) = (&self.metrics, start) {
+                m.renewed(&result, t.elapsed());
             }
             Ok(Response::new(convert::renew_out(
                 result?,
@@ -179,7 +184,7 @@ impl<S: Store> QuotaService for QuotaGrpc<S> {
     ) -> Result<Response<pb::ReportThrottleResponse>, Status> {
         let span = rpc_span!("ReportThrottle", request);
         traced(span.clone(), async {
-            let start = Instant::now();
+            let start = self.start();
             let req = engine::Report::try_from(request.into_inner())
                 .inspect_err(|e| self.rejected(Rpc::ReportThrottle, start, e))?;
             if !span.is_disabled() {
@@ -188,8 +193,8 @@ impl<S: Store> QuotaService for QuotaGrpc<S> {
                 span.record("decision", req.kind.as_str());
             }
             let result = self.quota.report(&req).await;
-            if let Some(m) = &self.metrics {
-                m.reported(req.kind, &result, start.elapsed());
+            if let (Some(m), Some(t)) = (&self.metrics, start) {
+                m.reported(req.kind, &result, t.elapsed());
             }
             let reported = result?;
             tracing::debug!(
@@ -213,12 +218,12 @@ impl<S: Store> QuotaService for QuotaGrpc<S> {
     ) -> Result<Response<pb::GetCircuitStateResponse>, Status> {
         let span = rpc_span!("GetCircuitState", request);
         traced(span.clone(), async {
-            let start = Instant::now();
+            let start = self.start();
             let target = engine::BreakerTarget::from(request.into_inner());
             span.record("resource", target.resource.as_str());
             let result = self.quota.circuit(&target).await;
-            if let Some(m) = &self.metrics {
-                m.circuit_read(&result, start.elapsed());
+            if let (Some(m), Some(t)) = (&self.metrics, start) {
+                m.circuit_read(&result, t.elapsed());
             }
             let view = result?;
             span.record("decision", view.breaker.state.as_str());
