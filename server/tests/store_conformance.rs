@@ -195,6 +195,36 @@ fn a_limited_sweep_reclaims_in_chunks<S: Store>(make: &Make<S>) {
     }
 }
 
+fn expiry_tombstones_are_forgotten_after_a_minute<S: Store>(make: &Make<S>) {
+    let h = Harness::new(CONCURRENCY, make);
+    let early = lease(&h.acquire("jobs", &[], 1));
+    h.advance(Duration::from_secs(5));
+    let late = lease(&h.acquire("jobs", &[], 1));
+    h.advance(Duration::from_secs(5));
+    assert_eq!(now(h.quota.sweep()).unwrap().expired.len(), 1);
+    h.advance(Duration::from_secs(5));
+    assert_eq!(now(h.quota.sweep()).unwrap().expired.len(), 1);
+    // Within the minute a late release says the lease expired.
+    assert_eq!(
+        h.release(early, Outcome::Success, None).result,
+        Err(NotReleased::Expired)
+    );
+    // A minute after the first expiry only its tombstone goes; the second stays until its own minute.
+    h.advance(Duration::from_secs(55));
+    assert_eq!(now(h.quota.sweep()).unwrap().forgotten, 1);
+    assert_eq!(
+        h.release(late, Outcome::Success, None).result,
+        Err(NotReleased::Expired)
+    );
+    h.advance(Duration::from_secs(5));
+    assert_eq!(now(h.quota.sweep()).unwrap().forgotten, 1);
+    // After that the id is still known as one this server issued, and ended.
+    assert_eq!(
+        h.release(early, Outcome::Success, None).result,
+        Err(NotReleased::AlreadyReleased)
+    );
+}
+
 fn renew_extends_and_caps_and_refuses_expired<S: Store>(make: &Make<S>) {
     let h = Harness::new(CONCURRENCY, make);
     let a = h.acquire("jobs", &[], 1);
@@ -671,6 +701,7 @@ for_each_store!(
     multi_level_is_all_or_nothing,
     concurrency_leases_release_and_expire,
     a_limited_sweep_reclaims_in_chunks,
+    expiry_tombstones_are_forgotten_after_a_minute,
     renew_extends_and_caps_and_refuses_expired,
     settle_refunds_and_charges,
     request_id_never_charges_twice,

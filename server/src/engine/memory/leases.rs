@@ -5,7 +5,7 @@
 
 use std::{
     cmp::Reverse,
-    collections::BinaryHeap,
+    collections::{BinaryHeap, VecDeque},
     sync::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
@@ -72,6 +72,9 @@ pub struct LeaseTable {
     live: DashMap<LeaseId, Lease, super::Hasher>,
     expiry: Box<[ExpiryShard]>,
     ended: DashMap<LeaseId, (NotReleased, Nanos), super::Hasher>,
+    /// Tombstones in the order they were written, so forgetting old ones costs what is forgotten, not a
+    /// pass over all of them.
+    ended_order: Mutex<VecDeque<(Nanos, LeaseId)>>,
     count: AtomicUsize,
     cap: AtomicUsize,
     next_shard: AtomicUsize,
@@ -87,6 +90,7 @@ impl LeaseTable {
             live: DashMap::with_hasher(super::Hasher::default()),
             expiry: (0..SHARDS).map(|_| Mutex::new(BinaryHeap::new())).collect(),
             ended: DashMap::with_hasher(super::Hasher::default()),
+            ended_order: Mutex::new(VecDeque::new()),
             count: AtomicUsize::new(0),
             cap: AtomicUsize::new(cap),
             next_shard: AtomicUsize::new(0),
@@ -144,7 +148,7 @@ impl LeaseTable {
         let lease = self.live.remove(&id).map(|(_, l)| l)?;
         self.count.fetch_sub(1, Ordering::AcqRel);
         if why != NotReleased::AlreadyReleased {
-            self.ended.insert(id, (why, now));
+            self.tombstone(id, why, now);
         }
         Some(lease)
     }
@@ -156,13 +160,18 @@ impl LeaseTable {
             .remove_if(&id, |_, l| l.expires_at <= now)
             .map(|(_, l)| l)?;
         self.count.fetch_sub(1, Ordering::AcqRel);
-        self.ended.insert(id, (NotReleased::Expired, now));
+        self.tombstone(id, NotReleased::Expired, now);
         Some(lease)
     }
 
     /// Rewrites the tombstone of an ended lease.
     pub fn end_as(&self, id: LeaseId, why: NotReleased, now: Nanos) {
+        self.tombstone(id, why, now);
+    }
+
+    fn tombstone(&self, id: LeaseId, why: NotReleased, now: Nanos) {
         self.ended.insert(id, (why, now));
+        lock(&self.ended_order).push_back((now, id));
     }
 
     /// Why a lease that is not live is not live, as far as the tombstones know: `Expired`, or
@@ -215,13 +224,26 @@ impl LeaseTable {
         (expired, more)
     }
 
-    /// Forgets tombstones older than [`TOMBSTONE_TTL`]. Returns how many.
-    pub fn forget(&self, now: Nanos) -> usize {
+    /// Forgets up to `limit` tombstones older than [`TOMBSTONE_TTL`], oldest first. Returns how many, and
+    /// whether more are due.
+    pub fn forget(&self, now: Nanos, limit: usize) -> (usize, bool) {
         let ttl = crate::clock::nanos(TOMBSTONE_TTL);
-        let before = self.ended.len();
-        self.ended
-            .retain(|_, (_, at)| now.saturating_sub(*at) < ttl);
-        before - self.ended.len()
+        let mut order = lock(&self.ended_order);
+        let mut forgotten = 0;
+        while let Some(&(at, id)) = order.front() {
+            if now.saturating_sub(at) < ttl {
+                return (forgotten, false);
+            }
+            if forgotten == limit {
+                return (forgotten, true);
+            }
+            order.pop_front();
+            // A lease's tombstone rewritten later (an expiry noticed by a release) is kept until its own time.
+            if self.ended.remove_if(&id, |_, (_, t)| *t == at).is_some() {
+                forgotten += 1;
+            }
+        }
+        (forgotten, false)
     }
 
     /// Visits live leases (admin reads).

@@ -23,7 +23,8 @@ use crate::{
     },
 };
 
-/// Idle keys, idempotency entries and tombstones are swept at most this often (leases expire every sweep).
+/// Idle keys and idempotency entries are swept at most this often (a pass over all of them); expired leases
+/// and old tombstones go every sweep.
 const FULL_SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// The embedded in-memory store. See the module docs.
@@ -183,10 +184,13 @@ impl MemoryStore {
     }
 
     fn sweep_now(&self, now: Nanos, limit: usize) -> Sweep {
-        let (expired, more) = self.reclaim_expired(now, limit);
+        let (expired, more_expired) = self.reclaim_expired(now, limit);
+        // Old tombstones go every sweep, oldest first and bounded like expiries.
+        let (forgotten, more_forgotten) = self.leases.forget(now, limit);
         let mut sweep = Sweep {
             expired,
-            more,
+            forgotten,
+            more: more_expired || more_forgotten,
             ..Sweep::default()
         };
         let last = self.last_full_sweep.load(Ordering::Relaxed);
@@ -200,7 +204,7 @@ impl MemoryStore {
                 + self.breakers.evict(&self.keys, |b| b.is_pristine(now))
                 + self.pressure.evict(&self.keys, |p| p.is_idle(now));
             self.stats.evicted(sweep.evicted_keys as u64);
-            sweep.forgotten = self.idempotency.forget(now) + self.leases.forget(now);
+            sweep.forgotten += self.idempotency.forget(now);
         }
         sweep
     }
