@@ -317,6 +317,15 @@ fn request_id_never_charges_twice<S: Store>(make: &Make<S>) {
     assert!(!h.acquire_req(&big).granted());
     h.advance(Duration::from_secs(1));
     assert!(h.acquire_req(&big).granted());
+    // After the window (default 5 min) the sweep forgets the ids, oldest first; the same id is then a new
+    // request, granted with a new lease.
+    h.advance(Duration::from_secs(299));
+    assert_eq!(now(h.quota.sweep()).unwrap().forgotten, 1, "job-1 lapsed");
+    h.advance(Duration::from_secs(1));
+    assert_eq!(now(h.quota.sweep()).unwrap().forgotten, 1, "job-2 lapsed");
+    let fresh = h.acquire_req(&req);
+    assert!(!fresh.grant().unwrap().replayed);
+    assert_ne!(lease(&fresh), lease(&first));
 }
 
 const BREAKER: &str = r#"

@@ -1,9 +1,17 @@
 //! Remembered grants by request_id, so a retried Acquire whose reply was lost is answered again, with the
 //! same lease, and charged once. The entry is held locked while the first attempt is decided, so two
-//! copies of one request racing each other cannot both be charged.
+//! copies of one request racing each other cannot both be charged. Entries are also queued in the order they
+//! were remembered (which is the order they lapse, the window being one setting), so forgetting lapsed ones
+//! costs what is forgotten, never a pass over all of them.
+
+use std::{
+    collections::VecDeque,
+    sync::{Arc, Mutex},
+};
 
 use dashmap::{DashMap, mapref::entry::Entry};
 
+use super::table::lock;
 use crate::{
     clock::Nanos,
     engine::{Decision, EngineError, plan::KEY_SEP},
@@ -19,7 +27,10 @@ struct Remembered {
 /// See the module docs.
 #[derive(Debug, Default)]
 pub struct Idempotency {
-    map: DashMap<Box<str>, Remembered, super::Hasher>,
+    map: DashMap<Arc<str>, Remembered, super::Hasher>,
+    /// (until, key) in the order remembered. After a reload that shortens the window, newer entries may
+    /// lapse before older ones; they then wait for the ones ahead of them (at most the old window).
+    order: Mutex<VecDeque<(Nanos, Arc<str>)>>,
 }
 
 impl Idempotency {
@@ -38,7 +49,7 @@ impl Idempotency {
         key.push_str(resource);
         key.push(KEY_SEP);
         key.push_str(request_id);
-        match self.map.entry(key.into_boxed_str()) {
+        match self.map.entry(Arc::from(key)) {
             Entry::Occupied(o) if o.get().until > now => {
                 let seen = o.get();
                 if seen.fingerprint != fingerprint {
@@ -56,6 +67,7 @@ impl Idempotency {
             Entry::Occupied(mut o) => {
                 let decision = decide()?;
                 if decision.granted() {
+                    lock(&self.order).push_back((now + window, o.key().clone()));
                     o.insert(Remembered {
                         fingerprint,
                         decision: decision.clone(),
@@ -69,6 +81,7 @@ impl Idempotency {
             Entry::Vacant(v) => {
                 let decision = decide()?;
                 if decision.granted() {
+                    lock(&self.order).push_back((now + window, v.key().clone()));
                     v.insert(Remembered {
                         fingerprint,
                         decision: decision.clone(),
@@ -80,11 +93,27 @@ impl Idempotency {
         }
     }
 
-    /// Forgets entries whose window has passed. Returns how many.
-    pub fn forget(&self, now: Nanos) -> usize {
-        let before = self.map.len();
-        self.map.retain(|_, r| r.until > now);
-        before - self.map.len()
+    /// Forgets up to `limit` entries whose window has passed, oldest first. Returns how many, and whether
+    /// more are due.
+    pub fn forget(&self, now: Nanos, limit: usize) -> (usize, bool) {
+        let mut order = lock(&self.order);
+        let mut forgotten = 0;
+        while let Some((until, _)) = order.front() {
+            if *until > now {
+                return (forgotten, false);
+            }
+            if forgotten == limit {
+                return (forgotten, true);
+            }
+            let Some((_, key)) = order.pop_front() else {
+                break;
+            };
+            // The same request_id granted again after its window has a later `until` and its own place.
+            if self.map.remove_if(&key, |_, r| r.until <= now).is_some() {
+                forgotten += 1;
+            }
+        }
+        (forgotten, false)
     }
 
     /// Entries held.

@@ -23,8 +23,8 @@ use crate::{
     },
 };
 
-/// Idle keys and idempotency entries are swept at most this often (a pass over all of them); expired leases
-/// and old tombstones go every sweep.
+/// Idle keys are swept at most this often (a pass over all of them); expired leases, old tombstones and
+/// lapsed request_ids go every sweep.
 const FULL_SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// The embedded in-memory store. See the module docs.
@@ -185,12 +185,13 @@ impl MemoryStore {
 
     fn sweep_now(&self, now: Nanos, limit: usize) -> Sweep {
         let (expired, more_expired) = self.reclaim_expired(now, limit);
-        // Old tombstones go every sweep, oldest first and bounded like expiries.
-        let (forgotten, more_forgotten) = self.leases.forget(now, limit);
+        // Old tombstones and lapsed request_ids go every sweep, oldest first and bounded like expiries.
+        let (tombstones, more_tombstones) = self.leases.forget(now, limit);
+        let (request_ids, more_request_ids) = self.idempotency.forget(now, limit);
         let mut sweep = Sweep {
             expired,
-            forgotten,
-            more: more_expired || more_forgotten,
+            forgotten: tombstones + request_ids,
+            more: more_expired || more_tombstones || more_request_ids,
             ..Sweep::default()
         };
         let last = self.last_full_sweep.load(Ordering::Relaxed);
@@ -204,7 +205,6 @@ impl MemoryStore {
                 + self.breakers.evict(&self.keys, |b| b.is_pristine(now))
                 + self.pressure.evict(&self.keys, |p| p.is_idle(now));
             self.stats.evicted(sweep.evicted_keys as u64);
-            sweep.forgotten += self.idempotency.forget(now);
         }
         sweep
     }
