@@ -328,6 +328,27 @@ fn request_id_never_charges_twice<S: Store>(make: &Make<S>) {
     assert_ne!(lease(&fresh), lease(&first));
 }
 
+fn request_ids_beyond_the_cap_forget_the_oldest<S: Store>(make: &Make<S>) {
+    let h = Harness::new(
+        "[capacity]\nmax_request_ids = 3\n[[resources]]\nname = \"api\"\nrate = { limit = 100, period = \"1s\", burst = 100 }\n",
+        make,
+    );
+    let with_id = |id: &str| Acquire {
+        request_id: Some(id.into()),
+        ..acq("api", &[], 1)
+    };
+    let first = h.acquire_req(&with_id("r1"));
+    for id in ["r2", "r3", "r4"] {
+        assert!(h.acquire_req(&with_id(id)).granted());
+    }
+    // r1 was the oldest when r4 came: forgotten early, so a retry of it is a new request.
+    let again = h.acquire_req(&with_id("r1"));
+    assert!(!again.grant().unwrap().replayed);
+    assert_ne!(lease(&again), lease(&first));
+    // The newest are still replayed.
+    assert!(h.acquire_req(&with_id("r4")).grant().unwrap().replayed);
+}
+
 const BREAKER: &str = r#"
 [[resources]]
 name = "down"
@@ -714,6 +735,7 @@ for_each_store!(
     renew_extends_and_caps_and_refuses_expired,
     settle_refunds_and_charges,
     request_id_never_charges_twice,
+    request_ids_beyond_the_cap_forget_the_oldest,
     breaker_opens_probes_and_closes,
     breaker_reopens_longer_on_probe_failure,
     exactly_n_half_open_probes_across_threads,

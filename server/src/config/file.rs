@@ -91,6 +91,8 @@ pub struct CapacitySection {
     pub max_leases: Option<usize>,
     /// How long a granted request_id is remembered.
     pub idempotency_window: Option<String>,
+    /// Most request_ids remembered at once.
+    pub max_request_ids: Option<usize>,
 }
 
 /// `[defaults]`: applied to every resource that does not set its own.

@@ -483,6 +483,10 @@ impl ConfigFile {
                 c.idempotency_window.as_ref(),
                 dc.idempotency_window,
             )?,
+            max_request_ids: at_least_one(
+                "capacity.max_request_ids",
+                c.max_request_ids.unwrap_or(dc.max_request_ids),
+            )?,
         };
 
         let mut names = HashSet::new();

@@ -93,6 +93,8 @@ pub struct Capacity {
     pub max_leases: usize,
     /// How long a granted request_id is remembered.
     pub idempotency_window: Duration,
+    /// Most request_ids remembered; past it the oldest are forgotten first (before their window ends).
+    pub max_request_ids: usize,
 }
 
 impl Default for Capacity {
@@ -101,6 +103,7 @@ impl Default for Capacity {
             max_live_keys: 1_000_000,
             max_leases: 1_000_000,
             idempotency_window: Duration::from_secs(300),
+            max_request_ids: 1_000_000,
         }
     }
 }

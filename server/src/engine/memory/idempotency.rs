@@ -6,7 +6,10 @@
 
 use std::{
     collections::VecDeque,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
 };
 
 use dashmap::{DashMap, mapref::entry::Entry};
@@ -28,6 +31,12 @@ struct Remembered {
 #[derive(Debug, Default)]
 pub struct Idempotency {
     map: DashMap<Arc<str>, Remembered, super::Hasher>,
+    /// Entries held (kept here so the cap check does not lock every shard).
+    held: AtomicUsize,
+    /// The cap (`capacity.max_request_ids`); 0 until set, meaning none.
+    cap: AtomicUsize,
+    /// The cap's warning is logged once.
+    warned: std::sync::atomic::AtomicBool,
     /// (until, key) in the order remembered. After a reload that shortens the window, newer entries may
     /// lapse before older ones; they then wait for the ones ahead of them (at most the old window).
     order: Mutex<VecDeque<(Nanos, Arc<str>)>>,
@@ -45,6 +54,11 @@ impl Idempotency {
         window: Nanos,
         decide: impl FnOnce() -> Result<Decision, EngineError>,
     ) -> Result<Decision, EngineError> {
+        let cap = self.cap.load(Ordering::Relaxed);
+        if cap > 0 && self.held.load(Ordering::Relaxed) >= cap {
+            // Full: the oldest are forgotten early, before taking this entry's lock (it may share their shard).
+            self.forget_oldest(1 + cap / 1000);
+        }
         let mut key = String::with_capacity(resource.len() + request_id.len() + 1);
         key.push_str(resource);
         key.push(KEY_SEP);
@@ -75,12 +89,14 @@ impl Idempotency {
                     });
                 } else {
                     o.remove();
+                    self.held.fetch_sub(1, Ordering::Relaxed);
                 }
                 Ok(decision)
             }
             Entry::Vacant(v) => {
                 let decision = decide()?;
                 if decision.granted() {
+                    self.held.fetch_add(1, Ordering::Relaxed);
                     lock(&self.order).push_back((now + window, v.key().clone()));
                     v.insert(Remembered {
                         fingerprint,
@@ -110,10 +126,37 @@ impl Idempotency {
             };
             // The same request_id granted again after its window has a later `until` and its own place.
             if self.map.remove_if(&key, |_, r| r.until <= now).is_some() {
+                self.held.fetch_sub(1, Ordering::Relaxed);
                 forgotten += 1;
             }
         }
         (forgotten, false)
+    }
+
+    /// Sets the cap on entries held.
+    pub fn set_cap(&self, cap: usize) {
+        self.cap.store(cap, Ordering::Relaxed);
+    }
+
+    /// Forgets the `n` oldest entries whatever their window (the cap is reached).
+    fn forget_oldest(&self, n: usize) {
+        let mut forgotten = 0;
+        while forgotten < n {
+            let Some((until, key)) = lock(&self.order).pop_front() else {
+                return;
+            };
+            if self.map.remove_if(&key, |_, r| r.until == until).is_some() {
+                self.held.fetch_sub(1, Ordering::Relaxed);
+                forgotten += 1;
+            }
+        }
+        if self.warned.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        tracing::warn!(
+            cap = self.cap.load(Ordering::Relaxed),
+            "capacity.max_request_ids reached: the oldest request_ids are forgotten before their window ends"
+        );
     }
 
     /// Entries held.

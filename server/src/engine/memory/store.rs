@@ -45,7 +45,7 @@ pub struct MemoryStore {
 impl MemoryStore {
     /// An empty store sized by `rules.capacity`.
     pub fn new(rules: &Rules) -> Self {
-        Self {
+        let store = Self {
             keys: KeyBudget::new(rules.capacity.max_live_keys),
             levels: Table::default(),
             breakers: Table::default(),
@@ -56,7 +56,9 @@ impl MemoryStore {
             idempotency_window: AtomicU64::new(nanos(rules.capacity.idempotency_window)),
             stats: EngineStats::default(),
             last_full_sweep: AtomicU64::new(0),
-        }
+        };
+        store.idempotency.set_cap(rules.capacity.max_request_ids);
+        store
     }
 
     fn renew_now(
@@ -250,6 +252,7 @@ impl MemoryStore {
         self.leases.set_cap(rules.capacity.max_leases);
         self.idempotency_window
             .store(nanos(rules.capacity.idempotency_window), Ordering::Relaxed);
+        self.idempotency.set_cap(rules.capacity.max_request_ids);
     }
 }
 
