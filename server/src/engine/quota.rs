@@ -204,13 +204,22 @@ impl<S: Store> Quota<S> {
         self.store.usage(&rules, self.clock.now()).await
     }
 
-    /// Reclaims every expired lease and drops idle state.
+    /// Reclaims every expired lease, forgets what has lapsed, and drops idle state: everything at once.
     pub async fn sweep(&self) -> Result<Sweep, EngineError> {
-        self.store.sweep(self.clock.now(), usize::MAX).await
+        let now = self.clock.now();
+        let mut sweep = self.store.sweep(now, usize::MAX).await?;
+        sweep.evicted_keys = self.store.evict_idle(now).await?;
+        Ok(sweep)
     }
 
-    /// Reclaims up to `limit` expired leases and drops idle state; `more` says whether to call again
-    /// (the sweeper does, yielding in between so calls are served meanwhile).
+    /// Drops idle state (a pass over every key; the sweeper runs it every few seconds off the serving
+    /// threads). Returns how many keys went.
+    pub async fn evict_idle(&self) -> Result<usize, EngineError> {
+        self.store.evict_idle(self.clock.now()).await
+    }
+
+    /// Reclaims up to `limit` expired leases and forgets as many lapsed tombstones and request ids; `more`
+    /// says whether to call again (the sweeper does, yielding in between so calls are served meanwhile).
     pub async fn sweep_some(&self, limit: usize) -> Result<Sweep, EngineError> {
         self.store.sweep(self.clock.now(), limit).await
     }

@@ -101,7 +101,9 @@ pub struct Expired {
 pub struct Sweep {
     /// Leases reclaimed at expiry.
     pub expired: Vec<Expired>,
-    /// Idle keys dropped (full buckets, empty semaphores, pristine breakers).
+    /// Idle keys dropped (full buckets, empty semaphores, pristine breakers); only [`Quota::sweep`] evicts.
+    ///
+    /// [`Quota::sweep`]: crate::engine::Quota::sweep
     pub evicted_keys: usize,
     /// Idempotency entries and release tombstones forgotten.
     pub forgotten: usize,
@@ -184,13 +186,17 @@ pub trait Store: Send + Sync + 'static {
         now: Nanos,
     ) -> impl Future<Output = Result<StoreUsage, EngineError>> + Send;
 
-    /// Reclaims up to `limit` expired leases and drops idle state. Bounded, so a server serving calls on
-    /// the same threads is never held up for long by a large expiry.
+    /// Reclaims up to `limit` expired leases and forgets as many lapsed tombstones and request ids.
+    /// Bounded, so a server serving calls on the same threads is never held up for long by a large expiry.
     fn sweep(
         &self,
         now: Nanos,
         limit: usize,
     ) -> impl Future<Output = Result<Sweep, EngineError>> + Send;
+
+    /// Drops idle state (full buckets, empty semaphores, pristine breakers): a pass over every key, so the
+    /// sweeper runs it every few seconds on a blocking thread. Returns how many keys went.
+    fn evict_idle(&self, now: Nanos) -> impl Future<Output = Result<usize, EngineError>> + Send;
 
     /// Applies reloaded capacity settings (caps on keys and leases, the idempotency window).
     fn apply(&self, rules: &Rules);

@@ -23,10 +23,6 @@ use crate::{
     },
 };
 
-/// Idle keys are swept at most this often (a pass over all of them); expired leases, old tombstones and
-/// lapsed request_ids go every sweep.
-const FULL_SWEEP_EVERY: Duration = Duration::from_secs(5);
-
 /// The embedded in-memory store. See the module docs.
 #[derive(Debug)]
 pub struct MemoryStore {
@@ -39,7 +35,6 @@ pub struct MemoryStore {
     pub(super) idempotency: Idempotency,
     pub(super) idempotency_window: AtomicU64,
     pub(super) stats: EngineStats,
-    last_full_sweep: AtomicU64,
 }
 
 impl MemoryStore {
@@ -55,7 +50,6 @@ impl MemoryStore {
             idempotency: Idempotency::default(),
             idempotency_window: AtomicU64::new(nanos(rules.capacity.idempotency_window)),
             stats: EngineStats::default(),
-            last_full_sweep: AtomicU64::new(0),
         };
         store.idempotency.set_cap(rules.capacity.max_request_ids);
         store
@@ -190,25 +184,20 @@ impl MemoryStore {
         // Old tombstones and lapsed request_ids go every sweep, oldest first and bounded like expiries.
         let (tombstones, more_tombstones) = self.leases.forget(now, limit);
         let (request_ids, more_request_ids) = self.idempotency.forget(now, limit);
-        let mut sweep = Sweep {
+        Sweep {
             expired,
             forgotten: tombstones + request_ids,
             more: more_expired || more_tombstones || more_request_ids,
             ..Sweep::default()
-        };
-        let last = self.last_full_sweep.load(Ordering::Relaxed);
-        if now.saturating_sub(last) >= nanos(FULL_SWEEP_EVERY)
-            && self
-                .last_full_sweep
-                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-        {
-            sweep.evicted_keys = self.levels.evict(&self.keys, |c| c.is_idle(now))
-                + self.breakers.evict(&self.keys, |b| b.is_pristine(now))
-                + self.pressure.evict(&self.keys, |p| p.is_idle(now));
-            self.stats.evicted(sweep.evicted_keys as u64);
         }
-        sweep
+    }
+
+    fn evict_idle_now(&self, now: Nanos) -> usize {
+        let evicted = self.levels.evict(&self.keys, |c| c.is_idle(now))
+            + self.breakers.evict(&self.keys, |b| b.is_pristine(now))
+            + self.pressure.evict(&self.keys, |p| p.is_idle(now));
+        self.stats.evicted(evicted as u64);
+        evicted
     }
 
     fn leases_of(&self, resource: &str, limit: usize) -> (Vec<LeaseView>, bool) {
@@ -346,6 +335,10 @@ impl Store for MemoryStore {
         limit: usize,
     ) -> impl Future<Output = Result<Sweep, EngineError>> + Send {
         ready(Ok(self.sweep_now(now, limit)))
+    }
+
+    fn evict_idle(&self, now: Nanos) -> impl Future<Output = Result<usize, EngineError>> + Send {
+        ready(Ok(self.evict_idle_now(now)))
     }
 
     fn apply(&self, rules: &Rules) {
