@@ -112,25 +112,35 @@ impl Idempotency {
     /// Forgets up to `limit` entries whose window has passed, oldest first. Returns how many, and whether
     /// more are due.
     pub fn forget(&self, now: Nanos, limit: usize) -> (usize, bool) {
-        let mut order = lock(&self.order);
         let mut forgotten = 0;
-        while let Some((until, _)) = order.front() {
-            if *until > now {
-                return (forgotten, false);
-            }
-            if forgotten == limit {
-                return (forgotten, true);
-            }
-            let Some((_, key)) = order.pop_front() else {
-                break;
+        loop {
+            // The queue's lock is never held while a map shard is locked here: `replay_or` takes them the
+            // other way round (its entry, then the queue).
+            let (until, key) = {
+                let mut order = lock(&self.order);
+                match order.front() {
+                    Some((until, _)) if *until <= now => {
+                        if forgotten == limit {
+                            return (forgotten, true);
+                        }
+                        match order.pop_front() {
+                            Some(front) => front,
+                            None => return (forgotten, false),
+                        }
+                    }
+                    _ => return (forgotten, false),
+                }
             };
             // The same request_id granted again after its window has a later `until` and its own place.
-            if self.map.remove_if(&key, |_, r| r.until <= now).is_some() {
+            if self
+                .map
+                .remove_if(&key, |_, r| r.until <= now && r.until <= until)
+                .is_some()
+            {
                 self.held.fetch_sub(1, Ordering::Relaxed);
                 forgotten += 1;
             }
         }
-        (forgotten, false)
     }
 
     /// Sets the cap on entries held.
@@ -167,5 +177,59 @@ impl Idempotency {
     /// True when empty.
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{sync::Arc, time::Duration};
+
+    use super::*;
+    use crate::engine::{Grant, LeaseId, Verdict};
+
+    fn granted(n: u64) -> Result<Decision, EngineError> {
+        Ok(Decision {
+            resource: "r".into(),
+            rule: "r".into(),
+            verdict: Verdict::Granted(Grant {
+                lease_id: LeaseId(n),
+                expires_at: 0,
+                ttl: Duration::from_secs(1),
+                replayed: false,
+            }),
+            remaining: 0,
+            limit: 0,
+            reset_after: 0,
+            in_flight: 0,
+            max_in_flight: 0,
+        })
+    }
+
+    /// Remembering (entry lock, then queue) and forgetting (queue, then entry) on two threads at once, with
+    /// every entry lapsing as it is written: this deadlocked when forgetting held the queue while removing.
+    #[test]
+    fn remembering_and_forgetting_concurrently_never_deadlock() {
+        let cache = Arc::new(Idempotency::default());
+        cache.set_cap(64);
+        std::thread::scope(|s| {
+            for t in 0..2u64 {
+                let cache = cache.clone();
+                s.spawn(move || {
+                    for i in 0..20_000u64 {
+                        let id = format!("{}", i % 97);
+                        let now = i * 10;
+                        cache
+                            .replay_or("r", &id, 0, now, 5, || granted(t * 1_000_000 + i))
+                            .unwrap();
+                        cache.forget(now, 8);
+                    }
+                });
+            }
+        });
+        assert_eq!(
+            cache.held.load(Ordering::Relaxed),
+            cache.map.len(),
+            "the count of entries held stays exact"
+        );
     }
 }

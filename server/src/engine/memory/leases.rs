@@ -228,22 +228,29 @@ impl LeaseTable {
     /// whether more are due.
     pub fn forget(&self, now: Nanos, limit: usize) -> (usize, bool) {
         let ttl = crate::clock::nanos(TOMBSTONE_TTL);
-        let mut order = lock(&self.ended_order);
         let mut forgotten = 0;
-        while let Some(&(at, id)) = order.front() {
-            if now.saturating_sub(at) < ttl {
-                return (forgotten, false);
-            }
-            if forgotten == limit {
-                return (forgotten, true);
-            }
-            order.pop_front();
+        loop {
+            // Pop under the queue's lock, remove after releasing it: never both locks at once.
+            let (at, id) = {
+                let mut order = lock(&self.ended_order);
+                match order.front() {
+                    Some(&(at, _)) if now.saturating_sub(at) >= ttl => {
+                        if forgotten == limit {
+                            return (forgotten, true);
+                        }
+                        match order.pop_front() {
+                            Some(front) => front,
+                            None => return (forgotten, false),
+                        }
+                    }
+                    _ => return (forgotten, false),
+                }
+            };
             // A lease's tombstone rewritten later (an expiry noticed by a release) is kept until its own time.
             if self.ended.remove_if(&id, |_, (_, t)| *t == at).is_some() {
                 forgotten += 1;
             }
         }
-        (forgotten, false)
     }
 
     /// Visits live leases (admin reads).
