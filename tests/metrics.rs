@@ -257,6 +257,8 @@ async fn counters_and_gauges_after_known_traffic() {
         0.0
     );
     assert_eq!(value(&m, "quotad_config_version"), 1.0);
+    assert_eq!(value(&m, "quotad_request_ids"), 1.0, "job-1 is remembered");
+    assert_eq!(value(&m, "quotad_request_ids_dropped_total"), 0.0);
     assert!(m.contains("quotad_build_info{version=\""));
     // Every family has help and a type.
     for family in [

@@ -347,6 +347,8 @@ fn request_ids_beyond_the_cap_forget_the_oldest<S: Store>(make: &Make<S>) {
     assert_ne!(lease(&again), lease(&first));
     // The newest are still replayed.
     assert!(h.acquire_req(&with_id("r4")).grant().unwrap().replayed);
+    let usage = now(h.quota.usage()).unwrap();
+    assert_eq!((usage.request_ids, usage.request_ids_dropped), (3, 2));
 }
 
 const BREAKER: &str = r#"

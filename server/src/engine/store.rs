@@ -85,6 +85,10 @@ pub struct StoreUsage {
     pub live_keys: u64,
     /// Live leases.
     pub live_leases: u64,
+    /// Granted request_ids remembered for replay.
+    pub request_ids: u64,
+    /// Request_ids forgotten before their window ended because `capacity.max_request_ids` was reached.
+    pub request_ids_dropped: u64,
 }
 
 /// A lease reclaimed at expiry.

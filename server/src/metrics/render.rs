@@ -419,6 +419,22 @@ pub async fn render<S: Store>(metrics: &Metrics, quota: &Quota<S>) -> Result<Str
     );
     o.sample("quotad_live_leases", &[], usage.live_leases);
     o.family(
+        "quotad_request_ids",
+        "gauge",
+        "Granted request_ids remembered for replay, against capacity.max_request_ids.",
+    );
+    o.sample("quotad_request_ids", &[], usage.request_ids);
+    o.family(
+        "quotad_request_ids_dropped_total",
+        "counter",
+        "Request_ids forgotten before their window ended because capacity.max_request_ids was reached.",
+    );
+    o.sample(
+        "quotad_request_ids_dropped_total",
+        &[],
+        usage.request_ids_dropped,
+    );
+    o.family(
         "quotad_keys_evicted_total",
         "counter",
         "Idle state keys dropped by the sweeper (full buckets, empty semaphores, pristine breakers).",

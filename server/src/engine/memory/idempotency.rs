@@ -37,6 +37,8 @@ pub struct Idempotency {
     cap: AtomicUsize,
     /// The cap's warning is logged once.
     warned: std::sync::atomic::AtomicBool,
+    /// Entries forgotten early because of the cap.
+    dropped: std::sync::atomic::AtomicU64,
     /// (until, key) in the order remembered. After a reload that shortens the window, newer entries may
     /// lapse before older ones; they then wait for the ones ahead of them (at most the old window).
     order: Mutex<VecDeque<(Nanos, Arc<str>)>>,
@@ -157,6 +159,7 @@ impl Idempotency {
             };
             if self.map.remove_if(&key, |_, r| r.until == until).is_some() {
                 self.held.fetch_sub(1, Ordering::Relaxed);
+                self.dropped.fetch_add(1, Ordering::Relaxed);
                 forgotten += 1;
             }
         }
@@ -171,7 +174,12 @@ impl Idempotency {
 
     /// Entries held.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// Entries forgotten early because the cap was reached.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 
     /// True when empty.

@@ -176,6 +176,8 @@ impl MemoryStore {
             resources,
             live_keys: self.keys.live() as u64,
             live_leases: self.leases.len() as u64,
+            request_ids: self.idempotency.len() as u64,
+            request_ids_dropped: self.idempotency.dropped(),
         }
     }
 
