@@ -56,16 +56,12 @@ impl Idempotency {
         window: Nanos,
         decide: impl FnOnce() -> Result<Decision, EngineError>,
     ) -> Result<Decision, EngineError> {
-        let cap = self.cap.load(Ordering::Relaxed);
-        if cap > 0 && self.held.load(Ordering::Relaxed) >= cap {
-            // Full: the oldest are forgotten early, before taking this entry's lock (it may share their shard).
-            self.forget_oldest(1 + cap / 1000);
-        }
         let mut key = String::with_capacity(resource.len() + request_id.len() + 1);
         key.push_str(resource);
         key.push(KEY_SEP);
         key.push_str(request_id);
-        match self.map.entry(Arc::from(key)) {
+        let mut inserted = false;
+        let result = match self.map.entry(Arc::from(key)) {
             Entry::Occupied(o) if o.get().until > now => {
                 let seen = o.get();
                 if seen.fingerprint != fingerprint {
@@ -98,6 +94,7 @@ impl Idempotency {
             Entry::Vacant(v) => {
                 let decision = decide()?;
                 if decision.granted() {
+                    inserted = true;
                     self.held.fetch_add(1, Ordering::Relaxed);
                     lock(&self.order).push_back((now + window, v.key().clone()));
                     v.insert(Remembered {
@@ -108,7 +105,16 @@ impl Idempotency {
                 }
                 Ok(decision)
             }
+        };
+        // Over the cap: forget the oldest early. After the entry's lock is released (they may share a shard).
+        let cap = self.cap.load(Ordering::Relaxed);
+        if inserted && cap > 0 {
+            let held = self.held.load(Ordering::Relaxed);
+            if held > cap {
+                self.forget_oldest(held - cap);
+            }
         }
+        result
     }
 
     /// Forgets up to `limit` entries whose window has passed, oldest first. Returns how many, and whether
