@@ -39,14 +39,17 @@ for i in $(seq 1 "$runs"); do
 done
 sat=$(python3 -c 'import json,statistics,sys; print(statistics.median(json.load(open(f"{sys.argv[1]}/acquire-{i}.json"))["calls_per_second"] for i in range(1,int(sys.argv[2])+1)))' "$out" "$runs")
 half=$(python3 -c "print(round($sat / 2))")
-echo "== Acquire open loop at half the saturated rate ($half calls/s)"
+quarter=$(python3 -c "print(round($sat / 4))")
+echo "== Scheduling stalls of each core on this machine (scripts/cpu-stalls.py, 5 s each)"
+taskset -c 0 scripts/cpu-stalls.py | tee "$out/stalls-core0.json"
+taskset -c 1 scripts/cpu-stalls.py | tee "$out/stalls-core1.json"
+echo "== Open loop at half ($half calls/s) and a quarter ($quarter calls/s) of the saturated Acquire rate;"
+echo "   Health/Check at the same rates is the baseline (the bare gRPC round trip on this machine)"
 for i in $(seq 1 "$runs"); do
   run "open-$i" --call acquire --resource bench.rate --rate "$half" --connections 4
-done
-quarter=$(python3 -c "print(round($sat / 4))")
-echo "== Acquire open loop at a quarter of the saturated rate ($quarter calls/s)"
-for i in $(seq 1 "$runs"); do
+  run "open-health-$i" --call health --rate "$half" --connections 4
   run "open-quarter-$i" --call acquire --resource bench.rate --rate "$quarter" --connections 4
+  run "open-quarter-health-$i" --call health --rate "$quarter" --connections 4
 done
 stop_server
 
@@ -80,10 +83,13 @@ h, a, ar = med("health"), med("acquire"), med("acquire-release")
 m, n = med("acquire-metrics"), med("acquire-nometrics")
 p99 = med("open", lambda d: d["latency"]["p99_us"])
 p99q = med("open-quarter", lambda d: d["latency"]["p99_us"])
+p99h = med("open-health", lambda d: d["latency"]["p99_us"])
+p99qh = med("open-quarter-health", lambda d: d["latency"]["p99_us"])
 print(f"median of {runs} runs:")
 print(f"  Health/Check      {h:.0f} calls/s")
 print(f"  Acquire           {a:.0f} calls/s   ratio to Health/Check {a / h:.3f}")
 print(f"  Acquire+Release   {ar:.0f} pairs/s")
 print(f"  Acquire, fresh server, metrics on {m:.0f} / off {n:.0f} calls/s: on/off {m / n:.3f}")
-print(f"  open-loop Acquire p99 at half saturation: {p99:.0f} us, at a quarter: {p99q:.0f} us")
+print(f"  open-loop p99 at half saturation: Acquire {p99:.0f} us, Health/Check {p99h:.0f} us")
+print(f"  open-loop p99 at a quarter:       Acquire {p99q:.0f} us, Health/Check {p99qh:.0f} us")
 PY
