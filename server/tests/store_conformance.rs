@@ -7,8 +7,8 @@ use std::{sync::Arc, thread, time::Duration};
 
 use common::{Harness, acq, denied_by, lease, now, retry_after};
 use quotad_server::engine::{
-    Acquire, BreakerState, BreakerTarget, Denial, EngineError, MemoryStore, NotReleased, Outcome,
-    Renew, Report, Rules, Store, ThrottleKind, Verdict,
+    Acquire, BreakerState, BreakerTarget, Denial, EngineError, LeaseId, MemoryStore, NotReleased,
+    Outcome, Release, Renew, Report, Rules, Store, ThrottleKind, Verdict,
 };
 
 const SEC: u64 = 1_000_000_000;
@@ -193,6 +193,64 @@ fn a_limited_sweep_reclaims_in_chunks<S: Store>(make: &Make<S>) {
     for _ in 0..100 {
         assert!(h.acquire("jobs", &[], 1).granted());
     }
+}
+
+fn leases_expire_in_ttl_order_whatever_order_they_were_granted<S: Store>(make: &Make<S>) {
+    let h = Harness::new(
+        "[[resources]]\nname = \"jobs\"\nconcurrency = 100\nlease_ttl = \"10s\"\nmax_lease_ttl = \"1h\"\n",
+        make,
+    );
+    let with_ttl = |secs| {
+        let mut req = acq("jobs", &[], 1);
+        req.lease_ttl = Some(Duration::from_secs(secs));
+        lease(&now(h.quota.acquire(&req)).unwrap())
+    };
+    // Granted long-first, so most expire before leases granted ahead of them; one is renewed shorter.
+    let long = with_ttl(300);
+    let mid = with_ttl(60);
+    let short = with_ttl(5);
+    let renewed = with_ttl(120);
+    now(h.quota.renew(&Renew {
+        lease_id: renewed,
+        lease_ttl: Some(Duration::from_secs(2)),
+    }))
+    .unwrap();
+    let expired_at = |secs| {
+        h.advance(Duration::from_secs(secs));
+        let mut ids: Vec<_> = now(h.quota.sweep_some(1000))
+            .unwrap()
+            .expired
+            .into_iter()
+            .map(|e| e.lease_id)
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(expired_at(3), vec![renewed]);
+    assert_eq!(expired_at(3), vec![short]);
+    assert_eq!(expired_at(60), vec![mid]);
+    assert_eq!(expired_at(200), Vec::<LeaseId>::new());
+    assert_eq!(expired_at(40), vec![long]);
+    assert_eq!(now(h.quota.usage()).unwrap().live_leases, 0);
+}
+
+fn a_resource_with_only_partitions_is_listed<S: Store>(make: &Make<S>) {
+    let h = Harness::new(
+        "[[resources]]\nname = \"t\"\n[[resources.partitions]]\ndescriptor = \"tenant\"\nrate = { limit = 10, period = \"1s\" }\n",
+        make,
+    );
+    let d = h.acquire("t", &[("tenant", "a")], 1);
+    now(h.quota.release(&Release {
+        lease_id: lease(&d),
+        outcome: Outcome::Success,
+        used_permits: None,
+    }))
+    .unwrap();
+    // No lease is live, the resource keeps no state of its own: its tenant's bucket still names it.
+    let usage = now(h.quota.usage()).unwrap();
+    let names: Vec<_> = usage.resources.iter().map(|r| &*r.resource).collect();
+    assert_eq!(names, ["t"]);
+    assert_eq!(usage.live_keys, 1);
 }
 
 fn expiry_tombstones_are_forgotten_after_a_minute<S: Store>(make: &Make<S>) {
@@ -595,11 +653,12 @@ fn caps_answer_resource_exhausted<S: Store>(make: &Make<S>) {
         }
     );
     let h = Harness::new(&CAPPED.replace("max_leases = 2", "max_leases = 100"), make);
-    for t in ["a", "b", "c"] {
+    for t in ["a", "b", "c", "d"] {
         assert!(h.acquire("t", &[("tenant", t)], 1).granted());
     }
-    // 1 resource state + 3 tenant keys = 4: a fifth key is refused, with nothing charged.
-    let e = now(h.quota.acquire(&acq("t", &[("tenant", "d")], 1))).unwrap_err();
+    // 4 tenant keys (a resource without pauses or an adaptive rate keeps no state of its own): a fifth
+    // key is refused, with nothing charged.
+    let e = now(h.quota.acquire(&acq("t", &[("tenant", "e")], 1))).unwrap_err();
     assert!(matches!(
         e,
         EngineError::CapacityExhausted {
@@ -607,12 +666,13 @@ fn caps_answer_resource_exhausted<S: Store>(make: &Make<S>) {
             ..
         }
     ));
+    assert_eq!(now(h.quota.usage()).unwrap().live_keys, 4);
     // Idle keys are evicted by the sweep (full buckets, no leases held), freeing room.
     h.advance(Duration::from_secs(120));
     let sweep = now(h.quota.sweep()).unwrap();
-    assert_eq!(sweep.expired.len(), 3);
-    assert!(sweep.evicted_keys >= 3);
-    assert!(h.acquire("t", &[("tenant", "d")], 1).granted());
+    assert_eq!(sweep.expired.len(), 4);
+    assert_eq!(sweep.evicted_keys, 4);
+    assert!(h.acquire("t", &[("tenant", "e")], 1).granted());
 }
 
 fn reload_keeps_tokens_clamped_and_leases<S: Store>(make: &Make<S>) {
@@ -733,6 +793,8 @@ for_each_store!(
     multi_level_is_all_or_nothing,
     concurrency_leases_release_and_expire,
     a_limited_sweep_reclaims_in_chunks,
+    leases_expire_in_ttl_order_whatever_order_they_were_granted,
+    a_resource_with_only_partitions_is_listed,
     expiry_tombstones_are_forgotten_after_a_minute,
     renew_extends_and_caps_and_refuses_expired,
     settle_refunds_and_charges,

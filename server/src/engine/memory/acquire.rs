@@ -101,13 +101,26 @@ impl MemoryStore {
 
     fn decide(&self, plan: &Plan<'_>, now: Nanos) -> Result<Decision, EngineError> {
         let rule = &plan.rule;
-        let (resource, pressure) =
-            self.pressure
-                .get_or_insert(plan.resource, &self.keys, Default::default)?;
-        let (paused_until, factor) = {
-            let p = lock(&pressure);
-            (p.value.paused_until, p.value.factor(rule))
+        // A resource's pressure state (pause, adaptive rate) exists only once a throttle report or an
+        // adaptive rule made it; a fresh one is "not paused, factor 1". So an exact, non-adaptive resource
+        // reads it only if it exists, and not even that while no resource has any.
+        let (resource, pressure) = if rule.adaptive.is_none() && *rule.name == *plan.resource {
+            let existing = if self.pressure.is_empty() {
+                None
+            } else {
+                self.pressure.get(plan.resource)
+            };
+            (rule.name.clone(), existing)
+        } else {
+            let (resource, pressure) =
+                self.pressure
+                    .get_or_insert(plan.resource, &self.keys, Default::default)?;
+            (resource, Some(pressure))
         };
+        let (paused_until, factor) = pressure.as_ref().map_or((0, 1.0), |p| {
+            let p = lock(p);
+            (p.value.paused_until, p.value.factor(rule))
+        });
         if paused_until > now {
             let verdict = Verdict::Denied {
                 reason: Denial::Paused,
@@ -178,8 +191,8 @@ impl MemoryStore {
             }
         };
 
-        if let Some(adaptive) = &rule.adaptive {
-            let mut p = lock(&pressure);
+        if let (Some(adaptive), Some(pressure)) = (&rule.adaptive, &pressure) {
+            let mut p = lock(pressure);
             if p.value.adaptive.on_grant(adaptive, now) {
                 tracing::debug!(resource = %resource, factor = p.value.adaptive.factor(), "adaptive rate raised");
             }
@@ -219,7 +232,7 @@ impl MemoryStore {
         plan: &Plan<'_>,
         factor: f64,
         now: Nanos,
-    ) -> Result<(Tightest, Result<Box<[LeaseLevel]>, Denied>), EngineError> {
+    ) -> Result<(Tightest, Result<SmallVec<[LeaseLevel; 2]>, Denied>), EngineError> {
         let rule = &plan.rule;
         let concurrency_wait = nanos(rule.concurrency_retry_after.max(Duration::from_millis(1)));
         loop {
@@ -232,15 +245,18 @@ impl MemoryStore {
                     LevelCell::default,
                 )?);
             }
+            // Lock in address order, then index the guards by level again (moving a guard keeps it locked).
             let mut order: SmallVec<[usize; 4]> = (0..cells.len()).collect();
-            order.sort_unstable_by_key(|&i| Arc::as_ptr(&cells[i].1) as usize);
-            let mut guards: SmallVec<[Option<MutexGuard<'_, Slot<LevelCell>>>; 4]> =
-                cells.iter().map(|_| None).collect();
-            for &i in &order {
-                guards[i] = Some(lock(&cells[i].1));
+            if order.len() > 1 {
+                order.sort_unstable_by_key(|&i| Arc::as_ptr(&cells[i].1) as usize);
+            }
+            let mut locked: SmallVec<[(usize, MutexGuard<'_, Slot<LevelCell>>); 4]> =
+                order.iter().map(|&i| (i, lock(&cells[i].1))).collect();
+            if locked.len() > 1 {
+                locked.sort_unstable_by_key(|(i, _)| *i);
             }
             let mut guards: SmallVec<[MutexGuard<'_, Slot<LevelCell>>; 4]> =
-                guards.into_iter().flatten().collect();
+                locked.into_iter().map(|(_, g)| g).collect();
             if guards.iter().any(|g| g.evicted) {
                 // Evicted between lookup and lock: look the keys up again.
                 continue;
@@ -275,7 +291,7 @@ impl MemoryStore {
                 }
                 return Ok((tightest, Err(d)));
             }
-            let mut held = Vec::with_capacity(plan.levels.len());
+            let mut held = SmallVec::new();
             for (i, level) in plan.levels.iter().enumerate() {
                 let spec = level.spec(rule);
                 let cell = &mut guards[i].value;
@@ -295,7 +311,7 @@ impl MemoryStore {
                     charged,
                 });
             }
-            return Ok((tightest, Ok(held.into_boxed_slice())));
+            return Ok((tightest, Ok(held)));
         }
     }
 }

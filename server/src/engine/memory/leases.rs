@@ -1,11 +1,13 @@
-//! The lease table: who holds what, until when. Expiry is indexed by sharded min-heaps so the sweeper
-//! reclaims expired leases without scanning every lease; a renewal pushes a new entry and the stale one
-//! is skipped when it surfaces. Leases that expire (or are revoked) leave a tombstone for a while, so a late
+//! The lease table: who holds what, until when. Expiry is indexed per shard so the sweeper reclaims
+//! expired leases without scanning every lease: leases of one TTL are granted in expiry order, so almost
+//! every entry appends to a queue (O(1)); an entry earlier than the queue's last (a shorter TTL, a renewal)
+//! goes to a min-heap beside it. A renewal pushes a new entry and the stale one is skipped when it surfaces. Leases that expire (or are revoked) leave a tombstone for a while, so a late
 //! release can say it expired; released leases leave none (their ids are recognised as issued instead).
 
 use std::{
     cmp::Reverse,
     collections::{BinaryHeap, VecDeque},
+    hash::{BuildHasherDefault, Hasher},
     sync::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
@@ -14,6 +16,7 @@ use std::{
 };
 
 use dashmap::DashMap;
+use smallvec::SmallVec;
 
 use super::table::lock;
 use crate::{
@@ -23,8 +26,66 @@ use crate::{
 
 const SHARDS: usize = 16;
 
-/// One shard of the expiry index: a min-heap of (expiry, lease).
-type ExpiryShard = Mutex<BinaryHeap<Reverse<(Nanos, LeaseId)>>>;
+/// One shard of the expiry index.
+type ExpiryShard = Mutex<Expiries>;
+
+/// Expiry entries: in order in `ordered`, out of order in `early`.
+#[derive(Debug, Default)]
+struct Expiries {
+    ordered: VecDeque<(Nanos, LeaseId)>,
+    early: BinaryHeap<Reverse<(Nanos, LeaseId)>>,
+}
+
+impl Expiries {
+    fn push(&mut self, at: Nanos, id: LeaseId) {
+        if self.ordered.back().is_none_or(|&(last, _)| last <= at) {
+            self.ordered.push_back((at, id));
+        } else {
+            self.early.push(Reverse((at, id)));
+        }
+    }
+
+    /// True when an entry is due by `now`.
+    fn has_due(&self, now: Nanos) -> bool {
+        self.ordered.front().is_some_and(|e| e.0 <= now)
+            || self.early.peek().is_some_and(|r| r.0.0 <= now)
+    }
+
+    /// The earliest entry due by `now`, removed.
+    fn pop_due(&mut self, now: Nanos) -> Option<LeaseId> {
+        let ordered = self.ordered.front().filter(|e| e.0 <= now).copied();
+        let early = self.early.peek().map(|r| r.0).filter(|e| e.0 <= now);
+        match (ordered, early) {
+            (Some(o), Some(e)) if e.0 < o.0 => self.early.pop().map(|r| r.0.1),
+            (Some(_), _) => self.ordered.pop_front().map(|e| e.1),
+            (None, Some(_)) => self.early.pop().map(|r| r.0.1),
+            (None, None) => None,
+        }
+    }
+}
+
+/// Lease ids are already uniformly scrambled (splitmix64) and chosen by the server, never by clients: they
+/// are their own hash.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type ById = BuildHasherDefault<IdHasher>;
 
 /// One level a lease touched.
 #[derive(Debug, Clone)]
@@ -46,8 +107,8 @@ pub struct Lease {
     pub resource: Arc<str>,
     /// The rule's configured name (for metrics).
     pub rule: Arc<str>,
-    /// Levels touched.
-    pub levels: Box<[LeaseLevel]>,
+    /// Levels touched (inline up to two: no allocation per lease in the common shapes).
+    pub levels: SmallVec<[LeaseLevel; 2]>,
     /// Tokens charged at each charged level.
     pub permits: u64,
     /// Expiry.
@@ -69,9 +130,9 @@ pub struct Lease {
 /// Live leases, their expiry index, and tombstones of ended ones.
 #[derive(Debug)]
 pub struct LeaseTable {
-    live: DashMap<LeaseId, Lease, super::Hasher>,
+    live: DashMap<LeaseId, Lease, ById>,
     expiry: Box<[ExpiryShard]>,
-    ended: DashMap<LeaseId, (NotReleased, Nanos), super::Hasher>,
+    ended: DashMap<LeaseId, (NotReleased, Nanos), ById>,
     /// Tombstones in the order they were written, so forgetting old ones costs what is forgotten, not a
     /// pass over all of them.
     ended_order: Mutex<VecDeque<(Nanos, LeaseId)>>,
@@ -87,9 +148,9 @@ impl LeaseTable {
     /// An empty table holding at most `cap` leases.
     pub fn new(cap: usize) -> Self {
         Self {
-            live: DashMap::with_hasher(super::Hasher::default()),
-            expiry: (0..SHARDS).map(|_| Mutex::new(BinaryHeap::new())).collect(),
-            ended: DashMap::with_hasher(super::Hasher::default()),
+            live: DashMap::with_hasher(ById::default()),
+            expiry: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            ended: DashMap::with_hasher(ById::default()),
             ended_order: Mutex::new(VecDeque::new()),
             count: AtomicUsize::new(0),
             cap: AtomicUsize::new(cap),
@@ -137,7 +198,7 @@ impl LeaseTable {
 
     /// Inserts a reserved lease.
     pub fn insert(&self, id: LeaseId, lease: Lease) {
-        lock(self.shard(id)).push(Reverse((lease.expires_at, id)));
+        lock(self.shard(id)).push(lease.expires_at, id);
         self.live.insert(id, lease);
     }
 
@@ -191,7 +252,7 @@ impl LeaseTable {
     pub fn renew(&self, id: LeaseId, expires_at: Nanos) -> bool {
         let renewed = self.update(id, |l| l.expires_at = expires_at).is_some();
         if renewed {
-            lock(self.shard(id)).push(Reverse((expires_at, id)));
+            lock(self.shard(id)).push(expires_at, id);
         }
         renewed
     }
@@ -203,17 +264,16 @@ impl LeaseTable {
         // Start at a different shard each time, so a limited sweep does not always favour the first ones.
         let first = self.next_shard.fetch_add(1, Ordering::Relaxed);
         for k in 0..SHARDS {
-            let mut heap = lock(&self.expiry[(first + k) % SHARDS]);
-            while let Some(Reverse((at, id))) = heap.peek().copied() {
-                if at > now {
-                    break;
+            let mut shard = lock(&self.expiry[(first + k) % SHARDS]);
+            while due.len() < limit {
+                match shard.pop_due(now) {
+                    Some(id) => due.push(id),
+                    None => break,
                 }
-                if due.len() == limit {
-                    more = true;
-                    break;
-                }
-                heap.pop();
-                due.push(id);
+            }
+            if due.len() == limit && shard.has_due(now) {
+                more = true;
+                break;
             }
         }
         // Stale heap entries (renewed or released leases) simply find nothing to remove.

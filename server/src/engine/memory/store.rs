@@ -128,9 +128,15 @@ impl MemoryStore {
         self.pressure.for_each(|name, _| {
             names.insert(name.clone());
         });
-        self.levels.for_each(|key, _| {
-            if !key.contains(sep) {
+        self.levels.for_each(|key, _| match key.split_once(sep) {
+            None => {
                 names.insert(key.clone());
+            }
+            // A partition level: `resource␟descriptor␟value` (a resource may have partitions only).
+            Some((resource, _)) => {
+                if !names.contains(resource) {
+                    names.insert(Arc::from(resource));
+                }
             }
         });
         self.breakers.for_each(|key, _| {

@@ -79,12 +79,15 @@ impl KeyBudget {
 #[derive(Debug)]
 pub struct Table<T> {
     map: DashMap<Arc<str>, Shared<T>, super::Hasher>,
+    /// Keys in the map, kept beside it so "is anything here?" costs one load, not a lock per shard.
+    count: AtomicUsize,
 }
 
 impl<T> Default for Table<T> {
     fn default() -> Self {
         Self {
             map: DashMap::with_hasher(super::Hasher::default()),
+            count: AtomicUsize::new(0),
         }
     }
 }
@@ -111,6 +114,7 @@ impl<T> Table<T> {
             Entry::Occupied(o) => Ok((o.key().clone(), o.get().clone())),
             Entry::Vacant(v) => {
                 budget.take()?;
+                self.count.fetch_add(1, Ordering::Relaxed);
                 let key = v.key().clone();
                 let value = v
                     .insert(Arc::new(Mutex::new(Slot {
@@ -165,6 +169,7 @@ impl<T> Table<T> {
             }
         });
         budget.give_back(evicted);
+        self.count.fetch_sub(evicted, Ordering::Relaxed);
         evicted
     }
 
@@ -178,11 +183,11 @@ impl<T> Table<T> {
 
     /// Number of keys.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.count.load(Ordering::Relaxed)
     }
 
     /// True when empty.
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.len() == 0
     }
 }
