@@ -408,8 +408,10 @@ async fn the_client_recovers_when_the_server_restarts() {
             None,
             Arc::new(MonotonicClock::new()),
         ));
+        // Metrics on a port of its own (the default 127.0.0.1:9464 may be taken on a developer's machine).
+        let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         quotad
-            .serve(listener, std::future::pending())
+            .serve_with(listener, Some(metrics), std::future::pending())
             .await
             .unwrap();
     });
