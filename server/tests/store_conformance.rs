@@ -253,6 +253,27 @@ fn a_resource_with_only_partitions_is_listed<S: Store>(make: &Make<S>) {
     assert_eq!(usage.live_keys, 1);
 }
 
+fn an_answer_at_once_is_the_same_answer<S: Store>(make: &Make<S>) {
+    let h = Harness::new(RATE, make);
+    let req = acq("api", &[], 2);
+    // A store may answer without a future (`acquire_ready`) or not at all (`None`); when it does, the
+    // answers and the state they leave are those of `acquire`.
+    let Some(first) = h.quota.acquire_ready(&req) else {
+        return;
+    };
+    assert!(first.unwrap().granted());
+    assert!(now(h.quota.acquire(&req)).unwrap().granted());
+    let denied = h.quota.acquire_ready(&req).unwrap().unwrap();
+    assert_eq!(denied.denial(), Some(Denial::RateLimited));
+    assert_eq!(denied.remaining, 1);
+    let e = h
+        .quota
+        .acquire_ready(&acq("nope", &[], 1))
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(e, EngineError::UnknownResource("nope".into()));
+}
+
 fn expiry_tombstones_are_forgotten_after_a_minute<S: Store>(make: &Make<S>) {
     let h = Harness::new(CONCURRENCY, make);
     let early = lease(&h.acquire("jobs", &[], 1));
@@ -793,6 +814,7 @@ for_each_store!(
     multi_level_is_all_or_nothing,
     concurrency_leases_release_and_expire,
     a_limited_sweep_reclaims_in_chunks,
+    an_answer_at_once_is_the_same_answer,
     leases_expire_in_ttl_order_whatever_order_they_were_granted,
     a_resource_with_only_partitions_is_listed,
     expiry_tombstones_are_forgotten_after_a_minute,

@@ -12,9 +12,30 @@ use std::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LeaseId(pub u64);
 
+impl LeaseId {
+    /// The 16 lower-case hex digits of the wire form, without the formatting machinery (this runs once per
+    /// grant).
+    pub fn hex(self) -> [u8; 16] {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 16];
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = DIGITS[((self.0 >> (60 - 4 * i)) & 0xf) as usize];
+        }
+        out
+    }
+
+    /// The wire form as a `String`.
+    pub fn to_hex_string(self) -> String {
+        // Hex digits are ASCII.
+        self.hex().iter().map(|&b| b as char).collect()
+    }
+}
+
 impl fmt::Display for LeaseId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016x}", self.0)
+        let hex = self.hex();
+        // Hex digits are ASCII, so always UTF-8.
+        f.write_str(std::str::from_utf8(&hex).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -105,6 +126,14 @@ mod tests {
         #[test]
         fn unscrambling_inverts_scrambling(x: u64) {
             prop_assert_eq!(unsplitmix64(splitmix64(x)), x);
+        }
+
+        #[test]
+        fn hex_is_the_padded_lower_case_form(x: u64) {
+            let id = LeaseId(x);
+            prop_assert_eq!(id.to_hex_string(), format!("{x:016x}"));
+            prop_assert_eq!(id.to_string(), format!("{x:016x}"));
+            prop_assert_eq!(id.to_hex_string().parse::<LeaseId>(), Ok(id));
         }
     }
 

@@ -104,10 +104,24 @@ impl<S: Store> Quota<S> {
 
     /// One attempt to acquire (no waiting; see the server's `max_wait` handling for that).
     pub async fn acquire(&self, req: &Acquire) -> Result<Decision, EngineError> {
+        let plan = self.plan(req)?;
+        self.store.acquire(&plan, self.clock.now()).await
+    }
+
+    /// [`acquire`](Self::acquire) answered at once when the store decides without I/O (the in-memory store
+    /// does); `None` when the store needs `acquire`'s future.
+    pub fn acquire_ready(&self, req: &Acquire) -> Option<Result<Decision, EngineError>> {
+        match self.plan(req) {
+            Ok(plan) => self.store.acquire_ready(&plan, self.clock.now()),
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    /// Validates `req` and resolves it against the rules in force.
+    fn plan<'a>(&self, req: &'a Acquire) -> Result<Plan<'a>, EngineError> {
         let rules = self.rules.load();
         req.validate(&rules.limits)?;
-        let plan = Plan::build(Self::rule(&rules, &req.resource)?, req)?;
-        self.store.acquire(&plan, self.clock.now()).await
+        Plan::build(Self::rule(&rules, &req.resource)?, req)
     }
 
     /// Releases a lease.

@@ -126,6 +126,16 @@ fn check_name(field: &str, value: &str, max: usize) -> Result<(), EngineError> {
     check_text(field, value, max)
 }
 
+/// True when `value` holds a control character (Unicode category Cc: U+0000..=U+001F, U+007F..=U+009F).
+/// Names are almost always ASCII: check those bytewise, decode only the rest.
+fn has_control(value: &str) -> bool {
+    if value.is_ascii() {
+        value.bytes().any(|b| b < 0x20 || b == 0x7f)
+    } else {
+        value.chars().any(char::is_control)
+    }
+}
+
 fn check_text(field: &str, value: &str, max: usize) -> Result<(), EngineError> {
     if value.len() > max {
         return Err(EngineError::invalid(
@@ -133,7 +143,7 @@ fn check_text(field: &str, value: &str, max: usize) -> Result<(), EngineError> {
             format!("is {} bytes; at most {max} allowed", value.len()),
         ));
     }
-    if value.chars().any(char::is_control) {
+    if has_control(value) {
         return Err(EngineError::invalid(
             field,
             "must not contain control characters",
@@ -244,6 +254,15 @@ mod tests {
             resource: "r".into(),
             permits: 1,
             ..Default::default()
+        }
+    }
+
+    #[test]
+    fn control_characters_are_found_in_ascii_and_beyond() {
+        for c in (0u32..0x250).filter_map(char::from_u32) {
+            for s in [c.to_string(), format!("ab{c}"), format!("é{c}z")] {
+                assert_eq!(has_control(&s), c.is_control(), "{c:?} in {s:?}");
+            }
         }
     }
 

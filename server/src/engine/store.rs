@@ -124,6 +124,16 @@ pub trait Store: Send + Sync + 'static {
         now: Nanos,
     ) -> impl Future<Output = Result<Decision, EngineError>> + Send;
 
+    /// The same as [`acquire`](Self::acquire) for a store that decides without I/O, answered at once so the
+    /// hot path skips building and polling futures. `None` (the default): use `acquire`.
+    fn acquire_ready(
+        &self,
+        _plan: &Plan<'_>,
+        _now: Nanos,
+    ) -> Option<Result<Decision, EngineError>> {
+        None
+    }
+
     /// Ends a lease once: frees its slots, settles its cost, counts its outcome.
     fn release(
         &self,

@@ -194,7 +194,7 @@ pub fn acquire_out(d: Decision, clock: &dyn Clock) -> pb::AcquireResponse {
         Verdict::Granted(g) => {
             out.granted = true;
             out.decision = pb::Decision::Granted.into();
-            out.lease_id = g.lease_id.to_string();
+            out.lease_id = g.lease_id.to_hex_string();
             out.lease_expires_at = Some(timestamp_out(clock.wall(g.expires_at)));
             out.lease_ttl = Some(duration_out(crate::clock::nanos(g.ttl)));
             out.replayed = g.replayed;

@@ -105,7 +105,16 @@ impl<S: Store> QuotaService for QuotaGrpc<S> {
                         span.record("resource", req.resource.as_str());
                         span.record("client_id", req.client_id.as_deref().unwrap_or(""));
                     }
-                    self.waiting.acquire(&self.quota, &req).await
+                    // No waiting asked and a store that answers at once: no future to build.
+                    let ready = if req.max_wait.is_zero() {
+                        self.quota.acquire_ready(&req)
+                    } else {
+                        None
+                    };
+                    match ready {
+                        Some(decision) => decision,
+                        None => self.waiting.acquire(&self.quota, &req).await,
+                    }
                 }
                 Err(e) => Err(e),
             };

@@ -257,9 +257,10 @@ impl LeaseTable {
         renewed
     }
 
-    /// Removes and returns up to `limit` leases expired by `now`, and whether more remain.
-    pub fn expire(&self, now: Nanos, limit: usize) -> (Vec<(LeaseId, Lease)>, bool) {
-        let mut due = Vec::new();
+    /// Removes up to `limit` leases expired by `now`, handing each to `ended` (no list of leases is built),
+    /// and says whether more remain.
+    pub fn expire(&self, now: Nanos, limit: usize, mut ended: impl FnMut(LeaseId, Lease)) -> bool {
+        let mut due: Vec<LeaseId> = Vec::new();
         let mut more = false;
         // Start at a different shard each time, so a limited sweep does not always favour the first ones.
         let first = self.next_shard.fetch_add(1, Ordering::Relaxed);
@@ -276,12 +277,13 @@ impl LeaseTable {
                 break;
             }
         }
-        // Stale heap entries (renewed or released leases) simply find nothing to remove.
-        let expired = due
-            .into_iter()
-            .filter_map(|id| self.end_if_expired(id, now).map(|l| (id, l)))
-            .collect();
-        (expired, more)
+        // Stale entries (renewed or released leases) simply find nothing to remove.
+        for id in due {
+            if let Some(lease) = self.end_if_expired(id, now) {
+                ended(id, lease);
+            }
+        }
+        more
     }
 
     /// Forgets up to `limit` tombstones older than [`TOMBSTONE_TTL`], oldest first. Returns how many, and

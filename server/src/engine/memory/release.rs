@@ -149,19 +149,28 @@ impl MemoryStore {
     }
 
     pub(super) fn reclaim_expired(&self, now: Nanos, limit: usize) -> (Vec<Expired>, bool) {
-        let (due, more) = self.leases.expire(now, limit);
-        let expired = due
-            .into_iter()
-            .map(|(lease_id, lease)| {
-                self.free_slots(&lease);
-                self.return_probe(&lease);
-                self.stats.expired(&lease.rule, 1);
-                Expired {
-                    lease_id,
-                    resource: lease.resource,
+        let mut expired = Vec::new();
+        // Expiries are counted per rule; consecutive leases mostly share one, so count runs, not leases.
+        let mut run: Option<(std::sync::Arc<str>, u64)> = None;
+        let more = self.leases.expire(now, limit, |lease_id, lease| {
+            self.free_slots(&lease);
+            self.return_probe(&lease);
+            match &mut run {
+                Some((rule, n)) if std::sync::Arc::ptr_eq(rule, &lease.rule) => *n += 1,
+                _ => {
+                    if let Some((rule, n)) = run.replace((lease.rule.clone(), 1)) {
+                        self.stats.expired(&rule, n);
+                    }
                 }
-            })
-            .collect();
+            }
+            expired.push(Expired {
+                lease_id,
+                resource: lease.resource,
+            });
+        });
+        if let Some((rule, n)) = run {
+            self.stats.expired(&rule, n);
+        }
         (expired, more)
     }
 

@@ -262,6 +262,10 @@ impl Store for MemoryStore {
         ready(self.acquire_now(plan, now))
     }
 
+    fn acquire_ready(&self, plan: &Plan<'_>, now: Nanos) -> Option<Result<Decision, EngineError>> {
+        Some(self.acquire_now(plan, now))
+    }
+
     fn release(
         &self,
         rules: &Rules,

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Server-side cost per call in CPU instructions, counted by valgrind (callgrind): repeatable on a noisy
+# shared machine where throughput drifts by 20% between runs. quotad runs under valgrind and h2load sends N
+# and then 2N calls of one kind to fresh servers; the difference, divided by N, is the marginal cost of a
+# call (startup, shutdown and the sweeper's fixed ticks cancel out). Acquire (bench.rate, every call granted;
+# its expiry sweeping included) against Health/Check on the same binary gives the ratio.
+# Needs valgrind and h2load (apt-get install valgrind nghttp2-client). About 2 minutes.
+#   scripts/bench-instructions.sh            # N=20000, target/release/quotad
+set -euo pipefail
+cd "$(dirname "$0")/.."
+n=${N:-20000}
+server=${SERVER:-target/release/quotad}
+out=${OUT:-target/bench-instructions}
+mkdir -p "$out"
+[ -n "${SERVER:-}" ] || cargo build --release -p quotad-server --bins >/dev/null
+printf '\x00\x00\x00\x00\x0e\x0a\x0abench.rate\x18\x01' >"$out/acquire.bin"
+printf '\x00\x00\x00\x00\x00' >"$out/health.bin"
+
+count() { # kind calls -> instructions
+  QUOTAD_SERVER__DRAIN_DELAY=0s valgrind --tool=callgrind --callgrind-out-file="$out/$1-$2.out" \
+    "$server" --config examples/bench.toml >"$out/$1-$2.log" 2>&1 &
+  local pid=$!
+  for _ in $(seq 1 300); do curl -sf http://127.0.0.1:9464/metrics >/dev/null && break; sleep 0.2; done
+  local path=/grpc.health.v1.Health/Check
+  [ "$1" = acquire ] && path=/quotad.v1.QuotaService/Acquire
+  h2load -n "$2" -c 4 -m 16 -t 1 -H 'content-type: application/grpc' -H 'te: trailers' \
+    -d "$out/$1.bin" "http://127.0.0.1:50051$path" | grep -q "$2 succeeded"
+  kill -TERM "$pid"
+  wait "$pid" || true
+  awk '/refs:/ {gsub(",", "", $4); print $4}' "$out/$1-$2.log"
+}
+declare -A per
+for kind in health acquire; do
+  one=$(count "$kind" "$n")
+  two=$(count "$kind" $((2 * n)))
+  per[$kind]=$(( (two - one) / n ))
+  echo "$kind: ${per[$kind]} instructions per call ($one for $n calls, $two for $((2 * n)))"
+done
+python3 -c "import sys; h, a = map(int, sys.argv[1:]); print(f'Acquire/Health cost {a / h:.3f}: Health/Check is {h / a:.3f} of an Acquire')" "${per[health]}" "${per[acquire]}"
