@@ -24,7 +24,8 @@ count() { # kind calls -> instructions
   local path=/grpc.health.v1.Health/Check
   [ "$1" = acquire ] && path=/quotad.v1.QuotaService/Acquire
   h2load -n "$2" -c 4 -m 16 -t 1 -H 'content-type: application/grpc' -H 'te: trailers' \
-    -d "$out/$1.bin" "http://127.0.0.1:50051$path" | grep -q "$2 succeeded"
+    -d "$out/$1.bin" "http://127.0.0.1:50051$path" >"$out/$1-$2.h2load"
+  grep -q " $2 succeeded" "$out/$1-$2.h2load" || { echo "h2load: not every call succeeded"; exit 1; }
   kill -TERM "$pid"
   wait "$pid" || true
   awk '/refs:/ {gsub(",", "", $4); print $4}' "$out/$1-$2.log"
@@ -36,4 +37,4 @@ for kind in health acquire; do
   per[$kind]=$(( (two - one) / n ))
   echo "$kind: ${per[$kind]} instructions per call ($one for $n calls, $two for $((2 * n)))"
 done
-python3 -c "import sys; h, a = map(int, sys.argv[1:]); print(f'Acquire/Health cost {a / h:.3f}: Health/Check is {h / a:.3f} of an Acquire')" "${per[health]}" "${per[acquire]}"
+python3 -c "import sys; h, a = map(int, sys.argv[1:]); print(f'an Acquire costs {a / h:.3f} Health/Checks: server-bound throughput ratio Acquire/Health {h / a:.3f}')" "${per[health]}" "${per[acquire]}"
