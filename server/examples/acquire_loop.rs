@@ -1,0 +1,59 @@
+//! A fixed loop of Acquire+Release pairs on the in-memory engine, for counting instructions where the clock
+//! is too noisy (BENCHMARKS.md, Engine):
+//!
+//! ```sh
+//! cargo build --release -p quotad-server --example acquire_loop
+//! valgrind --tool=callgrind target/release/examples/acquire_loop 200000   # Ir / 200000 = per pair
+//! ```
+
+use std::{
+    future::Future,
+    pin::pin,
+    sync::Arc,
+    task::{Context, Poll, Waker},
+};
+
+use quotad_server::{
+    clock::MonotonicClock,
+    config,
+    engine::{Acquire, Outcome, Quota, Release},
+};
+
+const CONFIG: &str = r#"
+[[resources]]
+name = "rate"
+rate = { limit = 1000000000, period = "1s", burst = 1000000000 }
+"#;
+
+/// The in-memory store never waits: poll once.
+fn ready<F: Future>(f: F) -> F::Output {
+    match pin!(f).poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(v) => v,
+        Poll::Pending => unreachable!("in-memory store futures are always ready"),
+    }
+}
+
+fn main() {
+    let pairs: u64 = std::env::args()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(200_000);
+    let rules = config::load_str(CONFIG).expect("config").rules;
+    let quota = Quota::in_memory(rules, Arc::new(MonotonicClock::new()));
+    let req = Acquire {
+        resource: "rate".into(),
+        permits: 1,
+        ..Default::default()
+    };
+    for _ in 0..pairs {
+        let decision = ready(quota.acquire(&req)).expect("acquire");
+        let lease_id = decision.grant().expect("granted").lease_id;
+        ready(quota.release(&Release {
+            lease_id,
+            outcome: Outcome::Success,
+            used_permits: None,
+        }))
+        .expect("release");
+    }
+    println!("{pairs} Acquire+Release pairs");
+}
