@@ -96,6 +96,10 @@ mod tests {
             err("[[resources]]\nname = \"a\"\n[[resources.partitions]]\ndescriptor = \"t\"")
                 .contains("partitions[0]")
         );
+        assert!(
+            err("[capacity]\nmax_leases = 20000000")
+                .contains("capacity.max_leases: must be at most 16777216")
+        );
     }
 
     #[test]

@@ -123,6 +123,14 @@ fn at_least_one<T: PartialOrd + From<u8> + Copy>(key: &str, v: T) -> Result<T, C
     }
 }
 
+fn at_most(key: &str, v: usize, max: usize) -> Result<usize, ConfigError> {
+    if v > max {
+        Err(invalid(key, format!("must be at most {max}")))
+    } else {
+        Ok(v)
+    }
+}
+
 fn fraction(key: &str, v: f64, allow_one: bool) -> Result<f64, ConfigError> {
     let ok = v > 0.0 && (v < 1.0 || (allow_one && v == 1.0));
     if ok {
@@ -477,7 +485,11 @@ impl ConfigFile {
                 "capacity.max_live_keys",
                 c.max_live_keys.unwrap_or(dc.max_live_keys),
             )?,
-            max_leases: at_least_one("capacity.max_leases", c.max_leases.unwrap_or(dc.max_leases))?,
+            max_leases: at_most(
+                "capacity.max_leases",
+                at_least_one("capacity.max_leases", c.max_leases.unwrap_or(dc.max_leases))?,
+                crate::engine::memory::leases::MAX_LEASES,
+            )?,
             idempotency_window: duration(
                 "capacity.idempotency_window",
                 c.idempotency_window.as_ref(),

@@ -50,13 +50,22 @@ impl FromStr for LeaseId {
     }
 }
 
-/// Issues lease ids: a per-process random offset plus a counter, scrambled by a bijection (splitmix64),
-/// so ids never repeat within a process and do not reveal how many leases were issued.
+/// Issues lease ids: a per-process random offset plus a grant counter and a slot, scrambled by a bijection
+/// (splitmix64), so ids never repeat within a process and do not reveal how many leases were issued. The
+/// slot ([`SLOT_BITS`] bits) is where a store keeps the lease, so it finds a lease from its id without
+/// hashing; the counter above it has 40 bits (a trillion grants; past that ids may repeat, which harms
+/// nothing once the earlier lease and its 60 s tombstone are long gone).
 #[derive(Debug)]
 pub struct LeaseIds {
     seed: u64,
     next: AtomicU64,
 }
+
+/// Bits of an (unscrambled) id that name the lease's slot in its store.
+pub const SLOT_BITS: u32 = 24;
+
+const SLOT_MASK: u64 = (1 << SLOT_BITS) - 1;
+const COUNTER_LIMIT: u64 = 1 << (64 - SLOT_BITS);
 
 impl Default for LeaseIds {
     fn default() -> Self {
@@ -68,17 +77,35 @@ impl Default for LeaseIds {
 }
 
 impl LeaseIds {
-    /// The next id.
+    /// The next id (slot 0).
     pub fn issue(&self) -> LeaseId {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        LeaseId(splitmix64(self.seed.wrapping_add(n)))
+        self.issue_in(0)
+    }
+
+    /// The next id, carrying `slot` (only its low [`SLOT_BITS`] bits are kept).
+    pub fn issue_in(&self, slot: u32) -> LeaseId {
+        let n = self.next.fetch_add(1, Ordering::Relaxed) % COUNTER_LIMIT;
+        let raw = (n << SLOT_BITS) | (u64::from(slot) & SLOT_MASK);
+        LeaseId(splitmix64(self.seed.wrapping_add(raw)))
+    }
+
+    fn unscramble(&self, id: LeaseId) -> u64 {
+        unsplitmix64(id.0).wrapping_sub(self.seed)
+    }
+
+    /// The slot `id` was issued with. For an id this process did not issue, any slot: the store must
+    /// check that the lease it finds there has this id.
+    pub fn slot(&self, id: LeaseId) -> u32 {
+        (self.unscramble(id) & SLOT_MASK) as u32
     }
 
     /// True when this process issued `id` (the scrambling is a bijection, so it can be undone). A forged
     /// or foreign id decodes to a random counter value, almost surely far beyond the ones issued.
     pub fn was_issued(&self, id: LeaseId) -> bool {
-        let n = unsplitmix64(id.0).wrapping_sub(self.seed);
-        n >= 1 && n < self.next.load(Ordering::Relaxed)
+        let n = self.unscramble(id) >> SLOT_BITS;
+        let next = self.next.load(Ordering::Relaxed);
+        // Once the counter has wrapped, every counter value has been issued.
+        n >= 1 && (n < next || next >= COUNTER_LIMIT)
     }
 }
 
@@ -156,5 +183,19 @@ mod tests {
             "another process's id"
         );
         assert!("000000000000000g".parse::<LeaseId>().is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn an_id_carries_its_slot(slots in proptest::collection::vec(0u32..(1 << SLOT_BITS), 1..50)) {
+            let ids = LeaseIds::default();
+            let mut seen = std::collections::HashSet::new();
+            for slot in slots {
+                let id = ids.issue_in(slot);
+                prop_assert_eq!(ids.slot(id), slot);
+                prop_assert!(ids.was_issued(id));
+                prop_assert!(seen.insert(id), "ids never repeat, whatever their slots");
+            }
+        }
     }
 }

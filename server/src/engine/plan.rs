@@ -100,8 +100,8 @@ pub fn breaker_key<'a>(
 pub struct Plan<'a> {
     /// Concrete resource name.
     pub resource: &'a str,
-    /// Its rule.
-    pub rule: Arc<Rule>,
+    /// Its rule, borrowed from the rule set in force (no reference count taken per request).
+    pub rule: &'a Arc<Rule>,
     /// Levels in check order (on the stack for up to four).
     pub levels: SmallVec<[LevelPlan<'a>; 4]>,
     /// The breaker's key, if the rule has a breaker.
@@ -120,7 +120,7 @@ pub struct Plan<'a> {
 
 impl<'a> Plan<'a> {
     /// Resolves `req` against `rule`.
-    pub fn build(rule: Arc<Rule>, req: &'a Acquire) -> Result<Self, EngineError> {
+    pub fn build(rule: &'a Arc<Rule>, req: &'a Acquire) -> Result<Self, EngineError> {
         let resource = req.resource.as_str();
         let mut levels: SmallVec<[LevelPlan<'a>; 4]> = SmallVec::new();
         if rule.resource.rate.is_some() || rule.resource.max_in_flight.is_some() {
@@ -139,13 +139,13 @@ impl<'a> Plan<'a> {
             });
         }
         for level in &levels {
-            if let Some(rate) = level.spec(&rule).rate
+            if let Some(rate) = level.spec(rule).rate
                 && req.permits > rate.burst
             {
                 return Err(EngineError::FailedPrecondition(format!(
                     "permits: {} can never be granted: level '{}' of resource '{resource}' has burst {}",
                     req.permits,
-                    level.label(&rule),
+                    level.label(rule),
                     rate.burst
                 )));
             }
@@ -166,7 +166,7 @@ impl<'a> Plan<'a> {
                 h.finish()
             }
         };
-        let breaker_key = breaker_key(&rule, resource, &req.descriptors)?;
+        let breaker_key = breaker_key(rule, resource, &req.descriptors)?;
         Ok(Self {
             resource,
             rule,

@@ -104,29 +104,35 @@ impl<S: Store> Quota<S> {
 
     /// One attempt to acquire (no waiting; see the server's `max_wait` handling for that).
     pub async fn acquire(&self, req: &Acquire) -> Result<Decision, EngineError> {
-        let plan = self.plan(req)?;
+        let rules = self.rules.load_full();
+        let plan = Self::plan(&rules, req)?;
         self.store.acquire(&plan, self.clock.now()).await
     }
 
     /// [`acquire`](Self::acquire) answered at once when the store decides without I/O (the in-memory store
     /// does); `None` when the store needs `acquire`'s future.
     pub fn acquire_ready(&self, req: &Acquire) -> Option<Result<Decision, EngineError>> {
-        match self.plan(req) {
+        // A borrowed load of the rules (no reference count), held only while the store decides.
+        let rules = self.rules.load();
+        match Self::plan(&rules, req) {
             Ok(plan) => self.store.acquire_ready(&plan, self.clock.now()),
             Err(e) => Some(Err(e)),
         }
     }
 
     /// Validates `req` and resolves it against the rules in force.
-    fn plan<'a>(&self, req: &'a Acquire) -> Result<Plan<'a>, EngineError> {
-        let rules = self.rules.load();
+    fn plan<'a>(rules: &'a Rules, req: &'a Acquire) -> Result<Plan<'a>, EngineError> {
         req.validate(&rules.limits)?;
-        Plan::build(Self::rule(&rules, &req.resource)?, req)
+        let rule = rules
+            .resolve(&req.resource)
+            .ok_or_else(|| EngineError::UnknownResource(req.resource.clone()))?;
+        Plan::build(rule, req)
     }
 
     /// Releases a lease.
     pub async fn release(&self, req: &Release) -> Result<Released, EngineError> {
-        let rules = self.rules.load_full();
+        // Borrowed, not counted: the in-memory store's future is ready at once, so the guard is short-lived.
+        let rules = self.rules.load();
         self.store.release(&rules, req, self.clock.now()).await
     }
 

@@ -20,13 +20,12 @@ impl RateSpec {
     /// Nanoseconds per token at `factor` × the configured rate (the adaptive multiplier, `1.0` when none).
     /// Rounded up, so the bucket never refills faster than configured.
     pub fn interval(&self, factor: f64) -> u64 {
+        if !(factor > 0.0 && factor < 1.0) {
+            // The configured rate (the common case): exact integer arithmetic.
+            return nanos(self.period).div_ceil(self.limit.max(1)).max(1);
+        }
         let base = nanos(self.period) as f64 / self.limit as f64;
-        let scaled = if factor > 0.0 && factor < 1.0 {
-            base / factor
-        } else {
-            base
-        };
-        (scaled.ceil() as u64).max(1)
+        ((base / factor).ceil() as u64).max(1)
     }
 
     /// The configured rate in tokens per second.

@@ -198,24 +198,20 @@ impl MemoryStore {
             }
         }
 
-        let lease_id = self.ids.issue();
         let expires_at = now.saturating_add(nanos(plan.ttl));
-        self.leases.insert(
-            lease_id,
-            Lease {
-                resource: resource.clone(),
-                rule: rule.name.clone(),
-                levels,
-                permits: plan.permits,
-                expires_at,
-                default_ttl: rule.lease_ttl,
-                max_ttl: rule.max_lease_ttl,
-                breaker_key,
-                probe,
-                failure_reported: false,
-                client_id: plan.client_id.map(Box::from),
-            },
-        );
+        let lease_id = self.leases.insert(Lease {
+            resource: resource.clone(),
+            rule: rule.name.clone(),
+            levels,
+            permits: plan.permits,
+            expires_at,
+            default_ttl: rule.lease_ttl,
+            max_ttl: rule.max_lease_ttl,
+            breaker_key,
+            probe,
+            failure_reported: false,
+            client_id: plan.client_id.map(Box::from),
+        });
         let grant = Grant {
             lease_id,
             expires_at,
@@ -233,8 +229,27 @@ impl MemoryStore {
         factor: f64,
         now: Nanos,
     ) -> Result<(Tightest, Result<SmallVec<[LeaseLevel; 2]>, Denied>), EngineError> {
-        let rule = &plan.rule;
-        let concurrency_wait = nanos(rule.concurrency_retry_after.max(Duration::from_millis(1)));
+        if let [level] = plan.levels.as_slice() {
+            // One level (the common shape): decide under the map shard's read lock, which keeps the cell
+            // from being evicted meanwhile, so no reference to it is counted and no retry is needed.
+            return self.levels.with_locked(
+                &level.key,
+                &self.keys,
+                LevelCell::default,
+                |key, cell| {
+                    let mut held = SmallVec::new();
+                    let (tightest, judged) = judge(plan, &mut [cell], factor, now, |_, taken| {
+                        held.push(LeaseLevel {
+                            key: key.clone(),
+                            partition: level.partition,
+                            slot: taken.slot,
+                            charged: taken.charged,
+                        });
+                    });
+                    (tightest, judged.map(|()| held))
+                },
+            );
+        }
         loop {
             // Levels are few (resource-wide plus a partition or two): keep the bookkeeping on the stack.
             let mut cells: SmallVec<[(Arc<str>, Shared<LevelCell>); 4]> = SmallVec::new();
@@ -247,71 +262,90 @@ impl MemoryStore {
             }
             // Lock in address order, then index the guards by level again (moving a guard keeps it locked).
             let mut order: SmallVec<[usize; 4]> = (0..cells.len()).collect();
-            if order.len() > 1 {
-                order.sort_unstable_by_key(|&i| Arc::as_ptr(&cells[i].1) as usize);
-            }
+            order.sort_unstable_by_key(|&i| Arc::as_ptr(&cells[i].1) as usize);
             let mut locked: SmallVec<[(usize, MutexGuard<'_, Slot<LevelCell>>); 4]> =
                 order.iter().map(|&i| (i, lock(&cells[i].1))).collect();
-            if locked.len() > 1 {
-                locked.sort_unstable_by_key(|(i, _)| *i);
-            }
+            locked.sort_unstable_by_key(|(i, _)| *i);
             let mut guards: SmallVec<[MutexGuard<'_, Slot<LevelCell>>; 4]> =
                 locked.into_iter().map(|(_, g)| g).collect();
             if guards.iter().any(|g| g.evicted) {
                 // Evicted between lookup and lock: look the keys up again.
                 continue;
             }
-
-            let mut denied: Option<Denied> = None;
-            let mut consider = |reason, retry_after, level| {
-                if denied.as_ref().is_none_or(|d| retry_after > d.retry_after) {
-                    denied = Some(Denied {
-                        reason,
-                        retry_after,
-                        level,
-                    });
-                }
-            };
-            for (i, level) in plan.levels.iter().enumerate() {
-                let spec = level.spec(rule);
-                let cell = &mut guards[i].value;
-                cell.sync(spec, factor, now);
-                if let Some(Err(wait)) = cell.bucket.as_ref().map(|b| b.check(now, plan.permits)) {
-                    consider(Denial::RateLimited, wait, i);
-                }
-                if spec.max_in_flight.is_some_and(|max| cell.in_flight >= max) {
-                    consider(Denial::ConcurrencyLimited, concurrency_wait, i);
-                }
-            }
-
-            let mut tightest = Tightest::default();
-            if let Some(d) = denied {
-                for (i, level) in plan.levels.iter().enumerate() {
-                    tightest.observe(&guards[i].value, level.spec(rule).max_in_flight, now);
-                }
-                return Ok((tightest, Err(d)));
-            }
+            let mut values: SmallVec<[&mut LevelCell; 4]> =
+                guards.iter_mut().map(|g| &mut g.value).collect();
             let mut held = SmallVec::new();
-            for (i, level) in plan.levels.iter().enumerate() {
-                let spec = level.spec(rule);
-                let cell = &mut guards[i].value;
-                let charged = cell.bucket.is_some();
-                if let Some(b) = &mut cell.bucket {
-                    b.debit(now, plan.permits);
-                }
-                let slot = spec.max_in_flight.is_some();
-                if slot {
-                    cell.in_flight += 1;
-                }
-                tightest.observe(cell, spec.max_in_flight, now);
+            let (tightest, judged) = judge(plan, &mut values, factor, now, |i, taken| {
                 held.push(LeaseLevel {
                     key: cells[i].0.clone(),
-                    partition: level.partition,
-                    slot,
-                    charged,
+                    partition: plan.levels[i].partition,
+                    slot: taken.slot,
+                    charged: taken.charged,
                 });
-            }
-            return Ok((tightest, Ok(held)));
+            });
+            return Ok((tightest, judged.map(|()| held)));
         }
     }
+}
+
+/// What a grant took at one level.
+#[derive(Debug, Clone, Copy, Default)]
+struct Taken {
+    slot: bool,
+    charged: bool,
+}
+
+/// Checks every level (locked by the caller, in plan order) and debits all or none; on a grant, tells
+/// `taken` what was taken at each level, in order.
+fn judge(
+    plan: &Plan<'_>,
+    cells: &mut [&mut LevelCell],
+    factor: f64,
+    now: Nanos,
+    mut taken: impl FnMut(usize, Taken),
+) -> (Tightest, Result<(), Denied>) {
+    let rule = plan.rule;
+    let mut denied: Option<Denied> = None;
+    for (i, (level, cell)) in plan.levels.iter().zip(cells.iter_mut()).enumerate() {
+        let spec = level.spec(rule);
+        cell.sync(spec, factor, now);
+        let mut consider = |reason, retry_after| {
+            if denied.as_ref().is_none_or(|d| retry_after > d.retry_after) {
+                denied = Some(Denied {
+                    reason,
+                    retry_after,
+                    level: i,
+                });
+            }
+        };
+        if let Some(Err(wait)) = cell.bucket.as_ref().map(|b| b.check(now, plan.permits)) {
+            consider(Denial::RateLimited, wait);
+        }
+        if spec.max_in_flight.is_some_and(|max| cell.in_flight >= max) {
+            let wait = nanos(rule.concurrency_retry_after.max(Duration::from_millis(1)));
+            consider(Denial::ConcurrencyLimited, wait);
+        }
+    }
+
+    let mut tightest = Tightest::default();
+    if let Some(d) = denied {
+        for (level, cell) in plan.levels.iter().zip(cells.iter()) {
+            tightest.observe(cell, level.spec(rule).max_in_flight, now);
+        }
+        return (tightest, Err(d));
+    }
+    for (i, (level, cell)) in plan.levels.iter().zip(cells.iter_mut()).enumerate() {
+        let spec = level.spec(rule);
+        let charged = cell.bucket.is_some();
+        if let Some(b) = &mut cell.bucket {
+            b.debit(now, plan.permits);
+        }
+        let slot = spec.max_in_flight.is_some();
+        if slot {
+            cell.in_flight += 1;
+        }
+        tightest.observe(cell, spec.max_in_flight, now);
+        taken(i, Taken { slot, charged });
+    }
+    (tightest, Ok(()))
 }

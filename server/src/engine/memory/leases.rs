@@ -1,10 +1,14 @@
-//! The lease table: who holds what, until when. Expiry is indexed per shard so the sweeper reclaims
-//! expired leases without scanning every lease: leases of one TTL are granted in expiry order, so almost
-//! every entry appends to a queue (O(1)); an entry earlier than the queue's last (a shorter TTL, a renewal)
-//! goes to a min-heap beside it. A renewal pushes a new entry and the stale one is skipped when it surfaces. Leases that expire (or are revoked) leave a tombstone for a while, so a late
-//! release can say it expired; released leases leave none (their ids are recognised as issued instead).
+//! The lease table: who holds what, until when. Leases live in a slab split into shards, each behind one
+//! mutex; a lease's id carries its shard and index (see [`LeaseIds`]), so finding a lease costs no hashing
+//! and granting one takes a single lock. Expiry is indexed per shard, under the same lock, so the sweeper
+//! reclaims expired leases without scanning every lease: leases of one TTL are granted in expiry order, so
+//! almost every entry appends to a queue (O(1)); an entry earlier than the queue's last (a shorter TTL, a
+//! renewal) goes to a min-heap beside it. A renewal pushes a new entry and the stale one is skipped when it
+//! surfaces. Leases that expire (or are revoked) leave a tombstone for a while, so a late release can say it
+//! expired; released leases leave none (their ids are recognised as issued instead).
 
 use std::{
+    cell::Cell,
     cmp::Reverse,
     collections::{BinaryHeap, VecDeque},
     hash::{BuildHasherDefault, Hasher},
@@ -21,13 +25,64 @@ use smallvec::SmallVec;
 use super::table::lock;
 use crate::{
     clock::Nanos,
-    engine::{EngineError, LeaseId, NotReleased},
+    engine::{EngineError, LeaseId, LeaseIds, NotReleased, lease_id::SLOT_BITS},
 };
 
-const SHARDS: usize = 16;
+const SHARD_BITS: u32 = 4;
+const SHARDS: usize = 1 << SHARD_BITS;
+/// Most leases one shard holds: the slot bits above the shard's.
+const SHARD_SLOTS: usize = 1 << (SLOT_BITS - SHARD_BITS);
 
-/// One shard of the expiry index.
-type ExpiryShard = Mutex<Expiries>;
+/// The most live leases the table can hold (`capacity.max_leases` may not exceed it).
+pub const MAX_LEASES: usize = SHARDS * SHARD_SLOTS;
+
+/// One shard: a slab of leases with its free list, and its expiry index.
+#[derive(Debug, Default)]
+struct Shard {
+    /// Leases by index, with their ids (a stale or foreign id finds another id, or nothing, there).
+    slots: Vec<Option<(LeaseId, Lease)>>,
+    /// Indexes of empty slots, reused last-freed first (warm in cache).
+    free: Vec<u32>,
+    expiry: Expiries,
+}
+
+impl Shard {
+    fn get_mut(&mut self, index: usize, id: LeaseId) -> Option<&mut Lease> {
+        match self.slots.get_mut(index) {
+            Some(Some((sid, lease))) if *sid == id => Some(lease),
+            _ => None,
+        }
+    }
+
+    /// Takes the lease with this id out of its slot if `take` agrees, freeing the slot.
+    fn take_if(
+        &mut self,
+        index: usize,
+        id: LeaseId,
+        take: impl FnOnce(&Lease) -> bool,
+    ) -> Option<Lease> {
+        let slot = self.slots.get_mut(index)?;
+        match slot {
+            Some((sid, lease)) if *sid == id && take(lease) => {}
+            _ => return None,
+        }
+        let (_, lease) = slot.take()?;
+        // Indexes fit in u32: a shard holds at most SHARD_SLOTS.
+        self.free.push(index as u32);
+        Some(lease)
+    }
+
+    /// A free index, if the shard has room.
+    fn vacant(&mut self) -> Option<usize> {
+        if let Some(i) = self.free.pop() {
+            return Some(i as usize);
+        }
+        (self.slots.len() < SHARD_SLOTS).then(|| {
+            self.slots.push(None);
+            self.slots.len() - 1
+        })
+    }
+}
 
 /// Expiry entries: in order in `ordered`, out of order in `early`.
 #[derive(Debug, Default)]
@@ -130,8 +185,8 @@ pub struct Lease {
 /// Live leases, their expiry index, and tombstones of ended ones.
 #[derive(Debug)]
 pub struct LeaseTable {
-    live: DashMap<LeaseId, Lease, ById>,
-    expiry: Box<[ExpiryShard]>,
+    ids: LeaseIds,
+    shards: Box<[Mutex<Shard>]>,
     ended: DashMap<LeaseId, (NotReleased, Nanos), ById>,
     /// Tombstones in the order they were written, so forgetting old ones costs what is forgotten, not a
     /// pass over all of them.
@@ -148,19 +203,19 @@ impl LeaseTable {
     /// An empty table holding at most `cap` leases.
     pub fn new(cap: usize) -> Self {
         Self {
-            live: DashMap::with_hasher(ById::default()),
-            expiry: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            ids: LeaseIds::default(),
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             ended: DashMap::with_hasher(ById::default()),
             ended_order: Mutex::new(VecDeque::new()),
             count: AtomicUsize::new(0),
-            cap: AtomicUsize::new(cap),
+            cap: AtomicUsize::new(cap.min(MAX_LEASES)),
             next_shard: AtomicUsize::new(0),
         }
     }
 
     /// Changes the cap (config reload).
     pub fn set_cap(&self, cap: usize) {
-        self.cap.store(cap, Ordering::Relaxed);
+        self.cap.store(cap.min(MAX_LEASES), Ordering::Relaxed);
     }
 
     /// Live leases.
@@ -192,36 +247,57 @@ impl LeaseTable {
         self.count.fetch_sub(1, Ordering::AcqRel);
     }
 
-    fn shard(&self, id: LeaseId) -> &ExpiryShard {
-        &self.expiry[(id.0 as usize) % SHARDS]
+    /// The shard and index of `id`'s slot.
+    fn locate(&self, id: LeaseId) -> (&Mutex<Shard>, usize) {
+        let slot = self.ids.slot(id) as usize;
+        (&self.shards[slot % SHARDS], slot >> SHARD_BITS)
     }
 
-    /// Inserts a reserved lease.
-    pub fn insert(&self, id: LeaseId, lease: Lease) {
-        lock(self.shard(id)).push(lease.expires_at, id);
-        self.live.insert(id, lease);
+    /// True when this table issued `id` (live, ended, or long forgotten).
+    pub fn was_issued(&self, id: LeaseId) -> bool {
+        self.ids.was_issued(id)
+    }
+
+    /// Inserts a reserved lease under a new id.
+    pub fn insert(&self, lease: Lease) -> LeaseId {
+        thread_local! {
+            /// Each thread starts at its own shard and moves on by one per grant, so threads rarely meet.
+            static NEXT: Cell<usize> = const { Cell::new(usize::MAX) };
+        }
+        let first = NEXT.with(|next| {
+            let mut n = next.get();
+            if n == usize::MAX {
+                // Spread threads by where their thread-local lives.
+                n = (next as *const Cell<usize> as usize) >> 6;
+            }
+            next.set(n.wrapping_add(1));
+            n
+        });
+        // A reservation was taken against a cap of at most MAX_LEASES, so some shard has room.
+        for k in 0..SHARDS {
+            let s = (first + k) % SHARDS;
+            let mut shard = lock(&self.shards[s]);
+            let Some(index) = shard.vacant() else {
+                continue;
+            };
+            let id = self.ids.issue_in(((index << SHARD_BITS) | s) as u32);
+            shard.expiry.push(lease.expires_at, id);
+            shard.slots[index] = Some((id, lease));
+            return id;
+        }
+        unreachable!("leases are reserved against a cap of at most MAX_LEASES")
     }
 
     /// Removes a live lease. An expired or revoked one leaves a tombstone saying so; a released one leaves
     /// none (the common case costs nothing more: the id itself proves it was issued, see
-    /// [`LeaseIds::was_issued`](crate::engine::LeaseIds::was_issued)).
+    /// [`LeaseIds::was_issued`]).
     pub fn end(&self, id: LeaseId, why: NotReleased, now: Nanos) -> Option<Lease> {
-        let lease = self.live.remove(&id).map(|(_, l)| l)?;
+        let (shard, index) = self.locate(id);
+        let lease = lock(shard).take_if(index, id, |_| true)?;
         self.count.fetch_sub(1, Ordering::AcqRel);
         if why != NotReleased::AlreadyReleased {
             self.tombstone(id, why, now);
         }
-        Some(lease)
-    }
-
-    /// Removes a lease only if it has expired by `now`.
-    fn end_if_expired(&self, id: LeaseId, now: Nanos) -> Option<Lease> {
-        let lease = self
-            .live
-            .remove_if(&id, |_, l| l.expires_at <= now)
-            .map(|(_, l)| l)?;
-        self.count.fetch_sub(1, Ordering::AcqRel);
-        self.tombstone(id, NotReleased::Expired, now);
         Some(lease)
     }
 
@@ -243,45 +319,55 @@ impl LeaseTable {
             .map_or(NotReleased::UnknownLease, |e| e.0)
     }
 
-    /// Runs `f` on a live lease. Returns `None` when it is not live.
+    /// Runs `f` on a live lease (under its shard's lock: `f` must not call back into the table). Returns
+    /// `None` when it is not live.
     pub fn update<R>(&self, id: LeaseId, f: impl FnOnce(&mut Lease) -> R) -> Option<R> {
-        self.live.get_mut(&id).map(|mut l| f(&mut l))
+        let (shard, index) = self.locate(id);
+        lock(shard).get_mut(index, id).map(f)
     }
 
     /// Extends a lease and indexes its new expiry.
     pub fn renew(&self, id: LeaseId, expires_at: Nanos) -> bool {
-        let renewed = self.update(id, |l| l.expires_at = expires_at).is_some();
-        if renewed {
-            lock(self.shard(id)).push(expires_at, id);
-        }
-        renewed
+        let (shard, index) = self.locate(id);
+        let mut shard = lock(shard);
+        let Some(lease) = shard.get_mut(index, id) else {
+            return false;
+        };
+        lease.expires_at = expires_at;
+        shard.expiry.push(expires_at, id);
+        true
     }
 
-    /// Removes up to `limit` leases expired by `now`, handing each to `ended` (no list of leases is built),
-    /// and says whether more remain.
+    /// Removes up to `limit` leases expired by `now`, handing each to `ended` (after the shard's lock is
+    /// released), and says whether more remain.
     pub fn expire(&self, now: Nanos, limit: usize, mut ended: impl FnMut(LeaseId, Lease)) -> bool {
-        let mut due: Vec<LeaseId> = Vec::new();
+        let mut popped = 0;
+        let mut expired: Vec<(LeaseId, Lease)> = Vec::new();
         let mut more = false;
         // Start at a different shard each time, so a limited sweep does not always favour the first ones.
         let first = self.next_shard.fetch_add(1, Ordering::Relaxed);
         for k in 0..SHARDS {
-            let mut shard = lock(&self.expiry[(first + k) % SHARDS]);
-            while due.len() < limit {
-                match shard.pop_due(now) {
-                    Some(id) => due.push(id),
-                    None => break,
+            let mut shard = lock(&self.shards[(first + k) % SHARDS]);
+            while popped < limit {
+                let Some(id) = shard.expiry.pop_due(now) else {
+                    break;
+                };
+                popped += 1;
+                // Stale entries (renewed or released leases) find nothing to take.
+                let index = self.ids.slot(id) as usize >> SHARD_BITS;
+                if let Some(lease) = shard.take_if(index, id, |l| l.expires_at <= now) {
+                    expired.push((id, lease));
                 }
             }
-            if due.len() == limit && shard.has_due(now) {
+            if popped == limit && shard.expiry.has_due(now) {
                 more = true;
                 break;
             }
         }
-        // Stale entries (renewed or released leases) simply find nothing to remove.
-        for id in due {
-            if let Some(lease) = self.end_if_expired(id, now) {
-                ended(id, lease);
-            }
+        self.count.fetch_sub(expired.len(), Ordering::AcqRel);
+        for (id, lease) in expired {
+            self.tombstone(id, NotReleased::Expired, now);
+            ended(id, lease);
         }
         more
     }
@@ -315,12 +401,112 @@ impl LeaseTable {
         }
     }
 
-    /// Visits live leases (admin reads).
+    /// Visits live leases (admin reads; each shard's lock is held while its leases are visited, so `f` must
+    /// not call back into the table).
     pub fn for_each(&self, mut f: impl FnMut(LeaseId, &Lease) -> bool) {
-        for r in &self.live {
-            if !f(*r.key(), r.value()) {
-                break;
+        for shard in self.shards.iter() {
+            let shard = lock(shard);
+            for (id, lease) in shard.slots.iter().flatten() {
+                if !f(*id, lease) {
+                    return;
+                }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(expires_at: Nanos) -> Lease {
+        let name: Arc<str> = Arc::from("r");
+        Lease {
+            resource: name.clone(),
+            rule: name,
+            levels: SmallVec::new(),
+            permits: 1,
+            expires_at,
+            default_ttl: Duration::from_secs(1),
+            max_ttl: Duration::from_secs(1),
+            breaker_key: None,
+            probe: None,
+            failure_reported: false,
+            client_id: None,
+        }
+    }
+
+    fn grant(table: &LeaseTable, expires_at: Nanos) -> LeaseId {
+        table.reserve().unwrap();
+        table.insert(lease(expires_at))
+    }
+
+    #[test]
+    fn a_reused_slot_does_not_answer_to_its_old_id() {
+        let table = LeaseTable::new(100);
+        let old = grant(&table, 100);
+        assert!(table.end(old, NotReleased::AlreadyReleased, 0).is_some());
+        // One thread moves one shard on per grant: within a round of grants, one reuses the freed slot.
+        let round: Vec<_> = (0..SHARDS).map(|_| grant(&table, 100)).collect();
+        let new = *round
+            .iter()
+            .find(|&&id| table.ids.slot(id) == table.ids.slot(old))
+            .expect("the freed slot was reused");
+        for &id in round.iter().filter(|&&id| id != new) {
+            table.end(id, NotReleased::AlreadyReleased, 0);
+        }
+        assert_ne!(old, new);
+        assert!(table.end(old, NotReleased::AlreadyReleased, 0).is_none());
+        assert!(table.update(old, |_| ()).is_none());
+        assert!(!table.renew(old, 200));
+        assert!(table.was_issued(old));
+        assert_eq!(table.len(), 1);
+        assert!(
+            table
+                .update(new, |l| l.expires_at)
+                .is_some_and(|t| t == 100)
+        );
+        // The old id's expiry entry is stale: expiring at 100 takes the new lease once, by its own id.
+        let mut ended = Vec::new();
+        table.expire(100, usize::MAX, |id, _| ended.push(id));
+        assert_eq!(ended, vec![new]);
+        assert!(table.is_empty());
+    }
+
+    #[test]
+    fn foreign_ids_find_nothing() {
+        let table = LeaseTable::new(10);
+        let mine = grant(&table, 100);
+        let other = LeaseTable::new(10);
+        for id in [
+            LeaseId(0),
+            LeaseId(u64::MAX),
+            LeaseId(mine.0 ^ 1),
+            grant(&other, 100),
+        ] {
+            assert!(table.update(id, |_| ()).is_none());
+            assert!(table.end(id, NotReleased::AlreadyReleased, 0).is_none());
+        }
+        assert_eq!(table.len(), 1);
+    }
+
+    #[test]
+    fn leases_spread_over_shards_and_are_all_found() {
+        let table = LeaseTable::new(10_000);
+        let ids: Vec<_> = (0..5_000).map(|i| grant(&table, i)).collect();
+        let shards: std::collections::HashSet<_> = ids
+            .iter()
+            .map(|&id| table.ids.slot(id) as usize % SHARDS)
+            .collect();
+        assert_eq!(shards.len(), SHARDS);
+        let mut seen = 0;
+        table.for_each(|_, _| {
+            seen += 1;
+            true
+        });
+        assert_eq!(seen, 5_000);
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(table.update(*id, |l| l.expires_at), Some(i as Nanos));
         }
     }
 }

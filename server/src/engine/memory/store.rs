@@ -18,8 +18,8 @@ use crate::{
     clock::{Nanos, nanos},
     engine::{
         Breaker, BreakerRef, BreakerState, CircuitView, Decision, EngineError, EngineStats,
-        LeaseId, LeaseIds, LeaseView, Plan, Release, Released, Renewed, ReportPlan, Reported,
-        ResourceUsage, Rules, Store, StoreUsage, Sweep,
+        LeaseId, LeaseView, Plan, Release, Released, Renewed, ReportPlan, Reported, ResourceUsage,
+        Rules, Store, StoreUsage, Sweep,
     },
 };
 
@@ -31,7 +31,6 @@ pub struct MemoryStore {
     pub(super) breakers: Table<Breaker>,
     pub(super) pressure: Table<PressureState>,
     pub(super) leases: LeaseTable,
-    pub(super) ids: LeaseIds,
     pub(super) idempotency: Idempotency,
     pub(super) idempotency_window: AtomicU64,
     pub(super) stats: EngineStats,
@@ -46,7 +45,6 @@ impl MemoryStore {
             breakers: Table::default(),
             pressure: Table::default(),
             leases: LeaseTable::new(rules.capacity.max_leases),
-            ids: LeaseIds::default(),
             idempotency: Idempotency::default(),
             idempotency_window: AtomicU64::new(nanos(rules.capacity.idempotency_window)),
             stats: EngineStats::default(),
@@ -105,7 +103,7 @@ impl MemoryStore {
     pub(super) fn why_gone(&self, id: LeaseId) -> crate::engine::NotReleased {
         use crate::engine::NotReleased;
         match self.leases.why_gone(id) {
-            NotReleased::UnknownLease if self.ids.was_issued(id) => NotReleased::AlreadyReleased,
+            NotReleased::UnknownLease if self.leases.was_issued(id) => NotReleased::AlreadyReleased,
             why => why,
         }
     }

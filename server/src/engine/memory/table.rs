@@ -144,6 +144,26 @@ impl<T> Table<T> {
         }
     }
 
+    /// Runs `f` on the state of `key` (created if absent) while holding the map shard's read lock, so the
+    /// value cannot be evicted meanwhile: no reference to it is counted and no retry is needed. `f` also
+    /// gets the table's copy of the key. Never call this while holding another value's lock (eviction
+    /// locks values under the shard's write lock).
+    pub fn with_locked<R>(
+        &self,
+        key: &str,
+        budget: &KeyBudget,
+        mut init: impl FnMut() -> T,
+        f: impl FnOnce(&Arc<str>, &mut T) -> R,
+    ) -> Result<R, EngineError> {
+        loop {
+            if let Some(r) = self.map.get(key) {
+                let mut slot = lock(r.value());
+                return Ok(f(r.key(), &mut slot.value));
+            }
+            self.get_or_insert(key, budget, &mut init)?;
+        }
+    }
+
     /// Runs `f` on the state of `key` if it exists.
     pub fn with_existing<R>(&self, key: &str, f: impl FnOnce(&mut T) -> R) -> Option<R> {
         let shared = self.get(key)?;
