@@ -84,9 +84,27 @@ impl LeaseIds {
 
     /// The next id, carrying `slot` (only its low [`SLOT_BITS`] bits are kept).
     pub fn issue_in(&self, slot: u32) -> LeaseId {
-        let n = self.next.fetch_add(1, Ordering::Relaxed) % COUNTER_LIMIT;
-        let raw = (n << SLOT_BITS) | (u64::from(slot) & SLOT_MASK);
+        self.compose(self.next.fetch_add(1, Ordering::Relaxed), slot)
+    }
+
+    /// The id of grant number `n` (counted by the caller, e.g. per slot range under its own lock, so that
+    /// `(n, slot)` never repeats) in `slot`.
+    pub fn compose(&self, n: u64, slot: u32) -> LeaseId {
+        let raw = ((n % COUNTER_LIMIT) << SLOT_BITS) | (u64::from(slot) & SLOT_MASK);
         LeaseId(splitmix64(self.seed.wrapping_add(raw)))
+    }
+
+    /// The grant number and slot `id` was composed of (for an id this process did not issue: random ones).
+    pub fn decompose(&self, id: LeaseId) -> (u64, u32) {
+        let raw = self.unscramble(id);
+        (raw >> SLOT_BITS, (raw & SLOT_MASK) as u32)
+    }
+
+    /// True when grant number `n` is below `next`, the next one to be issued in its counting: the test
+    /// behind [`was_issued`](Self::was_issued), for callers that count grants themselves.
+    pub fn counted(n: u64, next: u64) -> bool {
+        // Once the counter has wrapped, every value has been issued.
+        n >= 1 && (n < next || next >= COUNTER_LIMIT)
     }
 
     fn unscramble(&self, id: LeaseId) -> u64 {
@@ -102,10 +120,7 @@ impl LeaseIds {
     /// True when this process issued `id` (the scrambling is a bijection, so it can be undone). A forged
     /// or foreign id decodes to a random counter value, almost surely far beyond the ones issued.
     pub fn was_issued(&self, id: LeaseId) -> bool {
-        let n = self.unscramble(id) >> SLOT_BITS;
-        let next = self.next.load(Ordering::Relaxed);
-        // Once the counter has wrapped, every counter value has been issued.
-        n >= 1 && (n < next || next >= COUNTER_LIMIT)
+        Self::counted(self.decompose(id).0, self.next.load(Ordering::Relaxed))
     }
 }
 

@@ -36,6 +36,19 @@ const SHARD_SLOTS: usize = 1 << (SLOT_BITS - SHARD_BITS);
 /// The most live leases the table can hold (`capacity.max_leases` may not exceed it).
 pub const MAX_LEASES: usize = SHARDS * SHARD_SLOTS;
 
+/// A shard on cache lines of its own, so threads working in neighbouring shards do not contend for a line.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Padded(Mutex<Shard>);
+
+impl std::ops::Deref for Padded {
+    type Target = Mutex<Shard>;
+
+    fn deref(&self) -> &Mutex<Shard> {
+        &self.0
+    }
+}
+
 /// One shard: a slab of leases with its free list, and its expiry index.
 #[derive(Debug, Default)]
 struct Shard {
@@ -44,6 +57,9 @@ struct Shard {
     /// Indexes of empty slots, reused last-freed first (warm in cache).
     free: Vec<u32>,
     expiry: Expiries,
+    /// The next grant number in this shard (from 1): ids are unique per shard and their slots name the
+    /// shard, so no counter is shared between threads.
+    next: u64,
 }
 
 impl Shard {
@@ -186,7 +202,7 @@ pub struct Lease {
 #[derive(Debug)]
 pub struct LeaseTable {
     ids: LeaseIds,
-    shards: Box<[Mutex<Shard>]>,
+    shards: Box<[Padded]>,
     ended: DashMap<LeaseId, (NotReleased, Nanos), ById>,
     /// Tombstones in the order they were written, so forgetting old ones costs what is forgotten, not a
     /// pass over all of them.
@@ -204,7 +220,7 @@ impl LeaseTable {
     pub fn new(cap: usize) -> Self {
         Self {
             ids: LeaseIds::default(),
-            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            shards: (0..SHARDS).map(|_| Padded::default()).collect(),
             ended: DashMap::with_hasher(ById::default()),
             ended_order: Mutex::new(VecDeque::new()),
             count: AtomicUsize::new(0),
@@ -249,26 +265,31 @@ impl LeaseTable {
 
     /// The shard and index of `id`'s slot.
     fn locate(&self, id: LeaseId) -> (&Mutex<Shard>, usize) {
-        let slot = self.ids.slot(id) as usize;
+        let slot = self.ids.decompose(id).1 as usize;
         (&self.shards[slot % SHARDS], slot >> SHARD_BITS)
     }
 
     /// True when this table issued `id` (live, ended, or long forgotten).
     pub fn was_issued(&self, id: LeaseId) -> bool {
-        self.ids.was_issued(id)
+        let (n, slot) = self.ids.decompose(id);
+        let next = lock(&self.shards[slot as usize % SHARDS]).next;
+        LeaseIds::counted(n, next)
     }
 
     /// Inserts a reserved lease under a new id.
     pub fn insert(&self, lease: Lease) -> LeaseId {
+        /// Hands each thread its starting shard, spaced apart.
+        static THREADS: AtomicUsize = AtomicUsize::new(0);
         thread_local! {
-            /// Each thread starts at its own shard and moves on by one per grant, so threads rarely meet.
+            /// Each thread starts at its own shard and moves on by one per grant, so threads in step
+            /// never meet.
             static NEXT: Cell<usize> = const { Cell::new(usize::MAX) };
         }
         let first = NEXT.with(|next| {
             let mut n = next.get();
             if n == usize::MAX {
-                // Spread threads by where their thread-local lives.
-                n = (next as *const Cell<usize> as usize) >> 6;
+                // 7 is coprime with the shard count: the first 16 threads start on 16 different shards.
+                n = THREADS.fetch_add(7, Ordering::Relaxed);
             }
             next.set(n.wrapping_add(1));
             n
@@ -280,7 +301,11 @@ impl LeaseTable {
             let Some(index) = shard.vacant() else {
                 continue;
             };
-            let id = self.ids.issue_in(((index << SHARD_BITS) | s) as u32);
+            shard.next = shard.next.max(1);
+            let id = self
+                .ids
+                .compose(shard.next, ((index << SHARD_BITS) | s) as u32);
+            shard.next += 1;
             shard.expiry.push(lease.expires_at, id);
             shard.slots[index] = Some((id, lease));
             return id;
@@ -354,7 +379,7 @@ impl LeaseTable {
                 };
                 popped += 1;
                 // Stale entries (renewed or released leases) find nothing to take.
-                let index = self.ids.slot(id) as usize >> SHARD_BITS;
+                let index = self.ids.decompose(id).1 as usize >> SHARD_BITS;
                 if let Some(lease) = shard.take_if(index, id, |l| l.expires_at <= now) {
                     expired.push((id, lease));
                 }

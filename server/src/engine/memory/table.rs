@@ -127,21 +127,15 @@ impl<T> Table<T> {
         }
     }
 
-    /// Runs `f` on the state of `key` (created if absent), retrying if it is evicted under us.
+    /// Runs `f` on the state of `key` (created if absent). See [`with_locked`](Self::with_locked).
     pub fn with<R>(
         &self,
         key: &str,
         budget: &KeyBudget,
-        mut init: impl FnMut() -> T,
+        init: impl FnMut() -> T,
         f: impl FnOnce(&mut T) -> R,
     ) -> Result<R, EngineError> {
-        loop {
-            let (_, shared) = self.get_or_insert(key, budget, &mut init)?;
-            let mut slot = lock(&shared);
-            if !slot.evicted {
-                return Ok(f(&mut slot.value));
-            }
-        }
+        self.with_locked(key, budget, init, |_, value| f(value))
     }
 
     /// Runs `f` on the state of `key` (created if absent) while holding the map shard's read lock, so the
@@ -164,15 +158,13 @@ impl<T> Table<T> {
         }
     }
 
-    /// Runs `f` on the state of `key` if it exists.
+    /// Runs `f` on the state of `key` if it exists, under the map shard's read lock as in
+    /// [`with_locked`](Self::with_locked) (no reference counted, so threads sharing a key touch one line
+    /// less of it).
     pub fn with_existing<R>(&self, key: &str, f: impl FnOnce(&mut T) -> R) -> Option<R> {
-        let shared = self.get(key)?;
-        let mut slot = lock(&shared);
-        if slot.evicted {
-            None
-        } else {
-            Some(f(&mut slot.value))
-        }
+        let r = self.map.get(key)?;
+        let mut slot = lock(r.value());
+        Some(f(&mut slot.value))
     }
 
     /// Drops every value for which `idle` is true. Returns how many.
