@@ -2,6 +2,8 @@
 //! - `acquire/*`: one Acquire, timed alone (the leases are released outside the timing);
 //! - `acquire+release/*`: an Acquire and its Release;
 //! - `contended/two_threads_one_key`: two threads hammering one key, wall time per Acquire+Release;
+//! - `contended/two_threads_one_key_acquire`: the same, Acquires alone timed (leases released between
+//!   timed rounds);
 //! - `keys/*`: Acquire+Release spread over 1, 100k and 1M live tenant keys.
 //!
 //! `cargo bench -p quotad-server --bench engine`  (memory per key: `--bench memory`)
@@ -165,6 +167,45 @@ fn contended(c: &mut Criterion) {
             start
                 .elapsed()
                 .mul_f64(iters as f64 / (2 * per_thread) as f64)
+        })
+    });
+    group.bench_function("two_threads_one_key_acquire", |b| {
+        const ROUND: u64 = 5_000;
+        b.iter_custom(|iters| {
+            let rounds = iters.div_ceil(2 * ROUND);
+            let barrier = Arc::new(Barrier::new(2));
+            let mut timed = Duration::ZERO;
+            std::thread::scope(|s| {
+                let worker = |timer: bool| {
+                    let (quota, barrier) = (quota.clone(), barrier.clone());
+                    move || {
+                        let req = request("rate", &[]);
+                        let mut held = Vec::with_capacity(ROUND as usize);
+                        let mut total = Duration::ZERO;
+                        for _ in 0..rounds {
+                            // Both threads acquire together; one of them times the round, wall clock.
+                            barrier.wait();
+                            let start = Instant::now();
+                            for _ in 0..ROUND {
+                                held.push(acquire(&quota, &req));
+                            }
+                            barrier.wait();
+                            if timer {
+                                total += start.elapsed();
+                            }
+                            for id in held.drain(..) {
+                                release(&quota, id);
+                            }
+                        }
+                        total
+                    }
+                };
+                let timer = s.spawn(worker(true));
+                s.spawn(worker(false));
+                timed = timer.join().expect("bench thread");
+            });
+            // Wall time for 2 × ROUND acquires per round, reported per acquire.
+            timed.mul_f64(iters as f64 / (2 * ROUND * rounds) as f64)
         })
     });
     group.finish();

@@ -128,6 +128,10 @@ impl Bucket {
 
     /// Whole tokens available now (0 while in debt).
     pub fn remaining(&self, now: Nanos) -> u64 {
+        if let Some(capacity) = self.burst.checked_mul(self.interval) {
+            // The usual sizes fit in 64 bits: no 128-bit division.
+            return capacity.saturating_sub(self.tat.saturating_sub(now)) / self.interval;
+        }
         let capacity = self.capacity();
         let deficit = self.deficit(now);
         if deficit >= capacity {
@@ -214,6 +218,22 @@ mod tests {
         assert!(b.is_full(0));
         b.retune(0, SEC / 2, 8); // growing does not add tokens at once
         assert_eq!(b.remaining(0), 3);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn remaining_is_exact_in_64_or_128_bits(
+            interval in 1u64..,
+            burst: u64,
+            tat: u64,
+            now: u64,
+        ) {
+            let b = Bucket { tat, interval, burst };
+            let capacity = u128::from(burst) * u128::from(interval);
+            let deficit = u128::from(tat.saturating_sub(now));
+            let exact = capacity.saturating_sub(deficit) / u128::from(interval);
+            proptest::prop_assert_eq!(u128::from(b.remaining(now)), exact);
+        }
     }
 
     #[test]

@@ -59,7 +59,10 @@ impl MemoryStore {
         }
         self.free_slots(&lease);
 
-        let rule = rules.resolve(&lease.resource);
+        // The rule is needed only to charge more or to count the outcome on a breaker.
+        let needs_rule =
+            lease.breaker_key.is_some() || r.used_permits.is_some_and(|used| used > lease.permits);
+        let rule = needs_rule.then(|| rules.resolve(&lease.resource)).flatten();
         let (mut refunded, mut charged) = (0, 0);
         match r.used_permits {
             Some(used) if used < lease.permits => {
