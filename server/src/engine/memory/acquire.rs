@@ -88,7 +88,7 @@ impl MemoryStore {
     fn peek(&self, plan: &Plan<'_>, factor: f64, now: Nanos) -> Tightest {
         let mut t = Tightest::default();
         for level in &plan.levels {
-            let spec = level.spec(&plan.rule);
+            let spec = level.spec(plan.rule);
             let mut cell = self
                 .levels
                 .with_existing(&level.key, |c| c.clone())

@@ -1,7 +1,10 @@
 //! A sharded map from state key to a small mutex-guarded value, with a shared cap on live keys and
-//! eviction of idle values. Values are reached through an `Arc` so no map shard lock is held while a
-//! value is locked; an evicted value is flagged so a holder of a stale `Arc` retries instead of writing
-//! to state nobody will read again.
+//! eviction of idle values. One key is read or written under its map shard's read lock (the value cannot be
+//! evicted meanwhile, and no reference is counted). Several keys locked together (a multi-level acquire) are
+//! reached through `Arc`s instead, so no map shard lock is held while more than one value is locked (two
+//! read locks held at once could deadlock behind a waiting writer); an evicted value is flagged so a holder
+//! of a stale `Arc` retries instead of writing to state nobody will read again. Lock order: map shard, then
+//! value; never a map shard while holding a value.
 
 use std::sync::{
     Arc, Mutex, MutexGuard, PoisonError,
