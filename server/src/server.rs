@@ -8,8 +8,7 @@ use quotad_api::v1::{
     quota_admin_server::QuotaAdminServer, quota_service_server::QuotaServiceServer,
 };
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::Server;
+use tonic::transport::{Server, server::TcpIncoming};
 
 use crate::{
     clock::Clock,
@@ -211,7 +210,6 @@ impl Quotad {
             "quotad serving"
         );
         let serve = Server::builder()
-            .tcp_nodelay(true)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .add_service(quota_service)
@@ -219,7 +217,7 @@ impl Quotad {
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain);
+            .serve_with_incoming_shutdown(incoming(listener), drain);
         tokio::pin!(serve);
         let result = tokio::select! {
             r = &mut serve => r.map_err(ServeError::from),
@@ -240,6 +238,13 @@ impl Quotad {
     }
 }
 
+/// The connections `listener` accepts, each with `TCP_NODELAY` set. tonic applies its own `tcp_nodelay`
+/// setting only to listeners it binds itself, and with Nagle's algorithm on, a small response written while
+/// an earlier one is still unacknowledged waits for the client's delayed ACK: 40 to 200 ms.
+pub fn incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
 /// Serves `settings` on `listener` at `clock` until `shutdown` completes: what the binary and the tests run.
 pub async fn run(
     listener: TcpListener,
@@ -250,4 +255,24 @@ pub async fn run(
     Arc::new(Quotad::new(settings, None, clock))
         .serve(listener, shutdown)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio_stream::StreamExt as _;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_connections_do_not_wait_for_delayed_acks() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut accepted = incoming(listener);
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let stream = accepted.next().await.unwrap().unwrap();
+        assert!(
+            stream.nodelay().unwrap(),
+            "TCP_NODELAY on the server's side"
+        );
+    }
 }
