@@ -6,6 +6,7 @@
 # its expiry sweeping included) against Health/Check on the same binary gives the ratio.
 # Needs valgrind and h2load (apt-get install valgrind nghttp2-client). About 2 minutes.
 #   scripts/bench-instructions.sh            # N=20000, target/release/quotad
+#   QUOTAD_METRICS__ENABLED=false scripts/bench-instructions.sh   # the same with metrics off
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${N:-20000}
@@ -20,7 +21,11 @@ count() { # kind calls -> instructions
   QUOTAD_SERVER__DRAIN_DELAY=0s valgrind --tool=callgrind --callgrind-out-file="$out/$1-$2.out" \
     "$server" --config examples/bench.toml >"$out/$1-$2.log" 2>&1 &
   local pid=$!
-  for _ in $(seq 1 300); do curl -sf http://127.0.0.1:9464/metrics >/dev/null && break; sleep 0.2; done
+  # Ready when the gRPC port accepts (works with metrics off too).
+  for _ in $(seq 1 300); do
+    python3 -c 'import socket; socket.create_connection(("127.0.0.1", 50051), 1).close()' 2>/dev/null && break
+    sleep 0.2
+  done
   local path=/grpc.health.v1.Health/Check
   [ "$1" = acquire ] && path=/quotad.v1.QuotaService/Acquire
   h2load -n "$2" -c 4 -m 16 -t 1 -H 'content-type: application/grpc' -H 'te: trailers' \
