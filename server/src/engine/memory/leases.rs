@@ -516,6 +516,57 @@ mod tests {
     }
 
     #[test]
+    fn every_lease_ends_exactly_once_across_threads() {
+        // Four threads grant and end leases while a fifth expires whatever is due: every lease must end
+        // once (by release or by expiry, never both, never twice) and the count must come back to zero.
+        const PER_THREAD: u64 = 5_000;
+        let table = LeaseTable::new(100_000);
+        let ended = Mutex::new(std::collections::HashSet::new());
+        let note = |id: LeaseId| assert!(lock(&ended).insert(id), "lease {id} ended twice");
+        let granted = std::sync::atomic::AtomicU64::new(0);
+        std::thread::scope(|s| {
+            for t in 0..4u64 {
+                let (table, note, granted) = (&table, &note, &granted);
+                s.spawn(move || {
+                    let mut held = Vec::new();
+                    for i in 0..PER_THREAD {
+                        // Odd leases expire at once (the expirer races the release for them).
+                        held.push(grant(table, if i % 2 == 1 { 0 } else { Nanos::MAX }));
+                        granted.fetch_add(1, Ordering::Relaxed);
+                        if (i + t) % 3 == 0 {
+                            let id = held.swap_remove(held.len() / 2);
+                            if table.end(id, NotReleased::AlreadyReleased, 1).is_some() {
+                                note(id);
+                            }
+                        }
+                    }
+                    for id in held {
+                        if table.end(id, NotReleased::AlreadyReleased, 1).is_some() {
+                            note(id);
+                        }
+                    }
+                });
+            }
+            let (table, note) = (&table, &note);
+            s.spawn(move || {
+                for _ in 0..200 {
+                    table.expire(1, 64, |id, _| note(id));
+                    std::thread::yield_now();
+                }
+            });
+        });
+        table.expire(Nanos::MAX, usize::MAX, |id, _| note(id));
+        assert_eq!(lock(&ended).len() as u64, granted.load(Ordering::Relaxed));
+        assert_eq!(table.len(), 0);
+        let mut live = 0;
+        table.for_each(|_, _| {
+            live += 1;
+            true
+        });
+        assert_eq!(live, 0);
+    }
+
+    #[test]
     fn leases_spread_over_shards_and_are_all_found() {
         let table = LeaseTable::new(10_000);
         let ids: Vec<_> = (0..5_000).map(|i| grant(&table, i)).collect();
