@@ -114,7 +114,7 @@ impl LeaseIds {
     /// The slot `id` was issued with. For an id this process did not issue, any slot: the store must
     /// check that the lease it finds there has this id.
     pub fn slot(&self, id: LeaseId) -> u32 {
-        (self.unscramble(id) & SLOT_MASK) as u32
+        self.decompose(id).1
     }
 
     /// True when this process issued `id` (the scrambling is a bijection, so it can be undone). A forged

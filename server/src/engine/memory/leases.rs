@@ -57,9 +57,9 @@ struct Shard {
     /// Indexes of empty slots, reused last-freed first (warm in cache).
     free: Vec<u32>,
     expiry: Expiries,
-    /// The next grant number in this shard (from 1): ids are unique per shard and their slots name the
+    /// Grants made in this shard, which numbers them from 1: ids are unique per shard and their slots name the
     /// shard, so no counter is shared between threads.
-    next: u64,
+    issued: u64,
 }
 
 impl Shard {
@@ -272,8 +272,8 @@ impl LeaseTable {
     /// True when this table issued `id` (live, ended, or long forgotten).
     pub fn was_issued(&self, id: LeaseId) -> bool {
         let (n, slot) = self.ids.decompose(id);
-        let next = lock(&self.shards[slot as usize % SHARDS]).next;
-        LeaseIds::counted(n, next)
+        let issued = lock(&self.shards[slot as usize % SHARDS]).issued;
+        LeaseIds::counted(n, issued + 1)
     }
 
     /// Inserts a reserved lease under a new id.
@@ -301,11 +301,10 @@ impl LeaseTable {
             let Some(index) = shard.vacant() else {
                 continue;
             };
-            shard.next = shard.next.max(1);
+            shard.issued += 1;
             let id = self
                 .ids
-                .compose(shard.next, ((index << SHARD_BITS) | s) as u32);
-            shard.next += 1;
+                .compose(shard.issued, ((index << SHARD_BITS) | s) as u32);
             shard.expiry.push(lease.expires_at, id);
             shard.slots[index] = Some((id, lease));
             return id;
