@@ -163,11 +163,7 @@ fn rate(key: &str, r: &RateSection) -> Result<RateSpec, ConfigError> {
             "more than one token per nanosecond is not supported",
         ));
     }
-    Ok(RateSpec {
-        limit,
-        period,
-        burst,
-    })
+    Ok(RateSpec::new(limit, period, burst))
 }
 
 fn concurrency(key: &str, c: Option<u32>) -> Result<Option<u32>, ConfigError> {
@@ -380,6 +376,7 @@ fn resource(
         ));
     }
     Ok(Rule {
+        home: Default::default(),
         name: Arc::from(r.name.as_str()),
         resource,
         partitions,

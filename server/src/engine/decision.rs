@@ -64,8 +64,9 @@ pub enum Verdict {
 pub struct Decision {
     /// The concrete resource.
     pub resource: Arc<str>,
-    /// The configured name of the rule that decided (the pattern for a glob rule): a bounded label.
-    pub rule: Arc<str>,
+    /// The pattern of the glob rule that decided, when the resource matched one; `None` when the rule is
+    /// the resource's own (named as it). [`rule`](Self::rule) gives the rule's name either way.
+    pub pattern: Option<Arc<str>>,
     /// Granted or denied.
     pub verdict: Verdict,
     /// Tokens left at the tightest rate level.
@@ -80,7 +81,18 @@ pub struct Decision {
     pub max_in_flight: u32,
 }
 
+/// The pattern of the rule named `rule` as it governs `resource`: `None` when the two are the same name
+/// (an exact rule), so the common case shares one name instead of counting a second reference to it.
+pub fn pattern_of(resource: &Arc<str>, rule: &Arc<str>) -> Option<Arc<str>> {
+    (!Arc::ptr_eq(resource, rule) && **resource != **rule).then(|| rule.clone())
+}
+
 impl Decision {
+    /// The configured name of the rule that decided (the pattern for a glob rule): a bounded label.
+    pub fn rule(&self) -> &Arc<str> {
+        self.pattern.as_ref().unwrap_or(&self.resource)
+    }
+
     /// True when granted.
     pub fn granted(&self) -> bool {
         matches!(self.verdict, Verdict::Granted(_))

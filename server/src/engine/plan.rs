@@ -22,16 +22,14 @@ pub struct LevelPlan<'a> {
     /// The state key: the resource name, or `resource␟descriptor␟value`.
     pub key: Cow<'a, str>,
     /// Index into the rule's partitions; `None` for the resource-wide level.
-    pub partition: Option<usize>,
-    /// The descriptor value for a partition level.
-    pub value: &'a str,
+    pub partition: Option<u32>,
 }
 
 impl LevelPlan<'_> {
     /// The level's limits.
     pub fn spec<'r>(&self, rule: &'r Rule) -> &'r LevelSpec {
         match self.partition {
-            Some(i) => &rule.partitions[i].limits,
+            Some(i) => &rule.partitions[i as usize].limits,
             None => &rule.resource,
         }
     }
@@ -39,7 +37,11 @@ impl LevelPlan<'_> {
     /// How a denial names this level: `resource` or `tenant=acme`.
     pub fn label(&self, rule: &Rule) -> String {
         match self.partition {
-            Some(i) => format!("{}={}", rule.partitions[i].descriptor, self.value),
+            Some(i) => {
+                // The value is the key's last part (values cannot hold the separator, a control character).
+                let value = self.key.rsplit(KEY_SEP).next().unwrap_or_default();
+                format!("{}={value}", rule.partitions[i as usize].descriptor)
+            }
             None => "resource".to_owned(),
         }
     }
@@ -102,6 +104,8 @@ pub struct Plan<'a> {
     pub resource: &'a str,
     /// Its rule, borrowed from the rule set in force (no reference count taken per request).
     pub rule: &'a Arc<Rule>,
+    /// True when the rule is the resource's own exact rule (named as it), not a pattern it matched.
+    pub exact: bool,
     /// Levels in check order (on the stack for up to four).
     pub levels: SmallVec<[LevelPlan<'a>; 4]>,
     /// The breaker's key, if the rule has a breaker.
@@ -119,23 +123,22 @@ pub struct Plan<'a> {
 }
 
 impl<'a> Plan<'a> {
-    /// Resolves `req` against `rule`.
-    pub fn build(rule: &'a Arc<Rule>, req: &'a Acquire) -> Result<Self, EngineError> {
+    /// Resolves `req` against `rule` (`exact`: see [`Plan::exact`]).
+    pub fn build(rule: &'a Arc<Rule>, exact: bool, req: &'a Acquire) -> Result<Self, EngineError> {
         let resource = req.resource.as_str();
         let mut levels: SmallVec<[LevelPlan<'a>; 4]> = SmallVec::new();
         if rule.resource.rate.is_some() || rule.resource.max_in_flight.is_some() {
             levels.push(LevelPlan {
                 key: Cow::Borrowed(resource),
                 partition: None,
-                value: "",
             });
         }
         for (i, p) in rule.partitions.iter().enumerate() {
             let value = required(&req.descriptors, &p.descriptor, resource, "partitioned")?;
             levels.push(LevelPlan {
                 key: Cow::Owned(partition_key(resource, &p.descriptor, value)),
-                partition: Some(i),
-                value,
+                // Partitions are few (config-bounded).
+                partition: Some(i as u32),
             });
         }
         for level in &levels {
@@ -170,6 +173,7 @@ impl<'a> Plan<'a> {
         Ok(Self {
             resource,
             rule,
+            exact,
             levels,
             breaker_key,
             permits: req.permits,

@@ -123,10 +123,10 @@ impl<S: Store> Quota<S> {
     /// Validates `req` and resolves it against the rules in force.
     fn plan<'a>(rules: &'a Rules, req: &'a Acquire) -> Result<Plan<'a>, EngineError> {
         req.validate(&rules.limits)?;
-        let rule = rules
-            .resolve(&req.resource)
+        let (rule, exact) = rules
+            .resolve_kind(&req.resource)
             .ok_or_else(|| EngineError::UnknownResource(req.resource.clone()))?;
-        Plan::build(rule, req)
+        Plan::build(rule, exact, req)
     }
 
     /// Releases a lease.

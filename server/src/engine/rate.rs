@@ -14,15 +14,28 @@ pub struct RateSpec {
     pub period: Duration,
     /// Capacity: the most tokens that can be taken at once, and what a fresh bucket holds.
     pub burst: u64,
+    /// Nanoseconds per token at the configured rate, computed once (every acquire needs it).
+    nanos_per_token: u64,
 }
 
 impl RateSpec {
+    /// `limit` tokens per `period`, holding at most `burst`.
+    pub fn new(limit: u64, period: Duration, burst: u64) -> Self {
+        Self {
+            limit,
+            period,
+            burst,
+            // Rounded up, so the bucket never refills faster than configured.
+            nanos_per_token: nanos(period).div_ceil(limit.max(1)).max(1),
+        }
+    }
+
     /// Nanoseconds per token at `factor` × the configured rate (the adaptive multiplier, `1.0` when none).
     /// Rounded up, so the bucket never refills faster than configured.
     pub fn interval(&self, factor: f64) -> u64 {
         if !(factor > 0.0 && factor < 1.0) {
-            // The configured rate (the common case): exact integer arithmetic.
-            return nanos(self.period).div_ceil(self.limit.max(1)).max(1);
+            // The configured rate (the common case): computed at construction.
+            return self.nanos_per_token;
         }
         let base = nanos(self.period) as f64 / self.limit as f64;
         ((base / factor).ceil() as u64).max(1)
@@ -163,11 +176,7 @@ mod tests {
     const SEC: u64 = 1_000_000_000;
 
     fn spec(limit: u64, period_s: u64, burst: u64) -> RateSpec {
-        RateSpec {
-            limit,
-            period: Duration::from_secs(period_s),
-            burst,
-        }
+        RateSpec::new(limit, Duration::from_secs(period_s), burst)
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use super::{AdaptiveSpec, BreakerSpec, RateSpec, glob};
+use super::{AdaptiveSpec, BreakerSpec, RateSpec, glob, memory::home::Home};
 
 /// One level of limits: the resource-wide one, or one partition of it.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,6 +46,9 @@ pub struct Rule {
     pub max_pause: Duration,
     /// Suggested wait on a CONCURRENCY_LIMITED denial (no exact answer exists: it depends on releases).
     pub concurrency_retry_after: Duration,
+    /// The in-memory store's handle on this rule's resource-wide state (an exact rule's; found on first
+    /// use). Not configuration: empty when built.
+    pub home: Home,
 }
 
 impl Rule {
@@ -142,11 +145,28 @@ impl Rules {
 
     /// The rule for a concrete resource name, if any.
     pub fn resolve(&self, resource: &str) -> Option<&Arc<Rule>> {
-        self.exact.get(resource).or_else(|| {
-            self.patterns
-                .iter()
-                .find(|r| glob::matches(&r.name, resource))
-        })
+        self.resolve_kind(resource).map(|(rule, _)| rule)
+    }
+
+    /// The rule for a concrete resource name, and whether it is the resource's own exact rule (`true`) or
+    /// a pattern it matched (`false`).
+    pub fn resolve_kind(&self, resource: &str) -> Option<(&Arc<Rule>, bool)> {
+        if let Some(rule) = self.exact.get(resource) {
+            return Some((rule, true));
+        }
+        self.patterns
+            .iter()
+            .find(|r| glob::matches(&r.name, resource))
+            .map(|rule| (rule, false))
+    }
+
+    /// Names of the exact rules that have a resource-wide level (rate or concurrency): their state is kept
+    /// for as long as the rule is in force.
+    pub fn exact_resource_levels(&self) -> impl Iterator<Item = &str> {
+        self.exact
+            .iter()
+            .filter(|(_, r)| r.resource.rate.is_some() || r.resource.max_in_flight.is_some())
+            .map(|(name, _)| &**name)
     }
 
     /// Every rule: exact names (sorted), then patterns in configured order.

@@ -192,7 +192,7 @@ impl Metrics {
     pub fn acquired(&self, result: &Result<Decision, EngineError>, elapsed: Duration) {
         self.latency(Rpc::Acquire).observe(elapsed);
         match result {
-            Ok(d) => self.with_resource(&d.rule, |c| {
+            Ok(d) => self.with_resource(d.rule(), |c| {
                 bump(&c.acquires[decision_index(d.denial())], 1);
                 if d.grant().is_some_and(|g| g.replayed) {
                     bump(&c.idempotent_replays, 1);

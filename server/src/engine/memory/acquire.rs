@@ -16,7 +16,10 @@ use super::{
 };
 use crate::{
     clock::{Nanos, nanos},
-    engine::{Admission, Breaker, Decision, Denial, EngineError, Grant, Plan, Verdict},
+    engine::{
+        Admission, Breaker, Decision, Denial, EngineError, Grant, Plan, Verdict,
+        decision::pattern_of,
+    },
 };
 
 /// Figures of the tightest levels, reported with every decision.
@@ -52,8 +55,8 @@ impl Tightest {
 
     fn decision(self, resource: Arc<str>, rule: &Arc<str>, verdict: Verdict) -> Decision {
         Decision {
+            pattern: pattern_of(&resource, rule),
             resource,
-            rule: rule.clone(),
             verdict,
             remaining: self.remaining.unwrap_or(0),
             limit: self.limit,
@@ -104,7 +107,7 @@ impl MemoryStore {
         // A resource's pressure state (pause, adaptive rate) exists only once a throttle report or an
         // adaptive rule made it; a fresh one is "not paused, factor 1". So an exact, non-adaptive resource
         // reads it only if it exists, and not even that while no resource has any.
-        let (resource, pressure) = if rule.adaptive.is_none() && *rule.name == *plan.resource {
+        let (resource, pressure) = if rule.adaptive.is_none() && plan.exact {
             let existing = if self.pressure.is_empty() {
                 None
             } else {
@@ -200,13 +203,13 @@ impl MemoryStore {
 
         let expires_at = now.saturating_add(nanos(plan.ttl));
         let lease_id = self.leases.insert(Lease {
+            pattern: pattern_of(&resource, &rule.name),
             resource: resource.clone(),
-            rule: rule.name.clone(),
             levels,
             permits: plan.permits,
             expires_at,
-            default_ttl: rule.lease_ttl,
-            max_ttl: rule.max_lease_ttl,
+            default_ttl: nanos(rule.lease_ttl),
+            max_ttl: nanos(rule.max_lease_ttl),
             breaker_key,
             probe,
             failure_reported: false,
@@ -230,6 +233,12 @@ impl MemoryStore {
         now: Nanos,
     ) -> Result<(Tightest, Result<SmallVec<[LeaseLevel; 2]>, Denied>), EngineError> {
         if let [level] = plan.levels.as_slice() {
+            if level.partition.is_none()
+                && plan.exact
+                && let Some(decided) = self.decide_at_home(plan, factor, now)?
+            {
+                return Ok(decided);
+            }
             // One level (the common shape): decide under the map shard's read lock, which keeps the cell
             // from being evicted meanwhile, so no reference to it is counted and no retry is needed.
             return self.levels.with_locked(
@@ -240,8 +249,7 @@ impl MemoryStore {
                     let mut held = SmallVec::new();
                     let (tightest, judged) = judge(plan, &mut [cell], factor, now, |_, taken| {
                         held.push(LeaseLevel {
-                            key: key.clone(),
-                            partition: level.partition,
+                            partition: level.partition.map(|i| (i, key.clone())),
                             slot: taken.slot,
                             charged: taken.charged,
                         });
@@ -277,14 +285,48 @@ impl MemoryStore {
             let mut held = SmallVec::new();
             let (tightest, judged) = judge(plan, &mut values, factor, now, |i, taken| {
                 held.push(LeaseLevel {
-                    key: cells[i].0.clone(),
-                    partition: plan.levels[i].partition,
+                    partition: plan.levels[i].partition.map(|p| (p, cells[i].0.clone())),
                     slot: taken.slot,
                     charged: taken.charged,
                 });
             });
             return Ok((tightest, judged.map(|()| held)));
         }
+    }
+}
+
+impl MemoryStore {
+    /// An exact rule's resource-wide level, the only level: decided on the cell the rule's [`Home`] handle
+    /// holds, locked directly. `None` when that cell has been evicted (the rule was removed by a reload
+    /// after this request resolved it): the caller goes to the table.
+    ///
+    /// [`Home`]: super::home::Home
+    #[allow(clippy::type_complexity)]
+    fn decide_at_home(
+        &self,
+        plan: &Plan<'_>,
+        factor: f64,
+        now: Nanos,
+    ) -> Result<Option<(Tightest, Result<SmallVec<[LeaseLevel; 2]>, Denied>)>, EngineError> {
+        let home = plan.rule.home.get_or_try_init(|| {
+            let (_, cell) =
+                self.levels
+                    .get_or_insert(plan.resource, &self.keys, LevelCell::default)?;
+            Ok::<_, EngineError>(cell)
+        })?;
+        let mut slot = lock(home);
+        if slot.evicted {
+            return Ok(None);
+        }
+        let mut held = SmallVec::new();
+        let (tightest, judged) = judge(plan, &mut [&mut slot.value], factor, now, |_, taken| {
+            held.push(LeaseLevel {
+                partition: None,
+                slot: taken.slot,
+                charged: taken.charged,
+            });
+        });
+        Ok(Some((tightest, judged.map(|()| held))))
     }
 }
 

@@ -204,7 +204,7 @@ mod tests {
     fn granted(n: u64) -> Result<Decision, EngineError> {
         Ok(Decision {
             resource: "r".into(),
-            rule: "r".into(),
+            pattern: None,
             verdict: Verdict::Granted(Grant {
                 lease_id: LeaseId(n),
                 expires_at: 0,

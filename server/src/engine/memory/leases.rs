@@ -161,33 +161,34 @@ type ById = BuildHasherDefault<IdHasher>;
 /// One level a lease touched.
 #[derive(Debug, Clone)]
 pub struct LeaseLevel {
-    /// The level's state key (shared with the level table, so no copy).
-    pub key: Arc<str>,
-    /// Index into the rule's partitions; `None` for the resource-wide level.
-    pub partition: Option<usize>,
+    /// A partition level's index into the rule's partitions and its state key (shared with the level
+    /// table, so no copy); `None` for the resource-wide level, whose key is the lease's resource.
+    pub partition: Option<(u32, Arc<str>)>,
     /// True when the lease holds a concurrency slot there.
     pub slot: bool,
     /// True when the lease was charged tokens there.
     pub charged: bool,
 }
 
-/// A live lease.
+/// A live lease. Kept small (it is written once per grant and moved out once per release): names are
+/// shared, not copied, and the resource's own name stands for the rule's and the resource-wide level's.
 #[derive(Debug, Clone)]
 pub struct Lease {
     /// Concrete resource.
     pub resource: Arc<str>,
-    /// The rule's configured name (for metrics).
-    pub rule: Arc<str>,
+    /// The pattern of the glob rule it was granted under; `None` for the resource's own rule. See
+    /// [`rule`](Self::rule).
+    pub pattern: Option<Arc<str>>,
     /// Levels touched (inline up to two: no allocation per lease in the common shapes).
     pub levels: SmallVec<[LeaseLevel; 2]>,
     /// Tokens charged at each charged level.
     pub permits: u64,
     /// Expiry.
     pub expires_at: Nanos,
-    /// TTL used by a renewal that names none.
-    pub default_ttl: Duration,
-    /// Longest TTL a renewal may ask for.
-    pub max_ttl: Duration,
+    /// TTL used by a renewal that names none, in nanoseconds.
+    pub default_ttl: Nanos,
+    /// Longest TTL a renewal may ask for, in nanoseconds.
+    pub max_ttl: Nanos,
     /// Breaker key, if the resource has a breaker.
     pub breaker_key: Option<Arc<str>>,
     /// Half-open probe token, for a probe lease.
@@ -196,6 +197,18 @@ pub struct Lease {
     pub failure_reported: bool,
     /// Caller identity.
     pub client_id: Option<Box<str>>,
+}
+
+impl Lease {
+    /// The configured name of the rule it was granted under (for metrics).
+    pub fn rule(&self) -> &Arc<str> {
+        self.pattern.as_ref().unwrap_or(&self.resource)
+    }
+
+    /// The state key of one of its levels.
+    pub fn key<'a>(&'a self, level: &'a LeaseLevel) -> &'a str {
+        level.partition.as_ref().map_or(&*self.resource, |(_, k)| k)
+    }
 }
 
 /// Live leases, their expiry index, and tombstones of ended ones.
@@ -444,15 +457,14 @@ mod tests {
     use super::*;
 
     fn lease(expires_at: Nanos) -> Lease {
-        let name: Arc<str> = Arc::from("r");
         Lease {
-            resource: name.clone(),
-            rule: name,
+            resource: Arc::from("r"),
+            pattern: None,
             levels: SmallVec::new(),
             permits: 1,
             expires_at,
-            default_ttl: Duration::from_secs(1),
-            max_ttl: Duration::from_secs(1),
+            default_ttl: 1_000_000_000,
+            max_ttl: 1_000_000_000,
             breaker_key: None,
             probe: None,
             failure_reported: false,

@@ -2,7 +2,8 @@
 //! mutex-guarded states; no global lock on the hot path; nothing here ever awaits.
 //!
 //! - [`table`]: keyed state with a live-key cap and idle eviction.
-//! - [`level`]: one level's bucket and semaphore.
+//! - [`level`]: one level's bucket and semaphore; [`home`]: an exact rule's direct handle on its
+//!   resource-wide cell.
 //! - [`pressure`]: a resource's adaptive rate and pause.
 //! - [`leases`]: the lease table and its expiry index.
 //! - [`idempotency`]: remembered grants by request_id.
@@ -10,6 +11,7 @@
 //!   is in [`acquire`], ending leases in [`release`], breaker and throttle signals in [`signals`].
 
 pub mod acquire;
+pub mod home;
 pub mod idempotency;
 pub mod leases;
 pub mod level;

@@ -14,8 +14,9 @@ impl MemoryStore {
     /// Frees the lease's concurrency slots.
     fn free_slots(&self, lease: &Lease) {
         for level in lease.levels.iter().filter(|l| l.slot) {
-            self.levels
-                .with_existing(&level.key, |c| c.in_flight = c.in_flight.saturating_sub(1));
+            self.levels.with_existing(lease.key(level), |c| {
+                c.in_flight = c.in_flight.saturating_sub(1);
+            });
         }
     }
 
@@ -52,8 +53,8 @@ impl MemoryStore {
             self.free_slots(&lease);
             self.return_probe(&lease);
             return Ok(Released {
+                rule: Some(lease.rule().clone()),
                 resource: Some(lease.resource),
-                rule: Some(lease.rule),
                 ..gone(NotReleased::Expired)
             });
         }
@@ -68,7 +69,7 @@ impl MemoryStore {
             Some(used) if used < lease.permits => {
                 refunded = lease.permits - used;
                 for level in lease.levels.iter().filter(|l| l.charged) {
-                    self.levels.with_existing(&level.key, |c| {
+                    self.levels.with_existing(lease.key(level), |c| {
                         if let Some(b) = &mut c.bucket {
                             b.credit(now, refunded);
                         }
@@ -83,19 +84,22 @@ impl MemoryStore {
                         .with_existing(&lease.resource, |p| p.factor(rule))
                         .unwrap_or(1.0);
                     for level in lease.levels.iter().filter(|l| l.charged) {
-                        let spec = match level.partition {
+                        let spec = match &level.partition {
                             None => Some(&rule.resource),
-                            Some(i) => rule.partitions.get(i).map(|p| &p.limits),
+                            Some((i, _)) => rule.partitions.get(*i as usize).map(|p| &p.limits),
                         };
                         let Some(spec) = spec else { continue };
-                        let settled =
-                            self.levels
-                                .with(&level.key, &self.keys, LevelCell::default, |c| {
-                                    c.sync(spec, factor, now);
-                                    if let Some(b) = &mut c.bucket {
-                                        b.debit(now, charged);
-                                    }
-                                });
+                        let settled = self.levels.with(
+                            lease.key(level),
+                            &self.keys,
+                            LevelCell::default,
+                            |c| {
+                                c.sync(spec, factor, now);
+                                if let Some(b) = &mut c.bucket {
+                                    b.debit(now, charged);
+                                }
+                            },
+                        );
                         // The lease has ended already: a full key table must not turn its
                         // release into an error. The excess goes uncharged here, and is logged.
                         if let Err(e) = settled {
@@ -134,7 +138,7 @@ impl MemoryStore {
             match counted {
                 Ok((transition, state)) => {
                     if let Some(t) = transition {
-                        self.stats.transition(&lease.rule, key, t);
+                        self.stats.transition(lease.rule(), key, t);
                     }
                     breaker = state;
                 }
@@ -146,8 +150,8 @@ impl MemoryStore {
             refunded,
             charged,
             breaker,
+            rule: Some(lease.rule().clone()),
             resource: Some(lease.resource),
-            rule: Some(lease.rule),
         })
     }
 
@@ -159,9 +163,9 @@ impl MemoryStore {
             self.free_slots(&lease);
             self.return_probe(&lease);
             match &mut run {
-                Some((rule, n)) if std::sync::Arc::ptr_eq(rule, &lease.rule) => *n += 1,
+                Some((rule, n)) if std::sync::Arc::ptr_eq(rule, lease.rule()) => *n += 1,
                 _ => {
-                    if let Some((rule, n)) = run.replace((lease.rule.clone(), 1)) {
+                    if let Some((rule, n)) = run.replace((lease.rule().clone(), 1)) {
                         self.stats.expired(&rule, n);
                     }
                 }

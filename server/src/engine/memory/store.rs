@@ -1,10 +1,10 @@
 //! [`MemoryStore`]: the in-memory [`Store`].
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     future::{Future, ready},
     sync::{
-        Arc,
+        Arc, PoisonError, RwLock,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
@@ -34,6 +34,11 @@ pub struct MemoryStore {
     pub(super) idempotency: Idempotency,
     pub(super) idempotency_window: AtomicU64,
     pub(super) stats: EngineStats,
+    /// Resource-wide level keys never evicted: those of the exact rules in force, whose [`Home`] handles
+    /// point at them (see `home`).
+    ///
+    /// [`Home`]: super::home::Home
+    kept: RwLock<HashSet<Box<str>, super::Hasher>>,
 }
 
 impl MemoryStore {
@@ -48,7 +53,9 @@ impl MemoryStore {
             idempotency: Idempotency::default(),
             idempotency_window: AtomicU64::new(nanos(rules.capacity.idempotency_window)),
             stats: EngineStats::default(),
+            kept: RwLock::default(),
         };
+        store.keep_resource_levels(rules);
         store.idempotency.set_cap(rules.capacity.max_request_ids);
         store
     }
@@ -65,7 +72,9 @@ impl MemoryStore {
                 if l.expires_at <= now {
                     return None;
                 }
-                let ttl = ttl.unwrap_or(l.default_ttl).min(l.max_ttl);
+                let ttl = ttl
+                    .unwrap_or(Duration::from_nanos(l.default_ttl))
+                    .min(Duration::from_nanos(l.max_ttl));
                 Some(ttl)
             })
             .flatten();
@@ -199,9 +208,15 @@ impl MemoryStore {
     }
 
     fn evict_idle_now(&self, now: Nanos) -> usize {
-        let evicted = self.levels.evict(&self.keys, |c| c.is_idle(now))
-            + self.breakers.evict(&self.keys, |b| b.is_pristine(now))
-            + self.pressure.evict(&self.keys, |p| p.is_idle(now));
+        // Held for the whole pass, so a reload's new rules (published after `apply`) never find a cell
+        // this pass is about to drop.
+        let kept = self.kept.read().unwrap_or_else(PoisonError::into_inner);
+        let evicted = self
+            .levels
+            .evict(&self.keys, |key, c| c.is_idle(now) && !kept.contains(key))
+            + self.breakers.evict(&self.keys, |_, b| b.is_pristine(now))
+            + self.pressure.evict(&self.keys, |_, p| p.is_idle(now));
+        drop(kept);
         self.stats.evicted(evicted as u64);
         evicted
     }
@@ -220,9 +235,9 @@ impl MemoryStore {
             let descriptors = l
                 .levels
                 .iter()
-                .filter(|lv| lv.partition.is_some())
-                .filter_map(|lv| {
-                    let mut parts = lv.key.splitn(3, crate::engine::plan::KEY_SEP);
+                .filter_map(|lv| lv.partition.as_ref())
+                .filter_map(|(_, key)| {
+                    let mut parts = key.splitn(3, crate::engine::plan::KEY_SEP);
                     let (_, d, v) = (parts.next()?, parts.next()?, parts.next()?);
                     Some((d.to_owned(), v.to_owned()))
                 })
@@ -239,6 +254,12 @@ impl MemoryStore {
             true
         });
         (out, truncated)
+    }
+
+    /// Keeps the resource-wide cells of `rules`' exact rules from eviction (and no others).
+    fn keep_resource_levels(&self, rules: &Rules) {
+        let kept = rules.exact_resource_levels().map(Box::from).collect();
+        *self.kept.write().unwrap_or_else(PoisonError::into_inner) = kept;
     }
 
     /// Applies reloaded capacity settings.
@@ -353,6 +374,7 @@ impl Store for MemoryStore {
 
     fn apply(&self, rules: &Rules) {
         self.apply_capacity(rules);
+        self.keep_resource_levels(rules);
     }
 
     fn stats(&self) -> &EngineStats {

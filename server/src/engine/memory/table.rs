@@ -170,12 +170,12 @@ impl<T> Table<T> {
         Some(f(&mut slot.value))
     }
 
-    /// Drops every value for which `idle` is true. Returns how many.
-    pub fn evict(&self, budget: &KeyBudget, mut idle: impl FnMut(&T) -> bool) -> usize {
+    /// Drops every value for which `idle(key, value)` is true. Returns how many.
+    pub fn evict(&self, budget: &KeyBudget, mut idle: impl FnMut(&str, &T) -> bool) -> usize {
         let mut evicted = 0;
-        self.map.retain(|_, shared| {
+        self.map.retain(|key, shared| {
             let mut slot = lock(shared);
-            if idle(&slot.value) {
+            if idle(key, &slot.value) {
                 slot.evicted = true;
                 evicted += 1;
                 false

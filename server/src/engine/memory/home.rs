@@ -1,0 +1,185 @@
+//! [`Home`]: a rule's handle on its resource-wide state in the in-memory store. An exact rule (one resource,
+//! named as the rule) has one resource-wide cell; the store finds it in the level table on the rule's first
+//! acquire and keeps it beside the rule, so later acquires lock the cell directly: no hashing of the name,
+//! no map shard lock, no reference counted.
+//!
+//! The handle lives as long as the rule version (a reload builds new rules with empty handles, which find
+//! the same cells again: state is kept). The store never evicts the resource-wide cell of a rule in force
+//! (they are as many as the configured exact rules); a handle that outlives its rule (a reload removed it)
+//! may find its cell evicted, sees the cell's `evicted` flag, and its acquire goes back to the table.
+
+use std::{fmt, sync::OnceLock};
+
+use super::{level::LevelCell, table::Shared};
+
+/// See the module docs. A cache, not part of what the rule says: a cloned rule starts empty, and two rules
+/// compare equal whatever their handles hold.
+#[derive(Default)]
+pub struct Home(OnceLock<Shared<LevelCell>>);
+
+impl Home {
+    /// The cell, once found.
+    pub fn get(&self) -> Option<&Shared<LevelCell>> {
+        self.0.get()
+    }
+
+    /// The cell, found with `find` the first time (if two threads race, both find the same table entry
+    /// and one keeps it).
+    pub fn get_or_try_init<E>(
+        &self,
+        find: impl FnOnce() -> Result<Shared<LevelCell>, E>,
+    ) -> Result<&Shared<LevelCell>, E> {
+        if let Some(cell) = self.0.get() {
+            return Ok(cell);
+        }
+        let cell = find()?;
+        Ok(self.0.get_or_init(|| cell))
+    }
+}
+
+impl Clone for Home {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl PartialEq for Home {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl fmt::Debug for Home {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "Home(found)"
+        } else {
+            "Home(empty)"
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        future::Future,
+        pin::pin,
+        sync::Arc,
+        task::{Context, Poll, Waker},
+    };
+
+    use crate::{
+        clock::Nanos,
+        config,
+        engine::{Acquire, MemoryStore, Outcome, Plan, Release, Rules, Store, memory::table::lock},
+    };
+
+    const SEC: Nanos = 1_000_000_000;
+
+    fn ready<F: Future>(f: F) -> F::Output {
+        match pin!(f).poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(v) => v,
+            Poll::Pending => unreachable!("in-memory store futures are always ready"),
+        }
+    }
+
+    fn rules(toml: &str) -> Rules {
+        config::load_str(toml).expect("test config").rules
+    }
+
+    const EXACT_AND_GLOB: &str = r#"
+[[resources]]
+name = "r"
+rate = { limit = 1, period = "1s", burst = 5 }
+[[resources]]
+name = "g.*"
+rate = { limit = 1, period = "1s", burst = 5 }
+"#;
+
+    fn acquire(store: &MemoryStore, rules: &Rules, resource: &str, now: Nanos) -> u64 {
+        let req = Acquire {
+            resource: resource.into(),
+            permits: 1,
+            ..Default::default()
+        };
+        let (rule, exact) = rules.resolve_kind(resource).expect("rule");
+        let plan = Plan::build(rule, exact, &req).expect("plan");
+        let d = store
+            .acquire_ready(&plan, now)
+            .expect("decided at once")
+            .expect("acquire");
+        let lease_id = d.grant().expect("granted").lease_id;
+        ready(store.release(
+            rules,
+            &Release {
+                lease_id,
+                outcome: Outcome::Success,
+                used_permits: None,
+            },
+            now,
+        ))
+        .expect("release");
+        d.remaining
+    }
+
+    #[test]
+    fn an_exact_rules_cell_is_found_once_and_never_evicted_while_the_rule_is_in_force() {
+        let rules = rules(EXACT_AND_GLOB);
+        let store = MemoryStore::new(&rules);
+        let (r, _) = rules.resolve_kind("r").unwrap();
+        assert!(r.home.get().is_none(), "found on first use, not before");
+        assert_eq!(acquire(&store, &rules, "r", 0), 4);
+        assert_eq!(acquire(&store, &rules, "g.x", 0), 4);
+        let cell = r.home.get().expect("found by the first acquire").clone();
+        assert_eq!(acquire(&store, &rules, "r", 0), 3, "the same cell");
+        assert_eq!(lock(&cell).value.bucket.unwrap().remaining(0), 3);
+
+        // Both buckets refill; only the glob-matched resource's idle state goes (its cell and its
+        // pressure state: a resource under a pattern keeps one).
+        assert_eq!(ready(store.usage(&rules, 100 * SEC)).unwrap().live_keys, 3);
+        assert_eq!(ready(store.evict_idle(100 * SEC)).unwrap(), 2);
+        assert!(!lock(&cell).evicted);
+        assert_eq!(ready(store.usage(&rules, 100 * SEC)).unwrap().live_keys, 1);
+    }
+
+    #[test]
+    fn a_handle_outliving_its_rule_finds_its_cell_evicted_and_goes_to_the_table() {
+        let old = rules(EXACT_AND_GLOB);
+        let store = MemoryStore::new(&old);
+        assert_eq!(acquire(&store, &old, "r", 0), 4);
+        let cell = old.resolve("r").unwrap().home.get().unwrap().clone();
+
+        // A reload drops rule "r": its idle cell may go now.
+        let new = rules(&EXACT_AND_GLOB.replace("name = \"r\"", "name = \"s\""));
+        store.apply(&new);
+        assert_eq!(ready(store.evict_idle(100 * SEC)).unwrap(), 1);
+        assert!(lock(&cell).evicted);
+
+        // A request that resolved the old rule before the reload still gets a right answer: a fresh
+        // bucket from the table, not the evicted cell.
+        assert_eq!(acquire(&store, &old, "r", 100 * SEC), 4);
+        assert_eq!(
+            ready(store.usage(&old, 100 * SEC)).unwrap().live_keys,
+            1,
+            "the table holds r again"
+        );
+        assert!(Arc::ptr_eq(
+            old.resolve("r").unwrap().home.get().unwrap(),
+            &cell
+        ));
+    }
+
+    #[test]
+    fn a_reloaded_rule_finds_the_same_state() {
+        let first = rules(EXACT_AND_GLOB);
+        let store = MemoryStore::new(&first);
+        assert_eq!(acquire(&store, &first, "r", 0), 4);
+        let second = rules(EXACT_AND_GLOB);
+        store.apply(&second);
+        assert_eq!(acquire(&store, &second, "r", 0), 3, "tokens kept");
+        assert!(Arc::ptr_eq(
+            first.resolve("r").unwrap().home.get().unwrap(),
+            second.resolve("r").unwrap().home.get().unwrap(),
+        ));
+    }
+}
