@@ -377,7 +377,7 @@ fn resource(
     }
     Ok(Rule {
         home: Default::default(),
-        name: Arc::from(r.name.as_str()),
+        name: crate::engine::intern(&r.name),
         resource,
         partitions,
         lease_ttl,
@@ -514,7 +514,7 @@ impl ConfigFile {
                 ));
             }
             let rule = resource(i, r, &self.defaults)?;
-            if glob::is_pattern(&rule.name) {
+            if glob::is_pattern(rule.name) {
                 tracing::debug!(pattern = %rule.name, "resource pattern");
             }
             rules.push(rule);

@@ -2,7 +2,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use super::{BreakerSnapshot, BreakerState, LeaseId};
+use super::{BreakerSnapshot, BreakerState, LeaseId, Name};
 use crate::clock::Nanos;
 
 /// Why an acquire was denied.
@@ -63,10 +63,9 @@ pub enum Verdict {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     /// The concrete resource.
-    pub resource: Arc<str>,
-    /// The pattern of the glob rule that decided, when the resource matched one; `None` when the rule is
-    /// the resource's own (named as it). [`rule`](Self::rule) gives the rule's name either way.
-    pub pattern: Option<Arc<str>>,
+    pub resource: Name,
+    /// The configured name of the rule that decided (the pattern for a glob rule): a bounded label.
+    pub rule: &'static str,
     /// Granted or denied.
     pub verdict: Verdict,
     /// Tokens left at the tightest rate level.
@@ -81,18 +80,7 @@ pub struct Decision {
     pub max_in_flight: u32,
 }
 
-/// The pattern of the rule named `rule` as it governs `resource`: `None` when the two are the same name
-/// (an exact rule), so the common case shares one name instead of counting a second reference to it.
-pub fn pattern_of(resource: &Arc<str>, rule: &Arc<str>) -> Option<Arc<str>> {
-    (!Arc::ptr_eq(resource, rule) && **resource != **rule).then(|| rule.clone())
-}
-
 impl Decision {
-    /// The configured name of the rule that decided (the pattern for a glob rule): a bounded label.
-    pub fn rule(&self) -> &Arc<str> {
-        self.pattern.as_ref().unwrap_or(&self.resource)
-    }
-
     /// True when granted.
     pub fn granted(&self) -> bool {
         matches!(self.verdict, Verdict::Granted(_))
@@ -149,9 +137,9 @@ pub struct Released {
     /// Breaker state after the outcome was counted.
     pub breaker: BreakerState,
     /// The lease's resource, when it was found.
-    pub resource: Option<Arc<str>>,
+    pub resource: Option<Name>,
     /// The lease's rule name, when it was found.
-    pub rule: Option<Arc<str>>,
+    pub rule: Option<&'static str>,
 }
 
 /// The answer to a renewal.
@@ -178,9 +166,9 @@ pub struct Pressure {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reported {
     /// The concrete resource.
-    pub resource: Arc<str>,
+    pub resource: Name,
     /// The rule's configured name.
-    pub rule: Arc<str>,
+    pub rule: &'static str,
     /// Rates and pause after the report.
     pub pressure: Pressure,
     /// True when the report lowered the rate.

@@ -5,7 +5,8 @@
 //! - [`breaker`]: the circuit breaker.
 //! - [`adaptive`]: the AIMD adaptive rate.
 //! - [`rules`]: validated rules and resource-name resolution ([`glob`] for patterns).
-//! - [`request`], [`decision`], [`error`]: what goes in and what comes out.
+//! - [`request`], [`decision`], [`error`]: what goes in and what comes out; [`name`]: the names handed
+//!   out with them.
 //! - [`plan`]: a request resolved into the state keys it touches.
 //! - [`stats`]: what the engine counts about itself (breaker transitions, expiries, evictions).
 //! - [`store`]: the storage boundary; [`memory`] is the in-memory store.
@@ -18,6 +19,7 @@ pub mod error;
 pub mod glob;
 pub mod lease_id;
 pub mod memory;
+pub mod name;
 pub mod plan;
 pub mod quota;
 pub mod rate;
@@ -35,6 +37,7 @@ pub use decision::{
 pub use error::EngineError;
 pub use lease_id::{LeaseId, LeaseIds};
 pub use memory::MemoryStore;
+pub use name::{Name, intern};
 pub use plan::Plan;
 pub use quota::Quota;
 pub use rate::{Bucket, RateSpec};

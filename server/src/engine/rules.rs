@@ -26,8 +26,9 @@ pub struct Partition {
 /// Everything configured for one resource (or one pattern of resources).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rule {
-    /// The configured name: a concrete resource name or a pattern such as `partner.*`.
-    pub name: Arc<str>,
+    /// The configured name: a concrete resource name or a pattern such as `partner.*` (interned: see
+    /// [`intern`](super::intern)).
+    pub name: &'static str,
     /// The resource-wide level (both parts may be absent).
     pub resource: LevelSpec,
     /// Partition levels, checked after the resource-wide level, in this order.
@@ -129,10 +130,10 @@ impl Rules {
         let mut exact = HashMap::default();
         let mut patterns = Vec::new();
         for rule in rules {
-            if glob::is_pattern(&rule.name) {
+            if glob::is_pattern(rule.name) {
                 patterns.push(Arc::new(rule));
             } else {
-                exact.insert(Box::from(&*rule.name), Arc::new(rule));
+                exact.insert(Box::from(rule.name), Arc::new(rule));
             }
         }
         Self {
@@ -156,7 +157,7 @@ impl Rules {
         }
         self.patterns
             .iter()
-            .find(|r| glob::matches(&r.name, resource))
+            .find(|r| glob::matches(r.name, resource))
             .map(|rule| (rule, false))
     }
 
@@ -172,7 +173,7 @@ impl Rules {
     /// Every rule: exact names (sorted), then patterns in configured order.
     pub fn all(&self) -> Vec<&Arc<Rule>> {
         let mut exact: Vec<_> = self.exact.values().collect();
-        exact.sort_by(|a, b| a.name.cmp(&b.name));
+        exact.sort_by(|a, b| a.name.cmp(b.name));
         exact.extend(self.patterns.iter());
         exact
     }

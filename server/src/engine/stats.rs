@@ -9,20 +9,20 @@
 use std::{
     collections::HashMap,
     sync::{
-        Arc, Mutex, PoisonError,
+        Mutex, PoisonError,
         atomic::{AtomicU64, Ordering},
     },
 };
 
 use super::{BreakerState, Transition, plan::KEY_SEP};
 
-type TransitionKey = (Arc<str>, BreakerState, BreakerState);
+type TransitionKey = (&'static str, BreakerState, BreakerState);
 
 /// Counters kept by a store. See the module docs.
 #[derive(Debug, Default)]
 pub struct EngineStats {
     transitions: Mutex<HashMap<TransitionKey, u64>>,
-    expired: Mutex<HashMap<Arc<str>, u64>>,
+    expired: Mutex<HashMap<&'static str, u64>>,
     evicted_keys: AtomicU64,
 }
 
@@ -30,16 +30,16 @@ pub struct EngineStats {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct StatsSnapshot {
     /// Breaker transitions by (rule, from, to).
-    pub transitions: Vec<(Arc<str>, BreakerState, BreakerState, u64)>,
+    pub transitions: Vec<(&'static str, BreakerState, BreakerState, u64)>,
     /// Leases reclaimed at expiry (never released), by rule.
-    pub expired_leases: Vec<(Arc<str>, u64)>,
+    pub expired_leases: Vec<(&'static str, u64)>,
     /// Idle keys dropped by sweeps.
     pub evicted_keys: u64,
 }
 
 impl EngineStats {
     /// Counts a breaker transition of `rule`'s breaker at state key `key`, and logs it at INFO.
-    pub fn transition(&self, rule: &Arc<str>, key: &str, t: Transition) {
+    pub fn transition(&self, rule: &'static str, key: &str, t: Transition) {
         tracing::info!(
             breaker = %key.replace(KEY_SEP, "/"),
             rule = %rule,
@@ -52,17 +52,17 @@ impl EngineStats {
             .transitions
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .entry((rule.clone(), t.from, t.to))
+            .entry((rule, t.from, t.to))
             .or_default() += 1;
     }
 
     /// Counts leases of `rule` reclaimed at expiry.
-    pub fn expired(&self, rule: &Arc<str>, n: u64) {
+    pub fn expired(&self, rule: &'static str, n: u64) {
         *self
             .expired
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .entry(rule.clone())
+            .entry(rule)
             .or_default() += n;
     }
 
@@ -78,7 +78,7 @@ impl EngineStats {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .iter()
-            .map(|((rule, from, to), n)| (rule.clone(), *from, *to, *n))
+            .map(|((rule, from, to), n)| (*rule, *from, *to, *n))
             .collect();
         transitions.sort_by(|a, b| {
             (&a.0, a.1.as_str(), a.2.as_str()).cmp(&(&b.0, b.1.as_str(), b.2.as_str()))
@@ -88,7 +88,7 @@ impl EngineStats {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .iter()
-            .map(|(rule, n)| (rule.clone(), *n))
+            .map(|(rule, n)| (*rule, *n))
             .collect();
         expired_leases.sort();
         StatsSnapshot {
@@ -106,20 +106,20 @@ mod tests {
     #[test]
     fn counts_by_rule_and_states() {
         let stats = EngineStats::default();
-        let rule: Arc<str> = "partner.*".into();
+        let rule = "partner.*";
         let open = Transition {
             from: BreakerState::Closed,
             to: BreakerState::Open,
             reason: "failure rate",
         };
-        stats.transition(&rule, "partner.stripe", open);
-        stats.transition(&rule, "partner.github", open);
-        stats.expired(&rule, 3);
+        stats.transition(rule, "partner.stripe", open);
+        stats.transition(rule, "partner.github", open);
+        stats.expired(rule, 3);
         stats.evicted(5);
         let s = stats.snapshot();
         assert_eq!(
             s.transitions,
-            [(rule.clone(), BreakerState::Closed, BreakerState::Open, 2)]
+            [(rule, BreakerState::Closed, BreakerState::Open, 2)]
         );
         assert_eq!(s.expired_leases, [(rule, 3)]);
         assert_eq!(s.evicted_keys, 5);

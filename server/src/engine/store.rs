@@ -9,7 +9,7 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use super::{
-    BreakerState, CircuitView, Decision, EngineError, EngineStats, LeaseId, Plan, Release,
+    BreakerState, CircuitView, Decision, EngineError, EngineStats, LeaseId, Name, Plan, Release,
     Released, Renewed, Reported, Rule, Rules, ThrottleKind,
 };
 use crate::clock::Nanos;
@@ -44,7 +44,7 @@ pub struct LeaseView {
     /// Its id.
     pub lease_id: LeaseId,
     /// Concrete resource.
-    pub resource: Arc<str>,
+    pub resource: Name,
     /// The partition values it holds, as (descriptor, value).
     pub descriptors: Vec<(String, String)>,
     /// Tokens charged.
@@ -97,7 +97,7 @@ pub struct Expired {
     /// Its id.
     pub lease_id: LeaseId,
     /// Its resource.
-    pub resource: Arc<str>,
+    pub resource: Name,
 }
 
 /// What one sweep did.

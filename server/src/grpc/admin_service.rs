@@ -78,7 +78,7 @@ impl<S: Store> QuotaAdmin for AdminGrpc<S> {
             let Some(rule) = rules.resolve(&u.resource) else {
                 continue;
             };
-            seen_rules.insert(rule.name.clone());
+            seen_rules.insert(rule.name);
             let configured = rule.headline_rate().map_or(0.0, |r| r.per_second());
             resources.push(pb::ResourceUsage {
                 resource: u.resource.to_string(),

@@ -79,7 +79,7 @@ fn noop_index(n: NotReleased) -> usize {
 pub type ErrorKey = (Rpc, &'static str, String);
 
 /// Counters by rule name (foldhash: this lookup is on every call).
-type CountersMap = HashMap<Arc<str>, Arc<ResourceCounters>, foldhash::fast::RandomState>;
+type CountersMap = HashMap<&'static str, Arc<ResourceCounters>, foldhash::fast::RandomState>;
 
 /// Everything quotad counts per call. See the module docs.
 #[derive(Debug, Default)]
@@ -100,7 +100,11 @@ impl Metrics {
     }
 
     /// Runs `f` on `rule`'s counters, creating them on first use.
-    pub fn with_resource<R>(&self, rule: &Arc<str>, f: impl FnOnce(&ResourceCounters) -> R) -> R {
+    pub fn with_resource<R>(
+        &self,
+        rule: &'static str,
+        f: impl FnOnce(&ResourceCounters) -> R,
+    ) -> R {
         if let Some(c) = self.resources.load().get(rule) {
             return f(c);
         }
@@ -111,20 +115,20 @@ impl Metrics {
         }
         let mut next = CountersMap::clone(&current);
         let counters = Arc::new(ResourceCounters::default());
-        next.insert(rule.clone(), counters.clone());
+        next.insert(rule, counters.clone());
         self.resources.store(Arc::new(next));
         f(&counters)
     }
 
     /// Every resource's counters, sorted by name.
-    pub fn resources(&self) -> Vec<(Arc<str>, Arc<ResourceCounters>)> {
+    pub fn resources(&self) -> Vec<(&'static str, Arc<ResourceCounters>)> {
         let mut all: Vec<_> = self
             .resources
             .load()
             .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .map(|(k, v)| (*k, v.clone()))
             .collect();
-        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all.sort_by(|a, b| a.0.cmp(b.0));
         all
     }
 
@@ -192,7 +196,7 @@ impl Metrics {
     pub fn acquired(&self, result: &Result<Decision, EngineError>, elapsed: Duration) {
         self.latency(Rpc::Acquire).observe(elapsed);
         match result {
-            Ok(d) => self.with_resource(d.rule(), |c| {
+            Ok(d) => self.with_resource(d.rule, |c| {
                 bump(&c.acquires[decision_index(d.denial())], 1);
                 if d.grant().is_some_and(|g| g.replayed) {
                     bump(&c.idempotent_replays, 1);
@@ -241,7 +245,7 @@ impl Metrics {
     ) {
         self.latency(Rpc::ReportThrottle).observe(elapsed);
         match result {
-            Ok(r) => self.with_resource(&r.rule, |c| {
+            Ok(r) => self.with_resource(r.rule, |c| {
                 bump(&c.throttle_reports[kind_index(kind)], 1);
                 if r.rate_decreased {
                     bump(&c.rate_decreases, 1);
@@ -273,9 +277,9 @@ mod tests {
     #[test]
     fn counters_are_created_once_per_rule() {
         let m = Metrics::new();
-        let rule: Arc<str> = "partner.*".into();
+        let rule = "partner.*";
         for _ in 0..3 {
-            m.with_resource(&rule, |c| bump(&c.acquires[0], 1));
+            m.with_resource(rule, |c| bump(&c.acquires[0], 1));
         }
         let all = m.resources();
         assert_eq!(all.len(), 1);

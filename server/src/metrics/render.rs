@@ -82,21 +82,21 @@ pub async fn render<S: Store>(metrics: &Metrics, quota: &Quota<S>) -> Result<Str
     let stats = quota.store().stats().snapshot();
 
     // Every configured rule appears, with zeros, from the start (dashboards need the series to exist).
-    let mut configured: BTreeMap<Arc<str>, Option<Arc<Rule>>> = rules
+    let mut configured: BTreeMap<&'static str, Option<Arc<Rule>>> = rules
         .all()
         .into_iter()
-        .map(|r| (r.name.clone(), Some(r.clone())))
+        .map(|r| (r.name, Some(r.clone())))
         .collect();
     let counters: BTreeMap<_, _> = metrics.resources().into_iter().collect();
     for name in counters.keys() {
-        configured.entry(name.clone()).or_insert(None);
+        configured.entry(*name).or_insert(None);
     }
-    let mut live: BTreeMap<Arc<str>, Live> = BTreeMap::new();
+    let mut live: BTreeMap<&'static str, Live> = BTreeMap::new();
     for r in &usage.resources {
         let Some(rule) = rules.resolve(&r.resource) else {
             continue;
         };
-        let l = live.entry(rule.name.clone()).or_default();
+        let l = live.entry(rule.name).or_default();
         l.leases += r.live_leases;
         if let Some(t) = r.tokens_available {
             l.tokens = Some(l.tokens.map_or(t, |x| x.min(t)));
@@ -140,7 +140,7 @@ pub async fn render<S: Store>(metrics: &Metrics, quota: &Quota<S>) -> Result<Str
 
     // Per-call counters.
     let names: Vec<_> = configured.keys().cloned().collect();
-    let with = |name: &Arc<str>, f: &dyn Fn(&super::ResourceCounters) -> u64| {
+    let with = |name: &&'static str, f: &dyn Fn(&super::ResourceCounters) -> u64| {
         counters.get(name).map_or(0, |c| f(c))
     };
     let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);

@@ -16,10 +16,7 @@ use super::{
 };
 use crate::{
     clock::{Nanos, nanos},
-    engine::{
-        Admission, Breaker, Decision, Denial, EngineError, Grant, Plan, Verdict,
-        decision::pattern_of,
-    },
+    engine::{Admission, Breaker, Decision, Denial, EngineError, Grant, Name, Plan, Verdict},
 };
 
 /// Figures of the tightest levels, reported with every decision.
@@ -53,10 +50,10 @@ impl Tightest {
         }
     }
 
-    fn decision(self, resource: Arc<str>, rule: &Arc<str>, verdict: Verdict) -> Decision {
+    fn decision(self, resource: Name, rule: &'static str, verdict: Verdict) -> Decision {
         Decision {
-            pattern: pattern_of(&resource, rule),
             resource,
+            rule,
             verdict,
             remaining: self.remaining.unwrap_or(0),
             limit: self.limit,
@@ -113,11 +110,16 @@ impl MemoryStore {
             } else {
                 self.pressure.get(plan.resource)
             };
-            (rule.name.clone(), existing)
+            (Name::Configured(rule.name), existing)
         } else {
-            let (resource, pressure) =
+            let (key, pressure) =
                 self.pressure
                     .get_or_insert(plan.resource, &self.keys, Default::default)?;
+            let resource = if plan.exact {
+                Name::Configured(rule.name)
+            } else {
+                Name::Given(key)
+            };
             (resource, Some(pressure))
         };
         let (paused_until, factor) = pressure.as_ref().map_or((0, 1.0), |p| {
@@ -132,7 +134,7 @@ impl MemoryStore {
             };
             return Ok(self
                 .peek(plan, factor, now)
-                .decision(resource, &rule.name, verdict));
+                .decision(resource, rule.name, verdict));
         }
 
         let mut probe = None;
@@ -149,7 +151,7 @@ impl MemoryStore {
                 }
             };
             if let Some(t) = transition {
-                self.stats.transition(&rule.name, &key, t);
+                self.stats.transition(rule.name, &key, t);
             }
             match admission {
                 Admission::Allowed => {}
@@ -162,7 +164,7 @@ impl MemoryStore {
                     };
                     return Ok(self
                         .peek(plan, factor, now)
-                        .decision(resource, &rule.name, verdict));
+                        .decision(resource, rule.name, verdict));
                 }
             }
             breaker_key = Some(key);
@@ -190,7 +192,7 @@ impl MemoryStore {
                     retry_after: denied.retry_after,
                     denied_by: plan.levels[denied.level].label(rule),
                 };
-                return Ok(t.decision(resource, &rule.name, verdict));
+                return Ok(t.decision(resource, rule.name, verdict));
             }
         };
 
@@ -203,8 +205,8 @@ impl MemoryStore {
 
         let expires_at = now.saturating_add(nanos(plan.ttl));
         let lease_id = self.leases.insert(Lease {
-            pattern: pattern_of(&resource, &rule.name),
             resource: resource.clone(),
+            rule: rule.name,
             levels,
             permits: plan.permits,
             expires_at,
@@ -221,7 +223,7 @@ impl MemoryStore {
             ttl: plan.ttl,
             replayed: false,
         };
-        Ok(tightest.decision(resource, &rule.name, Verdict::Granted(grant)))
+        Ok(tightest.decision(resource, rule.name, Verdict::Granted(grant)))
     }
 
     /// Locks every level, checks all, and debits all or none.

@@ -204,7 +204,7 @@ mod tests {
     fn granted(n: u64) -> Result<Decision, EngineError> {
         Ok(Decision {
             resource: "r".into(),
-            pattern: None,
+            rule: "r",
             verdict: Verdict::Granted(Grant {
                 lease_id: LeaseId(n),
                 expires_at: 0,

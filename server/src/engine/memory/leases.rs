@@ -25,7 +25,7 @@ use smallvec::SmallVec;
 use super::table::lock;
 use crate::{
     clock::Nanos,
-    engine::{EngineError, LeaseId, LeaseIds, NotReleased, lease_id::SLOT_BITS},
+    engine::{EngineError, LeaseId, LeaseIds, Name, NotReleased, lease_id::SLOT_BITS},
 };
 
 const SHARD_BITS: u32 = 4;
@@ -171,14 +171,13 @@ pub struct LeaseLevel {
 }
 
 /// A live lease. Kept small (it is written once per grant and moved out once per release): names are
-/// shared, not copied, and the resource's own name stands for the rule's and the resource-wide level's.
+/// interned or shared, not copied, and the resource's name stands for the resource-wide level's key.
 #[derive(Debug, Clone)]
 pub struct Lease {
     /// Concrete resource.
-    pub resource: Arc<str>,
-    /// The pattern of the glob rule it was granted under; `None` for the resource's own rule. See
-    /// [`rule`](Self::rule).
-    pub pattern: Option<Arc<str>>,
+    pub resource: Name,
+    /// The configured name of the rule it was granted under (for metrics).
+    pub rule: &'static str,
     /// Levels touched (inline up to two: no allocation per lease in the common shapes).
     pub levels: SmallVec<[LeaseLevel; 2]>,
     /// Tokens charged at each charged level.
@@ -200,11 +199,6 @@ pub struct Lease {
 }
 
 impl Lease {
-    /// The configured name of the rule it was granted under (for metrics).
-    pub fn rule(&self) -> &Arc<str> {
-        self.pattern.as_ref().unwrap_or(&self.resource)
-    }
-
     /// The state key of one of its levels.
     pub fn key<'a>(&'a self, level: &'a LeaseLevel) -> &'a str {
         level.partition.as_ref().map_or(&*self.resource, |(_, k)| k)
@@ -458,8 +452,8 @@ mod tests {
 
     fn lease(expires_at: Nanos) -> Lease {
         Lease {
-            resource: Arc::from("r"),
-            pattern: None,
+            resource: "r".into(),
+            rule: "r",
             levels: SmallVec::new(),
             permits: 1,
             expires_at,

@@ -53,7 +53,7 @@ impl MemoryStore {
             self.free_slots(&lease);
             self.return_probe(&lease);
             return Ok(Released {
-                rule: Some(lease.rule().clone()),
+                rule: Some(lease.rule),
                 resource: Some(lease.resource),
                 ..gone(NotReleased::Expired)
             });
@@ -138,7 +138,7 @@ impl MemoryStore {
             match counted {
                 Ok((transition, state)) => {
                     if let Some(t) = transition {
-                        self.stats.transition(lease.rule(), key, t);
+                        self.stats.transition(lease.rule, key, t);
                     }
                     breaker = state;
                 }
@@ -150,7 +150,7 @@ impl MemoryStore {
             refunded,
             charged,
             breaker,
-            rule: Some(lease.rule().clone()),
+            rule: Some(lease.rule),
             resource: Some(lease.resource),
         })
     }
@@ -158,15 +158,15 @@ impl MemoryStore {
     pub(super) fn reclaim_expired(&self, now: Nanos, limit: usize) -> (Vec<Expired>, bool) {
         let mut expired = Vec::new();
         // Expiries are counted per rule; consecutive leases mostly share one, so count runs, not leases.
-        let mut run: Option<(std::sync::Arc<str>, u64)> = None;
+        let mut run: Option<(&'static str, u64)> = None;
         let more = self.leases.expire(now, limit, |lease_id, lease| {
             self.free_slots(&lease);
             self.return_probe(&lease);
             match &mut run {
-                Some((rule, n)) if std::sync::Arc::ptr_eq(rule, lease.rule()) => *n += 1,
+                Some((rule, n)) if std::ptr::eq(*rule, lease.rule) => *n += 1,
                 _ => {
-                    if let Some((rule, n)) = run.replace((lease.rule().clone(), 1)) {
-                        self.stats.expired(&rule, n);
+                    if let Some((rule, n)) = run.replace((lease.rule, 1)) {
+                        self.stats.expired(rule, n);
                     }
                 }
             }
@@ -176,7 +176,7 @@ impl MemoryStore {
             });
         });
         if let Some((rule, n)) = run {
-            self.stats.expired(&rule, n);
+            self.stats.expired(rule, n);
         }
         (expired, more)
     }

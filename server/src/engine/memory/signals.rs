@@ -7,7 +7,7 @@ use super::MemoryStore;
 use crate::{
     clock::{Nanos, nanos},
     engine::{
-        Breaker, BreakerRef, BreakerState, CircuitView, EngineError, ReportPlan, Reported,
+        Breaker, BreakerRef, BreakerState, CircuitView, EngineError, Name, ReportPlan, Reported,
         ThrottleKind,
     },
 };
@@ -47,7 +47,7 @@ impl MemoryStore {
                 },
             )?;
             if let Some(t) = transition {
-                self.stats.transition(&rule.name, key, t);
+                self.stats.transition(rule.name, key, t);
             }
             breaker = state;
         }
@@ -86,8 +86,8 @@ impl MemoryStore {
             self.pressure
                 .get_or_insert(target.resource, &self.keys, Default::default)?;
         Ok(Reported {
-            resource,
-            rule: rule.name.clone(),
+            resource: Name::Given(resource),
+            rule: rule.name,
             pressure,
             rate_decreased,
             breaker,

@@ -126,7 +126,7 @@ impl MemoryStore {
     fn usage_now(&self, rules: &Rules, now: Nanos) -> StoreUsage {
         let mut leases: HashMap<Arc<str>, u64> = HashMap::new();
         self.leases.for_each(|_, l| {
-            *leases.entry(l.resource.clone()).or_default() += 1;
+            *leases.entry(Arc::from(l.resource.as_str())).or_default() += 1;
             true
         });
         // A resource has state in any of three tables (idle parts are evicted independently).
