@@ -53,7 +53,7 @@ impl std::ops::Deref for Padded {
 #[derive(Debug, Default)]
 struct Shard {
     /// Leases by index, with their ids (a stale or foreign id finds another id, or nothing, there).
-    slots: Vec<Option<(LeaseId, Lease)>>,
+    slots: Vec<LeaseSlot>,
     /// Indexes of empty slots, reused last-freed first (warm in cache).
     free: Vec<u32>,
     expiry: Expiries,
@@ -62,12 +62,20 @@ struct Shard {
     issued: u64,
 }
 
+/// One slot of a shard: the id of the lease it holds, or last held (the lease is written and taken in
+/// place, beside its id, so a grant copies it once).
+#[derive(Debug)]
+struct LeaseSlot {
+    id: LeaseId,
+    lease: Option<Lease>,
+}
+
 impl Shard {
     fn get_mut(&mut self, index: usize, id: LeaseId) -> Option<&mut Lease> {
-        match self.slots.get_mut(index) {
-            Some(Some((sid, lease))) if *sid == id => Some(lease),
-            _ => None,
-        }
+        self.slots
+            .get_mut(index)
+            .filter(|s| s.id == id)
+            .and_then(|s| s.lease.as_mut())
     }
 
     /// Takes the lease with this id out of its slot if `take` agrees, freeing the slot.
@@ -77,12 +85,11 @@ impl Shard {
         id: LeaseId,
         take: impl FnOnce(&Lease) -> bool,
     ) -> Option<Lease> {
-        let slot = self.slots.get_mut(index)?;
-        match slot {
-            Some((sid, lease)) if *sid == id && take(lease) => {}
-            _ => return None,
+        let slot = self.slots.get_mut(index).filter(|s| s.id == id)?;
+        if !take(slot.lease.as_ref()?) {
+            return None;
         }
-        let (_, lease) = slot.take()?;
+        let lease = slot.lease.take()?;
         // Indexes fit in u32: a shard holds at most SHARD_SLOTS.
         self.free.push(index as u32);
         Some(lease)
@@ -94,7 +101,10 @@ impl Shard {
             return Some(i as usize);
         }
         (self.slots.len() < SHARD_SLOTS).then(|| {
-            self.slots.push(None);
+            self.slots.push(LeaseSlot {
+                id: LeaseId(0),
+                lease: None,
+            });
             self.slots.len() - 1
         })
     }
@@ -313,7 +323,9 @@ impl LeaseTable {
                 .ids
                 .compose(shard.issued, ((index << SHARD_BITS) | s) as u32);
             shard.expiry.push(lease.expires_at, id);
-            shard.slots[index] = Some((id, lease));
+            let slot = &mut shard.slots[index];
+            slot.id = id;
+            slot.lease = Some(lease);
             return id;
         }
         unreachable!("leases are reserved against a cap of at most MAX_LEASES")
@@ -437,8 +449,9 @@ impl LeaseTable {
     pub fn for_each(&self, mut f: impl FnMut(LeaseId, &Lease) -> bool) {
         for shard in self.shards.iter() {
             let shard = lock(shard);
-            for (id, lease) in shard.slots.iter().flatten() {
-                if !f(*id, lease) {
+            for slot in &shard.slots {
+                let Some(lease) = &slot.lease else { continue };
+                if !f(slot.id, lease) {
                     return;
                 }
             }
