@@ -127,13 +127,17 @@ fn check_name(field: &str, value: &str, max: usize) -> Result<(), EngineError> {
 }
 
 /// True when `value` holds a control character (Unicode category Cc: U+0000..=U+001F, U+007F..=U+009F).
-/// Names are almost always ASCII: check those bytewise, decode only the rest.
+/// Names are almost always ASCII: one pass over the bytes settles those; only text with bytes above 0x7f
+/// is decoded (a C1 control is two bytes in UTF-8).
 fn has_control(value: &str) -> bool {
-    if value.is_ascii() {
-        value.bytes().any(|b| b < 0x20 || b == 0x7f)
-    } else {
-        value.chars().any(char::is_control)
+    let mut non_ascii = false;
+    for &b in value.as_bytes() {
+        if b < 0x20 || b == 0x7f {
+            return true;
+        }
+        non_ascii |= b >= 0x80;
     }
+    non_ascii && value.chars().any(char::is_control)
 }
 
 fn check_text(field: &str, value: &str, max: usize) -> Result<(), EngineError> {

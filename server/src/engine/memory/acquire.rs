@@ -170,15 +170,17 @@ impl MemoryStore {
             breaker_key = Some(key);
         }
 
+        // What the grant takes at each level, written by the judging straight into the lease-to-be.
+        let mut levels = SmallVec::new();
         let result = self.leases.reserve().and_then(|()| {
-            let outcome = self.debit_levels(plan, factor, now);
-            if !matches!(outcome, Ok((_, Ok(_)))) {
+            let outcome = self.debit_levels(plan, factor, now, &mut levels);
+            if !matches!(outcome, Ok((_, Ok(())))) {
                 self.leases.unreserve();
             }
             outcome
         });
-        let (tightest, levels) = match result {
-            Ok((t, Ok(levels))) => (t, levels),
+        let tightest = match result {
+            Ok((t, Ok(()))) => t,
             other => {
                 if let (Some(epoch), Some(key)) = (probe, &breaker_key) {
                     self.breakers.with_existing(key, |b| b.cancel_probe(epoch));
@@ -226,18 +228,19 @@ impl MemoryStore {
         Ok(tightest.decision(resource, rule.name, Verdict::Granted(grant)))
     }
 
-    /// Locks every level, checks all, and debits all or none.
-    #[allow(clippy::type_complexity)]
+    /// Locks every level, checks all, and debits all or none; on a grant, `held` says what was taken at
+    /// each level.
     fn debit_levels(
         &self,
         plan: &Plan<'_>,
         factor: f64,
         now: Nanos,
-    ) -> Result<(Tightest, Result<SmallVec<[LeaseLevel; 2]>, Denied>), EngineError> {
+        held: &mut SmallVec<[LeaseLevel; 2]>,
+    ) -> Result<(Tightest, Result<(), Denied>), EngineError> {
         if let [level] = plan.levels.as_slice() {
             if level.partition.is_none()
                 && plan.exact
-                && let Some(decided) = self.decide_at_home(plan, factor, now)?
+                && let Some(decided) = self.decide_at_home(plan, factor, now, held)?
             {
                 return Ok(decided);
             }
@@ -248,15 +251,13 @@ impl MemoryStore {
                 &self.keys,
                 LevelCell::default,
                 |key, cell| {
-                    let mut held = SmallVec::new();
-                    let (tightest, judged) = judge(plan, &mut [cell], factor, now, |_, taken| {
+                    judge(plan, &mut [cell], factor, now, |_, taken| {
                         held.push(LeaseLevel {
                             partition: level.partition.map(|i| (i, key.clone())),
                             slot: taken.slot,
                             charged: taken.charged,
                         });
-                    });
-                    (tightest, judged.map(|()| held))
+                    })
                 },
             );
         }
@@ -284,15 +285,13 @@ impl MemoryStore {
             }
             let mut values: SmallVec<[&mut LevelCell; 4]> =
                 guards.iter_mut().map(|g| &mut g.value).collect();
-            let mut held = SmallVec::new();
-            let (tightest, judged) = judge(plan, &mut values, factor, now, |i, taken| {
+            return Ok(judge(plan, &mut values, factor, now, |i, taken| {
                 held.push(LeaseLevel {
                     partition: plan.levels[i].partition.map(|p| (p, cells[i].0.clone())),
                     slot: taken.slot,
                     charged: taken.charged,
                 });
-            });
-            return Ok((tightest, judged.map(|()| held)));
+            }));
         }
     }
 }
@@ -309,7 +308,8 @@ impl MemoryStore {
         plan: &Plan<'_>,
         factor: f64,
         now: Nanos,
-    ) -> Result<Option<(Tightest, Result<SmallVec<[LeaseLevel; 2]>, Denied>)>, EngineError> {
+        held: &mut SmallVec<[LeaseLevel; 2]>,
+    ) -> Result<Option<(Tightest, Result<(), Denied>)>, EngineError> {
         let home = plan.rule.home.get_or_try_init(|| {
             let (_, cell) =
                 self.levels
@@ -320,15 +320,19 @@ impl MemoryStore {
         if slot.evicted {
             return Ok(None);
         }
-        let mut held = SmallVec::new();
-        let (tightest, judged) = judge(plan, &mut [&mut slot.value], factor, now, |_, taken| {
-            held.push(LeaseLevel {
-                partition: None,
-                slot: taken.slot,
-                charged: taken.charged,
-            });
-        });
-        Ok(Some((tightest, judged.map(|()| held))))
+        Ok(Some(judge(
+            plan,
+            &mut [&mut slot.value],
+            factor,
+            now,
+            |_, taken| {
+                held.push(LeaseLevel {
+                    partition: None,
+                    slot: taken.slot,
+                    charged: taken.charged,
+                });
+            },
+        )))
     }
 }
 
