@@ -48,10 +48,12 @@ grep -E '^quotad_acquires_total\{resource="example.api",decision="granted"\} [1-
 grep -E '^quotad_throttle_reports_total\{resource="example.api",kind="throttled"\} [1-9]' <<<"$metrics" \
   || { echo "/metrics does not count the throttle reports"; exit 1; }
 
-echo "== quotad-bench drives the server for a second (Acquire+Release and the Health/Check baseline)"
-for call in acquire-release health; do
-  out=$(timeout 60 "${BENCH_BIN:-target/debug/quotad-bench}" --target "127.0.0.1:$port" --call "$call" \
-    --resource example.api --duration 1s --warmup 0s --concurrency 8 --connections 2 --json)
+echo "== quotad-bench drives the server for a second (Acquire+Release and the Health/Check baseline, closed"
+echo "   loop; Health/Check open loop at 500 calls/s)"
+for mode in "acquire-release --concurrency 8" "health --concurrency 8" "health --rate 500"; do
+  # shellcheck disable=SC2086 # mode is the call and its loop's flags
+  out=$(timeout 60 "${BENCH_BIN:-target/debug/quotad-bench}" --target "127.0.0.1:$port" --call $mode \
+    --resource example.api --duration 1s --warmup 0s --connections 2 --json)
   "$python" -c 'import json,sys; d=json.load(sys.stdin); assert d["calls"] > 0 and not d["errors"], d; print(d["call"], d["calls"], "calls", d["decisions"])' <<<"$out"
 done
 
