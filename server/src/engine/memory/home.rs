@@ -169,6 +169,57 @@ rate = { limit = 1, period = "1s", burst = 5 }
         ));
     }
 
+    /// Acquires on one thread while another reloads the rule away and back and evicts idle state: every rule
+    /// version's handle must reach the one bucket, so exactly its burst is granted (the clock stands still).
+    #[test]
+    fn reloads_racing_acquires_never_grant_past_the_burst() {
+        use crate::{
+            clock::FakeClock,
+            engine::{EngineError, Quota},
+        };
+        const BURST: &str = r#"
+[[resources]]
+name = "r"
+rate = { limit = 1, period = "1h", burst = 2000 }
+"#;
+        let quota = Quota::in_memory(rules(BURST), Arc::new(FakeClock::new()));
+        let req = Acquire {
+            resource: "r".into(),
+            permits: 1,
+            ..Default::default()
+        };
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let (granted, reloads) = std::thread::scope(|s| {
+            let acquirer = s.spawn(|| {
+                let (mut granted, mut denied) = (0u64, 0u64);
+                while denied < 5_000 {
+                    match quota.acquire_ready(&req).expect("decided at once") {
+                        Ok(d) if d.granted() => granted += 1,
+                        Ok(_) => denied += 1,
+                        Err(EngineError::UnknownResource(_)) => {}
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                done.store(true, std::sync::atomic::Ordering::Relaxed);
+                granted
+            });
+            let mut reloads = 0u64;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let toml = if reloads % 2 == 0 {
+                    BURST.replace("name = \"r\"", "name = \"s\"")
+                } else {
+                    BURST.to_owned()
+                };
+                quota.replace_rules(rules(&toml));
+                ready(quota.evict_idle()).unwrap();
+                reloads += 1;
+            }
+            (acquirer.join().unwrap(), reloads)
+        });
+        assert_eq!(granted, 2000, "after {reloads} reloads");
+        assert!(reloads > 0);
+    }
+
     #[test]
     fn a_reloaded_rule_finds_the_same_state() {
         let first = rules(EXACT_AND_GLOB);
