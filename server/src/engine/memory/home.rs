@@ -205,7 +205,7 @@ rate = { limit = 1, period = "1h", burst = 2000 }
             });
             let mut reloads = 0u64;
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                let toml = if reloads % 2 == 0 {
+                let toml = if reloads.is_multiple_of(2) {
                     BURST.replace("name = \"r\"", "name = \"s\"")
                 } else {
                     BURST.to_owned()
