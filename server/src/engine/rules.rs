@@ -116,7 +116,7 @@ impl Default for Capacity {
 #[derive(Debug, Clone, Default)]
 pub struct Rules {
     /// Resolved on every request: foldhash, not SipHash.
-    exact: HashMap<Box<str>, Arc<Rule>, foldhash::fast::RandomState>,
+    exact: HashMap<&'static str, Arc<Rule>, foldhash::fast::RandomState>,
     patterns: Vec<Arc<Rule>>,
     /// Request size limits.
     pub limits: RequestLimits,
@@ -133,7 +133,7 @@ impl Rules {
             if glob::is_pattern(rule.name) {
                 patterns.push(Arc::new(rule));
             } else {
-                exact.insert(Box::from(rule.name), Arc::new(rule));
+                exact.insert(rule.name, Arc::new(rule));
             }
         }
         Self {
@@ -163,11 +163,11 @@ impl Rules {
 
     /// Names of the exact rules that have a resource-wide level (rate or concurrency): their state is kept
     /// for as long as the rule is in force.
-    pub fn exact_resource_levels(&self) -> impl Iterator<Item = &str> {
+    pub fn exact_resource_levels(&self) -> impl Iterator<Item = &'static str> {
         self.exact
             .iter()
             .filter(|(_, r)| r.resource.rate.is_some() || r.resource.max_in_flight.is_some())
-            .map(|(name, _)| &**name)
+            .map(|(name, _)| *name)
     }
 
     /// Every rule: exact names (sorted), then patterns in configured order.

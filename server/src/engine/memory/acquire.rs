@@ -64,6 +64,9 @@ impl Tightest {
     }
 }
 
+/// What judging the levels found: the figures for the answer, and a grant (`Ok`) or the denial.
+type Judged = (Tightest, Result<(), Denied>);
+
 struct Denied {
     reason: Denial,
     retry_after: Nanos,
@@ -236,7 +239,7 @@ impl MemoryStore {
         factor: f64,
         now: Nanos,
         held: &mut SmallVec<[LeaseLevel; 2]>,
-    ) -> Result<(Tightest, Result<(), Denied>), EngineError> {
+    ) -> Result<Judged, EngineError> {
         if let [level] = plan.levels.as_slice() {
             if level.partition.is_none()
                 && plan.exact
@@ -294,22 +297,19 @@ impl MemoryStore {
             }));
         }
     }
-}
 
-impl MemoryStore {
     /// An exact rule's resource-wide level, the only level: decided on the cell the rule's [`Home`] handle
     /// holds, locked directly. `None` when that cell has been evicted (the rule was removed by a reload
     /// after this request resolved it): the caller goes to the table.
     ///
     /// [`Home`]: super::home::Home
-    #[allow(clippy::type_complexity)]
     fn decide_at_home(
         &self,
         plan: &Plan<'_>,
         factor: f64,
         now: Nanos,
         held: &mut SmallVec<[LeaseLevel; 2]>,
-    ) -> Result<Option<(Tightest, Result<(), Denied>)>, EngineError> {
+    ) -> Result<Option<Judged>, EngineError> {
         let home = plan.rule.home.get_or_try_init(|| {
             let (_, cell) =
                 self.levels
@@ -351,7 +351,7 @@ fn judge(
     factor: f64,
     now: Nanos,
     mut taken: impl FnMut(usize, Taken),
-) -> (Tightest, Result<(), Denied>) {
+) -> Judged {
     let rule = plan.rule;
     let mut denied: Option<Denied> = None;
     for (i, (level, cell)) in plan.levels.iter().zip(cells.iter_mut()).enumerate() {

@@ -38,7 +38,7 @@ pub struct MemoryStore {
     /// point at them (see `home`).
     ///
     /// [`Home`]: super::home::Home
-    kept: RwLock<HashSet<Box<str>, super::Hasher>>,
+    kept: RwLock<HashSet<&'static str, super::Hasher>>,
 }
 
 impl MemoryStore {
@@ -258,7 +258,7 @@ impl MemoryStore {
 
     /// Keeps the resource-wide cells of `rules`' exact rules from eviction (and no others).
     fn keep_resource_levels(&self, rules: &Rules) {
-        let kept = rules.exact_resource_levels().map(Box::from).collect();
+        let kept = rules.exact_resource_levels().collect();
         *self.kept.write().unwrap_or_else(PoisonError::into_inner) = kept;
     }
 
