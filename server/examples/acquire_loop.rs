@@ -7,7 +7,9 @@
 //! ```
 //!
 //! A second argument `acquire-only` does the Acquires in rounds of 10,000 and releases each round after it,
-//! so a profiler (`perf record -e cpu-clock`) sees the Acquires apart from the Releases. Acquires go through
+//! so a profiler (`perf record -e cpu-clock`) sees the Acquires apart from the Releases (`pairs`, the
+//! default, alternates them). A third argument `three-level` acquires on a resource with a resource-wide
+//! level and two partitions (endpoint, tenant) instead of a rate-only one. Acquires go through
 //! `Quota::acquire_ready`, as the server's handler calls it.
 
 use std::{
@@ -27,6 +29,16 @@ const CONFIG: &str = r#"
 [[resources]]
 name = "rate"
 rate = { limit = 1000000000, period = "1s", burst = 1000000000 }
+
+[[resources]]
+name = "three"
+rate = { limit = 1000000000, period = "1s", burst = 1000000000 }
+[[resources.partitions]]
+descriptor = "endpoint"
+rate = { limit = 1000000000, period = "1s", burst = 1000000000 }
+[[resources.partitions]]
+descriptor = "tenant"
+rate = { limit = 1000000000, period = "1s", burst = 1000000000 }
 "#;
 
 /// The in-memory store never waits: poll once.
@@ -44,10 +56,22 @@ fn main() {
         .unwrap_or(200_000);
     let rules = config::load_str(CONFIG).expect("config").rules;
     let quota = Quota::in_memory(rules, Arc::new(MonotonicClock::new()));
-    let req = Acquire {
-        resource: "rate".into(),
-        permits: 1,
-        ..Default::default()
+    let req = if std::env::args().nth(3).as_deref() == Some("three-level") {
+        Acquire {
+            resource: "three".into(),
+            descriptors: vec![
+                ("endpoint".into(), "/build".into()),
+                ("tenant".into(), "acme".into()),
+            ],
+            permits: 1,
+            ..Default::default()
+        }
+    } else {
+        Acquire {
+            resource: "rate".into(),
+            permits: 1,
+            ..Default::default()
+        }
     };
     let release = |lease_id| {
         ready(quota.release(&Release {
