@@ -43,8 +43,10 @@ impl Quota<MemoryStore> {
 }
 
 impl<S: Store> Quota<S> {
-    /// An engine enforcing `rules` over `store`, reading time from `clock`.
+    /// An engine enforcing `rules` over `store`, reading time from `clock`. The store is told the rules
+    /// (its caps, and which state it keeps), whatever it was built with.
     pub fn new(rules: Rules, store: S, clock: Arc<dyn Clock>) -> Self {
+        store.apply(&rules);
         Self {
             rules: ArcSwap::from_pointee(rules),
             store,

@@ -220,6 +220,30 @@ rate = { limit = 1, period = "1h", burst = 2000 }
         assert!(reloads > 0);
     }
 
+    /// The engine tells its store the rules it enforces, whatever rules the store was built with.
+    #[test]
+    fn an_engine_keeps_the_cells_of_its_own_rules() {
+        use crate::{clock::FakeClock, engine::Quota};
+        let clock = Arc::new(FakeClock::new());
+        let store = MemoryStore::new(&rules("[[resources]]\nname = \"other\"\nconcurrency = 1\n"));
+        let quota = Quota::new(rules(EXACT_AND_GLOB), store, clock.clone());
+        let req = Acquire {
+            resource: "r".into(),
+            permits: 1,
+            ..Default::default()
+        };
+        let d = quota.acquire_ready(&req).unwrap().unwrap();
+        ready(quota.release(&Release {
+            lease_id: d.grant().unwrap().lease_id,
+            outcome: Outcome::Success,
+            used_permits: None,
+        }))
+        .unwrap();
+        clock.advance(std::time::Duration::from_secs(100));
+        assert_eq!(ready(quota.evict_idle()).unwrap(), 0, "r's cell is kept");
+        assert_eq!(ready(quota.usage()).unwrap().live_keys, 1);
+    }
+
     #[test]
     fn a_reloaded_rule_finds_the_same_state() {
         let first = rules(EXACT_AND_GLOB);
