@@ -175,6 +175,7 @@ async fn concurrency_renew_and_expiry_reclaimed_by_the_sweeper() {
         let list = admin
             .list_resources(pb::ListResourcesRequest {
                 prefix: "jobs".into(),
+                ..Default::default()
             })
             .await
             .unwrap();
@@ -483,7 +484,8 @@ async fn oversized_messages_are_refused() {
         })
         .await
         .unwrap_err();
-    assert_eq!(e.code(), Code::OutOfRange, "{e:?}");
+    // The gRPC status code guide: a message over the size limit is RESOURCE_EXHAUSTED (tonic says OUT_OF_RANGE).
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
 }
 
 #[tokio::test]
@@ -583,7 +585,7 @@ async fn admin_lists_resets_forces_revokes() {
     let leases = admin
         .list_leases(pb::ListLeasesRequest {
             resource: "jobs".into(),
-            limit: 0,
+            ..Default::default()
         })
         .await
         .unwrap()

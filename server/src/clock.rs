@@ -9,6 +9,10 @@ use std::{
 /// Nanoseconds on a clock's monotonic timeline, counted from the clock's own epoch (its creation).
 pub type Nanos = u64;
 
+/// The longest duration quotad takes from a request or the config (365 days): anything longer is refused with
+/// an error naming the field, so no instant plus a duration can overflow (the timeline has 584 years).
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// Converts a duration to [`Nanos`], saturating at `u64::MAX` (about 584 years).
 pub fn nanos(d: Duration) -> Nanos {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)

@@ -209,9 +209,12 @@ impl Quotad {
             resources = self.quota.rules().len(),
             "quotad serving"
         );
+        let in_flight = crate::grpc::in_flight::InFlight::default();
         let serve = Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .layer(in_flight.clone())
+            .layer(crate::grpc::wire_status::WireStatusLayer)
             .add_service(quota_service)
             .add_service(admin_service)
             .add_service(health_service)
@@ -221,12 +224,20 @@ impl Quotad {
         tokio::pin!(serve);
         let result = tokio::select! {
             r = &mut serve => r.map_err(ServeError::from),
-            // Past the grace period after the signal, stop waiting for slow calls.
-            () = async {
+            // After the signal, stop as soon as no call is in flight (connections left idle by clients that
+            // ignore GOAWAY hold nothing), or when the grace period is over.
+            left = async {
                 let _ = stopped.wait_for(|s| *s).await;
-                tokio::time::sleep(settings.shutdown_grace).await;
+                let deadline = tokio::time::Instant::now() + settings.shutdown_grace;
+                while in_flight.get() > 0 && tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                in_flight.get()
             } => {
-                tracing::warn!(grace = ?settings.shutdown_grace, "shutdown grace period over; dropping in-flight calls");
+                match left {
+                    0 => tracing::info!("no calls in flight; closing the remaining connections"),
+                    n => tracing::warn!(grace = ?settings.shutdown_grace, calls = n, "shutdown grace period over; dropping the calls still in flight"),
+                }
                 Ok(())
             }
         };

@@ -61,6 +61,8 @@ impl Telemetry {
         let logs: BoxedLayer = match format {
             LogFormat::Text => tracing_subscriber::fmt::layer()
                 .with_target(false)
+                // Colour only for a person at a terminal: a file, a pipe or a log collector gets plain text.
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
                 .with_filter(logs_filter)
                 .boxed(),
             LogFormat::Json => tracing_subscriber::fmt::layer()

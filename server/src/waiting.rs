@@ -18,19 +18,6 @@ pub struct Waiting {
     queues: DashMap<String, Arc<Mutex<()>>>,
 }
 
-fn queue_key(req: &Acquire) -> String {
-    let mut d: Vec<_> = req.descriptors.iter().collect();
-    d.sort();
-    let mut key = req.resource.clone();
-    for (k, v) in d {
-        key.push('\u{1f}');
-        key.push_str(k);
-        key.push('=');
-        key.push_str(v);
-    }
-    key
-}
-
 impl Waiting {
     /// Acquires, waiting up to `req.max_wait` for capacity.
     pub async fn acquire<S: Store>(
@@ -41,8 +28,12 @@ impl Waiting {
         if req.max_wait.is_zero() {
             return quota.acquire(req).await;
         }
-        let deadline = Instant::now() + req.max_wait;
-        let key = queue_key(req);
+        // Validated and resolved first: the queue is the state the request would touch (descriptors the rule
+        // ignores do not make a queue of their own), and `max_wait` is within the server's limit.
+        let key = quota.wait_key(req)?;
+        let deadline = Instant::now()
+            .checked_add(req.max_wait)
+            .ok_or_else(|| EngineError::invalid("max_wait", "is too long"))?;
         let queue = self.queues.entry(key.clone()).or_default().clone();
         let result = async {
             // FIFO: tokio's mutex hands the lock to waiters in the order they asked.
@@ -60,16 +51,17 @@ impl Waiting {
                     return Ok(decision);
                 };
                 let now = Instant::now();
-                let wake = now + Duration::from_nanos(*retry_after);
+                // `None`: further than an Instant reaches, so past any deadline.
+                let wake = now.checked_add(Duration::from_nanos(*retry_after));
                 match reason {
                     // Exact waits: if it cannot succeed by the deadline, say so now.
                     Denial::RateLimited | Denial::Paused | Denial::CircuitOpen
-                        if wake > deadline =>
+                        if wake.is_none_or(|w| w > deadline) =>
                     {
                         return Ok(decision);
                     }
                     _ if now >= deadline => return Ok(decision),
-                    _ => tokio::time::sleep_until(wake.min(deadline)).await,
+                    _ => tokio::time::sleep_until(wake.map_or(deadline, |w| w.min(deadline))).await,
                 }
             }
         }
@@ -134,6 +126,50 @@ mod tests {
         assert_eq!(got[1].2, Duration::from_millis(100));
         assert_eq!(got[2].2, Duration::from_millis(200));
         assert!(waiting.queues.is_empty(), "queues are dropped when idle");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn descriptors_the_rule_ignores_do_not_jump_the_queue() {
+        let q =
+            quota("[[resources]]\nname = \"r\"\nrate = { limit = 10, period = \"1s\", burst = 1 }");
+        let waiting = Arc::new(Waiting::default());
+        assert!(
+            waiting
+                .acquire(&q, &req(Duration::ZERO))
+                .await
+                .unwrap()
+                .granted()
+        );
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        for i in 0..3 {
+            let (q, w, tx) = (q.clone(), waiting.clone(), tx.clone());
+            tokio::spawn(async move {
+                let mut r = req(Duration::from_secs(10));
+                // Each later waiter adds a descriptor the rule does not use, hoping for a queue of its own.
+                r.descriptors = (0..i).map(|k| (format!("junk{k}"), "x".into())).collect();
+                let d = w.acquire(&q, &r).await.unwrap();
+                tx.send((i, d.granted())).unwrap();
+            });
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(waiting.queues.len(), 1, "one queue for one piece of state");
+        drop(tx);
+        let mut order = Vec::new();
+        while let Some(x) = rx.recv().await {
+            order.push(x);
+        }
+        assert_eq!(order, vec![(0, true), (1, true), (2, true)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_absurd_max_wait_is_refused_naming_the_field() {
+        let q =
+            quota("[[resources]]\nname = \"r\"\nrate = { limit = 10, period = \"1s\", burst = 1 }");
+        let e = Waiting::default()
+            .acquire(&q, &req(Duration::MAX))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, EngineError::InvalidArgument { ref field, .. } if field == "max_wait"));
     }
 
     #[tokio::test(start_paused = true)]

@@ -353,15 +353,65 @@ fn settle_refunds_and_charges<S: Store>(make: &Make<S>) {
     assert_eq!(h.acquire("llm", &[], 1).remaining, 79);
     let b = h.acquire("llm", &[], 10);
     let r = h.release(lease(&b), Outcome::Success, Some(200));
-    assert_eq!((r.refunded, r.charged), (0, 190));
-    // 69 - 190: in debt by 121 tokens; one token needs 122 s.
+    // 69 tokens left, 190 more owed: a level goes at most one burst (100) below empty, so 169 are charged.
+    assert_eq!((r.refunded, r.charged), (0, 169));
+    // In debt by 100 tokens; one token needs 101 s.
     let d = h.acquire("llm", &[], 1);
-    assert_eq!(retry_after(&d), 122 * SEC);
+    assert_eq!(retry_after(&d), 101 * SEC);
     // Refunds never fill beyond burst.
     let h = Harness::new(SETTLE, make);
     let c = h.acquire("llm", &[], 10);
     h.release(lease(&c), Outcome::Success, Some(0));
     assert_eq!(h.acquire("llm", &[], 1).remaining, 99);
+}
+
+const SETTLE_LEVELS: &str = r#"
+[[resources]]
+name = "llm"
+rate = { limit = 1, period = "1s", burst = 100 }
+max_debt = 10
+[[resources.partitions]]
+descriptor = "tenant"
+rate = { limit = 1, period = "1s", burst = 20 }
+"#;
+
+fn one_release_cannot_lock_a_resource_for_centuries<S: Store>(make: &Make<S>) {
+    let h = Harness::new(SETTLE, make);
+    let a = h.acquire("llm", &[], 1);
+    let r = h.release(lease(&a), Outcome::Success, Some(u64::MAX));
+    // 99 left plus one burst of debt: at most 199 more.
+    assert_eq!(r.charged, 199);
+    assert_eq!(retry_after(&h.acquire("llm", &[], 1)), 101 * SEC);
+    // An operator refills the buckets: granted at once, debt and all gone.
+    let target = BreakerTarget {
+        resource: "llm".into(),
+        descriptors: vec![],
+    };
+    assert_eq!(now(h.quota.refill(&target)).unwrap(), 1);
+    assert_eq!(h.acquire("llm", &[], 1).remaining, 99);
+}
+
+fn settlement_charges_every_level_the_same_bounded_amount<S: Store>(make: &Make<S>) {
+    let h = Harness::new(SETTLE_LEVELS, make);
+    let a = h.acquire("llm", &[("tenant", "acme")], 5);
+    // Resource-wide: 95 left, may go 10 below (105 more). Tenant: 15 left, 10 below (25 more). The least wins.
+    let r = h.release(lease(&a), Outcome::Success, Some(1_000_000));
+    assert_eq!(r.charged, 25);
+    // The resource-wide level holds 95 - 25 = 70 (another tenant takes one more).
+    assert!(h.acquire("llm", &[("tenant", "other")], 1).granted());
+    let usage = now(h.quota.usage()).unwrap();
+    assert_eq!(usage.resources[0].tokens_available, Some(69));
+    // The tenant is 10 in debt: one token needs 11 s.
+    assert_eq!(
+        retry_after(&h.acquire("llm", &[("tenant", "acme")], 1)),
+        11 * SEC
+    );
+    let target = BreakerTarget {
+        resource: "llm".into(),
+        descriptors: vec![("tenant".into(), "acme".into())],
+    };
+    assert_eq!(now(h.quota.refill(&target)).unwrap(), 2);
+    assert!(h.acquire("llm", &[("tenant", "acme")], 1).granted());
 }
 
 fn request_id_never_charges_twice<S: Store>(make: &Make<S>) {
@@ -807,6 +857,8 @@ macro_rules! for_each_store {
 }
 
 for_each_store!(
+    one_release_cannot_lock_a_resource_for_centuries,
+    settlement_charges_every_level_the_same_bounded_amount,
     rate_limit_denies_with_exact_retry_after,
     permits_above_burst_fail_fast,
     unknown_resource_is_named,

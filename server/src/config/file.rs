@@ -200,4 +200,6 @@ pub struct ResourceSection {
     pub max_pause: Option<String>,
     /// See `[defaults]`.
     pub concurrency_retry_after: Option<String>,
+    /// Most tokens a settlement may put a level below empty (default: the level's burst).
+    pub max_debt: Option<u64>,
 }

@@ -96,15 +96,17 @@ pub struct Settings {
 }
 
 fn duration(key: &str, value: Option<&String>, default: Duration) -> Result<Duration, ConfigError> {
-    match value {
-        None => Ok(default),
-        Some(s) => humantime::parse_duration(s.trim()).map_err(|e| {
-            invalid(
-                key,
-                format!("'{s}' is not a duration ({e}); write e.g. \"250ms\", \"30s\", \"15m\""),
-            )
-        }),
+    let Some(s) = value else { return Ok(default) };
+    let d = humantime::parse_duration(s.trim()).map_err(|e| {
+        invalid(
+            key,
+            format!("'{s}' is not a duration ({e}); write e.g. \"250ms\", \"30s\", \"15m\""),
+        )
+    })?;
+    if d > crate::clock::MAX_DURATION {
+        return Err(invalid(key, format!("'{s}' is longer than 365 days")));
     }
+    Ok(d)
 }
 
 fn positive(key: &str, d: Duration) -> Result<Duration, ConfigError> {
@@ -377,6 +379,7 @@ fn resource(
     }
     Ok(Rule {
         home: Default::default(),
+        max_debt: r.max_debt,
         name: crate::engine::intern(&r.name),
         resource,
         partitions,

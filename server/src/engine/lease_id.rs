@@ -42,8 +42,10 @@ impl fmt::Display for LeaseId {
 impl FromStr for LeaseId {
     type Err = ();
 
+    /// Only the canonical form the server issues: exactly 16 lower-case hex digits (no sign, no upper case),
+    /// so one lease has one spelling and ids compare as strings everywhere (logs, admin tools, clients).
     fn from_str(s: &str) -> Result<Self, ()> {
-        if s.len() != 16 {
+        if s.len() != 16 || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
             return Err(());
         }
         u64::from_str_radix(s, 16).map(LeaseId).map_err(|_| ())
@@ -176,6 +178,23 @@ mod tests {
             prop_assert_eq!(id.to_hex_string(), format!("{x:016x}"));
             prop_assert_eq!(id.to_string(), format!("{x:016x}"));
             prop_assert_eq!(id.to_hex_string().parse::<LeaseId>(), Ok(id));
+        }
+    }
+
+    #[test]
+    fn only_the_canonical_spelling_parses() {
+        let id = LeaseId(0x0123_4567_89ab_cdef);
+        assert_eq!("0123456789abcdef".parse::<LeaseId>(), Ok(id));
+        for other in [
+            "0123456789ABCDEF",
+            "0123456789abcdeF",
+            "+123456789abcdef",
+            "-123456789abcdef",
+            " 123456789abcdef",
+            "0123456789abcde",
+            "0123456789abcdef0",
+        ] {
+            assert!(other.parse::<LeaseId>().is_err(), "{other:?} parsed");
         }
     }
 

@@ -45,5 +45,6 @@ pub use request::{Acquire, BreakerTarget, Outcome, Release, Renew, Report, Throt
 pub use rules::{Capacity, LevelSpec, Partition, RequestLimits, Rule, Rules};
 pub use stats::{EngineStats, StatsSnapshot};
 pub use store::{
-    BreakerRef, Expired, LeaseView, ReportPlan, ResourceUsage, Store, StoreUsage, Sweep,
+    BreakerRef, Expired, LeaseQuery, LeaseView, ReportPlan, ResourceUsage, Store, StoreUsage,
+    Sweep, UsageQuery,
 };

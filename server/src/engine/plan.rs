@@ -123,6 +123,18 @@ pub struct Plan<'a> {
 }
 
 impl<'a> Plan<'a> {
+    /// The levels' state keys (and the breaker's), joined: equal for two requests that touch the same state.
+    pub fn wait_key(&self) -> String {
+        let mut key = self.resource.to_owned();
+        let parts = self.levels.iter().map(|l| &l.key).chain(&self.breaker_key);
+        for part in parts {
+            // U+001E cannot appear in a name (control characters are refused), so joins cannot collide.
+            key.push('\u{1e}');
+            key.push_str(part);
+        }
+        key
+    }
+
     /// Resolves `req` against `rule` (`exact`: see [`Plan::exact`]).
     pub fn build(rule: &'a Arc<Rule>, exact: bool, req: &'a Acquire) -> Result<Self, EngineError> {
         let resource = req.resource.as_str();

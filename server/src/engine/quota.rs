@@ -13,8 +13,9 @@ use arc_swap::ArcSwap;
 
 use super::{
     Acquire, BreakerRef, BreakerState, BreakerTarget, CircuitView, Decision, EngineError, LeaseId,
-    LeaseView, MemoryStore, Plan, Release, Released, Renew, Renewed, Report, ReportPlan, Reported,
-    Rule, Rules, Store, StoreUsage, Sweep, plan, request::check_target,
+    LeaseQuery, LeaseView, MemoryStore, Plan, Release, Released, Renew, Renewed, Report,
+    ReportPlan, Reported, Rule, Rules, Store, StoreUsage, Sweep, UsageQuery, plan,
+    request::check_target,
 };
 use crate::clock::{Clock, Nanos, nanos};
 
@@ -122,6 +123,13 @@ impl<S: Store> Quota<S> {
         }
     }
 
+    /// The FIFO queue a `max_wait` acquire waits in: the state keys it would touch (so two requests that
+    /// differ only in descriptors the rule ignores wait in one queue). Validates `req` first.
+    pub fn wait_key(&self, req: &Acquire) -> Result<String, EngineError> {
+        let rules = self.rules.load();
+        Ok(Self::plan(&rules, req)?.wait_key())
+    }
+
     /// Validates `req` and resolves it against the rules in force.
     fn plan<'a>(rules: &'a Rules, req: &'a Acquire) -> Result<Plan<'a>, EngineError> {
         req.validate(&rules.limits)?;
@@ -197,9 +205,23 @@ impl<S: Store> Quota<S> {
     ) -> Result<(BreakerState, Nanos), EngineError> {
         let rules = self.rules.load();
         let target = Self::breaker_ref(&rules, target)?;
-        let duration = duration
-            .or(target.rule.breaker.as_ref().map(|b| b.open_duration))
-            .unwrap_or_default();
+        let (open, max) = target
+            .rule
+            .breaker
+            .as_ref()
+            .map_or((Duration::ZERO, Duration::ZERO), |b| {
+                (b.open_duration, b.max_open_duration)
+            });
+        let duration = duration.unwrap_or(open);
+        if target.rule.breaker.is_some() && duration > max {
+            return Err(EngineError::invalid(
+                "duration",
+                format!(
+                    "{duration:?} is longer than the breaker's max_open_duration ({max:?}) of resource '{}'",
+                    target.resource
+                ),
+            ));
+        }
         let now = self.clock.now();
         let before = self.store.force_open(&target, duration, now).await?;
         Ok((before, now.saturating_add(nanos(duration))))
@@ -210,20 +232,61 @@ impl<S: Store> Quota<S> {
         self.store.revoke(lease_id, self.clock.now()).await
     }
 
-    /// Up to `limit` live leases of a resource.
+    /// Up to `limit` live leases of a resource (the first page of [`lease_page`](Self::lease_page)).
     pub async fn leases(
         &self,
         resource: &str,
         limit: usize,
     ) -> Result<(Vec<LeaseView>, bool), EngineError> {
         check_target(resource, &[], &self.rules.load().limits)?;
-        self.store.leases(resource, limit).await
+        self.lease_page(&LeaseQuery {
+            resource: Some(resource),
+            prefix: "",
+            rule: None,
+            after: None,
+            limit,
+        })
+        .await
     }
 
-    /// Live usage.
+    /// One page of live leases, and whether more match.
+    pub async fn lease_page(
+        &self,
+        query: &LeaseQuery<'_>,
+    ) -> Result<(Vec<LeaseView>, bool), EngineError> {
+        self.store.leases(query).await
+    }
+
+    /// Live usage of every resource with state (what metrics aggregate).
     pub async fn usage(&self) -> Result<StoreUsage, EngineError> {
+        self.usage_page(&UsageQuery::ALL).await
+    }
+
+    /// Live usage of one page of resources.
+    pub async fn usage_page(&self, query: &UsageQuery<'_>) -> Result<StoreUsage, EngineError> {
         let rules = self.rules.load_full();
-        self.store.usage(&rules, self.clock.now()).await
+        self.store.usage(&rules, query, self.clock.now()).await
+    }
+
+    /// Refills a resource's buckets (clearing any debt): its resource-wide level, and the partition levels
+    /// the target's descriptors name. Returns how many levels had state.
+    pub async fn refill(&self, target: &BreakerTarget) -> Result<u32, EngineError> {
+        let rules = self.rules.load_full();
+        check_target(&target.resource, &target.descriptors, &rules.limits)?;
+        let rule = Self::rule(&rules, &target.resource)?;
+        let mut keys = vec![target.resource.clone()];
+        for p in &rule.partitions {
+            if let Some((_, v)) = target
+                .descriptors
+                .iter()
+                .find(|(k, _)| **k == *p.descriptor)
+            {
+                keys.push(plan::partition_key(&target.resource, &p.descriptor, v));
+            }
+        }
+        let n = self.store.refill(&keys, self.clock.now()).await?;
+        tracing::info!(resource = %target.resource, levels = n, "buckets refilled by an operator");
+        Ok(n)
     }
 
     /// Reclaims every expired lease, forgets what has lapsed, and drops idle state: everything at once.

@@ -132,6 +132,23 @@ impl Bucket {
         self.tat = clamp_u64(u128::from(self.tat.max(now)) + cost);
     }
 
+    /// Takes up to `permits` tokens for a cost already incurred (settlement), never putting the bucket more
+    /// than `max_debt` tokens below empty. Returns the tokens taken.
+    pub fn debit_bounded(&mut self, now: Nanos, permits: u64, max_debt: u64) -> u64 {
+        let base = u128::from(self.tat.max(now));
+        let interval = u128::from(self.interval);
+        let floor = u128::from(now) + (u128::from(self.burst) + u128::from(max_debt)) * interval;
+        let room = floor.saturating_sub(base) / interval;
+        let taken = u128::from(permits).min(room);
+        self.tat = clamp_u64(base + taken * interval);
+        clamp_u64(taken)
+    }
+
+    /// Clears every token owed: the bucket is full again (an operator's reset).
+    pub fn refill(&mut self) {
+        self.tat = 0;
+    }
+
     /// Gives back `permits` tokens, never beyond a full bucket.
     pub fn credit(&mut self, now: Nanos, permits: u64) {
         let refund = clamp_u64(u128::from(permits) * u128::from(self.interval));

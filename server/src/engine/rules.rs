@@ -47,6 +47,9 @@ pub struct Rule {
     pub max_pause: Duration,
     /// Suggested wait on a CONCURRENCY_LIMITED denial (no exact answer exists: it depends on releases).
     pub concurrency_retry_after: Duration,
+    /// The most tokens a settlement (`used_permits` above what was acquired) may put a level below empty;
+    /// `None`: that level's burst. Bounds what one release can cost everyone else.
+    pub max_debt: Option<u64>,
     /// The in-memory store's handle on this rule's resource-wide state (an exact rule's; found on first
     /// use). Not configuration: empty when built.
     pub home: Home,

@@ -55,6 +55,8 @@ pub struct LeaseView {
     pub client_id: Option<String>,
     /// True for a half-open probe.
     pub probe: bool,
+    /// Where the listing resumes after this lease (store-defined, opaque to callers).
+    pub cursor: u64,
 }
 
 /// Live usage of one concrete resource.
@@ -76,11 +78,55 @@ pub struct ResourceUsage {
     pub paused_until: Option<Nanos>,
 }
 
+/// Which resources a usage read lists: one page, in name order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UsageQuery<'a> {
+    /// Only names starting with this.
+    pub prefix: &'a str,
+    /// Only resources of this configured rule (its name or pattern).
+    pub rule: Option<&'a str>,
+    /// Only names after this one (the last of the previous page).
+    pub after: Option<&'a str>,
+    /// At most this many.
+    pub limit: usize,
+    /// Also list configured rules that have no state yet (exact names, and patterns no live resource
+    /// matched), with fresh state: what an operator browsing resources expects to see.
+    pub configured: bool,
+}
+
+impl UsageQuery<'_> {
+    /// Every resource with state (metrics aggregate over all of them).
+    pub const ALL: UsageQuery<'static> = UsageQuery {
+        prefix: "",
+        rule: None,
+        after: None,
+        limit: usize::MAX,
+        configured: false,
+    };
+}
+
+/// Which leases a lease listing shows: one page, in the store's order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseQuery<'a> {
+    /// Only leases of this concrete resource.
+    pub resource: Option<&'a str>,
+    /// Only leases whose resource starts with this.
+    pub prefix: &'a str,
+    /// Only leases granted under this configured rule.
+    pub rule: Option<&'a str>,
+    /// Resume after this cursor (a [`LeaseView::cursor`] from the previous page).
+    pub after: Option<u64>,
+    /// At most this many.
+    pub limit: usize,
+}
+
 /// Live totals.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct StoreUsage {
-    /// Per concrete resource that has state.
+    /// Per concrete resource that has state (the page asked for, in name order).
     pub resources: Vec<ResourceUsage>,
+    /// True when more resources match than the page holds.
+    pub more: bool,
     /// Live keys.
     pub live_keys: u64,
     /// Live leases.
@@ -186,19 +232,27 @@ pub trait Store: Send + Sync + 'static {
         now: Nanos,
     ) -> impl Future<Output = Result<bool, EngineError>> + Send;
 
-    /// Up to `limit` live leases of `resource`, and whether there were more.
+    /// One page of live leases, and whether more match.
     fn leases(
         &self,
-        resource: &str,
-        limit: usize,
+        query: &LeaseQuery<'_>,
     ) -> impl Future<Output = Result<(Vec<LeaseView>, bool), EngineError>> + Send;
 
-    /// Live usage per concrete resource.
+    /// Live usage of one page of resources, and the totals.
     fn usage(
         &self,
         rules: &Rules,
+        query: &UsageQuery<'_>,
         now: Nanos,
     ) -> impl Future<Output = Result<StoreUsage, EngineError>> + Send;
+
+    /// Refills the buckets at these level keys (an operator's reset: clears debt too). Returns how many
+    /// levels had state.
+    fn refill(
+        &self,
+        keys: &[String],
+        now: Nanos,
+    ) -> impl Future<Output = Result<u32, EngineError>> + Send;
 
     /// Reclaims up to `limit` expired leases and forgets as many lapsed tombstones and request ids.
     /// Bounded, so a server serving calls on the same threads is never held up for long by a large expiry.

@@ -5,11 +5,14 @@ use std::sync::Arc;
 use quotad_api::v1::{self as pb, quota_admin_server::QuotaAdmin};
 use tonic::{Request, Response, Status};
 
-use super::convert;
+use super::{convert, page};
 use crate::{
-    clock::nanos,
+    clock::{Clock, nanos},
     config::ConfigError,
-    engine::{BreakerTarget, EngineError, MemoryStore, Quota, Store},
+    engine::{
+        BreakerTarget, EngineError, LeaseQuery, MemoryStore, Quota, ResourceUsage, Rule, Store,
+        UsageQuery,
+    },
 };
 
 /// Re-reads the config and swaps in its rules; returns the new config version.
@@ -34,6 +37,45 @@ impl<S: Store> AdminGrpc<S> {
     }
 }
 
+fn optional(s: &str) -> Option<&str> {
+    (!s.is_empty()).then_some(s)
+}
+
+fn limits(rule: &Rule) -> pb::ResourceLimits {
+    pb::ResourceLimits {
+        rate_limit: rule.resource.rate.map_or(0, |r| r.limit),
+        rate_period: rule
+            .resource
+            .rate
+            .map(|r| convert::duration_out(nanos(r.period))),
+        burst: rule.resource.rate.map_or(0, |r| r.burst),
+        max_concurrent: rule.resource.max_in_flight.unwrap_or(0),
+        partitions: rule
+            .partitions
+            .iter()
+            .map(|p| p.descriptor.to_string())
+            .collect(),
+    }
+}
+
+fn resource_usage(u: &ResourceUsage, rule: &Rule, clock: &dyn Clock) -> pb::ResourceUsage {
+    let configured = rule.headline_rate().map_or(0.0, |r| r.per_second());
+    pb::ResourceUsage {
+        resource: u.resource.to_string(),
+        rule: rule.name.to_string(),
+        limits: Some(limits(rule)),
+        tokens_available: u.tokens_available.unwrap_or(0),
+        in_flight: u.in_flight,
+        live_leases: u.live_leases,
+        circuit_state: convert::state_out(u.breaker).into(),
+        effective_rate_per_second: configured * u.rate_factor,
+        configured_rate_per_second: configured,
+        paused_until: u
+            .paused_until
+            .map(|t| convert::timestamp_out(clock.wall(t))),
+    }
+}
+
 fn target(
     resource: String,
     descriptors: std::collections::HashMap<String, String>,
@@ -50,68 +92,36 @@ impl<S: Store> QuotaAdmin for AdminGrpc<S> {
         &self,
         request: Request<pb::ListResourcesRequest>,
     ) -> Result<Response<pb::ListResourcesResponse>, Status> {
-        let prefix = request.into_inner().prefix;
-        let rules = self.quota.rules();
-        let usage = self.quota.usage().await?;
-        let clock = self.quota.clock();
-        let limits = |rule: &crate::engine::Rule| pb::ResourceLimits {
-            rate_limit: rule.resource.rate.map_or(0, |r| r.limit),
-            rate_period: rule
-                .resource
-                .rate
-                .map(|r| convert::duration_out(nanos(r.period))),
-            burst: rule.resource.rate.map_or(0, |r| r.burst),
-            max_concurrent: rule.resource.max_in_flight.unwrap_or(0),
-            partitions: rule
-                .partitions
-                .iter()
-                .map(|p| p.descriptor.to_string())
-                .collect(),
+        let r = request.into_inner();
+        let after = page::resource_after(&r.page_token)?;
+        let query = UsageQuery {
+            prefix: &r.prefix,
+            rule: optional(&r.rule),
+            after: after.as_deref(),
+            limit: page::size(r.page_size)?,
+            configured: true,
         };
-        let mut resources = Vec::new();
-        let mut seen_rules = std::collections::HashSet::new();
-        for u in usage
+        let rules = self.quota.rules();
+        let usage = self.quota.usage_page(&query).await?;
+        let clock = self.quota.clock();
+        let mut resources: Vec<_> = usage
             .resources
             .iter()
-            .filter(|u| u.resource.starts_with(&prefix))
-        {
-            let Some(rule) = rules.resolve(&u.resource) else {
-                continue;
-            };
-            seen_rules.insert(rule.name);
-            let configured = rule.headline_rate().map_or(0.0, |r| r.per_second());
-            resources.push(pb::ResourceUsage {
-                resource: u.resource.to_string(),
-                rule: rule.name.to_string(),
-                limits: Some(limits(rule)),
-                tokens_available: u.tokens_available.unwrap_or(0),
-                in_flight: u.in_flight,
-                live_leases: u.live_leases,
-                circuit_state: convert::state_out(u.breaker).into(),
-                effective_rate_per_second: configured * u.rate_factor,
-                configured_rate_per_second: configured,
-                paused_until: u
-                    .paused_until
-                    .map(|t| convert::timestamp_out(clock.wall(t))),
-            });
-        }
-        // Configured rules not used yet still show, with their full capacity.
-        for rule in rules.all() {
-            if seen_rules.contains(&rule.name) || !rule.name.starts_with(&prefix) {
-                continue;
-            }
-            let configured = rule.headline_rate().map_or(0.0, |r| r.per_second());
-            resources.push(pb::ResourceUsage {
-                resource: rule.name.to_string(),
-                rule: rule.name.to_string(),
-                limits: Some(limits(rule)),
-                tokens_available: rule.resource.rate.map_or(0, |r| r.burst),
-                circuit_state: pb::CircuitState::Closed.into(),
-                effective_rate_per_second: configured,
-                configured_rate_per_second: configured,
-                ..Default::default()
-            });
-        }
+            .filter_map(|u| {
+                Some(resource_usage(
+                    u,
+                    rules.resolve(&u.resource)?,
+                    clock.as_ref(),
+                ))
+            })
+            .collect();
+        let fit = page::fitting(resources.iter().map(prost::Message::encoded_len));
+        let more = usage.more || fit < resources.len();
+        resources.truncate(fit);
+        let next_page_token = match resources.last() {
+            Some(last) if more => page::resource_token(&last.resource),
+            _ => String::new(),
+        };
         Ok(Response::new(pb::ListResourcesResponse {
             resources,
             live_keys: usage.live_keys,
@@ -119,6 +129,7 @@ impl<S: Store> QuotaAdmin for AdminGrpc<S> {
             live_leases: usage.live_leases,
             max_leases: rules.capacity.max_leases as u64,
             config_version: self.quota.config_version(),
+            next_page_token,
         }))
     }
 
@@ -157,25 +168,51 @@ impl<S: Store> QuotaAdmin for AdminGrpc<S> {
         request: Request<pb::ListLeasesRequest>,
     ) -> Result<Response<pb::ListLeasesResponse>, Status> {
         let r = request.into_inner();
-        let limit = match r.limit {
-            0 => 100,
-            n => n.min(10_000) as usize,
+        let query = LeaseQuery {
+            resource: optional(&r.resource),
+            prefix: &r.prefix,
+            rule: optional(&r.rule),
+            after: page::lease_after(&r.page_token)?,
+            limit: page::size(r.page_size)?,
         };
-        let (leases, truncated) = self.quota.leases(&r.resource, limit).await?;
+        let (views, more) = self.quota.lease_page(&query).await?;
         let clock = self.quota.clock();
-        let leases = leases
-            .into_iter()
+        let mut leases: Vec<_> = views
+            .iter()
             .map(|l| pb::LeaseInfo {
                 lease_id: l.lease_id.to_string(),
                 resource: l.resource.to_string(),
-                descriptors: l.descriptors.into_iter().collect(),
+                descriptors: l.descriptors.iter().cloned().collect(),
                 permits: l.permits,
                 expires_at: Some(convert::timestamp_out(clock.wall(l.expires_at))),
-                client_id: l.client_id.unwrap_or_default(),
+                client_id: l.client_id.clone().unwrap_or_default(),
                 probe: l.probe,
             })
             .collect();
-        Ok(Response::new(pb::ListLeasesResponse { leases, truncated }))
+        let fit = page::fitting(leases.iter().map(prost::Message::encoded_len));
+        let truncated = more || fit < leases.len();
+        leases.truncate(fit);
+        let next_page_token = match views.get(fit.wrapping_sub(1)) {
+            Some(last) if truncated => page::lease_token(last.cursor),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListLeasesResponse {
+            leases,
+            truncated,
+            next_page_token,
+        }))
+    }
+
+    async fn reset_buckets(
+        &self,
+        request: Request<pb::ResetBucketsRequest>,
+    ) -> Result<Response<pb::ResetBucketsResponse>, Status> {
+        let r = request.into_inner();
+        let levels_refilled = self
+            .quota
+            .refill(&target(r.resource, r.descriptors))
+            .await?;
+        Ok(Response::new(pb::ResetBucketsResponse { levels_refilled }))
     }
 
     async fn revoke_lease(

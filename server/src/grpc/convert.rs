@@ -23,13 +23,26 @@ pub fn duration_in(
     d: Option<prost_types::Duration>,
 ) -> Result<Option<Duration>, EngineError> {
     let Some(d) = d else { return Ok(None) };
-    if d.seconds < 0 || d.nanos < 0 || d.nanos >= 1_000_000_000 {
+    let (Ok(seconds), Ok(subsec)) = (u64::try_from(d.seconds), u32::try_from(d.nanos)) else {
         return Err(EngineError::invalid(
             field,
             "must be a non-negative duration",
         ));
+    };
+    if subsec >= 1_000_000_000 {
+        return Err(EngineError::invalid(
+            field,
+            "has nanos out of range (0..=999999999)",
+        ));
     }
-    Ok(Some(Duration::new(d.seconds as u64, d.nanos as u32)))
+    let d = Duration::new(seconds, subsec);
+    if d > crate::clock::MAX_DURATION {
+        return Err(EngineError::invalid(
+            field,
+            format!("{}s is longer than 365 days", d.as_secs()),
+        ));
+    }
+    Ok(Some(d))
 }
 
 /// Nanoseconds into a proto duration.
@@ -61,7 +74,7 @@ pub fn lease_id_in(field: &str, s: &str) -> Result<LeaseId, EngineError> {
     s.parse().map_err(|()| {
         EngineError::invalid(
             field,
-            "is not a lease id issued by this server (16 hex digits)",
+            "is not a lease id issued by this server (16 lower-case hex digits)",
         )
     })
 }

@@ -3,9 +3,12 @@
 
 pub mod admin_service;
 pub mod convert;
+pub mod in_flight;
+pub mod page;
 pub mod quota_service;
 pub mod status;
 pub mod trace_context;
+pub mod wire_status;
 
 pub use admin_service::AdminGrpc;
 pub use quota_service::QuotaGrpc;

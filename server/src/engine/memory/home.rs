@@ -136,10 +136,20 @@ rate = { limit = 1, period = "1s", burst = 5 }
 
         // Both buckets refill; only the glob-matched resource's idle state goes (its cell and its
         // pressure state: a resource under a pattern keeps one).
-        assert_eq!(ready(store.usage(&rules, 100 * SEC)).unwrap().live_keys, 3);
+        assert_eq!(
+            ready(store.usage(&rules, &crate::engine::UsageQuery::ALL, 100 * SEC))
+                .unwrap()
+                .live_keys,
+            3
+        );
         assert_eq!(ready(store.evict_idle(100 * SEC)).unwrap(), 2);
         assert!(!lock(&cell).evicted);
-        assert_eq!(ready(store.usage(&rules, 100 * SEC)).unwrap().live_keys, 1);
+        assert_eq!(
+            ready(store.usage(&rules, &crate::engine::UsageQuery::ALL, 100 * SEC))
+                .unwrap()
+                .live_keys,
+            1
+        );
     }
 
     #[test]
@@ -159,7 +169,9 @@ rate = { limit = 1, period = "1s", burst = 5 }
         // bucket from the table, not the evicted cell.
         assert_eq!(acquire(&store, &old, "r", 100 * SEC), 4);
         assert_eq!(
-            ready(store.usage(&old, 100 * SEC)).unwrap().live_keys,
+            ready(store.usage(&old, &crate::engine::UsageQuery::ALL, 100 * SEC))
+                .unwrap()
+                .live_keys,
             1,
             "the table holds r again"
         );

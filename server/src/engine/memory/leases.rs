@@ -95,6 +95,26 @@ impl Shard {
         Some(lease)
     }
 
+    /// Indexes an expiry. Entries of released or renewed leases stay in the index until they surface, so a
+    /// renew loop, or leases released long before their TTL, would grow it without bound: past twice the
+    /// slab's size (plus slack) it is rebuilt from the live leases alone. The slab is bounded by the lease
+    /// cap, so the index is too, and a rebuild's cost (a pass over the slab) is spread over as many pushes.
+    fn index_expiry(&mut self, at: Nanos, id: LeaseId) {
+        self.expiry.push(at, id);
+        if self.expiry.len() > 2 * self.slots.len() + 64 {
+            let mut live: Vec<_> = self
+                .slots
+                .iter()
+                .filter_map(|s| s.lease.as_ref().map(|l| (l.expires_at, s.id)))
+                .collect();
+            live.sort_unstable();
+            self.expiry = Expiries {
+                ordered: live.into(),
+                early: BinaryHeap::new(),
+            };
+        }
+    }
+
     /// A free index, if the shard has room.
     fn vacant(&mut self) -> Option<usize> {
         if let Some(i) = self.free.pop() {
@@ -124,6 +144,11 @@ impl Expiries {
         } else {
             self.early.push(Reverse((at, id)));
         }
+    }
+
+    /// Entries held, stale ones included.
+    fn len(&self) -> usize {
+        self.ordered.len() + self.early.len()
     }
 
     /// True when an entry is due by `now`.
@@ -322,7 +347,7 @@ impl LeaseTable {
             let id = self
                 .ids
                 .compose(shard.issued, ((index << SHARD_BITS) | s) as u32);
-            shard.expiry.push(lease.expires_at, id);
+            shard.index_expiry(lease.expires_at, id);
             let slot = &mut shard.slots[index];
             slot.id = id;
             slot.lease = Some(lease);
@@ -349,9 +374,28 @@ impl LeaseTable {
         self.tombstone(id, why, now);
     }
 
+    /// Remembers why a lease ended. Tombstones are capped like leases (`capacity.max_leases`): past the cap
+    /// the oldest are forgotten first, so a flood of short leases cannot grow memory for a minute.
     fn tombstone(&self, id: LeaseId, why: NotReleased, now: Nanos) {
         self.ended.insert(id, (why, now));
-        lock(&self.ended_order).push_back((now, id));
+        let cap = self.cap.load(Ordering::Relaxed).max(1);
+        let mut overflow: SmallVec<[(Nanos, LeaseId); 2]> = SmallVec::new();
+        {
+            let mut order = lock(&self.ended_order);
+            order.push_back((now, id));
+            while order.len() > cap {
+                overflow.extend(order.pop_front());
+            }
+        }
+        // Removed after the queue's lock is released: never both locks at once (see `forget`).
+        for (at, old) in overflow {
+            self.ended.remove_if(&old, |_, (_, t)| *t == at);
+        }
+    }
+
+    /// Tombstones held.
+    pub fn tombstones(&self) -> usize {
+        lock(&self.ended_order).len()
     }
 
     /// Why a lease that is not live is not live, as far as the tombstones know: `Expired`, or
@@ -377,7 +421,7 @@ impl LeaseTable {
             return false;
         };
         lease.expires_at = expires_at;
-        shard.expiry.push(expires_at, id);
+        shard.index_expiry(expires_at, id);
         true
     }
 
@@ -445,13 +489,29 @@ impl LeaseTable {
     }
 
     /// Visits live leases (admin reads; each shard's lock is held while its leases are visited, so `f` must
-    /// not call back into the table).
+    /// not call back into the table) until `f` says stop.
     pub fn for_each(&self, mut f: impl FnMut(LeaseId, &Lease) -> bool) {
-        for shard in self.shards.iter() {
+        self.for_each_from(None, |_, id, lease| f(id, lease));
+    }
+
+    /// Visits live leases in a fixed order (shard by shard, slot by slot), starting after `after` (a cursor
+    /// `f` was handed earlier), handing `f` each lease's cursor. Leases granted or ended meanwhile may or may
+    /// not be seen; none is seen twice.
+    pub fn for_each_from(
+        &self,
+        after: Option<u64>,
+        mut f: impl FnMut(u64, LeaseId, &Lease) -> bool,
+    ) {
+        // A cursor is (shard << 32 | index) + 1, so 0 means "before everything".
+        let start = after.unwrap_or(0);
+        let (first_shard, first_index) = ((start >> 32) as usize, (start & 0xffff_ffff) as usize);
+        for (s, shard) in self.shards.iter().enumerate().skip(first_shard) {
             let shard = lock(shard);
-            for slot in &shard.slots {
+            let skip = if s == first_shard { first_index } else { 0 };
+            for (i, slot) in shard.slots.iter().enumerate().skip(skip) {
                 let Some(lease) = &slot.lease else { continue };
-                if !f(slot.id, lease) {
+                let cursor = ((s as u64) << 32 | i as u64) + 1;
+                if !f(cursor, slot.id, lease) {
                     return;
                 }
             }
@@ -514,6 +574,61 @@ mod tests {
         table.expire(100, usize::MAX, |id, _| ended.push(id));
         assert_eq!(ended, vec![new]);
         assert!(table.is_empty());
+    }
+
+    fn index_entries(table: &LeaseTable) -> usize {
+        table.shards.iter().map(|s| lock(s).expiry.len()).sum()
+    }
+
+    #[test]
+    fn a_renew_loop_does_not_grow_the_expiry_index() {
+        let table = LeaseTable::new(10);
+        let id = grant(&table, 100);
+        for t in 0..100_000 {
+            assert!(table.renew(id, 100 + t));
+        }
+        assert!(
+            index_entries(&table) <= 2 * SHARDS + 64 * SHARDS,
+            "{}",
+            index_entries(&table)
+        );
+        // The lease still expires exactly once, at its last expiry.
+        let mut ended = Vec::new();
+        table.expire(100 + 99_998, usize::MAX, |id, _| ended.push(id));
+        assert!(ended.is_empty());
+        table.expire(100 + 99_999, usize::MAX, |id, _| ended.push(id));
+        assert_eq!(ended, vec![id]);
+    }
+
+    #[test]
+    fn leases_released_before_their_ttl_leave_a_bounded_index() {
+        let table = LeaseTable::new(10);
+        for _ in 0..100_000 {
+            let id = grant(&table, Nanos::MAX);
+            assert!(table.end(id, NotReleased::AlreadyReleased, 0).is_some());
+        }
+        assert!(
+            index_entries(&table) <= 66 * SHARDS,
+            "{}",
+            index_entries(&table)
+        );
+    }
+
+    #[test]
+    fn tombstones_are_capped_like_leases() {
+        let table = LeaseTable::new(100);
+        let mut last = LeaseId(0);
+        for _ in 0..10_000 {
+            last = grant(&table, 0);
+            table.expire(1, usize::MAX, |_, _| {});
+        }
+        assert_eq!(table.tombstones(), 100);
+        assert!(table.ended.len() <= 100);
+        assert_eq!(
+            table.why_gone(last),
+            NotReleased::Expired,
+            "the newest are kept"
+        );
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! Ending leases: release (with settlement and the call's outcome), expiry, and revocation. Each lease is
 //! ended exactly once: removal from the lease table decides who ends it.
 
+use smallvec::SmallVec;
+
 use super::{MemoryStore, leases::Lease, level::LevelCell};
 use crate::{
     clock::Nanos,
     engine::{
         Breaker, BreakerState, EngineError, Expired, LeaseId, NotReleased, Outcome, Release,
-        Released, Rules,
+        Released, Rule, Rules,
     },
 };
 
@@ -77,35 +79,8 @@ impl MemoryStore {
                 }
             }
             Some(used) if used > lease.permits => {
-                charged = used - lease.permits;
                 if let Some(rule) = rule {
-                    let factor = self
-                        .pressure
-                        .with_existing(&lease.resource, |p| p.factor(rule))
-                        .unwrap_or(1.0);
-                    for level in lease.levels.iter().filter(|l| l.charged) {
-                        let spec = match &level.partition {
-                            None => Some(&rule.resource),
-                            Some((i, _)) => rule.partitions.get(*i as usize).map(|p| &p.limits),
-                        };
-                        let Some(spec) = spec else { continue };
-                        let settled = self.levels.with(
-                            lease.key(level),
-                            &self.keys,
-                            LevelCell::default,
-                            |c| {
-                                c.sync(spec, factor, now);
-                                if let Some(b) = &mut c.bucket {
-                                    b.debit(now, charged);
-                                }
-                            },
-                        );
-                        // The lease has ended already: a full key table must not turn its
-                        // release into an error. The excess goes uncharged here, and is logged.
-                        if let Err(e) = settled {
-                            tracing::warn!(error = %e, "settlement charge skipped");
-                        }
-                    }
+                    charged = self.charge_excess(&lease, rule, used - lease.permits, now);
                 }
             }
             _ => {}
@@ -153,6 +128,55 @@ impl MemoryStore {
             rule: Some(lease.rule),
             resource: Some(lease.resource),
         })
+    }
+
+    /// Charges up to `excess` more tokens at every level the lease was charged at, each level going at most
+    /// its max debt below empty; every level ends up charged the same (the least any level had room for),
+    /// which is returned.
+    fn charge_excess(&self, lease: &Lease, rule: &Rule, excess: u64, now: Nanos) -> u64 {
+        let factor = self
+            .pressure
+            .with_existing(&lease.resource, |p| p.factor(rule))
+            .unwrap_or(1.0);
+        let charged_levels = || lease.levels.iter().filter(|l| l.charged);
+        let mut taken: SmallVec<[(usize, u64); 4]> = SmallVec::new();
+        let mut least = excess;
+        for (n, level) in charged_levels().enumerate() {
+            let spec = match &level.partition {
+                None => Some(&rule.resource),
+                Some((i, _)) => rule.partitions.get(*i as usize).map(|p| &p.limits),
+            };
+            let Some(spec) = spec else { continue };
+            let max_debt = rule.max_debt.or(spec.rate.map(|r| r.burst)).unwrap_or(0);
+            let settled = self
+                .levels
+                .with(lease.key(level), &self.keys, LevelCell::default, |c| {
+                    c.sync(spec, factor, now);
+                    c.bucket
+                        .as_mut()
+                        .map(|b| b.debit_bounded(now, least, max_debt))
+                });
+            match settled {
+                Ok(Some(t)) => {
+                    least = least.min(t);
+                    taken.push((n, t));
+                }
+                Ok(None) => {}
+                // The lease has ended already: a full key table must not turn its release into an error.
+                Err(e) => tracing::warn!(error = %e, "settlement charge skipped at one level"),
+            }
+        }
+        // Levels that took more than the least give the difference back: one answer for every level.
+        for (n, t) in taken.iter().copied().filter(|&(_, t)| t > least) {
+            if let Some(level) = charged_levels().nth(n) {
+                self.levels.with_existing(lease.key(level), |c| {
+                    if let Some(b) = &mut c.bucket {
+                        b.credit(now, t - least);
+                    }
+                });
+            }
+        }
+        if taken.is_empty() { 0 } else { least }
     }
 
     pub(super) fn reclaim_expired(&self, now: Nanos, limit: usize) -> (Vec<Expired>, bool) {

@@ -21,13 +21,27 @@ impl MemoryStore {
         let target = &rp.target;
         let rule = &target.rule;
         // A report naming a lease counts that lease's failure once, however often it is reported or released.
-        let lease = rp.lease_id.and_then(|id| {
-            self.leases.update(id, |l| {
-                let first = !l.failure_reported;
-                l.failure_reported = true;
-                (l.probe, first)
-            })
-        });
+        // Only a lease of the reported resource: another resource's lease is refused and left as it was.
+        let lease = match rp.lease_id {
+            None => None,
+            Some(id) => self
+                .leases
+                .update(id, |l| {
+                    if &*l.resource != target.resource {
+                        return Err(EngineError::invalid(
+                            "lease_id",
+                            format!(
+                                "lease {id} was granted for another resource, not '{}'",
+                                target.resource
+                            ),
+                        ));
+                    }
+                    let first = !l.failure_reported;
+                    l.failure_reported = true;
+                    Ok((l.probe, first))
+                })
+                .transpose()?,
+        };
         let count_failure = lease.is_none_or(|(_, first)| first);
         let probe = lease.and_then(|(p, _)| p);
 

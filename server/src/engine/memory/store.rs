@@ -18,8 +18,8 @@ use crate::{
     clock::{Nanos, nanos},
     engine::{
         Breaker, BreakerRef, BreakerState, CircuitView, Decision, EngineError, EngineStats,
-        LeaseId, LeaseView, Plan, Release, Released, Renewed, ReportPlan, Reported, ResourceUsage,
-        Rules, Store, StoreUsage, Sweep,
+        LeaseId, LeaseQuery, LeaseView, Plan, Release, Released, Renewed, ReportPlan, Reported,
+        ResourceUsage, Rules, Store, StoreUsage, Sweep, UsageQuery,
     },
 };
 
@@ -123,13 +123,9 @@ impl MemoryStore {
             .unwrap_or(false)
     }
 
-    fn usage_now(&self, rules: &Rules, now: Nanos) -> StoreUsage {
-        let mut leases: HashMap<Arc<str>, u64> = HashMap::new();
-        self.leases.for_each(|_, l| {
-            *leases.entry(Arc::from(l.resource.as_str())).or_default() += 1;
-            true
-        });
-        // A resource has state in any of three tables (idle parts are evicted independently).
+    /// Names of every resource with state, in order (a resource has state in any of four tables: idle parts
+    /// are evicted independently).
+    fn resource_names(&self) -> std::collections::BTreeSet<Arc<str>> {
         let mut names = std::collections::BTreeSet::new();
         let sep = crate::engine::plan::KEY_SEP;
         self.pressure.for_each(|name, _| {
@@ -151,15 +147,60 @@ impl MemoryStore {
                 names.insert(key.clone());
             }
         });
-        names.extend(leases.keys().cloned());
-        let mut resources = Vec::new();
-        for name in names {
-            let Some(rule) = rules.resolve(&name) else {
+        self.leases.for_each(|_, l| {
+            if !names.contains(l.resource.as_str()) {
+                names.insert(Arc::from(l.resource.as_str()));
+            }
+            true
+        });
+        names
+    }
+
+    /// The names one usage page lists: matching `query`, in order, at most `limit` (and whether more match).
+    fn usage_page(&self, rules: &Rules, query: &UsageQuery<'_>) -> (Vec<Arc<str>>, bool) {
+        let mut names = self.resource_names();
+        if query.configured {
+            let used: HashSet<&'static str> = names
+                .iter()
+                .filter_map(|n| rules.resolve(n).map(|r| r.name))
+                .collect();
+            for rule in rules.all() {
+                if !used.contains(rule.name) || !crate::engine::glob::is_pattern(rule.name) {
+                    names.insert(Arc::from(rule.name));
+                }
+            }
+        }
+        let after = query.after.unwrap_or("");
+        let mut matching = names
+            .into_iter()
+            .filter(|n| n.starts_with(query.prefix) && (query.after.is_none() || &**n > after))
+            .filter(|n| match (query.rule, rules.resolve(n)) {
+                (_, None) => false,
+                (None, Some(_)) => true,
+                (Some(want), Some(rule)) => rule.name == want,
+            });
+        let page: Vec<_> = matching.by_ref().take(query.limit).collect();
+        let more = matching.next().is_some();
+        (page, more)
+    }
+
+    fn usage_now(&self, rules: &Rules, query: &UsageQuery<'_>, now: Nanos) -> StoreUsage {
+        let (page, more) = self.usage_page(rules, query);
+        let mut leases: HashMap<&str, u64> = page.iter().map(|n| (&**n, 0)).collect();
+        self.leases.for_each(|_, l| {
+            if let Some(n) = leases.get_mut(l.resource.as_str()) {
+                *n += 1;
+            }
+            true
+        });
+        let mut resources = Vec::with_capacity(page.len());
+        for name in &page {
+            let Some(rule) = rules.resolve(name) else {
                 continue;
             };
             let level = self
                 .levels
-                .with_existing(&name, |c| c.clone())
+                .with_existing(name, |c| c.clone())
                 .unwrap_or_default();
             let tokens_available = match (level.bucket, rule.resource.rate) {
                 (Some(b), _) => Some(b.remaining(now)),
@@ -168,25 +209,25 @@ impl MemoryStore {
             };
             let breaker = self
                 .breakers
-                .with_existing(&name, |b| b.state(now))
+                .with_existing(name, |b| b.state(now))
                 .unwrap_or(BreakerState::Closed);
             let pressure = self
                 .pressure
-                .with_existing(&name, |p| p.clone())
+                .with_existing(name, |p| p.clone())
                 .unwrap_or_default();
             resources.push(ResourceUsage {
                 tokens_available,
                 in_flight: level.in_flight,
-                live_leases: leases.get(&name).copied().unwrap_or(0),
+                live_leases: leases.get(&**name).copied().unwrap_or(0),
                 breaker,
                 rate_factor: pressure.factor(rule),
                 paused_until: (pressure.paused_until > now).then_some(pressure.paused_until),
-                resource: name,
+                resource: name.clone(),
             });
         }
-        resources.sort_by(|a, b| a.resource.cmp(&b.resource));
         StoreUsage {
             resources,
+            more,
             live_keys: self.keys.live() as u64,
             live_leases: self.leases.len() as u64,
             request_ids: self.idempotency.len() as u64,
@@ -221,15 +262,20 @@ impl MemoryStore {
         evicted
     }
 
-    fn leases_of(&self, resource: &str, limit: usize) -> (Vec<LeaseView>, bool) {
+    fn leases_of(&self, query: &LeaseQuery<'_>) -> (Vec<LeaseView>, bool) {
         let mut out = Vec::new();
-        let mut truncated = false;
-        self.leases.for_each(|id, l| {
-            if &*l.resource != resource {
+        let mut more = false;
+        let wanted = |l: &super::leases::Lease| {
+            query.resource.is_none_or(|r| r == &*l.resource)
+                && l.resource.starts_with(query.prefix)
+                && query.rule.is_none_or(|r| r == l.rule)
+        };
+        self.leases.for_each_from(query.after, |cursor, id, l| {
+            if !wanted(l) {
                 return true;
             }
-            if out.len() == limit {
-                truncated = true;
+            if out.len() == query.limit {
+                more = true;
                 return false;
             }
             let descriptors = l
@@ -250,10 +296,11 @@ impl MemoryStore {
                 expires_at: l.expires_at,
                 client_id: l.client_id.as_deref().map(str::to_owned),
                 probe: l.probe.is_some(),
+                cursor,
             });
             true
         });
-        (out, truncated)
+        (out, more)
     }
 
     /// Keeps the resource-wide cells of `rules`' exact rules from eviction (and no others).
@@ -346,18 +393,35 @@ impl Store for MemoryStore {
 
     fn leases(
         &self,
-        resource: &str,
-        limit: usize,
+        query: &LeaseQuery<'_>,
     ) -> impl Future<Output = Result<(Vec<LeaseView>, bool), EngineError>> + Send {
-        ready(Ok(self.leases_of(resource, limit)))
+        ready(Ok(self.leases_of(query)))
     }
 
     fn usage(
         &self,
         rules: &Rules,
+        query: &UsageQuery<'_>,
         now: Nanos,
     ) -> impl Future<Output = Result<StoreUsage, EngineError>> + Send {
-        ready(Ok(self.usage_now(rules, now)))
+        ready(Ok(self.usage_now(rules, query, now)))
+    }
+
+    fn refill(
+        &self,
+        keys: &[String],
+        _now: Nanos,
+    ) -> impl Future<Output = Result<u32, EngineError>> + Send {
+        let mut n = 0;
+        for key in keys {
+            let found = self.levels.with_existing(key, |c| {
+                if let Some(b) = &mut c.bucket {
+                    b.refill();
+                }
+            });
+            n += u32::from(found.is_some());
+        }
+        ready(Ok(n))
     }
 
     fn sweep(

@@ -1,0 +1,46 @@
+//! The `quotad` binary as a process: what an operator's log pipeline receives.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Command, Stdio},
+};
+
+#[test]
+fn logs_carry_no_colour_codes_when_stdout_is_not_a_terminal() {
+    let dir = std::env::temp_dir().join(format!("quotad-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("quotad.toml");
+    std::fs::write(
+        &config,
+        "[server]\nlisten = \"127.0.0.1:0\"\n[metrics]\nenabled = false\n[[resources]]\nname = \"r\"\nconcurrency = 1\n",
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_quotad"))
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = Vec::new();
+    for line in BufReader::new(stdout).lines().take(20) {
+        let line = line.unwrap();
+        let serving = line.contains("quotad serving");
+        lines.push(line);
+        if serving {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        lines.iter().any(|l| l.contains("quotad serving")),
+        "{lines:#?}"
+    );
+    for line in &lines {
+        assert!(!line.contains('\u{1b}'), "colour code in {line:?}");
+    }
+}
