@@ -7,7 +7,7 @@ use quotad_api::v1::{
 };
 use quotad_server::{clock::Clock, config, server::Quotad};
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
-use tonic::transport::Channel;
+use tonic::{service::interceptor::InterceptedService, transport::Channel};
 
 /// A running server.
 pub struct TestServer {
@@ -125,6 +125,22 @@ impl TestServer {
         QuotaAdminClient::new(self.channel().await)
     }
 
+    /// A QuotaService client that sends `authorization: Bearer <token>`.
+    pub async fn quota_as(
+        &self,
+        token: &str,
+    ) -> QuotaServiceClient<InterceptedService<Channel, Bearer>> {
+        QuotaServiceClient::with_interceptor(self.channel().await, Bearer::new(token))
+    }
+
+    /// A QuotaAdmin client that sends `authorization: Bearer <token>`.
+    pub async fn admin_as(
+        &self,
+        token: &str,
+    ) -> QuotaAdminClient<InterceptedService<Channel, Bearer>> {
+        QuotaAdminClient::with_interceptor(self.channel().await, Bearer::new(token))
+    }
+
     /// Signals shutdown without waiting.
     pub fn signal_stop(&mut self) {
         if let Some(stop) = self.stop.take() {
@@ -144,6 +160,29 @@ impl TestServer {
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.signal_stop();
+    }
+}
+
+/// A client interceptor adding a bearer token to every call.
+#[derive(Clone)]
+pub struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl Bearer {
+    /// Sends `token`.
+    pub fn new(token: &str) -> Self {
+        Self(format!("Bearer {token}").parse().expect("an ASCII token"))
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
+        Ok(request)
     }
 }
 

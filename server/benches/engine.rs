@@ -91,6 +91,7 @@ fn acquire(quota: &Quota, req: &Acquire) -> LeaseId {
 
 fn release(quota: &Quota, lease_id: LeaseId) {
     ready(quota.release(&Release {
+        caller: None,
         lease_id,
         outcome: Outcome::Success,
         used_permits: None,

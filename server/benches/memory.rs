@@ -57,6 +57,7 @@ fn rss() -> u64 {
 
 fn release(quota: &Quota, lease_id: quotad_server::engine::LeaseId) {
     ready(quota.release(&Release {
+        caller: None,
         lease_id,
         outcome: Outcome::Success,
         used_permits: None,

@@ -75,6 +75,7 @@ fn main() {
     };
     let release = |lease_id| {
         ready(quota.release(&Release {
+            caller: None,
             lease_id,
             outcome: Outcome::Success,
             used_permits: None,

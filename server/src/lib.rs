@@ -1,6 +1,7 @@
 //! quotad's server: the quota engine, its gRPC face, config, and the `quotad` binary's `run`.
 //!
 //! # Layout
+//! - [`auth`]: identities from bearer tokens or client certificates, roles, tenant binding.
 //! - [`clock`]: injected time (monotonic, fake, tokio-driven).
 //! - [`engine`]: buckets, leases, breakers, adaptive rate, pauses; the storage boundary and the in-memory
 //!   store. No gRPC types.
@@ -12,6 +13,7 @@
 //! - [`telemetry`]: logs, per-RPC spans, OTLP export.
 //! - [`server`]: [`server::run`], which binds the services on a listener until shutdown (tests call it too).
 
+pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod engine;

@@ -18,6 +18,7 @@ USAGE:
     quotad [--config FILE]        serve (without --config: $QUOTAD_CONFIG, else the embedded default)
     quotad --check [--config FILE] validate the config and exit
     quotad --print-default-config print the embedded default config
+    quotad --hash-token           read a bearer token on stdin, print its SHA-256 for auth.identities
     quotad --version | --help
 
 Environment overrides any key: QUOTAD_SERVER__LISTEN=0.0.0.0:50051, QUOTAD_CAPACITY__MAX_LEASES=500000.
@@ -34,6 +35,7 @@ fn main() -> ExitCode {
                 None => return fail("--config needs a file path"),
             },
             "--check" => check = true,
+            "--hash-token" => return hash_token(),
             "--print-default-config" => {
                 print!("{}", config::DEFAULT_CONFIG);
                 return ExitCode::SUCCESS;
@@ -107,6 +109,21 @@ async fn serve(settings: config::Settings, path: Option<PathBuf>) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e.to_string()),
     }
+}
+
+/// Prints the SHA-256 of the token on stdin (one line; surrounding white space ignored), so tokens never
+/// sit in a config file, a shell history or a process list.
+fn hash_token() -> ExitCode {
+    let mut token = String::new();
+    if let Err(e) = std::io::stdin().read_line(&mut token) {
+        return fail(&format!("cannot read the token from stdin: {e}"));
+    }
+    let token = token.trim();
+    if token.is_empty() {
+        return fail("no token on stdin: printf %s \"$TOKEN\" | quotad --hash-token");
+    }
+    println!("{}", quotad_server::auth::token::hash_hex(token));
+    ExitCode::SUCCESS
 }
 
 fn fail(message: &str) -> ExitCode {

@@ -8,9 +8,13 @@ use quotad_api::v1::{
     quota_admin_server::QuotaAdminServer, quota_service_server::QuotaServiceServer,
 };
 use tokio::net::TcpListener;
-use tonic::transport::{Server, server::TcpIncoming};
+use tonic::{
+    service::interceptor::InterceptedService,
+    transport::{Server, server::TcpIncoming},
+};
 
 use crate::{
+    auth::{AuthInterceptor, Authenticator, Service},
     clock::Clock,
     config::{self, ConfigError, Settings},
     engine::Quota,
@@ -43,6 +47,7 @@ pub enum ServeError {
 /// A configured quotad: the engine plus where its config came from (for reloads).
 pub struct Quotad {
     quota: Arc<Quota>,
+    auth: Arc<Authenticator>,
     metrics: Option<Arc<Metrics>>,
     settings: Settings,
     config_path: Option<PathBuf>,
@@ -67,6 +72,7 @@ impl Quotad {
             .then(|| Arc::new(Metrics::new()));
         Self {
             quota,
+            auth: Arc::new(Authenticator::new(settings.auth.clone())),
             metrics,
             settings,
             config_path,
@@ -104,9 +110,31 @@ impl Quotad {
             );
         }
         let resources = fresh.rules.len();
+        self.auth.replace(fresh.auth);
         let version = self.quota.replace_rules(fresh.rules);
         tracing::info!(version, resources, "config reloaded");
         Ok(version)
+    }
+
+    /// Says at start-up what an unauthenticated deployment lets anyone do.
+    fn warn_if_open(&self) {
+        let auth = self.auth.settings();
+        if auth.required() {
+            tracing::info!(
+                identities = auth.identities.len(),
+                "auth: every call must prove an identity"
+            );
+            return;
+        }
+        tracing::warn!(
+            "auth: no [auth] identities configured: any client that can reach the gRPC port may call QuotaService \
+             (for a trusted network only; see README, Security)"
+        );
+        if auth.admin_from_anywhere {
+            tracing::warn!("auth: admin_from_anywhere = true: any client may call QuotaAdmin");
+        } else {
+            tracing::info!("auth: QuotaAdmin answers loopback peers only");
+        }
     }
 
     /// Serves gRPC on `listener`, and `/metrics` on the configured address when metrics are on, until
@@ -157,10 +185,17 @@ impl Quotad {
         if let Some(m) = &self.metrics {
             quota_grpc = quota_grpc.with_metrics(m.clone());
         }
-        let quota_service = QuotaServiceServer::new(quota_grpc)
-            .max_decoding_message_size(settings.max_request_bytes);
-        let admin_service = QuotaAdminServer::new(AdminGrpc::new(self.quota.clone(), reload))
-            .max_decoding_message_size(settings.max_request_bytes);
+        let quota_service = InterceptedService::new(
+            QuotaServiceServer::new(quota_grpc)
+                .max_decoding_message_size(settings.max_request_bytes),
+            AuthInterceptor::new(self.auth.clone(), Service::Quota),
+        );
+        let admin_service = InterceptedService::new(
+            QuotaAdminServer::new(AdminGrpc::new(self.quota.clone(), reload))
+                .max_decoding_message_size(settings.max_request_bytes),
+            AuthInterceptor::new(self.auth.clone(), Service::Admin),
+        );
+        self.warn_if_open();
 
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let sweeper = tokio::spawn(sweeper::run(self.quota.clone(), settings.sweep_interval, {

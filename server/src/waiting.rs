@@ -206,6 +206,7 @@ mod tests {
             tokio::spawn(async move { w2.acquire(&q2, &req(Duration::from_secs(2))).await });
         tokio::time::sleep(Duration::from_millis(300)).await;
         q.release(&Release {
+            caller: None,
             lease_id,
             outcome: Outcome::Success,
             used_permits: None,

@@ -211,6 +211,7 @@ fn leases_expire_in_ttl_order_whatever_order_they_were_granted<S: Store>(make: &
     let short = with_ttl(5);
     let renewed = with_ttl(120);
     now(h.quota.renew(&Renew {
+        caller: None,
         lease_id: renewed,
         lease_ttl: Some(Duration::from_secs(2)),
     }))
@@ -241,6 +242,7 @@ fn a_resource_with_only_partitions_is_listed<S: Store>(make: &Make<S>) {
     );
     let d = h.acquire("t", &[("tenant", "a")], 1);
     now(h.quota.release(&Release {
+        caller: None,
         lease_id: lease(&d),
         outcome: Outcome::Success,
         used_permits: None,
@@ -310,6 +312,7 @@ fn renew_extends_and_caps_and_refuses_expired<S: Store>(make: &Make<S>) {
     let id = lease(&a);
     h.advance(Duration::from_secs(9));
     let r = now(h.quota.renew(&Renew {
+        caller: None,
         lease_id: id,
         lease_ttl: Some(Duration::from_secs(600)),
     }))
@@ -322,6 +325,7 @@ fn renew_extends_and_caps_and_refuses_expired<S: Store>(make: &Make<S>) {
     );
     h.advance(Duration::from_secs(1));
     let e = now(h.quota.renew(&Renew {
+        caller: None,
         lease_id: id,
         lease_ttl: None,
     }))
@@ -331,6 +335,7 @@ fn renew_extends_and_caps_and_refuses_expired<S: Store>(make: &Make<S>) {
         "{e:?}"
     );
     let e = now(h.quota.renew(&Renew {
+        caller: None,
         lease_id: quotad_server::engine::LeaseId(7),
         lease_ttl: None,
     }))
@@ -591,6 +596,7 @@ adaptive = { decrease_factor = 0.5, floor = 0.1, cooldown = "1s", increase_step 
 
 fn report(resource: &str, kind: ThrottleKind, retry_after: Option<Duration>) -> Report {
     Report {
+        caller: None,
         resource: resource.into(),
         descriptors: vec![],
         kind,

@@ -19,6 +19,8 @@ pub struct ConfigFile {
     pub metrics: MetricsSection,
     /// `[tracing]`: OpenTelemetry export.
     pub tracing: TracingSection,
+    /// `[auth]`: who may call what.
+    pub auth: AuthSection,
     /// `[[resources]]`.
     pub resources: Vec<ResourceSection>,
 }
@@ -39,6 +41,75 @@ pub struct ServerSection {
     pub max_request_bytes: Option<usize>,
     /// `text` (default) or `json`.
     pub log_format: Option<String>,
+    /// `[server.tls]`: serve gRPC over TLS (and require client certificates with `client_ca`).
+    pub tls: Option<TlsSection>,
+    /// A plaintext listener serving only grpc.health.v1 (for load balancers that cannot present a client
+    /// certificate), e.g. `127.0.0.1:50052`.
+    pub health_listen: Option<String>,
+    /// HTTP/2 and connection limits.
+    pub http2: Http2Section,
+}
+
+/// `[server.tls]`: PEM files, re-read on SIGHUP and when they change.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSection {
+    /// The server's certificate chain (PEM).
+    pub cert: String,
+    /// The server's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key: String,
+    /// CA certificates (PEM) that client certificates must chain to; when set, every connection must
+    /// present one.
+    pub client_ca: Option<String>,
+}
+
+/// `[server.http2]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Http2Section {
+    /// Most concurrent streams one connection may open.
+    pub max_concurrent_streams: Option<u32>,
+    /// Most streams a client may reset before the server answers them (rapid reset, CVE-2023-44487).
+    pub max_pending_reset_streams: Option<usize>,
+    /// Largest header list accepted, in bytes.
+    pub max_header_list_bytes: Option<u32>,
+    /// How often the server pings an idle connection.
+    pub keepalive_interval: Option<String>,
+    /// How long a ping may go unanswered before the connection is closed.
+    pub keepalive_timeout: Option<String>,
+    /// A connection with no call for this long is closed.
+    pub idle_timeout: Option<String>,
+    /// Most connections served at once; further ones wait to be accepted.
+    pub max_connections: Option<usize>,
+}
+
+/// `[auth]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    /// Without identities: let QuotaAdmin answer non-loopback peers too (default false).
+    pub admin_from_anywhere: Option<bool>,
+    /// The descriptor a tenant-bound identity fills and may not change (default `tenant`).
+    pub tenant_descriptor: Option<String>,
+    /// `[[auth.identities]]`: when any is configured, every QuotaService and QuotaAdmin call must prove one.
+    pub identities: Vec<IdentitySection>,
+}
+
+/// `[[auth.identities]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentitySection {
+    /// The identity's name (in logs, metrics and lease listings; never its secret).
+    pub name: String,
+    /// `worker` (QuotaService) and/or `admin` (QuotaAdmin).
+    pub roles: Vec<String>,
+    /// Binds the identity to one tenant: requests get this tenant, and naming another is refused.
+    pub tenant: Option<String>,
+    /// SHA-256 of the bearer token, in hex (`quotad --hash-token` prints it); the token itself is never stored.
+    pub token_sha256: Option<String>,
+    /// Client certificate names (DNS or IP subject alternative names) that prove this identity over mTLS.
+    #[serde(default)]
+    pub certificate_names: Vec<String>,
 }
 
 /// `[metrics]`.

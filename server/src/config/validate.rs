@@ -28,7 +28,7 @@ pub enum ConfigError {
     Source(String),
 }
 
-fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+pub(super) fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
         problem: problem.into(),
@@ -60,6 +60,12 @@ pub struct ServerSettings {
     pub max_request_bytes: usize,
     /// Log format.
     pub log_format: LogFormat,
+    /// TLS, when configured.
+    pub tls: Option<super::TlsSettings>,
+    /// The plaintext health-only listener, when configured.
+    pub health_listen: Option<SocketAddr>,
+    /// HTTP/2 and connection limits.
+    pub http2: super::Http2Settings,
 }
 
 /// Where `/metrics` is served.
@@ -93,9 +99,15 @@ pub struct Settings {
     pub tracing: TracingSettings,
     /// Engine rules.
     pub rules: Rules,
+    /// Who may call what.
+    pub auth: crate::auth::AuthSettings,
 }
 
-fn duration(key: &str, value: Option<&String>, default: Duration) -> Result<Duration, ConfigError> {
+pub(super) fn duration(
+    key: &str,
+    value: Option<&String>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
     let Some(s) = value else { return Ok(default) };
     let d = humantime::parse_duration(s.trim()).map_err(|e| {
         invalid(
@@ -109,7 +121,7 @@ fn duration(key: &str, value: Option<&String>, default: Duration) -> Result<Dura
     Ok(d)
 }
 
-fn positive(key: &str, d: Duration) -> Result<Duration, ConfigError> {
+pub(super) fn positive(key: &str, d: Duration) -> Result<Duration, ConfigError> {
     if d.is_zero() {
         Err(invalid(key, "must be greater than zero"))
     } else {
@@ -455,6 +467,9 @@ impl ConfigFile {
             )?,
             max_request_bytes,
             log_format,
+            tls: s.tls.as_ref().map(super::transport::tls).transpose()?,
+            health_listen: super::transport::health_listen(s.health_listen.as_deref())?,
+            http2: super::transport::http2(&s.http2)?,
         };
         if server.sweep_interval > Duration::from_secs(1) {
             return Err(invalid(
@@ -576,6 +591,7 @@ impl ConfigFile {
             metrics,
             tracing,
             rules: Rules::new(rules, limits, capacity),
+            auth: super::auth::auth(&self.auth)?,
         })
     }
 }

@@ -29,6 +29,9 @@ pub enum EngineError {
         /// Its configured value.
         cap: usize,
     },
+    /// The caller may not do this (another identity's lease, another tenant's descriptor).
+    #[error("{0}")]
+    PermissionDenied(String),
     /// The store could not be reached (a remote store; never the in-memory one).
     #[error("quota store unavailable: {0}")]
     Unavailable(String),
@@ -51,6 +54,7 @@ impl EngineError {
             Self::UnknownLease(_) => "unknown_lease",
             Self::FailedPrecondition(_) => "failed_precondition",
             Self::CapacityExhausted { .. } => "capacity_exhausted",
+            Self::PermissionDenied(_) => "permission_denied",
             Self::Unavailable(_) => "unavailable",
         }
     }

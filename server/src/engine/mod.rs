@@ -8,6 +8,7 @@
 //! - [`request`], [`decision`], [`error`]: what goes in and what comes out; [`name`]: the names handed
 //!   out with them.
 //! - [`plan`]: a request resolved into the state keys it touches.
+//! - [`reporters`]: one identity's flood of throttle reports acts as one report.
 //! - [`stats`]: what the engine counts about itself (breaker transitions, expiries, evictions).
 //! - [`store`]: the storage boundary; [`memory`] is the in-memory store.
 //! - [`quota`]: [`Quota`], the front door.
@@ -23,6 +24,7 @@ pub mod name;
 pub mod plan;
 pub mod quota;
 pub mod rate;
+pub mod reporters;
 pub mod request;
 pub mod rules;
 pub mod stats;

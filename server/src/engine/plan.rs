@@ -120,6 +120,8 @@ pub struct Plan<'a> {
     pub fingerprint: u64,
     /// Caller identity.
     pub client_id: Option<&'a str>,
+    /// The authenticated identity that will own the lease.
+    pub owner: Option<&'static str>,
 }
 
 impl<'a> Plan<'a> {
@@ -174,6 +176,8 @@ impl<'a> Plan<'a> {
             Some(_) => {
                 let mut h = DefaultHasher::new();
                 req.permits.hash(&mut h);
+                // Another identity reusing a request_id is a conflict, never a replay of someone else's lease.
+                req.owner.hash(&mut h);
                 req.lease_ttl.hash(&mut h);
                 let mut d: Vec<_> = req.descriptors.iter().collect();
                 d.sort();
@@ -193,6 +197,7 @@ impl<'a> Plan<'a> {
             request_id: req.request_id.as_deref(),
             fingerprint,
             client_id: req.client_id.as_deref(),
+            owner: req.owner,
         })
     }
 }

@@ -154,9 +154,7 @@ impl<S: Store> Quota<S> {
                 "must be positive when given",
             ));
         }
-        self.store
-            .renew(req.lease_id, req.lease_ttl, self.clock.now())
-            .await
+        self.store.renew(req, self.clock.now()).await
     }
 
     /// Reports a downstream throttle or failure.
@@ -178,6 +176,7 @@ impl<S: Store> Quota<S> {
             kind: req.kind,
             pause,
             lease_id: req.lease_id,
+            caller: req.caller,
         };
         self.store.report(&plan, self.clock.now()).await
     }

@@ -22,6 +22,8 @@ pub struct Acquire {
     pub request_id: Option<String>,
     /// Caller identity for logs.
     pub client_id: Option<String>,
+    /// The authenticated identity asking (its configured name), who will own the lease; `None` without auth.
+    pub owner: Option<&'static str>,
 }
 
 /// How a call made under a lease ended.
@@ -58,6 +60,8 @@ pub struct Release {
     pub outcome: Outcome,
     /// Settle to this cost (reserve-then-settle); `None` leaves the charge as acquired.
     pub used_permits: Option<u64>,
+    /// The authenticated identity asking: only the lease's owner may end it.
+    pub caller: Option<&'static str>,
 }
 
 /// Extend a lease.
@@ -67,6 +71,8 @@ pub struct Renew {
     pub lease_id: LeaseId,
     /// New TTL from now; `None` means the resource's default.
     pub lease_ttl: Option<Duration>,
+    /// The authenticated identity asking: only the lease's owner may renew it.
+    pub caller: Option<&'static str>,
 }
 
 /// What a downstream did, as reported by a client.
@@ -108,6 +114,9 @@ pub struct Report {
     pub message: Option<String>,
     /// Reporter identity for logs.
     pub client_id: Option<String>,
+    /// The authenticated identity reporting: a named lease must be its own, and one identity's flood of
+    /// reports pauses a resource once (see the README, Security).
+    pub caller: Option<&'static str>,
 }
 
 /// Name a resource's breaker (for reads and admin operations).

@@ -10,7 +10,7 @@ use std::{future::Future, sync::Arc, time::Duration};
 
 use super::{
     BreakerState, CircuitView, Decision, EngineError, EngineStats, LeaseId, Name, Plan, Release,
-    Released, Renewed, Reported, Rule, Rules, ThrottleKind,
+    Released, Renew, Renewed, Reported, Rule, Rules, ThrottleKind,
 };
 use crate::clock::Nanos;
 
@@ -36,6 +36,8 @@ pub struct ReportPlan<'a> {
     pub pause: Option<Duration>,
     /// The lease the call ran under.
     pub lease_id: Option<LeaseId>,
+    /// The authenticated identity reporting (a named lease must be its own).
+    pub caller: Option<&'static str>,
 }
 
 /// A live lease, as admin tools see it.
@@ -53,6 +55,8 @@ pub struct LeaseView {
     pub expires_at: Nanos,
     /// Caller identity.
     pub client_id: Option<String>,
+    /// The authenticated identity that acquired it.
+    pub owner: Option<&'static str>,
     /// True for a half-open probe.
     pub probe: bool,
     /// Where the listing resumes after this lease (store-defined, opaque to callers).
@@ -188,11 +192,11 @@ pub trait Store: Send + Sync + 'static {
         now: Nanos,
     ) -> impl Future<Output = Result<Released, EngineError>> + Send;
 
-    /// Extends a live lease. `ttl` `None` means the lease's default; it is capped at the lease's max.
+    /// Extends a live lease of the caller's. A `lease_ttl` of `None` means the lease's default; it is capped
+    /// at the lease's max.
     fn renew(
         &self,
-        lease_id: LeaseId,
-        ttl: Option<Duration>,
+        renew: &Renew,
         now: Nanos,
     ) -> impl Future<Output = Result<Renewed, EngineError>> + Send;
 

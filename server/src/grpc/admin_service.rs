@@ -187,6 +187,7 @@ impl<S: Store> QuotaAdmin for AdminGrpc<S> {
                 expires_at: Some(convert::timestamp_out(clock.wall(l.expires_at))),
                 client_id: l.client_id.clone().unwrap_or_default(),
                 probe: l.probe,
+                owner: l.owner.unwrap_or_default().to_owned(),
             })
             .collect();
         let fit = page::fitting(leases.iter().map(prost::Message::encoded_len));

@@ -84,6 +84,7 @@ impl TryFrom<pb::AcquireRequest> for engine::Acquire {
 
     fn try_from(r: pb::AcquireRequest) -> Result<Self, EngineError> {
         Ok(Self {
+            owner: None,
             resource: r.resource,
             descriptors: descriptors(r.descriptors),
             permits: r.permits.max(1),
@@ -112,6 +113,7 @@ impl TryFrom<pb::ReleaseRequest> for engine::Release {
             }
         };
         Ok(Self {
+            caller: None,
             lease_id: lease_id_in("lease_id", &r.lease_id)?,
             outcome,
             used_permits: r.used_permits,
@@ -124,6 +126,7 @@ impl TryFrom<pb::RenewRequest> for engine::Renew {
 
     fn try_from(r: pb::RenewRequest) -> Result<Self, EngineError> {
         Ok(Self {
+            caller: None,
             lease_id: lease_id_in("lease_id", &r.lease_id)?,
             lease_ttl: duration_in("lease_ttl", r.lease_ttl)?.filter(|d| !d.is_zero()),
         })
@@ -153,6 +156,7 @@ impl TryFrom<pb::ReportThrottleRequest> for engine::Report {
             Some(lease_id_in("lease_id", &r.lease_id)?)
         };
         Ok(Self {
+            caller: None,
             resource: r.resource,
             descriptors: descriptors(r.descriptors),
             kind,

@@ -10,6 +10,7 @@ use tracing::{Instrument as _, Span};
 
 use super::{convert, trace_context};
 use crate::{
+    auth::Caller,
     engine::{self, EngineError, MemoryStore, Quota, Store},
     metrics::{Metrics, Rpc},
     waiting::Waiting,
@@ -75,6 +76,24 @@ impl<S: Store> QuotaGrpc<S> {
     }
 }
 
+/// The authenticated caller (the auth interceptor leaves one unless the caller is anonymous).
+fn caller<T>(request: &Request<T>) -> Option<Caller> {
+    request.extensions().get::<Caller>().cloned()
+}
+
+/// Applies the caller's identity and tenant binding to a request's descriptors.
+fn bind(
+    caller: Option<&Caller>,
+    descriptors: &mut Vec<(String, String)>,
+) -> Result<(), EngineError> {
+    match caller {
+        Some(c) => c
+            .bind_tenant(descriptors)
+            .map_err(EngineError::PermissionDenied),
+        None => Ok(()),
+    }
+}
+
 /// Runs `call` inside `span`, and records its latency and any error on the span.
 async fn traced<T>(span: Span, call: impl Future<Output = Result<T, Status>>) -> Result<T, Status> {
     if span.is_disabled() {
@@ -99,7 +118,13 @@ impl<S: Store> QuotaService for QuotaGrpc<S> {
         let span = rpc_span!("Acquire", request);
         traced(span.clone(), async {
             let start = self.start();
-            let result = match engine::Acquire::try_from(request.into_inner()) {
+            let caller = caller(&request);
+            let converted = engine::Acquire::try_from(request.into_inner()).and_then(|mut req| {
+                bind(caller.as_ref(), &mut req.descriptors)?;
+                req.owner = caller.as_ref().and_then(|c| c.identity);
+                Ok(req)
+            });
+            let result = match converted {
                 Ok(req) => {
                     if !span.is_disabled() {
                         span.record("resource", req.resource.as_str());
@@ -141,8 +166,10 @@ impl<S: Store> QuotaService for QuotaGrpc<S> {
         let span = rpc_span!("Release", request);
         traced(span.clone(), async {
             let start = self.start();
-            let req = engine::Release::try_from(request.into_inner())
+            let caller = caller(&request);
+            let mut req = engine::Release::try_from(request.into_inner())
                 .inspect_err(|e| self.rejected(Rpc::Release, start, e))?;
+            req.caller = caller.and_then(|c| c.identity);
             let result = self.quota.release(&req).await;
             if let (Some(m), Some(t)) = (&self.metrics, start) {
                 m.released(req.outcome, &result, t.elapsed());
@@ -172,8 +199,12 @@ impl<S: Store> QuotaService for QuotaGrpc<S> {
         let span = rpc_span!("Renew", request);
         traced(span, async {
             let start = self.start();
+            let caller = caller(&request);
             let result = match engine::Renew::try_from(request.into_inner()) {
-                Ok(req) => self.quota.renew(&req).await,
+                Ok(mut req) => {
+                    req.caller = caller.and_then(|c| c.identity);
+                    self.quota.renew(&req).await
+                }
                 Err(e) => Err(e),
             };
             if let (Some(m), Some(t)) = (&self.metrics, start) {
@@ -194,7 +225,13 @@ impl<S: Store> QuotaService for QuotaGrpc<S> {
         let span = rpc_span!("ReportThrottle", request);
         traced(span.clone(), async {
             let start = self.start();
+            let caller = caller(&request);
             let req = engine::Report::try_from(request.into_inner())
+                .and_then(|mut req| {
+                    bind(caller.as_ref(), &mut req.descriptors)?;
+                    req.caller = caller.as_ref().and_then(|c| c.identity);
+                    Ok(req)
+                })
                 .inspect_err(|e| self.rejected(Rpc::ReportThrottle, start, e))?;
             if !span.is_disabled() {
                 span.record("resource", req.resource.as_str());
@@ -228,7 +265,9 @@ impl<S: Store> QuotaService for QuotaGrpc<S> {
         let span = rpc_span!("GetCircuitState", request);
         traced(span.clone(), async {
             let start = self.start();
-            let target = engine::BreakerTarget::from(request.into_inner());
+            let caller = caller(&request);
+            let mut target = engine::BreakerTarget::from(request.into_inner());
+            bind(caller.as_ref(), &mut target.descriptors)?;
             span.record("resource", target.resource.as_str());
             let result = self.quota.circuit(&target).await;
             if let (Some(m), Some(t)) = (&self.metrics, start) {

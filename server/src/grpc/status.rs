@@ -12,6 +12,7 @@ impl From<EngineError> for Status {
             EngineError::UnknownResource(_) | EngineError::UnknownLease(_) => Code::NotFound,
             EngineError::FailedPrecondition(_) => Code::FailedPrecondition,
             EngineError::CapacityExhausted { .. } => Code::ResourceExhausted,
+            EngineError::PermissionDenied(_) => Code::PermissionDenied,
             EngineError::Unavailable(_) => Code::Unavailable,
         };
         if code == Code::Unavailable || code == Code::ResourceExhausted {

@@ -61,6 +61,7 @@ impl<S: Store> Harness<S> {
 
     pub fn release(&self, id: LeaseId, outcome: Outcome, used: Option<u64>) -> Released {
         now(self.quota.release(&Release {
+            caller: None,
             lease_id: id,
             outcome,
             used_permits: used,

@@ -221,6 +221,7 @@ impl MemoryStore {
             probe,
             failure_reported: false,
             client_id: plan.client_id.map(Box::from),
+            owner: plan.owner,
         });
         let grant = Grant {
             lease_id,

@@ -112,6 +112,7 @@ rate = { limit = 1, period = "1s", burst = 5 }
         ready(store.release(
             rules,
             &Release {
+                caller: None,
                 lease_id,
                 outcome: Outcome::Success,
                 used_permits: None,
@@ -246,6 +247,7 @@ rate = { limit = 1, period = "1h", burst = 2000 }
         };
         let d = quota.acquire_ready(&req).unwrap().unwrap();
         ready(quota.release(&Release {
+            caller: None,
             lease_id: d.grant().unwrap().lease_id,
             outcome: Outcome::Success,
             used_permits: None,

@@ -231,6 +231,9 @@ pub struct Lease {
     pub failure_reported: bool,
     /// Caller identity.
     pub client_id: Option<Box<str>>,
+    /// The authenticated identity that acquired it (`None` without auth): the only one that may release,
+    /// renew or report under it.
+    pub owner: Option<&'static str>,
 }
 
 impl Lease {
@@ -252,6 +255,13 @@ pub struct LeaseTable {
     count: AtomicUsize,
     cap: AtomicUsize,
     next_shard: AtomicUsize,
+}
+
+/// The answer to an identity naming a live lease it does not own (which identity owns it is not said).
+pub fn not_owner(id: LeaseId) -> EngineError {
+    EngineError::PermissionDenied(format!(
+        "lease_id: lease {id} was acquired by another identity"
+    ))
 }
 
 /// How long an ended lease is remembered, so a late second release says why it did nothing.
@@ -367,6 +377,32 @@ impl LeaseTable {
             self.tombstone(id, why, now);
         }
         Some(lease)
+    }
+
+    /// [`end`](Self::end), for `caller` only: a live lease owned by another identity is left as it was, and
+    /// the answer is PERMISSION_DENIED.
+    pub fn end_owned(
+        &self,
+        id: LeaseId,
+        caller: Option<&'static str>,
+        why: NotReleased,
+        now: Nanos,
+    ) -> Result<Option<Lease>, EngineError> {
+        let (shard, index) = self.locate(id);
+        let mut foreign = false;
+        let lease = lock(shard).take_if(index, id, |l| {
+            foreign = l.owner != caller;
+            !foreign
+        });
+        if foreign {
+            return Err(not_owner(id));
+        }
+        let Some(lease) = lease else { return Ok(None) };
+        self.count.fetch_sub(1, Ordering::AcqRel);
+        if why != NotReleased::AlreadyReleased {
+            self.tombstone(id, why, now);
+        }
+        Ok(Some(lease))
     }
 
     /// Rewrites the tombstone of an ended lease.
@@ -536,6 +572,7 @@ mod tests {
             probe: None,
             failure_reported: false,
             client_id: None,
+            owner: None,
         }
     }
 

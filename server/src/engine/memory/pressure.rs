@@ -2,7 +2,7 @@
 
 use crate::{
     clock::Nanos,
-    engine::{AdaptiveRate, Pressure, Rule},
+    engine::{AdaptiveRate, Pressure, Rule, reporters::Reporters},
 };
 
 /// Per concrete resource.
@@ -12,6 +12,10 @@ pub struct PressureState {
     pub adaptive: AdaptiveRate,
     /// Grants are paused until then (0: never paused).
     pub paused_until: Nanos,
+    /// Identities whose reports are in a flood (see [`Reporters`]).
+    pub reporters: Reporters,
+    /// The quiet window the last report was judged with (for [`is_idle`](Self::is_idle)).
+    pub reporters_quiet: Nanos,
 }
 
 impl PressureState {
@@ -24,9 +28,12 @@ impl PressureState {
         }
     }
 
-    /// True when identical to a fresh state (so it may be dropped).
+    /// True when identical to a fresh state (so it may be dropped). A remembered flood keeps the state until
+    /// its quiet window has passed, so eviction cannot hand a flooding identity a fresh start.
     pub fn is_idle(&self, now: Nanos) -> bool {
-        self.adaptive.is_pristine() && self.paused_until <= now
+        self.adaptive.is_pristine()
+            && self.paused_until <= now
+            && self.reporters.is_idle(now, self.reporters_quiet)
     }
 
     /// The client-facing view.

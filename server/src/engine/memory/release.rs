@@ -43,9 +43,9 @@ impl MemoryStore {
             resource: None,
             rule: None,
         };
-        let Some(lease) = self
-            .leases
-            .end(r.lease_id, NotReleased::AlreadyReleased, now)
+        let Some(lease) =
+            self.leases
+                .end_owned(r.lease_id, r.caller, NotReleased::AlreadyReleased, now)?
         else {
             return Ok(gone(self.why_gone(r.lease_id)));
         };

@@ -8,7 +8,7 @@ use crate::{
     clock::{Nanos, nanos},
     engine::{
         Breaker, BreakerRef, BreakerState, CircuitView, EngineError, Name, ReportPlan, Reported,
-        ThrottleKind,
+        ThrottleKind, reporters,
     },
 };
 
@@ -19,66 +19,14 @@ impl MemoryStore {
         now: Nanos,
     ) -> Result<Reported, EngineError> {
         let target = &rp.target;
-        let rule = &target.rule;
-        // A report naming a lease counts that lease's failure once, however often it is reported or released.
-        // Only a lease of the reported resource: another resource's lease is refused and left as it was.
-        let lease = match rp.lease_id {
-            None => None,
-            Some(id) => self
-                .leases
-                .update(id, |l| {
-                    if &*l.resource != target.resource {
-                        return Err(EngineError::invalid(
-                            "lease_id",
-                            format!(
-                                "lease {id} was granted for another resource, not '{}'",
-                                target.resource
-                            ),
-                        ));
-                    }
-                    let first = !l.failure_reported;
-                    l.failure_reported = true;
-                    Ok((l.probe, first))
-                })
-                .transpose()?,
-        };
-        let count_failure = lease.is_none_or(|(_, first)| first);
+        let lease = self.reported_lease(rp)?;
+        let (flood_start, rate_decreased, paused_before, pressure) =
+            self.report_pressure(rp, now)?;
+        // A lease's failure counts once however often it is reported or released; a report without a lease
+        // counts once per flood of its identity (see `reporters`).
+        let count_failure = lease.map_or(flood_start, |(_, first)| first);
         let probe = lease.and_then(|(p, _)| p);
-
-        let mut breaker = BreakerState::Closed;
-        if let (Some(spec), Some(key)) = (&rule.breaker, &target.key) {
-            let (transition, state) = self.breakers.with(
-                key,
-                &self.keys,
-                || Breaker::new(spec, now),
-                |b| {
-                    let t = if count_failure {
-                        b.record(spec, now, true, probe)
-                    } else {
-                        None
-                    };
-                    (t, b.state(now))
-                },
-            )?;
-            if let Some(t) = transition {
-                self.stats.transition(rule.name, key, t);
-            }
-            breaker = state;
-        }
-
-        let (rate_decreased, paused_before, pressure) =
-            self.pressure
-                .with(target.resource, &self.keys, Default::default, |p| {
-                    let decreased = match (&rule.adaptive, rp.kind) {
-                        (Some(spec), ThrottleKind::Throttled) => p.adaptive.on_throttle(spec, now),
-                        _ => false,
-                    };
-                    let paused_before = p.paused_until;
-                    if let Some(pause) = rp.pause {
-                        p.paused_until = p.paused_until.max(now.saturating_add(nanos(pause)));
-                    }
-                    (decreased, paused_before, p.view(rule, now))
-                })?;
+        let breaker = self.report_failure(rp, count_failure, probe, now)?;
         if rate_decreased {
             tracing::info!(
                 resource = target.resource,
@@ -92,7 +40,7 @@ impl MemoryStore {
         {
             tracing::info!(
                 resource = target.resource,
-                pause_ms = (until - now) / 1_000_000,
+                pause_ms = until.saturating_sub(now) / 1_000_000,
                 "grants paused on the downstream's retry-after"
             );
         }
@@ -101,11 +49,97 @@ impl MemoryStore {
                 .get_or_insert(target.resource, &self.keys, Default::default)?;
         Ok(Reported {
             resource: Name::Given(resource),
-            rule: rule.name,
+            rule: target.rule.name,
             pressure,
             rate_decreased,
             breaker,
         })
+    }
+
+    /// The lease a report names, if any: `(probe, first report of its failure)`. Only the caller's own lease of
+    /// the reported resource; any other is refused and left as it was.
+    fn reported_lease(
+        &self,
+        rp: &ReportPlan<'_>,
+    ) -> Result<Option<(Option<u64>, bool)>, EngineError> {
+        let Some(id) = rp.lease_id else {
+            return Ok(None);
+        };
+        let resource = rp.target.resource;
+        self.leases
+            .update(id, |l| {
+                if l.owner != rp.caller {
+                    return Err(super::leases::not_owner(id));
+                }
+                if &*l.resource != resource {
+                    return Err(EngineError::invalid(
+                        "lease_id",
+                        format!("lease {id} was granted for another resource, not '{resource}'"),
+                    ));
+                }
+                let first = !l.failure_reported;
+                l.failure_reported = true;
+                Ok((l.probe, first))
+            })
+            .transpose()
+    }
+
+    /// The report's effect on the resource's adaptive rate and pause, if it starts its identity's flood:
+    /// `(starts a flood, rate lowered, paused until before, the pressure now)`.
+    fn report_pressure(
+        &self,
+        rp: &ReportPlan<'_>,
+        now: Nanos,
+    ) -> Result<(bool, bool, Nanos, crate::engine::Pressure), EngineError> {
+        let rule = &rp.target.rule;
+        let quiet = reporters::quiet_window(rule);
+        self.pressure
+            .with(rp.target.resource, &self.keys, Default::default, |p| {
+                p.reporters_quiet = quiet;
+                let flood_start = p.reporters.admit(rp.caller, now, quiet);
+                let decreased = match (&rule.adaptive, rp.kind) {
+                    (Some(spec), ThrottleKind::Throttled) if flood_start => {
+                        p.adaptive.on_throttle(spec, now)
+                    }
+                    _ => false,
+                };
+                let paused_before = p.paused_until;
+                if let Some(pause) = rp.pause.filter(|_| flood_start) {
+                    p.paused_until = p.paused_until.max(now.saturating_add(nanos(pause)));
+                }
+                (flood_start, decreased, paused_before, p.view(rule, now))
+            })
+    }
+
+    /// Counts the report as a failed call on the resource's breaker (when `count`); returns its state.
+    fn report_failure(
+        &self,
+        rp: &ReportPlan<'_>,
+        count: bool,
+        probe: Option<u64>,
+        now: Nanos,
+    ) -> Result<BreakerState, EngineError> {
+        let rule = &rp.target.rule;
+        let (Some(spec), Some(key)) = (&rule.breaker, &rp.target.key) else {
+            return Ok(BreakerState::Closed);
+        };
+        let (transition, state) = self.breakers.with(
+            key,
+            &self.keys,
+            || Breaker::new(spec, now),
+            |b| {
+                let t = if count {
+                    b.record(spec, now, true, probe)
+                } else {
+                    None
+                };
+                (t, b.state(now))
+            },
+        )?;
+        if let Some(t) = transition {
+            self.stats.transition(rule.name, key, t);
+        }
+        Ok(state)
     }
 
     pub(super) fn circuit_now(&self, target: &BreakerRef<'_>, now: Nanos) -> CircuitView {

@@ -18,8 +18,8 @@ use crate::{
     clock::{Nanos, nanos},
     engine::{
         Breaker, BreakerRef, BreakerState, CircuitView, Decision, EngineError, EngineStats,
-        LeaseId, LeaseQuery, LeaseView, Plan, Release, Released, Renewed, ReportPlan, Reported,
-        ResourceUsage, Rules, Store, StoreUsage, Sweep, UsageQuery,
+        LeaseId, LeaseQuery, LeaseView, Plan, Release, Released, Renew, Renewed, ReportPlan,
+        Reported, ResourceUsage, Rules, Store, StoreUsage, Sweep, UsageQuery,
     },
 };
 
@@ -60,23 +60,24 @@ impl MemoryStore {
         store
     }
 
-    fn renew_now(
-        &self,
-        id: LeaseId,
-        ttl: Option<Duration>,
-        now: Nanos,
-    ) -> Result<Renewed, EngineError> {
+    fn renew_now(&self, renew: &Renew, now: Nanos) -> Result<Renewed, EngineError> {
+        let id = renew.lease_id;
         let ttl = self
             .leases
             .update(id, |l| {
-                if l.expires_at <= now {
-                    return None;
+                if l.owner != renew.caller {
+                    return Err(super::leases::not_owner(id));
                 }
-                let ttl = ttl
+                if l.expires_at <= now {
+                    return Ok(None);
+                }
+                let ttl = renew
+                    .lease_ttl
                     .unwrap_or(Duration::from_nanos(l.default_ttl))
                     .min(Duration::from_nanos(l.max_ttl));
-                Some(ttl)
+                Ok(Some(ttl))
             })
+            .transpose()?
             .flatten();
         let Some(ttl) = ttl else {
             // Expired but not yet swept is still in the table: say expired, not released.
@@ -295,6 +296,7 @@ impl MemoryStore {
                 permits: l.permits,
                 expires_at: l.expires_at,
                 client_id: l.client_id.as_deref().map(str::to_owned),
+                owner: l.owner,
                 probe: l.probe.is_some(),
                 cursor,
             });
@@ -343,11 +345,10 @@ impl Store for MemoryStore {
 
     fn renew(
         &self,
-        lease_id: LeaseId,
-        ttl: Option<Duration>,
+        renew: &Renew,
         now: Nanos,
     ) -> impl Future<Output = Result<Renewed, EngineError>> + Send {
-        ready(self.renew_now(lease_id, ttl, now))
+        ready(self.renew_now(renew, now))
     }
 
     fn report(

@@ -1,0 +1,200 @@
+//! Authenticating one call: a bearer token, else a client certificate, else anonymous when no identity is
+//! configured; then the role the service needs. Runs as a tonic interceptor in front of QuotaService and
+//! QuotaAdmin (health and reflection stay open: a load balancer and grpcurl need them without a secret).
+
+use std::{net::SocketAddr, sync::Arc};
+
+use arc_swap::ArcSwap;
+use rustls_pki_types::CertificateDer;
+use tonic::{Request, Status, metadata::MetadataMap};
+
+use super::{AuthSettings, Caller, Identity, token};
+
+/// Which service a call is for: each needs its own role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// QuotaService: needs `worker`.
+    Quota,
+    /// QuotaAdmin: needs `admin`.
+    Admin,
+}
+
+/// Checks callers against the auth settings in force (swapped on reload, so a revoked token stops working
+/// without a restart).
+#[derive(Debug)]
+pub struct Authenticator {
+    settings: ArcSwap<AuthSettings>,
+}
+
+impl Authenticator {
+    /// Authenticates against `settings`.
+    pub fn new(settings: AuthSettings) -> Self {
+        Self {
+            settings: ArcSwap::from_pointee(settings),
+        }
+    }
+
+    /// Swaps in reloaded settings.
+    pub fn replace(&self, settings: AuthSettings) {
+        self.settings.store(Arc::new(settings));
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> Arc<AuthSettings> {
+        self.settings.load_full()
+    }
+
+    /// Who is calling `service`: `Ok(None)` for an anonymous caller (no identities configured), else the
+    /// identity, or the status that refuses the call.
+    pub fn authenticate(
+        &self,
+        service: Service,
+        metadata: &MetadataMap,
+        remote: Option<SocketAddr>,
+        certs: Option<&[CertificateDer<'static>]>,
+    ) -> Result<Option<Caller>, Status> {
+        let settings = self.settings.load();
+        if !settings.required() {
+            let local = remote.is_some_and(|a| a.ip().is_loopback());
+            if service == Service::Admin && !local && !settings.admin_from_anywhere {
+                return Err(Status::permission_denied(
+                    "QuotaAdmin answers only loopback peers while no [auth] identities are configured \
+                     (configure identities with the admin role, or set auth.admin_from_anywhere = true)",
+                ));
+            }
+            return Ok(None);
+        }
+        let identity = identify(&settings, metadata, certs)?;
+        let allowed = match service {
+            Service::Quota => identity.worker,
+            Service::Admin => identity.admin,
+        };
+        if !allowed {
+            let role = if service == Service::Admin {
+                "admin"
+            } else {
+                "worker"
+            };
+            return Err(Status::permission_denied(format!(
+                "identity '{}' does not have the {role} role",
+                identity.name
+            )));
+        }
+        Ok(Some(Caller {
+            identity: Some(identity.name),
+            tenant: identity.tenant.clone(),
+            tenant_descriptor: settings.tenant_descriptor.clone(),
+        }))
+    }
+}
+
+/// The identity a call proves: its bearer token when it sends one, else its client certificate.
+fn identify<'s>(
+    settings: &'s AuthSettings,
+    metadata: &MetadataMap,
+    certs: Option<&[CertificateDer<'static>]>,
+) -> Result<&'s Identity, Status> {
+    if let Some(value) = metadata.get("authorization") {
+        let token =
+            value.to_str().ok().and_then(token::bearer).ok_or_else(|| {
+                Status::unauthenticated("authorization: expected 'Bearer <token>'")
+            })?;
+        let hash = token::hash(token);
+        return settings
+            .identities
+            .iter()
+            .find(|i| i.token.as_ref().is_some_and(|t| token::same(t, &hash)))
+            .ok_or_else(|| Status::unauthenticated("authorization: the token is not valid here"));
+    }
+    if let Some(cert) = certs.and_then(<[_]>::first) {
+        let cert = webpki::EndEntityCert::try_from(cert)
+            .map_err(|_| Status::unauthenticated("the client certificate cannot be read"))?;
+        return settings
+            .identities
+            .iter()
+            .find(|i| {
+                i.certificate_names
+                    .iter()
+                    .any(|n| cert.verify_is_valid_for_subject_name(n).is_ok())
+            })
+            .ok_or_else(|| {
+                Status::unauthenticated("the client certificate names no configured identity")
+            });
+    }
+    Err(Status::unauthenticated(
+        "credentials required: send 'authorization: Bearer <token>' or a client certificate",
+    ))
+}
+
+/// The tonic interceptor: authenticates each call and leaves its [`Caller`] in the request's extensions
+/// (none for an anonymous caller, so a server without auth pays no allocation for it).
+#[derive(Debug, Clone)]
+pub struct AuthInterceptor {
+    auth: Arc<Authenticator>,
+    service: Service,
+}
+
+impl AuthInterceptor {
+    /// Authenticates calls to `service` with `auth`.
+    pub fn new(auth: Arc<Authenticator>, service: Service) -> Self {
+        Self { auth, service }
+    }
+}
+
+impl tonic::service::Interceptor for AuthInterceptor {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        let certs = request.peer_certs();
+        let caller = self.auth.authenticate(
+            self.service,
+            request.metadata(),
+            request.remote_addr(),
+            certs.as_deref().map(Vec::as_slice),
+        )?;
+        if let Some(caller) = caller {
+            request.extensions_mut().insert(caller);
+        }
+        Ok(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(admin_from_anywhere: bool) -> Authenticator {
+        Authenticator::new(AuthSettings {
+            admin_from_anywhere,
+            tenant_descriptor: Arc::from("tenant"),
+            ..AuthSettings::default()
+        })
+    }
+
+    #[test]
+    fn without_identities_admin_answers_loopback_peers_only() {
+        let md = MetadataMap::new();
+        let remote: SocketAddr = "10.1.2.3:4000".parse().unwrap();
+        let local: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        let local6: SocketAddr = "[::1]:4000".parse().unwrap();
+        let auth = open(false);
+        let e = auth
+            .authenticate(Service::Admin, &md, Some(remote), None)
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        assert!(auth.authenticate(Service::Admin, &md, None, None).is_err());
+        for peer in [local, local6] {
+            assert!(matches!(
+                auth.authenticate(Service::Admin, &md, Some(peer), None),
+                Ok(None)
+            ));
+        }
+        assert!(matches!(
+            auth.authenticate(Service::Quota, &md, Some(remote), None),
+            Ok(None)
+        ));
+        let anywhere = open(true);
+        assert!(matches!(
+            anywhere.authenticate(Service::Admin, &md, Some(remote), None),
+            Ok(None)
+        ));
+    }
+}
