@@ -403,15 +403,21 @@ async fn the_client_recovers_when_the_server_restarts() {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .expect("rebind the same port");
-        let quotad = Arc::new(quotad_server::server::Quotad::new(
-            settings,
-            None,
-            Arc::new(MonotonicClock::new()),
-        ));
+        let quotad = Arc::new(
+            quotad_server::server::Quotad::new(settings, None, Arc::new(MonotonicClock::new()))
+                .unwrap(),
+        );
         // Metrics on a port of its own (the default 127.0.0.1:9464 may be taken on a developer's machine).
         let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         quotad
-            .serve_with(listener, Some(metrics), std::future::pending())
+            .serve_with(
+                quotad_server::server::Listeners {
+                    grpc: listener,
+                    metrics: Some(metrics),
+                    health: None,
+                },
+                std::future::pending(),
+            )
             .await
             .unwrap();
     });

@@ -54,14 +54,21 @@ impl TestServer {
         let metrics_addr = metrics_listener
             .as_ref()
             .map(|l| l.local_addr().expect("local addr"));
-        let quotad = Arc::new(Quotad::new(settings, path, clock));
+        let quotad = Arc::new(Quotad::new(settings, path, clock).expect("usable TLS files"));
         let (stop, stopped) = oneshot::channel::<()>();
         let server = quotad.clone();
         let task = tokio::spawn(async move {
             server
-                .serve_with(listener, metrics_listener, async {
-                    let _ = stopped.await;
-                })
+                .serve_with(
+                    quotad_server::server::Listeners {
+                        grpc: listener,
+                        metrics: metrics_listener,
+                        health: None,
+                    },
+                    async {
+                        let _ = stopped.await;
+                    },
+                )
                 .await
                 .expect("server ran");
         });

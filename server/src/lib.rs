@@ -7,6 +7,7 @@
 //!   store. No gRPC types.
 //! - [`config`]: the TOML/env config, validated into engine rules and server settings.
 //! - [`grpc`]: the one conversion layer between proto messages and engine calls, and the services.
+//! - [`listen`]: accepting connections, plaintext or TLS, under the connection cap.
 //! - [`metrics`]: Prometheus counters, histograms and gauges, and the `/metrics` endpoint.
 //! - [`waiting`]: `max_wait`: holding an acquire FIFO per key until capacity frees.
 //! - [`sweeper`]: the background task that reclaims expired leases and idle state.
@@ -18,6 +19,7 @@ pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod grpc;
+pub mod listen;
 pub mod metrics;
 pub mod server;
 pub mod sweeper;

@@ -103,7 +103,10 @@ async fn serve(settings: config::Settings, path: Option<PathBuf>) -> ExitCode {
         Ok(l) => l,
         Err(e) => return fail(&format!("cannot listen on {listen}: {e}")),
     };
-    let quotad = Arc::new(Quotad::new(settings, path, Arc::new(MonotonicClock::new())));
+    let quotad = match Quotad::new(settings, path, Arc::new(MonotonicClock::new())) {
+        Ok(q) => Arc::new(q),
+        Err(e) => return fail(&e.to_string()),
+    };
     spawn_reload_on_sighup(quotad.clone());
     match quotad.serve(listener, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,

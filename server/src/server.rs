@@ -2,7 +2,7 @@
 //! listener, plus the sweeper, until a shutdown signal; then health goes NOT_SERVING, new connections stop,
 //! and in-flight calls get `shutdown_grace` to finish.
 
-use std::{future::Future, path::PathBuf, sync::Arc, time::Duration};
+use std::{future::Future, path::PathBuf, pin::Pin, sync::Arc, time::Duration};
 
 use quotad_api::v1::{
     quota_admin_server::QuotaAdminServer, quota_service_server::QuotaServiceServer,
@@ -10,15 +10,22 @@ use quotad_api::v1::{
 use tokio::net::TcpListener;
 use tonic::{
     service::interceptor::InterceptedService,
-    transport::{Server, server::TcpIncoming},
+    transport::{Server, server::Router},
 };
+use tonic_health::{
+    pb::health_server::HealthServer,
+    server::{HealthReporter, HealthService},
+};
+use tower::layer::util::{Identity, Stack};
 
 use crate::{
     auth::{AuthInterceptor, Authenticator, Service},
     clock::Clock,
-    config::{self, ConfigError, Settings},
+    config::{self, ConfigError, ServerSettings, Settings},
     engine::Quota,
     grpc::{AdminGrpc, QuotaGrpc, admin_service::Reloader},
+    grpc::{in_flight::InFlight, wire_status::WireStatusLayer},
+    listen::{self, Limits, TlsReloader},
     metrics::{self, Metrics},
     sweeper,
 };
@@ -32,22 +39,26 @@ pub enum ServeError {
     /// Reflection could not be built from the descriptor set.
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
-    /// The metrics endpoint could not listen.
-    #[error(
-        "cannot listen for metrics on {addr}: {source} (set metrics.listen, or metrics.enabled = false)"
-    )]
-    MetricsListen {
+    /// A configured listener could not bind.
+    #[error("cannot listen on {addr} ({key}): {source}")]
+    Listen {
+        /// The config key naming the address.
+        key: &'static str,
         /// The configured address.
         addr: std::net::SocketAddr,
         /// Why.
         source: std::io::Error,
     },
+    /// The TLS material could not be used.
+    #[error(transparent)]
+    Tls(#[from] crate::listen::TlsError),
 }
 
 /// A configured quotad: the engine plus where its config came from (for reloads).
 pub struct Quotad {
     quota: Arc<Quota>,
     auth: Arc<Authenticator>,
+    tls: Option<Arc<TlsReloader>>,
     metrics: Option<Arc<Metrics>>,
     settings: Settings,
     config_path: Option<PathBuf>,
@@ -62,21 +73,31 @@ impl std::fmt::Debug for Quotad {
 }
 
 impl Quotad {
-    /// A server for `settings` (read from `config_path`, if any, for reloads), deciding at `clock`.
-    pub fn new(settings: Settings, config_path: Option<PathBuf>, clock: Arc<dyn Clock>) -> Self {
+    /// A server for `settings` (read from `config_path`, if any, for reloads), deciding at `clock`. Fails
+    /// when the TLS files cannot be used (the error names the file).
+    pub fn new(
+        settings: Settings,
+        config_path: Option<PathBuf>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, ServeError> {
+        let tls = match &settings.server.tls {
+            Some(files) => Some(Arc::new(TlsReloader::new(files.clone())?)),
+            None => None,
+        };
         let quota = Arc::new(Quota::in_memory(settings.rules.clone(), clock));
         let metrics = settings
             .metrics
             .listen
             .is_some()
             .then(|| Arc::new(Metrics::new()));
-        Self {
+        Ok(Self {
             quota,
             auth: Arc::new(Authenticator::new(settings.auth.clone())),
+            tls,
             metrics,
             settings,
             config_path,
-        }
+        })
     }
 
     /// The engine (tests and admin tools reach state through it).
@@ -92,6 +113,11 @@ impl Quotad {
     /// Re-reads the config file and swaps in its rules, keeping all state. Server settings (listen
     /// address, ...) need a restart and are left as they are. Returns the new config version.
     pub fn reload(&self) -> Result<u64, ConfigError> {
+        if let Some(tls) = &self.tls
+            && let Err(e) = tls.reload()
+        {
+            tracing::error!(error = %e, "TLS reload failed; the certificates in force stay");
+        }
         let result = self.reload_config();
         if let Some(m) = &self.metrics {
             m.reloaded(result.is_ok());
@@ -137,30 +163,33 @@ impl Quotad {
         }
     }
 
-    /// Serves gRPC on `listener`, and `/metrics` on the configured address when metrics are on, until
-    /// `shutdown` completes.
+    /// Serves gRPC on `listener`, and `/metrics` and the plaintext health listener on their configured
+    /// addresses when configured, until `shutdown` completes.
     pub async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
-        let metrics_listener = match self.settings.metrics.listen {
-            Some(addr) if self.metrics.is_some() => Some(
-                TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| ServeError::MetricsListen { addr, source })?,
-            ),
+        let metrics = match self.settings.metrics.listen {
+            Some(addr) if self.metrics.is_some() => Some(bind(addr, "metrics.listen").await?),
             _ => None,
         };
-        self.serve_with(listener, metrics_listener, shutdown).await
+        let health = match self.settings.server.health_listen {
+            Some(addr) => Some(bind(addr, "server.health_listen").await?),
+            None => None,
+        };
+        let listeners = Listeners {
+            grpc: listener,
+            metrics,
+            health,
+        };
+        self.serve_with(listeners, shutdown).await
     }
 
-    /// Serves gRPC on `listener` and, when metrics are on, `/metrics` on `metrics_listener`, until
-    /// `shutdown` completes. Tests pass listeners bound to `127.0.0.1:0`.
+    /// Serves on `listeners` until `shutdown` completes. Tests pass listeners bound to `127.0.0.1:0`.
     pub async fn serve_with(
         self: Arc<Self>,
-        listener: TcpListener,
-        metrics_listener: Option<TcpListener>,
+        listeners: Listeners,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         let settings = self.settings.server.clone();
@@ -169,16 +198,54 @@ impl Quotad {
         health
             .set_service_status("", tonic_health::ServingStatus::Serving)
             .await;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let background = self.spawn_background(
+            listeners.metrics,
+            listeners.health.map(|l| (l, health.clone())),
+            || stopped(stop_rx.clone()),
+        );
+        let drain = drain(health, settings.drain_delay, shutdown, stop_tx);
+        let addr = listeners.grpc.local_addr().ok();
+        tracing::info!(
+            ?addr,
+            tls = self.tls.is_some(),
+            resources = self.quota.rules().len(),
+            "quotad serving"
+        );
+        self.warn_if_open();
+        let in_flight = InFlight::default();
+        let router = self
+            .router(&settings, in_flight.clone())?
+            .add_service(health_service);
+        let limits = Limits {
+            max_connections: settings.http2.max_connections,
+            idle_timeout: settings.http2.idle_timeout,
+        };
+        let serve: Serving = match &self.tls {
+            Some(tls) => Box::pin(router.serve_with_incoming_shutdown(
+                listen::tls_incoming(listeners.grpc, limits, tls.clone()),
+                drain,
+            )),
+            None => Box::pin(
+                router
+                    .serve_with_incoming_shutdown(listen::plaintext(listeners.grpc, limits), drain),
+            ),
+        };
+        let result =
+            until_drained(serve, stopped(stop_rx), in_flight, settings.shutdown_grace).await;
+        for task in background {
+            task.abort();
+        }
+        result
+    }
 
-        let reflection_v1 = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(quotad_api::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
-        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(quotad_api::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1alpha()?;
-
+    /// The gRPC router: QuotaService and QuotaAdmin behind authentication, reflection, and the HTTP/2
+    /// limits.
+    fn router(
+        self: &Arc<Self>,
+        settings: &ServerSettings,
+        in_flight: InFlight,
+    ) -> Result<Router<Layers>, ServeError> {
         let me = self.clone();
         let reload: Reloader = Arc::new(move || me.reload());
         let mut quota_grpc = QuotaGrpc::new(self.quota.clone());
@@ -195,100 +262,158 @@ impl Quotad {
                 .max_decoding_message_size(settings.max_request_bytes),
             AuthInterceptor::new(self.auth.clone(), Service::Admin),
         );
-        self.warn_if_open();
-
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let sweeper = tokio::spawn(sweeper::run(self.quota.clone(), settings.sweep_interval, {
-            let mut rx = stop_rx.clone();
-            async move {
-                let _ = rx.wait_for(|s| *s).await;
-            }
-        }));
-        let metrics_task = match (&self.metrics, metrics_listener) {
-            (Some(m), Some(l)) => {
-                tracing::info!(addr = ?l.local_addr().ok(), "metrics served at /metrics");
-                let mut rx = stop_rx.clone();
-                Some(tokio::spawn(metrics::http::serve(
-                    l,
-                    m.clone(),
-                    self.quota.clone(),
-                    async move {
-                        let _ = rx.wait_for(|s| *s).await;
-                    },
-                )))
-            }
-            _ => None,
-        };
-        let drain_delay = settings.drain_delay;
-        let drain = {
-            let health = health.clone();
-            async move {
-                shutdown.await;
-                tracing::info!("shutting down: health NOT_SERVING, draining in-flight calls");
-                health
-                    .set_not_serving::<QuotaServiceServer<QuotaGrpc>>()
-                    .await;
-                health
-                    .set_service_status("", tonic_health::ServingStatus::NotServing)
-                    .await;
-                // Keep answering while load balancers notice NOT_SERVING and move traffic away.
-                tokio::time::sleep(drain_delay).await;
-                let _ = stop_tx.send(true);
-            }
-        };
-        let mut stopped = stop_rx.clone();
-
-        let addr = listener.local_addr().ok();
-        tracing::info!(
-            ?addr,
-            resources = self.quota.rules().len(),
-            "quotad serving"
-        );
-        let in_flight = crate::grpc::in_flight::InFlight::default();
-        let serve = Server::builder()
-            .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-            .layer(in_flight.clone())
-            .layer(crate::grpc::wire_status::WireStatusLayer)
+        let h2 = &settings.http2;
+        Ok(Server::builder()
+            .http2_keepalive_interval(Some(h2.keepalive_interval))
+            .http2_keepalive_timeout(Some(h2.keepalive_timeout))
+            .max_concurrent_streams(h2.max_concurrent_streams)
+            .http2_max_pending_accept_reset_streams(Some(h2.max_pending_reset_streams))
+            .http2_max_local_error_reset_streams(Some(h2.max_pending_reset_streams))
+            .http2_max_header_list_size(h2.max_header_list_bytes)
+            .layer(in_flight)
+            .layer(WireStatusLayer)
             .add_service(quota_service)
             .add_service(admin_service)
-            .add_service(health_service)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .serve_with_incoming_shutdown(incoming(listener), drain);
-        tokio::pin!(serve);
-        let result = tokio::select! {
-            r = &mut serve => r.map_err(ServeError::from),
-            // After the signal, stop as soon as no call is in flight (connections left idle by clients that
-            // ignore GOAWAY hold nothing), or when the grace period is over.
-            left = async {
-                let _ = stopped.wait_for(|s| *s).await;
-                let deadline = tokio::time::Instant::now() + settings.shutdown_grace;
-                while in_flight.get() > 0 && tokio::time::Instant::now() < deadline {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                in_flight.get()
-            } => {
-                match left {
-                    0 => tracing::info!("no calls in flight; closing the remaining connections"),
-                    n => tracing::warn!(grace = ?settings.shutdown_grace, calls = n, "shutdown grace period over; dropping the calls still in flight"),
-                }
-                Ok(())
-            }
-        };
-        sweeper.abort();
-        if let Some(t) = metrics_task {
-            t.abort();
+            .add_service(reflection::v1()?)
+            .add_service(reflection::v1alpha()?))
+    }
+
+    /// The sweeper, the metrics endpoint, the TLS file watcher and the plaintext health listener, each
+    /// stopping when the future `stopped()` makes completes.
+    fn spawn_background<F: Future<Output = ()> + Send + 'static>(
+        &self,
+        metrics_listener: Option<TcpListener>,
+        health: Option<(TcpListener, HealthReporter)>,
+        stopped: impl Fn() -> F,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let settings = &self.settings.server;
+        let mut tasks = vec![tokio::spawn(sweeper::run(
+            self.quota.clone(),
+            settings.sweep_interval,
+            stopped(),
+        ))];
+        if let (Some(m), Some(l)) = (&self.metrics, metrics_listener) {
+            tracing::info!(addr = ?l.local_addr().ok(), "metrics served at /metrics");
+            let serve = metrics::http::serve(l, m.clone(), self.quota.clone(), stopped());
+            tasks.push(tokio::spawn(async move {
+                let _ = serve.await;
+            }));
         }
-        result
+        if let Some(tls) = &self.tls {
+            tasks.push(tokio::spawn(tls.clone().watch(stopped())));
+        }
+        if let Some((listener, reporter)) = health {
+            let service = HealthServer::new(HealthService::from_health_reporter(reporter));
+            tracing::info!(addr = ?listener.local_addr().ok(), "plaintext health served (grpc.health.v1 only)");
+            let limits = Limits {
+                max_connections: 64,
+                idle_timeout: settings.http2.idle_timeout,
+            };
+            let serve = Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(listen::plaintext(listener, limits), stopped());
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = serve.await {
+                    tracing::warn!(error = %e, "plaintext health listener stopped");
+                }
+            }));
+        }
+        tasks
     }
 }
 
-/// The connections `listener` accepts, each with `TCP_NODELAY` set. tonic applies its own `tcp_nodelay`
-/// setting only to listeners it binds itself, and with Nagle's algorithm on, a small response written while
-/// an earlier one is still unacknowledged waits for the client's delayed ACK: 40 to 200 ms.
-pub fn incoming(listener: TcpListener) -> TcpIncoming {
-    TcpIncoming::from(listener).with_nodelay(Some(true))
+/// The listeners one server serves on.
+#[derive(Debug)]
+pub struct Listeners {
+    /// gRPC: QuotaService, QuotaAdmin, health, reflection.
+    pub grpc: TcpListener,
+    /// `/metrics`, when metrics are on.
+    pub metrics: Option<TcpListener>,
+    /// Plaintext grpc.health.v1 only, when configured.
+    pub health: Option<TcpListener>,
+}
+
+type Serving = Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>>;
+
+/// The per-call layers around every service: the in-flight count, and the status codes of requests that
+/// never reach a handler.
+type Layers = Stack<WireStatusLayer, Stack<InFlight, Identity>>;
+
+async fn stopped(mut rx: tokio::sync::watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+async fn bind(addr: std::net::SocketAddr, key: &'static str) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Listen { key, addr, source })
+}
+
+/// Server reflection (v1 and v1alpha) over quotad's protos and grpc.health.v1, so grpcurl needs no files.
+mod reflection {
+    use tonic_reflection::server::{Builder, Error, v1, v1alpha};
+
+    fn builder() -> Builder<'static> {
+        Builder::configure()
+            .register_encoded_file_descriptor_set(quotad_api::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    }
+
+    pub(super) fn v1() -> Result<v1::ServerReflectionServer<impl v1::ServerReflection>, Error> {
+        builder().build_v1()
+    }
+
+    pub(super) fn v1alpha()
+    -> Result<v1alpha::ServerReflectionServer<impl v1alpha::ServerReflection>, Error> {
+        builder().build_v1alpha()
+    }
+}
+
+/// Waits for `shutdown`, then sets health NOT_SERVING, keeps answering for `drain_delay` (so load
+/// balancers notice and move traffic away), and signals the stop.
+async fn drain(
+    health: HealthReporter,
+    drain_delay: Duration,
+    shutdown: impl Future<Output = ()>,
+    stop: tokio::sync::watch::Sender<bool>,
+) {
+    shutdown.await;
+    tracing::info!("shutting down: health NOT_SERVING, draining in-flight calls");
+    health
+        .set_not_serving::<QuotaServiceServer<QuotaGrpc>>()
+        .await;
+    health
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    tokio::time::sleep(drain_delay).await;
+    let _ = stop.send(true);
+}
+
+/// Runs `serve` until it ends; after the stop signal, until no call is in flight (connections left idle by
+/// clients that ignore GOAWAY hold nothing) or the grace period is over.
+async fn until_drained(
+    serve: Serving,
+    stopped: impl Future<Output = ()>,
+    in_flight: InFlight,
+    grace: Duration,
+) -> Result<(), ServeError> {
+    tokio::select! {
+        r = serve => r.map_err(ServeError::from),
+        left = async {
+            stopped.await;
+            let deadline = tokio::time::Instant::now() + grace;
+            while in_flight.get() > 0 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            in_flight.get()
+        } => {
+            match left {
+                0 => tracing::info!("no calls in flight; closing the remaining connections"),
+                n => tracing::warn!(?grace, calls = n, "shutdown grace period over; dropping the calls still in flight"),
+            }
+            Ok(())
+        }
+    }
 }
 
 /// Serves `settings` on `listener` at `clock` until `shutdown` completes: what the binary and the tests run.
@@ -298,27 +423,7 @@ pub async fn run(
     clock: Arc<dyn Clock>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    Arc::new(Quotad::new(settings, None, clock))
+    Arc::new(Quotad::new(settings, None, clock)?)
         .serve(listener, shutdown)
         .await
-}
-
-#[cfg(test)]
-mod tests {
-    use tokio_stream::StreamExt as _;
-
-    use super::*;
-
-    #[tokio::test]
-    async fn accepted_connections_do_not_wait_for_delayed_acks() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mut accepted = incoming(listener);
-        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let stream = accepted.next().await.unwrap().unwrap();
-        assert!(
-            stream.nodelay().unwrap(),
-            "TCP_NODELAY on the server's side"
-        );
-    }
 }

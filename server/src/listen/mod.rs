@@ -1,0 +1,14 @@
+//! Accepting connections: plaintext or TLS (with optional client certificates), each connection counted
+//! against `server.http2.max_connections` and closed when its client goes silent.
+//!
+//! - [`tls`]: the rustls server config from PEM files, reloaded when the files change or on SIGHUP.
+//! - [`conn`]: one accepted connection: its slot under the cap and its idle timer.
+//! - [`accept`]: the accept loops that hand connections to the gRPC server.
+
+pub mod accept;
+pub mod conn;
+pub mod tls;
+
+pub use accept::{Incoming, Limits, plaintext, tls as tls_incoming};
+pub use conn::Conn;
+pub use tls::{TlsError, TlsReloader};
