@@ -374,3 +374,74 @@ fn unusable_tls_files_fail_start_up_naming_the_file() {
     let e = config::load_str(&missing).unwrap_err();
     assert!(e.to_string().contains("server.tls.cert"), "{e}");
 }
+
+#[tokio::test]
+async fn the_rust_client_speaks_mtls_and_sends_its_token() {
+    use quotad_client::{AcquireOptions, Client, Outcome};
+    let dir = Dir::new("client");
+    let (server_ca, client_ca) = (Ca::new("server CA"), Ca::new("client CA"));
+    let token_identity = format!(
+        "[[auth.identities]]\nname = \"by-token\"\nroles = [\"worker\"]\ntoken_sha256 = \"{}\"\n",
+        quotad_server::auth::token::hash_hex("client-token")
+    );
+    let toml = mtls_config(&dir, &server_ca, &client_ca)
+        .replace("[metrics]", &format!("{token_identity}\n[metrics]"));
+    let running = serve(&toml).await;
+    let (cert, key) = client_ca.sign(&["worker.quotad.test"]);
+    let url = format!("https://{}", running.addr);
+    let client = Client::builder(url.clone())
+        .tls_ca_certificate(server_ca.pem())
+        .tls_domain("localhost")
+        .tls_client_certificate(&cert, &key)
+        .connect()
+        .await
+        .unwrap();
+    let permit = client.acquire("llm", AcquireOptions::new()).await.unwrap();
+    permit.release(Outcome::Success).await.unwrap();
+    // The same certificate plus a token: the token names the identity.
+    let by_token = Client::builder(url.clone())
+        .tls_ca_certificate(server_ca.pem())
+        .tls_domain("localhost")
+        .tls_client_certificate(&cert, &key)
+        .bearer_token("client-token")
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let permit = by_token
+        .acquire("llm", AcquireOptions::new())
+        .await
+        .unwrap();
+    // A lease acquired under one identity cannot be released by the other (the permit's own release is).
+    let e = client
+        .raw()
+        .release(pb::ReleaseRequest {
+            lease_id: permit.lease_id().unwrap().to_owned(),
+            outcome: pb::Outcome::Success.into(),
+            used_permits: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    permit.release(Outcome::Success).await.unwrap();
+    // TLS options with a plaintext endpoint are a configuration error, said at once.
+    let e = Client::builder(format!("http://{}", running.addr))
+        .tls_ca_certificate(server_ca.pem())
+        .connect_lazy()
+        .unwrap_err();
+    assert!(e.to_string().contains("https://"), "{e}");
+    // The token is never printed.
+    let debug = format!(
+        "{:?}",
+        Client::builder(url)
+            .bearer_token("client-token")
+            .unwrap()
+            .tls_client_certificate(&cert, &key)
+    );
+    assert!(!debug.contains("client-token"), "{debug}");
+    let key_line = key.lines().nth(1).unwrap();
+    assert!(
+        !debug.contains(key_line) && !debug.contains("PRIVATE") && !debug.contains("identity"),
+        "{debug}"
+    );
+}

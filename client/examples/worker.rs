@@ -6,6 +6,9 @@
 //! cargo run -p quotad-client --example worker -- http://127.0.0.1:50051
 //! ```
 //!
+//! Against a quotad with TLS and auth, set `QUOTAD_CA` (the CA's PEM file), `QUOTAD_CLIENT_CERT` and
+//! `QUOTAD_CLIENT_KEY` (for mTLS) and/or `QUOTAD_TOKEN`, and pass an `https://` endpoint.
+//!
 //! The fake downstream answers HTTP 429 with `Retry-After: 0.2 s` to every third call; `run` reports each
 //! throttle to quotad (so the whole fleet backs off), waits at least the retry-after plus jitter, and tries
 //! again with a fresh permit.
@@ -49,14 +52,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let endpoint = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "http://127.0.0.1:50051".to_owned());
-    let client = Client::builder(endpoint)
+    let mut builder = Client::builder(endpoint)
         .client_id("example-worker")
         .retry_policy(RetryPolicy {
             initial_backoff: Duration::from_millis(50),
             ..RetryPolicy::default()
-        })
-        .connect()
-        .await?;
+        });
+    let env = |name| std::env::var_os(name).filter(|v| !v.is_empty());
+    if let Some(ca) = env("QUOTAD_CA") {
+        builder = builder.tls_ca_certificate(std::fs::read(ca)?);
+    }
+    if let (Some(cert), Some(key)) = (env("QUOTAD_CLIENT_CERT"), env("QUOTAD_CLIENT_KEY")) {
+        builder = builder.tls_client_certificate(std::fs::read(cert)?, std::fs::read(key)?);
+    }
+    if let Some(token) = env("QUOTAD_TOKEN") {
+        builder = builder.bearer_token(token.to_string_lossy())?;
+    }
+    let client = builder.connect().await?;
     let calls = Arc::new(AtomicU32::new(0));
     for job in 1..=5 {
         let options = RunOptions::new()

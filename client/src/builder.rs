@@ -4,7 +4,10 @@
 use std::{sync::Arc, time::Duration};
 
 use quotad_api::v1::quota_service_client::QuotaServiceClient;
-use tonic::{body::Body, transport::Endpoint};
+use tonic::{
+    body::Body,
+    transport::{Certificate, ClientTlsConfig, Endpoint, Identity},
+};
 
 use crate::{
     Client, Error, RetryBudget, RetryPolicy,
@@ -34,6 +37,28 @@ pub struct ClientBuilder {
     connect_timeout: Duration,
     budget: (f64, f64),
     settings: Settings,
+    tls: Option<Tls>,
+    token: Option<Secret>,
+}
+
+/// The TLS settings, whose `Debug` leaves out the private key tonic's own would print.
+#[derive(Clone, Default)]
+struct Tls(ClientTlsConfig);
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tls(..)")
+    }
+}
+
+/// A bearer token, never printed (`Debug` shows that one is set, not what it is).
+#[derive(Clone)]
+struct Secret(http::HeaderValue);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
 }
 
 impl ClientBuilder {
@@ -51,7 +76,47 @@ impl ClientBuilder {
                 policy: RetryPolicy::default(),
                 unreachable: Unreachable::FailClosed,
             },
+            tls: None,
+            token: None,
         }
+    }
+
+    /// Sends `authorization: Bearer <token>` on every call, identifying this client to a quotad with
+    /// `[auth]` identities. Use it over TLS: a token on a plaintext connection can be read on the wire.
+    pub fn bearer_token(mut self, token: impl AsRef<str>) -> Result<Self, Error> {
+        let mut value = http::HeaderValue::try_from(format!("Bearer {}", token.as_ref()))
+            .map_err(|_| Error::Config("bearer_token: must be visible ASCII".into()))?;
+        value.set_sensitive(true);
+        self.token = Some(Secret(value));
+        Ok(self)
+    }
+
+    /// Speaks TLS, trusting the CA certificates in `ca_pem` (PEM) for the server's certificate. The
+    /// endpoint must be `https://`.
+    pub fn tls_ca_certificate(mut self, ca_pem: impl AsRef<[u8]>) -> Self {
+        let Tls(tls) = self.tls.take().unwrap_or_default();
+        self.tls = Some(Tls(tls.ca_certificate(Certificate::from_pem(ca_pem))));
+        self
+    }
+
+    /// Presents this client certificate and key (PEM) to a quotad that requires client certificates
+    /// (mTLS); the certificate's name is the client's identity there.
+    pub fn tls_client_certificate(
+        mut self,
+        cert_pem: impl AsRef<[u8]>,
+        key_pem: impl AsRef<[u8]>,
+    ) -> Self {
+        let Tls(tls) = self.tls.take().unwrap_or_default();
+        self.tls = Some(Tls(tls.identity(Identity::from_pem(cert_pem, key_pem))));
+        self
+    }
+
+    /// The name the server's certificate must carry, when it is not the endpoint's host (e.g. connecting
+    /// to `https://127.0.0.1:50051` with a certificate for `quotad.internal`).
+    pub fn tls_domain(mut self, name: impl Into<String>) -> Self {
+        let Tls(tls) = self.tls.take().unwrap_or_default();
+        self.tls = Some(Tls(tls.domain_name(name)));
+        self
     }
 
     /// Timeout for establishing the connection.
@@ -98,9 +163,19 @@ impl ClientBuilder {
     }
 
     fn endpoint(&self) -> Result<Endpoint, Error> {
-        Endpoint::from_shared(self.endpoint.clone())
+        let endpoint = Endpoint::from_shared(self.endpoint.clone())
             .map(|e| e.connect_timeout(self.connect_timeout).tcp_nodelay(true))
-            .map_err(|e| Error::Config(format!("endpoint '{}': {e}", self.endpoint)))
+            .map_err(|e| Error::Config(format!("endpoint '{}': {e}", self.endpoint)))?;
+        match &self.tls {
+            None => Ok(endpoint),
+            Some(_) if !self.endpoint.starts_with("https://") => Err(Error::Config(format!(
+                "endpoint '{}': TLS options need an https:// endpoint",
+                self.endpoint
+            ))),
+            Some(Tls(tls)) => endpoint
+                .tls_config(tls.clone())
+                .map_err(|e| Error::Config(format!("tls: {e}"))),
+        }
     }
 
     /// Connects now; fails if quotad cannot be reached (use [`connect_lazy`](Self::connect_lazy) to start
@@ -131,7 +206,19 @@ impl ClientBuilder {
         S::Error: Into<BoxError>,
         S::Future: Send + 'static,
     {
-        let stub = QuotaServiceClient::new(boxed(service));
+        let transport = match self.token.clone() {
+            None => boxed(service),
+            Some(Secret(token)) => boxed(tower::util::MapRequest::new(
+                service,
+                move |mut request: http::Request<Body>| {
+                    request
+                        .headers_mut()
+                        .insert(http::header::AUTHORIZATION, token.clone());
+                    request
+                },
+            )),
+        };
+        let stub = QuotaServiceClient::new(transport);
         let budget = RetryBudget::new(self.budget.0, self.budget.1);
         Client {
             inner: Arc::new(Inner::new(stub, self.settings, budget)),
