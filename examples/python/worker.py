@@ -6,6 +6,10 @@ Python user needs besides `pip install -r requirements.txt`.
 
     python examples/python/worker.py --target 127.0.0.1:50051
 
+Against a quotad with TLS and auth (README, Security): --ca ca.pem (and --cert/--key for mTLS) and/or
+--token TOKEN (sent as `authorization: Bearer TOKEN`); --server-name when the certificate's name is not the
+target's host.
+
 It runs a few jobs against the embedded default config's resources: acquire a permit, "call" the downstream,
 release with the outcome; then it reports a throttle (as if the downstream answered HTTP 429 with
 Retry-After: 2) and shows that the whole fleet is paused and the rate lowered. Exits non-zero if quotad does
@@ -37,6 +41,21 @@ def generate_stubs():
     sys.path.insert(0, GEN)
 
 
+def open_channel(grpc, args):
+    """A plaintext channel, or TLS (with a client certificate and/or a bearer token) when asked."""
+    if not args.ca:
+        if args.token:
+            sys.exit("--token needs TLS (--ca): a token on a plaintext connection can be read on the wire")
+        return grpc.insecure_channel(args.target)
+    read = lambda path: open(path, "rb").read() if path else None
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=read(args.ca), private_key=read(args.key), certificate_chain=read(args.cert))
+    if args.token:
+        creds = grpc.composite_channel_credentials(creds, grpc.access_token_call_credentials(args.token))
+    options = [("grpc.ssl_target_name_override", args.server_name)] if args.server_name else []
+    return grpc.secure_channel(args.target, creds, options=options)
+
+
 def check(condition, what):
     if not condition:
         sys.exit(f"FAILED: {what}")
@@ -47,6 +66,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--target", default="127.0.0.1:50051", help="quotad address (host:port)")
     parser.add_argument("--jobs", type=int, default=5, help="jobs to run through example.api")
+    parser.add_argument("--ca", help="PEM file of the CA that signed quotad's certificate (turns TLS on)")
+    parser.add_argument("--cert", help="client certificate PEM (mTLS)")
+    parser.add_argument("--key", help="client private key PEM (mTLS)")
+    parser.add_argument("--server-name", help="the name quotad's certificate carries, if not the target host")
+    parser.add_argument("--token", default=os.environ.get("QUOTAD_TOKEN"), help="bearer token ($QUOTAD_TOKEN)")
     args = parser.parse_args()
 
     generate_stubs()
@@ -55,7 +79,7 @@ def main():
     from quotad.v1 import quota_pb2 as q
     from quotad.v1 import quota_pb2_grpc as qg
 
-    channel = grpc.insecure_channel(args.target)
+    channel = open_channel(grpc, args)
     grpc.channel_ready_future(channel).result(timeout=10)
     stub = qg.QuotaServiceStub(channel)
 

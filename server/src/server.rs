@@ -304,13 +304,22 @@ impl Quotad {
         }
         if let Some((listener, reporter)) = health {
             let service = HealthServer::new(HealthService::from_health_reporter(reporter));
-            tracing::info!(addr = ?listener.local_addr().ok(), "plaintext health served (grpc.health.v1 only)");
+            tracing::info!(addr = ?listener.local_addr().ok(), "plaintext health served (grpc.health.v1 and reflection only)");
             let limits = Limits {
                 max_connections: 64,
                 idle_timeout: settings.http2.idle_timeout,
             };
+            // Reflection too, so grpcurl and grpc_health_probe find the service with no proto files.
+            let (Ok(v1), Ok(v1alpha)) = (reflection::v1(), reflection::v1alpha()) else {
+                tracing::error!(
+                    "reflection could not be built; the plaintext health listener is off"
+                );
+                return tasks;
+            };
             let serve = Server::builder()
                 .add_service(service)
+                .add_service(v1)
+                .add_service(v1alpha)
                 .serve_with_incoming_shutdown(listen::plaintext(listener, limits), stopped());
             tasks.push(tokio::spawn(async move {
                 if let Err(e) = serve.await {

@@ -26,7 +26,13 @@ if _version_not_supported:
 
 
 class QuotaAdminStub:
-    """Missing associated documentation comment in .proto file."""
+    """Every QuotaAdmin call needs the admin role (see README, Security). With no auth configured, only loopback
+    peers may call it unless `[auth] admin_from_anywhere = true`.
+
+    Listings are paged: ask with `page_size` (default 100, at most 1000) and pass the `next_page_token` of one
+    answer as the `page_token` of the next; an empty `next_page_token` means the listing is complete. A page
+    also stops early when its encoded size would pass 1 MiB, so no answer outgrows a client's 4 MiB default.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -54,6 +60,11 @@ class QuotaAdminStub:
                 request_serializer=quotad_dot_v1_dot_admin__pb2.ListLeasesRequest.SerializeToString,
                 response_deserializer=quotad_dot_v1_dot_admin__pb2.ListLeasesResponse.FromString,
                 _registered_method=True)
+        self.ResetBuckets = channel.unary_unary(
+                '/quotad.v1.QuotaAdmin/ResetBuckets',
+                request_serializer=quotad_dot_v1_dot_admin__pb2.ResetBucketsRequest.SerializeToString,
+                response_deserializer=quotad_dot_v1_dot_admin__pb2.ResetBucketsResponse.FromString,
+                _registered_method=True)
         self.RevokeLease = channel.unary_unary(
                 '/quotad.v1.QuotaAdmin/RevokeLease',
                 request_serializer=quotad_dot_v1_dot_admin__pb2.RevokeLeaseRequest.SerializeToString,
@@ -67,10 +78,16 @@ class QuotaAdminStub:
 
 
 class QuotaAdminServicer:
-    """Missing associated documentation comment in .proto file."""
+    """Every QuotaAdmin call needs the admin role (see README, Security). With no auth configured, only loopback
+    peers may call it unless `[auth] admin_from_anywhere = true`.
+
+    Listings are paged: ask with `page_size` (default 100, at most 1000) and pass the `next_page_token` of one
+    answer as the `page_token` of the next; an empty `next_page_token` means the listing is complete. A page
+    also stops early when its encoded size would pass 1 MiB, so no answer outgrows a client's 4 MiB default.
+    """
 
     def ListResources(self, request, context):
-        """Lists configured resources and the concrete resources seen so far, with live usage.
+        """Lists configured resources and the concrete resources seen so far, with live usage, in name order.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -84,14 +101,22 @@ class QuotaAdminServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ForceOpenBreaker(self, request, context):
-        """Opens a breaker for `duration` (a planned maintenance window, say).
+        """Opens a breaker for `duration` (a planned maintenance window, say), at most its `max_open_duration`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListLeases(self, request, context):
-        """Lists the live leases of a resource (at most `limit`).
+        """Lists live leases (of one resource, a name prefix or a rule), a page at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResetBuckets(self, request, context):
+        """Refills a resource's token buckets at once, clearing any debt a settlement left: the resource-wide
+        level, and the partition levels its `descriptors` name (e.g. {"tenant": "acme"}).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -134,6 +159,11 @@ def add_QuotaAdminServicer_to_server(servicer, server):
                     request_deserializer=quotad_dot_v1_dot_admin__pb2.ListLeasesRequest.FromString,
                     response_serializer=quotad_dot_v1_dot_admin__pb2.ListLeasesResponse.SerializeToString,
             ),
+            'ResetBuckets': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResetBuckets,
+                    request_deserializer=quotad_dot_v1_dot_admin__pb2.ResetBucketsRequest.FromString,
+                    response_serializer=quotad_dot_v1_dot_admin__pb2.ResetBucketsResponse.SerializeToString,
+            ),
             'RevokeLease': grpc.unary_unary_rpc_method_handler(
                     servicer.RevokeLease,
                     request_deserializer=quotad_dot_v1_dot_admin__pb2.RevokeLeaseRequest.FromString,
@@ -153,7 +183,13 @@ def add_QuotaAdminServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class QuotaAdmin:
-    """Missing associated documentation comment in .proto file."""
+    """Every QuotaAdmin call needs the admin role (see README, Security). With no auth configured, only loopback
+    peers may call it unless `[auth] admin_from_anywhere = true`.
+
+    Listings are paged: ask with `page_size` (default 100, at most 1000) and pass the `next_page_token` of one
+    answer as the `page_token` of the next; an empty `next_page_token` means the listing is complete. A page
+    also stops early when its encoded size would pass 1 MiB, so no answer outgrows a client's 4 MiB default.
+    """
 
     @staticmethod
     def ListResources(request,
@@ -253,6 +289,33 @@ class QuotaAdmin:
             '/quotad.v1.QuotaAdmin/ListLeases',
             quotad_dot_v1_dot_admin__pb2.ListLeasesRequest.SerializeToString,
             quotad_dot_v1_dot_admin__pb2.ListLeasesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResetBuckets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quotad.v1.QuotaAdmin/ResetBuckets',
+            quotad_dot_v1_dot_admin__pb2.ResetBucketsRequest.SerializeToString,
+            quotad_dot_v1_dot_admin__pb2.ResetBucketsResponse.FromString,
             options,
             channel_credentials,
             insecure,
