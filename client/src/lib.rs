@@ -26,6 +26,18 @@
 //! - [`transport`]: the (boxable) channel; the raw generated stubs stay reachable via [`proto`] and
 //!   [`Client::raw`].
 
+// Nothing a request carries may reach a panic: no unwrap, expect, panic! or unreachable! outside tests
+// (the one sound exception says why where it stands).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::unreachable
+    )
+)]
+
 pub mod builder;
 pub mod client;
 pub mod error;

@@ -14,6 +14,18 @@
 //! - [`telemetry`]: logs, per-RPC spans, OTLP export.
 //! - [`server`]: [`server::run`], which binds the services on a listener until shutdown (tests call it too).
 
+// Nothing a request carries may reach a panic: no unwrap, expect, panic! or unreachable! outside tests
+// (the one sound exception says why where it stands).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::unreachable
+    )
+)]
+
 pub mod auth;
 pub mod clock;
 pub mod config;

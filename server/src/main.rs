@@ -1,6 +1,18 @@
 //! The `quotad` binary: parse arguments, load config, set up logging, bind, and serve until SIGTERM or
 //! SIGINT; SIGHUP reloads the config file.
 
+// Nothing a request carries may reach a panic: no unwrap, expect, panic! or unreachable! outside tests
+// (the one sound exception says why where it stands).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::unreachable
+    )
+)]
+
 use std::{path::PathBuf, process::ExitCode, sync::Arc};
 
 use quotad_server::{clock::MonotonicClock, config, server::Quotad, telemetry::Telemetry};

@@ -5,6 +5,9 @@
 //! Waiting polls the engine at the denial's `retry_after` rather than listening for releases: that works
 //! the same with a shared store, where releases happen on other servers.
 
+// Wire-facing: every value here may come from a request, so arithmetic is checked or saturating.
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects))]
+
 use std::{sync::Arc, time::Duration};
 
 use dashmap::DashMap;

@@ -2,6 +2,9 @@
 //! configured; then the role the service needs. Runs as a tonic interceptor in front of QuotaService and
 //! QuotaAdmin (health and reflection stay open: a load balancer and grpcurl need them without a secret).
 
+// Wire-facing: every value here may come from a request, so arithmetic is checked or saturating.
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects))]
+
 use std::{net::SocketAddr, sync::Arc};
 
 use arc_swap::ArcSwap;

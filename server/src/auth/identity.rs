@@ -1,5 +1,8 @@
 //! Configured identities and the caller of one request.
 
+// Wire-facing: every value here may come from a request, so arithmetic is checked or saturating.
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects))]
+
 use std::sync::Arc;
 
 use rustls_pki_types::ServerName;

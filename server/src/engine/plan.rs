@@ -2,6 +2,9 @@
 //! per partition value), plus the breaker. Every check that needs the rule but not the state happens here,
 //! so a store only ever sees requests that can succeed.
 
+// Wire-facing: every value here may come from a request, so arithmetic is checked or saturating.
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects))]
+
 use std::{
     borrow::Cow,
     hash::{DefaultHasher, Hash, Hasher},
@@ -49,7 +52,11 @@ impl LevelPlan<'_> {
 
 /// The state key of a partition value.
 pub fn partition_key(resource: &str, descriptor: &str, value: &str) -> String {
-    let mut key = String::with_capacity(resource.len() + descriptor.len() + value.len() + 2);
+    // Each part is bounded by limits.max_name_bytes: the sum cannot overflow, saturating says so anyway.
+    let len = [resource.len(), descriptor.len(), value.len(), 2]
+        .iter()
+        .fold(0usize, |a, b| a.saturating_add(*b));
+    let mut key = String::with_capacity(len);
     key.push_str(resource);
     key.push(KEY_SEP);
     key.push_str(descriptor);

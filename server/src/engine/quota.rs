@@ -1,6 +1,9 @@
 //! [`Quota`]: the engine's front door. It validates requests against the current rules, resolves them into
 //! plans, and runs them against a [`Store`] at the injected clock's now. It knows nothing of gRPC.
 
+// Wire-facing: every value here may come from a request, so arithmetic is checked or saturating.
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects))]
+
 use std::{
     sync::{
         Arc,
@@ -76,7 +79,9 @@ impl<S: Store> Quota<S> {
     pub fn replace_rules(&self, rules: Rules) -> u64 {
         self.store.apply(&rules);
         self.rules.store(Arc::new(rules));
-        self.version.fetch_add(1, Ordering::AcqRel) + 1
+        self.version
+            .fetch_add(1, Ordering::AcqRel)
+            .saturating_add(1)
     }
 
     /// Starts at 1; increments on every [`replace_rules`](Self::replace_rules).

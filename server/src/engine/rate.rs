@@ -1,6 +1,9 @@
 //! The token bucket, as a generic cell rate algorithm (GCRA): one timestamp says when the bucket will be
 //! full again. Integer nanoseconds throughout, so limits are exact and `retry_after` is exact too.
 
+// Wire-facing: every value here may come from a request, so arithmetic is checked or saturating.
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects))]
+
 use std::time::Duration;
 
 use crate::clock::{Nanos, nanos};
@@ -81,7 +84,7 @@ impl Bucket {
     }
 
     fn capacity(&self) -> u128 {
-        u128::from(self.burst) * u128::from(self.interval)
+        u128::from(self.burst).saturating_mul(u128::from(self.interval))
     }
 
     /// Applies new parameters (a config reload or an adaptive rate change) without losing state: the tokens
@@ -96,13 +99,19 @@ impl Bucket {
         let new_interval = u128::from(interval);
         // Owed tokens, in units of 1/old_interval token, so the conversion loses nothing before rounding.
         let owed_time = self.deficit(now);
-        let mut new_deficit = owed_time * new_interval;
+        let mut new_deficit = owed_time.saturating_mul(new_interval);
         let (old_burst, new_burst) = (u128::from(self.burst), u128::from(burst));
         if new_burst >= old_burst {
-            new_deficit += (new_burst - old_burst) * new_interval * old_interval;
+            let added = (new_burst.saturating_sub(old_burst))
+                .saturating_mul(new_interval)
+                .saturating_mul(old_interval);
+            new_deficit = new_deficit.saturating_add(added);
         } else {
-            new_deficit =
-                new_deficit.saturating_sub((old_burst - new_burst) * new_interval * old_interval);
+            new_deficit = new_deficit.saturating_sub(
+                (old_burst.saturating_sub(new_burst))
+                    .saturating_mul(new_interval)
+                    .saturating_mul(old_interval),
+            );
         }
         let new_deficit = new_deficit.div_ceil(old_interval);
         self.interval = interval;
@@ -116,20 +125,22 @@ impl Bucket {
 
     /// `Ok` when `permits` tokens are available now; otherwise the exact wait until they will be.
     pub fn check(&self, now: Nanos, permits: u64) -> Result<(), Nanos> {
-        let needed = self.deficit(now) + u128::from(permits) * u128::from(self.interval);
+        let needed = self
+            .deficit(now)
+            .saturating_add(u128::from(permits).saturating_mul(u128::from(self.interval)));
         let capacity = self.capacity();
         if needed <= capacity {
             Ok(())
         } else {
-            Err(clamp_u64(needed - capacity))
+            Err(clamp_u64(needed.saturating_sub(capacity)))
         }
     }
 
     /// Takes `permits` tokens, going into debt if there are not enough (callers [`check`](Self::check)
     /// first, except when settling a cost that was already incurred).
     pub fn debit(&mut self, now: Nanos, permits: u64) {
-        let cost = u128::from(permits) * u128::from(self.interval);
-        self.tat = clamp_u64(u128::from(self.tat.max(now)) + cost);
+        let cost = u128::from(permits).saturating_mul(u128::from(self.interval));
+        self.tat = clamp_u64(u128::from(self.tat.max(now)).saturating_add(cost));
     }
 
     /// Takes up to `permits` tokens for a cost already incurred (settlement), never putting the bucket more
@@ -137,10 +148,14 @@ impl Bucket {
     pub fn debit_bounded(&mut self, now: Nanos, permits: u64, max_debt: u64) -> u64 {
         let base = u128::from(self.tat.max(now));
         let interval = u128::from(self.interval);
-        let floor = u128::from(now) + (u128::from(self.burst) + u128::from(max_debt)) * interval;
-        let room = floor.saturating_sub(base) / interval;
+        let most = u128::from(self.burst).saturating_add(u128::from(max_debt));
+        let floor = u128::from(now).saturating_add(most.saturating_mul(interval));
+        let room = floor
+            .saturating_sub(base)
+            .checked_div(interval)
+            .unwrap_or(0);
         let taken = u128::from(permits).min(room);
-        self.tat = clamp_u64(base + taken * interval);
+        self.tat = clamp_u64(base.saturating_add(taken.saturating_mul(interval)));
         clamp_u64(taken)
     }
 
@@ -151,7 +166,7 @@ impl Bucket {
 
     /// Gives back `permits` tokens, never beyond a full bucket.
     pub fn credit(&mut self, now: Nanos, permits: u64) {
-        let refund = clamp_u64(u128::from(permits) * u128::from(self.interval));
+        let refund = clamp_u64(u128::from(permits).saturating_mul(u128::from(self.interval)));
         let tat = self.tat.saturating_sub(refund);
         self.tat = if tat <= now { 0 } else { tat };
     }
@@ -160,14 +175,22 @@ impl Bucket {
     pub fn remaining(&self, now: Nanos) -> u64 {
         if let Some(capacity) = self.burst.checked_mul(self.interval) {
             // The usual sizes fit in 64 bits: no 128-bit division.
-            return capacity.saturating_sub(self.tat.saturating_sub(now)) / self.interval;
+            return capacity
+                .saturating_sub(self.tat.saturating_sub(now))
+                .checked_div(self.interval)
+                .unwrap_or(0);
         }
         let capacity = self.capacity();
         let deficit = self.deficit(now);
         if deficit >= capacity {
             0
         } else {
-            clamp_u64((capacity - deficit) / u128::from(self.interval))
+            clamp_u64(
+                capacity
+                    .saturating_sub(deficit)
+                    .checked_div(u128::from(self.interval))
+                    .unwrap_or(0),
+            )
         }
     }
 

@@ -6,6 +6,9 @@
 //! and at least one second) continues that identity's flood and has no effect beyond the first report's.
 //! Other identities' reports are unaffected, and without auth (no identities) every report counts, as before.
 
+// Wire-facing: every value here may come from a request, so arithmetic is checked or saturating.
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects))]
+
 use smallvec::SmallVec;
 
 use super::Rule;

@@ -1,6 +1,9 @@
 //! What clients ask the engine, in plain types (the gRPC layer converts proto messages into these),
 //! and the size checks every request passes before it touches state.
 
+// Wire-facing: every value here may come from a request, so arithmetic is checked or saturating.
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects))]
+
 use std::time::Duration;
 
 use super::{EngineError, LeaseId, RequestLimits};
@@ -204,7 +207,7 @@ fn retarget(e: EngineError, field: impl FnOnce() -> String) -> EngineError {
 fn truncate(s: &str) -> &str {
     let mut end = s.len().min(64);
     while !s.is_char_boundary(end) {
-        end -= 1;
+        end = end.saturating_sub(1);
     }
     &s[..end]
 }

@@ -5,6 +5,9 @@
 //! absent `max_wait` means no waiting; empty strings mean absent; UNSPECIFIED enums take the documented
 //! default.
 
+// Wire-facing: every value here may come from a request, so arithmetic is checked or saturating.
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects))]
+
 use std::{collections::HashMap, time::Duration, time::SystemTime};
 
 use quotad_api::v1 as pb;

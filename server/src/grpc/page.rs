@@ -1,6 +1,9 @@
 //! Paged listings: page sizes, opaque page tokens, and the byte budget that keeps every answer under a
 //! client's default 4 MiB limit however many keys the server holds.
 
+// Wire-facing: every value here may come from a request, so arithmetic is checked or saturating.
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects))]
+
 use crate::engine::EngineError;
 
 /// Page size when a request gives none.
@@ -24,7 +27,7 @@ pub fn size(page_size: u32) -> Result<usize, EngineError> {
 
 /// A resource listing's token: the last name listed, hex-encoded behind `r`.
 pub fn resource_token(last: &str) -> String {
-    let mut t = String::with_capacity(1 + 2 * last.len());
+    let mut t = String::with_capacity(last.len().saturating_mul(2).saturating_add(1));
     t.push('r');
     for b in last.bytes() {
         t.push_str(&format!("{b:02x}"));
@@ -42,9 +45,10 @@ pub fn resource_after(token: &str) -> Result<Option<String>, EngineError> {
     if hex.len() % 2 != 0 || hex.len() > 2 * 4096 {
         return Err(bad());
     }
-    let bytes = (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(hex.get(i..i + 2).unwrap_or("zz"), 16))
+    let bytes = hex
+        .as_bytes()
+        .chunks(2)
+        .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).unwrap_or("zz"), 16))
         .collect::<Result<Vec<u8>, _>>()
         .map_err(|_| bad())?;
     String::from_utf8(bytes).map(Some).map_err(|_| bad())
@@ -72,13 +76,13 @@ pub fn lease_after(token: &str) -> Result<Option<u64>, EngineError> {
 /// moves on). Returns how many fit.
 pub fn fitting(sizes: impl IntoIterator<Item = usize>) -> usize {
     let mut total = 0usize;
-    let mut n = 0;
+    let mut n = 0usize;
     for size in sizes {
         total = total.saturating_add(size);
         if n > 0 && total > MAX_PAGE_BYTES {
             break;
         }
-        n += 1;
+        n = n.saturating_add(1);
     }
     n
 }

@@ -188,9 +188,9 @@ impl MemoryStore {
                 if let (Some(epoch), Some(key)) = (probe, &breaker_key) {
                     self.breakers.with_existing(key, |b| b.cancel_probe(epoch));
                 }
-                let (t, denied) = other?;
-                let Err(denied) = denied else {
-                    unreachable!("grants are handled above")
+                let (t, Err(denied)) = other? else {
+                    // `other` is a denial or an error: the grant matched the arm above.
+                    return Err(EngineError::Unavailable("internal: grant misrouted".into()));
                 };
                 let verdict = Verdict::Denied {
                     reason: denied.reason,

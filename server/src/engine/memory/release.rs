@@ -1,6 +1,9 @@
 //! Ending leases: release (with settlement and the call's outcome), expiry, and revocation. Each lease is
 //! ended exactly once: removal from the lease table decides who ends it.
 
+// Wire-facing: every value here may come from a request, so arithmetic is checked or saturating.
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects))]
+
 use smallvec::SmallVec;
 
 use super::{MemoryStore, leases::Lease, level::LevelCell};
@@ -69,7 +72,7 @@ impl MemoryStore {
         let (mut refunded, mut charged) = (0, 0);
         match r.used_permits {
             Some(used) if used < lease.permits => {
-                refunded = lease.permits - used;
+                refunded = lease.permits.saturating_sub(used);
                 for level in lease.levels.iter().filter(|l| l.charged) {
                     self.levels.with_existing(lease.key(level), |c| {
                         if let Some(b) = &mut c.bucket {
@@ -80,7 +83,8 @@ impl MemoryStore {
             }
             Some(used) if used > lease.permits => {
                 if let Some(rule) = rule {
-                    charged = self.charge_excess(&lease, rule, used - lease.permits, now);
+                    charged =
+                        self.charge_excess(&lease, rule, used.saturating_sub(lease.permits), now);
                 }
             }
             _ => {}
@@ -171,7 +175,7 @@ impl MemoryStore {
             if let Some(level) = charged_levels().nth(n) {
                 self.levels.with_existing(lease.key(level), |c| {
                     if let Some(b) = &mut c.bucket {
-                        b.credit(now, t - least);
+                        b.credit(now, t.saturating_sub(least));
                     }
                 });
             }
@@ -187,7 +191,7 @@ impl MemoryStore {
             self.free_slots(&lease);
             self.return_probe(&lease);
             match &mut run {
-                Some((rule, n)) if std::ptr::eq(*rule, lease.rule) => *n += 1,
+                Some((rule, n)) if std::ptr::eq(*rule, lease.rule) => *n = n.saturating_add(1),
                 _ => {
                     if let Some((rule, n)) = run.replace((lease.rule, 1)) {
                         self.stats.expired(rule, n);

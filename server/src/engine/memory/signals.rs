@@ -1,6 +1,9 @@
 //! What flows from the downstream back to the fleet: throttle reports (breaker failure, adaptive rate,
 //! pause), breaker reads, and an operator's reset or forced open.
 
+// Wire-facing: every value here may come from a request, so arithmetic is checked or saturating.
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects))]
+
 use std::time::Duration;
 
 use super::MemoryStore;
