@@ -433,3 +433,38 @@ async fn shutdown_does_not_wait_for_an_idle_connection_that_ignores_goaway() {
         .expect("stopped without waiting out the grace period");
     drop(raw);
 }
+
+#[tokio::test]
+async fn a_ping_flood_gets_the_connection_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (server, _clock) = start().await;
+    let mut raw = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let mut flood =
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00".to_vec();
+    for i in 0..1_000u64 {
+        flood.extend([0, 0, 8, 6, 0, 0, 0, 0, 0]); // PING, not an ACK
+        flood.extend(i.to_be_bytes());
+    }
+    // The server may close before it has read everything: a failed write is the answer too.
+    let _ = raw.write_all(&flood).await;
+    let mut sink = vec![0u8; 1 << 16];
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match raw.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the flooding connection is still open");
+    // Everyone else is served.
+    let mut c = server.quota().await;
+    assert!(
+        c.acquire(acquire("api"))
+            .await
+            .unwrap()
+            .into_inner()
+            .granted
+    );
+}

@@ -220,6 +220,7 @@ impl Quotad {
         let limits = Limits {
             max_connections: settings.http2.max_connections,
             idle_timeout: settings.http2.idle_timeout,
+            max_pings_per_second: settings.http2.max_pings_per_second,
         };
         let serve: Serving = match &self.tls {
             Some(tls) => Box::pin(router.serve_with_incoming_shutdown(
@@ -308,6 +309,7 @@ impl Quotad {
             let limits = Limits {
                 max_connections: 64,
                 idle_timeout: settings.http2.idle_timeout,
+                max_pings_per_second: settings.http2.max_pings_per_second,
             };
             // Reflection too, so grpcurl and grpc_health_probe find the service with no proto files.
             let (Ok(v1), Ok(v1alpha)) = (reflection::v1(), reflection::v1alpha()) else {

@@ -81,6 +81,8 @@ pub struct Http2Section {
     pub idle_timeout: Option<String>,
     /// Most connections served at once; further ones wait to be accepted.
     pub max_connections: Option<usize>,
+    /// Most PING or SETTINGS frames a client may send in a second before its connection is closed.
+    pub max_pings_per_second: Option<u32>,
 }
 
 /// `[auth]`.

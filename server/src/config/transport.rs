@@ -36,6 +36,8 @@ pub struct Http2Settings {
     pub idle_timeout: Duration,
     /// Most connections served at once.
     pub max_connections: usize,
+    /// Most PING or SETTINGS frames a client may send in a second before its connection is closed.
+    pub max_pings_per_second: u32,
 }
 
 impl Default for Http2Settings {
@@ -48,6 +50,7 @@ impl Default for Http2Settings {
             keepalive_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
             max_connections: 10_000,
+            max_pings_per_second: 100,
         }
     }
 }
@@ -148,5 +151,13 @@ pub fn http2(h: &Http2Section) -> Result<Http2Settings, ConfigError> {
             1,
             1_000_000,
         )? as usize,
+        max_pings_per_second: within(
+            "server.http2.max_pings_per_second",
+            h.max_pings_per_second
+                .unwrap_or(d.max_pings_per_second)
+                .into(),
+            1,
+            10_000,
+        )? as u32,
     })
 }

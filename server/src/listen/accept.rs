@@ -26,6 +26,8 @@ pub struct Limits {
     pub max_connections: usize,
     /// A connection whose client sends nothing for this long is closed.
     pub idle_timeout: Duration,
+    /// A connection whose client sends more PING or SETTINGS frames a second is closed.
+    pub max_pings_per_second: u32,
 }
 
 /// Accepts plaintext connections on `listener`.
@@ -40,11 +42,7 @@ pub fn plaintext(listener: TcpListener, limits: Limits) -> Incoming<TcpStream> {
             let Some(stream) = accept(&listener).await else {
                 continue;
             };
-            if tx
-                .send(Ok(Conn::new(stream, slot, limits.idle_timeout)))
-                .await
-                .is_err()
-            {
+            if tx.send(Ok(Conn::new(stream, slot, &limits))).await.is_err() {
                 return;
             }
         }
@@ -72,11 +70,11 @@ pub fn tls(
                 return;
             }
             let acceptor = TlsAcceptor::from(config.current());
-            let (tx, idle) = (tx.clone(), limits.idle_timeout);
+            let (tx, limits) = (tx.clone(), limits.clone());
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                     Ok(Ok(tls)) => {
-                        let _ = tx.send(Ok(Conn::new(tls, slot, idle))).await;
+                        let _ = tx.send(Ok(Conn::new(tls, slot, &limits))).await;
                     }
                     Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                     Err(_) => tracing::debug!("TLS handshake timed out"),

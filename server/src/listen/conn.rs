@@ -1,7 +1,7 @@
 //! One accepted connection: it holds a slot under `server.http2.max_connections` for as long as it lives,
 //! and is closed when its client sends nothing for `server.http2.idle_timeout`. A healthy client is never
 //! idle that long: it answers the server's keepalive pings. A peer that connects and then says nothing
-//! (not even the HTTP/2 preface) is.
+//! (not even the HTTP/2 preface) is. Its frames are watched for a PING or SETTINGS flood (see `frames`).
 
 use std::{
     io,
@@ -17,6 +17,8 @@ use tokio::{
 };
 use tonic::transport::server::Connected;
 
+use super::{Limits, frames::FrameWatch};
+
 /// An accepted connection (plaintext or TLS) with its slot and idle timer.
 #[derive(Debug)]
 pub struct Conn<S> {
@@ -25,18 +27,20 @@ pub struct Conn<S> {
     idle: Duration,
     last_read: Instant,
     timer: Pin<Box<Sleep>>,
+    frames: FrameWatch,
 }
 
 impl<S> Conn<S> {
     /// Wraps `inner`, holding `slot` until the connection is dropped.
-    pub fn new(inner: S, slot: OwnedSemaphorePermit, idle: Duration) -> Self {
+    pub fn new(inner: S, slot: OwnedSemaphorePermit, limits: &Limits) -> Self {
         let now = Instant::now();
         Self {
             inner,
             _slot: slot,
-            idle,
+            idle: limits.idle_timeout,
             last_read: now,
-            timer: Box::pin(tokio::time::sleep_until(now + idle)),
+            timer: Box::pin(tokio::time::sleep_until(now + limits.idle_timeout)),
+            frames: FrameWatch::new(limits.max_pings_per_second, now),
         }
     }
 
@@ -63,8 +67,17 @@ impl<S: AsyncRead + Unpin> AsyncRead for Conn<S> {
         let before = buf.filled().len();
         match Pin::new(&mut self.inner).poll_read(cx, buf) {
             Poll::Ready(r) => {
-                if buf.filled().len() > before {
-                    self.last_read = Instant::now();
+                let read = buf.filled().get(before..).unwrap_or_default();
+                if !read.is_empty() {
+                    let now = Instant::now();
+                    self.last_read = now;
+                    if self.frames.observe(read, now).is_err() {
+                        tracing::info!("closing a connection that floods PING or SETTINGS frames");
+                        return Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "PING or SETTINGS flood",
+                        )));
+                    }
                 }
                 Poll::Ready(r)
             }

@@ -2,11 +2,13 @@
 //! against `server.http2.max_connections` and closed when its client goes silent.
 //!
 //! - [`tls`]: the rustls server config from PEM files, reloaded when the files change or on SIGHUP.
-//! - [`conn`]: one accepted connection: its slot under the cap and its idle timer.
+//! - [`conn`]: one accepted connection: its slot under the cap, its idle timer and its frame watch.
+//! - [`frames`]: closing a connection that floods PING or SETTINGS frames.
 //! - [`accept`]: the accept loops that hand connections to the gRPC server.
 
 pub mod accept;
 pub mod conn;
+pub mod frames;
 pub mod tls;
 
 pub use accept::{Incoming, Limits, plaintext, tls as tls_incoming};
