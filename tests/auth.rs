@@ -100,6 +100,13 @@ async fn calls_without_a_valid_token_are_unauthenticated() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated);
+    // Refusals are counted (never with the token).
+    let metrics = server.scrape().await;
+    assert!(
+        metrics.contains("quotad_auth_refusals_total{reason=\"unauthenticated\"} 3"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("not-a-token"));
     // Health stays open for load balancers.
     let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel().await);
     health

@@ -256,12 +256,12 @@ impl Quotad {
         let quota_service = InterceptedService::new(
             QuotaServiceServer::new(quota_grpc)
                 .max_decoding_message_size(settings.max_request_bytes),
-            AuthInterceptor::new(self.auth.clone(), Service::Quota),
+            AuthInterceptor::new(self.auth.clone(), Service::Quota, self.metrics.clone()),
         );
         let admin_service = InterceptedService::new(
             QuotaAdminServer::new(AdminGrpc::new(self.quota.clone(), reload))
                 .max_decoding_message_size(settings.max_request_bytes),
-            AuthInterceptor::new(self.auth.clone(), Service::Admin),
+            AuthInterceptor::new(self.auth.clone(), Service::Admin, self.metrics.clone()),
         );
         let h2 = &settings.http2;
         Ok(Server::builder()

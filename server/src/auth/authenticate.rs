@@ -135,24 +135,41 @@ fn identify<'s>(
 pub struct AuthInterceptor {
     auth: Arc<Authenticator>,
     service: Service,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl AuthInterceptor {
-    /// Authenticates calls to `service` with `auth`.
-    pub fn new(auth: Arc<Authenticator>, service: Service) -> Self {
-        Self { auth, service }
+    /// Authenticates calls to `service` with `auth`, counting refusals in `metrics` when on.
+    pub fn new(
+        auth: Arc<Authenticator>,
+        service: Service,
+        metrics: Option<Arc<crate::metrics::Metrics>>,
+    ) -> Self {
+        Self {
+            auth,
+            service,
+            metrics,
+        }
     }
 }
 
 impl tonic::service::Interceptor for AuthInterceptor {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         let certs = request.peer_certs();
-        let caller = self.auth.authenticate(
-            self.service,
-            request.metadata(),
-            request.remote_addr(),
-            certs.as_deref().map(Vec::as_slice),
-        )?;
+        let caller = self
+            .auth
+            .authenticate(
+                self.service,
+                request.metadata(),
+                request.remote_addr(),
+                certs.as_deref().map(Vec::as_slice),
+            )
+            .inspect_err(|status| {
+                tracing::debug!(code = ?status.code(), message = status.message(), "call refused by auth");
+                if let Some(m) = &self.metrics {
+                    m.refused(status.code());
+                }
+            })?;
         if let Some(caller) = caller {
             request.extensions_mut().insert(caller);
         }

@@ -91,7 +91,11 @@ pub struct Metrics {
     release_noops: [AtomicU64; 3],
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
+    auth_refusals: [AtomicU64; 2],
 }
+
+/// Why the auth interceptor refused a call, as `quotad_auth_refusals_total` labels it.
+pub const AUTH_REFUSALS: [&str; 2] = ["unauthenticated", "permission_denied"];
 
 impl Metrics {
     /// Empty metrics.
@@ -163,6 +167,21 @@ impl Metrics {
             self.reloads_ok.load(Ordering::Relaxed),
             self.reloads_failed.load(Ordering::Relaxed),
         )
+    }
+
+    /// Calls the auth interceptor refused, by [`AUTH_REFUSALS`] reason.
+    pub fn auth_refusals(&self) -> [u64; 2] {
+        self.auth_refusals
+            .each_ref()
+            .map(|c| c.load(Ordering::Relaxed))
+    }
+
+    /// Counts a call the auth interceptor refused with `code`.
+    pub fn refused(&self, code: tonic::Code) {
+        let i = usize::from(code == tonic::Code::PermissionDenied);
+        if let Some(c) = self.auth_refusals.get(i) {
+            bump(c, 1);
+        }
     }
 
     /// Counts a config reload.

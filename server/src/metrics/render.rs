@@ -435,6 +435,17 @@ pub async fn render<S: Store>(metrics: &Metrics, quota: &Quota<S>) -> Result<Str
         usage.request_ids_dropped,
     );
     o.family(
+        "quotad_auth_refusals_total",
+        "counter",
+        "Calls refused before any handler ran: no or bad credentials (unauthenticated), or a missing role or a non-loopback QuotaAdmin caller without auth (permission_denied).",
+    );
+    for (reason, n) in super::registry::AUTH_REFUSALS
+        .iter()
+        .zip(metrics.auth_refusals())
+    {
+        o.sample("quotad_auth_refusals_total", &[("reason", reason)], n);
+    }
+    o.family(
         "quotad_keys_evicted_total",
         "counter",
         "Idle state keys dropped by the sweeper (full buckets, empty semaphores, pristine breakers).",
