@@ -8,10 +8,7 @@ use quotad_api::v1::{
     quota_admin_server::QuotaAdminServer, quota_service_server::QuotaServiceServer,
 };
 use tokio::net::TcpListener;
-use tonic::{
-    service::interceptor::InterceptedService,
-    transport::{Server, server::Router},
-};
+use tonic::transport::{Server, server::Router};
 use tonic_health::{
     pb::health_server::HealthServer,
     server::{HealthReporter, HealthService},
@@ -19,7 +16,7 @@ use tonic_health::{
 use tower::layer::util::{Identity, Stack};
 
 use crate::{
-    auth::{AuthInterceptor, Authenticator, Service},
+    auth::{AuthLayer, Authenticator, Service},
     clock::Clock,
     config::{self, ConfigError, ServerSettings, Settings},
     engine::Quota,
@@ -219,7 +216,7 @@ impl Quotad {
             .add_service(health_service);
         let limits = Limits {
             max_connections: settings.http2.max_connections,
-            idle_timeout: settings.http2.idle_timeout,
+            preface_timeout: settings.http2.preface_timeout,
             max_pings_per_second: settings.http2.max_pings_per_second,
         };
         let serve: Serving = match &self.tls {
@@ -253,16 +250,16 @@ impl Quotad {
         if let Some(m) = &self.metrics {
             quota_grpc = quota_grpc.with_metrics(m.clone());
         }
-        let quota_service = InterceptedService::new(
-            QuotaServiceServer::new(quota_grpc)
-                .max_decoding_message_size(settings.max_request_bytes),
-            AuthInterceptor::new(self.auth.clone(), Service::Quota, self.metrics.clone()),
-        );
-        let admin_service = InterceptedService::new(
-            QuotaAdminServer::new(AdminGrpc::new(self.quota.clone(), reload))
-                .max_decoding_message_size(settings.max_request_bytes),
-            AuthInterceptor::new(self.auth.clone(), Service::Admin, self.metrics.clone()),
-        );
+        let quota_service = AuthLayer::new(self.auth.clone(), Service::Quota, self.metrics.clone())
+            .around(
+                QuotaServiceServer::new(quota_grpc)
+                    .max_decoding_message_size(settings.max_request_bytes),
+            );
+        let admin_service = AuthLayer::new(self.auth.clone(), Service::Admin, self.metrics.clone())
+            .around(
+                QuotaAdminServer::new(AdminGrpc::new(self.quota.clone(), reload))
+                    .max_decoding_message_size(settings.max_request_bytes),
+            );
         let h2 = &settings.http2;
         Ok(Server::builder()
             .http2_keepalive_interval(Some(h2.keepalive_interval))
@@ -308,7 +305,7 @@ impl Quotad {
             tracing::info!(addr = ?listener.local_addr().ok(), "plaintext health served (grpc.health.v1 and reflection only)");
             let limits = Limits {
                 max_connections: 64,
-                idle_timeout: settings.http2.idle_timeout,
+                preface_timeout: settings.http2.preface_timeout,
                 max_pings_per_second: settings.http2.max_pings_per_second,
             };
             // Reflection too, so grpcurl and grpc_health_probe find the service with no proto files.

@@ -1,15 +1,32 @@
 //! Authenticating one call: a bearer token, else a client certificate, else anonymous when no identity is
-//! configured; then the role the service needs. Runs as a tonic interceptor in front of QuotaService and
-//! QuotaAdmin (health and reflection stay open: a load balancer and grpcurl need them without a secret).
+//! configured; then the role the service needs. Runs as a layer in front of QuotaService and QuotaAdmin, on
+//! the HTTP request itself (health and reflection stay open: a load balancer and grpcurl need them without
+//! a secret).
 
 // Wire-facing: every value here may come from a request, so arithmetic is checked or saturating.
 #![cfg_attr(not(test), deny(clippy::arithmetic_side_effects))]
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{
+    future::Ready,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    task::{Context, Poll},
+};
+
+use futures_util::future::Either;
 
 use arc_swap::ArcSwap;
+use http::HeaderMap;
 use rustls_pki_types::CertificateDer;
-use tonic::{Request, Status, metadata::MetadataMap};
+use tonic::{
+    Status,
+    body::Body,
+    server::NamedService,
+    transport::server::{TcpConnectInfo, TlsConnectInfo},
+};
 
 use super::{AuthSettings, Caller, Identity, token};
 
@@ -27,19 +44,30 @@ pub enum Service {
 #[derive(Debug)]
 pub struct Authenticator {
     settings: ArcSwap<AuthSettings>,
+    /// True while no identity is configured: QuotaService calls need no check at all (the hot path of a
+    /// server without auth reads this one flag).
+    open: AtomicBool,
 }
 
 impl Authenticator {
     /// Authenticates against `settings`.
     pub fn new(settings: AuthSettings) -> Self {
         Self {
+            open: AtomicBool::new(!settings.required()),
             settings: ArcSwap::from_pointee(settings),
         }
     }
 
     /// Swaps in reloaded settings.
     pub fn replace(&self, settings: AuthSettings) {
+        let open = !settings.required();
         self.settings.store(Arc::new(settings));
+        self.open.store(open, Ordering::Release);
+    }
+
+    /// True when `service` takes anonymous calls from anyone, so a call needs no look at its request.
+    pub fn is_open(&self, service: Service) -> bool {
+        service == Service::Quota && self.open.load(Ordering::Acquire)
     }
 
     /// The settings in force.
@@ -52,7 +80,7 @@ impl Authenticator {
     pub fn authenticate(
         &self,
         service: Service,
-        metadata: &MetadataMap,
+        headers: &HeaderMap,
         remote: Option<SocketAddr>,
         certs: Option<&[CertificateDer<'static>]>,
     ) -> Result<Option<Caller>, Status> {
@@ -67,7 +95,7 @@ impl Authenticator {
             }
             return Ok(None);
         }
-        let identity = identify(&settings, metadata, certs)?;
+        let identity = identify(&settings, headers, certs)?;
         let allowed = match service {
             Service::Quota => identity.worker,
             Service::Admin => identity.admin,
@@ -94,10 +122,10 @@ impl Authenticator {
 /// The identity a call proves: its bearer token when it sends one, else its client certificate.
 fn identify<'s>(
     settings: &'s AuthSettings,
-    metadata: &MetadataMap,
+    headers: &HeaderMap,
     certs: Option<&[CertificateDer<'static>]>,
 ) -> Result<&'s Identity, Status> {
-    if let Some(value) = metadata.get("authorization") {
+    if let Some(value) = headers.get(http::header::AUTHORIZATION) {
         let token =
             value.to_str().ok().and_then(token::bearer).ok_or_else(|| {
                 Status::unauthenticated("authorization: expected 'Bearer <token>'")
@@ -129,16 +157,18 @@ fn identify<'s>(
     ))
 }
 
-/// The tonic interceptor: authenticates each call and leaves its [`Caller`] in the request's extensions
-/// (none for an anonymous caller, so a server without auth pays no allocation for it).
+/// The auth layer around QuotaService or QuotaAdmin: authenticates each call from its HTTP request (headers,
+/// peer address, peer certificates) and leaves its [`Caller`] in the request's extensions, where the
+/// handler finds it (none for an anonymous caller, so a server without auth pays no allocation for it). A
+/// refused call is answered at once with its status; the service never sees it.
 #[derive(Debug, Clone)]
-pub struct AuthInterceptor {
+pub struct AuthLayer {
     auth: Arc<Authenticator>,
     service: Service,
     metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
-impl AuthInterceptor {
+impl AuthLayer {
     /// Authenticates calls to `service` with `auth`, counting refusals in `metrics` when on.
     pub fn new(
         auth: Arc<Authenticator>,
@@ -151,19 +181,29 @@ impl AuthInterceptor {
             metrics,
         }
     }
-}
 
-impl tonic::service::Interceptor for AuthInterceptor {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        let certs = request.peer_certs();
+    /// `service` behind this layer.
+    pub fn around<S>(&self, service: S) -> Authed<S> {
+        Authed {
+            inner: service,
+            layer: self.clone(),
+        }
+    }
+
+    fn check<B>(&self, request: &mut http::Request<B>) -> Result<(), Status> {
+        if self.auth.is_open(self.service) {
+            return Ok(());
+        }
+        let ext = request.extensions();
+        let tls = ext.get::<TlsConnectInfo<TcpConnectInfo>>();
+        let remote = ext
+            .get::<TcpConnectInfo>()
+            .or(tls.map(TlsConnectInfo::get_ref))
+            .and_then(TcpConnectInfo::remote_addr);
+        let certs = tls.and_then(TlsConnectInfo::peer_certs);
         let caller = self
             .auth
-            .authenticate(
-                self.service,
-                request.metadata(),
-                request.remote_addr(),
-                certs.as_deref().map(Vec::as_slice),
-            )
+            .authenticate(self.service, request.headers(), remote, certs.as_deref().map(Vec::as_slice))
             .inspect_err(|status| {
                 tracing::debug!(code = ?status.code(), message = status.message(), "call refused by auth");
                 if let Some(m) = &self.metrics {
@@ -173,7 +213,39 @@ impl tonic::service::Interceptor for AuthInterceptor {
         if let Some(caller) = caller {
             request.extensions_mut().insert(caller);
         }
-        Ok(request)
+        Ok(())
+    }
+}
+
+/// A service behind an [`AuthLayer`].
+#[derive(Debug, Clone)]
+pub struct Authed<S> {
+    inner: S,
+    layer: AuthLayer,
+}
+
+impl<S: NamedService> NamedService for Authed<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, B> tower::Service<http::Request<B>> for Authed<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<Body>>,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    /// The service's own answer, or the refusal at once.
+    type Future = Either<S::Future, Ready<Result<http::Response<Body>, S::Error>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        match self.layer.check(&mut request) {
+            Ok(()) => Either::Left(self.inner.call(request)),
+            Err(status) => Either::Right(std::future::ready(Ok(status.into_http()))),
+        }
     }
 }
 
@@ -191,7 +263,7 @@ mod tests {
 
     #[test]
     fn without_identities_admin_answers_loopback_peers_only() {
-        let md = MetadataMap::new();
+        let md = HeaderMap::new();
         let remote: SocketAddr = "10.1.2.3:4000".parse().unwrap();
         let local: SocketAddr = "127.0.0.1:4000".parse().unwrap();
         let local6: SocketAddr = "[::1]:4000".parse().unwrap();

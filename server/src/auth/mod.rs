@@ -1,13 +1,13 @@
 //! Who is asking: identities (from a bearer token or a client certificate), their roles and tenant, and the
-//! interceptor that authenticates every QuotaService and QuotaAdmin call before it reaches a handler.
+//! layer that authenticates every QuotaService and QuotaAdmin call before it reaches a handler.
 //!
 //! - [`identity`]: configured identities, roles and tenant bindings, and the [`Caller`] of one request.
 //! - [`token`]: bearer tokens, stored only as SHA-256 hashes.
-//! - [`authenticate`]: the [`Authenticator`] (reloadable with the config) and its tonic interceptor.
+//! - [`authenticate`]: the [`Authenticator`] (reloadable with the config) and its [`AuthLayer`].
 
 pub mod authenticate;
 pub mod identity;
 pub mod token;
 
-pub use authenticate::{AuthInterceptor, Authenticator, Service};
+pub use authenticate::{AuthLayer, Authed, Authenticator, Service};
 pub use identity::{AuthSettings, Caller, Identity};

@@ -78,7 +78,7 @@ pub struct Http2Section {
     /// How long a ping may go unanswered before the connection is closed.
     pub keepalive_timeout: Option<String>,
     /// A connection with no call for this long is closed.
-    pub idle_timeout: Option<String>,
+    pub preface_timeout: Option<String>,
     /// Most connections served at once; further ones wait to be accepted.
     pub max_connections: Option<usize>,
     /// Most PING or SETTINGS frames a client may send in a second before its connection is closed.

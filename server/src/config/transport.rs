@@ -33,7 +33,7 @@ pub struct Http2Settings {
     /// How long a ping may go unanswered.
     pub keepalive_timeout: Duration,
     /// A connection with no call for this long is closed.
-    pub idle_timeout: Duration,
+    pub preface_timeout: Duration,
     /// Most connections served at once.
     pub max_connections: usize,
     /// Most PING or SETTINGS frames a client may send in a second before its connection is closed.
@@ -48,7 +48,7 @@ impl Default for Http2Settings {
             max_header_list_bytes: 16 * 1024,
             keepalive_interval: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(300),
+            preface_timeout: Duration::from_secs(10),
             max_connections: 10_000,
             max_pings_per_second: 100,
         }
@@ -140,10 +140,10 @@ pub fn http2(h: &Http2Section) -> Result<Http2Settings, ConfigError> {
             h.keepalive_timeout.as_ref(),
             d.keepalive_timeout,
         )?,
-        idle_timeout: d_of(
-            "server.http2.idle_timeout",
-            h.idle_timeout.as_ref(),
-            d.idle_timeout,
+        preface_timeout: d_of(
+            "server.http2.preface_timeout",
+            h.preface_timeout.as_ref(),
+            d.preface_timeout,
         )?,
         max_connections: within(
             "server.http2.max_connections",

@@ -11,7 +11,7 @@ use std::{
     task::{Context, Poll},
 };
 
-/// Calls being served right now.
+/// Calls being served right now; also the layer that counts them.
 #[derive(Debug, Clone, Default)]
 pub struct InFlight(Arc<AtomicUsize>);
 
@@ -23,6 +23,7 @@ impl InFlight {
 }
 
 /// Decrements the count when the call's future completes or is dropped.
+#[derive(Debug)]
 struct Guard(Arc<AtomicUsize>);
 
 impl Drop for Guard {
@@ -49,14 +50,10 @@ pub struct Counted<S> {
     count: Arc<AtomicUsize>,
 }
 
-impl<S, R> tower::Service<R> for Counted<S>
-where
-    S: tower::Service<R>,
-    S::Future: Send + 'static,
-{
+impl<S: tower::Service<R>, R> tower::Service<R> for Counted<S> {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+    type Future = CountedFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
@@ -64,12 +61,30 @@ where
 
     fn call(&mut self, request: R) -> Self::Future {
         self.count.fetch_add(1, Ordering::AcqRel);
-        let guard = Guard(self.count.clone());
-        let call = self.inner.call(request);
-        Box::pin(async move {
-            let response = call.await;
-            drop(guard);
-            response
-        })
+        CountedFuture {
+            inner: self.inner.call(request),
+            guard: Some(Guard(self.count.clone())),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A call's future, counted until it completes (no allocation per call).
+    #[derive(Debug)]
+    pub struct CountedFuture<F> {
+        #[pin]
+        inner: F,
+        guard: Option<Guard>,
+    }
+}
+
+impl<F: Future> Future for CountedFuture<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let out = std::task::ready!(this.inner.poll(cx));
+        this.guard.take();
+        Poll::Ready(out)
     }
 }

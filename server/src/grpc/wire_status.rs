@@ -11,7 +11,7 @@ use std::{
     task::{Context, Poll},
 };
 
-use http::{HeaderValue, Request, Response};
+use http::{HeaderName, HeaderValue, Request, Response};
 
 /// tonic's message for an undecodable request (percent-encoded, as it travels in `grpc-message`).
 const DECODE_FAILED: &str = "failed%20to%20decode%20Protobuf%20message";
@@ -39,35 +39,59 @@ pub struct WireStatus<S> {
 impl<S, B, R> tower::Service<Request<B>> for WireStatus<S>
 where
     S: tower::Service<Request<B>, Response = Response<R>>,
-    S::Future: Send + 'static,
 {
     type Response = Response<R>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<R>, S::Error>> + Send>>;
+    type Future = WireStatusFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let call = self.inner.call(request);
-        Box::pin(async move {
-            let mut response = call.await?;
-            fix(response.headers_mut());
-            Ok(response)
-        })
+        WireStatusFuture {
+            inner: self.inner.call(request),
+        }
     }
 }
 
+pin_project_lite::pin_project! {
+    /// A call's future whose answer is corrected on the way out (no allocation per call).
+    #[derive(Debug)]
+    pub struct WireStatusFuture<F> {
+        #[pin]
+        inner: F,
+    }
+}
+
+impl<F, R, E> Future for WireStatusFuture<F>
+where
+    F: Future<Output = Result<Response<R>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let mut out = std::task::ready!(self.project().inner.poll(cx));
+        if let Ok(response) = &mut out {
+            fix(response.headers_mut());
+        }
+        Poll::Ready(out)
+    }
+}
+
+/// Header names built once (looking a header up by `&str` parses the name on every call).
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+
 /// Rewrites the code of a trailers-only error answer, if it is one of the two.
 fn fix(headers: &mut http::HeaderMap) {
-    let code = match headers.get("grpc-status").map(HeaderValue::as_bytes) {
+    let code = match headers.get(&GRPC_STATUS).map(HeaderValue::as_bytes) {
         Some(b"13") => "3",
         Some(b"11") => "8",
         _ => return,
     };
     let message = headers
-        .get("grpc-message")
+        .get(&GRPC_MESSAGE)
         .and_then(|m| m.to_str().ok())
         .unwrap_or("");
     let ours = match code {
@@ -75,7 +99,7 @@ fn fix(headers: &mut http::HeaderMap) {
         _ => message.starts_with(TOO_LARGE),
     };
     if ours {
-        headers.insert("grpc-status", HeaderValue::from_static(code));
+        headers.insert(GRPC_STATUS, HeaderValue::from_static(code));
     }
 }
 

@@ -25,7 +25,7 @@ pub struct Limits {
     /// Most connections at once.
     pub max_connections: usize,
     /// A connection whose client sends nothing for this long is closed.
-    pub idle_timeout: Duration,
+    pub preface_timeout: Duration,
     /// A connection whose client sends more PING or SETTINGS frames a second is closed.
     pub max_pings_per_second: u32,
 }

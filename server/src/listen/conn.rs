@@ -1,13 +1,13 @@
 //! One accepted connection: it holds a slot under `server.http2.max_connections` for as long as it lives,
-//! and is closed when its client sends nothing for `server.http2.idle_timeout`. A healthy client is never
-//! idle that long: it answers the server's keepalive pings. A peer that connects and then says nothing
-//! (not even the HTTP/2 preface) is. Its frames are watched for a PING or SETTINGS flood (see `frames`).
+//! is closed if its client says nothing at all for `server.http2.preface_timeout` after connecting (once
+//! it has spoken, the server's keepalive pings find a peer that goes silent), and its frames are watched
+//! for a PING or SETTINGS flood (see `frames`). After the first bytes, a read costs the frame watch and
+//! nothing else: no timer is touched per read.
 
 use std::{
     io,
     pin::Pin,
     task::{Context, Poll},
-    time::Duration,
 };
 
 use tokio::{
@@ -19,14 +19,13 @@ use tonic::transport::server::Connected;
 
 use super::{Limits, frames::FrameWatch};
 
-/// An accepted connection (plaintext or TLS) with its slot and idle timer.
+/// An accepted connection (plaintext or TLS) with its slot, preface timer and frame watch.
 #[derive(Debug)]
 pub struct Conn<S> {
     inner: S,
     _slot: OwnedSemaphorePermit,
-    idle: Duration,
-    last_read: Instant,
-    timer: Pin<Box<Sleep>>,
+    /// Until the client's first bytes arrive.
+    preface: Option<Pin<Box<Sleep>>>,
     frames: FrameWatch,
 }
 
@@ -37,24 +36,11 @@ impl<S> Conn<S> {
         Self {
             inner,
             _slot: slot,
-            idle: limits.idle_timeout,
-            last_read: now,
-            timer: Box::pin(tokio::time::sleep_until(now + limits.idle_timeout)),
+            preface: Some(Box::pin(tokio::time::sleep_until(
+                now + limits.preface_timeout,
+            ))),
             frames: FrameWatch::new(limits.max_pings_per_second, now),
         }
-    }
-
-    /// True when the client has been silent for the idle timeout; re-arms the timer otherwise. The timer is
-    /// moved only when it fires, so reads cost a clock read, not a timer update.
-    fn timed_out(&mut self, cx: &mut Context<'_>) -> bool {
-        while self.timer.as_mut().poll(cx).is_ready() {
-            let due = self.last_read + self.idle;
-            if due <= Instant::now() {
-                return true;
-            }
-            self.timer.as_mut().reset(due);
-        }
-        false
     }
 }
 
@@ -69,9 +55,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for Conn<S> {
             Poll::Ready(r) => {
                 let read = buf.filled().get(before..).unwrap_or_default();
                 if !read.is_empty() {
-                    let now = Instant::now();
-                    self.last_read = now;
-                    if self.frames.observe(read, now).is_err() {
+                    let this = &mut *self;
+                    this.preface = None;
+                    if this.frames.observe(read).is_err() {
                         tracing::info!("closing a connection that floods PING or SETTINGS frames");
                         return Poll::Ready(Err(io::Error::new(
                             io::ErrorKind::InvalidData,
@@ -81,11 +67,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for Conn<S> {
                 }
                 Poll::Ready(r)
             }
-            Poll::Pending if self.timed_out(cx) => Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "client silent for the idle timeout",
-            ))),
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => match self.preface.as_mut().map(|t| t.as_mut().poll(cx)) {
+                Some(Poll::Ready(())) => Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "client silent since connecting",
+                ))),
+                _ => Poll::Pending,
+            },
         }
     }
 }
