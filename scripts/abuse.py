@@ -33,7 +33,8 @@ HEADERS = [
 
 
 def connect(port):
-    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    # From 127.0.0.2: another address than the measured client's, as another machine would be.
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=("127.0.0.2", 0))
     conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
     conn.initiate_connection()
     sock.sendall(conn.data_to_send())

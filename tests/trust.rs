@@ -434,11 +434,66 @@ async fn shutdown_does_not_wait_for_an_idle_connection_that_ignores_goaway() {
     drop(raw);
 }
 
+/// A raw connection from 127.0.0.2 (another loopback address: the flooding client is not the test's own).
+async fn from_another_address(server: &TestServer) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    socket.connect(server.addr).await.unwrap()
+}
+
+/// True when the server closes `raw` within 10 s (reading whatever it sends until then).
+async fn closed_by_server(raw: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut sink = vec![0u8; 1 << 16];
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match raw.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+#[tokio::test]
+async fn a_rapid_reset_flood_gets_the_connection_closed_and_the_address_refused() {
+    use tokio::io::AsyncWriteExt;
+    let (server, _clock) = start().await;
+    let mut raw = from_another_address(&server).await;
+    let mut flood =
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00".to_vec();
+    // HEADERS (stream 1, 3, 5, ...; END_HEADERS, an HPACK-indexed `:method: POST` only) then RST_STREAM.
+    for i in 0..1_000u32 {
+        let id = (2 * i + 1).to_be_bytes();
+        flood.extend([0, 0, 1, 1, 0x4, id[0], id[1], id[2], id[3], 0x83]);
+        flood.extend([0, 0, 4, 3, 0, id[0], id[1], id[2], id[3], 0, 0, 0, 8]);
+    }
+    let _ = raw.write_all(&flood).await;
+    assert!(
+        closed_by_server(&mut raw).await,
+        "the flooding connection is still open"
+    );
+    // The same address is refused for a while: its next connection is closed before any HTTP/2.
+    let mut again = from_another_address(&server).await;
+    assert!(closed_by_server(&mut again).await);
+    // Everyone else is served.
+    let mut c = server.quota().await;
+    assert!(
+        c.acquire(acquire("api"))
+            .await
+            .unwrap()
+            .into_inner()
+            .granted
+    );
+}
+
 #[tokio::test]
 async fn a_ping_flood_gets_the_connection_closed() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (server, _clock) = start().await;
-    let mut raw = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let mut raw = from_another_address(&server).await;
     let mut flood =
         b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00".to_vec();
     for i in 0..1_000u64 {

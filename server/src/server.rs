@@ -217,7 +217,8 @@ impl Quotad {
         let limits = Limits {
             max_connections: settings.http2.max_connections,
             preface_timeout: settings.http2.preface_timeout,
-            max_pings_per_second: settings.http2.max_pings_per_second,
+            max_control_frames_per_second: settings.http2.max_control_frames_per_second,
+            penalties: Arc::default(),
         };
         let serve: Serving = match &self.tls {
             Some(tls) => Box::pin(router.serve_with_incoming_shutdown(
@@ -306,7 +307,8 @@ impl Quotad {
             let limits = Limits {
                 max_connections: 64,
                 preface_timeout: settings.http2.preface_timeout,
-                max_pings_per_second: settings.http2.max_pings_per_second,
+                max_control_frames_per_second: settings.http2.max_control_frames_per_second,
+                penalties: Arc::default(),
             };
             // Reflection too, so grpcurl and grpc_health_probe find the service with no proto files.
             let (Ok(v1), Ok(v1alpha)) = (reflection::v1(), reflection::v1alpha()) else {

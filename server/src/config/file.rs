@@ -81,8 +81,9 @@ pub struct Http2Section {
     pub preface_timeout: Option<String>,
     /// Most connections served at once; further ones wait to be accepted.
     pub max_connections: Option<usize>,
-    /// Most PING or SETTINGS frames a client may send in a second before its connection is closed.
-    pub max_pings_per_second: Option<u32>,
+    /// Most PING, SETTINGS or RST_STREAM frames a client may send in a second before its connection is
+    /// closed (and its address refused for a while).
+    pub max_control_frames_per_second: Option<u32>,
 }
 
 /// `[auth]`.

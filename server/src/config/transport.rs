@@ -36,8 +36,9 @@ pub struct Http2Settings {
     pub preface_timeout: Duration,
     /// Most connections served at once.
     pub max_connections: usize,
-    /// Most PING or SETTINGS frames a client may send in a second before its connection is closed.
-    pub max_pings_per_second: u32,
+    /// Most PING, SETTINGS or RST_STREAM frames a client may send in a second before its connection is
+    /// closed.
+    pub max_control_frames_per_second: u32,
 }
 
 impl Default for Http2Settings {
@@ -50,7 +51,7 @@ impl Default for Http2Settings {
             keepalive_timeout: Duration::from_secs(10),
             preface_timeout: Duration::from_secs(10),
             max_connections: 10_000,
-            max_pings_per_second: 100,
+            max_control_frames_per_second: 100,
         }
     }
 }
@@ -151,10 +152,10 @@ pub fn http2(h: &Http2Section) -> Result<Http2Settings, ConfigError> {
             1,
             1_000_000,
         )? as usize,
-        max_pings_per_second: within(
-            "server.http2.max_pings_per_second",
-            h.max_pings_per_second
-                .unwrap_or(d.max_pings_per_second)
+        max_control_frames_per_second: within(
+            "server.http2.max_control_frames_per_second",
+            h.max_control_frames_per_second
+                .unwrap_or(d.max_control_frames_per_second)
                 .into(),
             1,
             10_000,

@@ -11,7 +11,7 @@ use tokio::{
 use tokio_rustls::{TlsAcceptor, server::TlsStream};
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::{Conn, TlsReloader};
+use super::{Conn, TlsReloader, penalty::Penalties};
 
 /// A stream of accepted connections, for `serve_with_incoming`.
 pub type Incoming<S> = ReceiverStream<Result<Conn<S>, io::Error>>;
@@ -26,8 +26,10 @@ pub struct Limits {
     pub max_connections: usize,
     /// A connection whose client sends nothing for this long is closed.
     pub preface_timeout: Duration,
-    /// A connection whose client sends more PING or SETTINGS frames a second is closed.
-    pub max_pings_per_second: u32,
+    /// A connection whose client sends more PING, SETTINGS or RST_STREAM frames a second is closed.
+    pub max_control_frames_per_second: u32,
+    /// Addresses refused after a flood (shared by every connection of the listener).
+    pub penalties: Arc<Penalties>,
 }
 
 /// Accepts plaintext connections on `listener`.
@@ -39,10 +41,14 @@ pub fn plaintext(listener: TcpListener, limits: Limits) -> Incoming<TcpStream> {
             let Ok(slot) = slots.clone().acquire_owned().await else {
                 return;
             };
-            let Some(stream) = accept(&listener).await else {
+            let Some((stream, peer)) = accept(&listener, &limits).await else {
                 continue;
             };
-            if tx.send(Ok(Conn::new(stream, slot, &limits))).await.is_err() {
+            if tx
+                .send(Ok(Conn::new(stream, peer, slot, &limits)))
+                .await
+                .is_err()
+            {
                 return;
             }
         }
@@ -63,7 +69,7 @@ pub fn tls(
             let Ok(slot) = slots.clone().acquire_owned().await else {
                 return;
             };
-            let Some(stream) = accept(&listener).await else {
+            let Some((stream, peer)) = accept(&listener, &limits).await else {
                 continue;
             };
             if tx.is_closed() {
@@ -74,7 +80,7 @@ pub fn tls(
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                     Ok(Ok(tls)) => {
-                        let _ = tx.send(Ok(Conn::new(tls, slot, &limits))).await;
+                        let _ = tx.send(Ok(Conn::new(tls, peer, slot, &limits))).await;
                     }
                     Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                     Err(_) => tracing::debug!("TLS handshake timed out"),
@@ -88,14 +94,21 @@ pub fn tls(
 /// One accepted connection with `TCP_NODELAY` set (tonic applies its own `tcp_nodelay` only to listeners
 /// it binds itself, and with Nagle's algorithm on a small response can wait 40 ms for a delayed ACK).
 /// `None` after a failed accept, which is logged and retried after a short pause (out of file descriptors,
-/// say: retrying at once would spin).
-async fn accept(listener: &TcpListener) -> Option<TcpStream> {
+/// say: retrying at once would spin), and for a peer refused after a flood (closed at once).
+async fn accept(listener: &TcpListener, limits: &Limits) -> Option<(TcpStream, std::net::IpAddr)> {
     match listener.accept().await {
-        Ok((stream, _)) => {
+        Ok((stream, peer)) => {
+            if limits
+                .penalties
+                .refused(peer.ip(), tokio::time::Instant::now())
+            {
+                tracing::debug!(%peer, "refused: this address flooded a connection recently");
+                return None;
+            }
             if let Err(e) = stream.set_nodelay(true) {
                 tracing::debug!(error = %e, "cannot set TCP_NODELAY");
             }
-            Some(stream)
+            Some((stream, peer.ip()))
         }
         Err(e) => {
             tracing::warn!(error = %e, "accept failed");

@@ -1,12 +1,15 @@
 //! One accepted connection: it holds a slot under `server.http2.max_connections` for as long as it lives,
 //! is closed if its client says nothing at all for `server.http2.preface_timeout` after connecting (once
 //! it has spoken, the server's keepalive pings find a peer that goes silent), and its frames are watched
-//! for a PING or SETTINGS flood (see `frames`). After the first bytes, a read costs the frame watch and
+//! for a PING, SETTINGS or RST_STREAM flood (see `frames`), which also gets the client's address refused
+//! for a while (see `penalty`). After the first bytes, a read costs the frame watch and
 //! nothing else: no timer is touched per read.
 
 use std::{
     io,
+    net::IpAddr,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
 };
 
@@ -17,7 +20,7 @@ use tokio::{
 };
 use tonic::transport::server::Connected;
 
-use super::{Limits, frames::FrameWatch};
+use super::{Limits, frames::FrameWatch, penalty::Penalties};
 
 /// An accepted connection (plaintext or TLS) with its slot, preface timer and frame watch.
 #[derive(Debug)]
@@ -27,19 +30,23 @@ pub struct Conn<S> {
     /// Until the client's first bytes arrive.
     preface: Option<Pin<Box<Sleep>>>,
     frames: FrameWatch,
+    peer: IpAddr,
+    penalties: Arc<Penalties>,
 }
 
 impl<S> Conn<S> {
     /// Wraps `inner`, holding `slot` until the connection is dropped.
-    pub fn new(inner: S, slot: OwnedSemaphorePermit, limits: &Limits) -> Self {
+    pub fn new(inner: S, peer: IpAddr, slot: OwnedSemaphorePermit, limits: &Limits) -> Self {
         let now = Instant::now();
         Self {
             inner,
             _slot: slot,
+            peer,
+            penalties: limits.penalties.clone(),
             preface: Some(Box::pin(tokio::time::sleep_until(
                 now + limits.preface_timeout,
             ))),
-            frames: FrameWatch::new(limits.max_pings_per_second, now),
+            frames: FrameWatch::new(limits.max_control_frames_per_second, now),
         }
     }
 }
@@ -58,10 +65,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for Conn<S> {
                     let this = &mut *self;
                     this.preface = None;
                     if this.frames.observe(read).is_err() {
-                        tracing::info!("closing a connection that floods PING or SETTINGS frames");
+                        tracing::info!(peer = %this.peer, "closing a connection that floods PING, SETTINGS or RST_STREAM frames");
+                        this.penalties.penalize(this.peer, Instant::now());
                         return Poll::Ready(Err(io::Error::new(
                             io::ErrorKind::InvalidData,
-                            "PING or SETTINGS flood",
+                            "control frame flood",
                         )));
                     }
                 }

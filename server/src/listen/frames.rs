@@ -1,16 +1,19 @@
 //! Watching the client's HTTP/2 frames go by (read side only, headers only), to close a connection that
 //! floods control frames. hyper answers every PING and SETTINGS a client sends, and has no limit of its own
 //! on how many: a client that sends them as fast as it can (and never reads the answers) costs the server
-//! CPU and write buffers for nothing (CVE-2019-9512, 2019-9515). gRPC servers elsewhere answer that with
-//! GOAWAY "too_many_pings"; quotad closes the connection once a client sends more than
-//! `server.http2.max_pings_per_second` PING or SETTINGS frames (not counting acknowledgements) within a
-//! second.
+//! CPU and write buffers for nothing (CVE-2019-9512, 2019-9515). A client that opens streams and resets them
+//! at once (rapid reset, CVE-2023-44487) makes the server start and cancel a call each time; hyper bounds
+//! only the resets of streams not yet accepted. gRPC servers elsewhere answer such floods with GOAWAY;
+//! quotad closes the connection once a client sends more than
+//! `server.http2.max_control_frames_per_second` PING, SETTINGS or RST_STREAM frames (acknowledgements
+//! aside) within a second.
 
 use tokio::time::{Duration, Instant};
 
 /// The client connection preface: `PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`.
 const PREFACE_LEN: u32 = 24;
 const FRAME_HEADER_LEN: usize = 9;
+const RST_STREAM: u8 = 0x3;
 const SETTINGS: u8 = 0x4;
 const PING: u8 = 0x6;
 const ACK: u8 = 0x1;
@@ -32,7 +35,7 @@ pub struct FrameWatch {
 pub struct Flood;
 
 impl FrameWatch {
-    /// Watches a connection that may send `limit` PING/SETTINGS frames a second.
+    /// Watches a connection that may send `limit` PING, SETTINGS or RST_STREAM frames a second.
     pub fn new(limit: u32, now: Instant) -> Self {
         Self {
             skip: PREFACE_LEN,
@@ -44,7 +47,7 @@ impl FrameWatch {
         }
     }
 
-    /// Notes `bytes` just read from the client (the clock is read only when a PING or SETTINGS arrives).
+    /// Notes `bytes` just read from the client (the clock is read only when a counted frame arrives).
     pub fn observe(&mut self, mut bytes: &[u8]) -> Result<(), Flood> {
         while !bytes.is_empty() {
             if self.skip > 0 {
@@ -67,7 +70,8 @@ impl FrameWatch {
                 self.have = 0;
                 let [l0, l1, l2, kind, flags, ..] = self.header;
                 self.skip = u32::from_be_bytes([0, l0, l1, l2]);
-                if matches!(kind, PING | SETTINGS) && flags & ACK == 0 {
+                let ack = kind != RST_STREAM && flags & ACK != 0;
+                if matches!(kind, PING | SETTINGS | RST_STREAM) && !ack {
                     self.count(Instant::now())?;
                 }
             }
@@ -107,10 +111,11 @@ mod tests {
         stream.extend(frame(SETTINGS, 0, 12));
         stream.extend(frame(SETTINGS, ACK, 0));
         stream.extend(frame(0x1, 0x4, 40)); // HEADERS
-        for _ in 0..9 {
+        for _ in 0..8 {
             stream.extend(frame(PING, 0, 8));
             stream.extend(frame(PING, ACK, 8)); // answers to the server's pings do not count
         }
+        stream.extend(frame(RST_STREAM, 0, 4)); // a cancelled call counts
         for split in [1, 2, 7, 9, 10, 64, stream.len()] {
             let mut w = FrameWatch::new(10, now);
             for chunk in stream.chunks(split) {

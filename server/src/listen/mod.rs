@@ -3,12 +3,14 @@
 //!
 //! - [`tls`]: the rustls server config from PEM files, reloaded when the files change or on SIGHUP.
 //! - [`conn`]: one accepted connection: its slot under the cap, its idle timer and its frame watch.
-//! - [`frames`]: closing a connection that floods PING or SETTINGS frames.
+//! - [`frames`]: closing a connection that floods PING, SETTINGS or RST_STREAM frames.
+//! - [`penalty`]: refusing a flooding client's address at accept for a while.
 //! - [`accept`]: the accept loops that hand connections to the gRPC server.
 
 pub mod accept;
 pub mod conn;
 pub mod frames;
+pub mod penalty;
 pub mod tls;
 
 pub use accept::{Incoming, Limits, plaintext, tls as tls_incoming};
