@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 
 use prost_types::Duration as PbDuration;
 use quotad_api::v1 as pb;
-use quotad_e2e::TestServer;
+use quotad_e2e::{TestServer, acquire};
 use quotad_server::{auth::token, clock::FakeClock};
 use tonic::Code;
 
@@ -50,13 +50,6 @@ rate = { limit = 10, period = "1s", burst = 50 }
 async fn start() -> (TestServer, Arc<FakeClock>) {
     let clock = Arc::new(FakeClock::new());
     (TestServer::start(&config(), clock.clone()).await, clock)
-}
-
-fn acquire(resource: &str) -> pb::AcquireRequest {
-    pb::AcquireRequest {
-        resource: resource.into(),
-        ..Default::default()
-    }
 }
 
 fn release(lease_id: &str) -> pb::ReleaseRequest {

@@ -5,7 +5,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use prost_types::Duration as PbDuration;
 use quotad_api::v1 as pb;
-use quotad_e2e::TestServer;
+use quotad_e2e::{TestServer, acquire, secs};
 use quotad_server::clock::{FakeClock, MonotonicClock};
 use tonic::Code;
 
@@ -38,20 +38,6 @@ rate = { limit = 100, period = "1s", burst = 4 }
 descriptor = "tenant"
 rate = { limit = 10, period = "1s", burst = 2 }
 "#;
-
-fn acquire(resource: &str) -> pb::AcquireRequest {
-    pb::AcquireRequest {
-        resource: resource.into(),
-        ..Default::default()
-    }
-}
-
-fn secs(s: i64) -> Option<PbDuration> {
-    Some(PbDuration {
-        seconds: s,
-        nanos: 0,
-    })
-}
 
 async fn start() -> (TestServer, Arc<FakeClock>) {
     let clock = Arc::new(FakeClock::new());

@@ -170,6 +170,22 @@ impl Drop for TestServer {
     }
 }
 
+/// An Acquire of one permit of `resource`, every other field at its proto default.
+pub fn acquire(resource: &str) -> quotad_api::v1::AcquireRequest {
+    quotad_api::v1::AcquireRequest {
+        resource: resource.into(),
+        ..Default::default()
+    }
+}
+
+/// A whole number of seconds as a proto duration.
+pub fn secs(s: i64) -> Option<prost_types::Duration> {
+    Some(prost_types::Duration {
+        seconds: s,
+        nanos: 0,
+    })
+}
+
 /// A client interceptor adding a bearer token to every call.
 #[derive(Clone)]
 pub struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
