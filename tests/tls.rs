@@ -51,6 +51,22 @@ impl Ca {
     }
 }
 
+impl Ca {
+    /// (certificate PEM, key PEM, DER) with a subject common name and no subject alternative name.
+    fn sign_cn(&self, cn: &str) -> (String, String, Vec<u8>) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "quotad tests");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem(), cert.der().to_vec())
+    }
+}
+
 struct Dir(PathBuf);
 
 impl Dir {
@@ -444,4 +460,36 @@ async fn the_rust_client_speaks_mtls_and_sends_its_token() {
         !debug.contains(key_line) && !debug.contains("PRIVATE") && !debug.contains("identity"),
         "{debug}"
     );
+}
+
+#[tokio::test]
+async fn a_client_certificate_with_only_a_common_name_proves_its_identity() {
+    let dir = Dir::new("cn");
+    let (server_ca, client_ca) = (Ca::new("server CA"), Ca::new("client CA"));
+    let toml = mtls_config(&dir, &server_ca, &client_ca).replace(
+        "certificate_names = [\"worker.quotad.test\"]",
+        "certificate_names = [\"worker.quotad.test\", \"Billing Worker 7\"]",
+    );
+    let running = serve(&toml).await;
+    let (cert, key, der) = client_ca.sign_cn("billing worker 7");
+    assert_eq!(
+        quotad_server::auth::cert::common_name(&der.into()).as_deref(),
+        Some("billing worker 7")
+    );
+    let mut c = QuotaServiceClient::new(
+        channel(running.addr, &server_ca.pem(), Some(&(cert, key)))
+            .await
+            .unwrap(),
+    );
+    assert!(c.acquire(acquire()).await.unwrap().into_inner().granted);
+    let (cert, key, _) = client_ca.sign_cn("billing worker 8");
+    let e = QuotaServiceClient::new(
+        channel(running.addr, &server_ca.pem(), Some(&(cert, key)))
+            .await
+            .unwrap(),
+    )
+    .acquire(acquire())
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
 }

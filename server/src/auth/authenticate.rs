@@ -28,7 +28,7 @@ use tonic::{
     transport::server::{TcpConnectInfo, TlsConnectInfo},
 };
 
-use super::{AuthSettings, Caller, Identity, token};
+use super::{AuthSettings, Caller, Identity, cert, token};
 
 /// Which service a call is for: each needs its own role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,16 +138,10 @@ fn identify<'s>(
             .ok_or_else(|| Status::unauthenticated("authorization: the token is not valid here"));
     }
     if let Some(cert) = certs.and_then(<[_]>::first) {
-        let cert = webpki::EndEntityCert::try_from(cert)
-            .map_err(|_| Status::unauthenticated("the client certificate cannot be read"))?;
         return settings
             .identities
             .iter()
-            .find(|i| {
-                i.certificate_names
-                    .iter()
-                    .any(|n| cert.verify_is_valid_for_subject_name(n).is_ok())
-            })
+            .find(|i| i.certificate_names.iter().any(|n| cert::names(cert, n)))
             .ok_or_else(|| {
                 Status::unauthenticated("the client certificate names no configured identity")
             });

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use rustls_pki_types::ServerName;
+use super::cert::CertName;
 
 /// One configured identity.
 #[derive(Debug, Clone, PartialEq)]
@@ -20,8 +20,8 @@ pub struct Identity {
     pub tenant: Option<Arc<str>>,
     /// SHA-256 of its bearer token, if it has one.
     pub token: Option<[u8; 32]>,
-    /// Client certificate names that prove it (subject alternative names, DNS or IP).
-    pub certificate_names: Vec<ServerName<'static>>,
+    /// Client certificate names that prove it (a subject alternative name, DNS or IP, or the subject CN).
+    pub certificate_names: Vec<CertName>,
 }
 
 /// Who may call what, as configured (swapped whole on reload).

@@ -3,9 +3,11 @@
 //!
 //! - [`identity`]: configured identities, roles and tenant bindings, and the [`Caller`] of one request.
 //! - [`token`]: bearer tokens, stored only as SHA-256 hashes.
+//! - [`cert`]: the names a client certificate proves (SANs, and the subject CN).
 //! - [`authenticate`]: the [`Authenticator`] (reloadable with the config) and its [`AuthLayer`].
 
 pub mod authenticate;
+pub mod cert;
 pub mod identity;
 pub mod token;
 

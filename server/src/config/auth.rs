@@ -2,14 +2,12 @@
 
 use std::{collections::HashSet, sync::Arc};
 
-use rustls_pki_types::ServerName;
-
 use super::{
     ConfigError,
     file::{AuthSection, IdentitySection},
     validate::invalid,
 };
-use crate::auth::{AuthSettings, Identity, token};
+use crate::auth::{AuthSettings, Identity, cert::CertName, token};
 
 /// Checks `[auth]`: unique names and tokens, known roles, well-formed hashes and certificate names.
 pub fn auth(a: &AuthSection) -> Result<AuthSettings, ConfigError> {
@@ -91,12 +89,13 @@ fn identity(key: &str, s: &IdentitySection) -> Result<Identity, ConfigError> {
         .certificate_names
         .iter()
         .map(|n| {
-            ServerName::try_from(n.clone()).map_err(|_| {
-                invalid(
+            if n.is_empty() || n.len() > 256 || n.chars().any(char::is_control) {
+                return Err(invalid(
                     format!("{key}.certificate_names"),
-                    format!("'{n}' is not a DNS name or IP address"),
-                )
-            })
+                    format!("{n:?} must be 1..=256 bytes with no control characters"),
+                ));
+            }
+            Ok(CertName::new(n))
         })
         .collect::<Result<Vec<_>, _>>()?;
     if token.is_none() && certificate_names.is_empty() {

@@ -110,7 +110,8 @@ pub struct IdentitySection {
     pub tenant: Option<String>,
     /// SHA-256 of the bearer token, in hex (`quotad --hash-token` prints it); the token itself is never stored.
     pub token_sha256: Option<String>,
-    /// Client certificate names (DNS or IP subject alternative names) that prove this identity over mTLS.
+    /// Client certificate names that prove this identity over mTLS: a subject alternative name (DNS or IP)
+    /// or the subject common name (CN).
     #[serde(default)]
     pub certificate_names: Vec<String>,
 }
