@@ -10,7 +10,7 @@ cd "$(dirname "$0")/../server"
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 seconds=${FUZZ_SECONDS:-60}
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(request config lease_id)
+[ ${#targets[@]} -gt 0 ] || targets=(request config lease_id cert_name)
 for target in "${targets[@]}"; do
   echo "== fuzz $target for ${seconds}s"
   RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir fuzz "$target" -- \
