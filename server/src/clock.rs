@@ -6,8 +6,23 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-/// Nanoseconds on a clock's monotonic timeline, counted from the clock's own epoch (its creation).
+/// Nanoseconds since the Unix epoch, on one timeline shared by every process: a stored instant (a bucket's
+/// full-again time, a lease's expiry, a pause, a breaker's half-open time) means the same on another node
+/// and after a restart. Clocks keep it monotonic within a process (anchored to the wall clock once, then
+/// advanced by a monotonic clock), so a wall-clock step never moves decisions backwards.
 pub type Nanos = u64;
+
+/// `t` as a wall-clock time.
+fn unix(t: Nanos) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_nanos(t)
+}
+
+/// Now on the wall clock, as [`Nanos`] (0 before 1970, which no machine running quotad reports).
+fn unix_now() -> Nanos {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, nanos)
+}
 
 /// The longest duration quotad takes from a request or the config (365 days): anything longer is refused with
 /// an error naming the field, so no instant plus a duration can overflow (the timeline has 584 years).
@@ -26,19 +41,19 @@ pub trait Clock: Send + Sync + 'static {
     fn wall(&self, t: Nanos) -> SystemTime;
 }
 
-/// The production clock: [`Instant`] for decisions, with the wall time read once at start for responses.
+/// The production clock: the wall clock read once at start, then advanced by [`Instant`].
 #[derive(Debug)]
 pub struct MonotonicClock {
     start: Instant,
-    start_wall: SystemTime,
+    start_unix: Nanos,
 }
 
 impl MonotonicClock {
-    /// A clock whose epoch is now.
+    /// A clock anchored to the wall clock now.
     pub fn new() -> Self {
         Self {
             start: Instant::now(),
-            start_wall: SystemTime::now(),
+            start_unix: unix_now(),
         }
     }
 }
@@ -51,30 +66,42 @@ impl Default for MonotonicClock {
 
 impl Clock for MonotonicClock {
     fn now(&self) -> Nanos {
-        nanos(self.start.elapsed())
+        self.start_unix.saturating_add(nanos(self.start.elapsed()))
     }
 
     fn wall(&self, t: Nanos) -> SystemTime {
-        self.start_wall + Duration::from_nanos(t)
+        unix(t)
     }
 }
 
-/// A clock that only moves when a test says so.
+/// A clock that only moves when a test says so. It starts at [`FakeClock::EPOCH`] (2026-01-01T00:00:00Z),
+/// so wall times in tests are deterministic.
 ///
 /// ```
 /// use quotad_server::clock::{Clock, FakeClock};
 /// use std::time::Duration;
 /// let clock = FakeClock::new();
 /// clock.advance(Duration::from_millis(1500));
-/// assert_eq!(clock.now(), 1_500_000_000);
+/// assert_eq!(clock.now(), FakeClock::EPOCH + 1_500_000_000);
 /// ```
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FakeClock {
     now: AtomicU64,
 }
 
+impl Default for FakeClock {
+    fn default() -> Self {
+        Self {
+            now: AtomicU64::new(Self::EPOCH),
+        }
+    }
+}
+
 impl FakeClock {
-    /// A fake clock at its epoch.
+    /// Where every fake clock starts: 2026-01-01T00:00:00Z, in Unix nanoseconds.
+    pub const EPOCH: Nanos = 1_767_225_600 * 1_000_000_000;
+
+    /// A fake clock at [`EPOCH`](Self::EPOCH).
     pub fn new() -> Self {
         Self::default()
     }
@@ -96,8 +123,7 @@ impl Clock for FakeClock {
     }
 
     fn wall(&self, t: Nanos) -> SystemTime {
-        // A fixed, recognisable epoch (2026-01-01T00:00:00Z) keeps wall times in tests deterministic.
-        SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_225_600) + Duration::from_nanos(t)
+        unix(t)
     }
 }
 
@@ -106,15 +132,16 @@ impl Clock for FakeClock {
 #[derive(Debug)]
 pub struct TokioClock {
     start: tokio::time::Instant,
-    start_wall: SystemTime,
+    start_unix: Nanos,
 }
 
 impl TokioClock {
-    /// A clock whose epoch is tokio's now. Must be created inside a tokio runtime if time is paused.
+    /// A clock anchored to the wall clock now, advancing with tokio's time. Must be created inside a tokio
+    /// runtime if time is paused.
     pub fn new() -> Self {
         Self {
             start: tokio::time::Instant::now(),
-            start_wall: SystemTime::now(),
+            start_unix: unix_now(),
         }
     }
 }
@@ -127,10 +154,12 @@ impl Default for TokioClock {
 
 impl Clock for TokioClock {
     fn now(&self) -> Nanos {
-        nanos(tokio::time::Instant::now().saturating_duration_since(self.start))
+        self.start_unix.saturating_add(nanos(
+            tokio::time::Instant::now().saturating_duration_since(self.start),
+        ))
     }
 
     fn wall(&self, t: Nanos) -> SystemTime {
-        self.start_wall + Duration::from_nanos(t)
+        unix(t)
     }
 }

@@ -6,6 +6,7 @@ mod common;
 use std::{sync::Arc, thread, time::Duration};
 
 use common::{Harness, acq, denied_by, lease, now, retry_after};
+use quotad_server::clock::FakeClock;
 use quotad_server::engine::{
     Acquire, BreakerState, BreakerTarget, Denial, EngineError, LeaseId, MemoryStore, NotReleased,
     Outcome, Release, Renew, Report, Rules, Store, ThrottleKind, Verdict,
@@ -548,7 +549,7 @@ fn breaker_reopens_longer_on_probe_failure<S: Store>(make: &Make<S>) {
     let view = now(h.quota.circuit(&target)).unwrap();
     assert_eq!(
         view.breaker.half_open_at,
-        Some(15 * SEC),
+        Some(FakeClock::EPOCH + 15 * SEC),
         "5 s × backoff 2 = 10 s from 5 s"
     );
     assert_eq!(
@@ -672,7 +673,7 @@ fn retry_after_pauses_the_fleet_capped<S: Store>(make: &Make<S>) {
     .unwrap();
     assert_eq!(
         r.pressure.paused_until,
-        Some(30 * SEC),
+        Some(FakeClock::EPOCH + 30 * SEC),
         "capped by max_pause"
     );
     let d = h.acquire("llm", &[], 1);
