@@ -1,14 +1,8 @@
 //! Shared helpers for the engine's integration tests: build rules from TOML, drive a [`Quota`] on a fake
-//! clock, and run store futures (which never wait, for the in-memory store) without a runtime.
+//! clock, and run store futures to completion on a per-thread runtime (a shared store's futures await).
 #![allow(dead_code, missing_docs)]
 
-use std::{
-    future::Future,
-    pin::pin,
-    sync::Arc,
-    task::{Context, Poll, Waker},
-    time::Duration,
-};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use quotad_server::{
     clock::FakeClock,
@@ -18,13 +12,17 @@ use quotad_server::{
     },
 };
 
-/// Polls a future once; store calls in these tests must complete without waiting.
+/// Runs a store call to completion on this thread's runtime, so the same suite drives a store that
+/// answers at once (the in-memory one) and one that awaits I/O (a shared store). Decisions still read the
+/// fake clock: nothing here waits for time to pass.
 pub fn now<F: Future>(f: F) -> F::Output {
-    let mut cx = Context::from_waker(Waker::noop());
-    match pin!(f).poll(&mut cx) {
-        Poll::Ready(v) => v,
-        Poll::Pending => panic!("store future did not complete at once"),
+    thread_local! {
+        static RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a current-thread runtime for the store suite");
     }
+    RUNTIME.with(|rt| rt.block_on(f))
 }
 
 pub fn rules(toml: &str) -> Rules {

@@ -446,3 +446,83 @@ impl Store for MemoryStore {
         &self.stats
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        pin::pin,
+        sync::Arc,
+        task::{Context, Poll, Waker},
+    };
+
+    use crate::{
+        clock::FakeClock,
+        config,
+        engine::{Acquire, BreakerTarget, Outcome, Quota, Release, Renew, Report, ThrottleKind},
+    };
+
+    /// Polls once: the in-memory store must answer every call without awaiting (its futures are `ready`),
+    /// which the server's hot path relies on.
+    fn at_once<F: std::future::Future>(f: F) -> F::Output {
+        match pin!(f).poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(v) => v,
+            Poll::Pending => panic!("the in-memory store awaited"),
+        }
+    }
+
+    #[test]
+    fn every_call_answers_at_once() {
+        let rules = config::load_str(
+            "[[resources]]\nname = \"r\"\nrate = { limit = 10, period = \"1s\" }\nconcurrency = 2\nbreaker = {}\nadaptive = {}",
+        )
+        .unwrap()
+        .rules;
+        let quota = Quota::in_memory(rules, Arc::new(FakeClock::new()));
+        let acquire = Acquire {
+            resource: "r".into(),
+            permits: 1,
+            ..Default::default()
+        };
+        let lease = at_once(quota.acquire(&acquire))
+            .unwrap()
+            .grant()
+            .unwrap()
+            .lease_id;
+        at_once(quota.renew(&Renew {
+            lease_id: lease,
+            lease_ttl: None,
+            caller: None,
+        }))
+        .unwrap();
+        let target = BreakerTarget {
+            resource: "r".into(),
+            descriptors: vec![],
+        };
+        at_once(quota.report(&Report {
+            resource: "r".into(),
+            descriptors: vec![],
+            kind: ThrottleKind::Error,
+            retry_after: None,
+            lease_id: Some(lease),
+            message: None,
+            client_id: None,
+            caller: None,
+        }))
+        .unwrap();
+        at_once(quota.circuit(&target)).unwrap();
+        at_once(quota.usage()).unwrap();
+        at_once(quota.leases("r", 10)).unwrap();
+        at_once(quota.refill(&target)).unwrap();
+        at_once(quota.release(&Release {
+            lease_id: lease,
+            outcome: Outcome::Success,
+            used_permits: Some(2),
+            caller: None,
+        }))
+        .unwrap();
+        at_once(quota.reset_breaker(&target)).unwrap();
+        at_once(quota.force_open(&target, None)).unwrap();
+        at_once(quota.revoke(lease)).unwrap();
+        at_once(quota.sweep()).unwrap();
+    }
+}
