@@ -6,7 +6,7 @@ use std::{io, sync::Arc, time::Duration};
 
 use tokio::{
     net::{TcpListener, TcpStream},
-    sync::{Semaphore, mpsc},
+    sync::{OwnedSemaphorePermit, Semaphore, mpsc},
 };
 use tokio_rustls::{TlsAcceptor, server::TlsStream};
 use tokio_stream::wrappers::ReceiverStream;
@@ -37,13 +37,7 @@ pub fn plaintext(listener: TcpListener, limits: Limits) -> Incoming<TcpStream> {
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(async move {
         let slots = Arc::new(Semaphore::new(limits.max_connections));
-        loop {
-            let Ok(slot) = slots.clone().acquire_owned().await else {
-                return;
-            };
-            let Some((stream, peer)) = accept(&listener, &limits).await else {
-                continue;
-            };
+        while let Some((stream, peer, slot)) = next(&listener, &limits, &slots).await {
             if tx
                 .send(Ok(Conn::new(stream, peer, slot, &limits)))
                 .await
@@ -65,13 +59,7 @@ pub fn tls(
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(async move {
         let slots = Arc::new(Semaphore::new(limits.max_connections));
-        loop {
-            let Ok(slot) = slots.clone().acquire_owned().await else {
-                return;
-            };
-            let Some((stream, peer)) = accept(&listener, &limits).await else {
-                continue;
-            };
+        while let Some((stream, peer, slot)) = next(&listener, &limits, &slots).await {
             if tx.is_closed() {
                 return;
             }
@@ -89,6 +77,21 @@ pub fn tls(
         }
     });
     ReceiverStream::new(rx)
+}
+
+/// The next connection worth serving, once a slot under the cap is free: `None` only when the slots are
+/// gone (never, while the listener's task holds them).
+async fn next(
+    listener: &TcpListener,
+    limits: &Limits,
+    slots: &Arc<Semaphore>,
+) -> Option<(TcpStream, std::net::IpAddr, OwnedSemaphorePermit)> {
+    loop {
+        let slot = slots.clone().acquire_owned().await.ok()?;
+        if let Some((stream, peer)) = accept(listener, limits).await {
+            return Some((stream, peer, slot));
+        }
+    }
 }
 
 /// One accepted connection with `TCP_NODELAY` set (tonic applies its own `tcp_nodelay` only to listeners
