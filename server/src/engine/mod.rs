@@ -10,7 +10,8 @@
 //! - [`plan`]: a request resolved into the state keys it touches.
 //! - [`reporters`]: one identity's flood of throttle reports acts as one report.
 //! - [`stats`]: what the engine counts about itself (breaker transitions, expiries, evictions).
-//! - [`store`]: the storage boundary; [`memory`] is the in-memory store.
+//! - [`store`]: the storage boundary; [`memory`] is the in-memory store, [`redis`] the shared one, and
+//!   [`stores`] the one chosen by config.
 //! - [`quota`]: [`Quota`], the front door.
 
 pub mod adaptive;
@@ -24,11 +25,13 @@ pub mod name;
 pub mod plan;
 pub mod quota;
 pub mod rate;
+pub mod redis;
 pub mod reporters;
 pub mod request;
 pub mod rules;
 pub mod stats;
 pub mod store;
+pub mod stores;
 
 pub use adaptive::{AdaptiveRate, AdaptiveSpec};
 pub use breaker::{Admission, Breaker, BreakerSnapshot, BreakerSpec, BreakerState, Transition};
@@ -43,6 +46,7 @@ pub use name::{Name, intern};
 pub use plan::Plan;
 pub use quota::Quota;
 pub use rate::{Bucket, RateSpec};
+pub use redis::{RedisSettings, RedisStore, TimeSource};
 pub use request::{Acquire, BreakerTarget, Outcome, Release, Renew, Report, ThrottleKind};
 pub use rules::{Capacity, LevelSpec, Partition, RequestLimits, Rule, Rules};
 pub use stats::{EngineStats, StatsSnapshot};
@@ -50,3 +54,4 @@ pub use store::{
     BreakerRef, Expired, LeaseQuery, LeaseView, ReportPlan, ResourceUsage, Store, StoreUsage,
     Sweep, UsageQuery,
 };
+pub use stores::AnyStore;

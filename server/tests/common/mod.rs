@@ -97,3 +97,46 @@ pub fn denied_by(d: &Decision) -> &str {
         Verdict::Granted(_) => panic!("expected a denial"),
     }
 }
+
+pub mod redis_server;
+
+use quotad_server::engine::{RedisSettings, RedisStore, TimeSource};
+
+/// A runtime that outlives every test thread: Redis connections made on it keep their I/O driver running
+/// while test threads block on their own per-thread runtimes.
+pub fn background() -> &'static tokio::runtime::Runtime {
+    static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a background runtime")
+    })
+}
+
+/// A Redis store on `urls` (one: standalone; three: a Cluster), under a prefix of its own so tests
+/// sharing one Redis never see each other's keys, deciding on the caller's (fake) clock.
+pub fn redis_store(urls: &[String]) -> RedisStore {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let settings = RedisSettings {
+        url: (urls.len() == 1).then(|| urls[0].clone()),
+        cluster: if urls.len() > 1 {
+            urls.to_vec()
+        } else {
+            Vec::new()
+        },
+        prefix: format!("t{n}:"),
+        timeout: Duration::from_secs(5),
+        time: TimeSource::Node,
+        ..RedisSettings::default()
+    };
+    background().block_on(async {
+        let store = RedisStore::connect(settings)
+            .await
+            .expect("connect to the test's redis");
+        store.ping().await.expect("the test's redis answers");
+        store
+    })
+}

@@ -1,0 +1,70 @@
+//! A rule's parameters as the script reads them: comma-separated numbers, floats printed so that they
+//! round-trip exactly (the script must compute the same doubles as the in-memory store).
+
+use crate::{
+    clock::nanos,
+    engine::{AdaptiveSpec, BreakerSpec, LevelSpec, RateSpec, Rule},
+};
+
+/// `limit,period_ns,burst`, or empty without a rate.
+pub fn rate(rate: Option<RateSpec>) -> String {
+    rate.map_or_else(String::new, |r| {
+        format!("{},{},{}", r.limit, nanos(r.period), r.burst)
+    })
+}
+
+/// `decrease,floor,cooldown_ns,step,interval_ns`, or empty.
+pub fn adaptive(spec: Option<&AdaptiveSpec>) -> String {
+    spec.map_or_else(String::new, |a| {
+        format!(
+            "{:?},{:?},{},{:?},{}",
+            a.decrease_factor,
+            a.floor,
+            nanos(a.cooldown),
+            a.increase_step,
+            nanos(a.increase_interval)
+        )
+    })
+}
+
+/// `failure_rate,min_calls,window_ns,consecutive,open_ns,backoff,max_open_ns,probes,successes`, or empty.
+pub fn breaker(spec: Option<&BreakerSpec>) -> String {
+    spec.map_or_else(String::new, |b| {
+        format!(
+            "{:?},{},{},{},{},{:?},{},{},{}",
+            b.failure_rate,
+            b.min_calls,
+            nanos(b.window),
+            b.consecutive_failures,
+            nanos(b.open_duration),
+            b.open_backoff,
+            nanos(b.max_open_duration),
+            b.half_open_probes,
+            b.half_open_successes
+        )
+    })
+}
+
+/// The most a settlement may put a level below empty.
+pub fn max_debt(rule: &Rule, spec: &LevelSpec) -> u64 {
+    rule.max_debt.or(spec.rate.map(|r| r.burst)).unwrap_or(0)
+}
+
+/// The largest deficit a level of `rule` can hold, in nanoseconds: `(burst + max_debt) × interval`. The
+/// script keeps deficits in doubles, exact below 2^53 ns (104 days); a rule past that is refused for the
+/// Redis store by the config check.
+pub fn largest_deficit(rule: &Rule) -> u128 {
+    let levels = std::iter::once(&rule.resource).chain(rule.partitions.iter().map(|p| &p.limits));
+    levels
+        .filter_map(|l| {
+            let r = l.rate?;
+            let debt = max_debt(rule, l);
+            Some(
+                u128::from(r.burst.saturating_add(debt)).saturating_mul(u128::from(
+                    r.interval(rule.adaptive.as_ref().map_or(1.0, |a| a.floor)),
+                )),
+            )
+        })
+        .max()
+        .unwrap_or(0)
+}

@@ -1,0 +1,156 @@
+//! Redis key names. Every key of one resource (its levels, breaker, pressure, leases, request ids) carries
+//! the hash tag of the resource's shard, so one script touches one Cluster slot; a lease id carries its
+//! shard in its top bits, so a release finds the lease's slot from the id alone.
+//!
+//! Layout: `<prefix>{q<shard>}<kind><parts>`, each part written as `<byte length>:<bytes>`, so no join is
+//! ambiguous and any byte round-trips. Kinds: `L` a level (bucket and leases in flight), `B` a breaker,
+//! `R` a resource's pressure and lease count, `I` a remembered request_id, `l:` a lease, `x` and `ids` the
+//! shard's expiry and id indexes (written by the script from the shard prefix).
+
+use crate::engine::{LeaseId, plan::KEY_SEP};
+
+/// Shards a deployment's keys are spread over. Part of the key layout and of every lease id: changing it
+/// strands live state, so it is a constant, not a setting.
+pub const SHARDS: u64 = 64;
+
+/// Bits of a lease id below its shard.
+const SHARD_SHIFT: u32 = 58;
+
+/// The shard of a resource name (FNV-1a: stable across processes, versions and platforms).
+pub fn shard_of(resource: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in resource.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h % SHARDS
+}
+
+/// The shard a lease id was issued in.
+pub fn shard_of_lease(id: LeaseId) -> u64 {
+    id.0 >> SHARD_SHIFT
+}
+
+/// A lease id in `shard` from 58 random bits.
+pub fn lease_in(shard: u64, random: u64) -> LeaseId {
+    LeaseId((shard << SHARD_SHIFT) | (random & ((1 << SHARD_SHIFT) - 1)))
+}
+
+/// Key names under one deployment prefix.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+fn part(out: &mut String, p: &str) {
+    out.push_str(&p.len().to_string());
+    out.push(':');
+    out.push_str(p);
+}
+
+impl Keys {
+    /// Keys under `prefix` (validated by the config: no braces, no control characters).
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    /// The prefix of every key of `shard`, hash tag included (the script builds lease and index names on it).
+    pub fn shard(&self, shard: u64) -> String {
+        format!("{}{{q{shard}}}", self.prefix)
+    }
+
+    fn key(&self, shard: u64, kind: char, parts: &str) -> String {
+        let mut out = self.shard(shard);
+        out.push(kind);
+        for p in parts.split(KEY_SEP) {
+            part(&mut out, p);
+        }
+        out
+    }
+
+    /// A level's key, from its engine state key (`resource` or `resource␟descriptor␟value`).
+    pub fn level(&self, state_key: &str) -> String {
+        self.key(shard_of(first(state_key)), 'L', state_key)
+    }
+
+    /// A breaker's key, from its engine key.
+    pub fn breaker(&self, breaker_key: &str) -> String {
+        self.key(shard_of(first(breaker_key)), 'B', breaker_key)
+    }
+
+    /// A resource's pressure and lease count.
+    pub fn resource(&self, resource: &str) -> String {
+        self.key(shard_of(resource), 'R', resource)
+    }
+
+    /// A remembered request_id of `resource`.
+    pub fn request_id(&self, resource: &str, request_id: &str) -> String {
+        let mut out = self.key(shard_of(resource), 'I', resource);
+        part(&mut out, request_id);
+        out
+    }
+
+    /// A lease.
+    pub fn lease(&self, id: LeaseId) -> String {
+        format!("{}l:{id}", self.shard(shard_of_lease(id)))
+    }
+
+    /// A shard's expiry index.
+    pub fn expiries(&self, shard: u64) -> String {
+        format!("{}x", self.shard(shard))
+    }
+
+    /// A shard's id index.
+    pub fn ids(&self, shard: u64) -> String {
+        format!("{}ids", self.shard(shard))
+    }
+
+    /// Every resource with state, by name (no hash tag: written apart from the scripts).
+    pub fn index(&self) -> String {
+        format!("{}resources", self.prefix)
+    }
+
+    /// The live nodes' heartbeats.
+    pub fn nodes(&self) -> String {
+        format!("{}nodes", self.prefix)
+    }
+}
+
+fn first(key: &str) -> &str {
+    key.split(KEY_SEP).next().unwrap_or(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_cannot_be_confused() {
+        let k = Keys::new("q:");
+        let a = k.level(&crate::engine::plan::partition_key("a", "b:1", "c"));
+        let b = k.level(&crate::engine::plan::partition_key("a", "b", "1:c"));
+        assert_ne!(a, b);
+        assert!(a.starts_with(&k.shard(shard_of("a"))));
+        // One resource's keys share one hash tag.
+        assert!(k.breaker("a").starts_with(&k.shard(shard_of("a"))));
+        assert!(
+            k.request_id("a", "x}{")
+                .starts_with(&k.shard(shard_of("a")))
+        );
+    }
+
+    #[test]
+    fn a_lease_id_names_its_shard() {
+        for shard in 0..SHARDS {
+            let id = lease_in(shard, u64::MAX);
+            assert_eq!(shard_of_lease(id), shard);
+            assert!(k_lease(id).starts_with(&Keys::new("p").shard(shard)));
+        }
+    }
+
+    fn k_lease(id: LeaseId) -> String {
+        Keys::new("p").lease(id)
+    }
+}

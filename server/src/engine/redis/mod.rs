@@ -1,0 +1,255 @@
+//! The Redis store: several quotad nodes share exact limits through one Redis (or Redis Cluster).
+//!
+//! Every step is one script call ([`store.lua`](./store.lua), loaded once and called by SHA; a Redis that
+//! lost its scripts, after a restart, a failover or `SCRIPT FLUSH`, is sent the script again within the same
+//! call, so no client ever sees `NOSCRIPT`). The script runs the same policy as the in-memory store, against
+//! state kept in Redis under one hash tag per resource shard ([`keys`]), with Redis's own clock, so a node
+//! whose clock is off cannot over-admit. [`args`] builds each call and [`reply`] reads its answer.
+//!
+//! Redis calls are bounded: each has a timeout, and at most `max_in_flight` are outstanding per node; past
+//! that a call fails at once as UNAVAILABLE instead of queueing behind a stalled Redis.
+
+pub mod args;
+pub mod keys;
+pub mod reply;
+pub mod store;
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use ::redis::{
+    Script, ScriptInvocation, Value, aio::ConnectionManager, cluster_async::ClusterConnection,
+};
+use dashmap::DashSet;
+use tokio::sync::Semaphore;
+
+use crate::engine::{EngineError, EngineStats};
+
+pub use keys::Keys;
+
+/// The script every step runs.
+const SCRIPT: &str = include_str!("store.lua");
+
+/// Where decisions take their time from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeSource {
+    /// Redis's `TIME`, inside the script: one clock for the whole fleet (the default).
+    Redis,
+    /// The calling node's clock (tests on a fake clock; a fleet whose clocks are known to agree).
+    Node,
+}
+
+/// How to reach Redis and lay out keys.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedisSettings {
+    /// `redis://host:port/db` of a single Redis (or a primary behind a failover address).
+    pub url: Option<String>,
+    /// Seed nodes of a Redis Cluster (`redis://host:port` each); used instead of `url` when non-empty.
+    pub cluster: Vec<String>,
+    /// Prepended to every key, so several deployments share one Redis.
+    pub prefix: String,
+    /// Each call's deadline; a call past it fails as UNAVAILABLE.
+    pub timeout: Duration,
+    /// Calls outstanding per node at most; more fail at once.
+    pub max_in_flight: usize,
+    /// Where time comes from.
+    pub time: TimeSource,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self {
+            url: Some("redis://127.0.0.1:6379".into()),
+            cluster: Vec::new(),
+            prefix: "quotad:".into(),
+            timeout: Duration::from_millis(500),
+            max_in_flight: 1024,
+            time: TimeSource::Redis,
+        }
+    }
+}
+
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+/// The Redis store. See the module docs.
+pub struct RedisStore {
+    conn: Conn,
+    script: Script,
+    keys: Keys,
+    settings: RedisSettings,
+    in_flight: Semaphore,
+    stats: EngineStats,
+    /// The idempotency window, in nanoseconds (from the rules' capacity).
+    window: AtomicU64,
+    /// Resources this node has added to the resource index (bounded; cleared when large).
+    indexed: DashSet<Arc<str>>,
+    seed: u64,
+    counter: AtomicU64,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("url", &self.settings.url)
+            .field("cluster", &self.settings.cluster)
+            .field("prefix", &self.settings.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> EngineError {
+    EngineError::Unavailable(format!("redis: {e}"))
+}
+
+impl RedisStore {
+    /// A store on `settings`. Connects lazily for a single Redis (so quotad starts while Redis is down and
+    /// answers as configured); a Cluster's slot map is read now.
+    pub async fn connect(settings: RedisSettings) -> Result<Self, EngineError> {
+        let conn = if settings.cluster.is_empty() {
+            let url = settings.url.clone().unwrap_or_default();
+            let client = ::redis::Client::open(url.as_str()).map_err(unavailable)?;
+            let config = ::redis::aio::ConnectionManagerConfig::new()
+                .set_response_timeout(Some(settings.timeout))
+                .set_connection_timeout(Some(settings.timeout))
+                .set_number_of_retries(1)
+                .set_max_delay(Duration::from_millis(200));
+            Conn::Single(
+                ConnectionManager::new_lazy_with_config(client, config).map_err(unavailable)?,
+            )
+        } else {
+            let client = ::redis::cluster::ClusterClient::builder(settings.cluster.clone())
+                .connection_timeout(settings.timeout)
+                .response_timeout(settings.timeout)
+                .retries(1)
+                .build()
+                .map_err(unavailable)?;
+            Conn::Cluster(client.get_async_connection().await.map_err(unavailable)?)
+        };
+        let seed =
+            std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), 0x7175_6f74_u64);
+        Ok(Self {
+            conn,
+            script: Script::new(SCRIPT),
+            keys: Keys::new(&settings.prefix),
+            in_flight: Semaphore::new(settings.max_in_flight.max(1)),
+            settings,
+            stats: EngineStats::default(),
+            window: AtomicU64::new(300_000_000_000),
+            indexed: DashSet::new(),
+            seed,
+            counter: AtomicU64::new(1),
+        })
+    }
+
+    /// Checks that Redis answers (and, for a single Redis, makes the connection now, on the caller's
+    /// runtime, which then drives it).
+    pub async fn ping(&self) -> Result<(), EngineError> {
+        self.command(&::redis::cmd("PING")).await.map(|_| ())
+    }
+
+    /// The key layout.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// The settings it was built with.
+    pub fn settings(&self) -> &RedisSettings {
+        &self.settings
+    }
+
+    /// A fresh random 64-bit value (ids): splitmix64 over a per-process seed and a counter.
+    fn random(&self) -> u64 {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let mut z = self
+            .seed
+            .wrapping_add(n.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// The `now` argument of a call: empty for Redis's clock.
+    fn now_arg(&self, now: crate::clock::Nanos) -> String {
+        match self.settings.time {
+            TimeSource::Redis => String::new(),
+            TimeSource::Node => now.to_string(),
+        }
+    }
+
+    /// Runs one script call, bounded in time and in number outstanding.
+    async fn call(&self, inv: &ScriptInvocation<'_>) -> Result<Value, EngineError> {
+        let _permit = self.in_flight.try_acquire().map_err(|_| {
+            unavailable("too many calls outstanding (Redis is slow or unreachable)")
+        })?;
+        let run = async {
+            match &self.conn {
+                Conn::Single(c) => inv.invoke_async::<Value>(&mut c.clone()).await,
+                Conn::Cluster(c) => inv.invoke_async::<Value>(&mut c.clone()).await,
+            }
+        };
+        match tokio::time::timeout(self.settings.timeout, run).await {
+            Ok(Ok(Value::ServerError(e))) => Err(unavailable(format!("{e:?}"))),
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(unavailable(e)),
+            Err(_) => Err(unavailable(format!(
+                "no answer within {:?}",
+                self.settings.timeout
+            ))),
+        }
+    }
+
+    /// Runs a plain command (outside the script), bounded like [`call`](Self::call).
+    async fn command(&self, cmd: &::redis::Cmd) -> Result<Value, EngineError> {
+        let _permit = self.in_flight.try_acquire().map_err(|_| {
+            unavailable("too many calls outstanding (Redis is slow or unreachable)")
+        })?;
+        let run = async {
+            match &self.conn {
+                Conn::Single(c) => cmd.query_async::<Value>(&mut c.clone()).await,
+                Conn::Cluster(c) => cmd.query_async::<Value>(&mut c.clone()).await,
+            }
+        };
+        match tokio::time::timeout(self.settings.timeout, run).await {
+            Ok(r) => r.map_err(unavailable),
+            Err(_) => Err(unavailable(format!(
+                "no answer within {:?}",
+                self.settings.timeout
+            ))),
+        }
+    }
+
+    /// Adds `resource` to the resource index once per node (listings read it; decisions never do).
+    async fn index(&self, resource: &str) {
+        if self.indexed.contains(resource) {
+            return;
+        }
+        if self.indexed.len() >= 100_000 {
+            self.indexed.clear();
+        }
+        let cmd = ::redis::cmd("ZADD")
+            .arg(self.keys.index())
+            .arg(0)
+            .arg(resource)
+            .to_owned();
+        match self.command(&cmd).await {
+            Ok(_) => {
+                self.indexed.insert(Arc::from(resource));
+            }
+            Err(e) => tracing::debug!(error = %e, "resource index not updated"),
+        }
+    }
+
+    /// Counts of this node's view (for metrics).
+    pub fn engine_stats(&self) -> &EngineStats {
+        &self.stats
+    }
+}

@@ -1,0 +1,700 @@
+//! [`Store`] for [`RedisStore`]: each method builds one script call and reads its answer.
+
+use std::{sync::atomic::Ordering, time::Duration};
+
+use ::redis::ScriptInvocation;
+use futures_util::future::join_all;
+
+use super::{
+    RedisStore, args,
+    keys::{SHARDS, lease_in, shard_of, shard_of_lease},
+    reply::{self, float, instant, int, items, text, uint},
+};
+use crate::{
+    clock::{Nanos, nanos},
+    engine::{
+        BreakerRef, BreakerSnapshot, BreakerState, CircuitView, Decision, Denial, EngineError,
+        EngineStats, Expired, Grant, LeaseId, LeaseQuery, LeaseView, NotReleased, Outcome, Plan,
+        Pressure, Release, Released, Renew, Renewed, ReportPlan, Reported, ResourceUsage, Rule,
+        Rules, Store, StoreUsage, Sweep, ThrottleKind, UsageQuery, Verdict,
+        memory::leases::not_owner,
+    },
+};
+
+impl RedisStore {
+    fn invocation(&self, op: &str, now: Nanos, shard: u64) -> ScriptInvocation<'_> {
+        let mut inv = self.script.prepare_invoke();
+        inv.arg(op)
+            .arg(self.now_arg(now))
+            .arg(self.keys.shard(shard));
+        inv
+    }
+
+    fn record(&self, rule: &'static str, key: &str, v: Option<&::redis::Value>) {
+        for t in reply::transitions(v) {
+            self.stats.transition(rule, key, t);
+        }
+    }
+
+    async fn acquire_once(
+        &self,
+        plan: &Plan<'_>,
+        now: Nanos,
+    ) -> Result<Option<Decision>, EngineError> {
+        let rule = plan.rule;
+        let shard = shard_of(plan.resource);
+        let id = lease_in(shard, self.random());
+        let rkey = self.keys.resource(plan.resource);
+        let bkey = plan.breaker_key.as_ref().map(|k| self.keys.breaker(k));
+        let mut inv = self.invocation("acq", now, shard);
+        inv.key(&rkey)
+            .key(bkey.as_deref().unwrap_or(&rkey))
+            .key(self.keys.lease(id))
+            .key(
+                plan.request_id
+                    .map_or_else(|| rkey.clone(), |r| self.keys.request_id(plan.resource, r)),
+            );
+        for level in &plan.levels {
+            inv.key(self.keys.level(&level.key));
+        }
+        inv.arg(plan.permits)
+            .arg(nanos(plan.ttl))
+            .arg(id.to_string())
+            .arg(plan.resource)
+            .arg(rule.name)
+            .arg(nanos(rule.lease_ttl))
+            .arg(nanos(rule.max_lease_ttl))
+            .arg(plan.client_id.unwrap_or(""))
+            .arg(plan.owner.unwrap_or(""))
+            .arg(
+                plan.request_id
+                    .map_or_else(String::new, |_| plan.fingerprint.to_string()),
+            )
+            .arg(self.window.load(Ordering::Relaxed))
+            .arg(args::adaptive(rule.adaptive.as_ref()))
+            .arg(args::breaker(rule.breaker.as_ref()))
+            .arg(nanos(rule.concurrency_retry_after))
+            .arg(descriptors(plan))
+            .arg(plan.levels.len());
+        for level in &plan.levels {
+            let spec = level.spec(rule);
+            inv.arg(level.partition.map_or_else(String::new, |p| p.to_string()))
+                .arg(args::rate(spec.rate))
+                .arg(
+                    spec.max_in_flight
+                        .map_or_else(String::new, |m| m.to_string()),
+                )
+                .arg(args::max_debt(rule, spec));
+        }
+        let r = items(self.call(&inv).await?)?;
+        let resource = if plan.exact {
+            crate::engine::Name::Configured(rule.name)
+        } else {
+            crate::engine::Name::Given(plan.resource.into())
+        };
+        let status = int(r.first())?;
+        if status < 0 {
+            return match text(r.get(1))?.as_str() {
+                "collide" => Ok(None),
+                _ => Err(EngineError::FailedPrecondition(format!(
+                    "request_id: '{}' was already used for a different request on '{}' \
+                     (permits, lease_ttl or descriptors differ); use a new request_id per logical acquire",
+                    plan.request_id.unwrap_or_default(),
+                    plan.resource
+                ))),
+            };
+        }
+        if let Some(key) = &plan.breaker_key {
+            self.record(rule.name, key, r.get(9));
+        }
+        let verdict = if status == 1 {
+            let lease_id: LeaseId = text(r.get(1))?
+                .parse()
+                .map_err(|()| EngineError::Unavailable("redis: bad lease id".into()))?;
+            let expires_at = instant(r.get(2))?.unwrap_or(now);
+            let replayed = int(r.get(8))? == 1;
+            let ttl = if replayed {
+                Duration::from_nanos(expires_at.saturating_sub(now))
+            } else {
+                plan.ttl
+            };
+            Verdict::Granted(Grant {
+                lease_id,
+                expires_at,
+                ttl,
+                replayed,
+            })
+        } else {
+            let reason = match text(r.get(1))?.as_str() {
+                "paused" => Denial::Paused,
+                "circuit_open" => Denial::CircuitOpen,
+                "concurrency_limited" => Denial::ConcurrencyLimited,
+                _ => Denial::RateLimited,
+            };
+            let level = int(r.get(3))?;
+            let denied_by = match reason {
+                Denial::Paused => "pause".to_owned(),
+                Denial::CircuitOpen => "breaker".to_owned(),
+                _ => usize::try_from(level)
+                    .ok()
+                    .and_then(|i| plan.levels.get(i))
+                    .map_or_else(|| "resource".to_owned(), |l| l.label(rule)),
+            };
+            Verdict::Denied {
+                reason,
+                retry_after: uint(r.get(2))?,
+                denied_by,
+            }
+        };
+        let base = if status == 1 { 3 } else { 4 };
+        Ok(Some(Decision {
+            resource,
+            rule: rule.name,
+            verdict,
+            remaining: uint(r.get(base))?,
+            limit: uint(r.get(base + 1))?,
+            reset_after: uint(r.get(base + 2))?,
+            in_flight: u32::try_from(uint(r.get(base + 3))?).unwrap_or(u32::MAX),
+            max_in_flight: u32::try_from(uint(r.get(base + 4))?).unwrap_or(u32::MAX),
+        }))
+    }
+
+    fn breaker_keys(&self, target: &BreakerRef<'_>) -> (u64, String, String) {
+        let shard = shard_of(target.resource);
+        let rkey = self.keys.resource(target.resource);
+        let bkey = target.key.as_ref().map_or_else(
+            || format!("{}none", self.keys.shard(shard)),
+            |k| self.keys.breaker(k),
+        );
+        (shard, rkey, bkey)
+    }
+
+    async fn usage_of(
+        &self,
+        rule: &Rule,
+        resource: &str,
+        now: Nanos,
+    ) -> Result<ResourceUsage, EngineError> {
+        let shard = shard_of(resource);
+        let mut inv = self.invocation("use", now, shard);
+        inv.key(self.keys.resource(resource))
+            .key(self.keys.level(resource))
+            .key(self.keys.breaker(resource))
+            .arg(args::rate(rule.resource.rate))
+            .arg(args::adaptive(rule.adaptive.as_ref()));
+        let r = items(self.call(&inv).await?)?;
+        let tokens = text(r.first())?;
+        Ok(ResourceUsage {
+            resource: resource.into(),
+            tokens_available: tokens.parse().ok(),
+            in_flight: u32::try_from(uint(r.get(1))?).unwrap_or(u32::MAX),
+            live_leases: uint(r.get(2))?,
+            breaker: reply::state(&text(r.get(3))?),
+            rate_factor: float(r.get(4))?,
+            paused_until: instant(r.get(5))?,
+        })
+    }
+
+    async fn resource_names(
+        &self,
+        query: &UsageQuery<'_>,
+        limit: usize,
+    ) -> Result<Vec<String>, EngineError> {
+        let from = match query.after {
+            Some(a) if *a >= *query.prefix => format!("({a}"),
+            _ if query.prefix.is_empty() => "-".to_owned(),
+            _ => format!("[{}", query.prefix),
+        };
+        let cmd = ::redis::cmd("ZRANGEBYLEX")
+            .arg(self.keys.index())
+            .arg(from)
+            .arg("+")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit)
+            .to_owned();
+        let names = items(self.command(&cmd).await?)?;
+        names.iter().map(|v| text(Some(v))).collect()
+    }
+
+    async fn sweep_shard(
+        &self,
+        shard: u64,
+        now: Nanos,
+        limit: usize,
+    ) -> Result<(Vec<Expired>, bool), EngineError> {
+        let mut inv = self.invocation("swp", now, shard);
+        inv.key(self.keys.expiries(shard)).arg(limit);
+        let r = items(self.call(&inv).await?)?;
+        let more = int(r.first())? == 1;
+        let mut expired = Vec::new();
+        for chunk in r.get(1..).unwrap_or_default().chunks(3) {
+            let (Ok(id), Ok(resource), Ok(rule)) =
+                (text(chunk.first()), text(chunk.get(1)), text(chunk.get(2)))
+            else {
+                continue;
+            };
+            let Ok(lease_id) = id.parse() else { continue };
+            self.stats.expired(crate::engine::intern(&rule), 1);
+            expired.push(Expired {
+                lease_id,
+                resource: crate::engine::Name::Given(resource.into()),
+            });
+        }
+        Ok((expired, more))
+    }
+}
+
+/// The partition values a plan holds, `descriptor␟value` joined by U+001E (neither can hold a control
+/// character).
+fn descriptors(plan: &Plan<'_>) -> String {
+    let held: Vec<&str> = plan
+        .levels
+        .iter()
+        .filter(|l| l.partition.is_some())
+        .filter_map(|l| {
+            l.key
+                .split_once(crate::engine::plan::KEY_SEP)
+                .map(|(_, rest)| rest)
+        })
+        .collect();
+    held.join("\u{1e}")
+}
+
+fn gone(why: NotReleased) -> Released {
+    Released {
+        result: Err(why),
+        refunded: 0,
+        charged: 0,
+        breaker: BreakerState::Closed,
+        resource: None,
+        rule: None,
+    }
+}
+
+fn not_released(s: &str) -> NotReleased {
+    match s {
+        "expired" => NotReleased::Expired,
+        "already_released" => NotReleased::AlreadyReleased,
+        _ => NotReleased::UnknownLease,
+    }
+}
+
+impl Store for RedisStore {
+    async fn acquire(&self, plan: &Plan<'_>, now: Nanos) -> Result<Decision, EngineError> {
+        for _ in 0..4 {
+            if let Some(d) = self.acquire_once(plan, now).await? {
+                if d.granted() {
+                    self.index(plan.resource).await;
+                }
+                return Ok(d);
+            }
+        }
+        Err(EngineError::Unavailable(
+            "redis: no free lease id after 4 tries".into(),
+        ))
+    }
+
+    async fn release(
+        &self,
+        rules: &Rules,
+        r: &Release,
+        now: Nanos,
+    ) -> Result<Released, EngineError> {
+        let shard = shard_of_lease(r.lease_id);
+        let mut inv = self.invocation("rel", now, shard);
+        let outcome = match r.outcome {
+            Outcome::Success => "s",
+            Outcome::Failure => "f",
+            Outcome::Throttled => "t",
+            Outcome::Unknown => "u",
+        };
+        inv.key(self.keys.lease(r.lease_id))
+            .arg(r.lease_id.to_string())
+            .arg(outcome)
+            .arg(r.used_permits.map_or_else(String::new, |u| u.to_string()))
+            .arg(r.caller.unwrap_or(""));
+        let v = items(self.call(&inv).await?)?;
+        match int(v.first())? {
+            -1 => Err(not_owner(r.lease_id)),
+            0 => {
+                let why = not_released(&text(v.get(1))?);
+                let mut out = gone(why);
+                if let (Ok(res), Ok(rule)) = (text(v.get(2)), text(v.get(3))) {
+                    out.rule = Some(reply::rule_name(Some(rules), &res, &rule));
+                    out.resource = Some(reply::name(Some(rules), &res));
+                }
+                Ok(out)
+            }
+            _ => {
+                let res = text(v.get(4))?;
+                let rule = reply::rule_name(Some(rules), &res, &text(v.get(5))?);
+                self.record(rule, &res, v.get(6));
+                Ok(Released {
+                    result: Ok(()),
+                    refunded: uint(v.get(1))?,
+                    charged: uint(v.get(2))?,
+                    breaker: reply::state(&text(v.get(3))?),
+                    resource: Some(reply::name(Some(rules), &res)),
+                    rule: Some(rule),
+                })
+            }
+        }
+    }
+
+    async fn renew(&self, renew: &Renew, now: Nanos) -> Result<Renewed, EngineError> {
+        let id = renew.lease_id;
+        let mut inv = self.invocation("ren", now, shard_of_lease(id));
+        inv.key(self.keys.lease(id))
+            .arg(id.to_string())
+            .arg(
+                renew
+                    .lease_ttl
+                    .map_or_else(String::new, |t| nanos(t).to_string()),
+            )
+            .arg(renew.caller.unwrap_or(""));
+        let v = items(self.call(&inv).await?)?;
+        match int(v.first())? {
+            -1 => Err(not_owner(id)),
+            0 => Err(match not_released(&text(v.get(1))?) {
+                NotReleased::UnknownLease => EngineError::UnknownLease(id.to_string()),
+                why => EngineError::FailedPrecondition(format!(
+                    "lease_id: lease {id} can no longer be renewed ({}); acquire a new one",
+                    if why == NotReleased::AlreadyReleased {
+                        "it was released"
+                    } else {
+                        "it has expired"
+                    }
+                )),
+            }),
+            _ => Ok(Renewed {
+                expires_at: instant(v.get(1))?.unwrap_or(now),
+                ttl: Duration::from_nanos(uint(v.get(2))?),
+            }),
+        }
+    }
+
+    async fn report(&self, rp: &ReportPlan<'_>, now: Nanos) -> Result<Reported, EngineError> {
+        let target = &rp.target;
+        let rule = &target.rule;
+        let (shard, rkey, bkey) = self.breaker_keys(target);
+        let lkey = match rp.lease_id {
+            Some(id) if shard_of_lease(id) == shard => self.keys.lease(id),
+            Some(id) => {
+                return Err(EngineError::invalid(
+                    "lease_id",
+                    format!(
+                        "lease {id} was granted for another resource, not '{}'",
+                        target.resource
+                    ),
+                ));
+            }
+            None => rkey.clone(),
+        };
+        let kind = match rp.kind {
+            ThrottleKind::Throttled => "t",
+            ThrottleKind::Error => "e",
+            ThrottleKind::Timeout => "o",
+        };
+        let mut inv = self.invocation("rep", now, shard);
+        inv.key(&rkey)
+            .key(&bkey)
+            .key(&lkey)
+            .arg(kind)
+            .arg(rp.pause.map_or_else(String::new, |p| nanos(p).to_string()))
+            .arg(rp.lease_id.map_or_else(String::new, |id| id.to_string()))
+            .arg(rp.caller.unwrap_or(""))
+            .arg(target.resource)
+            .arg(args::adaptive(rule.adaptive.as_ref()))
+            .arg(args::breaker(
+                rule.breaker.as_ref().filter(|_| target.key.is_some()),
+            ))
+            .arg(crate::engine::reporters::quiet_window(rule));
+        let v = items(self.call(&inv).await?)?;
+        if int(v.first())? == -1 {
+            return Err(match text(v.get(1))?.as_str() {
+                "not_owner" => not_owner(rp.lease_id.unwrap_or(LeaseId(0))),
+                _ => EngineError::invalid(
+                    "lease_id",
+                    format!(
+                        "lease {} was granted for another resource, not '{}'",
+                        rp.lease_id.unwrap_or(LeaseId(0)),
+                        target.resource
+                    ),
+                ),
+            });
+        }
+        if let Some(key) = &target.key {
+            self.record(rule.name, key, v.get(6));
+        }
+        let rate_decreased = int(v.get(1))? == 1;
+        let paused_before = instant(v.get(2))?.unwrap_or(0);
+        let paused_until = instant(v.get(3))?;
+        let configured = rule.headline_rate().map_or(0.0, |r| r.per_second());
+        let pressure = Pressure {
+            effective_rate: configured * float(v.get(4))?,
+            configured_rate: configured,
+            paused_until,
+        };
+        if rate_decreased {
+            tracing::info!(
+                resource = target.resource,
+                effective_rate_per_second = pressure.effective_rate,
+                configured_rate_per_second = configured,
+                "adaptive rate lowered after a throttle report"
+            );
+        }
+        if let Some(until) = paused_until.filter(|u| *u > paused_before) {
+            tracing::info!(
+                resource = target.resource,
+                pause_ms = until.saturating_sub(now) / 1_000_000,
+                "grants paused on the downstream's retry-after"
+            );
+        }
+        Ok(Reported {
+            resource: crate::engine::Name::Given(target.resource.into()),
+            rule: rule.name,
+            pressure,
+            rate_decreased,
+            breaker: reply::state(&text(v.get(5))?),
+        })
+    }
+
+    async fn circuit(
+        &self,
+        target: &BreakerRef<'_>,
+        now: Nanos,
+    ) -> Result<CircuitView, EngineError> {
+        let rule = &target.rule;
+        let (shard, rkey, bkey) = self.breaker_keys(target);
+        let spec = rule.breaker.clone().unwrap_or_default();
+        let mut inv = self.invocation("cir", now, shard);
+        inv.key(&rkey)
+            .key(&bkey)
+            .arg(args::breaker(Some(&spec)))
+            .arg(args::adaptive(rule.adaptive.as_ref()));
+        let v = items(self.call(&inv).await?)?;
+        let configured = rule.headline_rate().map_or(0.0, |r| r.per_second());
+        Ok(CircuitView {
+            resource: target.resource.into(),
+            breaker: BreakerSnapshot {
+                state: reply::state(&text(v.first())?),
+                since: instant(v.get(1))?.unwrap_or(now),
+                calls: uint(v.get(2))?,
+                failures: uint(v.get(3))?,
+                consecutive_failures: u32::try_from(uint(v.get(4))?).unwrap_or(u32::MAX),
+                half_open_at: instant(v.get(5))?,
+                probes_left: u32::try_from(uint(v.get(6))?).unwrap_or(u32::MAX),
+                successes_needed: u32::try_from(uint(v.get(7))?).unwrap_or(u32::MAX),
+            },
+            configured: rule.breaker.is_some(),
+            pressure: Pressure {
+                effective_rate: configured * float(v.get(8))?,
+                configured_rate: configured,
+                paused_until: instant(v.get(9))?,
+            },
+        })
+    }
+
+    async fn reset_breaker(
+        &self,
+        target: &BreakerRef<'_>,
+        now: Nanos,
+    ) -> Result<BreakerState, EngineError> {
+        let (shard, rkey, bkey) = self.breaker_keys(target);
+        let mut inv = self.invocation("rst", now, shard);
+        inv.key(&rkey).key(&bkey).arg(args::breaker(
+            target
+                .rule
+                .breaker
+                .as_ref()
+                .filter(|_| target.key.is_some()),
+        ));
+        let before = reply::state(&text(Some(&self.call(&inv).await?))?);
+        tracing::info!(
+            resource = target.resource,
+            from = before.as_str(),
+            "circuit breaker reset by an operator"
+        );
+        Ok(before)
+    }
+
+    async fn force_open(
+        &self,
+        target: &BreakerRef<'_>,
+        duration: Duration,
+        now: Nanos,
+    ) -> Result<BreakerState, EngineError> {
+        let (Some(spec), Some(_)) = (&target.rule.breaker, &target.key) else {
+            return Err(EngineError::FailedPrecondition(format!(
+                "resource: '{}' has no circuit breaker configured",
+                target.resource
+            )));
+        };
+        let (shard, _, bkey) = self.breaker_keys(target);
+        let mut inv = self.invocation("frc", now, shard);
+        inv.key(&bkey)
+            .arg(args::breaker(Some(spec)))
+            .arg(nanos(duration));
+        let before = reply::state(&text(Some(&self.call(&inv).await?))?);
+        tracing::info!(
+            resource = target.resource,
+            from = before.as_str(),
+            ?duration,
+            "circuit breaker forced open by an operator"
+        );
+        Ok(before)
+    }
+
+    async fn revoke(&self, lease_id: LeaseId, now: Nanos) -> Result<bool, EngineError> {
+        let mut inv = self.invocation("rvk", now, shard_of_lease(lease_id));
+        inv.key(self.keys.lease(lease_id)).arg(lease_id.to_string());
+        Ok(int(Some(&self.call(&inv).await?))? == 1)
+    }
+
+    async fn leases(&self, query: &LeaseQuery<'_>) -> Result<(Vec<LeaseView>, bool), EngineError> {
+        let only = query.resource.map(shard_of);
+        let start = query.after.map_or(0, |c| shard_of_lease(LeaseId(c)));
+        let mut out = Vec::new();
+        let mut after = query.after.map(LeaseId);
+        for shard in start..SHARDS {
+            if only.is_some_and(|s| s != shard) {
+                after = None;
+                continue;
+            }
+            loop {
+                let mut inv = self.invocation("lst", 0, shard);
+                inv.key(self.keys.ids(shard))
+                    .arg(
+                        after
+                            .filter(|a| shard_of_lease(*a) == shard)
+                            .map_or_else(String::new, |a| a.to_string()),
+                    )
+                    .arg(256);
+                let rows = items(self.call(&inv).await?)?;
+                let fetched = rows.len();
+                for row in rows {
+                    let row = items(row)?;
+                    let Ok(id) = text(row.first())?.parse::<LeaseId>() else {
+                        continue;
+                    };
+                    after = Some(id);
+                    let resource = text(row.get(1))?;
+                    let rule = text(row.get(2))?;
+                    let keep = query.resource.is_none_or(|r| r == resource)
+                        && resource.starts_with(query.prefix)
+                        && query.rule.is_none_or(|r| r == rule);
+                    if !keep {
+                        continue;
+                    }
+                    if out.len() == query.limit {
+                        return Ok((out, true));
+                    }
+                    let descriptors = text(row.get(8))?
+                        .split('\u{1e}')
+                        .filter_map(|d| d.split_once(crate::engine::plan::KEY_SEP))
+                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                        .collect();
+                    out.push(LeaseView {
+                        lease_id: id,
+                        resource: crate::engine::Name::Given(resource.as_str().into()),
+                        descriptors,
+                        permits: uint(row.get(3))?,
+                        expires_at: instant(row.get(4))?.unwrap_or(0),
+                        client_id: Some(text(row.get(5))?).filter(|c| !c.is_empty()),
+                        owner: Some(text(row.get(6))?)
+                            .filter(|o| !o.is_empty())
+                            .map(|o| crate::engine::intern(&o)),
+                        probe: !text(row.get(7))?.is_empty(),
+                        cursor: id.0,
+                    });
+                }
+                if fetched < 256 {
+                    break;
+                }
+            }
+            after = None;
+        }
+        Ok((out, false))
+    }
+
+    async fn usage(
+        &self,
+        rules: &Rules,
+        query: &UsageQuery<'_>,
+        now: Nanos,
+    ) -> Result<StoreUsage, EngineError> {
+        // Listings read the resource index a page at a time; the limit bounds what one call reads.
+        let limit = query.limit.min(10_000);
+        let names = self.resource_names(query, limit.saturating_add(1)).await?;
+        let mut page: Vec<String> = names
+            .into_iter()
+            .filter(|n| n.starts_with(query.prefix))
+            .filter(|n| match (query.rule, rules.resolve(n)) {
+                (_, None) => false,
+                (None, Some(_)) => true,
+                (Some(want), Some(rule)) => rule.name == want,
+            })
+            .collect();
+        let more = page.len() > limit;
+        page.truncate(limit);
+        let reads = page.iter().filter_map(|n| {
+            let rule = rules.resolve(n)?.clone();
+            Some(async move { self.usage_of(&rule, n, now).await })
+        });
+        let mut resources = Vec::new();
+        for r in join_all(reads).await {
+            resources.push(r?);
+        }
+        let live_leases = resources.iter().map(|r| r.live_leases).sum();
+        Ok(StoreUsage {
+            resources,
+            more,
+            live_keys: 0,
+            live_leases,
+            request_ids: 0,
+            request_ids_dropped: 0,
+        })
+    }
+
+    async fn refill(&self, keys: &[String], now: Nanos) -> Result<u32, EngineError> {
+        let Some(first) = keys.first() else {
+            return Ok(0);
+        };
+        let resource = first
+            .split(crate::engine::plan::KEY_SEP)
+            .next()
+            .unwrap_or(first);
+        let mut inv = self.invocation("ref", now, shard_of(resource));
+        for key in keys {
+            inv.key(self.keys.level(key));
+        }
+        Ok(u32::try_from(uint(Some(&self.call(&inv).await?))?).unwrap_or(u32::MAX))
+    }
+
+    async fn sweep(&self, now: Nanos, limit: usize) -> Result<Sweep, EngineError> {
+        let per_shard = (limit / SHARDS as usize).clamp(16, 512);
+        let runs = (0..SHARDS).map(|s| self.sweep_shard(s, now, per_shard));
+        let mut sweep = Sweep::default();
+        for r in join_all(runs).await {
+            let (expired, more) = r?;
+            sweep.expired.extend(expired);
+            sweep.more |= more;
+        }
+        Ok(sweep)
+    }
+
+    async fn evict_idle(&self, _now: Nanos) -> Result<usize, EngineError> {
+        // Every key carries a TTL: Redis drops idle state itself.
+        Ok(0)
+    }
+
+    fn apply(&self, rules: &Rules) {
+        self.window
+            .store(nanos(rules.capacity.idempotency_window), Ordering::Relaxed);
+    }
+
+    fn stats(&self) -> &EngineStats {
+        &self.stats
+    }
+}
