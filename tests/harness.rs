@@ -9,6 +9,10 @@ use quotad_server::{clock::Clock, config, server::Quotad};
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tonic::{service::interceptor::InterceptedService, transport::Channel};
 
+/// redis-server and a three-master Cluster of the test's own (shared with the engine's store suite).
+#[path = "../server/tests/common/redis_server.rs"]
+pub mod redis_server;
+
 /// A running server.
 pub struct TestServer {
     /// Where it listens.
@@ -54,7 +58,11 @@ impl TestServer {
         let metrics_addr = metrics_listener
             .as_ref()
             .map(|l| l.local_addr().expect("local addr"));
-        let quotad = Arc::new(Quotad::new(settings, path, clock).expect("usable TLS files"));
+        let quotad = Arc::new(
+            Quotad::connect(settings, path, clock)
+                .await
+                .expect("usable TLS files and store"),
+        );
         let (stop, stopped) = oneshot::channel::<()>();
         let server = quotad.clone();
         let task = tokio::spawn(async move {

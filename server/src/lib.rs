@@ -12,7 +12,8 @@
 //! - [`waiting`]: `max_wait`: holding an acquire FIFO per key until capacity frees.
 //! - [`sweeper`]: the background task that reclaims expired leases and idle state.
 //! - [`telemetry`]: logs, per-RPC spans, OTLP export.
-//! - [`server`]: [`server::run`], which binds the services on a listener until shutdown (tests call it too).
+//! - [`server`]: [`server::Quotad`], the services on their listeners until shutdown (the binary and the tests
+//!   run it), on the store the config names.
 
 // Nothing a request carries may reach a panic: no unwrap, expect, panic! or unreachable! outside tests
 // (the one sound exception says why where it stands).

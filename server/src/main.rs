@@ -115,7 +115,7 @@ async fn serve(settings: config::Settings, path: Option<PathBuf>) -> ExitCode {
         Ok(l) => l,
         Err(e) => return fail(&format!("cannot listen on {listen}: {e}")),
     };
-    let quotad = match Quotad::new(settings, path, Arc::new(MonotonicClock::new())) {
+    let quotad = match Quotad::connect(settings, path, Arc::new(MonotonicClock::new())).await {
         Ok(q) => Arc::new(q),
         Err(e) => return fail(&e.to_string()),
     };

@@ -18,8 +18,9 @@ use tower::layer::util::{Identity, Stack};
 use crate::{
     auth::{AuthLayer, Authenticator, Service},
     clock::Clock,
+    config::StoreSettings,
     config::{self, ConfigError, ServerSettings, Settings},
-    engine::Quota,
+    engine::{AnyStore, MemoryStore, Quota, RedisStore},
     grpc::{AdminGrpc, QuotaGrpc, admin_service::Reloader},
     grpc::{in_flight::InFlight, wire_status::WireStatusLayer},
     listen::{self, Limits, TlsReloader},
@@ -49,11 +50,14 @@ pub enum ServeError {
     /// The TLS material could not be used.
     #[error(transparent)]
     Tls(#[from] crate::listen::TlsError),
+    /// The quota store could not be set up.
+    #[error("store: {0}")]
+    Store(#[from] crate::engine::EngineError),
 }
 
 /// A configured quotad: the engine plus where its config came from (for reloads).
 pub struct Quotad {
-    quota: Arc<Quota>,
+    quota: Arc<Quota<AnyStore>>,
     auth: Arc<Authenticator>,
     tls: Option<Arc<TlsReloader>>,
     metrics: Option<Arc<Metrics>>,
@@ -70,18 +74,60 @@ impl std::fmt::Debug for Quotad {
 }
 
 impl Quotad {
-    /// A server for `settings` (read from `config_path`, if any, for reloads), deciding at `clock`. Fails
-    /// when the TLS files cannot be used (the error names the file).
+    /// A server for `settings` (read from `config_path`, if any, for reloads), deciding at `clock`, on the
+    /// store the settings name. Fails when the TLS files cannot be used (the error names the file) or a
+    /// Redis Cluster cannot be reached; a single Redis that is down is only warned about (calls answer as
+    /// the store's failure policy says until it is back).
+    pub async fn connect(
+        settings: Settings,
+        config_path: Option<PathBuf>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, ServeError> {
+        let store = match &settings.store {
+            StoreSettings::Memory => AnyStore::Memory(MemoryStore::new(&settings.rules)),
+            StoreSettings::Redis(r) => {
+                let store = RedisStore::connect(r.clone()).await?;
+                match store.ping().await {
+                    Ok(()) => {
+                        tracing::info!(url = ?r.url, cluster = ?r.cluster, prefix = %r.prefix, "quota state in Redis")
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Redis is not answering yet; calls fail until it does")
+                    }
+                }
+                AnyStore::Redis(Box::new(store))
+            }
+        };
+        Self::with_store(settings, config_path, clock, store)
+    }
+
+    /// [`connect`](Self::connect) for the in-memory store (what needs no I/O to build). Refuses settings
+    /// that name another store.
     pub fn new(
         settings: Settings,
         config_path: Option<PathBuf>,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, ServeError> {
+        if settings.store != StoreSettings::Memory {
+            return Err(ServeError::Store(crate::engine::EngineError::Unavailable(
+                "this store needs Quotad::connect".into(),
+            )));
+        }
+        let store = AnyStore::Memory(MemoryStore::new(&settings.rules));
+        Self::with_store(settings, config_path, clock, store)
+    }
+
+    fn with_store(
+        settings: Settings,
+        config_path: Option<PathBuf>,
+        clock: Arc<dyn Clock>,
+        store: AnyStore,
+    ) -> Result<Self, ServeError> {
         let tls = match &settings.server.tls {
             Some(files) => Some(Arc::new(TlsReloader::new(files.clone())?)),
             None => None,
         };
-        let quota = Arc::new(Quota::in_memory(settings.rules.clone(), clock));
+        let quota = Arc::new(Quota::new(settings.rules.clone(), store, clock));
         let metrics = settings
             .metrics
             .listen
@@ -98,7 +144,7 @@ impl Quotad {
     }
 
     /// The engine (tests and admin tools reach state through it).
-    pub fn quota(&self) -> &Arc<Quota> {
+    pub fn quota(&self) -> &Arc<Quota<AnyStore>> {
         &self.quota
     }
 
@@ -127,9 +173,10 @@ impl Quotad {
         if fresh.server != self.settings.server
             || fresh.metrics != self.settings.metrics
             || fresh.tracing != self.settings.tracing
+            || fresh.store != self.settings.store
         {
             tracing::warn!(
-                "config reload: [server], [metrics] or [tracing] settings changed; they take effect on restart"
+                "config reload: [server], [metrics], [tracing], store or [redis] settings changed; they take effect on restart"
             );
         }
         let resources = fresh.rules.len();
@@ -191,7 +238,9 @@ impl Quotad {
     ) -> Result<(), ServeError> {
         let settings = self.settings.server.clone();
         let (health, health_service) = tonic_health::server::health_reporter();
-        health.set_serving::<QuotaServiceServer<QuotaGrpc>>().await;
+        health
+            .set_serving::<QuotaServiceServer<QuotaGrpc<AnyStore>>>()
+            .await;
         health
             .set_service_status("", tonic_health::ServingStatus::Serving)
             .await;
@@ -390,7 +439,7 @@ async fn drain(
     shutdown.await;
     tracing::info!("shutting down: health NOT_SERVING, draining in-flight calls");
     health
-        .set_not_serving::<QuotaServiceServer<QuotaGrpc>>()
+        .set_not_serving::<QuotaServiceServer<QuotaGrpc<AnyStore>>>()
         .await;
     health
         .set_service_status("", tonic_health::ServingStatus::NotServing)
@@ -424,16 +473,4 @@ async fn until_drained(
             Ok(())
         }
     }
-}
-
-/// Serves `settings` on `listener` at `clock` until `shutdown` completes: what the binary and the tests run.
-pub async fn run(
-    listener: TcpListener,
-    settings: Settings,
-    clock: Arc<dyn Clock>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), ServeError> {
-    Arc::new(Quotad::new(settings, None, clock)?)
-        .serve(listener, shutdown)
-        .await
 }

@@ -7,6 +7,10 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ConfigFile {
+    /// Where quota state lives: `memory` (default) or `redis`.
+    pub store: Option<String>,
+    /// `[redis]`: the Redis store.
+    pub redis: RedisSection,
     /// `[server]`.
     pub server: ServerSection,
     /// `[limits]`: request size limits.
@@ -23,6 +27,24 @@ pub struct ConfigFile {
     pub auth: AuthSection,
     /// `[[resources]]`.
     pub resources: Vec<ResourceSection>,
+}
+
+/// `[redis]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisSection {
+    /// `redis://host:port/db` of a single Redis.
+    pub url: Option<String>,
+    /// Seed nodes of a Redis Cluster, instead of `url`.
+    pub cluster: Vec<String>,
+    /// Prepended to every key (several deployments on one Redis).
+    pub prefix: Option<String>,
+    /// Each Redis call's deadline.
+    pub timeout: Option<String>,
+    /// Redis calls outstanding per node at most.
+    pub max_in_flight: Option<usize>,
+    /// `redis` (default: Redis's clock decides) or `node` (this node's clock).
+    pub time: Option<String>,
 }
 
 /// `[server]`.

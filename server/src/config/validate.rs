@@ -101,6 +101,8 @@ pub struct Settings {
     pub rules: Rules,
     /// Who may call what.
     pub auth: crate::auth::AuthSettings,
+    /// Where quota state lives.
+    pub store: super::StoreSettings,
 }
 
 pub(super) fn duration(
@@ -586,11 +588,13 @@ impl ConfigFile {
                 )?,
             )?,
         };
+        let rules = Rules::new(rules, limits, capacity);
         Ok(Settings {
             server,
             metrics,
             tracing,
-            rules: Rules::new(rules, limits, capacity),
+            store: super::store::store(self.store.as_deref(), &self.redis, &rules)?,
+            rules,
             auth: super::auth::auth(&self.auth)?,
         })
     }

@@ -1,0 +1,119 @@
+//! Validating the store: `store = "memory" | "redis"` and `[redis]`.
+
+use std::time::Duration;
+
+use super::{
+    ConfigError,
+    file::RedisSection,
+    validate::{duration, invalid, positive},
+};
+use crate::engine::{RedisSettings, Rules, TimeSource, redis::args::largest_deficit};
+
+/// Where quota state lives.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum StoreSettings {
+    /// In this process (the embedded default): exact, fastest, forgotten on restart, one node only.
+    #[default]
+    Memory,
+    /// In Redis, shared by every node pointed at it.
+    Redis(RedisSettings),
+}
+
+/// `store` and `[redis]`, checked against the rules (a Redis store keeps deficits in exact doubles).
+pub fn store(
+    kind: Option<&str>,
+    r: &RedisSection,
+    rules: &Rules,
+) -> Result<StoreSettings, ConfigError> {
+    match kind.unwrap_or("memory") {
+        "memory" => Ok(StoreSettings::Memory),
+        "redis" => {
+            let settings = redis(r)?;
+            exact_in_redis(rules)?;
+            Ok(StoreSettings::Redis(settings))
+        }
+        other => Err(invalid(
+            "store",
+            format!("'{other}' is not one of: memory, redis"),
+        )),
+    }
+}
+
+fn redis(r: &RedisSection) -> Result<RedisSettings, ConfigError> {
+    let d = RedisSettings::default();
+    for url in r.url.iter().chain(&r.cluster) {
+        if !(url.starts_with("redis://") || url.starts_with("unix://")) {
+            return Err(invalid(
+                "redis.url",
+                format!("'{url}' is not a redis:// URL"),
+            ));
+        }
+    }
+    if r.url.is_some() && !r.cluster.is_empty() {
+        return Err(invalid(
+            "redis.cluster",
+            "give either redis.url or redis.cluster, not both",
+        ));
+    }
+    let prefix = r.prefix.clone().unwrap_or(d.prefix);
+    if prefix.contains(['{', '}']) || prefix.chars().any(char::is_control) {
+        return Err(invalid(
+            "redis.prefix",
+            "must not contain braces or control characters",
+        ));
+    }
+    let time = match r.time.as_deref().unwrap_or("redis") {
+        "redis" => TimeSource::Redis,
+        "node" => TimeSource::Node,
+        other => {
+            return Err(invalid(
+                "redis.time",
+                format!("'{other}' is not one of: redis, node"),
+            ));
+        }
+    };
+    let max_in_flight = r.max_in_flight.unwrap_or(d.max_in_flight);
+    if !(1..=100_000).contains(&max_in_flight) {
+        return Err(invalid(
+            "redis.max_in_flight",
+            "must be between 1 and 100000",
+        ));
+    }
+    let timeout = positive(
+        "redis.timeout",
+        duration("redis.timeout", r.timeout.as_ref(), d.timeout)?,
+    )?;
+    if timeout > Duration::from_secs(60) {
+        return Err(invalid("redis.timeout", "must be at most 60s"));
+    }
+    Ok(RedisSettings {
+        url: if r.cluster.is_empty() {
+            r.url.clone().or(d.url)
+        } else {
+            None
+        },
+        cluster: r.cluster.clone(),
+        prefix,
+        timeout,
+        max_in_flight,
+        time,
+    })
+}
+
+/// The script keeps a bucket's deficit in a double: exact below 2^53 ns (104 days of refill). A level that
+/// can owe more (a huge burst or debt at a very slow rate) would round, so it is refused with the Redis store.
+fn exact_in_redis(rules: &Rules) -> Result<(), ConfigError> {
+    for rule in rules.all() {
+        if largest_deficit(rule) >= 1u128 << 53 {
+            return Err(invalid(
+                "resources",
+                format!(
+                    "'{}': (burst + max_debt) at its rate spans more than 104 days of refill, more than the Redis \
+                     store keeps exactly; lower burst or max_debt, or use store = \"memory\"",
+                    rule.name
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
