@@ -204,6 +204,8 @@ pub struct DefaultsSection {
     pub max_pause: Option<String>,
     /// Suggested wait on CONCURRENCY_LIMITED.
     pub concurrency_retry_after: Option<String>,
+    /// While Redis cannot be reached: `fail_closed` (default), `fail_open` or `local`.
+    pub on_store_error: Option<String>,
 }
 
 /// A token bucket: `limit` per `period`, at most `burst` (default: `limit`).
@@ -299,4 +301,6 @@ pub struct ResourceSection {
     pub concurrency_retry_after: Option<String>,
     /// Most tokens a settlement may put a level below empty (default: the level's burst).
     pub max_debt: Option<u64>,
+    /// See `[defaults]`.
+    pub on_store_error: Option<String>,
 }

@@ -8,8 +8,8 @@ use super::file::{
     ResourceSection,
 };
 use crate::engine::{
-    AdaptiveSpec, BreakerSpec, Capacity, LevelSpec, Partition, RateSpec, RequestLimits, Rule,
-    Rules, glob,
+    AdaptiveSpec, BreakerSpec, Capacity, LevelSpec, OnStoreError, Partition, RateSpec,
+    RequestLimits, Rule, Rules, glob,
 };
 
 /// A config that cannot be used, and why.
@@ -391,8 +391,25 @@ fn resource(
             "needs a rate limit to adapt",
         ));
     }
+    let on_store_error = match r
+        .on_store_error
+        .as_deref()
+        .or(defaults.on_store_error.as_deref())
+        .unwrap_or("fail_closed")
+    {
+        "fail_closed" => OnStoreError::FailClosed,
+        "fail_open" => OnStoreError::FailOpen,
+        "local" => OnStoreError::Local,
+        other => {
+            return Err(invalid(
+                format!("{key}.on_store_error"),
+                format!("'{other}' is not one of: fail_closed, fail_open, local"),
+            ));
+        }
+    };
     Ok(Rule {
         home: Default::default(),
+        on_store_error,
         max_debt: r.max_debt,
         name: crate::engine::intern(&r.name),
         resource,

@@ -48,10 +48,10 @@ pub use quota::Quota;
 pub use rate::{Bucket, RateSpec};
 pub use redis::{RedisSettings, RedisStore, TimeSource};
 pub use request::{Acquire, BreakerTarget, Outcome, Release, Renew, Report, ThrottleKind};
-pub use rules::{Capacity, LevelSpec, Partition, RequestLimits, Rule, Rules};
+pub use rules::{Capacity, LevelSpec, OnStoreError, Partition, RequestLimits, Rule, Rules};
 pub use stats::{EngineStats, StatsSnapshot};
 pub use store::{
-    BreakerRef, Expired, LeaseQuery, LeaseView, ReportPlan, ResourceUsage, Store, StoreUsage,
-    Sweep, UsageQuery,
+    BreakerRef, Expired, LeaseQuery, LeaseView, ReportPlan, ResourceUsage, Store, StoreHealth,
+    StoreUsage, Sweep, UsageQuery,
 };
 pub use stores::AnyStore;

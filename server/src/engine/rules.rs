@@ -50,9 +50,35 @@ pub struct Rule {
     /// The most tokens a settlement (`used_permits` above what was acquired) may put a level below empty;
     /// `None`: that level's burst. Bounds what one release can cost everyone else.
     pub max_debt: Option<u64>,
+    /// What a shared store's outage means for this resource.
+    pub on_store_error: OnStoreError,
     /// The in-memory store's handle on this rule's resource-wide state (an exact rule's; found on first
     /// use). Not configuration: empty when built.
     pub home: Home,
+}
+
+/// What a resource's calls get while its shared store (Redis) cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnStoreError {
+    /// UNAVAILABLE: nothing is admitted that the fleet's limit did not admit (the default).
+    #[default]
+    FailClosed,
+    /// Grant everything (counted, and logged at WARN at most once a second): the downstream is better
+    /// overloaded than idle.
+    FailOpen,
+    /// Enforce the limits in this node alone, divided by the number of live nodes.
+    Local,
+}
+
+impl OnStoreError {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::FailClosed => "fail_closed",
+            Self::FailOpen => "fail_open",
+            Self::Local => "local",
+        }
+    }
 }
 
 impl Rule {

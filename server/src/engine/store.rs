@@ -165,6 +165,23 @@ pub struct Sweep {
     pub more: bool,
 }
 
+/// A shared store's view of its own health (metrics). The in-memory store has none.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StoreHealth {
+    /// True while the store is unreachable and each resource's `on_store_error` applies.
+    pub down: bool,
+    /// Live quotad nodes sharing the store (heartbeats).
+    pub nodes: u64,
+    /// Calls made, and failed ones by kind: `timeout`, `busy` (too many outstanding), `error`.
+    pub calls: u64,
+    /// See `calls`.
+    pub errors: [(&'static str, u64); 3],
+    /// Grants made without the store, by policy: `fail_open`, `local`.
+    pub fallback_grants: [(&'static str, u64); 2],
+    /// Call latency.
+    pub latency: crate::metrics::histogram::HistogramSnapshot,
+}
+
 /// Shared quota state. See the module docs.
 pub trait Store: Send + Sync + 'static {
     /// Checks and debits every level of `plan` atomically, or none; replays a remembered grant.
@@ -275,4 +292,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// What this store has counted about itself (this node's view, for a shared store).
     fn stats(&self) -> &EngineStats;
+
+    /// A shared store's health; `None` for a store in this process.
+    fn health(&self) -> Option<StoreHealth> {
+        None
+    }
 }

@@ -161,6 +161,13 @@ impl Store for AnyStore {
         }
     }
 
+    fn health(&self) -> Option<super::StoreHealth> {
+        match self {
+            Self::Memory(_) => None,
+            Self::Redis(s) => s.health(),
+        }
+    }
+
     fn stats(&self) -> &EngineStats {
         match self {
             Self::Memory(s) => s.stats(),

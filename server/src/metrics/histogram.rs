@@ -41,7 +41,7 @@ pub struct LatencyHistogram {
 }
 
 /// A histogram read at one instant: cumulative counts per bucket, as Prometheus wants them.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct HistogramSnapshot {
     /// Cumulative count at each of [`BUCKETS_SECONDS`], then +Inf (= the total count).
     pub cumulative: [u64; 17],

@@ -78,7 +78,15 @@ impl Out {
 /// The whole exposition for `quota`, with `metrics`' counters.
 pub async fn render<S: Store>(metrics: &Metrics, quota: &Quota<S>) -> Result<String, EngineError> {
     let rules = quota.rules();
-    let usage = quota.usage().await?;
+    // A shared store that is down still gets its health exposed (below), with no live usage.
+    let usage = match quota.usage().await {
+        Ok(u) => u,
+        Err(e) if quota.store().health().is_some() => {
+            tracing::debug!(error = %e, "no live usage for metrics");
+            Default::default()
+        }
+        Err(e) => return Err(e),
+    };
     let stats = quota.store().stats().snapshot();
 
     // Every configured rule appears, with zeros, from the start (dashboards need the series to exist).
@@ -451,5 +459,77 @@ pub async fn render<S: Store>(metrics: &Metrics, quota: &Quota<S>) -> Result<Str
         "Idle state keys dropped by the sweeper (full buckets, empty semaphores, pristine breakers).",
     );
     o.sample("quotad_keys_evicted_total", &[], stats.evicted_keys);
+    if let Some(h) = quota.store().health() {
+        store_health(&mut o, &h);
+    }
     Ok(o.0)
+}
+
+/// The shared store's families (only with `store = "redis"`).
+fn store_health(o: &mut Out, h: &crate::engine::StoreHealth) {
+    o.family(
+        "quotad_store_up",
+        "gauge",
+        "1 while the shared store answers; 0 while each resource's on_store_error applies.",
+    );
+    o.sample("quotad_store_up", &[], u8::from(!h.down));
+    o.family(
+        "quotad_store_nodes",
+        "gauge",
+        "Live quotad nodes sharing the store (heartbeats within 5 s).",
+    );
+    o.sample("quotad_store_nodes", &[], h.nodes);
+    o.family(
+        "quotad_store_calls_total",
+        "counter",
+        "Calls made to the shared store (one per Acquire, Release, Renew, ReportThrottle).",
+    );
+    o.sample("quotad_store_calls_total", &[], h.calls);
+    o.family(
+        "quotad_store_errors_total",
+        "counter",
+        "Failed store calls by kind: timeout, busy (too many outstanding), error.",
+    );
+    for (kind, n) in h.errors {
+        o.sample("quotad_store_errors_total", &[("kind", kind)], n);
+    }
+    o.family(
+        "quotad_store_fallback_grants_total",
+        "counter",
+        "Grants made without the store, by policy (fail_open, local).",
+    );
+    for (policy, n) in h.fallback_grants {
+        o.sample(
+            "quotad_store_fallback_grants_total",
+            &[("policy", policy)],
+            n,
+        );
+    }
+    o.family(
+        "quotad_store_duration_seconds",
+        "histogram",
+        "Time of one store call, from send to answer.",
+    );
+    for (i, le) in BUCKETS_SECONDS.iter().enumerate() {
+        o.sample(
+            "quotad_store_duration_seconds_bucket",
+            &[("le", &float(*le))],
+            h.latency.cumulative[i],
+        );
+    }
+    o.sample(
+        "quotad_store_duration_seconds_bucket",
+        &[("le", "+Inf")],
+        h.latency.cumulative[16],
+    );
+    o.sample(
+        "quotad_store_duration_seconds_sum",
+        &[],
+        float(h.latency.sum_seconds),
+    );
+    o.sample(
+        "quotad_store_duration_seconds_count",
+        &[],
+        h.latency.cumulative[16],
+    );
 }

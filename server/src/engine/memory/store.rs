@@ -42,6 +42,11 @@ pub struct MemoryStore {
 }
 
 impl MemoryStore {
+    /// True when this store issued lease `id` (a shared store's local fallback routes by it).
+    pub fn issued(&self, id: crate::engine::LeaseId) -> bool {
+        self.leases.was_issued(id)
+    }
+
     /// An empty store sized by `rules.capacity`.
     pub fn new(rules: &Rules) -> Self {
         let store = Self {

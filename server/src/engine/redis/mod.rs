@@ -10,6 +10,7 @@
 //! that a call fails at once as UNAVAILABLE instead of queueing behind a stalled Redis.
 
 pub mod args;
+pub mod fallback;
 pub mod keys;
 pub mod reply;
 pub mod store;
@@ -94,6 +95,14 @@ pub struct RedisStore {
     indexed: DashSet<Arc<str>>,
     seed: u64,
     counter: AtomicU64,
+    /// What this node does while Redis is down.
+    pub(crate) fallback: fallback::Fallback,
+    /// This node's name in the heartbeat set.
+    node: String,
+    /// Calls, and failures by kind: `[calls, timeout, busy, other]`.
+    pub(crate) counts: [AtomicU64; 4],
+    /// Script call latency.
+    pub(crate) latency: crate::metrics::histogram::LatencyHistogram,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -147,6 +156,10 @@ impl RedisStore {
             indexed: DashSet::new(),
             seed,
             counter: AtomicU64::new(1),
+            fallback: fallback::Fallback::default(),
+            node: format!("{seed:016x}"),
+            counts: Default::default(),
+            latency: Default::default(),
         })
     }
 
@@ -185,26 +198,97 @@ impl RedisStore {
         }
     }
 
-    /// Runs one script call, bounded in time and in number outstanding.
+    /// Runs one script call, bounded in time and in number outstanding. A failure marks Redis down for a
+    /// moment (see [`fallback`]).
     async fn call(&self, inv: &ScriptInvocation<'_>) -> Result<Value, EngineError> {
-        let _permit = self.in_flight.try_acquire().map_err(|_| {
-            unavailable("too many calls outstanding (Redis is slow or unreachable)")
-        })?;
+        let started = std::time::Instant::now();
+        let result = self.call_once(inv).await;
+        self.latency.observe(started.elapsed());
+        match &result {
+            Ok(_) => self.fallback.mark_up(),
+            Err(_) => self.fallback.mark_down(),
+        }
+        result
+    }
+
+    async fn call_once(&self, inv: &ScriptInvocation<'_>) -> Result<Value, EngineError> {
+        self.counts[0].fetch_add(1, Ordering::Relaxed);
+        let Ok(_permit) = self.in_flight.try_acquire() else {
+            self.counts[2].fetch_add(1, Ordering::Relaxed);
+            return Err(unavailable(
+                "too many calls outstanding (Redis is slow or unreachable)",
+            ));
+        };
         let run = async {
             match &self.conn {
                 Conn::Single(c) => inv.invoke_async::<Value>(&mut c.clone()).await,
                 Conn::Cluster(c) => inv.invoke_async::<Value>(&mut c.clone()).await,
             }
         };
-        match tokio::time::timeout(self.settings.timeout, run).await {
+        let out = match tokio::time::timeout(self.settings.timeout, run).await {
             Ok(Ok(Value::ServerError(e))) => Err(unavailable(format!("{e:?}"))),
-            Ok(Ok(v)) => Ok(v),
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) if e.is_timeout() => {
+                self.counts[1].fetch_add(1, Ordering::Relaxed);
+                return Err(unavailable(e));
+            }
             Ok(Err(e)) => Err(unavailable(e)),
-            Err(_) => Err(unavailable(format!(
-                "no answer within {:?}",
-                self.settings.timeout
-            ))),
-        }
+            Err(_) => {
+                self.counts[1].fetch_add(1, Ordering::Relaxed);
+                return Err(unavailable(format!(
+                    "no answer within {:?}",
+                    self.settings.timeout
+                )));
+            }
+        };
+        self.counts[3].fetch_add(1, Ordering::Relaxed);
+        out
+    }
+
+    /// Says this node is alive and counts the live ones (heartbeats within 5 s), for `local`'s share.
+    pub async fn heartbeat(&self) -> Result<u64, EngineError> {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let mut pipe = ::redis::pipe();
+        pipe.cmd("ZADD")
+            .arg(self.keys.nodes())
+            .arg(now_ms)
+            .arg(&self.node)
+            .ignore();
+        pipe.cmd("ZREMRANGEBYSCORE")
+            .arg(self.keys.nodes())
+            .arg("-inf")
+            .arg(now_ms.saturating_sub(5000))
+            .ignore();
+        pipe.cmd("PEXPIRE")
+            .arg(self.keys.nodes())
+            .arg(60_000)
+            .ignore();
+        pipe.cmd("ZCARD").arg(self.keys.nodes());
+        let run = async {
+            match &self.conn {
+                Conn::Single(c) => pipe.query_async::<(u64,)>(&mut c.clone()).await,
+                Conn::Cluster(c) => pipe.query_async::<(u64,)>(&mut c.clone()).await,
+            }
+        };
+        let n = match tokio::time::timeout(self.settings.timeout, run).await {
+            Ok(Ok((n,))) => n,
+            Ok(Err(e)) => return Err(unavailable(e)),
+            Err(_) => return Err(unavailable("heartbeat timed out")),
+        };
+        self.fallback.set_nodes(n);
+        Ok(n)
+    }
+
+    /// Live nodes, as last counted.
+    pub fn nodes(&self) -> u64 {
+        self.fallback.nodes()
+    }
+
+    /// True while Redis is marked down (calls go to each resource's `on_store_error`).
+    pub fn is_down(&self) -> bool {
+        self.fallback.is_down()
     }
 
     /// Runs a plain command (outside the script), bounded like [`call`](Self::call).

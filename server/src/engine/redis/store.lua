@@ -400,10 +400,10 @@ end
 -- microseconds, rounded up) and `ids` lists live ids in order (for admin listings). An ended lease leaves a
 -- tombstone (`g` = r released, e expired) for a minute.
 
-local PREFIX = A[3]
+local PREFIX, EXP, IDS
+local function use_shard(prefix) PREFIX = prefix; EXP = prefix .. 'x'; IDS = prefix .. 'ids' end
+use_shard(A[3])
 local function lease_key(hex) return PREFIX .. 'l:' .. hex end
-local EXP = PREFIX .. 'x'
-local IDS = PREFIX .. 'ids'
 
 local function exp_score(off) return math.ceil((NOW_S * 1000000) + (NOW_N + off) / 1000) end
 
@@ -540,7 +540,8 @@ OPS.acq = function()
     local s = split(seen or '', '|')
     if seen and (rel(s[9]) or 0) > 0 then
       if s[1] ~= fingerprint then return { -1, 'conflict' } end
-      return { 1, s[2], s[3], tonumber(s[4]), tonumber(s[5]), tonumber(s[6]), tonumber(s[7]), tonumber(s[8]), 1, '' }
+      return { 1, s[2], s[3], tonumber(s[4]), tonumber(s[5]), tonumber(s[6]), tonumber(s[7]), tonumber(s[8]), 1, '',
+               s[10] }
     end
   end
   if redis.call('EXISTS', lkey) == 1 then return { -1, 'collide' } end
@@ -625,7 +626,7 @@ OPS.acq = function()
   redis.call('ZADD', IDS, 0, hex)
   local f = figures(t)
   if fingerprint ~= '' then
-    local rec = table.concat({ fingerprint, hex, expires, f[1], f[2], f[3], f[4], f[5], abs(window) }, '|')
+    local rec = table.concat({ fingerprint, hex, expires, f[1], f[2], f[3], f[4], f[5], abs(window), ttl }, '|')
     redis.call('SET', ikey, rec, 'PX', math.max(math.ceil(window / 1000000), 1))
   end
   return reply({ 1, hex, expires }, t, { 0 })
@@ -832,11 +833,17 @@ OPS.ref = function()
   return n
 end
 
--- ARGV: 'swp', now, prefix, limit.
+-- KEYS: the expiry index of each shard swept. ARGV: 'swp', now, '', limit per shard, each shard's prefix.
 OPS.swp = function()
-  local out, more = reclaim_expired(tonumber(A[4]))
-  table.insert(out, 1, more and 1 or 0)
-  return out
+  local all, more = { 0 }, false
+  for i = 5, #A do
+    use_shard(A[i])
+    local out, left = reclaim_expired(tonumber(A[4]))
+    more = more or left
+    for _, v in ipairs(out) do all[#all + 1] = v end
+  end
+  if more then all[1] = 1 end
+  return all
 end
 
 -- KEYS: resource hash, resource-wide level, breaker. ARGV: 'use', now, prefix, rate spec or '', adaptive.

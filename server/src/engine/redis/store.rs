@@ -114,7 +114,9 @@ impl RedisStore {
             let expires_at = instant(r.get(2))?.unwrap_or(now);
             let replayed = int(r.get(8))? == 1;
             let ttl = if replayed {
-                Duration::from_nanos(expires_at.saturating_sub(now))
+                Duration::from_nanos(
+                    uint(r.get(10)).unwrap_or_else(|_| expires_at.saturating_sub(now)),
+                )
             } else {
                 plan.ttl
             };
@@ -159,222 +161,7 @@ impl RedisStore {
         }))
     }
 
-    fn breaker_keys(&self, target: &BreakerRef<'_>) -> (u64, String, String) {
-        let shard = shard_of(target.resource);
-        let rkey = self.keys.resource(target.resource);
-        let bkey = target.key.as_ref().map_or_else(
-            || format!("{}none", self.keys.shard(shard)),
-            |k| self.keys.breaker(k),
-        );
-        (shard, rkey, bkey)
-    }
-
-    async fn usage_of(
-        &self,
-        rule: &Rule,
-        resource: &str,
-        now: Nanos,
-    ) -> Result<ResourceUsage, EngineError> {
-        let shard = shard_of(resource);
-        let mut inv = self.invocation("use", now, shard);
-        inv.key(self.keys.resource(resource))
-            .key(self.keys.level(resource))
-            .key(self.keys.breaker(resource))
-            .arg(args::rate(rule.resource.rate))
-            .arg(args::adaptive(rule.adaptive.as_ref()));
-        let r = items(self.call(&inv).await?)?;
-        let tokens = text(r.first())?;
-        Ok(ResourceUsage {
-            resource: resource.into(),
-            tokens_available: tokens.parse().ok(),
-            in_flight: u32::try_from(uint(r.get(1))?).unwrap_or(u32::MAX),
-            live_leases: uint(r.get(2))?,
-            breaker: reply::state(&text(r.get(3))?),
-            rate_factor: float(r.get(4))?,
-            paused_until: instant(r.get(5))?,
-        })
-    }
-
-    async fn resource_names(
-        &self,
-        query: &UsageQuery<'_>,
-        limit: usize,
-    ) -> Result<Vec<String>, EngineError> {
-        let from = match query.after {
-            Some(a) if *a >= *query.prefix => format!("({a}"),
-            _ if query.prefix.is_empty() => "-".to_owned(),
-            _ => format!("[{}", query.prefix),
-        };
-        let cmd = ::redis::cmd("ZRANGEBYLEX")
-            .arg(self.keys.index())
-            .arg(from)
-            .arg("+")
-            .arg("LIMIT")
-            .arg(0)
-            .arg(limit)
-            .to_owned();
-        let names = items(self.command(&cmd).await?)?;
-        names.iter().map(|v| text(Some(v))).collect()
-    }
-
-    async fn sweep_shard(
-        &self,
-        shard: u64,
-        now: Nanos,
-        limit: usize,
-    ) -> Result<(Vec<Expired>, bool), EngineError> {
-        let mut inv = self.invocation("swp", now, shard);
-        inv.key(self.keys.expiries(shard)).arg(limit);
-        let r = items(self.call(&inv).await?)?;
-        let more = int(r.first())? == 1;
-        let mut expired = Vec::new();
-        for chunk in r.get(1..).unwrap_or_default().chunks(3) {
-            let (Ok(id), Ok(resource), Ok(rule)) =
-                (text(chunk.first()), text(chunk.get(1)), text(chunk.get(2)))
-            else {
-                continue;
-            };
-            let Ok(lease_id) = id.parse() else { continue };
-            self.stats.expired(crate::engine::intern(&rule), 1);
-            expired.push(Expired {
-                lease_id,
-                resource: crate::engine::Name::Given(resource.into()),
-            });
-        }
-        Ok((expired, more))
-    }
-}
-
-/// The partition values a plan holds, `descriptor␟value` joined by U+001E (neither can hold a control
-/// character).
-fn descriptors(plan: &Plan<'_>) -> String {
-    let held: Vec<&str> = plan
-        .levels
-        .iter()
-        .filter(|l| l.partition.is_some())
-        .filter_map(|l| {
-            l.key
-                .split_once(crate::engine::plan::KEY_SEP)
-                .map(|(_, rest)| rest)
-        })
-        .collect();
-    held.join("\u{1e}")
-}
-
-fn gone(why: NotReleased) -> Released {
-    Released {
-        result: Err(why),
-        refunded: 0,
-        charged: 0,
-        breaker: BreakerState::Closed,
-        resource: None,
-        rule: None,
-    }
-}
-
-fn not_released(s: &str) -> NotReleased {
-    match s {
-        "expired" => NotReleased::Expired,
-        "already_released" => NotReleased::AlreadyReleased,
-        _ => NotReleased::UnknownLease,
-    }
-}
-
-impl Store for RedisStore {
-    async fn acquire(&self, plan: &Plan<'_>, now: Nanos) -> Result<Decision, EngineError> {
-        for _ in 0..4 {
-            if let Some(d) = self.acquire_once(plan, now).await? {
-                if d.granted() {
-                    self.index(plan.resource).await;
-                }
-                return Ok(d);
-            }
-        }
-        Err(EngineError::Unavailable(
-            "redis: no free lease id after 4 tries".into(),
-        ))
-    }
-
-    async fn release(
-        &self,
-        rules: &Rules,
-        r: &Release,
-        now: Nanos,
-    ) -> Result<Released, EngineError> {
-        let shard = shard_of_lease(r.lease_id);
-        let mut inv = self.invocation("rel", now, shard);
-        let outcome = match r.outcome {
-            Outcome::Success => "s",
-            Outcome::Failure => "f",
-            Outcome::Throttled => "t",
-            Outcome::Unknown => "u",
-        };
-        inv.key(self.keys.lease(r.lease_id))
-            .arg(r.lease_id.to_string())
-            .arg(outcome)
-            .arg(r.used_permits.map_or_else(String::new, |u| u.to_string()))
-            .arg(r.caller.unwrap_or(""));
-        let v = items(self.call(&inv).await?)?;
-        match int(v.first())? {
-            -1 => Err(not_owner(r.lease_id)),
-            0 => {
-                let why = not_released(&text(v.get(1))?);
-                let mut out = gone(why);
-                if let (Ok(res), Ok(rule)) = (text(v.get(2)), text(v.get(3))) {
-                    out.rule = Some(reply::rule_name(Some(rules), &res, &rule));
-                    out.resource = Some(reply::name(Some(rules), &res));
-                }
-                Ok(out)
-            }
-            _ => {
-                let res = text(v.get(4))?;
-                let rule = reply::rule_name(Some(rules), &res, &text(v.get(5))?);
-                self.record(rule, &res, v.get(6));
-                Ok(Released {
-                    result: Ok(()),
-                    refunded: uint(v.get(1))?,
-                    charged: uint(v.get(2))?,
-                    breaker: reply::state(&text(v.get(3))?),
-                    resource: Some(reply::name(Some(rules), &res)),
-                    rule: Some(rule),
-                })
-            }
-        }
-    }
-
-    async fn renew(&self, renew: &Renew, now: Nanos) -> Result<Renewed, EngineError> {
-        let id = renew.lease_id;
-        let mut inv = self.invocation("ren", now, shard_of_lease(id));
-        inv.key(self.keys.lease(id))
-            .arg(id.to_string())
-            .arg(
-                renew
-                    .lease_ttl
-                    .map_or_else(String::new, |t| nanos(t).to_string()),
-            )
-            .arg(renew.caller.unwrap_or(""));
-        let v = items(self.call(&inv).await?)?;
-        match int(v.first())? {
-            -1 => Err(not_owner(id)),
-            0 => Err(match not_released(&text(v.get(1))?) {
-                NotReleased::UnknownLease => EngineError::UnknownLease(id.to_string()),
-                why => EngineError::FailedPrecondition(format!(
-                    "lease_id: lease {id} can no longer be renewed ({}); acquire a new one",
-                    if why == NotReleased::AlreadyReleased {
-                        "it was released"
-                    } else {
-                        "it has expired"
-                    }
-                )),
-            }),
-            _ => Ok(Renewed {
-                expires_at: instant(v.get(1))?.unwrap_or(now),
-                ttl: Duration::from_nanos(uint(v.get(2))?),
-            }),
-        }
-    }
-
-    async fn report(&self, rp: &ReportPlan<'_>, now: Nanos) -> Result<Reported, EngineError> {
+    async fn report_redis(&self, rp: &ReportPlan<'_>, now: Nanos) -> Result<Reported, EngineError> {
         let target = &rp.target;
         let rule = &target.rule;
         let (shard, rkey, bkey) = self.breaker_keys(target);
@@ -460,7 +247,7 @@ impl Store for RedisStore {
         })
     }
 
-    async fn circuit(
+    async fn circuit_redis(
         &self,
         target: &BreakerRef<'_>,
         now: Nanos,
@@ -494,6 +281,308 @@ impl Store for RedisStore {
                 paused_until: instant(v.get(9))?,
             },
         })
+    }
+
+    /// The target with its rule divided by the live nodes, for a resource whose policy is not fail_closed.
+    fn local_target<'a>(&self, target: &BreakerRef<'a>) -> Option<BreakerRef<'a>> {
+        if target.rule.on_store_error == crate::engine::OnStoreError::FailClosed {
+            return None;
+        }
+        let rule = self.fallback.rules().resolve(target.resource)?.clone();
+        Some(BreakerRef {
+            rule,
+            ..target.clone()
+        })
+    }
+
+    fn breaker_keys(&self, target: &BreakerRef<'_>) -> (u64, String, String) {
+        let shard = shard_of(target.resource);
+        let rkey = self.keys.resource(target.resource);
+        let bkey = target.key.as_ref().map_or_else(
+            || format!("{}none", self.keys.shard(shard)),
+            |k| self.keys.breaker(k),
+        );
+        (shard, rkey, bkey)
+    }
+
+    async fn usage_of(
+        &self,
+        rule: &Rule,
+        resource: &str,
+        now: Nanos,
+    ) -> Result<ResourceUsage, EngineError> {
+        let shard = shard_of(resource);
+        let mut inv = self.invocation("use", now, shard);
+        inv.key(self.keys.resource(resource))
+            .key(self.keys.level(resource))
+            .key(self.keys.breaker(resource))
+            .arg(args::rate(rule.resource.rate))
+            .arg(args::adaptive(rule.adaptive.as_ref()));
+        let r = items(self.call(&inv).await?)?;
+        let tokens = text(r.first())?;
+        Ok(ResourceUsage {
+            resource: resource.into(),
+            tokens_available: tokens.parse().ok(),
+            in_flight: u32::try_from(uint(r.get(1))?).unwrap_or(u32::MAX),
+            live_leases: uint(r.get(2))?,
+            breaker: reply::state(&text(r.get(3))?),
+            rate_factor: float(r.get(4))?,
+            paused_until: instant(r.get(5))?,
+        })
+    }
+
+    async fn resource_names(
+        &self,
+        query: &UsageQuery<'_>,
+        limit: usize,
+    ) -> Result<Vec<String>, EngineError> {
+        let from = match query.after {
+            Some(a) if *a >= *query.prefix => format!("({a}"),
+            _ if query.prefix.is_empty() => "-".to_owned(),
+            _ => format!("[{}", query.prefix),
+        };
+        let cmd = ::redis::cmd("ZRANGEBYLEX")
+            .arg(self.keys.index())
+            .arg(from)
+            .arg("+")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit)
+            .to_owned();
+        let names = items(self.command(&cmd).await?)?;
+        names.iter().map(|v| text(Some(v))).collect()
+    }
+
+    /// Reclaims expired leases of `shards` in one call (they must share a Cluster slot owner: one shard
+    /// per call on a Cluster, all of them on a single Redis).
+    async fn sweep_shards(
+        &self,
+        shards: &[u64],
+        now: Nanos,
+        limit: usize,
+    ) -> Result<(Vec<Expired>, bool), EngineError> {
+        let mut inv = self.script.prepare_invoke();
+        inv.arg("swp").arg(self.now_arg(now)).arg("").arg(limit);
+        for &shard in shards {
+            inv.key(self.keys.expiries(shard))
+                .arg(self.keys.shard(shard));
+        }
+        let r = items(self.call(&inv).await?)?;
+        let more = int(r.first())? == 1;
+        let mut expired = Vec::new();
+        for chunk in r.get(1..).unwrap_or_default().chunks(3) {
+            let (Ok(id), Ok(resource), Ok(rule)) =
+                (text(chunk.first()), text(chunk.get(1)), text(chunk.get(2)))
+            else {
+                continue;
+            };
+            let Ok(lease_id) = id.parse() else { continue };
+            self.stats.expired(crate::engine::intern(&rule), 1);
+            expired.push(Expired {
+                lease_id,
+                resource: crate::engine::Name::Given(resource.into()),
+            });
+        }
+        Ok((expired, more))
+    }
+}
+
+/// The partition values a plan holds, `descriptor␟value` joined by U+001E (neither can hold a control
+/// character).
+fn descriptors(plan: &Plan<'_>) -> String {
+    let held: Vec<&str> = plan
+        .levels
+        .iter()
+        .filter(|l| l.partition.is_some())
+        .filter_map(|l| {
+            l.key
+                .split_once(crate::engine::plan::KEY_SEP)
+                .map(|(_, rest)| rest)
+        })
+        .collect();
+    held.join("\u{1e}")
+}
+
+fn gone(why: NotReleased) -> Released {
+    Released {
+        result: Err(why),
+        refunded: 0,
+        charged: 0,
+        breaker: BreakerState::Closed,
+        resource: None,
+        rule: None,
+    }
+}
+
+fn not_released(s: &str) -> NotReleased {
+    match s {
+        "expired" => NotReleased::Expired,
+        "already_released" => NotReleased::AlreadyReleased,
+        _ => NotReleased::UnknownLease,
+    }
+}
+
+impl Store for RedisStore {
+    async fn acquire(&self, plan: &Plan<'_>, now: Nanos) -> Result<Decision, EngineError> {
+        if self.fallback.is_down() {
+            let why =
+                EngineError::Unavailable("redis: unreachable (retried within a second)".into());
+            return self.fallback.acquire(plan, now, why).await;
+        }
+        for _ in 0..4 {
+            match self.acquire_once(plan, now).await {
+                Ok(Some(d)) => {
+                    if d.granted() {
+                        self.index(plan.resource).await;
+                    }
+                    return Ok(d);
+                }
+                Ok(None) => {}
+                Err(e @ EngineError::Unavailable(_)) => {
+                    return self.fallback.acquire(plan, now, e).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(EngineError::Unavailable(
+            "redis: no free lease id after 4 tries".into(),
+        ))
+    }
+
+    async fn release(
+        &self,
+        rules: &Rules,
+        r: &Release,
+        now: Nanos,
+    ) -> Result<Released, EngineError> {
+        match self.fallback.owns(r.lease_id) {
+            Some(true) => {
+                return Ok(Released {
+                    result: Ok(()),
+                    ..gone(NotReleased::UnknownLease)
+                });
+            }
+            Some(false) => {
+                return self
+                    .fallback
+                    .local
+                    .release(&self.fallback.rules(), r, now)
+                    .await;
+            }
+            None => {}
+        }
+        let shard = shard_of_lease(r.lease_id);
+        let mut inv = self.invocation("rel", now, shard);
+        let outcome = match r.outcome {
+            Outcome::Success => "s",
+            Outcome::Failure => "f",
+            Outcome::Throttled => "t",
+            Outcome::Unknown => "u",
+        };
+        inv.key(self.keys.lease(r.lease_id))
+            .arg(r.lease_id.to_string())
+            .arg(outcome)
+            .arg(r.used_permits.map_or_else(String::new, |u| u.to_string()))
+            .arg(r.caller.unwrap_or(""));
+        let v = items(self.call(&inv).await?)?;
+        match int(v.first())? {
+            -1 => Err(not_owner(r.lease_id)),
+            0 => {
+                let why = not_released(&text(v.get(1))?);
+                let mut out = gone(why);
+                if let (Ok(res), Ok(rule)) = (text(v.get(2)), text(v.get(3))) {
+                    out.rule = Some(reply::rule_name(Some(rules), &res, &rule));
+                    out.resource = Some(reply::name(Some(rules), &res));
+                }
+                Ok(out)
+            }
+            _ => {
+                let res = text(v.get(4))?;
+                let rule = reply::rule_name(Some(rules), &res, &text(v.get(5))?);
+                self.record(rule, &res, v.get(6));
+                Ok(Released {
+                    result: Ok(()),
+                    refunded: uint(v.get(1))?,
+                    charged: uint(v.get(2))?,
+                    breaker: reply::state(&text(v.get(3))?),
+                    resource: Some(reply::name(Some(rules), &res)),
+                    rule: Some(rule),
+                })
+            }
+        }
+    }
+
+    async fn renew(&self, renew: &Renew, now: Nanos) -> Result<Renewed, EngineError> {
+        let id = renew.lease_id;
+        match self.fallback.owns(id) {
+            Some(true) => {
+                let ttl = renew.lease_ttl.unwrap_or(Duration::from_secs(30));
+                return Ok(Renewed {
+                    expires_at: now.saturating_add(nanos(ttl)),
+                    ttl,
+                });
+            }
+            Some(false) => return self.fallback.local.renew(renew, now).await,
+            None => {}
+        }
+        let mut inv = self.invocation("ren", now, shard_of_lease(id));
+        inv.key(self.keys.lease(id))
+            .arg(id.to_string())
+            .arg(
+                renew
+                    .lease_ttl
+                    .map_or_else(String::new, |t| nanos(t).to_string()),
+            )
+            .arg(renew.caller.unwrap_or(""));
+        let v = items(self.call(&inv).await?)?;
+        match int(v.first())? {
+            -1 => Err(not_owner(id)),
+            0 => Err(match not_released(&text(v.get(1))?) {
+                NotReleased::UnknownLease => EngineError::UnknownLease(id.to_string()),
+                why => EngineError::FailedPrecondition(format!(
+                    "lease_id: lease {id} can no longer be renewed ({}); acquire a new one",
+                    if why == NotReleased::AlreadyReleased {
+                        "it was released"
+                    } else {
+                        "it has expired"
+                    }
+                )),
+            }),
+            _ => Ok(Renewed {
+                expires_at: instant(v.get(1))?.unwrap_or(now),
+                ttl: Duration::from_nanos(uint(v.get(2))?),
+            }),
+        }
+    }
+
+    async fn report(&self, rp: &ReportPlan<'_>, now: Nanos) -> Result<Reported, EngineError> {
+        match self.report_redis(rp, now).await {
+            Err(EngineError::Unavailable(why)) => match self.local_target(&rp.target) {
+                Some(target) => {
+                    let local = ReportPlan {
+                        target,
+                        ..rp.clone()
+                    };
+                    self.fallback.local.report(&local, now).await
+                }
+                None => Err(EngineError::Unavailable(why)),
+            },
+            other => other,
+        }
+    }
+
+    async fn circuit(
+        &self,
+        target: &BreakerRef<'_>,
+        now: Nanos,
+    ) -> Result<CircuitView, EngineError> {
+        match self.circuit_redis(target, now).await {
+            Err(EngineError::Unavailable(why)) => match self.local_target(target) {
+                Some(local) => self.fallback.local.circuit(&local, now).await,
+                None => Err(EngineError::Unavailable(why)),
+            },
+            other => other,
+        }
     }
 
     async fn reset_breaker(
@@ -673,10 +762,26 @@ impl Store for RedisStore {
     }
 
     async fn sweep(&self, now: Nanos, limit: usize) -> Result<Sweep, EngineError> {
-        let per_shard = (limit / SHARDS as usize).clamp(16, 512);
-        let runs = (0..SHARDS).map(|s| self.sweep_shard(s, now, per_shard));
-        let mut sweep = Sweep::default();
-        for r in join_all(runs).await {
+        let local = self.fallback.local.sweep(now, limit).await?;
+        if let Err(e) = self.heartbeat().await {
+            tracing::debug!(error = %e, "heartbeat not sent");
+        }
+        if self.fallback.is_down() {
+            return Ok(local);
+        }
+        let mut sweep = local;
+        let results = if self.settings.cluster.is_empty() {
+            let all: Vec<u64> = (0..SHARDS).collect();
+            vec![
+                self.sweep_shards(&all, now, (limit / SHARDS as usize).clamp(8, 64))
+                    .await,
+            ]
+        } else {
+            let per_shard = (limit / SHARDS as usize).clamp(16, 512);
+            let runs: Vec<_> = (0..SHARDS).map(|s| [s]).collect();
+            join_all(runs.iter().map(|s| self.sweep_shards(s, now, per_shard))).await
+        };
+        for r in results {
             let (expired, more) = r?;
             sweep.expired.extend(expired);
             sweep.more |= more;
@@ -690,11 +795,30 @@ impl Store for RedisStore {
     }
 
     fn apply(&self, rules: &Rules) {
+        self.fallback.apply(rules);
         self.window
             .store(nanos(rules.capacity.idempotency_window), Ordering::Relaxed);
     }
 
     fn stats(&self) -> &EngineStats {
         &self.stats
+    }
+
+    fn health(&self) -> Option<crate::engine::StoreHealth> {
+        let n = |i: usize| self.counts[i].load(Ordering::Relaxed);
+        Some(crate::engine::StoreHealth {
+            down: self.is_down(),
+            nodes: self.nodes(),
+            calls: n(0),
+            errors: [("timeout", n(1)), ("busy", n(2)), ("error", n(3))],
+            fallback_grants: [
+                (
+                    "fail_open",
+                    self.fallback.open_grants.load(Ordering::Relaxed),
+                ),
+                ("local", self.fallback.local_grants.load(Ordering::Relaxed)),
+            ],
+            latency: self.latency.snapshot(),
+        })
     }
 }
