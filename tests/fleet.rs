@@ -476,3 +476,174 @@ async fn script_flush_under_load_reaches_no_client_and_each_call_is_one_script_c
     }
     flushing.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_redis_is_answered_within_the_deadline_and_recovered_from() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let redis = RedisServer::start();
+    let node = TestServer::start(
+        &outage_config(&redis.url()),
+        Arc::new(MonotonicClock::new()),
+    )
+    .await;
+    assert!(code(&node, "closed").await.unwrap().granted);
+    redis.signal("STOP");
+    let stalled = Instant::now();
+    let mut slowest = Duration::ZERO;
+    let mut calls = 0;
+    // Five seconds of calls against a Redis that accepts bytes and never answers.
+    while stalled.elapsed() < Duration::from_secs(5) {
+        let one = Instant::now();
+        let (closed, local) = tokio::join!(code(&node, "closed"), code(&node, "local"));
+        slowest = slowest.max(one.elapsed());
+        calls += 2;
+        assert_eq!(closed.unwrap_err(), tonic::Code::Unavailable);
+        assert!(local.is_ok(), "local answers from this node");
+    }
+    redis.signal("CONT");
+    eprintln!("{calls} calls during a 5 s stall, slowest {slowest:?}");
+    assert!(
+        slowest < Duration::from_secs(1),
+        "every call answered within its deadline ({slowest:?})"
+    );
+    let back = Instant::now();
+    while code(&node, "closed").await.is_err() {
+        assert!(back.elapsed() < Duration::from_secs(5));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("resumed {:?} after the stall", back.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flushall_mid_run_costs_at_most_one_burst() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let redis = RedisServer::start();
+    let node = TestServer::start(
+        &outage_config(&redis.url()),
+        Arc::new(MonotonicClock::new()),
+    )
+    .await;
+    let start = Instant::now();
+    let mut granted = 0u64;
+    let mut flushed = false;
+    let mut client = node.quota().await;
+    while start.elapsed() < Duration::from_secs(3) {
+        if !flushed && start.elapsed() > Duration::from_millis(1500) {
+            assert_eq!(redis.cli(&["FLUSHALL"]), "OK");
+            flushed = true;
+        }
+        if client
+            .acquire(acquire("closed"))
+            .await
+            .unwrap()
+            .into_inner()
+            .granted
+        {
+            granted += 1;
+        }
+    }
+    // burst 10 + 100/s × elapsed, plus one more burst for the state FLUSHALL forgot.
+    let most = 10.0 + 100.0 * start.elapsed().as_secs_f64() + 10.0;
+    eprintln!(
+        "{granted} granted in {:?} with a FLUSHALL, at most {most:.0}",
+        start.elapsed()
+    );
+    assert!((granted as f64) <= most);
+}
+
+/// The quotad binary cargo built beside this test.
+fn quotad_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .unwrap()
+        .join("quotad")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_of_a_killed_node_are_seen_by_others_and_reclaimed() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let redis = RedisServer::start();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let toml = format!(
+        "store = \"redis\"\n[server]\nlisten = \"127.0.0.1:{port}\"\n[metrics]\nenabled = false\n\
+         [redis]\nurl = \"{}\"\n[[resources]]\nname = \"jobs\"\nconcurrency = 100\nlease_ttl = \"2s\"\n",
+        redis.url()
+    );
+    let dir = std::env::temp_dir().join(format!("quotad-fleet-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("node.toml");
+    std::fs::write(&path, &toml).unwrap();
+    let mut child = std::process::Command::new(quotad_binary())
+        .arg("--config")
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the quotad binary runs");
+    let url = format!("http://127.0.0.1:{port}");
+    let mut a = loop {
+        match pb::quota_service_client::QuotaServiceClient::connect(url.clone()).await {
+            Ok(c) => break c,
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    for _ in 0..100 {
+        assert!(
+            a.acquire(acquire("jobs"))
+                .await
+                .unwrap()
+                .into_inner()
+                .granted
+        );
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let killed = Instant::now();
+
+    let b = TestServer::start(
+        &toml.replace(&format!("127.0.0.1:{port}"), "127.0.0.1:0"),
+        Arc::new(MonotonicClock::new()),
+    )
+    .await;
+    let listed = b
+        .admin()
+        .await
+        .list_leases(pb::ListLeasesRequest {
+            resource: "jobs".into(),
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        listed.leases.len(),
+        100,
+        "the killed node's leases are the fleet's"
+    );
+    assert!(
+        !code(&b, "jobs").await.unwrap().granted,
+        "and they still count"
+    );
+    // Reclaimed within TTL + 1 s of their grant (the sweeper of any node, or the next Acquire).
+    loop {
+        if code(&b, "jobs").await.unwrap().granted {
+            break;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(3),
+            "reclaimed within TTL + 1 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "reclaimed {:?} after the kill (lease TTL 2 s)",
+        killed.elapsed()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
