@@ -318,6 +318,31 @@ on_store_error = "local"
     )
 }
 
+/// The `quotad.store` health status (1 SERVING, 2 NOT_SERVING).
+async fn store_health(node: &TestServer) -> i32 {
+    let mut health = tonic_health::pb::health_client::HealthClient::new(node.channel().await);
+    health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "quotad.store".into(),
+        })
+        .await
+        .expect("health check")
+        .into_inner()
+        .status
+}
+
+/// True when `quotad.store` reaches `status` within a second (it is checked every 200 ms).
+async fn health_becomes(node: &TestServer, status: i32) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < deadline {
+        if store_health(node).await == status {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
 async fn code(node: &TestServer, resource: &str) -> Result<pb::AcquireResponse, tonic::Code> {
     node.quota()
         .await
@@ -351,6 +376,10 @@ async fn redis_killed_and_restarted_each_policy_as_configured() {
     for _ in 0..20 {
         assert!(code(&a, "open").await.unwrap().granted, "fail_open grants");
     }
+    assert!(
+        health_becomes(&a, 2).await,
+        "quotad.store is NOT_SERVING while Redis is down"
+    );
     // local: concurrency 4 over two live nodes is 2 on this one.
     let local: Vec<_> = (0..3).map(|_| code(&a, "local")).collect();
     let mut granted = 0;
@@ -377,6 +406,7 @@ async fn redis_killed_and_restarted_each_policy_as_configured() {
     }
     eprintln!("service resumed {:?} after Redis restarted", back.elapsed());
     assert!(back.elapsed() < Duration::from_millis(1_500));
+    assert!(health_becomes(&a, 1).await, "quotad.store is SERVING again");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,13 +20,40 @@ use crate::{
     clock::Clock,
     config::StoreSettings,
     config::{self, ConfigError, ServerSettings, Settings},
-    engine::{AnyStore, MemoryStore, Quota, RedisStore},
+    engine::{AnyStore, MemoryStore, Quota, RedisStore, Store},
     grpc::{AdminGrpc, QuotaGrpc, admin_service::Reloader},
     grpc::{in_flight::InFlight, wire_status::WireStatusLayer},
     listen::{self, Limits, TlsReloader},
     metrics::{self, Metrics},
     sweeper,
 };
+
+/// The health service name that says whether the shared store answers: `NOT_SERVING` while Redis is down
+/// (resources with `on_store_error = "fail_closed"` answer UNAVAILABLE meanwhile).
+pub const STORE_HEALTH: &str = "quotad.store";
+
+/// Keeps [`STORE_HEALTH`] in step with the store, checked every 200 ms, until `stopped` completes.
+async fn watch_store(
+    quota: Arc<Quota<AnyStore>>,
+    health: HealthReporter,
+    stopped: impl Future<Output = ()>,
+) {
+    use tonic_health::ServingStatus::{NotServing, Serving};
+    tokio::pin!(stopped);
+    let mut last = None;
+    loop {
+        let up = quota.store().health().is_none_or(|h| !h.down);
+        if last != Some(up) {
+            let status = if up { Serving } else { NotServing };
+            health.set_service_status(STORE_HEALTH, status).await;
+            last = Some(up);
+        }
+        tokio::select! {
+            _ = &mut stopped => return,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+}
 
 /// Why the server stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -245,11 +272,15 @@ impl Quotad {
             .set_service_status("", tonic_health::ServingStatus::Serving)
             .await;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let background = self.spawn_background(
+        let mut background = self.spawn_background(
             listeners.metrics,
             listeners.health.map(|l| (l, health.clone())),
             || stopped(stop_rx.clone()),
         );
+        if self.quota.store().health().is_some() {
+            let watch = watch_store(self.quota.clone(), health.clone(), stopped(stop_rx.clone()));
+            background.push(tokio::spawn(watch));
+        }
         let drain = drain(health, settings.drain_delay, shutdown, stop_tx);
         let addr = listeners.grpc.local_addr().ok();
         tracing::info!(

@@ -245,7 +245,8 @@ impl RedisStore {
         out
     }
 
-    /// Says this node is alive and counts the live ones (heartbeats within 5 s), for `local`'s share.
+    /// Says this node is alive and counts the live ones (heartbeats within 5 s), for `local`'s share. The
+    /// sweeper calls it every sweep.
     pub async fn heartbeat(&self) -> Result<u64, EngineError> {
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -272,11 +273,19 @@ impl RedisStore {
                 Conn::Cluster(c) => pipe.query_async::<(u64,)>(&mut c.clone()).await,
             }
         };
+        // The heartbeat also keeps the down mark true between calls (health, `local`'s divisor).
         let n = match tokio::time::timeout(self.settings.timeout, run).await {
             Ok(Ok((n,))) => n,
-            Ok(Err(e)) => return Err(unavailable(e)),
-            Err(_) => return Err(unavailable("heartbeat timed out")),
+            Ok(Err(e)) => {
+                self.fallback.mark_down();
+                return Err(unavailable(e));
+            }
+            Err(_) => {
+                self.fallback.mark_down();
+                return Err(unavailable("heartbeat timed out"));
+            }
         };
+        self.fallback.mark_up();
         self.fallback.set_nodes(n);
         Ok(n)
     }
