@@ -410,7 +410,7 @@ async fn redis_killed_and_restarted_each_policy_as_configured() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn script_flush_under_load_reaches_no_client_and_each_call_is_one_script_call() {
+async fn script_and_function_flush_under_load_reach_no_client_and_each_call_is_one_fcall() {
     let _one = ONE_AT_A_TIME.lock().await;
     let redis = RedisServer::start();
     let toml = format!(
@@ -422,7 +422,7 @@ async fn script_flush_under_load_reaches_no_client_and_each_call_is_one_script_c
     assert!(code(&node, "api").await.unwrap().granted);
     let calls = |redis: &RedisServer| -> u64 {
         let stats = redis.cli(&["INFO", "commandstats"]);
-        ["cmdstat_evalsha:", "cmdstat_eval:"]
+        ["cmdstat_fcall:"]
             .iter()
             .filter_map(|k| stats.lines().find(|l| l.starts_with(k)))
             .filter_map(|l| {

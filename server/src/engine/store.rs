@@ -1,10 +1,12 @@
-//! The storage boundary. The engine's decisions run against a [`Store`]; the in-memory store is the
-//! embedded default, and a shared (Redis) store must give the same answers to the same calls, which the
-//! conformance suite in `server/tests/store_conformance.rs` checks for every store.
+//! The storage boundary. The engine's decisions run against a [`Store`]: the in-memory store
+//! ([`super::memory`]) is the embedded default, the Redis store ([`super::redis`]) is shared by a fleet, and
+//! both must give the same answers to the same calls, which the conformance suite
+//! (`server/tests/store_conformance.rs`, run on memory, Redis and a Redis Cluster) and a differential trace
+//! (`server/tests/differential.rs`) check.
 //!
 //! Each method is one atomic step against shared state: `acquire` debits every level or none,
-//! `release` settles and frees a lease exactly once. Methods are async so a remote store can do I/O;
-//! the in-memory store never awaits.
+//! `release` settles and frees a lease exactly once. Methods are async so a remote store can do I/O (one
+//! round trip each for Redis); the in-memory store never awaits.
 
 use std::{future::Future, sync::Arc, time::Duration};
 

@@ -23,9 +23,7 @@ use std::{
     time::Duration,
 };
 
-use ::redis::{
-    Script, ScriptInvocation, Value, aio::ConnectionManager, cluster_async::ClusterConnection,
-};
+use ::redis::{ToRedisArgs, Value, aio::ConnectionManager, cluster_async::ClusterConnection};
 use dashmap::DashSet;
 use tokio::sync::Semaphore;
 
@@ -33,8 +31,45 @@ use crate::engine::{EngineError, EngineStats};
 
 pub use keys::Keys;
 
-/// The script every step runs.
+/// The library every step runs (a Redis Function; see [`library`]).
 const SCRIPT: &str = include_str!("store.lua");
+
+/// The function's name and the library's code: the name carries a hash of the code, so nodes of two quotad
+/// versions sharing one Redis (a rolling upgrade) each call their own.
+fn library() -> (String, String) {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in SCRIPT.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    let name = format!("quotad_{h:016x}");
+    let code = format!(
+        "#!lua name={name}\n{}",
+        SCRIPT.replace("__QUOTAD_FUNCTION__", &name)
+    );
+    (name, code)
+}
+
+/// One call's keys and arguments (`FCALL <function> <numkeys> keys... args...`).
+#[derive(Debug, Default)]
+pub struct Call {
+    keys: Vec<Vec<u8>>,
+    args: Vec<Vec<u8>>,
+}
+
+impl Call {
+    /// Adds a key (`KEYS[i]` in the script).
+    pub fn key(&mut self, key: impl ToRedisArgs) -> &mut Self {
+        key.write_redis_args(&mut self.keys);
+        self
+    }
+
+    /// Adds an argument (`ARGV[i]`).
+    pub fn arg(&mut self, arg: impl ToRedisArgs) -> &mut Self {
+        arg.write_redis_args(&mut self.args);
+        self
+    }
+}
 
 /// Where decisions take their time from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,7 +119,8 @@ enum Conn {
 /// The Redis store. See the module docs.
 pub struct RedisStore {
     conn: Conn,
-    script: Script,
+    function: String,
+    library: String,
     keys: Keys,
     settings: RedisSettings,
     in_flight: Semaphore,
@@ -114,6 +150,16 @@ impl std::fmt::Debug for RedisStore {
             .finish_non_exhaustive()
     }
 }
+
+/// Why one attempt at a call failed.
+enum CallError {
+    /// Redis does not have the library.
+    Missing,
+    /// Anything else.
+    Failed(EngineError),
+}
+
+use CallError::{Failed, Missing};
 
 fn unavailable(e: impl std::fmt::Display) -> EngineError {
     EngineError::Unavailable(format!("redis: {e}"))
@@ -145,9 +191,11 @@ impl RedisStore {
         };
         let seed =
             std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), 0x7175_6f74_u64);
+        let (function, library) = library();
         Ok(Self {
             conn,
-            script: Script::new(SCRIPT),
+            function,
+            library,
             keys: Keys::new(&settings.prefix),
             in_flight: Semaphore::new(settings.max_in_flight.max(1)),
             settings,
@@ -198,11 +246,22 @@ impl RedisStore {
         }
     }
 
-    /// Runs one script call, bounded in time and in number outstanding. A failure marks Redis down for a
-    /// moment (see [`fallback`]).
-    async fn call(&self, inv: &ScriptInvocation<'_>) -> Result<Value, EngineError> {
+    /// Runs one step, bounded in time and in number outstanding. A Redis that does not have the library
+    /// (restarted empty, a new replica promoted, `FUNCTION FLUSH`) is sent it and the call made again, so no
+    /// client ever sees the miss. A failure marks Redis down for a moment (see [`fallback`]).
+    async fn call(&self, inv: &Call) -> Result<Value, EngineError> {
         let started = std::time::Instant::now();
-        let result = self.call_once(inv).await;
+        let mut result = self.call_once(inv).await;
+        if matches!(&result, Err(Missing)) {
+            result = match self.load().await {
+                Ok(()) => self.call_once(inv).await,
+                Err(e) => Err(Failed(e)),
+            };
+        }
+        let result = result.map_err(|e| match e {
+            Missing => unavailable("the quotad function could not be loaded"),
+            Failed(e) => e,
+        });
         self.latency.observe(started.elapsed());
         match &result {
             Ok(_) => self.fallback.mark_up(),
@@ -211,38 +270,65 @@ impl RedisStore {
         result
     }
 
-    async fn call_once(&self, inv: &ScriptInvocation<'_>) -> Result<Value, EngineError> {
+    async fn call_once(&self, inv: &Call) -> Result<Value, CallError> {
         self.counts[0].fetch_add(1, Ordering::Relaxed);
         let Ok(_permit) = self.in_flight.try_acquire() else {
             self.counts[2].fetch_add(1, Ordering::Relaxed);
-            return Err(unavailable(
+            return Err(Failed(unavailable(
                 "too many calls outstanding (Redis is slow or unreachable)",
-            ));
+            )));
         };
-        let run = async {
-            match &self.conn {
-                Conn::Single(c) => inv.invoke_async::<Value>(&mut c.clone()).await,
-                Conn::Cluster(c) => inv.invoke_async::<Value>(&mut c.clone()).await,
-            }
-        };
-        let out = match tokio::time::timeout(self.settings.timeout, run).await {
+        let mut cmd = ::redis::cmd("FCALL");
+        cmd.arg(&self.function).arg(inv.keys.len());
+        for k in &inv.keys {
+            cmd.arg(k.as_slice());
+        }
+        for a in &inv.args {
+            cmd.arg(a.as_slice());
+        }
+        let out = match tokio::time::timeout(self.settings.timeout, self.query(&cmd)).await {
             Ok(Ok(Value::ServerError(e))) => Err(unavailable(format!("{e:?}"))),
             Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) if e.to_string().contains("Function not found") => return Err(Missing),
             Ok(Err(e)) if e.is_timeout() => {
                 self.counts[1].fetch_add(1, Ordering::Relaxed);
-                return Err(unavailable(e));
+                return Err(Failed(unavailable(e)));
             }
             Ok(Err(e)) => Err(unavailable(e)),
             Err(_) => {
                 self.counts[1].fetch_add(1, Ordering::Relaxed);
-                return Err(unavailable(format!(
+                return Err(Failed(unavailable(format!(
                     "no answer within {:?}",
                     self.settings.timeout
-                )));
+                ))));
             }
         };
         self.counts[3].fetch_add(1, Ordering::Relaxed);
-        out
+        out.map_err(Failed)
+    }
+
+    async fn query(&self, cmd: &::redis::Cmd) -> ::redis::RedisResult<Value> {
+        match &self.conn {
+            Conn::Single(c) => cmd.query_async::<Value>(&mut c.clone()).await,
+            Conn::Cluster(c) => cmd.query_async::<Value>(&mut c.clone()).await,
+        }
+    }
+
+    /// Loads the library (on every primary of a Cluster).
+    async fn load(&self) -> Result<(), EngineError> {
+        let cmd = ::redis::cmd("FUNCTION")
+            .arg("LOAD")
+            .arg("REPLACE")
+            .arg(&self.library)
+            .to_owned();
+        match tokio::time::timeout(self.settings.timeout, self.query(&cmd)).await {
+            Ok(Ok(_)) => {
+                tracing::info!(function = %self.function, "quotad's function loaded into Redis");
+                Ok(())
+            }
+            Ok(Err(e)) => Err(unavailable(format!("loading the quotad function: {e}"))),
+            Err(_) => Err(unavailable("loading the quotad function timed out")),
+        }
     }
 
     /// Says this node is alive and counts the live ones (heartbeats within 5 s), for `local`'s share. The

@@ -1,4 +1,6 @@
--- quotad's Redis store: the engine's state steps, one atomic call each (ARGV[1] names the step). The Rust
+-- quotad's Redis store: the engine's state steps, one atomic call each (ARGV[1] names the step), as one Redis
+-- Function (FCALL); the Rust side (engine/redis/mod.rs) loads the library under a name that carries a hash of
+-- this text, so two quotad versions in a rolling upgrade each call their own. The Rust
 -- side (engine/redis/) builds the keys and the rule's parameters; this script holds the same policy as the
 -- in-memory store (engine/memory/), and the conformance suite and a differential trace hold the two to
 -- identical decisions.
@@ -7,15 +9,19 @@
 -- is an offset in nanoseconds from `now`, so the arithmetic stays in exact doubles (integers below 2^53 ns,
 -- 104 days) however far 1970 is. `now` is Redis's own TIME unless the caller passes one (tests on a fake clock).
 
-local A = ARGV
+-- A Redis Function library (Redis 7): the helpers below are built once, when the library loads, and each call
+-- runs only its step. KEYS and A (ARGV) and the time are set at the start of every call.
+local KEYS, A
 local NOW_S, NOW_N
-if A[2] == '' then
-  local t = redis.call('TIME')
-  NOW_S = tonumber(t[1]); NOW_N = tonumber(t[2]) * 1000
-elseif #A[2] <= 9 then
-  NOW_S = 0; NOW_N = tonumber(A[2])
-else
-  NOW_S = tonumber(string.sub(A[2], 1, -10)); NOW_N = tonumber(string.sub(A[2], -9))
+local function init_now()
+  if A[2] == '' then
+    local t = redis.call('TIME')
+    NOW_S = tonumber(t[1]); NOW_N = tonumber(t[2]) * 1000
+  elseif #A[2] <= 9 then
+    NOW_S = 0; NOW_N = tonumber(A[2])
+  else
+    NOW_S = tonumber(string.sub(A[2], 1, -10)); NOW_N = tonumber(string.sub(A[2], -9))
+  end
 end
 local FAR = 4503599627370496 -- 2^52 ns: "long ago" / "far ahead"
 local TOMBSTONE_MS = 60000
@@ -61,12 +67,14 @@ local function hgetall(key)
   return h, #flat > 0
 end
 
--- Extends a key's life to at least `ms` from now.
+-- Extends a key's life to at least `ms` from now: one call when it only grows (GT treats a key without a
+-- TTL as immortal, so a fresh key gets its first TTL from the second call).
 local function keep(key, ms)
   ms = math.ceil(ms)
   if ms < 1 then ms = 1 end
-  local left = redis.call('PTTL', key)
-  if left < ms then redis.call('PEXPIRE', key, ms) end
+  if redis.call('PEXPIRE', key, ms, 'GT') == 0 and redis.call('PTTL', key) == -1 then
+    redis.call('PEXPIRE', key, ms)
+  end
 end
 
 -- Exact ceil(a / b) for integers below 2^53.
@@ -171,8 +179,8 @@ end
 -- A level: its bucket and its leases in flight (engine/memory/level.rs).
 
 local function level_load(key)
-  local h = hgetall(key)
-  return { key = key, bucket = bucket_load(h), f = tonumber(h.f or '0') }
+  local h, found = hgetall(key)
+  return { key = key, bucket = bucket_load(h), f = tonumber(h.f or '0'), found = found }
 end
 
 local function level_sync(cell, rate, factor)
@@ -187,16 +195,26 @@ local function level_save(cell, hold_ms)
   if cell.f <= 0 and full then redis.call('DEL', cell.key); return end
   local bk = cell.bucket
   if bk then
-    if bk.d <= 0 then redis.call('HDEL', cell.key, 't') else redis.call('HSET', cell.key, 't', abs(bk.d)) end
-    redis.call('HSET', cell.key, 'i', bk.i, 'b', bk.b)
+    if bk.d <= 0 then
+      redis.call('HDEL', cell.key, 't')
+      redis.call('HSET', cell.key, 'i', string.format('%d', bk.i), 'b', string.format('%d', bk.b), 'f', cell.f)
+    else
+      redis.call('HSET', cell.key, 't', abs(bk.d), 'i', string.format('%d', bk.i), 'b', string.format('%d', bk.b),
+                 'f', cell.f)
+    end
   else
     redis.call('HDEL', cell.key, 't', 'i', 'b')
+    redis.call('HSET', cell.key, 'f', cell.f)
   end
-  redis.call('HSET', cell.key, 'f', cell.f)
   local ms = 1000
   if bk and bk.d > 0 then ms = ms + bk.d / 1000000 end
   if cell.f > 0 then ms = math.max(ms, hold_ms or 0) end
-  keep(cell.key, ms)
+  if cell.found then
+    -- Every level key is written with a TTL, so it only has to grow: one call.
+    redis.call('PEXPIRE', cell.key, math.max(math.ceil(ms), 1), 'GT')
+  else
+    redis.call('PEXPIRE', cell.key, math.max(math.ceil(ms), 1))
+  end
 end
 
 ---------------------------------------------------------------------------------------------------------
@@ -337,7 +355,7 @@ local function breaker_save(key, b)
     if s then w[#w + 1] = string.format('%d:%d:%d', s.ep, s.calls, s.fails) end
   end
   redis.call('HSET', key, 'ph', b.ph, 's', abs(b.s), 'u', abs(b.u), 'pl', b.pl, 'sc', b.sc, 'c', b.c,
-             'r', b.r, 'e', b.e, 'wl', b.wl, 'w', table.concat(w, ';'))
+             'r', b.r, 'e', b.e, 'wl', string.format('%d', b.wl), 'w', table.concat(w, ';'))
   local ms = b.wl / 1000000 + 1000
   if b.ph == 'o' then ms = ms + math.max(b.u, 0) / 1000000 end
   keep(key, ms)
@@ -383,7 +401,7 @@ local function pressure_save(p, quiet)
   if idle then redis.call('DEL', p.key); return end
   redis.call('DEL', p.key)
   local ms = 1000 + quiet / 1000000
-  local f = { 'fa', string.format('%.17g', p.fa), 'ls', abs(p.ls), 'pu', abs(p.pu), 'n', p.n, 'qw', quiet }
+  local f = { 'fa', string.format('%.17g', p.fa), 'ls', abs(p.ls), 'pu', abs(p.pu), 'n', p.n, 'qw', string.format('%d', quiet) }
   if p.ld ~= nil then f[#f + 1] = 'ld'; f[#f + 1] = abs(p.ld) end
   for who, at in pairs(p.rep) do
     if at > -quiet then f[#f + 1] = 'q:' .. who; f[#f + 1] = abs(at) end
@@ -402,10 +420,10 @@ end
 
 local PREFIX, EXP, IDS
 local function use_shard(prefix) PREFIX = prefix; EXP = prefix .. 'x'; IDS = prefix .. 'ids' end
-use_shard(A[3])
 local function lease_key(hex) return PREFIX .. 'l:' .. hex end
 
-local function exp_score(off) return math.ceil((NOW_S * 1000000) + (NOW_N + off) / 1000) end
+-- (Formatted here: Lua would print a number this large with 14 digits.)
+local function exp_score(off) return string.format('%d', math.ceil((NOW_S * 1000000) + (NOW_N + off) / 1000)) end
 
 local function lease_levels(l)
   local out = {}
@@ -439,14 +457,20 @@ local function return_probe(l)
   breaker_save(l.bk, b)
 end
 
+-- Counts a resource's live leases (what listings show), in its pressure hash; kept a day past the last change.
 local function count_lease(rkey, delta)
-  local p = pressure_load(rkey)
-  p.n = math.max(p.n + delta, 0); p.dirty = true
-  pressure_save(p, 0)
+  local n = redis.call('HINCRBY', rkey, 'n', delta)
+  if n <= 0 then
+    -- Nothing live: a hash that held only the count goes.
+    if redis.call('HLEN', rkey) == 1 then redis.call('DEL', rkey); return end
+    redis.call('HSET', rkey, 'n', 0)
+  elseif n == delta then
+    redis.call('PEXPIRE', rkey, 86400000, 'NX')
+  end
 end
 
+-- An ended lease keeps its fields for a minute, marked `g` (why it ended), so a late call is answered.
 local function tombstone(key, hex, why)
-  redis.call('DEL', key)
   redis.call('HSET', key, 'g', why)
   redis.call('PEXPIRE', key, TOMBSTONE_MS)
   redis.call('ZREM', EXP, hex)
@@ -464,7 +488,7 @@ end
 -- Reclaims up to `limit` leases of this shard that expired by now; returns them and whether more remain.
 local function reclaim_expired(limit)
   local out = {}
-  local now_us = math.floor(NOW_S * 1000000 + NOW_N / 1000)
+  local now_us = string.format('%d', math.floor(NOW_S * 1000000 + NOW_N / 1000))
   local due = redis.call('ZRANGEBYSCORE', EXP, '-inf', now_us, 'LIMIT', 0, limit + 1)
   local more = false
   for i, hex in ipairs(due) do
@@ -614,12 +638,16 @@ OPS.acq = function()
   end
   if b then breaker_save(bkey, b) end
   if adaptive then adaptive_on_grant(p, adaptive) end
-  p.n = p.n + 1; p.dirty = true
-  pressure_save(p, 0)
+  if p.dirty then
+    p.n = p.n + 1
+    pressure_save(p, 0)
+  else
+    count_lease(rkey, 1)
+  end
 
   local expires = abs(ttl)
   redis.call('HSET', lkey, 'res', A[7], 'rule', A[8], 'dt', A[9], 'mt', A[10], 'cid', A[11], 'own', A[12],
-             'p', permits, 'x', expires, 'lv', table.concat(lv_out, '\30'), 'bk', bspec and bkey or '',
+             'p', A[4], 'x', expires, 'lv', table.concat(lv_out, '\30'), 'bk', bspec and bkey or '',
              'bs', A[16], 'pr', probe or '', 'rk', rkey, 'ad', A[15], 'ds', held)
   redis.call('PEXPIRE', lkey, math.ceil(hold_ms))
   redis.call('ZADD', EXP, exp_score(ttl), hex)
@@ -879,6 +907,12 @@ OPS.lst = function()
   return out
 end
 
-local op = OPS[A[1]]
-if op == nil then return redis.error_reply('quotad: unknown step ' .. tostring(A[1])) end
-return op()
+redis.register_function('__QUOTAD_FUNCTION__', function(keys, args)
+  KEYS = keys; A = args
+  init_now()
+  transitions = {}
+  use_shard(A[3] or '')
+  local op = OPS[A[1]]
+  if op == nil then return redis.error_reply('quotad: unknown step ' .. tostring(A[1])) end
+  return op()
+end)

@@ -2,11 +2,10 @@
 
 use std::{sync::atomic::Ordering, time::Duration};
 
-use ::redis::ScriptInvocation;
 use futures_util::future::join_all;
 
 use super::{
-    RedisStore, args,
+    Call, RedisStore, args,
     keys::{SHARDS, lease_in, shard_of, shard_of_lease},
     reply::{self, float, instant, int, items, text, uint},
 };
@@ -22,8 +21,8 @@ use crate::{
 };
 
 impl RedisStore {
-    fn invocation(&self, op: &str, now: Nanos, shard: u64) -> ScriptInvocation<'_> {
-        let mut inv = self.script.prepare_invoke();
+    fn invocation(&self, op: &str, now: Nanos, shard: u64) -> Call {
+        let mut inv = Call::default();
         inv.arg(op)
             .arg(self.now_arg(now))
             .arg(self.keys.shard(shard));
@@ -361,7 +360,7 @@ impl RedisStore {
         now: Nanos,
         limit: usize,
     ) -> Result<(Vec<Expired>, bool), EngineError> {
-        let mut inv = self.script.prepare_invoke();
+        let mut inv = Call::default();
         inv.arg("swp").arg(self.now_arg(now)).arg("").arg(limit);
         for &shard in shards {
             inv.key(self.keys.expiries(shard))
