@@ -66,6 +66,18 @@ impl RedisServer {
         let child = cmd
             .spawn()
             .expect("redis-server runs (install redis-server)");
+        // A server held in a static (one per test process) is never dropped: a watchdog kills it once this
+        // process is gone, so no redis-server outlives its tests.
+        let _ = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "while kill -0 {} 2>/dev/null; do sleep 1; done; kill -9 {} 2>/dev/null",
+                std::process::id(),
+                child.id()
+            ))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
         let server = Self {
             port,
             child: Some(child),

@@ -1,10 +1,11 @@
 //! The Redis store: several quotad nodes share exact limits through one Redis (or Redis Cluster).
 //!
-//! Every step is one script call ([`store.lua`](./store.lua), loaded once and called by SHA; a Redis that
-//! lost its scripts, after a restart, a failover or `SCRIPT FLUSH`, is sent the script again within the same
-//! call, so no client ever sees `NOSCRIPT`). The script runs the same policy as the in-memory store, against
-//! state kept in Redis under one hash tag per resource shard ([`keys`]), with Redis's own clock, so a node
-//! whose clock is off cannot over-admit. [`args`] builds each call and [`reply`] reads its answer.
+//! Every step is one call of a Redis Function ([`store.lua`](./store.lua), a library loaded once and called
+//! with `FCALL`; a Redis that does not have it, after a restart, a failover or `FUNCTION FLUSH`, is sent it
+//! within the same call, so no client ever sees the miss). The function runs the same policy as the
+//! in-memory store, against state kept in Redis under one hash tag per resource shard ([`keys`]), with
+//! Redis's own clock, so a node whose clock is off cannot over-admit. [`args`] builds each call's
+//! parameters and [`reply`] reads its answer; [`fallback`] is what a node does while Redis is down.
 //!
 //! Redis calls are bounded: each has a timeout, and at most `max_in_flight` are outstanding per node; past
 //! that a call fails at once as UNAVAILABLE instead of queueing behind a stalled Redis.
