@@ -5,7 +5,7 @@ use std::time::Duration;
 use super::{
     ConfigError,
     file::RedisSection,
-    validate::{duration, invalid, positive},
+    validate::{at_most, duration, invalid, positive},
 };
 use crate::engine::{RedisSettings, Rules, TimeSource, redis::args::largest_deficit};
 
@@ -26,7 +26,15 @@ pub fn store(
     rules: &Rules,
 ) -> Result<StoreSettings, ConfigError> {
     match kind.unwrap_or("memory") {
-        "memory" => Ok(StoreSettings::Memory),
+        "memory" => {
+            // A lease id carries its slot in the in-memory lease table: that bounds the leases it holds.
+            at_most(
+                "capacity.max_leases",
+                rules.capacity.max_leases,
+                crate::engine::memory::leases::MAX_LEASES,
+            )?;
+            Ok(StoreSettings::Memory)
+        }
         "redis" => {
             let settings = redis(r)?;
             exact_in_redis(rules)?;
@@ -116,4 +124,75 @@ fn exact_in_redis(rules: &Rules) -> Result<(), ConfigError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{StoreSettings, load_str};
+
+    fn err(toml: &str) -> String {
+        load_str(toml).unwrap_err().to_string()
+    }
+
+    const RULE: &str = "[[resources]]\nname = \"a\"\nrate = { limit = 10 }\n";
+
+    #[test]
+    fn the_store_and_its_settings_are_checked_naming_the_key() {
+        assert!(
+            err(&format!("store = \"etcd\"\n{RULE}"))
+                .contains("store: 'etcd' is not one of: memory, redis")
+        );
+        assert!(
+            err(&format!(
+                "store = \"redis\"\n[redis]\nurl = \"http://x\"\n{RULE}"
+            ))
+            .contains("redis.url")
+        );
+        assert!(
+            err(&format!(
+                "store = \"redis\"\n[redis]\nprefix = \"a{{b\"\n{RULE}"
+            ))
+            .contains("redis.prefix")
+        );
+        assert!(
+            err(&format!(
+                "store = \"redis\"\n[redis]\ntime = \"gps\"\n{RULE}"
+            ))
+            .contains("redis.time")
+        );
+        assert!(
+            err(&format!(
+                "store = \"redis\"\n[redis]\ntimeout = \"0s\"\n{RULE}"
+            ))
+            .contains("redis.timeout")
+        );
+        assert!(
+            err(&format!(
+                "store = \"redis\"\n[redis]\nurl = \"redis://a\"\ncluster = [\"redis://b\"]\n{RULE}"
+            ))
+            .contains("redis.cluster")
+        );
+        assert!(
+            err("[[resources]]\nname = \"a\"\nrate = { limit = 1 }\non_store_error = \"maybe\"\n")
+                .contains("resources[0] (\"a\").on_store_error")
+        );
+        // One token a day with a burst of 200 and as much debt: 400 days of refill, past exact doubles.
+        assert!(
+            err("store = \"redis\"\n[[resources]]\nname = \"slow\"\nrate = { limit = 1, period = \"1d\", burst = 200 }\n")
+                .contains("104 days")
+        );
+    }
+
+    #[test]
+    fn the_lease_cap_is_the_memory_stores() {
+        assert!(
+            err(&format!("[capacity]\nmax_leases = 20000000\n{RULE}"))
+                .contains("capacity.max_leases")
+        );
+        let s = load_str(&format!(
+            "store = \"redis\"\n[capacity]\nmax_leases = 20000000\n{RULE}"
+        ))
+        .unwrap();
+        assert!(matches!(s.store, StoreSettings::Redis(_)));
+    }
 }

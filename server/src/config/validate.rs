@@ -139,7 +139,7 @@ fn at_least_one<T: PartialOrd + From<u8> + Copy>(key: &str, v: T) -> Result<T, C
     }
 }
 
-fn at_most(key: &str, v: usize, max: usize) -> Result<usize, ConfigError> {
+pub(super) fn at_most(key: &str, v: usize, max: usize) -> Result<usize, ConfigError> {
     if v > max {
         Err(invalid(key, format!("must be at most {max}")))
     } else {
@@ -519,11 +519,8 @@ impl ConfigFile {
                 "capacity.max_live_keys",
                 c.max_live_keys.unwrap_or(dc.max_live_keys),
             )?,
-            max_leases: at_most(
-                "capacity.max_leases",
-                at_least_one("capacity.max_leases", c.max_leases.unwrap_or(dc.max_leases))?,
-                crate::engine::memory::leases::MAX_LEASES,
-            )?,
+            // Its upper bound is the in-memory store's (checked with the store, config/store.rs).
+            max_leases: at_least_one("capacity.max_leases", c.max_leases.unwrap_or(dc.max_leases))?,
             idempotency_window: duration(
                 "capacity.idempotency_window",
                 c.idempotency_window.as_ref(),
