@@ -10,8 +10,8 @@ use super::{MemoryStore, leases::Lease, level::LevelCell};
 use crate::{
     clock::Nanos,
     engine::{
-        Breaker, BreakerState, EngineError, Expired, LeaseId, NotReleased, Outcome, Release,
-        Released, Rule, Rules,
+        BreakerState, EngineError, Expired, LeaseId, NotReleased, Outcome, Release, Released, Rule,
+        Rules,
     },
 };
 
@@ -93,34 +93,24 @@ impl MemoryStore {
         let mut breaker = BreakerState::Closed;
         if let (Some(spec), Some(key)) = (rule.and_then(|r| r.breaker.as_ref()), &lease.breaker_key)
         {
-            let counted = self.breakers.with(
-                key,
-                &self.keys,
-                || Breaker::new(spec, now),
-                |b| {
-                    let t = match r.outcome {
-                        Outcome::Success => b.record(spec, now, false, lease.probe),
-                        Outcome::Failure | Outcome::Throttled if !lease.failure_reported => {
-                            b.record(spec, now, true, lease.probe)
-                        }
-                        Outcome::Failure | Outcome::Throttled => None,
-                        Outcome::Unknown => {
-                            if let Some(epoch) = lease.probe {
-                                b.cancel_probe(epoch);
-                            }
-                            None
-                        }
-                    };
-                    (t, b.state(now))
-                },
-            );
-            match counted {
-                Ok((transition, state)) => {
-                    if let Some(t) = transition {
-                        self.stats.transition(lease.rule, key, t);
+            let counted = self.on_breaker(lease.rule, spec, key, now, |b| {
+                let t = match r.outcome {
+                    Outcome::Success => b.record(spec, now, false, lease.probe),
+                    Outcome::Failure | Outcome::Throttled if !lease.failure_reported => {
+                        b.record(spec, now, true, lease.probe)
                     }
-                    breaker = state;
-                }
+                    Outcome::Failure | Outcome::Throttled => None,
+                    Outcome::Unknown => {
+                        if let Some(epoch) = lease.probe {
+                            b.cancel_probe(epoch);
+                        }
+                        None
+                    }
+                };
+                (t, b.state(now))
+            });
+            match counted {
+                Ok(state) => breaker = state,
                 Err(e) => tracing::warn!(error = %e, "release outcome not counted by the breaker"),
             }
         }

@@ -16,6 +16,25 @@ use crate::{
 };
 
 impl MemoryStore {
+    /// Runs `f` on the breaker at `key` (a fresh CLOSED one if it has no state) and counts the transition `f`
+    /// reports: the one step every breaker change goes through (an outcome, a report, an operator).
+    pub(super) fn on_breaker<R>(
+        &self,
+        rule: &'static str,
+        spec: &crate::engine::BreakerSpec,
+        key: &str,
+        now: Nanos,
+        f: impl FnOnce(&mut Breaker) -> (Option<crate::engine::Transition>, R),
+    ) -> Result<R, EngineError> {
+        let (transition, out) =
+            self.breakers
+                .with(key, &self.keys, || Breaker::new(spec, now), f)?;
+        if let Some(t) = transition {
+            self.stats.transition(rule, key, t);
+        }
+        Ok(out)
+    }
+
     pub(super) fn report_now(
         &self,
         rp: &ReportPlan<'_>,
@@ -126,23 +145,14 @@ impl MemoryStore {
         let (Some(spec), Some(key)) = (&rule.breaker, &rp.target.key) else {
             return Ok(BreakerState::Closed);
         };
-        let (transition, state) = self.breakers.with(
-            key,
-            &self.keys,
-            || Breaker::new(spec, now),
-            |b| {
-                let t = if count {
-                    b.record(spec, now, true, probe)
-                } else {
-                    None
-                };
-                (t, b.state(now))
-            },
-        )?;
-        if let Some(t) = transition {
-            self.stats.transition(rule.name, key, t);
-        }
-        Ok(state)
+        self.on_breaker(rule.name, spec, key, now, |b| {
+            let t = if count {
+                b.record(spec, now, true, probe)
+            } else {
+                None
+            };
+            (t, b.state(now))
+        })
     }
 
     pub(super) fn circuit_now(&self, target: &BreakerRef<'_>, now: Nanos) -> CircuitView {
