@@ -677,3 +677,61 @@ async fn leases_of_a_killed_node_are_seen_by_others_and_reclaimed() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_on_a_redis_cluster_shares_leases_and_breakers() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let cluster = quotad_e2e::redis_server::RedisCluster::start();
+    let seeds: Vec<String> = cluster.urls().iter().map(|u| format!("\"{u}\"")).collect();
+    let toml = config("redis://unused").replace(
+        "url = \"redis://unused\"",
+        &format!("cluster = [{}]", seeds.join(", ")),
+    );
+    let nodes = vec![
+        TestServer::start(&toml, Arc::new(MonotonicClock::new())).await,
+        TestServer::start(&toml, Arc::new(MonotonicClock::new())).await,
+        TestServer::start(&toml, Arc::new(MonotonicClock::new())).await,
+    ];
+    // Concurrency 50, held across three nodes: the 51st is refused wherever it asks.
+    let mut held = Vec::new();
+    for i in 0..50 {
+        let r = code(&nodes[i % 3], "jobs").await.unwrap();
+        assert!(r.granted, "grant {i}");
+        held.push(r.lease_id);
+    }
+    for node in &nodes {
+        let r = code(node, "jobs").await.unwrap();
+        assert_eq!(r.decision, pb::Decision::ConcurrencyLimited as i32);
+    }
+    // Released on another node than the one that granted each: the slots come back fleet-wide.
+    for (i, lease_id) in held.into_iter().enumerate() {
+        let released = nodes[(i + 1) % 3]
+            .quota()
+            .await
+            .release(pb::ReleaseRequest {
+                lease_id,
+                outcome: pb::Outcome::Success as i32,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(released.released);
+    }
+    assert!(code(&nodes[2], "jobs").await.unwrap().granted);
+    // A breaker forced open through one node is open on the others.
+    nodes[1]
+        .admin()
+        .await
+        .force_open_breaker(pb::ForceOpenBreakerRequest {
+            resource: "down".into(),
+            duration: secs(20),
+            ..Default::default()
+        })
+        .await
+        .expect("force open");
+    for node in [&nodes[0], &nodes[2]] {
+        let r = code(node, "down").await.unwrap();
+        assert_eq!(r.decision, pb::Decision::CircuitOpen as i32);
+    }
+}
