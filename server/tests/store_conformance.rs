@@ -9,7 +9,7 @@ use common::{Harness, acq, denied_by, lease, now, retry_after};
 use quotad_server::clock::FakeClock;
 use quotad_server::engine::{
     Acquire, BreakerState, BreakerTarget, Denial, EngineError, LeaseId, MemoryStore, NotReleased,
-    Outcome, RedisStore, Release, Renew, Report, Rules, Store, ThrottleKind, Verdict,
+    Outcome, RedisStore, Release, Renew, Report, Rules, Store, ThrottleKind, UsageQuery, Verdict,
 };
 
 const SEC: u64 = 1_000_000_000;
@@ -253,6 +253,51 @@ fn a_resource_with_only_partitions_is_listed<S: Store>(make: &Make<S>) {
     let usage = now(h.quota.usage()).unwrap();
     let names: Vec<_> = usage.resources.iter().map(|r| &*r.resource).collect();
     assert_eq!(names, ["t"]);
+}
+
+fn usage_pages_in_name_order_with_filters<S: Store>(make: &Make<S>) {
+    let h = Harness::new(
+        "[[resources]]\nname = \"p.*\"\nrate = { limit = 10 }\n[[resources]]\nname = \"solo\"\nrate = { limit = 10 }\n",
+        make,
+    );
+    let mut want: Vec<String> = (0..20).map(|i| format!("p.{i:02}")).collect();
+    for name in want.iter().rev() {
+        assert!(h.acquire(name, &[], 1).granted());
+    }
+    let mut got = Vec::new();
+    let mut after: Option<String> = None;
+    let mut pages = Vec::new();
+    loop {
+        let query = UsageQuery {
+            prefix: "p.",
+            rule: Some("p.*"),
+            after: after.as_deref(),
+            limit: 7,
+            configured: false,
+        };
+        let page = now(h.quota.usage_page(&query)).unwrap();
+        pages.push((page.resources.len(), page.more));
+        got.extend(page.resources.iter().map(|r| r.resource.to_string()));
+        after = got.last().cloned();
+        if !page.more {
+            break;
+        }
+    }
+    assert_eq!(got, want, "in name order, none twice");
+    assert_eq!(pages, [(7, true), (7, true), (6, false)]);
+    // Configured rules without state are listed too (a used pattern is not: its names are).
+    let all = UsageQuery {
+        configured: true,
+        ..UsageQuery::ALL
+    };
+    let page = now(h.quota.usage_page(&all)).unwrap();
+    let names: Vec<_> = page
+        .resources
+        .iter()
+        .map(|r| r.resource.to_string())
+        .collect();
+    want.push("solo".into());
+    assert_eq!(names, want);
 }
 
 fn an_answer_at_once_is_the_same_answer<S: Store>(make: &Make<S>) {
@@ -909,6 +954,7 @@ macro_rules! for_each_store {
 
 for_each_store!(
     shared: [
+        usage_pages_in_name_order_with_filters,
         one_release_cannot_lock_a_resource_for_centuries,
         settlement_charges_every_level_the_same_bounded_amount,
         rate_limit_denies_with_exact_retry_after,

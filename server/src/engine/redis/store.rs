@@ -330,12 +330,14 @@ impl RedisStore {
         })
     }
 
+    /// Up to `limit` names of the resource index from `after` (exclusive) or the start of the prefix.
     async fn resource_names(
         &self,
         query: &UsageQuery<'_>,
+        after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<String>, EngineError> {
-        let from = match query.after {
+        let from = match after {
             Some(a) if *a >= *query.prefix => format!("({a}"),
             _ if query.prefix.is_empty() => "-".to_owned(),
             _ => format!("[{}", query.prefix),
@@ -352,8 +354,6 @@ impl RedisStore {
         names.iter().map(|v| text(Some(v))).collect()
     }
 
-    /// Reclaims expired leases of `shards` in one call (they must share a Cluster slot owner: one shard
-    /// per call on a Cluster, all of them on a single Redis).
     async fn sweep_shards(
         &self,
         shards: &[u64],
@@ -712,20 +712,56 @@ impl Store for RedisStore {
         query: &UsageQuery<'_>,
         now: Nanos,
     ) -> Result<StoreUsage, EngineError> {
-        // Listings read the resource index a page at a time; the limit bounds what one call reads.
+        // Listings read the resource index a batch at a time; the limit bounds what one call reads.
         let limit = query.limit.min(10_000);
-        let names = self.resource_names(query, limit.saturating_add(1)).await?;
-        let mut page: Vec<String> = names
-            .into_iter()
-            .filter(|n| n.starts_with(query.prefix))
-            .filter(|n| match (query.rule, rules.resolve(n)) {
-                (_, None) => false,
-                (None, Some(_)) => true,
-                (Some(want), Some(rule)) => rule.name == want,
-            })
-            .collect();
-        let more = page.len() > limit;
-        page.truncate(limit);
+        let wanted = |n: &str| {
+            n.starts_with(query.prefix)
+                && query.after.is_none_or(|a| n > a)
+                && match (query.rule, rules.resolve(n)) {
+                    (_, None) => false,
+                    (None, Some(_)) => true,
+                    (Some(want), Some(rule)) => rule.name == want,
+                }
+        };
+        let mut names = Vec::new();
+        let mut from = query.after.map(str::to_owned);
+        'index: loop {
+            let batch = self.resource_names(query, from.as_deref(), 512).await?;
+            let full = batch.len() == 512;
+            for n in batch {
+                if !n.starts_with(query.prefix) && n.as_str() > query.prefix {
+                    break 'index; // past the prefix's range
+                }
+                from = Some(n.clone());
+                if wanted(&n) {
+                    names.push(n);
+                    if names.len() > limit {
+                        break 'index;
+                    }
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        if query.configured {
+            // Configured rules with no state yet (exact names; patterns no live resource matched).
+            let used: std::collections::HashSet<&'static str> = names
+                .iter()
+                .filter_map(|n| rules.resolve(n).map(|r| r.name))
+                .collect();
+            for rule in rules.all() {
+                let show = !crate::engine::glob::is_pattern(rule.name) || !used.contains(rule.name);
+                if show && wanted(rule.name) {
+                    names.push(rule.name.to_owned());
+                }
+            }
+            names.sort();
+            names.dedup();
+        }
+        let more = names.len() > limit;
+        names.truncate(limit);
+        let page = names;
         let reads = page.iter().filter_map(|n| {
             let rule = rules.resolve(n)?.clone();
             Some(async move { self.usage_of(&rule, n, now).await })
