@@ -118,11 +118,13 @@ impl Fallback {
         }
     }
 
-    /// A call succeeded.
-    pub fn mark_up(&self) {
-        if self.down_until_ms.swap(0, Ordering::Relaxed) != 0 {
+    /// A call succeeded. True when Redis was marked down until now.
+    pub fn mark_up(&self) -> bool {
+        let was_down = self.down_until_ms.swap(0, Ordering::Relaxed) != 0;
+        if was_down {
             tracing::info!("Redis answers again");
         }
+        was_down
     }
 
     /// The rules changed.

@@ -265,7 +265,7 @@ impl RedisStore {
         });
         self.latency.observe(started.elapsed());
         match &result {
-            Ok(_) => self.fallback.mark_up(),
+            Ok(_) => self.up(),
             Err(_) => self.fallback.mark_down(),
         }
         result
@@ -372,9 +372,17 @@ impl RedisStore {
                 return Err(unavailable("heartbeat timed out"));
             }
         };
-        self.fallback.mark_up();
+        self.up();
         self.fallback.set_nodes(n);
         Ok(n)
+    }
+
+    /// Redis answered. After an outage its data may be gone (a restart without persistence): the resource
+    /// index is written again as resources are used.
+    fn up(&self) {
+        if self.fallback.mark_up() {
+            self.indexed.clear();
+        }
     }
 
     /// Live nodes, as last counted.
