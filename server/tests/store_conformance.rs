@@ -300,6 +300,48 @@ fn usage_pages_in_name_order_with_filters<S: Store>(make: &Make<S>) {
     assert_eq!(names, want);
 }
 
+fn another_identitys_lease_is_refused_and_left_as_it_was<S: Store>(make: &Make<S>) {
+    let h = Harness::new(
+        "[[resources]]\nname = \"jobs\"\nconcurrency = 1\nlease_ttl = \"10s\"\n",
+        make,
+    );
+    let id = lease(&h.acquire_req(&Acquire {
+        owner: Some("alice"),
+        ..acq("jobs", &[], 1)
+    }));
+    let as_mallory = Release {
+        caller: Some("mallory"),
+        lease_id: id,
+        outcome: Outcome::Success,
+        used_permits: Some(0),
+    };
+    let refused = |e: Result<_, EngineError>| matches!(e, Err(EngineError::PermissionDenied(_)));
+    assert!(refused(now(h.quota.release(&as_mallory)).map(|_| ())));
+    let renew = Renew {
+        lease_id: id,
+        lease_ttl: None,
+        caller: Some("mallory"),
+    };
+    assert!(refused(now(h.quota.renew(&renew)).map(|_| ())));
+    let report = Report {
+        lease_id: Some(id),
+        caller: Some("mallory"),
+        ..report("jobs", ThrottleKind::Throttled, None)
+    };
+    assert!(refused(now(h.quota.report(&report)).map(|_| ())));
+    // Nothing changed: the slot is still held, and its owner releases it.
+    assert_eq!(
+        h.acquire("jobs", &[], 1).denial(),
+        Some(Denial::ConcurrencyLimited)
+    );
+    let mine = Release {
+        caller: Some("alice"),
+        ..as_mallory
+    };
+    assert_eq!(now(h.quota.release(&mine)).unwrap().result, Ok(()));
+    assert!(h.acquire("jobs", &[], 1).granted());
+}
+
 fn an_answer_at_once_is_the_same_answer<S: Store>(make: &Make<S>) {
     let h = Harness::new(RATE, make);
     let req = acq("api", &[], 2);
@@ -954,6 +996,7 @@ macro_rules! for_each_store {
 
 for_each_store!(
     shared: [
+        another_identitys_lease_is_refused_and_left_as_it_was,
         usage_pages_in_name_order_with_filters,
         one_release_cannot_lock_a_resource_for_centuries,
         settlement_charges_every_level_the_same_bounded_amount,
