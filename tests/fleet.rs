@@ -252,6 +252,20 @@ async fn a_request_id_retried_on_another_node_replays_its_lease() {
         .unwrap()
         .into_inner();
     assert!(first.granted && again.granted && again.replayed);
+    // The resource index is one key a day, kept two days: a flood of names cannot grow it for ever.
+    let day = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 86_400;
+    let kept: i64 = redis
+        .cli(&["PTTL", &format!("fleet:resources:{day}")])
+        .parse()
+        .unwrap();
+    assert!(
+        (1..=2 * 86_400_000).contains(&kept),
+        "the index expires ({kept} ms)"
+    );
     assert_eq!(first.lease_id, again.lease_id);
     // Renewed on a third node, released on the second: one lease, fleet-wide.
     nodes[2]

@@ -107,9 +107,10 @@ impl Keys {
         format!("{}ids", self.shard(shard))
     }
 
-    /// Every resource with state, by name (no hash tag: written apart from the scripts).
-    pub fn index(&self) -> String {
-        format!("{}resources", self.prefix)
+    /// The resources used on Unix day `day`, by name (no hash tag: written apart from the scripts). One key
+    /// per day, each kept two days, so a flood of names cannot grow the index for ever.
+    pub fn index(&self, day: u64) -> String {
+        format!("{}resources:{day}", self.prefix)
     }
 
     /// The live nodes' heartbeats.

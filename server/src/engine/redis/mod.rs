@@ -130,6 +130,8 @@ pub struct RedisStore {
     window: AtomicU64,
     /// Resources this node has added to the resource index (bounded; cleared when large).
     indexed: DashSet<Arc<str>>,
+    /// The day `indexed` is for.
+    indexed_day: AtomicU64,
     seed: u64,
     counter: AtomicU64,
     /// What this node does while Redis is down.
@@ -150,6 +152,16 @@ impl std::fmt::Debug for RedisStore {
             .field("prefix", &self.settings.prefix)
             .finish_non_exhaustive()
     }
+}
+
+/// How long a day's resource index is kept: two days, so yesterday's names are listed too.
+const INDEX_KEPT_MS: u64 = 2 * 86_400_000;
+
+/// The Unix day now (this node's clock: the index only decides what listings show).
+pub(crate) fn today() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() / 86_400)
 }
 
 /// Why one attempt at a call failed.
@@ -203,6 +215,7 @@ impl RedisStore {
             stats: EngineStats::default(),
             window: AtomicU64::new(300_000_000_000),
             indexed: DashSet::new(),
+            indexed_day: AtomicU64::new(0),
             seed,
             counter: AtomicU64::new(1),
             fallback: fallback::Fallback::default(),
@@ -415,24 +428,32 @@ impl RedisStore {
         }
     }
 
-    /// Adds `resource` to the resource index once per node (listings read it; decisions never do).
+    /// Adds `resource` to today's resource index once per node and day (listings read today's and
+    /// yesterday's; decisions never do).
     async fn index(&self, resource: &str) {
+        let day = today();
+        if self.indexed_day.swap(day, Ordering::Relaxed) != day || self.indexed.len() >= 100_000 {
+            self.indexed.clear();
+        }
         if self.indexed.contains(resource) {
             return;
         }
-        if self.indexed.len() >= 100_000 {
-            self.indexed.clear();
-        }
-        let cmd = ::redis::cmd("ZADD")
-            .arg(self.keys.index())
-            .arg(0)
-            .arg(resource)
-            .to_owned();
-        match self.command(&cmd).await {
-            Ok(_) => {
+        let key = self.keys.index(day);
+        let mut pipe = ::redis::pipe();
+        pipe.cmd("ZADD").arg(&key).arg(0).arg(resource).ignore();
+        pipe.cmd("PEXPIRE").arg(&key).arg(INDEX_KEPT_MS).ignore();
+        let run = async {
+            match &self.conn {
+                Conn::Single(c) => pipe.query_async::<()>(&mut c.clone()).await,
+                Conn::Cluster(c) => pipe.query_async::<()>(&mut c.clone()).await,
+            }
+        };
+        match tokio::time::timeout(self.settings.timeout, run).await {
+            Ok(Ok(())) => {
                 self.indexed.insert(Arc::from(resource));
             }
-            Err(e) => tracing::debug!(error = %e, "resource index not updated"),
+            Ok(Err(e)) => tracing::debug!(error = %e, "resource index not updated"),
+            Err(_) => tracing::debug!("resource index not updated: timed out"),
         }
     }
 

@@ -330,28 +330,49 @@ impl RedisStore {
         })
     }
 
-    /// Up to `limit` names of the resource index from `after` (exclusive) or the start of the prefix.
+    /// Names of the resource index (today's and yesterday's, merged) from `after` (exclusive) or the start of
+    /// the prefix, in order and without gaps, and whether more may follow.
     async fn resource_names(
         &self,
         query: &UsageQuery<'_>,
         after: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<String>, EngineError> {
+    ) -> Result<(Vec<String>, bool), EngineError> {
         let from = match after {
             Some(a) if *a >= *query.prefix => format!("({a}"),
             _ if query.prefix.is_empty() => "-".to_owned(),
             _ => format!("[{}", query.prefix),
         };
-        let cmd = ::redis::cmd("ZRANGEBYLEX")
-            .arg(self.keys.index())
-            .arg(from)
-            .arg("+")
-            .arg("LIMIT")
-            .arg(0)
-            .arg(limit)
-            .to_owned();
-        let names = items(self.command(&cmd).await?)?;
-        names.iter().map(|v| text(Some(v))).collect()
+        let day = super::today();
+        let mut lists = Vec::new();
+        for key in [self.keys.index(day), self.keys.index(day.saturating_sub(1))] {
+            let cmd = ::redis::cmd("ZRANGEBYLEX")
+                .arg(key)
+                .arg(&from)
+                .arg("+")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(limit)
+                .to_owned();
+            let names: Vec<String> = items(self.command(&cmd).await?)?
+                .iter()
+                .map(|v| text(Some(v)))
+                .collect::<Result<_, _>>()?;
+            lists.push(names);
+        }
+        // A full list may go on past its last name: the merge is complete only up to the smallest such.
+        let cut = lists
+            .iter()
+            .filter(|l| l.len() == limit)
+            .filter_map(|l| l.last().cloned())
+            .min();
+        let mut names: Vec<String> = lists.into_iter().flatten().collect();
+        names.sort();
+        names.dedup();
+        if let Some(cut) = &cut {
+            names.retain(|n| n <= cut);
+        }
+        Ok((names, cut.is_some()))
     }
 
     async fn sweep_shards(
@@ -726,8 +747,7 @@ impl Store for RedisStore {
         let mut names = Vec::new();
         let mut from = query.after.map(str::to_owned);
         'index: loop {
-            let batch = self.resource_names(query, from.as_deref(), 512).await?;
-            let full = batch.len() == 512;
+            let (batch, full) = self.resource_names(query, from.as_deref(), 512).await?;
             for n in batch {
                 if !n.starts_with(query.prefix) && n.as_str() > query.prefix {
                     break 'index; // past the prefix's range
