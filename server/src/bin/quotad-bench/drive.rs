@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use futures_util::{FutureExt, StreamExt, stream::FuturesUnordered};
+use futures_util::{StreamExt, stream::FuturesUnordered};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::time::Instant;
@@ -176,33 +176,35 @@ async fn closed_loop(args: &Args, shared: &Arc<Shared>) -> Tally {
 /// Open loop: most calls in flight at once.
 const MAX_IN_FLIGHT: usize = 4096;
 
-/// Beyond this long before the next send, the scheduler sleeps on tokio's (millisecond) timer; closer than
-/// that it spins, yielding to the runtime between checks, so calls leave on time.
-const SPIN_WINDOW: Duration = Duration::from_millis(2);
-
 /// Calls sent inside the window count however long they take (dropping the slow ones would hide exactly
 /// what an open loop is for); a server that never answers gets this much more.
 const GIVE_UP: Duration = Duration::from_secs(10);
 
 async fn open_loop(rate: f64, shared: &Arc<Shared>) -> Tally {
-    // One task on the runtime's worker owns the schedule and every call in flight (a FuturesUnordered): it
-    // sends each call whose intended time has come, records the calls that have answered, then yields to
-    // the runtime (which polls the sockets) or, with more than SPIN_WINDOW to go, sleeps until then or the
-    // next answer. Nothing is spawned and nothing is handed between threads per call: on a one-core
-    // generator a task per call cost more than the calls (it could not send 43,000 calls/s where the
-    // closed loop completes 86,000). tokio's millisecond timer alone would send in bursts, so the last
-    // stretch before a send is spun. Each call is timed from its intended send time; past MAX_IN_FLIGHT,
-    // later calls wait their turn here (still timed from their intended time) rather than piling onto the
-    // connections until they fail.
+    // A pacer thread sleeps (the kernel's timer, tens of microseconds late at most, where tokio's is a
+    // millisecond) until each call's intended send time and hands the time over a channel; one task on the
+    // runtime's worker owns every call in flight (a FuturesUnordered), starting each as its time arrives and
+    // recording those that answer. Nothing is spawned per call, and nothing spins: an earlier version spun
+    // through the last 2 ms before each send, which at a few thousand calls/s kept a whole core busy and, on
+    // a 2-core machine, starved the server it was measuring (p99 at 6,000/s against Redis: 405 ms spinning,
+    // see BENCHMARKS.md). Each call is timed from its intended send time; past MAX_IN_FLIGHT, later calls
+    // wait in the channel (still timed from their intended time) rather than piling onto the connections.
+    let (due_tx, mut due) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+    let pacer = {
+        let shared = shared.clone();
+        std::thread::spawn(move || pace(rate, &shared, &due_tx))
+    };
     let shared = shared.clone();
     let task = tokio::spawn(async move {
         let shared = &shared;
         let mut tally = Tally::new();
         let mut calls = FuturesUnordered::new();
-        let interval = Duration::from_secs_f64(1.0 / rate);
-        let first = Instant::now();
-        let mut i: u64 = 0;
+        let mut paced = true;
         let mut give_up = None;
+        let start = |intended: Instant| {
+            let n = shared.issued.fetch_add(1, Ordering::Relaxed);
+            async move { (shared.caller.call(n).await, intended) }
+        };
         let record = |tally: &mut Tally, (answer, intended): (Answer, Instant)| {
             if intended >= shared.measure_from {
                 tally.record(answer, intended.elapsed());
@@ -210,47 +212,59 @@ async fn open_loop(rate: f64, shared: &Arc<Shared>) -> Tally {
             }
         };
         loop {
-            let now = Instant::now();
-            let stopping = shared.stop.load(Ordering::Relaxed);
-            if !stopping {
-                while calls.len() < MAX_IN_FLIGHT {
-                    let intended = first + interval.mul_f64(i as f64);
-                    if intended > now {
-                        break;
-                    }
-                    i += 1;
-                    let n = shared.issued.fetch_add(1, Ordering::Relaxed);
-                    calls.push(async move { (shared.caller.call(n).await, intended) });
+            while paced && calls.len() < MAX_IN_FLIGHT {
+                match due.try_recv() {
+                    Ok(intended) => calls.push(start(intended)),
+                    Err(tokio::sync::mpsc::error::TryRecvError::Empty) => break,
+                    Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => paced = false,
                 }
-            } else if calls.is_empty() {
-                break;
-            } else if now >= *give_up.get_or_insert(now + GIVE_UP) {
-                eprintln!(
-                    "quotad-bench: {} calls still unanswered {GIVE_UP:?} after the end; not counted",
-                    calls.len()
-                );
-                break;
             }
-            // Whatever has answered meanwhile.
-            while let Some(Some(done)) = calls.next().now_or_never() {
-                record(&mut tally, done);
-            }
-            let next = first + interval.mul_f64(i as f64);
-            if stopping || next > now + SPIN_WINDOW {
-                let wake = if stopping {
-                    now + Duration::from_millis(1)
-                } else {
-                    next - SPIN_WINDOW / 2
-                };
-                tokio::select! {
-                    Some(done) = calls.next() => record(&mut tally, done),
-                    () = tokio::time::sleep_until(wake) => {}
+            if !paced {
+                let now = Instant::now();
+                if calls.is_empty() {
+                    break;
+                } else if now >= *give_up.get_or_insert(now + GIVE_UP) {
+                    eprintln!(
+                        "quotad-bench: {} calls still unanswered {GIVE_UP:?} after the end; not counted",
+                        calls.len()
+                    );
+                    break;
                 }
-            } else {
-                tokio::task::yield_now().await;
+            }
+            let room = paced && calls.len() < MAX_IN_FLIGHT;
+            tokio::select! {
+                Some(done) = calls.next() => record(&mut tally, done),
+                more = due.recv(), if room => match more {
+                    Some(intended) => calls.push(start(intended)),
+                    None => paced = false,
+                },
+                () = tokio::time::sleep(Duration::from_millis(100)), if !paced => {}
             }
         }
         tally
     });
-    task.await.unwrap_or_else(|_| Tally::new())
+    let tally = task.await.unwrap_or_else(|_| Tally::new());
+    let _ = pacer.join();
+    tally
+}
+
+/// The open loop's clock: sends each call's intended time when it comes, until told to stop (or the
+/// receiver is gone). Sleeps between sends; calls whose time has passed (the thread woke late) go at once.
+fn pace(rate: f64, shared: &Shared, due: &tokio::sync::mpsc::UnboundedSender<Instant>) {
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let first = Instant::now();
+    let mut i: u64 = 0;
+    while !shared.stop.load(Ordering::Relaxed) {
+        let intended = first + interval.mul_f64(i as f64);
+        let now = Instant::now();
+        if intended > now {
+            // In slices, so a stop is seen promptly however low the rate.
+            std::thread::sleep((intended - now).min(Duration::from_millis(50)));
+            continue;
+        }
+        i += 1;
+        if due.send(intended).is_err() {
+            return;
+        }
+    }
 }
