@@ -1,0 +1,374 @@
+"""The asyncio client: :class:`AsyncClient`, the same surface as :class:`quotad.Client` with ``await``.
+
+``permit = await client.acquire(...)`` or ``async with client.acquire(...) as permit:``."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import functools
+import logging
+import time
+from types import TracebackType
+from typing import Any, Awaitable, Callable, Dict, Generator, Mapping, Optional, Sequence, Set, Type, TypeVar, cast
+
+import grpc
+
+from quotad import _core as core
+from quotad import classify as cls
+from quotad._channel import ChannelOption, Endpoint, Pem
+from quotad._errors import QuotadError, Unavailable, from_rpc_error
+from quotad._types import CircuitStatus, Outcome, ThrottleKind, ThrottleReport, opt_time
+from quotad.client import _METHODS, ROLES
+from quotad.fallback import FAIL_CLOSED, LocalLimiters, LocalSlot, Unreachable, check_unreachable
+from quotad.retry import RetryBudget, RetryPolicy
+from quotad.v1 import quota_pb2 as pb
+
+log = logging.getLogger("quotad")
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+class AsyncPermit(core.PermitState):
+    """A granted permit; see :class:`quotad.Permit`. As an async context manager it is released on exit
+    with the block's outcome; auto-renewal runs as a task, cancelled on release."""
+
+    def __init__(self, client: "AsyncClient", resource: str, r: Optional[pb.AcquireResponse], slot: Optional[LocalSlot]) -> None:
+        super().__init__(resource, r, slot)
+        self._client = client
+        self._renewer: Optional["asyncio.Task[None]"] = None
+
+    async def __aenter__(self) -> "AsyncPermit":
+        return self
+
+    async def __aexit__(
+        self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException], tb: Optional[TracebackType]
+    ) -> None:
+        if exc is not None and not isinstance(exc, Exception):
+            # Cancelled (or interrupted): the call's fate is unknown; release without waiting on it.
+            self._client._release_later(self)
+            return
+        outcome, meaning = core.exit_meaning(self._client._s.classify, exc)
+        await self._client._settle(self, outcome, meaning, exc)
+
+    async def release(self, outcome: Outcome = Outcome.SUCCESS, used: Optional[int] = None) -> Optional[core.Released]:
+        """Releases with ``outcome`` (and the settled cost); None if already released or granted locally."""
+        if not self._finish():
+            return None
+        self._stop_renewing()
+        if self.lease_id is None:
+            return None
+        return await self._client.release(self.lease_id, outcome, used if used is not None else self._used)
+
+    async def renew(self, ttl: Optional[float] = None) -> Optional[datetime.datetime]:
+        """Extends the lease by its TTL (or ``ttl`` seconds)."""
+        if self.lease_id is None:
+            return None
+        self.expires_at = await self._client.renew(self.lease_id, ttl if ttl is not None else self.ttl)
+        return self.expires_at
+
+    def start_auto_renew(self, every: Optional[float] = None) -> None:
+        """Renews in a task every ``every`` seconds (default half the TTL) until released."""
+        if self.lease_id is None or self._renewer is not None or self._done:
+            return
+        period = every if every is not None else max((self.ttl or 60.0) / 2, 0.01)
+
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(period)
+                try:
+                    await self.renew()
+                except Unavailable as e:
+                    log.warning("auto-renew of %s failed; will retry: %s", self.lease_id, e)
+                except QuotadError as e:
+                    log.warning("auto-renew of %s stopped: %s", self.lease_id, e)
+                    return
+
+        self._renewer = asyncio.get_running_loop().create_task(loop())
+
+    def _stop_renewing(self) -> None:
+        if self._renewer is not None:
+            self._renewer.cancel()
+
+
+class _Acquiring:
+    """What :meth:`AsyncClient.acquire` returns: await it for the permit, or use it with ``async with``."""
+
+    def __init__(self, start: Callable[[], Awaitable[AsyncPermit]]) -> None:
+        self._start = start
+        self._permit: Optional[AsyncPermit] = None
+
+    def __await__(self) -> Generator[Any, None, AsyncPermit]:
+        return self._start().__await__()
+
+    async def __aenter__(self) -> AsyncPermit:
+        self._permit = await self._start()
+        return self._permit
+
+    async def __aexit__(
+        self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException], tb: Optional[TracebackType]
+    ) -> None:
+        if self._permit is not None:
+            await self._permit.__aexit__(exc_type, exc, tb)
+
+
+class AsyncClient:
+    """The asyncio quotad client; the arguments are :class:`quotad.Client`'s. Make it inside the event loop
+    that uses it (grpc.aio channels belong to one loop)."""
+
+    def __init__(
+        self,
+        target: str = "127.0.0.1:50051",
+        *,
+        client_id: Optional[str] = None,
+        token: Optional[str] = None,
+        ca: Optional[Pem] = None,
+        cert: Optional[Pem] = None,
+        key: Optional[Pem] = None,
+        server_name: Optional[str] = None,
+        call_timeout: float = 5.0,
+        default_lease_ttl: Optional[float] = None,
+        retry: Optional[RetryPolicy] = None,
+        retry_budget: Optional[RetryBudget] = None,
+        on_unreachable: Unreachable = FAIL_CLOSED,
+        classify: Optional[cls.Classifier] = None,
+        on_progress: Optional[core.ProgressHook] = None,
+        channel_options: Sequence[ChannelOption] = (),
+    ) -> None:
+        timeout = core.check_seconds("call_timeout", call_timeout)
+        if not timeout:
+            raise ValueError("call_timeout must be positive")
+        self._endpoint = Endpoint.make(target, ca, cert, key, token, server_name, channel_options)
+        self._s = core.Settings(
+            client_id=client_id or core.default_client_id(),
+            call_timeout=timeout,
+            default_lease_ttl=core.check_seconds("default_lease_ttl", default_lease_ttl),
+            policy=retry or RetryPolicy(),
+            budget=retry_budget or RetryBudget(),
+            unreachable=check_unreachable(on_unreachable),
+            on_progress=on_progress,
+            classify=classify or cls.default_classifier,
+        )
+        self._local = LocalLimiters()
+        self._counters = core.Counters()
+        self._channels: Dict[str, grpc.aio.Channel] = {}
+        self._calls: Dict[str, Any] = {}
+        self._background: Set["asyncio.Task[Any]"] = set()
+
+    def _call(self, method: str) -> Any:
+        if not self._channels:
+            self._channels = {role: self._endpoint.aio_channel(role) for role in ROLES}
+            self._calls = {}
+        found = self._calls.get(method)
+        if found is None:
+            req, resp = _METHODS[method]
+            channel = self._channels["acquire" if method == "Acquire" else "control"]
+            found = self._calls[method] = channel.unary_unary(
+                f"/quotad.v1.QuotaService/{method}",
+                request_serializer=req.SerializeToString,
+                response_deserializer=resp.FromString,
+            )
+        return found
+
+    async def _once(self, method: str, request: Any, timeout: Optional[float] = None) -> Any:
+        try:
+            r = await self._call(method)(request, timeout=timeout or self._s.call_timeout)
+        except grpc.RpcError as e:
+            err = from_rpc_error(e)
+            if isinstance(err, Unavailable):
+                self._s.budget.on_failure()
+            raise err from None
+        self._s.budget.on_success()
+        return r
+
+    async def _idempotent(self, method: str, request: Any, what: str) -> Any:
+        tries = core.Tries(self._s.policy, None, what)
+        while True:
+            try:
+                return await self._once(method, request)
+            except QuotadError as e:
+                await asyncio.sleep(core.retry_idempotent(tries, self._s.budget, e))
+
+    def _release_later(self, permit: AsyncPermit) -> None:
+        """Releases UNKNOWN in a background task (kept referenced until done)."""
+        task = asyncio.get_running_loop().create_task(permit.release(Outcome.UNKNOWN))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def close(self) -> None:
+        """Waits for background releases, then closes the channel."""
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        channels, self._channels, self._calls = self._channels, {}, {}
+        for channel in channels.values():
+            await channel.close()
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def fail_open_count(self) -> int:
+        return self._counters.fail_open
+
+    @property
+    def local_fallback_count(self) -> int:
+        return self._counters.local
+
+    def acquire(
+        self,
+        resource: str,
+        *,
+        permits: int = 1,
+        descriptors: Optional[Mapping[str, str]] = None,
+        lease_ttl: Optional[float] = None,
+        max_wait: Optional[float] = None,
+        request_id: Optional[str] = None,
+        auto_renew: bool = False,
+        retry: Optional[RetryPolicy] = None,
+        on_progress: Optional[core.ProgressHook] = None,
+        **descriptor_values: str,
+    ) -> _Acquiring:
+        """See :meth:`quotad.Client.acquire`."""
+        tries = core.Tries(retry or self._s.policy, on_progress or self._s.on_progress, resource)
+        d = core.descriptors_of(descriptors, descriptor_values)
+        return _Acquiring(lambda: self._acquire(resource, permits, d, lease_ttl, max_wait, request_id, auto_renew, tries))
+
+    async def _acquire(
+        self,
+        resource: str,
+        permits: int,
+        descriptors: Dict[str, str],
+        lease_ttl: Optional[float],
+        max_wait: Optional[float],
+        request_id: Optional[str],
+        auto_renew: bool,
+        tries: core.Tries,
+    ) -> AsyncPermit:
+        req = core.acquire_request(self._s, resource, permits, descriptors, lease_ttl, max_wait, request_id)
+        wait_until = time.monotonic() + max_wait if max_wait else None
+        timeout = self._s.call_timeout + (max_wait or 0.0)
+        while True:
+            step: Any
+            try:
+                r = await self._once("Acquire", req, timeout)
+            except QuotadError as e:
+                step = core.after_error(tries, self._s.budget, e, wait_until)
+            else:
+                step = core.after_acquire(tries, r, resource, wait_until)
+            if isinstance(step, core.Wait):
+                await asyncio.sleep(step.delay)
+            elif isinstance(step, core.GoLocal):
+                while True:
+                    got = core.local_grant(
+                        self._s, self._local, self._counters, resource, permits, step.error, wait_until, tries
+                    )
+                    if not isinstance(got, core.Wait):
+                        return AsyncPermit(self, resource, None, got)
+                    await asyncio.sleep(got.delay)
+            else:
+                permit = AsyncPermit(self, resource, step, None)
+                if auto_renew:
+                    permit.start_auto_renew()
+                return permit
+
+    async def release(self, lease_id: str, outcome: Outcome = Outcome.SUCCESS, used: Optional[int] = None) -> core.Released:
+        """Releases a lease by id (idempotent, retried)."""
+        r = await self._idempotent("Release", core.release_request(lease_id, outcome, used), lease_id)
+        return core.Released(r.released, r.reason, r.refunded_permits, r.charged_permits, r.circuit_state)
+
+    async def renew(self, lease_id: str, ttl: Optional[float] = None) -> Optional[datetime.datetime]:
+        r = await self._idempotent("Renew", core.renew_request(lease_id, ttl), lease_id)
+        return opt_time(r, "lease_expires_at")
+
+    async def report_throttle(
+        self,
+        resource: str,
+        retry_after: Optional[float] = None,
+        *,
+        kind: ThrottleKind = ThrottleKind.THROTTLED,
+        descriptors: Optional[Mapping[str, str]] = None,
+        lease_id: Optional[str] = None,
+        message: str = "",
+    ) -> ThrottleReport:
+        """See :meth:`quotad.Client.report_throttle`."""
+        d = core.descriptors_of(descriptors, {})
+        req = core.throttle_request(self._s, resource, retry_after, kind.value, d, lease_id, message)
+        if lease_id:
+            r = await self._idempotent("ReportThrottle", req, resource)
+        else:
+            r = await self._once("ReportThrottle", req)
+        return ThrottleReport.from_wire(r)
+
+    async def circuit_state(self, resource: str, descriptors: Optional[Mapping[str, str]] = None) -> CircuitStatus:
+        req = pb.GetCircuitStateRequest(resource=resource, descriptors=core.descriptors_of(descriptors, {}))
+        return CircuitStatus.from_wire(await self._idempotent("GetCircuitState", req, resource))
+
+    async def run(
+        self,
+        resource: str,
+        fn: Callable[[], Awaitable[T]],
+        *,
+        classify: Optional[cls.Classifier] = None,
+        permits: int = 1,
+        descriptors: Optional[Mapping[str, str]] = None,
+        lease_ttl: Optional[float] = None,
+        max_wait: Optional[float] = None,
+        retry: Optional[RetryPolicy] = None,
+        on_progress: Optional[core.ProgressHook] = None,
+        **descriptor_values: str,
+    ) -> T:
+        """See :meth:`quotad.Client.run`; ``fn`` returns an awaitable (``lambda: session.get(url)``)."""
+        tries = core.Tries(retry or self._s.policy, on_progress or self._s.on_progress, resource)
+        meaning_of = classify or self._s.classify
+        d = core.descriptors_of(descriptors, descriptor_values)
+        while True:
+            permit = await self._acquire(resource, permits, d, lease_ttl, max_wait, None, False, tries)
+            try:
+                value = await fn()
+            except Exception as e:
+                meaning = core.run_meaning(meaning_of, e)
+                await self._settle(permit, core.outcome_of(meaning), meaning, e)
+                delay = core.after_throttle(tries, meaning) if meaning.throttled else None
+                if delay is None:
+                    raise
+                await asyncio.sleep(delay)
+                continue
+            except BaseException:
+                self._release_later(permit)
+                raise
+            meaning = core.run_meaning(meaning_of, value)
+            await self._settle(permit, core.outcome_of(meaning), meaning, None)
+            delay = core.after_throttle(tries, meaning) if meaning.throttled else None
+            if delay is None:
+                return value
+            await asyncio.sleep(delay)
+
+    async def _settle(
+        self, permit: AsyncPermit, outcome: Outcome, meaning: cls.Classification, exc: Optional[BaseException]
+    ) -> None:
+        if meaning.throttled and permit.lease_id is not None:
+            message = str(exc)[:1024] if exc is not None else "throttled"
+            try:
+                await self.report_throttle(permit.resource, meaning.retry_after, lease_id=permit.lease_id, message=message)
+            except QuotadError as e:
+                log.warning("could not report a throttle on %s to quotad: %s", permit.resource, e)
+        try:
+            await permit.release(outcome)
+        except QuotadError as e:
+            log.warning("release of %s failed: %s", permit.lease_id, e)
+
+    def limited(self, resource: str, **options: Any) -> Callable[[F], F]:
+        """A decorator for coroutine functions: every call runs under :meth:`run` with ``options``."""
+
+        def wrap(fn: F) -> F:
+            @functools.wraps(fn)
+            async def limited_call(*args: Any, **kwargs: Any) -> Any:
+                return await self.run(resource, lambda: fn(*args, **kwargs), **options)
+
+            return cast(F, limited_call)
+
+        return wrap
+
