@@ -498,3 +498,45 @@ async fn unreachable_fail_closed_fail_open_and_local_fallback() {
     );
     assert_eq!(local.local_fallback_count(), 2);
 }
+
+/// More acquires held under `max_wait` than one connection carries streams (the server allows 256): on one
+/// connection the releases that would free slots queued behind them until `max_wait` ran out. The client
+/// sends acquires and everything else on two connections.
+#[tokio::test]
+async fn releases_are_not_stuck_behind_acquires_held_by_max_wait() {
+    let toml = "[[resources]]\nname = \"c\"\nconcurrency = 10";
+    let server = TestServer::start(toml, Arc::new(MonotonicClock::new())).await;
+    let client = Client::builder(server.url())
+        .retry_policy(RetryPolicy {
+            max_attempts: 1000,
+            deadline: Some(Duration::from_secs(60)),
+            ..fast_policy()
+        })
+        .connect_lazy()
+        .unwrap();
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..300)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                // Longer than the 5 s call timeout: the client waits out the server's hold.
+                let opts = AcquireOptions::new().max_wait(Duration::from_secs(20));
+                let permit = client.acquire("c", opts).await.expect("granted in time");
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                permit.release(Outcome::Success).await.unwrap();
+            })
+        })
+        .collect();
+    for t in tasks {
+        tokio::time::timeout(Duration::from_secs(60), t)
+            .await
+            .expect("every task finished")
+            .unwrap();
+    }
+    // 300 holds of 2 ms, 10 at a time, take well under the 20 s max_wait they would otherwise wait out.
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -13,7 +13,7 @@ use crate::{
     Client, Error, RetryBudget, RetryPolicy,
     client::{Inner, Settings},
     fallback::Unreachable,
-    transport::{BoxError, boxed},
+    transport::{BoxError, Transport, boxed},
 };
 
 /// Builds a [`Client`].
@@ -181,21 +181,24 @@ impl ClientBuilder {
     /// Connects now; fails if quotad cannot be reached (use [`connect_lazy`](Self::connect_lazy) to start
     /// even when it is down, e.g. with a fail-open or local-fallback policy).
     pub async fn connect(self) -> Result<Client, Error> {
-        let channel = self
-            .endpoint()?
-            .connect()
-            .await
-            .map_err(|e| Error::Unavailable(e.to_string()))?;
-        Ok(self.build(channel))
+        let endpoint = self.endpoint()?;
+        let unavailable = |e: tonic::transport::Error| Error::Unavailable(e.to_string());
+        let acquire = endpoint.connect().await.map_err(unavailable)?;
+        let control = endpoint.connect().await.map_err(unavailable)?;
+        Ok(self.build_lanes(acquire, control))
     }
 
     /// Connects on first use (and reconnects after failures).
     pub fn connect_lazy(self) -> Result<Client, Error> {
-        let channel = self.endpoint()?.connect_lazy();
-        Ok(self.build(channel))
+        let endpoint = self.endpoint()?;
+        let (acquire, control) = (endpoint.connect_lazy(), endpoint.connect_lazy());
+        Ok(self.build_lanes(acquire, control))
     }
 
     /// Builds over any tower service that speaks gRPC over HTTP/2 (a layered channel, a fault injector).
+    /// Every call goes through `service`; with `max_wait` and more acquires in flight than one connection's
+    /// stream limit, give releases a connection of their own with [`build_lanes`](Self::build_lanes), as
+    /// [`connect`](Self::connect) does.
     pub fn build<S>(self, service: S) -> Client
     where
         S: tower::Service<http::Request<Body>, Response = http::Response<Body>>
@@ -206,7 +209,41 @@ impl ClientBuilder {
         S::Error: Into<BoxError>,
         S::Future: Send + 'static,
     {
-        let transport = match self.token.clone() {
+        self.build_lanes(service.clone(), service)
+    }
+
+    /// Builds with acquires on `acquire` and every other call on `control` (two connections, so
+    /// acquires the server holds under `max_wait` never block the releases that would free them).
+    pub fn build_lanes<S>(self, acquire: S, control: S) -> Client
+    where
+        S: tower::Service<http::Request<Body>, Response = http::Response<Body>>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Error: Into<BoxError>,
+        S::Future: Send + 'static,
+    {
+        let stub = QuotaServiceClient::new(self.transport(acquire));
+        let control = QuotaServiceClient::new(self.transport(control));
+        let budget = RetryBudget::new(self.budget.0, self.budget.1);
+        Client {
+            inner: Arc::new(Inner::new(stub, control, self.settings, budget)),
+        }
+    }
+
+    /// Boxes `service`, adding the bearer token if one is set.
+    fn transport<S>(&self, service: S) -> Transport
+    where
+        S: tower::Service<http::Request<Body>, Response = http::Response<Body>>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Error: Into<BoxError>,
+        S::Future: Send + 'static,
+    {
+        match self.token.clone() {
             None => boxed(service),
             Some(Secret(token)) => boxed(tower::util::MapRequest::new(
                 service,
@@ -217,11 +254,6 @@ impl ClientBuilder {
                     request
                 },
             )),
-        };
-        let stub = QuotaServiceClient::new(transport);
-        let budget = RetryBudget::new(self.budget.0, self.budget.1);
-        Client {
-            inner: Arc::new(Inner::new(stub, self.settings, budget)),
         }
     }
 }

@@ -39,6 +39,10 @@ pub(crate) struct Settings {
 #[derive(Debug)]
 pub(crate) struct Inner {
     stub: QuotaServiceClient<Transport>,
+    /// Release, Renew, ReportThrottle and GetCircuitState: a connection of their own when the client
+    /// connects itself, so acquires the server holds under `max_wait` (as many as the connection's stream
+    /// limit) never make the releases that would free them wait behind them.
+    control: QuotaServiceClient<Transport>,
     pub(crate) settings: Settings,
     budget: RetryBudget,
     local: LocalLimiters,
@@ -84,6 +88,15 @@ fn deadline(tries: &Tries, policy: &RetryPolicy, max_wait: Option<Duration>) -> 
     }
 }
 
+/// Which connection a call goes on, and how long it may take.
+#[derive(Clone, Copy)]
+enum Lane {
+    /// An acquire the server may hold for `held` (its `max_wait`).
+    Acquire { held: Duration },
+    /// Everything else.
+    Control,
+}
+
 fn fits(deadline: Option<Instant>, delay: Duration) -> bool {
     deadline.is_none_or(|d| Instant::now() + delay <= d)
 }
@@ -91,11 +104,13 @@ fn fits(deadline: Option<Instant>, delay: Duration) -> bool {
 impl Inner {
     pub(crate) fn new(
         stub: QuotaServiceClient<Transport>,
+        control: QuotaServiceClient<Transport>,
         settings: Settings,
         budget: RetryBudget,
     ) -> Self {
         Self {
             stub,
+            control,
             settings,
             budget,
             local: LocalLimiters::default(),
@@ -104,13 +119,18 @@ impl Inner {
         }
     }
 
-    /// One attempt, bounded by the call timeout.
-    async fn once<T, F, Fut>(&self, call: &mut F) -> Result<T, Error>
+    /// One attempt on `lane`, bounded by the call timeout (plus, for an acquire, the `max_wait` the server
+    /// may hold it).
+    async fn once<T, F, Fut>(&self, lane: Lane, call: &mut F) -> Result<T, Error>
     where
         F: FnMut(QuotaServiceClient<Transport>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
-        match tokio::time::timeout(self.settings.call_timeout, call(self.stub.clone())).await {
+        let (stub, timeout) = match lane {
+            Lane::Acquire { held } => (&self.stub, self.settings.call_timeout.saturating_add(held)),
+            Lane::Control => (&self.control, self.settings.call_timeout),
+        };
+        match tokio::time::timeout(timeout, call(stub.clone())).await {
             Ok(Ok(r)) => {
                 self.budget.on_success();
                 Ok(r.into_inner())
@@ -124,10 +144,7 @@ impl Inner {
             }
             Err(_) => {
                 self.budget.on_failure();
-                Err(Error::Unavailable(format!(
-                    "no answer within {:?}",
-                    self.settings.call_timeout
-                )))
+                Err(Error::Unavailable(format!("no answer within {timeout:?}")))
             }
         }
     }
@@ -143,7 +160,7 @@ impl Inner {
         let mut backoff = Backoff::new(policy);
         let mut attempt = 1;
         loop {
-            match self.once(&mut call).await {
+            match self.once(Lane::Control, &mut call).await {
                 Err(e)
                     if e.is_retryable()
                         && attempt < policy.max_attempts
@@ -281,7 +298,8 @@ impl Client {
                 let req = request.clone();
                 async move { stub.acquire(trace_context::request(req)).await }
             };
-            match inner.once(&mut call).await {
+            let held = options.max_wait.unwrap_or_default();
+            match inner.once(Lane::Acquire { held }, &mut call).await {
                 Ok(r) if r.granted => {
                     report(
                         attempt,
@@ -439,7 +457,7 @@ impl Client {
         let r = if lease_id.is_some() {
             self.inner.idempotent(call).await
         } else {
-            self.inner.once(&mut call).await
+            self.inner.once(Lane::Control, &mut call).await
         };
         r.map(ThrottleReport::from)
     }
