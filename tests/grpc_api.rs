@@ -130,6 +130,8 @@ async fn multi_level_denial_names_the_level() {
     assert!(c.acquire(req.clone()).await.unwrap().into_inner().granted);
     let r = c.acquire(req).await.unwrap().into_inner();
     assert_eq!((r.granted, r.denied_by.as_str()), (false, "tenant=acme"));
+    // "Why was I denied?": the answer names the rule and the config version that decided.
+    assert_eq!((r.rule.as_str(), r.config_version), ("builds", 1));
 }
 
 #[tokio::test]
@@ -664,14 +666,12 @@ async fn reload_config_keeps_state() {
         .unwrap()
         .into_inner();
     assert_eq!((reloaded.config_version, reloaded.resources), (2, 2));
+    let after = c.acquire(acquire("r")).await.unwrap().into_inner();
+    assert_eq!(after.remaining, 4, "7 clamped to 5, minus 1");
     assert_eq!(
-        c.acquire(acquire("r"))
-            .await
-            .unwrap()
-            .into_inner()
-            .remaining,
-        4,
-        "7 clamped to 5, minus 1"
+        (after.rule.as_str(), after.config_version),
+        ("r", 2),
+        "answers carry the version in force"
     );
     assert!(
         c.acquire(acquire("new"))
@@ -788,4 +788,29 @@ async fn reflection_lists_the_services_v1_and_v1alpha() {
             "{resp:?}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_glob_rule_is_named_by_its_pattern() {
+    let toml =
+        "[[resources]]\nname = \"partner.*\"\nrate = { limit = 1, period = \"1h\", burst = 1 }";
+    let server = TestServer::start(toml, Arc::new(FakeClock::new())).await;
+    let mut c = server.quota().await;
+    let granted = c
+        .acquire(acquire("partner.stripe"))
+        .await
+        .unwrap()
+        .into_inner();
+    let denied = c
+        .acquire(acquire("partner.stripe"))
+        .await
+        .unwrap()
+        .into_inner();
+    for r in [&granted, &denied] {
+        assert_eq!(
+            (r.resource.as_str(), r.rule.as_str(), r.config_version),
+            ("partner.stripe", "partner.*", 1)
+        );
+    }
+    assert!(granted.granted && !denied.granted);
 }

@@ -33,6 +33,7 @@ def test_acquire_and_release(client: quotad.Client) -> None:
     permit = client.acquire(res)
     assert permit.lease_id and not permit.local and permit.expires_at is not None
     assert permit.ttl == pytest.approx(2.0)
+    assert (permit.rule, permit.config_version) == ("py.conc.*", 1)
     done = permit.release()
     assert done is not None and done.released
     assert permit.release() is None, "released once"
@@ -150,6 +151,7 @@ def test_denied_beyond_the_policy(client: quotad.Client) -> None:
     with pytest.raises(quotad.Denied) as denied:
         client.acquire(res, retry=RetryPolicy.no_retries())
     assert denied.value.decision is quotad.Decision.RATE_LIMITED and denied.value.denied_by == "resource"
+    assert (denied.value.rule, denied.value.config_version) == ("py.rate.*", 1), "the glob rule that decided"
     assert 0 < denied.value.retry_after <= 0.5
     # With retries, the client waits the server's retry_after (plus jitter) and gets it.
     started = time.monotonic()

@@ -183,7 +183,7 @@ def after_acquire(tries: Tries, r: pb.AcquireResponse, resource: str, wait_until
     delay = tries.backoff.after(retry_after)
     if tries.number >= tries.policy.max_attempts or not tries.fits(delay, wait_until):
         tries.report("gave_up", reason)
-        raise Denied(resource, decision, retry_after, r.denied_by)
+        raise Denied(resource, decision, retry_after, r.denied_by, r.rule, r.config_version)
     tries.report("retrying", reason, delay)
     tries.number += 1
     return Wait(delay)
@@ -345,6 +345,9 @@ class PermitState:
         self.remaining = r.remaining if r is not None else 0
         self.limit = r.limit if r is not None else 0
         self.replayed = r.replayed if r is not None else False
+        #: The rule that granted it (the pattern of a glob rule) and the config version in force; "" and 0 locally.
+        self.rule = r.rule if r is not None else ""
+        self.config_version = r.config_version if r is not None else 0
         self._slot = slot
         self._used: Optional[int] = None
         self._done = False

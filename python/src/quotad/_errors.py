@@ -16,12 +16,24 @@ class QuotadError(Exception):
 class Denied(QuotadError):
     """quotad (or the local fallback limiter) denied beyond the retry policy."""
 
-    def __init__(self, resource: str, decision: Decision, retry_after: float, denied_by: str) -> None:
-        super().__init__(f"{resource}: {decision.value} by {denied_by}; retry after {retry_after:.3f} s")
+    def __init__(
+        self,
+        resource: str,
+        decision: Decision,
+        retry_after: float,
+        denied_by: str,
+        rule: str = "",
+        config_version: int = 0,
+    ) -> None:
+        why = f" (rule {rule}, config version {config_version})" if rule else ""
+        super().__init__(f"{resource}: {decision.value} by {denied_by}; retry after {retry_after:.3f} s{why}")
         self.resource = resource
         self.decision = decision
         self.retry_after = retry_after
         self.denied_by = denied_by
+        #: The rule that decided (a glob rule's pattern) and the config version in force ("" and 0 locally).
+        self.rule = rule
+        self.config_version = config_version
 
 
 class Unavailable(QuotadError):

@@ -200,8 +200,10 @@ pub fn state_out(s: BreakerState) -> pb::CircuitState {
 }
 
 /// An engine decision as an AcquireResponse.
-pub fn acquire_out(d: Decision, clock: &dyn Clock) -> pb::AcquireResponse {
+pub fn acquire_out(d: Decision, clock: &dyn Clock, config_version: u64) -> pb::AcquireResponse {
     let mut out = pb::AcquireResponse {
+        rule: d.rule.to_owned(),
+        config_version,
         remaining: d.remaining,
         limit: d.limit,
         reset_after: Some(duration_out(d.reset_after)),

@@ -154,6 +154,7 @@ impl<S: Store> QuotaService for QuotaGrpc<S> {
             Ok(Response::new(convert::acquire_out(
                 decision,
                 self.quota.clock().as_ref(),
+                self.quota.config_version(),
             )))
         })
         .await
