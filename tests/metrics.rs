@@ -326,7 +326,7 @@ async fn labels_never_carry_descriptor_values() {
 async fn the_endpoint_serves_only_metrics_and_can_be_turned_off() {
     let clock = Arc::new(FakeClock::new());
     let server = TestServer::start(CONFIG, clock.clone()).await;
-    assert_eq!(server.http_get("/").await.0, 200);
+    assert_eq!(server.http_get("/").await.0, 302, "to the status page");
     assert_eq!(server.http_get("/nope").await.0, 404);
 
     let off = format!("[metrics]\nenabled = false\n{CONFIG}");
@@ -340,4 +340,99 @@ async fn the_endpoint_serves_only_metrics_and_can_be_turned_off() {
         .unwrap()
         .into_inner();
     assert!(r.granted, "serving is unaffected");
+}
+
+/// The status page's JSON after known traffic (the browser test, scripts/check-status-page.sh, drives the
+/// page itself), its assets, and what it refuses.
+#[tokio::test]
+async fn the_status_page_and_its_json() {
+    let clock = Arc::new(FakeClock::new());
+    let server = TestServer::start(CONFIG, clock.clone()).await;
+    let mut c = server.quota().await;
+    for _ in 0..3 {
+        c.acquire(acquire("api")).await.unwrap();
+    }
+    c.report_throttle(pb::ReportThrottleRequest {
+        resource: "llm".into(),
+        retry_after: Some(prost_types::Duration {
+            seconds: 10,
+            nanos: 0,
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let (status, body) = server.http_get("/status.json?prefix=").await;
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let find = |name: &str| {
+        v["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["resource"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} not listed: {body}"))
+    };
+    let api = find("api");
+    assert_eq!(
+        (api["tokens_available"].as_u64(), api["burst"].as_u64()),
+        (Some(0), Some(2))
+    );
+    let llm = find("llm");
+    assert_eq!(
+        llm["pause_left_ms"], 10_000,
+        "paused for the reported retry-after"
+    );
+    assert_eq!(llm["effective_rate_per_second"], 50.0);
+    assert_eq!(v["config_version"], 1);
+    assert_eq!(v["rules"].as_array().unwrap().len(), 4);
+
+    // Filters and pages.
+    let (_, body) = server.http_get("/status.json?rule=llm").await;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["resources"].as_array().unwrap().len(), 1);
+    let (_, body) = server.http_get("/status.json?page_size=1").await;
+    let first: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let after = first["next_after"].as_str().unwrap().to_owned();
+    assert!(
+        !after.is_empty(),
+        "a one-resource page says where the next starts"
+    );
+    let (_, body) = server
+        .http_get(&format!("/status.json?page_size=1&after={after}"))
+        .await;
+    let second: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_ne!(
+        second["resources"][0]["resource"],
+        first["resources"][0]["resource"]
+    );
+
+    // The page and its assets come from quotad itself.
+    for path in [
+        "/status",
+        "/status/app.js",
+        "/status/app.css",
+        "/status/uPlot.iife.min.js",
+        "/status/uPlot.min.css",
+    ] {
+        let (status, body) = server.http_get(path).await;
+        assert_eq!(status, 200, "{path}");
+        // uPlot's licence header links its repository; nothing the page loads or fetches is remote.
+        let loads = [
+            "src=\"http",
+            "href=\"http",
+            "fetch(\"http",
+            "url(http",
+            "import(\"http",
+        ];
+        assert!(
+            !loads.iter().any(|l| body.contains(l)),
+            "{path} loads nothing from the internet"
+        );
+    }
+    let (_, page) = server.http_get("/status").await;
+    assert!(page.contains("/status/app.js"));
+    assert_eq!(server.http_get("/status/../../etc/passwd").await.0, 404);
+    assert_eq!(server.http_get("/").await.0, 302, "/ points at the page");
 }

@@ -35,6 +35,7 @@ pub mod grpc;
 pub mod listen;
 pub mod metrics;
 pub mod server;
+pub mod status;
 pub mod sweeper;
 pub mod telemetry;
 pub mod waiting;

@@ -372,8 +372,16 @@ impl Quotad {
             stopped(),
         ))];
         if let (Some(m), Some(l)) = (&self.metrics, metrics_listener) {
-            tracing::info!(addr = ?l.local_addr().ok(), "metrics served at /metrics");
-            let serve = metrics::http::serve(l, m.clone(), self.quota.clone(), stopped());
+            tracing::info!(addr = ?l.local_addr().ok(), "metrics served at /metrics, the status page at /status");
+            let history = Arc::new(crate::status::History::default());
+            let sample = crate::status::history::sample(
+                history.clone(),
+                m.clone(),
+                self.quota.clone(),
+                stopped(),
+            );
+            tasks.push(tokio::spawn(sample));
+            let serve = metrics::http::serve(l, m.clone(), self.quota.clone(), history, stopped());
             tasks.push(tokio::spawn(async move {
                 let _ = serve.await;
             }));

@@ -1,0 +1,49 @@
+// The status page in a real browser: headless Debian chromium driven by playwright-core.
+//   node status-page.mjs URL SCREENSHOT  (with THROTTLE_CMD: a shell command that sends a ReportThrottle)
+// Checks: the page loads with no console errors or page errors; it lists the resources; after THROTTLE_CMD
+// reports a throttle on bedrock.invoke, the page shows the pause and the lowered rate within 2 s, without
+// reloading; a screenshot is saved. Exits non-zero on any failure.
+import { execSync } from "node:child_process";
+import { chromium } from "playwright-core";
+
+const [url, screenshot] = process.argv.slice(2);
+const fail = (msg) => { console.error("status page: " + msg); process.exitCode = 1; };
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+});
+try {
+  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+  const errors = [];
+  page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
+  page.on("pageerror", (e) => errors.push(String(e)));
+  await page.goto(url, { waitUntil: "load" });
+  const row = page.locator('tr[data-resource="bedrock.invoke"]');
+  await row.waitFor({ timeout: 10000 });
+  const rows = await page.locator("#resources tbody tr").count();
+  if (rows < 3) fail(`expected the default config's 3 resources, saw ${rows}`);
+  const loads = await page.evaluate(() => performance.getEntriesByType("navigation").length);
+
+  const sent = Date.now();
+  execSync(process.env.THROTTLE_CMD, { stdio: "inherit" });
+  await row.locator(".pause").first().waitFor({ timeout: 5000 });
+  const took = Date.now() - sent;
+  console.log(`status page: the pause showed ${took} ms after the ReportThrottle`);
+  if (took > 2000) fail(`the pause took ${took} ms to show (more than 2 s)`);
+  const text = await row.innerText();
+  if (!/paused/.test(text) || !/lowered/.test(text)) fail(`bedrock.invoke's row does not show the pause and rate: ${text}`);
+  if (await page.evaluate(() => performance.getEntriesByType("navigation").length) !== loads) fail("the page reloaded");
+
+  // Search narrows the table; clearing it brings everything back.
+  await page.fill("#prefix", "bedrock");
+  await page.waitForFunction(() => document.querySelectorAll("#resources tbody tr").length === 1, null, { timeout: 5000 });
+  await page.fill("#prefix", "");
+  await page.waitForFunction(() => document.querySelectorAll("#resources tbody tr").length >= 3, null, { timeout: 5000 });
+  await page.waitForTimeout(2500); // a few samples in the charts
+  await page.screenshot({ path: screenshot, fullPage: true });
+  console.log(`status page: screenshot in ${screenshot}`);
+  if (errors.length) fail(`console errors: ${errors.join(" | ")}`);
+} finally {
+  await browser.close();
+}

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The status page in a real browser (README, "Status page"): starts quotad on its embedded default config on
+# free ports, drives /status in Debian's headless chromium with playwright-core (scripts/browser), sends a
+# ReportThrottle with grpcurl while the page is open, and saves a screenshot to target/status-page.png.
+# Needs: a built quotad (QUOTAD_BIN, default target/debug/quotad), chromium (apt-get install chromium), node
+# and npm, grpcurl on the PATH (.ci/run puts it in .venv).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=${QUOTAD_BIN:-target/debug/quotad}
+free() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+port=$(free)
+metrics=$(free)
+QUOTAD_SERVER__LISTEN="127.0.0.1:$port" QUOTAD_METRICS__LISTEN="127.0.0.1:$metrics" "$bin" >target/status-page-quotad.log 2>&1 &
+pid=$!
+trap 'kill $pid 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do
+  python3 -c "import socket,sys; s=socket.socket(); s.settimeout(0.2); sys.exit(s.connect_ex(('127.0.0.1', $metrics)))" && break
+  sleep 0.1
+done
+(cd scripts/browser && npm ci --silent --no-audit --no-fund)
+# A little traffic first, so the charts have something to draw.
+for _ in 1 2 3; do
+  grpcurl -plaintext -d '{"resource": "bedrock.invoke"}' "127.0.0.1:$port" quotad.v1.QuotaService/Acquire >/dev/null
+done
+export THROTTLE_CMD="grpcurl -plaintext -d '{\"resource\": \"bedrock.invoke\", \"retry_after\": \"20s\", \"message\": \"HTTP 429 from the browser test\"}' 127.0.0.1:$port quotad.v1.QuotaService/ReportThrottle >/dev/null"
+timeout 120 node scripts/browser/status-page.mjs "http://127.0.0.1:$metrics/status" "$PWD/target/status-page.png"

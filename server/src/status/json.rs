@@ -1,0 +1,198 @@
+//! `/status.json`: what the page shows, for the page and for scripts (README, "Status page").
+
+use serde_json::{Value, json};
+
+use super::history::{History, Sample};
+use crate::{
+    clock::Clock,
+    engine::{BreakerState, EngineError, Quota, ResourceUsage, Rule, Store, UsageQuery},
+};
+
+/// Resources per page unless `page_size` says otherwise, and the most it may say.
+const PAGE: usize = 50;
+const MAX_PAGE: usize = 500;
+
+/// The page's query: `?prefix=&rule=&after=&page_size=`.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct StatusQuery {
+    /// Only resources whose name starts with this.
+    pub prefix: String,
+    /// Only this rule's resources.
+    pub rule: String,
+    /// Resources after this name (the previous page's `next_after`).
+    pub after: String,
+    /// Resources per page (at most 500).
+    pub page_size: usize,
+}
+
+fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |j: usize| bytes.get(j).and_then(|b| (*b as char).to_digit(16));
+        match (bytes[i], hex(i + 1), hex(i + 2)) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (b'+', _, _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl StatusQuery {
+    /// Parses a URI query string; unknown keys are ignored, sizes are clamped, names bounded at 256 bytes.
+    pub fn parse(query: Option<&str>) -> Self {
+        let mut q = Self {
+            page_size: PAGE,
+            ..Self::default()
+        };
+        for pair in query.unwrap_or_default().split('&').take(16) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let v: String = decode(v).chars().take(256).collect();
+            match k {
+                "prefix" => q.prefix = v,
+                "rule" => q.rule = v,
+                "after" => q.after = v,
+                "page_size" => q.page_size = v.parse().unwrap_or(PAGE).clamp(1, MAX_PAGE),
+                _ => {}
+            }
+        }
+        q
+    }
+}
+
+/// A breaker state as the API spells it.
+pub fn state(s: BreakerState) -> &'static str {
+    match s {
+        BreakerState::Closed => "CLOSED",
+        BreakerState::Open => "OPEN",
+        BreakerState::HalfOpen => "HALF_OPEN",
+    }
+}
+
+fn ms(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn resource(u: &ResourceUsage, rule: &Rule, clock: &dyn Clock) -> Value {
+    let configured = rule.headline_rate().map_or(0.0, |r| r.per_second());
+    let now = clock.now();
+    json!({
+        "resource": &*u.resource,
+        "rule": rule.name,
+        "tokens_available": u.tokens_available,
+        "burst": rule.resource.rate.map(|r| r.burst),
+        "in_flight": u.in_flight,
+        "max_concurrent": rule.resource.max_in_flight,
+        "live_leases": u.live_leases,
+        "partitions": rule.partitions.iter().map(|p| p.descriptor.to_string()).collect::<Vec<_>>(),
+        "breaker": state(u.breaker),
+        "breaker_configured": rule.breaker.is_some(),
+        "effective_rate_per_second": configured * u.rate_factor,
+        "configured_rate_per_second": configured,
+        "paused_until_ms": u.paused_until.map(|t| ms(clock.wall(t))),
+        "pause_left_ms": u.paused_until.map(|t| t.saturating_sub(now) / 1_000_000),
+    })
+}
+
+fn samples(s: &[Sample]) -> Value {
+    json!({
+        "at": s.iter().map(|x| x.at).collect::<Vec<_>>(),
+        "granted": s.iter().map(|x| x.granted).collect::<Vec<_>>(),
+        "denied": s.iter().map(|x| x.denied).collect::<Vec<_>>(),
+        "throttles": s.iter().map(|x| x.throttles).collect::<Vec<_>>(),
+    })
+}
+
+/// The whole snapshot, as JSON text.
+pub async fn snapshot<S: Store>(
+    quota: &Quota<S>,
+    history: &History,
+    q: &StatusQuery,
+) -> Result<String, EngineError> {
+    let rules = quota.rules();
+    let query = UsageQuery {
+        prefix: &q.prefix,
+        rule: (!q.rule.is_empty()).then_some(q.rule.as_str()),
+        after: (!q.after.is_empty()).then_some(q.after.as_str()),
+        limit: q.page_size,
+        configured: true,
+    };
+    let usage = quota.usage_page(&query).await?;
+    let clock = quota.clock();
+    let resources: Vec<Value> = usage
+        .resources
+        .iter()
+        .filter_map(|u| Some(resource(u, rules.resolve(&u.resource)?, clock.as_ref())))
+        .collect();
+    let next_after = match usage.resources.last() {
+        Some(last) if usage.more => last.resource.to_string(),
+        _ => String::new(),
+    };
+    let charts: Vec<Value> = history
+        .samples()
+        .iter()
+        .map(|(r, s)| json!({ "rule": r, "samples": samples(s) }))
+        .collect();
+    let transitions: Vec<Value> = history
+        .transitions()
+        .iter()
+        .rev()
+        .map(|t| json!({ "at_ms": t.at_ms, "resource": t.resource, "from": state(t.from), "to": state(t.to) }))
+        .collect();
+    let v = json!({
+        "now_ms": ms(std::time::SystemTime::now()),
+        "config_version": quota.config_version(),
+        "rules": rules.all().iter().map(|r| r.name).collect::<Vec<_>>(),
+        "live_keys": usage.live_keys,
+        "max_live_keys": rules.capacity.max_live_keys,
+        "live_leases": usage.live_leases,
+        "max_leases": rules.capacity.max_leases,
+        "resources": resources,
+        "next_after": next_after,
+        "charts": charts,
+        "transitions": transitions,
+    });
+    Ok(v.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_query_is_decoded_bounded_and_clamped() {
+        let q = StatusQuery::parse(Some(
+            "prefix=partner%2Es&rule=partner.*&page_size=9999&junk&after=a+b",
+        ));
+        assert_eq!(
+            q,
+            StatusQuery {
+                prefix: "partner.s".into(),
+                rule: "partner.*".into(),
+                after: "a b".into(),
+                page_size: 500
+            }
+        );
+        assert_eq!(StatusQuery::parse(None).page_size, 50);
+        assert_eq!(StatusQuery::parse(Some("page_size=0")).page_size, 1);
+        assert_eq!(
+            StatusQuery::parse(Some(&format!("prefix={}", "x".repeat(10_000))))
+                .prefix
+                .len(),
+            256
+        );
+        assert_eq!(StatusQuery::parse(Some("prefix=%ff%")).prefix, "\u{fffd}%");
+    }
+}
