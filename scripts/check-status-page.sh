@@ -13,10 +13,12 @@ metrics=$(free)
 QUOTAD_SERVER__LISTEN="127.0.0.1:$port" QUOTAD_METRICS__LISTEN="127.0.0.1:$metrics" "$bin" >target/status-page-quotad.log 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
+up() { python3 -c "import socket,sys; s=socket.socket(); s.settimeout(0.2); sys.exit(s.connect_ex(('127.0.0.1', $1)))"; }
 for _ in $(seq 1 100); do
-  python3 -c "import socket,sys; s=socket.socket(); s.settimeout(0.2); sys.exit(s.connect_ex(('127.0.0.1', $metrics)))" && break
+  up "$port" && up "$metrics" && break
   sleep 0.1
 done
+up "$port" || { echo "quotad did not start:"; cat target/status-page-quotad.log; exit 1; }
 (cd scripts/browser && npm ci --silent --no-audit --no-fund)
 # A little traffic first, so the charts have something to draw.
 for _ in 1 2 3; do

@@ -44,3 +44,21 @@ fn logs_carry_no_colour_codes_when_stdout_is_not_a_terminal() {
         assert!(!line.contains('\u{1b}'), "colour code in {line:?}");
     }
 }
+
+#[test]
+fn unrelated_quotad_variables_do_not_stop_the_server() {
+    // A script's QUOTAD_BIN is not config; QUOTAD_SERVER__LISTEN is.
+    let out = Command::new(env!("CARGO_BIN_EXE_quotad"))
+        .arg("--check")
+        .env("QUOTAD_BIN", "/usr/local/bin/quotad")
+        .env("QUOTAD_SERVER__LISTEN", "127.0.0.1:50999")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("listen 127.0.0.1:50999"), "{stdout}");
+}

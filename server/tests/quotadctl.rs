@@ -262,3 +262,44 @@ fn errors_say_what_to_do() {
     assert_eq!(code, 0);
     assert!(out.contains("quotadctl") && out.contains("breaker"));
 }
+
+#[test]
+fn explain_says_why_without_debiting() {
+    let s = Server::start("explain");
+    acquire(&s.addr, "llm.invoke", 5);
+    let e = json(&s, &["explain", "llm.invoke"]);
+    assert_eq!(e["would_grant"], false, "{e}");
+    assert_eq!(
+        (e["decision"].as_str(), e["denied_by"].as_str()),
+        (Some("concurrency_limited"), Some("resource"))
+    );
+    assert_eq!(
+        (e["rule"].as_str(), e["config_version"].as_u64()),
+        (Some("llm.invoke"), Some(1))
+    );
+    let level = &e["levels"][0];
+    assert_eq!(
+        (
+            level["tokens_available"].as_u64(),
+            level["in_flight"].as_u64()
+        ),
+        (Some(5), Some(5))
+    );
+    // Explaining took nothing: the tokens are still 5.
+    let again = json(&s, &["explain", "llm.invoke"]);
+    assert_eq!(again["levels"][0]["tokens_available"], 5);
+    let fresh = json(&s, &["explain", "partner.acme", "--permits", "3"]);
+    assert_eq!(
+        (fresh["would_grant"].as_bool(), fresh["rule"].as_str()),
+        (Some(true), Some("partner.*"))
+    );
+    let (code, out, err) = ctl(&["--addr", &s.addr, "explain", "llm.invoke"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("would be DENIED: concurrency_limited by resource"),
+        "{out}"
+    );
+    let (code, _, err) = ctl(&["--addr", &s.addr, "explain", "nosuch"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("nosuch"), "{err}");
+}

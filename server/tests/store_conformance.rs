@@ -8,8 +8,9 @@ use std::{sync::Arc, thread, time::Duration};
 use common::{Harness, acq, denied_by, lease, now, retry_after};
 use quotad_server::clock::FakeClock;
 use quotad_server::engine::{
-    Acquire, BreakerState, BreakerTarget, Denial, EngineError, LeaseId, MemoryStore, NotReleased,
-    Outcome, RedisStore, Release, Renew, Report, Rules, Store, ThrottleKind, UsageQuery, Verdict,
+    Acquire, BreakerState, BreakerTarget, Decision, Denial, EngineError, LeaseId, MemoryStore,
+    NotReleased, Outcome, RedisStore, Release, Renew, Report, Rules, Store, ThrottleKind,
+    UsageQuery, Verdict,
 };
 
 const SEC: u64 = 1_000_000_000;
@@ -994,8 +995,135 @@ macro_rules! for_each_store {
     };
 }
 
+const EXPLAINED: &str = r#"
+[[resources]]
+name = "x"
+rate = { limit = 10, period = "1s", burst = 3 }
+concurrency = 2
+lease_ttl = "60s"
+max_pause = "30s"
+breaker = { failure_rate = 1.0, min_calls = 100, window = "60s", open_duration = "5s", half_open_probes = 1, consecutive_failures = 2 }
+adaptive = { decrease_factor = 0.5, floor = 0.1, cooldown = "1s" }
+[[resources.partitions]]
+descriptor = "tenant"
+rate = { limit = 1, period = "1s", burst = 1 }
+"#;
+
+/// Explains an acquire twice (nothing may change between), then acquires: the acquire answers as explained.
+fn explained_then_acquired<S: Store>(
+    h: &Harness<S>,
+    tenant: &str,
+) -> (quotad_server::engine::Explanation, Decision) {
+    let req = acq("x", &[("tenant", tenant)], 1);
+    let e = now(h.quota.explain(&req)).expect("explain");
+    assert_eq!(
+        now(h.quota.explain(&req)).expect("explain"),
+        e,
+        "an explanation changes nothing"
+    );
+    let d = h.acquire_req(&req);
+    match (&e.verdict, &d.verdict) {
+        (None, Verdict::Granted(_)) => {}
+        (
+            Some((reason, wait, by)),
+            Verdict::Denied {
+                reason: r,
+                retry_after,
+                denied_by,
+            },
+        ) => {
+            assert_eq!(
+                (reason, wait, by),
+                (r, retry_after, denied_by),
+                "explained {e:?}"
+            );
+        }
+        (v, _) => panic!("explained {v:?}, acquire answered {d:?}"),
+    }
+    (e, d)
+}
+
+fn explain_says_what_acquire_then_answers<S: Store>(make: &Make<S>) {
+    let h = Harness::new(EXPLAINED, make);
+    let (e, a) = explained_then_acquired(&h, "acme");
+    assert_eq!((e.rule, e.levels.len()), ("x", 2));
+    assert_eq!(
+        (
+            e.levels[0].label.as_str(),
+            e.levels[0].state.tokens,
+            e.levels[0].state.in_flight
+        ),
+        ("resource", Some(3), 0)
+    );
+    assert_eq!(
+        (e.levels[1].label.as_str(), e.levels[1].state.tokens),
+        ("tenant=acme", Some(1))
+    );
+    // The tenant's one token is gone: its level denies, for a second.
+    let (e, _) = explained_then_acquired(&h, "acme");
+    assert_eq!(
+        e.verdict.as_ref().map(|v| (v.0, v.1)),
+        Some((Denial::RateLimited, SEC))
+    );
+    assert_eq!(
+        e.levels[0].denies, None,
+        "the resource level alone would grant"
+    );
+    let (_, b) = explained_then_acquired(&h, "globex");
+    // Two leases in flight: the concurrency limit denies a third tenant.
+    let (e, _) = explained_then_acquired(&h, "initech");
+    assert_eq!(
+        e.verdict.as_ref().map(|v| (v.0, v.2.as_str())),
+        Some((Denial::ConcurrencyLimited, "resource"))
+    );
+    assert_eq!(e.levels[0].state.in_flight, 2);
+    // Two failures in a row open the breaker.
+    h.release(lease(&a), Outcome::Failure, None);
+    h.release(lease(&b), Outcome::Failure, None);
+    h.advance(Duration::from_secs(1));
+    let (e, _) = explained_then_acquired(&h, "hooli");
+    assert_eq!(
+        e.verdict.as_ref().map(|v| (v.0, v.1)),
+        Some((Denial::CircuitOpen, 4 * SEC))
+    );
+    assert_eq!(e.circuit.breaker.state, BreakerState::Open);
+    // A throttle report pauses it and halves the rate: the pause is checked first.
+    let pause = report("x", ThrottleKind::Throttled, Some(Duration::from_secs(10)));
+    now(h.quota.report(&Report {
+        descriptors: vec![("tenant".into(), "hooli".into())],
+        ..pause
+    }))
+    .expect("report");
+    let (e, _) = explained_then_acquired(&h, "hooli");
+    assert_eq!(
+        e.verdict.as_ref().map(|v| (v.0, v.1, v.2.as_str())),
+        Some((Denial::Paused, 10 * SEC, "pause"))
+    );
+    assert_eq!(
+        e.levels[0].rate_per_second, 5.0,
+        "the adaptive rate in force"
+    );
+    // After the pause the breaker is HALF_OPEN with one probe: granted, then the next is refused.
+    h.advance(Duration::from_secs(11));
+    let (e, probe) = explained_then_acquired(&h, "umbrella");
+    assert!(e.verdict.is_none() && probe.granted());
+    assert_eq!(e.circuit.breaker.state, BreakerState::HalfOpen);
+    let (e, _) = explained_then_acquired(&h, "tyrell");
+    assert_eq!(
+        e.verdict.as_ref().map(|v| (v.0, v.2.as_str())),
+        Some((Denial::CircuitOpen, "breaker"))
+    );
+    // Asking for more than a level can ever hold is refused as the acquire would refuse it.
+    let too_many = now(h.quota.explain(&acq("x", &[("tenant", "acme")], 4)));
+    assert!(
+        matches!(too_many, Err(EngineError::FailedPrecondition(_))),
+        "{too_many:?}"
+    );
+}
+
 for_each_store!(
     shared: [
+        explain_says_what_acquire_then_answers,
         another_identitys_lease_is_refused_and_left_as_it_was,
         usage_pages_in_name_order_with_filters,
         one_release_cannot_lock_a_resource_for_centuries,

@@ -11,11 +11,18 @@ use super::{ConfigError, Settings, file::ConfigFile};
 /// The embedded default config: a few example resources so a new user can call the server at once.
 pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
 
+/// `QUOTAD_SECTION__KEY` overrides (and `QUOTAD_STORE`). Other `QUOTAD_*` variables are not config: a
+/// script's `QUOTAD_BIN` or a tool's `QUOTADCTL_ADDR`-like name must not stop the server with "unknown field".
 fn environment() -> Environment {
+    let ours = std::env::vars().filter(|(k, _)| {
+        k.strip_prefix("QUOTAD_")
+            .is_some_and(|rest| rest.contains("__") || rest.eq_ignore_ascii_case("STORE"))
+    });
     Environment::with_prefix("QUOTAD")
         .prefix_separator("_")
         .separator("__")
         .try_parsing(true)
+        .source(Some(ours.collect()))
 }
 
 fn finish(

@@ -18,6 +18,7 @@ pub mod adaptive;
 pub mod breaker;
 pub mod decision;
 pub mod error;
+pub mod explain;
 pub mod glob;
 pub mod lease_id;
 pub mod memory;
@@ -40,6 +41,7 @@ pub use decision::{
     Verdict,
 };
 pub use error::EngineError;
+pub use explain::{Explanation, LevelExplained, LevelState};
 pub use lease_id::{LeaseId, LeaseIds};
 pub use memory::MemoryStore;
 pub use name::{Name, intern};

@@ -15,9 +15,9 @@ use std::{
 use arc_swap::ArcSwap;
 
 use super::{
-    Acquire, BreakerRef, BreakerState, BreakerTarget, CircuitView, Decision, EngineError, LeaseId,
-    LeaseQuery, LeaseView, MemoryStore, Plan, Release, Released, Renew, Renewed, Report,
-    ReportPlan, Reported, Rule, Rules, Store, StoreUsage, Sweep, UsageQuery, plan,
+    Acquire, BreakerRef, BreakerState, BreakerTarget, CircuitView, Decision, EngineError,
+    Explanation, LeaseId, LeaseQuery, LeaseView, MemoryStore, Plan, Release, Released, Renew,
+    Renewed, Report, ReportPlan, Reported, Rule, Rules, Store, StoreUsage, Sweep, UsageQuery, plan,
     request::check_target,
 };
 use crate::clock::{Clock, Nanos, nanos};
@@ -191,6 +191,22 @@ impl<S: Store> Quota<S> {
         let rules = self.rules.load();
         let target = Self::breaker_ref(&rules, target)?;
         self.store.circuit(&target, self.clock.now()).await
+    }
+
+    /// Evaluates `req` without debiting anything: each level it would touch, the breaker, the pause, and
+    /// what the acquire would answer ([`super::explain`]).
+    pub async fn explain(&self, req: &Acquire) -> Result<Explanation, EngineError> {
+        let rules = self.rules.load_full();
+        let plan = Self::plan(&rules, req)?;
+        let now = self.clock.now();
+        let target = BreakerRef {
+            resource: plan.resource,
+            rule: plan.rule.clone(),
+            key: plan.breaker_key.clone(),
+        };
+        let circuit = self.store.circuit(&target, now).await?;
+        let levels = self.store.levels(&plan, now).await?;
+        Ok(super::explain::explain(&plan, circuit, levels, now))
     }
 
     /// Closes a breaker and resets the resource's adaptive rate and pause. Returns the state before.

@@ -11,8 +11,8 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use super::{
-    BreakerState, CircuitView, Decision, EngineError, EngineStats, LeaseId, Name, Plan, Release,
-    Released, Renew, Renewed, Reported, Rule, Rules, ThrottleKind,
+    BreakerState, CircuitView, Decision, EngineError, EngineStats, LeaseId, LevelState, Name, Plan,
+    Release, Released, Renew, Renewed, Reported, Rule, Rules, ThrottleKind,
 };
 use crate::clock::Nanos;
 
@@ -232,6 +232,14 @@ pub trait Store: Send + Sync + 'static {
         target: &BreakerRef<'_>,
         now: Nanos,
     ) -> impl Future<Output = Result<CircuitView, EngineError>> + Send;
+
+    /// Each level of `plan` as it stands at `now` (refilled, retuned to the adaptive rate), and whether
+    /// `plan.permits` could be taken; nothing is written. For [`super::explain`].
+    fn levels(
+        &self,
+        plan: &Plan<'_>,
+        now: Nanos,
+    ) -> impl Future<Output = Result<Vec<LevelState>, EngineError>> + Send;
 
     /// Closes a breaker, clears its window, and resets the adaptive rate and pause. Returns the state before.
     fn reset_breaker(

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use super::{
     BreakerRef, BreakerState, CircuitView, Decision, EngineError, EngineStats, LeaseId, LeaseQuery,
-    LeaseView, MemoryStore, Plan, RedisStore, Release, Released, Renew, Renewed, ReportPlan,
-    Reported, Rules, Store, StoreUsage, Sweep, UsageQuery,
+    LeaseView, LevelState, MemoryStore, Plan, RedisStore, Release, Released, Renew, Renewed,
+    ReportPlan, Reported, Rules, Store, StoreUsage, Sweep, UsageQuery,
 };
 use crate::clock::Nanos;
 
@@ -81,6 +81,13 @@ impl Store for AnyStore {
         match self {
             Self::Memory(s) => s.circuit(target, now).await,
             Self::Redis(s) => s.circuit(target, now).await,
+        }
+    }
+
+    async fn levels(&self, plan: &Plan<'_>, now: Nanos) -> Result<Vec<LevelState>, EngineError> {
+        match self {
+            Self::Memory(s) => s.levels(plan, now).await,
+            Self::Redis(s) => s.levels(plan, now).await,
         }
     }
 

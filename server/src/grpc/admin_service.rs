@@ -133,6 +133,26 @@ impl<S: Store> QuotaAdmin for AdminGrpc<S> {
         }))
     }
 
+    async fn explain(
+        &self,
+        request: Request<pb::ExplainRequest>,
+    ) -> Result<Response<pb::ExplainResponse>, Status> {
+        let r = request.into_inner();
+        let req = crate::engine::Acquire::try_from(pb::AcquireRequest {
+            resource: r.resource,
+            descriptors: r.descriptors,
+            permits: r.permits,
+            ..Default::default()
+        })?;
+        let e = self.quota.explain(&req).await?;
+        let clock = self.quota.clock();
+        Ok(Response::new(convert::explain_out(
+            e,
+            clock.as_ref(),
+            self.quota.config_version(),
+        )))
+    }
+
     async fn reset_breaker(
         &self,
         request: Request<pb::ResetBreakerRequest>,

@@ -304,6 +304,57 @@ pub fn circuit_out(v: CircuitView, clock: &dyn Clock) -> pb::GetCircuitStateResp
     }
 }
 
+fn level_out(l: engine::LevelExplained) -> pb::LevelExplanation {
+    let (decision, retry_after) = match l.denies {
+        Some((d, wait)) => (decision_out(d), Some(duration_out(wait))),
+        None => (pb::Decision::Granted, None),
+    };
+    pb::LevelExplanation {
+        level: l.label,
+        has_rate: l.state.tokens.is_some(),
+        tokens_available: l.state.tokens.unwrap_or(0),
+        burst: l.burst,
+        rate_per_second: l.rate_per_second,
+        in_flight: l.state.in_flight,
+        max_in_flight: l.max_in_flight.unwrap_or(0),
+        decision: decision.into(),
+        retry_after,
+    }
+}
+
+/// An explanation on the wire.
+pub fn explain_out(
+    e: engine::Explanation,
+    clock: &dyn Clock,
+    config_version: u64,
+) -> pb::ExplainResponse {
+    let b = &e.circuit.breaker;
+    let p = &e.circuit.pressure;
+    let mut out = pb::ExplainResponse {
+        resource: e.resource,
+        rule: e.rule.to_owned(),
+        config_version,
+        permits: e.permits,
+        would_grant: e.verdict.is_none(),
+        decision: pb::Decision::Granted.into(),
+        circuit_state: state_out(b.state).into(),
+        breaker_configured: e.circuit.configured,
+        half_open_at: b.half_open_at.map(|t| timestamp_out(clock.wall(t))),
+        half_open_probes_left: b.probes_left,
+        paused_until: p.paused_until.map(|t| timestamp_out(clock.wall(t))),
+        effective_rate_per_second: p.effective_rate,
+        configured_rate_per_second: p.configured_rate,
+        levels: e.levels.into_iter().map(level_out).collect(),
+        ..Default::default()
+    };
+    if let Some((denial, wait, by)) = e.verdict {
+        out.decision = decision_out(denial).into();
+        out.retry_after = Some(duration_out(wait));
+        out.denied_by = by;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

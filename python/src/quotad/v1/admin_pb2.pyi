@@ -220,3 +220,78 @@ class ReloadConfigResponse(_message.Message):
     config_version: int
     resources: int
     def __init__(self, config_version: _Optional[int] = ..., resources: _Optional[int] = ...) -> None: ...
+
+class ExplainRequest(_message.Message):
+    __slots__ = ("resource", "descriptors", "permits")
+    class DescriptorsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    RESOURCE_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTORS_FIELD_NUMBER: _ClassVar[int]
+    PERMITS_FIELD_NUMBER: _ClassVar[int]
+    resource: str
+    descriptors: _containers.ScalarMap[str, str]
+    permits: int
+    def __init__(self, resource: _Optional[str] = ..., descriptors: _Optional[_Mapping[str, str]] = ..., permits: _Optional[int] = ...) -> None: ...
+
+class LevelExplanation(_message.Message):
+    __slots__ = ("level", "has_rate", "tokens_available", "burst", "rate_per_second", "in_flight", "max_in_flight", "decision", "retry_after")
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
+    HAS_RATE_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    BURST_FIELD_NUMBER: _ClassVar[int]
+    RATE_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    MAX_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AFTER_FIELD_NUMBER: _ClassVar[int]
+    level: str
+    has_rate: bool
+    tokens_available: int
+    burst: int
+    rate_per_second: float
+    in_flight: int
+    max_in_flight: int
+    decision: _quota_pb2.Decision
+    retry_after: _duration_pb2.Duration
+    def __init__(self, level: _Optional[str] = ..., has_rate: bool = ..., tokens_available: _Optional[int] = ..., burst: _Optional[int] = ..., rate_per_second: _Optional[float] = ..., in_flight: _Optional[int] = ..., max_in_flight: _Optional[int] = ..., decision: _Optional[_Union[_quota_pb2.Decision, str]] = ..., retry_after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class ExplainResponse(_message.Message):
+    __slots__ = ("resource", "rule", "config_version", "permits", "would_grant", "decision", "retry_after", "denied_by", "circuit_state", "breaker_configured", "half_open_at", "half_open_probes_left", "paused_until", "effective_rate_per_second", "configured_rate_per_second", "levels")
+    RESOURCE_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PERMITS_FIELD_NUMBER: _ClassVar[int]
+    WOULD_GRANT_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AFTER_FIELD_NUMBER: _ClassVar[int]
+    DENIED_BY_FIELD_NUMBER: _ClassVar[int]
+    CIRCUIT_STATE_FIELD_NUMBER: _ClassVar[int]
+    BREAKER_CONFIGURED_FIELD_NUMBER: _ClassVar[int]
+    HALF_OPEN_AT_FIELD_NUMBER: _ClassVar[int]
+    HALF_OPEN_PROBES_LEFT_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_UNTIL_FIELD_NUMBER: _ClassVar[int]
+    EFFECTIVE_RATE_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    CONFIGURED_RATE_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    LEVELS_FIELD_NUMBER: _ClassVar[int]
+    resource: str
+    rule: str
+    config_version: int
+    permits: int
+    would_grant: bool
+    decision: _quota_pb2.Decision
+    retry_after: _duration_pb2.Duration
+    denied_by: str
+    circuit_state: _quota_pb2.CircuitState
+    breaker_configured: bool
+    half_open_at: _timestamp_pb2.Timestamp
+    half_open_probes_left: int
+    paused_until: _timestamp_pb2.Timestamp
+    effective_rate_per_second: float
+    configured_rate_per_second: float
+    levels: _containers.RepeatedCompositeFieldContainer[LevelExplanation]
+    def __init__(self, resource: _Optional[str] = ..., rule: _Optional[str] = ..., config_version: _Optional[int] = ..., permits: _Optional[int] = ..., would_grant: bool = ..., decision: _Optional[_Union[_quota_pb2.Decision, str]] = ..., retry_after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., denied_by: _Optional[str] = ..., circuit_state: _Optional[_Union[_quota_pb2.CircuitState, str]] = ..., breaker_configured: bool = ..., half_open_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., half_open_probes_left: _Optional[int] = ..., paused_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., effective_rate_per_second: _Optional[float] = ..., configured_rate_per_second: _Optional[float] = ..., levels: _Optional[_Iterable[_Union[LevelExplanation, _Mapping]]] = ...) -> None: ...

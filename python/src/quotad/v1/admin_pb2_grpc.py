@@ -75,6 +75,11 @@ class QuotaAdminStub(object):
                 request_serializer=quotad_dot_v1_dot_admin__pb2.ReloadConfigRequest.SerializeToString,
                 response_deserializer=quotad_dot_v1_dot_admin__pb2.ReloadConfigResponse.FromString,
                 _registered_method=True)
+        self.Explain = channel.unary_unary(
+                '/quotad.v1.QuotaAdmin/Explain',
+                request_serializer=quotad_dot_v1_dot_admin__pb2.ExplainRequest.SerializeToString,
+                response_deserializer=quotad_dot_v1_dot_admin__pb2.ExplainResponse.FromString,
+                _registered_method=True)
 
 
 class QuotaAdminServicer(object):
@@ -136,6 +141,15 @@ class QuotaAdminServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Explain(self, request, context):
+        """Explain evaluates an Acquire without debiting anything: each level it would touch (tokens, in flight),
+        the breaker, the pause, and what the Acquire would answer now and until when ("why was I denied?").
+        Nothing changes: no tokens, no probe, no state created.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QuotaAdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -173,6 +187,11 @@ def add_QuotaAdminServicer_to_server(servicer, server):
                     servicer.ReloadConfig,
                     request_deserializer=quotad_dot_v1_dot_admin__pb2.ReloadConfigRequest.FromString,
                     response_serializer=quotad_dot_v1_dot_admin__pb2.ReloadConfigResponse.SerializeToString,
+            ),
+            'Explain': grpc.unary_unary_rpc_method_handler(
+                    servicer.Explain,
+                    request_deserializer=quotad_dot_v1_dot_admin__pb2.ExplainRequest.FromString,
+                    response_serializer=quotad_dot_v1_dot_admin__pb2.ExplainResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -370,6 +389,33 @@ class QuotaAdmin(object):
             '/quotad.v1.QuotaAdmin/ReloadConfig',
             quotad_dot_v1_dot_admin__pb2.ReloadConfigRequest.SerializeToString,
             quotad_dot_v1_dot_admin__pb2.ReloadConfigResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Explain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quotad.v1.QuotaAdmin/Explain',
+            quotad_dot_v1_dot_admin__pb2.ExplainRequest.SerializeToString,
+            quotad_dot_v1_dot_admin__pb2.ExplainResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -53,6 +53,14 @@ pub enum Command {
     /// A resource's shared circuit breaker: show, reset, or force open for a while.
     #[command(subcommand)]
     Breaker(BreakerCommand),
+    /// Why an Acquire would be denied: evaluates one without debiting (each level, the breaker, the pause).
+    Explain {
+        #[command(flatten)]
+        target: Target,
+        /// Tokens to ask for.
+        #[arg(long, default_value = "1")]
+        permits: u64,
+    },
     /// A live table of the resources, refreshed every --every (Ctrl-C to stop).
     Watch {
         #[command(flatten)]

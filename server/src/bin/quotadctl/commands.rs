@@ -339,3 +339,118 @@ pub fn config_check(path: Option<&std::path::Path>, json_out: bool) -> Out {
     }
     Ok(())
 }
+
+fn decision(d: i32) -> &'static str {
+    match pb::Decision::try_from(d).unwrap_or_default() {
+        pb::Decision::Granted => "granted",
+        pb::Decision::RateLimited => "rate_limited",
+        pb::Decision::ConcurrencyLimited => "concurrency_limited",
+        pb::Decision::CircuitOpen => "circuit_open",
+        pb::Decision::Paused => "paused",
+        pb::Decision::Unspecified => "-",
+    }
+}
+
+fn explain_json(e: &pb::ExplainResponse) -> Value {
+    let levels: Vec<Value> = e.levels.iter().map(|l| json!({
+        "level": l.level, "has_rate": l.has_rate, "tokens_available": l.tokens_available, "burst": l.burst,
+        "rate_per_second": l.rate_per_second, "in_flight": l.in_flight, "max_in_flight": l.max_in_flight,
+        "decision": decision(l.decision), "retry_after_seconds": render::secs(l.retry_after.as_ref()),
+    })).collect();
+    json!({
+        "resource": e.resource, "rule": e.rule, "config_version": e.config_version, "permits": e.permits,
+        "would_grant": e.would_grant, "decision": decision(e.decision),
+        "retry_after_seconds": render::secs(e.retry_after.as_ref()), "denied_by": e.denied_by,
+        "circuit_state": render::state(e.circuit_state), "breaker_configured": e.breaker_configured,
+        "half_open_at": render::time(e.half_open_at.as_ref()), "half_open_probes_left": e.half_open_probes_left,
+        "paused_until": render::time(e.paused_until.as_ref()),
+        "effective_rate_per_second": e.effective_rate_per_second,
+        "configured_rate_per_second": e.configured_rate_per_second, "levels": levels,
+    })
+}
+
+pub async fn explain_acquire(c: &mut Conn, t: &Target, permits: u64, json_out: bool) -> Out {
+    let req = pb::ExplainRequest {
+        resource: t.resource.clone(),
+        descriptors: descriptors(t),
+        permits,
+    };
+    let e = c
+        .admin
+        .explain(req)
+        .await
+        .map_err(|s| explain(&c.addr, &s))?
+        .into_inner();
+    if json_out {
+        print_json(&explain_json(&e));
+        return Ok(());
+    }
+    let wait = render::secs(e.retry_after.as_ref()).unwrap_or(0.0);
+    if e.would_grant {
+        say!(
+            "{} (rule {}, config version {}): {} permit(s) would be GRANTED now",
+            e.resource,
+            e.rule,
+            e.config_version,
+            e.permits
+        );
+    } else {
+        say!(
+            "{} (rule {}, config version {}): {} permit(s) would be DENIED: {} by {}, retry in {wait:.3} s",
+            e.resource,
+            e.rule,
+            e.config_version,
+            e.permits,
+            decision(e.decision),
+            e.denied_by
+        );
+    }
+    let breaker = if e.breaker_configured {
+        render::state(e.circuit_state)
+    } else {
+        "none configured"
+    };
+    let paused = render::until(e.paused_until.as_ref());
+    say!(
+        "breaker {breaker}; {}; rate {:.3}/s of {:.3}/s",
+        if paused.is_empty() {
+            "not paused".to_owned()
+        } else {
+            format!("paused for {paused}")
+        },
+        e.effective_rate_per_second,
+        e.configured_rate_per_second
+    );
+    let mut table = Table::new(&[
+        "level",
+        "tokens",
+        "rate/s",
+        "in flight",
+        "alone it would",
+        "retry in",
+    ]);
+    for l in &e.levels {
+        let tokens = if l.has_rate {
+            format!("{}/{}", l.tokens_available, l.burst)
+        } else {
+            "-".into()
+        };
+        let inflight = if l.max_in_flight > 0 {
+            format!("{}/{}", l.in_flight, l.max_in_flight)
+        } else {
+            "-".into()
+        };
+        let retry =
+            render::secs(l.retry_after.as_ref()).map_or_else(String::new, |s| format!("{s:.3} s"));
+        table.row(vec![
+            l.level.clone(),
+            tokens,
+            format!("{:.3}", l.rate_per_second),
+            inflight,
+            decision(l.decision).into(),
+            retry,
+        ]);
+    }
+    table.print();
+    Ok(())
+}

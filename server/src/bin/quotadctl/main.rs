@@ -5,6 +5,7 @@
 //! quotadctl resources --prefix partner. --all       # usage, filtered and paged
 //! quotadctl leases list --resource bedrock.invoke   # live leases; `leases revoke ID`
 //! quotadctl breaker show bedrock.invoke             # `breaker reset R`, `breaker open R --for 30s`
+//! quotadctl explain partner.stripe -d tenant=acme   # why an acquire would be denied, level by level
 //! quotadctl watch                                   # a live table
 //! quotadctl reload; quotadctl config check FILE; quotadctl completions bash
 //! ```
@@ -86,6 +87,9 @@ fn remote(cli: &Cli) -> Result<(), Failure> {
                 count,
             } => watch(&mut c, filter, *every, *count, cli.json).await,
             Command::Reload => commands::reload(&mut c, cli.json).await,
+            Command::Explain { target, permits } => {
+                commands::explain_acquire(&mut c, target, *permits, cli.json).await
+            }
             Command::Config(_) | Command::Completions { .. } => Ok(()),
         }
     })

@@ -16,7 +16,9 @@ use super::{
 };
 use crate::{
     clock::{Nanos, nanos},
-    engine::{Admission, Breaker, Decision, Denial, EngineError, Grant, Name, Plan, Verdict},
+    engine::{
+        Admission, Breaker, Decision, Denial, EngineError, Grant, LevelState, Name, Plan, Verdict,
+    },
 };
 
 /// Figures of the tightest levels, reported with every decision.
@@ -100,6 +102,32 @@ impl MemoryStore {
             t.observe(&cell, spec.max_in_flight, now);
         }
         t
+    }
+
+    /// Each level as it stands at `now`, nothing written (for an explanation).
+    pub(super) fn levels_now(&self, plan: &Plan<'_>, now: Nanos) -> Vec<LevelState> {
+        let factor = self
+            .pressure
+            .with_existing(plan.resource, |p| p.factor(plan.rule))
+            .unwrap_or(1.0);
+        plan.levels
+            .iter()
+            .map(|level| {
+                let mut cell = self
+                    .levels
+                    .with_existing(&level.key, |c| c.clone())
+                    .unwrap_or_default();
+                cell.sync(level.spec(plan.rule), factor, now);
+                LevelState {
+                    tokens: cell.bucket.as_ref().map(|b| b.remaining(now)),
+                    rate_wait: cell
+                        .bucket
+                        .as_ref()
+                        .and_then(|b| b.check(now, plan.permits).err()),
+                    in_flight: cell.in_flight,
+                }
+            })
+            .collect()
     }
 
     fn decide(&self, plan: &Plan<'_>, now: Nanos) -> Result<Decision, EngineError> {

@@ -18,8 +18,8 @@ use crate::{
     clock::{Nanos, nanos},
     engine::{
         Breaker, BreakerRef, BreakerState, CircuitView, Decision, EngineError, EngineStats,
-        LeaseId, LeaseQuery, LeaseView, Plan, Release, Released, Renew, Renewed, ReportPlan,
-        Reported, ResourceUsage, Rules, Store, StoreUsage, Sweep, UsageQuery,
+        LeaseId, LeaseQuery, LeaseView, LevelState, Plan, Release, Released, Renew, Renewed,
+        ReportPlan, Reported, ResourceUsage, Rules, Store, StoreUsage, Sweep, UsageQuery,
     },
 };
 
@@ -370,6 +370,14 @@ impl Store for MemoryStore {
         now: Nanos,
     ) -> impl Future<Output = Result<CircuitView, EngineError>> + Send {
         ready(Ok(self.circuit_now(target, now)))
+    }
+
+    fn levels(
+        &self,
+        plan: &Plan<'_>,
+        now: Nanos,
+    ) -> impl Future<Output = Result<Vec<LevelState>, EngineError>> + Send {
+        ready(Ok(self.levels_now(plan, now)))
     }
 
     fn reset_breaker(

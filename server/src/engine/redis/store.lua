@@ -875,6 +875,26 @@ OPS.swp = function()
 end
 
 -- KEYS: resource hash, resource-wide level, breaker. ARGV: 'use', now, prefix, rate spec or '', adaptive.
+-- KEYS: resource hash, level keys... ARGV: 'lvl', now, prefix, permits, adaptive spec or '', n, n rate specs.
+-- Each level as it stands now, nothing written (an explanation): tokens ('' without a rate), the wait
+-- before `permits` could be taken ('' when they can now), leases in flight.
+OPS.lvl = function()
+  local permits = tonumber(A[4])
+  local factor = pressure_factor(pressure_load(KEYS[1]), A[5] ~= '')
+  local out = {}
+  for i = 1, tonumber(A[6]) do
+    local cell = level_load(KEYS[1 + i])
+    level_sync(cell, rate_spec(A[6 + i]), factor)
+    local tokens, wait = '', ''
+    if cell.bucket then
+      tokens = bucket_remaining(cell.bucket)
+      wait = bucket_check(cell.bucket, permits) or ''
+    end
+    out[#out + 1] = tokens; out[#out + 1] = wait; out[#out + 1] = cell.f
+  end
+  return out
+end
+
 OPS.use = function()
   local p = pressure_load(KEYS[1])
   local factor = pressure_factor(p, A[5] ~= '')

@@ -13,9 +13,9 @@ use crate::{
     clock::{Nanos, nanos},
     engine::{
         BreakerRef, BreakerSnapshot, BreakerState, CircuitView, Decision, Denial, EngineError,
-        EngineStats, Expired, Grant, LeaseId, LeaseQuery, LeaseView, NotReleased, Outcome, Plan,
-        Pressure, Release, Released, Renew, Renewed, ReportPlan, Reported, ResourceUsage, Rule,
-        Rules, Store, StoreUsage, Sweep, ThrottleKind, UsageQuery, Verdict,
+        EngineStats, Expired, Grant, LeaseId, LeaseQuery, LeaseView, LevelState, NotReleased,
+        Outcome, Plan, Pressure, Release, Released, Renew, Renewed, ReportPlan, Reported,
+        ResourceUsage, Rule, Rules, Store, StoreUsage, Sweep, ThrottleKind, UsageQuery, Verdict,
         memory::leases::not_owner,
     },
 };
@@ -589,6 +589,36 @@ impl Store for RedisStore {
             },
             other => other,
         }
+    }
+
+    async fn levels(&self, plan: &Plan<'_>, now: Nanos) -> Result<Vec<LevelState>, EngineError> {
+        let rule = plan.rule;
+        let mut inv = self.invocation("lvl", now, shard_of(plan.resource));
+        inv.key(self.keys.resource(plan.resource));
+        for level in &plan.levels {
+            inv.key(self.keys.level(&level.key));
+        }
+        inv.arg(plan.permits)
+            .arg(args::adaptive(rule.adaptive.as_ref()))
+            .arg(plan.levels.len());
+        for level in &plan.levels {
+            inv.arg(args::rate(level.spec(rule).rate));
+        }
+        let v = items(self.call(&inv).await?)?;
+        let optional = |i: usize| match v.get(i) {
+            None => Ok(None),
+            Some(x) if text(Some(x)).is_ok_and(|t| t.is_empty()) => Ok(None),
+            x => uint(x).map(Some),
+        };
+        (0..plan.levels.len())
+            .map(|i| {
+                Ok(LevelState {
+                    tokens: optional(3 * i)?,
+                    rate_wait: optional(3 * i + 1)?,
+                    in_flight: u32::try_from(uint(v.get(3 * i + 2))?).unwrap_or(u32::MAX),
+                })
+            })
+            .collect()
     }
 
     async fn circuit(
