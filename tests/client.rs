@@ -540,3 +540,79 @@ async fn releases_are_not_stuck_behind_acquires_held_by_max_wait() {
         started.elapsed()
     );
 }
+
+/// A watched pause or OPEN breaker is refused by the client itself, without a round trip.
+#[tokio::test]
+async fn a_watched_pause_is_refused_locally() {
+    let toml = "[[resources]]\nname = \"llm\"\nrate = { limit = 100, period = \"1s\" }\nmax_pause = \"30s\"\nbreaker = { min_calls = 100 }";
+    let server = TestServer::start(toml, Arc::new(MonotonicClock::new())).await;
+    let client = Client::builder(server.url())
+        .retry_policy(RetryPolicy::no_retries())
+        .connect_lazy()
+        .unwrap();
+    let watch = client.watch(["llm"]);
+    assert!(client.acquire("llm", AcquireOptions::new()).await.is_ok());
+    client
+        .report_throttle("llm", ThrottleKind::Throttled, Some(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let denied_by = loop {
+        match client.acquire("llm", AcquireOptions::new()).await {
+            Err(Error::Denied {
+                denied_by,
+                decision,
+                ..
+            }) if denied_by.ends_with("(watched)") => {
+                assert_eq!(decision, Decision::Paused);
+                break denied_by;
+            }
+            Err(Error::Denied { .. }) => {} // the server's own answer, until the watch delivers
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "the watch never delivered the pause"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(denied_by, "pause (watched)");
+    drop(watch); // unwatched: the server decides again
+    match client.acquire("llm", AcquireOptions::new()).await {
+        Err(Error::Denied { denied_by, .. }) => assert_eq!(denied_by, "pause"),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Once quotad is found unreachable, the next calls fail at once instead of each trying to connect.
+#[tokio::test]
+async fn an_unreachable_quotad_is_not_retried_by_every_call() {
+    let client = Client::builder(dead_endpoint().await)
+        .retry_policy(RetryPolicy::no_retries())
+        .connect_lazy()
+        .unwrap();
+    let first = client
+        .acquire("r", AcquireOptions::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(first, Error::Unavailable(_)), "{first:?}");
+    let started = Instant::now();
+    let second = client
+        .acquire("r", AcquireOptions::new())
+        .await
+        .unwrap_err();
+    assert!(
+        second.to_string().contains("unreachable a moment ago"),
+        "{second}"
+    );
+    assert!(started.elapsed() < Duration::from_millis(50));
+    tokio::time::sleep(quotad_client::watch::DOWN_FOR.1).await;
+    let third = client
+        .acquire("r", AcquireOptions::new())
+        .await
+        .unwrap_err();
+    assert!(
+        !third.to_string().contains("a moment ago"),
+        "tried again after the interval: {third}"
+    );
+}

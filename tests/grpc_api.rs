@@ -814,3 +814,98 @@ async fn a_glob_rule_is_named_by_its_pattern() {
     }
     assert!(granted.granted && !denied.granted);
 }
+
+#[tokio::test]
+async fn watch_sends_the_state_then_each_change_and_ends_on_shutdown() {
+    let (server, _clock) = start().await;
+    let mut c = server.quota().await;
+    let watch = |names: &[&str]| pb::WatchCircuitStateRequest {
+        resources: names
+            .iter()
+            .map(|n| pb::GetCircuitStateRequest {
+                resource: (*n).into(),
+                ..Default::default()
+            })
+            .collect(),
+    };
+    let mut events = c
+        .watch_circuit_state(watch(&["llm", "api"]))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = next(&mut events).await;
+    let second = next(&mut events).await;
+    let names: Vec<_> = [&first, &second]
+        .iter()
+        .map(|e| e.state.as_ref().unwrap().resource.clone())
+        .collect();
+    assert_eq!(names, ["llm", "api"]);
+    assert!(first.initial && second.initial);
+    // A throttle report through another connection: the pause and the lowered rate arrive pushed.
+    server
+        .quota()
+        .await
+        .report_throttle(pb::ReportThrottleRequest {
+            resource: "llm".into(),
+            retry_after: Some(prost_types::Duration {
+                seconds: 10,
+                nanos: 0,
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let changed = next(&mut events).await;
+    let s = changed.state.unwrap();
+    assert!(!changed.initial);
+    assert_eq!(s.resource, "llm");
+    assert!(s.paused_until.is_some() && s.effective_rate_per_second < s.configured_rate_per_second);
+    // An operator opens the breaker: OPEN arrives.
+    server
+        .admin()
+        .await
+        .force_open_breaker(pb::ForceOpenBreakerRequest {
+            resource: "llm".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let opened = next(&mut events).await.state.unwrap();
+    assert_eq!(opened.state, pb::CircuitState::Open as i32);
+    // Bad watches are refused at once, naming the problem.
+    let e = c.watch_circuit_state(watch(&[])).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let many: Vec<&str> = vec!["api"; 65];
+    assert_eq!(
+        c.watch_circuit_state(watch(&many))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::InvalidArgument
+    );
+    let e = c.watch_circuit_state(watch(&["nope"])).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    assert!(e.message().contains("nope"));
+    // Shutdown ends the stream rather than holding the server open.
+    let stopping = tokio::spawn(server.stop());
+    let end = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match events.message().await {
+                Ok(Some(_)) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("the stream ended");
+    assert!(end.is_err() || end.unwrap().is_none());
+    stopping.await.unwrap();
+}
+
+async fn next(s: &mut tonic::Streaming<pb::CircuitStateEvent>) -> pb::CircuitStateEvent {
+    tokio::time::timeout(Duration::from_secs(5), s.message())
+        .await
+        .expect("an event within 5 s")
+        .unwrap()
+        .unwrap()
+}

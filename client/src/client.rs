@@ -45,7 +45,9 @@ pub(crate) struct Inner {
     control: QuotaServiceClient<Transport>,
     pub(crate) settings: Settings,
     budget: RetryBudget,
-    local: LocalLimiters,
+    local_limits: LocalLimiters,
+    /// Watched breakers and pauses, and whether quotad was just found unreachable (crate::watch).
+    pub(crate) local: crate::watch::Local,
     fail_open: AtomicU64,
     local_grants: AtomicU64,
 }
@@ -102,6 +104,11 @@ fn fits(deadline: Option<Instant>, delay: Duration) -> bool {
 }
 
 impl Inner {
+    /// The stub on the connection for everything but acquires.
+    pub(crate) fn control(&self) -> QuotaServiceClient<Transport> {
+        self.control.clone()
+    }
+
     pub(crate) fn new(
         stub: QuotaServiceClient<Transport>,
         control: QuotaServiceClient<Transport>,
@@ -113,7 +120,8 @@ impl Inner {
             control,
             settings,
             budget,
-            local: LocalLimiters::default(),
+            local_limits: LocalLimiters::default(),
+            local: crate::watch::Local::default(),
             fail_open: AtomicU64::new(0),
             local_grants: AtomicU64::new(0),
         }
@@ -130,20 +138,33 @@ impl Inner {
             Lane::Acquire { held } => (&self.stub, self.settings.call_timeout.saturating_add(held)),
             Lane::Control => (&self.control, self.settings.call_timeout),
         };
+        if let Some(left) = self.local.down() {
+            // Found unreachable a moment ago: do not make every caller wait out its own connect.
+            return Err(Error::Unavailable(format!(
+                "quotad was unreachable a moment ago; not trying again for {left:?}"
+            )));
+        }
         match tokio::time::timeout(timeout, call(stub.clone())).await {
             Ok(Ok(r)) => {
                 self.budget.on_success();
+                self.local.mark_up();
                 Ok(r.into_inner())
             }
             Ok(Err(status)) => {
+                let unreachable = status.code() == tonic::Code::Unavailable
+                    && status.metadata().get("content-type").is_none();
                 let e = Error::from(status);
                 if e.is_retryable() {
                     self.budget.on_failure();
+                }
+                if unreachable {
+                    self.local.mark_down();
                 }
                 Err(e)
             }
             Err(_) => {
                 self.budget.on_failure();
+                self.local.mark_down();
                 Err(Error::Unavailable(format!("no answer within {timeout:?}")))
             }
         }
@@ -299,7 +320,12 @@ impl Client {
                 async move { stub.acquire(trace_context::request(req)).await }
             };
             let held = options.max_wait.unwrap_or_default();
-            match inner.once(Lane::Acquire { held }, &mut call).await {
+            // A watched breaker that is OPEN, or a watched pause, answers here without a round trip.
+            let answer = match inner.local.refusal(resource) {
+                Some(refused) => Ok(refused),
+                None => inner.once(Lane::Acquire { held }, &mut call).await,
+            };
+            match answer {
                 Ok(r) if r.granted => {
                     report(
                         attempt,
@@ -375,7 +401,7 @@ impl Client {
                 Ok(Permit::local(inner.clone(), resource, None))
             }
             Unreachable::LocalFallback(limits) => {
-                let limiter = inner.local.get(resource, limits);
+                let limiter = inner.local_limits.get(resource, limits);
                 loop {
                     match limiter.try_acquire(options.permits.max(1)) {
                         Ok(slot) => {

@@ -50,6 +50,7 @@ pub mod run;
 mod trace_context;
 pub mod transport;
 pub mod types;
+pub mod watch;
 
 pub use builder::ClientBuilder;
 pub use client::Client;
@@ -67,3 +68,4 @@ pub use quotad_api::v1::quota_service_client::QuotaServiceClient;
 pub use retry::{Backoff, Jitter, RetryBudget, RetryPolicy};
 pub use run::{Attempt, Classification, RunError, RunOptions};
 pub use types::{CircuitState, CircuitStatus, Decision, Outcome, ThrottleKind, ThrottleReport};
+pub use watch::Watch;

@@ -292,7 +292,7 @@ impl Quotad {
         self.warn_if_open();
         let in_flight = InFlight::default();
         let router = self
-            .router(&settings, in_flight.clone())?
+            .router(&settings, in_flight.clone(), stop_rx.clone())?
             .add_service(health_service);
         let limits = Limits {
             max_connections: settings.http2.max_connections,
@@ -324,10 +324,11 @@ impl Quotad {
         self: &Arc<Self>,
         settings: &ServerSettings,
         in_flight: InFlight,
+        stop: tokio::sync::watch::Receiver<bool>,
     ) -> Result<Router<Layers>, ServeError> {
         let me = self.clone();
         let reload: Reloader = Arc::new(move || me.reload());
-        let mut quota_grpc = QuotaGrpc::new(self.quota.clone());
+        let mut quota_grpc = QuotaGrpc::new(self.quota.clone()).with_stop(stop);
         if let Some(m) = &self.metrics {
             quota_grpc = quota_grpc.with_metrics(m.clone());
         }

@@ -8,6 +8,7 @@ pub mod page;
 pub mod quota_service;
 pub mod status;
 pub mod trace_context;
+pub mod watch;
 pub mod wire_status;
 
 pub use admin_service::AdminGrpc;

@@ -8,7 +8,10 @@ use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 use tracing::{Instrument as _, Span};
 
-use super::{convert, trace_context};
+use super::{
+    convert, trace_context,
+    watch::{Events, Watches},
+};
 use crate::{
     auth::Caller,
     engine::{self, EngineError, MemoryStore, Quota, Store},
@@ -46,6 +49,7 @@ pub struct QuotaGrpc<S: Store = MemoryStore> {
     quota: Arc<Quota<S>>,
     waiting: Waiting,
     metrics: Option<Arc<Metrics>>,
+    watches: Watches,
 }
 
 impl<S: Store> QuotaGrpc<S> {
@@ -55,7 +59,14 @@ impl<S: Store> QuotaGrpc<S> {
             quota,
             waiting: Waiting::default(),
             metrics: None,
+            watches: Watches::default(),
         }
+    }
+
+    /// Ends watch streams when `stop` turns true (the server's shutdown).
+    pub fn with_stop(mut self, stop: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.watches = Watches::with_stop(stop);
+        self
     }
 
     /// Records every call into `metrics`.
@@ -257,6 +268,28 @@ impl<S: Store> QuotaService for QuotaGrpc<S> {
             )))
         })
         .await
+    }
+
+    type WatchCircuitStateStream = Events;
+
+    async fn watch_circuit_state(
+        &self,
+        request: Request<pb::WatchCircuitStateRequest>,
+    ) -> Result<Response<Events>, Status> {
+        let caller = caller(&request);
+        let mut targets = Vec::new();
+        for r in request
+            .into_inner()
+            .resources
+            .into_iter()
+            .take(super::watch::MAX_RESOURCES + 1)
+        {
+            let mut target = engine::BreakerTarget::from(r);
+            bind(caller.as_ref(), &mut target.descriptors)?;
+            targets.push(target);
+        }
+        let events = self.watches.start(self.quota.clone(), targets).await?;
+        Ok(Response::new(events))
     }
 
     async fn get_circuit_state(

@@ -6,7 +6,7 @@ from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -217,6 +217,20 @@ class GetCircuitStateRequest(_message.Message):
     resource: str
     descriptors: _containers.ScalarMap[str, str]
     def __init__(self, resource: _Optional[str] = ..., descriptors: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class WatchCircuitStateRequest(_message.Message):
+    __slots__ = ("resources",)
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    resources: _containers.RepeatedCompositeFieldContainer[GetCircuitStateRequest]
+    def __init__(self, resources: _Optional[_Iterable[_Union[GetCircuitStateRequest, _Mapping]]] = ...) -> None: ...
+
+class CircuitStateEvent(_message.Message):
+    __slots__ = ("state", "initial")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    INITIAL_FIELD_NUMBER: _ClassVar[int]
+    state: GetCircuitStateResponse
+    initial: bool
+    def __init__(self, state: _Optional[_Union[GetCircuitStateResponse, _Mapping]] = ..., initial: bool = ...) -> None: ...
 
 class GetCircuitStateResponse(_message.Message):
     __slots__ = ("state", "since", "failures", "calls", "failure_rate", "consecutive_failures", "half_open_at", "half_open_after", "half_open_probes_left", "half_open_successes_needed", "effective_rate_per_second", "configured_rate_per_second", "paused_until", "breaker_configured", "resource")

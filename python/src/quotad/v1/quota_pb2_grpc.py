@@ -60,6 +60,11 @@ class QuotaServiceStub(object):
                 request_serializer=quotad_dot_v1_dot_quota__pb2.GetCircuitStateRequest.SerializeToString,
                 response_deserializer=quotad_dot_v1_dot_quota__pb2.GetCircuitStateResponse.FromString,
                 _registered_method=True)
+        self.WatchCircuitState = channel.unary_stream(
+                '/quotad.v1.QuotaService/WatchCircuitState',
+                request_serializer=quotad_dot_v1_dot_quota__pb2.WatchCircuitStateRequest.SerializeToString,
+                response_deserializer=quotad_dot_v1_dot_quota__pb2.CircuitStateEvent.FromString,
+                _registered_method=True)
 
 
 class QuotaServiceServicer(object):
@@ -104,6 +109,18 @@ class QuotaServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchCircuitState(self, request, context):
+        """WatchCircuitState streams the breakers, pauses and adaptive rates of up to 64 resources: each one's
+        current state at once, then every change (state, pause, rate in force, half-open probes), read from the
+        store every 250 ms, so with Redis a change made through any node reaches every watcher. A watcher that
+        does not keep up (16 events unread) is dropped with RESOURCE_EXHAUSTED; the stream ends with UNAVAILABLE
+        when the server shuts down. Clients use it to refuse locally, without a round trip, while a breaker is
+        OPEN or the resource is paused.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QuotaServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -131,6 +148,11 @@ def add_QuotaServiceServicer_to_server(servicer, server):
                     servicer.GetCircuitState,
                     request_deserializer=quotad_dot_v1_dot_quota__pb2.GetCircuitStateRequest.FromString,
                     response_serializer=quotad_dot_v1_dot_quota__pb2.GetCircuitStateResponse.SerializeToString,
+            ),
+            'WatchCircuitState': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchCircuitState,
+                    request_deserializer=quotad_dot_v1_dot_quota__pb2.WatchCircuitStateRequest.FromString,
+                    response_serializer=quotad_dot_v1_dot_quota__pb2.CircuitStateEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -269,6 +291,33 @@ class QuotaService(object):
             '/quotad.v1.QuotaService/GetCircuitState',
             quotad_dot_v1_dot_quota__pb2.GetCircuitStateRequest.SerializeToString,
             quotad_dot_v1_dot_quota__pb2.GetCircuitStateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchCircuitState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/quotad.v1.QuotaService/WatchCircuitState',
+            quotad_dot_v1_dot_quota__pb2.WatchCircuitStateRequest.SerializeToString,
+            quotad_dot_v1_dot_quota__pb2.CircuitStateEvent.FromString,
             options,
             channel_credentials,
             insecure,
