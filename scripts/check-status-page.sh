@@ -24,5 +24,8 @@ up "$port" || { echo "quotad did not start:"; cat target/status-page-quotad.log;
 for _ in 1 2 3; do
   grpcurl -plaintext -d '{"resource": "bedrock.invoke"}' "127.0.0.1:$port" quotad.v1.QuotaService/Acquire >/dev/null
 done
+for t in $(printf "acme %.0s" $(seq 14)) $(printf "globex %.0s" $(seq 12)); do
+  grpcurl -plaintext -d "{\"resource\": \"partner.stripe\", \"descriptors\": {\"tenant\": \"$t\"}}" "127.0.0.1:$port" quotad.v1.QuotaService/Acquire >/dev/null
+done
 export THROTTLE_CMD="grpcurl -plaintext -d '{\"resource\": \"bedrock.invoke\", \"retry_after\": \"20s\", \"message\": \"HTTP 429 from the browser test\"}' 127.0.0.1:$port quotad.v1.QuotaService/ReportThrottle >/dev/null"
 timeout 120 node scripts/browser/status-page.mjs "http://127.0.0.1:$metrics/status" "$PWD/target/status-page.png"

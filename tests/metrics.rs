@@ -388,6 +388,50 @@ async fn the_status_page_and_its_json() {
     assert_eq!(v["config_version"], 1);
     assert_eq!(v["rules"].as_array().unwrap().len(), 4);
 
+    // The heaviest partition values by denials, and breaker transitions with their reasons.
+    let tenant = |t: &str| pb::AcquireRequest {
+        resource: "partner.stripe".into(),
+        descriptors: [("tenant".to_owned(), t.to_owned())].into(),
+        ..Default::default()
+    };
+    for _ in 0..13 {
+        c.acquire(tenant("acme")).await.unwrap();
+    }
+    for _ in 0..11 {
+        c.acquire(tenant("globex")).await.unwrap();
+    }
+    let job = c.acquire(acquire("jobs")).await.unwrap().into_inner();
+    c.release(pb::ReleaseRequest {
+        lease_id: job.lease_id,
+        outcome: pb::Outcome::Failure.into(),
+        used_permits: None,
+    })
+    .await
+    .unwrap();
+    let (_, body) = server.http_get("/status.json").await;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let partner = v["charts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["rule"] == "partner.*")
+        .expect("a chart per rule");
+    assert_eq!(
+        partner["top_denied"],
+        serde_json::json!([{ "by": "tenant=acme", "denials": 3 }, { "by": "tenant=globex", "denials": 1 }])
+    );
+    let t = &v["transitions"][0];
+    assert_eq!(
+        (t["resource"].as_str(), t["from"].as_str(), t["to"].as_str()),
+        (Some("jobs"), Some("CLOSED"), Some("OPEN"))
+    );
+    assert!(
+        t["reason"]
+            .as_str()
+            .is_some_and(|r| !r.is_empty() && r != "seen in the store"),
+        "{t}"
+    );
+
     // Filters and pages.
     let (_, body) = server.http_get("/status.json?rule=llm").await;
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();

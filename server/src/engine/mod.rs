@@ -51,7 +51,7 @@ pub use rate::{Bucket, RateSpec};
 pub use redis::{RedisSettings, RedisStore, TimeSource};
 pub use request::{Acquire, BreakerTarget, Outcome, Release, Renew, Report, ThrottleKind};
 pub use rules::{Capacity, LevelSpec, OnStoreError, Partition, RequestLimits, Rule, Rules};
-pub use stats::{EngineStats, StatsSnapshot};
+pub use stats::{EngineStats, RecentTransition, StatsSnapshot};
 pub use store::{
     BreakerRef, Expired, LeaseQuery, LeaseView, ReportPlan, ResourceUsage, Store, StoreHealth,
     StoreUsage, Sweep, UsageQuery,

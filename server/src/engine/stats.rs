@@ -7,21 +7,43 @@
 //! mutex-guarded map is cheaper here than anything cleverer.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     sync::{
         Mutex, PoisonError,
         atomic::{AtomicU64, Ordering},
     },
+    time::{SystemTime, UNIX_EPOCH},
 };
 
 use super::{BreakerState, Transition, plan::KEY_SEP};
 
 type TransitionKey = (&'static str, BreakerState, BreakerState);
 
+/// Transitions kept for the status page, newest last.
+pub const RECENT: usize = 100;
+
+/// A breaker transition this store made, with its reason (for the status page).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecentTransition {
+    /// Unix milliseconds.
+    pub at_ms: u64,
+    /// The rule.
+    pub rule: &'static str,
+    /// The breaker: its resource, and `/descriptor/value` for a partitioned one.
+    pub breaker: String,
+    /// The change.
+    pub from: BreakerState,
+    /// See `from`.
+    pub to: BreakerState,
+    /// Why, in a few words.
+    pub reason: &'static str,
+}
+
 /// Counters kept by a store. See the module docs.
 #[derive(Debug, Default)]
 pub struct EngineStats {
     transitions: Mutex<HashMap<TransitionKey, u64>>,
+    recent: Mutex<VecDeque<RecentTransition>>,
     expired: Mutex<HashMap<&'static str, u64>>,
     evicted_keys: AtomicU64,
 }
@@ -54,6 +76,27 @@ impl EngineStats {
             .unwrap_or_else(PoisonError::into_inner)
             .entry((rule, t.from, t.to))
             .or_default() += 1;
+        let at_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        if recent.len() == RECENT {
+            recent.pop_front();
+        }
+        recent.push_back(RecentTransition {
+            at_ms,
+            rule,
+            breaker: key.replace(KEY_SEP, "/"),
+            from: t.from,
+            to: t.to,
+            reason: t.reason,
+        });
+    }
+
+    /// The last [`RECENT`] transitions this store made, oldest first.
+    pub fn recent(&self) -> Vec<RecentTransition> {
+        let recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        recent.iter().cloned().collect()
     }
 
     /// Counts leases of `rule` reclaimed at expiry.

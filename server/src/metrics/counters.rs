@@ -1,7 +1,10 @@
 //! [`ResourceCounters`]: the per-resource counters the gRPC layer bumps on each call. Fixed arrays indexed
 //! by decision, outcome and kind, so recording is one relaxed atomic increment, never a label lookup.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{
+    Mutex,
+    atomic::{AtomicU64, Ordering},
+};
 
 use crate::engine::{Denial, Outcome, ThrottleKind};
 
@@ -37,6 +40,40 @@ pub struct ResourceCounters {
     pub throttle_reports: [AtomicU64; 3],
     /// Reports that lowered the adaptive rate.
     pub rate_decreases: AtomicU64,
+    /// Denials by partition value ("tenant=acme"), the heaviest few (for the status page).
+    pub denied_partitions: Mutex<TopCounts>,
+}
+
+/// The heaviest labels of an unbounded stream in bounded memory (Metwally et al.'s space-saving): at most
+/// [`TopCounts::CAPACITY`] labels; a new label past that replaces the lightest and inherits its count, so a
+/// count may be over by at most the count it replaced, and no heavy hitter is missed.
+#[derive(Debug, Default)]
+pub struct TopCounts {
+    counts: Vec<(String, u64)>,
+}
+
+impl TopCounts {
+    /// Labels tracked.
+    pub const CAPACITY: usize = 32;
+
+    /// Counts one `label`.
+    pub fn add(&mut self, label: &str) {
+        if let Some(e) = self.counts.iter_mut().find(|(l, _)| l == label) {
+            e.1 += 1;
+        } else if self.counts.len() < Self::CAPACITY {
+            self.counts.push((label.to_owned(), 1));
+        } else if let Some(min) = self.counts.iter_mut().min_by_key(|(_, n)| *n) {
+            *min = (label.to_owned(), min.1 + 1);
+        }
+    }
+
+    /// The `n` heaviest, heaviest first.
+    pub fn top(&self, n: usize) -> Vec<(String, u64)> {
+        let mut v = self.counts.clone();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        v.truncate(n);
+        v
+    }
 }
 
 /// The [`DECISIONS`] index of an acquire's answer.
@@ -105,5 +142,30 @@ mod tests {
         ] {
             assert_eq!(KINDS[kind_index(k)], k.as_str());
         }
+    }
+}
+
+#[cfg(test)]
+mod top_counts {
+    use super::TopCounts;
+
+    #[test]
+    fn the_heaviest_labels_survive_a_flood_of_light_ones() {
+        let mut t = TopCounts::default();
+        // Space-saving keeps every label above total / CAPACITY (here about 400): these two are.
+        for _ in 0..2000 {
+            t.add("tenant=acme");
+        }
+        for i in 0..10_000 {
+            t.add(&format!("tenant=t{i}"));
+            if i % 10 == 0 {
+                t.add("tenant=globex");
+            }
+        }
+        let top = t.top(2);
+        assert_eq!(top[0].0, "tenant=acme");
+        assert_eq!(top[1].0, "tenant=globex");
+        assert!(top[0].1 >= 2000 && top[1].1 >= 1000, "never under-counted");
+        assert_eq!(t.top(100).len(), TopCounts::CAPACITY, "bounded");
     }
 }

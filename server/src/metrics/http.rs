@@ -35,12 +35,13 @@ fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Resp
 async fn status<S: Store>(
     req: &Request<Incoming>,
     quota: &Quota<S>,
+    metrics: &Metrics,
     history: &History,
 ) -> Option<Response<Full<Bytes>>> {
     let path = req.uri().path();
     let mut r = if path == "/status.json" {
         let query = StatusQuery::parse(req.uri().query());
-        match status::json::snapshot(quota, history, &query).await {
+        match status::json::snapshot(quota, Some(metrics), history, &query).await {
             Ok(body) => reply(StatusCode::OK, "application/json", body),
             Err(e) => reply(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -75,7 +76,7 @@ async fn handle<S: Store>(
     history: Arc<History>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let get = matches!(*req.method(), Method::GET | Method::HEAD);
-    if get && let Some(r) = status(&req, &quota, &history).await {
+    if get && let Some(r) = status(&req, &quota, &metrics, &history).await {
         return Ok(r);
     }
     Ok(match (get, req.uri().path()) {

@@ -19,7 +19,7 @@ use super::{
 };
 use crate::engine::{
     CircuitView, Decision, EngineError, NotReleased, Outcome, Released, Renewed, Reported,
-    ThrottleKind,
+    ThrottleKind, Verdict,
 };
 
 /// The QuotaService RPCs, as metric labels.
@@ -217,6 +217,15 @@ impl Metrics {
         match result {
             Ok(d) => self.with_resource(d.rule, |c| {
                 bump(&c.acquires[decision_index(d.denial())], 1);
+                if let Verdict::Denied { denied_by, .. } = &d.verdict
+                    && denied_by.contains('=')
+                {
+                    // A partition level denied (rare next to grants): worth the lock.
+                    c.denied_partitions
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .add(denied_by);
+                }
                 if d.grant().is_some_and(|g| g.replayed) {
                     bump(&c.idempotent_replays, 1);
                 }

@@ -1,11 +1,14 @@
 //! `/status.json`: what the page shows, for the page and for scripts (README, "Status page").
 
+use std::collections::HashMap;
+
 use serde_json::{Value, json};
 
 use super::history::{History, Sample};
 use crate::{
     clock::Clock,
     engine::{BreakerState, EngineError, Quota, ResourceUsage, Rule, Store, UsageQuery},
+    metrics::Metrics,
 };
 
 /// Resources per page unless `page_size` says otherwise, and the most it may say.
@@ -115,9 +118,61 @@ fn samples(s: &[Sample]) -> Value {
     })
 }
 
+/// Transitions this node made (with their reasons) and those the sampler saw in the store that it did not
+/// make (another node's, with Redis; or a breaker's open period running out), newest first.
+fn transitions<S: Store>(quota: &Quota<S>, history: &History) -> Vec<Value> {
+    let made = quota.store().stats().recent();
+    let mut out: Vec<(u64, Value)> = made
+        .iter()
+        .map(|t| {
+            let v = json!({ "at_ms": t.at_ms, "resource": t.breaker, "rule": t.rule, "from": state(t.from),
+                            "to": state(t.to), "reason": t.reason });
+            (t.at_ms, v)
+        })
+        .collect();
+    for seen in history.transitions() {
+        let ours = made.iter().any(|t| {
+            t.to == seen.to
+                && t.breaker.split('/').next() == Some(seen.resource.as_str())
+                && t.at_ms.abs_diff(seen.at_ms) <= 2_000
+        });
+        if !ours {
+            let v = json!({ "at_ms": seen.at_ms, "resource": seen.resource, "from": state(seen.from),
+                            "to": state(seen.to), "reason": "seen in the store" });
+            out.push((seen.at_ms, v));
+        }
+    }
+    out.sort_by_key(|e| std::cmp::Reverse(e.0));
+    out.truncate(super::history::TRANSITIONS);
+    out.into_iter().map(|(_, v)| v).collect()
+}
+
+/// The heaviest partition values by denials, per rule (a few per rule: bounded).
+fn top_denied(metrics: Option<&Metrics>) -> HashMap<&'static str, Value> {
+    let Some(m) = metrics else {
+        return HashMap::new();
+    };
+    m.resources()
+        .into_iter()
+        .map(|(rule, c)| {
+            let top = c
+                .denied_partitions
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .top(5);
+            let rows: Vec<Value> = top
+                .iter()
+                .map(|(by, n)| json!({ "by": by, "denials": n }))
+                .collect();
+            (rule, Value::Array(rows))
+        })
+        .collect()
+}
+
 /// The whole snapshot, as JSON text.
 pub async fn snapshot<S: Store>(
     quota: &Quota<S>,
+    metrics: Option<&Metrics>,
     history: &History,
     q: &StatusQuery,
 ) -> Result<String, EngineError> {
@@ -140,17 +195,19 @@ pub async fn snapshot<S: Store>(
         Some(last) if usage.more => last.resource.to_string(),
         _ => String::new(),
     };
+    let top = top_denied(metrics);
     let charts: Vec<Value> = history
         .samples()
         .iter()
-        .map(|(r, s)| json!({ "rule": r, "samples": samples(s) }))
+        .map(|(r, s)| {
+            let top = top
+                .get(r)
+                .cloned()
+                .unwrap_or_else(|| Value::Array(Vec::new()));
+            json!({ "rule": r, "samples": samples(s), "top_denied": top })
+        })
         .collect();
-    let transitions: Vec<Value> = history
-        .transitions()
-        .iter()
-        .rev()
-        .map(|t| json!({ "at_ms": t.at_ms, "resource": t.resource, "from": state(t.from), "to": state(t.to) }))
-        .collect();
+    let transitions = transitions(quota, history);
     let v = json!({
         "now_ms": ms(std::time::SystemTime::now()),
         "config_version": quota.config_version(),

@@ -53,6 +53,7 @@
     if (!entry) {
       const box = el("div", { class: "chart", "data-rule": c.rule }, el("h3", {}, c.rule));
       $("charts").append(box);
+      box.append(el("div", { class: "top muted" }));
       const opts = {
         width: Math.max(380, box.clientWidth - 20), height: 150,
         scales: { x: { time: true } }, legend: { live: false },
@@ -61,11 +62,16 @@
                  { label: "denied", stroke: "#f85149", width: 1.5 },
                  { label: "throttles", stroke: "#d29922", width: 1.5 }],
       };
-      entry = { plot: new uPlot(opts, data, box) };
+      entry = { plot: new uPlot(opts, data, box), top: box.querySelector(".top") };
+      box.append(entry.top);
       state.charts.set(c.rule, entry);
     } else {
       entry.plot.setData(data);
     }
+    const top = c.top_denied || [];
+    entry.top.textContent = top.length
+      ? "most denied: " + top.map((t) => `${t.by} (${t.denials})`).join(", ")
+      : "";
   }
 
   function render(d) {
@@ -87,7 +93,7 @@
     d.charts.forEach(chart);
     const list = d.transitions.map((t) => el("li", {}, new Date(t.at_ms).toLocaleTimeString(), "  ",
       el("b", {}, t.resource), "  ", el("span", { class: "badge " + t.from }, t.from), " → ",
-      el("span", { class: "badge " + t.to }, t.to)));
+      el("span", { class: "badge " + t.to }, t.to), "  ", el("span", { class: "muted" }, t.reason)));
     $("transitions").replaceChildren(...(list.length ? list : [el("li", { class: "muted" }, "none yet")]));
   }
 
