@@ -1,7 +1,9 @@
 //! `WatchCircuitState`: one task per watcher reads its resources' breakers every [`EVERY`] and sends what
-//! changed. Bounded everywhere: at most [`MAX_RESOURCES`] resources per watch, [`MAX_WATCHERS`] watches per
-//! server, and [`BUFFER`] unread events per watcher (past that it is dropped, never buffered for ever).
-//! Reads go to the store, so with Redis a change made through any node reaches every watcher.
+//! changed. Bounded everywhere: at most [`MAX_RESOURCES`] resources per watch, [`MAX_WATCHED`] watched
+//! resources per server in all (so watchers cannot turn into more than `MAX_WATCHED` store reads per
+//! [`EVERY`], about 4,000 a second), and [`BUFFER`] unread events per watcher (past that it is dropped, never
+//! buffered for ever). Reads go to the store, so with Redis a change made through any node reaches every
+//! watcher.
 
 use std::{pin::Pin, sync::Arc, time::Duration};
 
@@ -17,8 +19,8 @@ use crate::engine::{BreakerTarget, CircuitView, EngineError, Quota, Store};
 pub const EVERY: Duration = Duration::from_millis(250);
 /// Resources one watch may name.
 pub const MAX_RESOURCES: usize = 64;
-/// Watches one server serves at once.
-pub const MAX_WATCHERS: usize = 1024;
+/// Resources watched at once on one server, all watches together (each costs a store read per [`EVERY`]).
+pub const MAX_WATCHED: usize = 1024;
 /// Events a watcher may leave unread before it is dropped.
 pub const BUFFER: usize = 16;
 
@@ -35,7 +37,7 @@ pub struct Watches {
 impl Default for Watches {
     fn default() -> Self {
         Self {
-            slots: Arc::new(Semaphore::new(MAX_WATCHERS)),
+            slots: Arc::new(Semaphore::new(MAX_WATCHED)),
             stop: None,
         }
     }
@@ -83,9 +85,11 @@ impl Watches {
             )
             .into());
         }
-        let slot = self.slots.clone().try_acquire_owned().map_err(|_| {
+        // At most MAX_RESOURCES (64), checked above: the cast cannot truncate.
+        let n = targets.len() as u32;
+        let slot = self.slots.clone().try_acquire_many_owned(n).map_err(|_| {
             Status::resource_exhausted(format!(
-                "this server already serves {MAX_WATCHERS} watches; retry later"
+                "this server already watches {MAX_WATCHED} resources for its watchers; retry later"
             ))
         })?;
         // A resource that does not exist (or a bad descriptor) is refused now, not as a broken stream.
@@ -177,5 +181,79 @@ async fn run<S: Store>(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio_stream::StreamExt;
+
+    use super::*;
+    use crate::{clock::FakeClock, config, engine::MemoryStore};
+
+    fn quota() -> Arc<Quota<MemoryStore>> {
+        let rules = config::load_str("[[resources]]\nname = \"r.*\"\nconcurrency = 1")
+            .unwrap()
+            .rules;
+        let store = MemoryStore::new(&rules);
+        Arc::new(Quota::new(rules, store, Arc::new(FakeClock::new())))
+    }
+
+    fn targets(n: usize) -> Vec<BreakerTarget> {
+        (0..n)
+            .map(|i| BreakerTarget {
+                resource: format!("r.{i}"),
+                descriptors: vec![],
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_watcher_that_does_not_read_is_dropped_not_buffered() {
+        // Seventeen initial events for a watcher that reads none: the buffer holds sixteen, then the
+        // watch ends; what was buffered can still be read, and then the stream is over.
+        let w = Watches::default();
+        let mut events = w.start(quota(), targets(BUFFER + 1)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut read = 0;
+        while let Some(e) = tokio::time::timeout(Duration::from_secs(5), events.next())
+            .await
+            .unwrap()
+        {
+            assert!(e.unwrap().initial);
+            read += 1;
+        }
+        assert_eq!(read, BUFFER);
+        assert_eq!(
+            w.slots.available_permits(),
+            MAX_WATCHED,
+            "its slots are free again"
+        );
+    }
+
+    #[tokio::test]
+    async fn watches_are_bounded() {
+        let w = Watches::default();
+        let q = quota();
+        assert_eq!(
+            w.start(q.clone(), targets(MAX_RESOURCES + 1))
+                .await
+                .err()
+                .unwrap()
+                .code(),
+            tonic::Code::InvalidArgument
+        );
+        let mut held = Vec::new();
+        for _ in 0..MAX_WATCHED / MAX_RESOURCES {
+            held.push(w.start(q.clone(), targets(MAX_RESOURCES)).await.unwrap());
+        }
+        let e = w.start(q.clone(), targets(1)).await.err().unwrap();
+        assert_eq!(e.code(), tonic::Code::ResourceExhausted);
+        drop(held);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(
+            w.start(q, targets(1)).await.is_ok(),
+            "closed watches give their slots back"
+        );
     }
 }

@@ -112,9 +112,10 @@ class QuotaServiceServicer(object):
     def WatchCircuitState(self, request, context):
         """WatchCircuitState streams the breakers, pauses and adaptive rates of up to 64 resources: each one's
         current state at once, then every change (state, pause, rate in force, half-open probes), read from the
-        store every 250 ms, so with Redis a change made through any node reaches every watcher. A watcher that
-        does not keep up (16 events unread) is dropped with RESOURCE_EXHAUSTED; the stream ends with UNAVAILABLE
-        when the server shuts down. Clients use it to refuse locally, without a round trip, while a breaker is
+        store every 250 ms, so with Redis a change made through any node reaches every watcher. A server watches
+        at most 1,024 resources for all its watchers together (RESOURCE_EXHAUSTED past that); a watcher that
+        does not keep up (16 events unread) is dropped; the stream ends with UNAVAILABLE when the server shuts
+        down. Clients use it to refuse locally, without a round trip, while a breaker is
         OPEN or the resource is paused.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
