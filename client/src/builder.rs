@@ -13,7 +13,7 @@ use crate::{
     Client, Error, RetryBudget, RetryPolicy,
     client::{Inner, Settings},
     fallback::Unreachable,
-    transport::{BoxError, Transport, boxed},
+    transport::{GrpcService, Transport, boxed},
 };
 
 /// Builds a [`Client`].
@@ -199,31 +199,13 @@ impl ClientBuilder {
     /// Every call goes through `service`; with `max_wait` and more acquires in flight than one connection's
     /// stream limit, give releases a connection of their own with [`build_lanes`](Self::build_lanes), as
     /// [`connect`](Self::connect) does.
-    pub fn build<S>(self, service: S) -> Client
-    where
-        S: tower::Service<http::Request<Body>, Response = http::Response<Body>>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Error: Into<BoxError>,
-        S::Future: Send + 'static,
-    {
+    pub fn build<S: GrpcService>(self, service: S) -> Client {
         self.build_lanes(service.clone(), service)
     }
 
     /// Builds with acquires on `acquire` and every other call on `control` (two connections, so
     /// acquires the server holds under `max_wait` never block the releases that would free them).
-    pub fn build_lanes<S>(self, acquire: S, control: S) -> Client
-    where
-        S: tower::Service<http::Request<Body>, Response = http::Response<Body>>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Error: Into<BoxError>,
-        S::Future: Send + 'static,
-    {
+    pub fn build_lanes<S: GrpcService>(self, acquire: S, control: S) -> Client {
         let stub = QuotaServiceClient::new(self.transport(acquire));
         let control = QuotaServiceClient::new(self.transport(control));
         let budget = RetryBudget::new(self.budget.0, self.budget.1);
@@ -233,16 +215,7 @@ impl ClientBuilder {
     }
 
     /// Boxes `service`, adding the bearer token if one is set.
-    fn transport<S>(&self, service: S) -> Transport
-    where
-        S: tower::Service<http::Request<Body>, Response = http::Response<Body>>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Error: Into<BoxError>,
-        S::Future: Send + 'static,
-    {
+    fn transport<S: GrpcService>(&self, service: S) -> Transport {
         match self.token.clone() {
             None => boxed(service),
             Some(Secret(token)) => boxed(tower::util::MapRequest::new(

@@ -29,8 +29,22 @@ impl std::error::Error for TransportError {
 /// What the generated stub is instantiated with.
 pub type Transport = BoxCloneSyncService<http::Request<Body>, http::Response<Body>, TransportError>;
 
-/// Boxes any suitable service into a [`Transport`].
-pub fn boxed<S>(service: S) -> Transport
+/// What a client can be built on: a tower service that speaks gRPC over HTTP/2 (a tonic `Channel`, a
+/// layered channel, a test's fault injector). Implemented for every service of that shape.
+pub trait GrpcService:
+    tower::Service<
+        http::Request<Body>,
+        Response = http::Response<Body>,
+        Error: Into<BoxError>,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S> GrpcService for S
 where
     S: tower::Service<http::Request<Body>, Response = http::Response<Body>>
         + Clone
@@ -40,5 +54,9 @@ where
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
 {
+}
+
+/// Boxes any suitable service into a [`Transport`].
+pub fn boxed<S: GrpcService>(service: S) -> Transport {
     BoxCloneSyncService::new(service.map_err(|e| TransportError(e.into())))
 }

@@ -76,10 +76,7 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime(settings.server.worker_threads).enable_all().build() {
         Ok(r) => r,
         Err(e) => return fail(&format!("cannot start the runtime: {e}")),
     };
@@ -183,4 +180,18 @@ fn spawn_reload_on_sighup(quotad: Arc<Quotad>) {
     });
     #[cfg(not(unix))]
     let _ = quotad;
+}
+
+/// The runtime `server.worker_threads` asks for: one worker per core (0), a current-thread runtime (1: no
+/// work stealing or cross-thread wakeups, about 3% fewer instructions per call, BENCHMARKS.md), or N workers.
+fn runtime(workers: usize) -> tokio::runtime::Builder {
+    match workers {
+        0 => tokio::runtime::Builder::new_multi_thread(),
+        1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+    }
 }

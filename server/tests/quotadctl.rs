@@ -34,10 +34,14 @@ struct Server {
 
 impl Server {
     fn start(name: &str) -> Self {
+        Self::start_with(name, CONFIG)
+    }
+
+    fn start_with(name: &str, toml: &str) -> Self {
         let dir = std::env::temp_dir().join(format!("quotadctl-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let config = dir.join("quotad.toml");
-        std::fs::write(&config, CONFIG).unwrap();
+        std::fs::write(&config, toml).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_quotad"))
             .arg("--config")
             .arg(&config)
@@ -302,4 +306,18 @@ fn explain_says_why_without_debiting() {
     let (code, _, err) = ctl(&["--addr", &s.addr, "explain", "nosuch"]);
     assert_eq!(code, 1);
     assert!(err.contains("nosuch"), "{err}");
+}
+
+#[test]
+fn a_server_on_one_thread_answers_as_usual() {
+    // server.worker_threads = 1: the current-thread runtime (BENCHMARKS.md, issue 16).
+    let toml = CONFIG.replace(
+        "listen = \"127.0.0.1:0\"",
+        "listen = \"127.0.0.1:0\"\nworker_threads = 1",
+    );
+    let s = Server::start_with("one-thread", &toml);
+    acquire(&s.addr, "llm.invoke", 2);
+    let r = json(&s, &["resources", "--prefix", "llm"]);
+    assert_eq!(r["resources"][0]["in_flight"], 2);
+    assert_eq!(json(&s, &["reload"])["config_version"], 2);
 }

@@ -14,7 +14,7 @@ from typing import Callable, Dict, Mapping, Optional, Tuple, Union, cast
 from quotad import classify as cls
 from quotad._errors import Denied, QuotadError, Unavailable
 from quotad._types import Decision, Outcome, Progress, to_duration
-from quotad.fallback import FAIL_CLOSED, FAIL_OPEN, LocalLimiters, LocalLimits, LocalSlot, Unreachable
+from quotad.fallback import FAIL_CLOSED, FAIL_OPEN, LocalLimiters, LocalLimits, LocalSlot, Unreachable, check_unreachable
 from quotad.retry import Backoff, RetryBudget, RetryPolicy
 from quotad.v1 import quota_pb2 as pb
 
@@ -44,6 +44,33 @@ class Settings:
     unreachable: Unreachable
     on_progress: Optional[ProgressHook]
     classify: cls.Classifier
+
+    @classmethod
+    def make(
+        cls_,
+        client_id: Optional[str],
+        call_timeout: float,
+        default_lease_ttl: Optional[float],
+        retry: Optional[RetryPolicy],
+        retry_budget: Optional[RetryBudget],
+        on_unreachable: Unreachable,
+        classify: Optional[cls.Classifier],
+        on_progress: Optional[ProgressHook],
+    ) -> "Settings":
+        """A client's settings from its constructor's arguments, checked (both clients take the same)."""
+        timeout = check_seconds("call_timeout", call_timeout)
+        if not timeout:
+            raise ValueError("call_timeout must be positive")
+        return cls_(
+            client_id=client_id or default_client_id(),
+            call_timeout=timeout,
+            default_lease_ttl=check_seconds("default_lease_ttl", default_lease_ttl),
+            policy=retry or RetryPolicy(),
+            budget=retry_budget or RetryBudget(),
+            unreachable=check_unreachable(on_unreachable),
+            on_progress=on_progress,
+            classify=classify or cls.default_classifier,
+        )
 
 
 @dataclass

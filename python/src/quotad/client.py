@@ -20,7 +20,7 @@ from quotad import classify as cls
 from quotad._channel import ChannelOption, Endpoint, Pem
 from quotad._errors import QuotadError, Unavailable, from_rpc_error
 from quotad._types import CircuitStatus, Outcome, ThrottleKind, ThrottleReport, opt_time
-from quotad.fallback import FAIL_CLOSED, LocalLimiters, LocalSlot, Unreachable, check_unreachable
+from quotad.fallback import FAIL_CLOSED, LocalLimiters, LocalSlot, Unreachable
 from quotad.retry import RetryBudget, RetryPolicy
 from quotad.v1 import quota_pb2 as pb
 
@@ -140,20 +140,10 @@ class Client:
         on_progress: Optional[core.ProgressHook] = None,
         channel_options: Sequence[ChannelOption] = (),
     ) -> None:
-        timeout = core.check_seconds("call_timeout", call_timeout)
-        if not timeout:
-            raise ValueError("call_timeout must be positive")
-        self._endpoint = Endpoint.make(target, ca, cert, key, token, server_name, channel_options)
-        self._s = core.Settings(
-            client_id=client_id or core.default_client_id(),
-            call_timeout=timeout,
-            default_lease_ttl=core.check_seconds("default_lease_ttl", default_lease_ttl),
-            policy=retry or RetryPolicy(),
-            budget=retry_budget or RetryBudget(),
-            unreachable=check_unreachable(on_unreachable),
-            on_progress=on_progress,
-            classify=classify or cls.default_classifier,
+        self._s = core.Settings.make(
+            client_id, call_timeout, default_lease_ttl, retry, retry_budget, on_unreachable, classify, on_progress
         )
+        self._endpoint = Endpoint.make(target, ca, cert, key, token, server_name, channel_options)
         self._local = LocalLimiters()
         self._counters = core.Counters()
         self._lock = threading.Lock()

@@ -87,6 +87,7 @@ mod tests {
                 .contains("rate.period")
         );
         assert!(err("[server]\nlisten = \"nowhere\"").contains("server.listen"));
+        assert!(err("[server]\nworker_threads = 5000").contains("server.worker_threads"));
         assert!(err("[server]\nlisten = 5\nbogus = 1").contains("bogus"));
         assert!(
             err("[[resources]]\nname = \"a\"\n[[resources]]\nname = \"a\"")

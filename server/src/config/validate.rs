@@ -58,6 +58,8 @@ pub struct ServerSettings {
     pub sweep_interval: Duration,
     /// Largest gRPC request accepted, in bytes.
     pub max_request_bytes: usize,
+    /// Runtime threads (0: one per core; 1: a current-thread runtime).
+    pub worker_threads: usize,
     /// Log format.
     pub log_format: LogFormat,
     /// TLS, when configured.
@@ -468,7 +470,15 @@ impl ConfigFile {
                 "must be between 1024 and 16777216",
             ));
         }
+        let worker_threads = s.worker_threads.unwrap_or(0);
+        if worker_threads > 1024 {
+            return Err(invalid(
+                "server.worker_threads",
+                "must be at most 1024 (0: one per core)",
+            ));
+        }
         let server = ServerSettings {
+            worker_threads,
             listen,
             shutdown_grace: duration(
                 "server.shutdown_grace",
