@@ -182,12 +182,15 @@ fn spawn_reload_on_sighup(quotad: Arc<Quotad>) {
     let _ = quotad;
 }
 
-/// The runtime `server.worker_threads` asks for: one worker per core (0), a current-thread runtime (1: no
-/// work stealing or cross-thread wakeups, about 3% fewer instructions per call, BENCHMARKS.md), or N workers.
+/// The runtime `server.worker_threads` asks for: one worker per core it may run on (0, the default), a
+/// current-thread runtime (1), or N workers. One core (0 on a process pinned to one CPU, or 1) gets the
+/// current-thread runtime: no worker thread to wake, no stealing; on a pinned core it serves 1.6 times the
+/// calls a one-worker multi-thread runtime does (h2load, BENCHMARKS.md).
 fn runtime(workers: usize) -> tokio::runtime::Builder {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     match workers {
-        0 => tokio::runtime::Builder::new_multi_thread(),
-        1 => tokio::runtime::Builder::new_current_thread(),
+        0 if cores > 1 => tokio::runtime::Builder::new_multi_thread(),
+        0 | 1 => tokio::runtime::Builder::new_current_thread(),
         n => {
             let mut b = tokio::runtime::Builder::new_multi_thread();
             b.worker_threads(n);
