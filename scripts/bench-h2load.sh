@@ -5,6 +5,8 @@
 # flight (4 connections x 16), N calls per run, each figure the median of RUNS runs, calls alternating.
 #   scripts/bench-h2load.sh                     # target/release/quotad
 #   SERVER=path/to/quotad RUNS=5 N=500000 scripts/bench-h2load.sh
+#   CONNS=1 STREAMS=1 scripts/bench-h2load.sh   # 1 in flight (default 4 connections x 16 streams = 64)
+#   PIN=none scripts/bench-h2load.sh            # quotad on every core, h2load unpinned too
 # h2load counts HTTP 200 and does not read grpc-status: the script reads /metrics afterwards to show that
 # every Acquire was granted and none failed.
 set -euo pipefail
@@ -21,7 +23,12 @@ mkdir -p "$out"
 printf '\x00\x00\x00\x00\x0e\x0a\x0abench.rate\x18\x01' >"$out/acquire.bin"
 printf '\x00\x00\x00\x00\x00' >"$out/health.bin"
 
-taskset -c 0 "$server" --config examples/bench.toml >"$out/server.log" 2>&1 &
+conns=${CONNS:-4}
+streams=${STREAMS:-16}
+server_cpu=(taskset -c 0)
+client_cpu=(taskset -c 1)
+if [ "${PIN:-}" = none ]; then server_cpu=(); client_cpu=(); fi
+"${server_cpu[@]}" "$server" --config examples/bench.toml >"$out/server.log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do
@@ -29,7 +36,7 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 call() { # name, path, file
-  taskset -c 1 h2load -n "$n" -c 4 -m 16 -t 1 -H 'content-type: application/grpc' -H 'te: trailers' \
+  "${client_cpu[@]}" h2load -n "$n" -c "$conns" -m "$streams" -t 1 -H 'content-type: application/grpc' -H 'te: trailers' \
     -d "$3" "http://127.0.0.1:50051$2" >"$out/$1.txt"
   awk '/^finished in/ {gsub(",", "", $4); print $4}' "$out/$1.txt"
 }

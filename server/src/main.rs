@@ -183,14 +183,13 @@ fn spawn_reload_on_sighup(quotad: Arc<Quotad>) {
 }
 
 /// The runtime `server.worker_threads` asks for: one worker per core it may run on (0, the default), a
-/// current-thread runtime (1), or N workers. One core (0 on a process pinned to one CPU, or 1) gets the
-/// current-thread runtime: no worker thread to wake, no stealing; on a pinned core it serves 1.6 times the
-/// calls a one-worker multi-thread runtime does (h2load, BENCHMARKS.md).
+/// current-thread runtime (1), or N workers. On a pinned core the current-thread runtime serves 1.2 to 1.6
+/// times the calls of a one-worker pool when clients spread over several connections, but 0.85 times on one
+/// busy connection (h2load, BENCHMARKS.md): a choice for the operator, not a default.
 fn runtime(workers: usize) -> tokio::runtime::Builder {
-    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     match workers {
-        0 if cores > 1 => tokio::runtime::Builder::new_multi_thread(),
-        0 | 1 => tokio::runtime::Builder::new_current_thread(),
+        0 => tokio::runtime::Builder::new_multi_thread(),
+        1 => tokio::runtime::Builder::new_current_thread(),
         n => {
             let mut b = tokio::runtime::Builder::new_multi_thread();
             b.worker_threads(n);

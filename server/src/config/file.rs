@@ -61,8 +61,8 @@ pub struct ServerSection {
     pub sweep_interval: Option<String>,
     /// Largest gRPC request accepted, in bytes.
     pub max_request_bytes: Option<usize>,
-    /// Runtime threads: 0 (default) one per core the process may run on (a single thread when that is one
-    /// core); 1 runs everything on one thread (a current-thread runtime); N that many workers.
+    /// Runtime threads: 0 (default) one per core the process may run on; 1 runs everything on one thread
+    /// (a current-thread runtime); N that many workers.
     pub worker_threads: Option<usize>,
     /// `text` (default) or `json`.
     pub log_format: Option<String>,
