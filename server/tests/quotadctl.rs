@@ -260,6 +260,15 @@ fn errors_say_what_to_do() {
     let (code, _, err) = ctl(&["--addr", &dead, "--token", "t", "status"]);
     assert_eq!(code, 1);
     assert!(err.contains("--token needs TLS"), "{err}");
+    // A careless --timeout: zero would time out every call, a huge one overflows; both named.
+    for t in ["0", "1e300", "NaN"] {
+        let (code, _, err) = ctl(&["--addr", &dead, "--timeout", t, "status"]);
+        assert_eq!(code, 1, "--timeout {t}");
+        assert!(err.contains("--timeout must be"), "--timeout {t}: {err}");
+    }
+    let (code, _, err) = ctl(&["--addr", &dead, "explain", "x", "-d", "nokey"]);
+    assert_eq!(code, 2, "a descriptor without '=' is a usage error: {err}");
+    assert!(err.contains("key=value"), "{err}");
     let (code, _, err) = ctl(&["breaker", "show"]);
     assert_eq!(code, 2, "usage errors exit 2: {err}");
     let (code, out, _) = ctl(&["completions", "bash"]);

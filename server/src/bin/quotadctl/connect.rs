@@ -85,7 +85,11 @@ fn tls(cli: &Cli) -> Result<Option<ClientTlsConfig>, Failure> {
 pub fn connect(cli: &Cli) -> Result<Conn, Failure> {
     let url = url(cli);
     let timeout = Duration::try_from_secs_f64(cli.timeout)
-        .map_err(|_| Failure("--timeout must be a positive number of seconds".into()))?;
+        .ok()
+        .filter(|t| !t.is_zero() && *t <= Duration::from_secs(3600))
+        .ok_or_else(|| {
+            Failure("--timeout must be a number of seconds above 0, at most 3600".into())
+        })?;
     let mut endpoint = Endpoint::from_shared(url.clone())
         .map_err(|e| Failure(format!("--addr '{}': {e}", cli.addr)))?
         .connect_timeout(timeout)
