@@ -154,7 +154,7 @@ impl Quotad {
             Some(files) => Some(Arc::new(TlsReloader::new(files.clone())?)),
             None => None,
         };
-        let quota = Arc::new(Quota::new(settings.rules.clone(), store, clock));
+        let quota = Arc::new(Quota::new(settings.rules.clone(), store, clock)?);
         let metrics = settings
             .metrics
             .listen
@@ -207,8 +207,12 @@ impl Quotad {
             );
         }
         let resources = fresh.rules.len();
+        // Rules first: when the store refuses them, nothing of the new config is in force.
+        let version = self
+            .quota
+            .replace_rules(fresh.rules)
+            .map_err(|e| ConfigError::Source(e.to_string()))?;
         self.auth.replace(fresh.auth);
-        let version = self.quota.replace_rules(fresh.rules);
         tracing::info!(version, resources, "config reloaded");
         Ok(version)
     }

@@ -869,14 +869,16 @@ concurrency = 5
     );
     let held = h.acquire("r", &[], 2);
     assert_eq!(held.remaining, 8);
-    h.quota.replace_rules(common::rules(
-        r#"
+    h.quota
+        .replace_rules(common::rules(
+            r#"
 [[resources]]
 name = "r"
 rate = { limit = 1, period = "1s", burst = 4 }
 concurrency = 1
 "#,
-    ));
+        ))
+        .expect("rules held");
     let d = h.acquire("r", &[], 1);
     assert_eq!(
         d.denial(),

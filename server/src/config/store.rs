@@ -27,11 +27,11 @@ pub fn store(
 ) -> Result<StoreSettings, ConfigError> {
     match kind.unwrap_or("memory") {
         "memory" => {
-            // A lease id carries its slot in the in-memory lease table: that bounds the leases it holds.
+            // What the store can hold, checked here too so a config check says so before a start.
             at_most(
                 "capacity.max_leases",
                 rules.capacity.max_leases,
-                crate::engine::memory::leases::MAX_LEASES,
+                crate::engine::MemoryStore::MAX_LEASES,
             )?;
             Ok(StoreSettings::Memory)
         }

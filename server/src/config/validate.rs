@@ -410,7 +410,6 @@ fn resource(
         }
     };
     Ok(Rule {
-        home: Default::default(),
         on_store_error,
         max_debt: r.max_debt,
         name: crate::engine::intern(&r.name),

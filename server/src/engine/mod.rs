@@ -7,7 +7,9 @@
 //! - [`rules`]: validated rules and resource-name resolution ([`glob`] for patterns).
 //! - [`request`], [`decision`], [`error`]: what goes in and what comes out; [`name`]: the names handed
 //!   out with them.
-//! - [`plan`]: a request resolved into the state keys it touches.
+//! - [`plan`]: a request resolved into the state keys it touches; [`level`]: one level's state.
+//! - [`policy`]: the order of an acquire's checks and what an outcome counts, written once over the state
+//!   steps a store provides.
 //! - [`reporters`]: one identity's flood of throttle reports acts as one report.
 //! - [`stats`]: what the engine counts about itself (breaker transitions, expiries, evictions).
 //! - [`store`]: the storage boundary; [`memory`] is the in-memory store, [`redis`] the shared one, and
@@ -21,9 +23,11 @@ pub mod error;
 pub mod explain;
 pub mod glob;
 pub mod lease_id;
+pub mod level;
 pub mod memory;
 pub mod name;
 pub mod plan;
+pub mod policy;
 pub mod quota;
 pub mod rate;
 pub mod redis;
@@ -50,7 +54,9 @@ pub use quota::Quota;
 pub use rate::{Bucket, RateSpec};
 pub use redis::{RedisSettings, RedisStore, TimeSource};
 pub use request::{Acquire, BreakerTarget, Outcome, Release, Renew, Report, ThrottleKind};
-pub use rules::{Capacity, LevelSpec, OnStoreError, Partition, RequestLimits, Rule, Rules};
+pub use rules::{
+    Capacity, LevelSpec, OnStoreError, Partition, RequestLimits, Resolution, Rule, Rules,
+};
 pub use stats::{EngineStats, RecentTransition, StatsSnapshot};
 pub use store::{
     BreakerRef, Expired, LeaseQuery, LeaseView, ReportPlan, ResourceUsage, Store, StoreHealth,

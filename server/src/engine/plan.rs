@@ -14,7 +14,7 @@ use std::{
 
 use smallvec::SmallVec;
 
-use super::{Acquire, EngineError, LevelSpec, Rule};
+use super::{Acquire, EngineError, LevelSpec, Rule, rules::Resolution};
 
 /// Separates the parts of a state key. Control characters are refused in names, so keys cannot collide.
 pub const KEY_SEP: char = '\u{1f}';
@@ -111,8 +111,8 @@ pub struct Plan<'a> {
     pub resource: &'a str,
     /// Its rule, borrowed from the rule set in force (no reference count taken per request).
     pub rule: &'a Arc<Rule>,
-    /// True when the rule is the resource's own exact rule (named as it), not a pattern it matched.
-    pub exact: bool,
+    /// How the resource found its rule: its own exact rule (named as it), or a pattern it matched.
+    pub resolution: Resolution,
     /// Levels in check order (on the stack for up to four).
     pub levels: SmallVec<[LevelPlan<'a>; 4]>,
     /// The breaker's key, if the rule has a breaker.
@@ -144,8 +144,18 @@ impl<'a> Plan<'a> {
         key
     }
 
-    /// Resolves `req` against `rule` (`exact`: see [`Plan::exact`]).
-    pub fn build(rule: &'a Arc<Rule>, exact: bool, req: &'a Acquire) -> Result<Self, EngineError> {
+    /// True when the rule is the resource's own exact rule: the resource is handed out by its configured
+    /// (interned) name.
+    pub fn is_exact(&self) -> bool {
+        self.resolution.is_exact()
+    }
+
+    /// Resolves `req` against `rule`, found as `resolution` says.
+    pub fn build(
+        rule: &'a Arc<Rule>,
+        resolution: Resolution,
+        req: &'a Acquire,
+    ) -> Result<Self, EngineError> {
         let resource = req.resource.as_str();
         let mut levels: SmallVec<[LevelPlan<'a>; 4]> = SmallVec::new();
         if rule.resource.rate.is_some() || rule.resource.max_in_flight.is_some() {
@@ -196,7 +206,7 @@ impl<'a> Plan<'a> {
         Ok(Self {
             resource,
             rule,
-            exact,
+            resolution,
             levels,
             breaker_key,
             permits: req.permits,

@@ -39,18 +39,23 @@ impl<S: Store> std::fmt::Debug for Quota<S> {
 }
 
 impl Quota<MemoryStore> {
-    /// An engine over a fresh in-memory store.
+    /// An engine over a fresh in-memory store, built for `rules` (a `capacity.max_leases` above what it can
+    /// hold is held at [`MemoryStore::MAX_LEASES`]).
     pub fn in_memory(rules: Rules, clock: Arc<dyn Clock>) -> Self {
         let store = MemoryStore::new(&rules);
-        Self::new(rules, store, clock)
+        Self::over(rules, store, clock)
     }
 }
 
 impl<S: Store> Quota<S> {
     /// An engine enforcing `rules` over `store`, reading time from `clock`. The store is told the rules
-    /// (its caps, and which state it keeps), whatever it was built with.
-    pub fn new(rules: Rules, store: S, clock: Arc<dyn Clock>) -> Self {
-        store.apply(&rules);
+    /// (its caps, and which state it keeps), whatever it was built with; an error when it cannot hold them.
+    pub fn new(rules: Rules, store: S, clock: Arc<dyn Clock>) -> Result<Self, EngineError> {
+        store.apply(&rules)?;
+        Ok(Self::over(rules, store, clock))
+    }
+
+    fn over(rules: Rules, store: S, clock: Arc<dyn Clock>) -> Self {
         Self {
             rules: ArcSwap::from_pointee(rules),
             store,
@@ -75,13 +80,15 @@ impl<S: Store> Quota<S> {
     }
 
     /// Swaps in new rules. State is kept: buckets keep their tokens (clamped to new capacities on next use)
-    /// and leases stay valid. Returns the new config version.
-    pub fn replace_rules(&self, rules: Rules) -> u64 {
-        self.store.apply(&rules);
+    /// and leases stay valid. Returns the new config version; when the store refuses the rules, the old
+    /// ones stay in force.
+    pub fn replace_rules(&self, rules: Rules) -> Result<u64, EngineError> {
+        self.store.apply(&rules)?;
         self.rules.store(Arc::new(rules));
-        self.version
+        Ok(self
+            .version
             .fetch_add(1, Ordering::AcqRel)
-            .saturating_add(1)
+            .saturating_add(1))
     }
 
     /// Starts at 1; increments on every [`replace_rules`](Self::replace_rules).
@@ -138,10 +145,10 @@ impl<S: Store> Quota<S> {
     /// Validates `req` and resolves it against the rules in force.
     fn plan<'a>(rules: &'a Rules, req: &'a Acquire) -> Result<Plan<'a>, EngineError> {
         req.validate(&rules.limits)?;
-        let (rule, exact) = rules
+        let (rule, resolution) = rules
             .resolve_kind(&req.resource)
             .ok_or_else(|| EngineError::UnknownResource(req.resource.clone()))?;
-        Plan::build(rule, exact, req)
+        Plan::build(rule, resolution, req)
     }
 
     /// Releases a lease.

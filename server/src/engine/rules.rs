@@ -1,9 +1,16 @@
 //! The typed, validated rules the engine enforces (built from config by `crate::config`), and how a
 //! request's resource name finds its rule: exact names first, then patterns in the order configured.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
-use super::{AdaptiveSpec, BreakerSpec, RateSpec, glob, memory::home::Home};
+use super::{AdaptiveSpec, BreakerSpec, RateSpec, glob};
 
 /// One level of limits: the resource-wide one, or one partition of it.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,9 +59,30 @@ pub struct Rule {
     pub max_debt: Option<u64>,
     /// What a shared store's outage means for this resource.
     pub on_store_error: OnStoreError,
-    /// The in-memory store's handle on this rule's resource-wide state (an exact rule's; found on first
-    /// use). Not configuration: empty when built.
-    pub home: Home,
+}
+
+/// How a resource name found its rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolution {
+    /// The resource's own exact rule (named as it): the `index`th exact rule of the rule set whose
+    /// [`Rules::id`] is `set`. A store may keep per-rule state by that index (the in-memory store keeps
+    /// each exact rule's resource-wide cell so, see `memory::home`).
+    Exact {
+        /// The rule set's id.
+        set: u64,
+        /// The rule's index among that set's exact rules.
+        index: u32,
+    },
+    /// A pattern the name matched.
+    Pattern,
+}
+
+impl Resolution {
+    /// True for the resource's own exact rule: the resource is then handed out by its configured
+    /// (interned) name.
+    pub fn is_exact(self) -> bool {
+        matches!(self, Self::Exact { .. })
+    }
 }
 
 /// What a resource's calls get while its shared store (Redis) cannot be reached.
@@ -141,11 +169,17 @@ impl Default for Capacity {
     }
 }
 
+/// Ids of rule sets built in this process: each [`Rules::new`] takes the next.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
 /// The whole rule set, swapped atomically on reload.
 #[derive(Debug, Clone, Default)]
 pub struct Rules {
-    /// Resolved on every request: foldhash, not SipHash.
-    exact: HashMap<&'static str, Arc<Rule>, foldhash::fast::RandomState>,
+    /// Unique per rule set built in this process (a clone keeps it: it holds the same rules); 0 for the
+    /// empty default.
+    id: u64,
+    /// Resolved on every request: foldhash, not SipHash. Each with its index (see [`Resolution::Exact`]).
+    exact: HashMap<&'static str, (Arc<Rule>, u32), foldhash::fast::RandomState>,
     patterns: Vec<Arc<Rule>>,
     /// Request size limits.
     pub limits: RequestLimits,
@@ -162,10 +196,13 @@ impl Rules {
             if glob::is_pattern(rule.name) {
                 patterns.push(Arc::new(rule));
             } else {
-                exact.insert(rule.name, Arc::new(rule));
+                // Rules are config-bounded (far below u32::MAX).
+                let index = exact.len() as u32;
+                exact.insert(rule.name, (Arc::new(rule), index));
             }
         }
         Self {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             exact,
             patterns,
             limits,
@@ -178,16 +215,29 @@ impl Rules {
         self.resolve_kind(resource).map(|(rule, _)| rule)
     }
 
-    /// The rule for a concrete resource name, and whether it is the resource's own exact rule (`true`) or
-    /// a pattern it matched (`false`).
-    pub fn resolve_kind(&self, resource: &str) -> Option<(&Arc<Rule>, bool)> {
-        if let Some(rule) = self.exact.get(resource) {
-            return Some((rule, true));
+    /// The rule for a concrete resource name, and how it was found.
+    pub fn resolve_kind(&self, resource: &str) -> Option<(&Arc<Rule>, Resolution)> {
+        if let Some((rule, index)) = self.exact.get(resource) {
+            let how = Resolution::Exact {
+                set: self.id,
+                index: *index,
+            };
+            return Some((rule, how));
         }
         self.patterns
             .iter()
             .find(|r| glob::matches(r.name, resource))
-            .map(|rule| (rule, false))
+            .map(|rule| (rule, Resolution::Pattern))
+    }
+
+    /// This rule set's id (see [`Resolution::Exact`]).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Number of exact rules: their indexes are `0..exact_len()`.
+    pub fn exact_len(&self) -> usize {
+        self.exact.len()
     }
 
     /// Names of the exact rules that have a resource-wide level (rate or concurrency): their state is kept
@@ -195,13 +245,13 @@ impl Rules {
     pub fn exact_resource_levels(&self) -> impl Iterator<Item = &'static str> {
         self.exact
             .iter()
-            .filter(|(_, r)| r.resource.rate.is_some() || r.resource.max_in_flight.is_some())
+            .filter(|(_, (r, _))| r.resource.rate.is_some() || r.resource.max_in_flight.is_some())
             .map(|(name, _)| *name)
     }
 
     /// Every rule: exact names (sorted), then patterns in configured order.
     pub fn all(&self) -> Vec<&Arc<Rule>> {
-        let mut exact: Vec<_> = self.exact.values().collect();
+        let mut exact: Vec<_> = self.exact.values().map(|(r, _)| r).collect();
         exact.sort_by(|a, b| a.name.cmp(b.name));
         exact.extend(self.patterns.iter());
         exact
@@ -215,5 +265,40 @@ impl Rules {
     /// True with no rules at all.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config;
+
+    fn rules(toml: &str) -> super::Rules {
+        config::load_str(toml).expect("test config").rules
+    }
+
+    const TWO: &str = "[[resources]]\nname = \"a\"\nconcurrency = 1\n[[resources]]\nname = \"b.*\"\nconcurrency = 1\n[[resources]]\nname = \"c\"\nconcurrency = 1\n";
+
+    #[test]
+    fn each_rule_set_has_its_own_id_and_a_clone_keeps_it() {
+        let (one, two) = (rules(TWO), rules(TWO));
+        assert_ne!(one.id(), two.id(), "two builds of one file are two sets");
+        assert_eq!(one.clone().id(), one.id());
+        assert_eq!(one.exact_len(), 2);
+    }
+
+    #[test]
+    fn exact_rules_resolve_with_distinct_indexes_and_patterns_without() {
+        let set = rules(TWO);
+        let index = |name| match set.resolve_kind(name).expect("resolves").1 {
+            super::Resolution::Exact { set: id, index } => {
+                assert_eq!(id, set.id());
+                Some(index)
+            }
+            super::Resolution::Pattern => None,
+        };
+        let (a, c) = (index("a").unwrap(), index("c").unwrap());
+        assert_ne!(a, c);
+        assert!(a < 2 && c < 2);
+        assert_eq!(index("b.x"), None);
     }
 }

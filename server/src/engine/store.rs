@@ -297,8 +297,11 @@ pub trait Store: Send + Sync + 'static {
     /// sweeper runs it every few seconds on a blocking thread. Returns how many keys went.
     fn evict_idle(&self, now: Nanos) -> impl Future<Output = Result<usize, EngineError>> + Send;
 
-    /// Applies reloaded capacity settings (caps on keys and leases, the idempotency window).
-    fn apply(&self, rules: &Rules);
+    /// Takes the rules in force (caps on keys and leases, the idempotency window, which state to keep), or
+    /// refuses rules this store cannot hold (the error names the setting), leaving the old ones in force.
+    /// Sync: a store keeps no copy of the rules elsewhere (the Redis store's scripts are handed each rule's
+    /// parameters with every call), so taking them needs no I/O.
+    fn apply(&self, rules: &Rules) -> Result<(), EngineError>;
 
     /// What this store has counted about itself (this node's view, for a shared store).
     fn stats(&self) -> &EngineStats;

@@ -161,7 +161,7 @@ impl Store for AnyStore {
         }
     }
 
-    fn apply(&self, rules: &Rules) {
+    fn apply(&self, rules: &Rules) -> Result<(), EngineError> {
         match self {
             Self::Memory(s) => s.apply(rules),
             Self::Redis(s) => s.apply(rules),

@@ -196,7 +196,7 @@ mod tests {
             .unwrap()
             .rules;
         let store = MemoryStore::new(&rules);
-        Arc::new(Quota::new(rules, store, Arc::new(FakeClock::new())))
+        Arc::new(Quota::new(rules, store, Arc::new(FakeClock::new())).expect("rules held"))
     }
 
     fn targets(n: usize) -> Vec<BreakerTarget> {

@@ -40,7 +40,7 @@ impl<S: Store> Harness<S> {
         let clock = Arc::new(FakeClock::new());
         let store = make(&rules);
         Self {
-            quota: Quota::new(rules, store, clock.clone()),
+            quota: Quota::new(rules, store, clock.clone()).expect("rules held"),
             clock,
         }
     }

@@ -1,61 +1,87 @@
-//! [`Home`]: a rule's handle on its resource-wide state in the in-memory store. An exact rule (one resource,
-//! named as the rule) has one resource-wide cell; the store finds it in the level table on the rule's first
-//! acquire and keeps it beside the rule, so later acquires lock the cell directly: no hashing of the name,
-//! no map shard lock, no reference counted.
+//! [`Homes`]: the in-memory store's handles on the resource-wide state of the exact rules in force. An exact
+//! rule (one resource, named as the rule) has one resource-wide cell; the store finds it in the level table on
+//! the rule's first acquire and keeps it here, by the rule's index in its rule set
+//! ([`Resolution::Exact`]), so later acquires lock the cell directly: no hashing of the name, no map shard
+//! lock, no reference counted.
 //!
-//! The handle lives as long as the rule version (a reload builds new rules with empty handles, which find
-//! the same cells again: state is kept). The store never evicts the resource-wide cell of a rule in force
-//! (they are as many as the configured exact rules); a handle that outlives its rule (a reload removed it)
-//! may find its cell evicted, sees the cell's `evicted` flag, and its acquire goes back to the table.
+//! The handles belong to one rule set: [`apply`](crate::engine::Store::apply) of a reloaded set builds new,
+//! empty ones, which find the same cells again (state is kept). A plan resolved against another set (a
+//! request that raced a reload) finds no handle and goes to the table. The store never evicts the
+//! resource-wide cell of a rule in force (they are as many as the configured exact rules); a cell whose rule
+//! a reload removed may be evicted, and a handle still pointing at it sees the cell's `evicted` flag and
+//! goes to the table too.
+//!
+//! [`Resolution::Exact`]: crate::engine::Resolution::Exact
 
 use std::{fmt, sync::OnceLock};
 
-use super::{level::LevelCell, table::Shared};
+use super::table::Shared;
+use crate::engine::{Resolution, Rules, level::LevelCell};
 
-/// See the module docs. A cache, not part of what the rule says: a cloned rule starts empty, and two rules
-/// compare equal whatever their handles hold.
+/// See the module docs.
 #[derive(Default)]
-pub struct Home(OnceLock<Shared<LevelCell>>);
+pub struct Homes {
+    /// The rule set these handles belong to ([`Rules::id`]).
+    set: u64,
+    /// One per exact rule, by index; each set once, on that rule's first acquire.
+    cells: Box<[OnceLock<Shared<LevelCell>>]>,
+}
 
-impl Home {
-    /// The cell, once found.
-    pub fn get(&self) -> Option<&Shared<LevelCell>> {
-        self.0.get()
+impl Homes {
+    /// Empty handles for the exact rules of `rules`.
+    pub fn new(rules: &Rules) -> Self {
+        Self {
+            set: rules.id(),
+            cells: (0..rules.exact_len()).map(|_| OnceLock::new()).collect(),
+        }
     }
 
-    /// The cell, found with `find` the first time (if two threads race, both find the same table entry
-    /// and one keeps it).
+    /// The rule set these handles belong to.
+    pub fn get_set(&self) -> u64 {
+        self.set
+    }
+
+    /// The handle slot of an exact rule resolved against this rule set; `None` for a pattern or another
+    /// rule set.
+    fn slot(&self, how: Resolution) -> Option<&OnceLock<Shared<LevelCell>>> {
+        match how {
+            Resolution::Exact { set, index } if set == self.set => self.cells.get(index as usize),
+            _ => None,
+        }
+    }
+
+    /// The cell, once found.
+    pub fn get(&self, how: Resolution) -> Option<&Shared<LevelCell>> {
+        self.slot(how)?.get()
+    }
+
+    /// The cell of the exact rule `how` names, found with `find` the first time (if two threads race, both
+    /// find the same table entry and one keeps it); `Ok(None)` when `how` is not of this rule set.
     pub fn get_or_try_init<E>(
         &self,
+        how: Resolution,
         find: impl FnOnce() -> Result<Shared<LevelCell>, E>,
-    ) -> Result<&Shared<LevelCell>, E> {
-        if let Some(cell) = self.0.get() {
-            return Ok(cell);
+    ) -> Result<Option<&Shared<LevelCell>>, E> {
+        let Some(slot) = self.slot(how) else {
+            return Ok(None);
+        };
+        if let Some(cell) = slot.get() {
+            return Ok(Some(cell));
         }
         let cell = find()?;
-        Ok(self.0.get_or_init(|| cell))
+        Ok(Some(slot.get_or_init(|| cell)))
     }
 }
 
-impl Clone for Home {
-    fn clone(&self) -> Self {
-        Self::default()
-    }
-}
-
-impl PartialEq for Home {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-
-impl fmt::Debug for Home {
+impl fmt::Debug for Homes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.get().is_some() {
-            "Home(found)"
-        } else {
-            "Home(empty)"
-        })
+        let found = self.cells.iter().filter(|c| c.get().is_some()).count();
+        write!(
+            f,
+            "Homes(set {}, {found} of {} found)",
+            self.set,
+            self.cells.len()
+        )
     }
 }
 
@@ -102,8 +128,8 @@ rate = { limit = 1, period = "1s", burst = 5 }
             permits: 1,
             ..Default::default()
         };
-        let (rule, exact) = rules.resolve_kind(resource).expect("rule");
-        let plan = Plan::build(rule, exact, &req).expect("plan");
+        let (rule, how) = rules.resolve_kind(resource).expect("rule");
+        let plan = Plan::build(rule, how, &req).expect("plan");
         let d = store
             .acquire_ready(&plan, now)
             .expect("decided at once")
@@ -127,11 +153,19 @@ rate = { limit = 1, period = "1s", burst = 5 }
     fn an_exact_rules_cell_is_found_once_and_never_evicted_while_the_rule_is_in_force() {
         let rules = rules(EXACT_AND_GLOB);
         let store = MemoryStore::new(&rules);
-        let (r, _) = rules.resolve_kind("r").unwrap();
-        assert!(r.home.get().is_none(), "found on first use, not before");
+        let (_, how) = rules.resolve_kind("r").unwrap();
+        assert!(
+            store.homes.load().get(how).is_none(),
+            "found on first use, not before"
+        );
         assert_eq!(acquire(&store, &rules, "r", 0), 4);
         assert_eq!(acquire(&store, &rules, "g.x", 0), 4);
-        let cell = r.home.get().expect("found by the first acquire").clone();
+        let cell = store
+            .homes
+            .load()
+            .get(how)
+            .expect("found by the first acquire")
+            .clone();
         assert_eq!(acquire(&store, &rules, "r", 0), 3, "the same cell");
         assert_eq!(lock(&cell).value.bucket.unwrap().remaining(0), 3);
 
@@ -158,11 +192,12 @@ rate = { limit = 1, period = "1s", burst = 5 }
         let old = rules(EXACT_AND_GLOB);
         let store = MemoryStore::new(&old);
         assert_eq!(acquire(&store, &old, "r", 0), 4);
-        let cell = old.resolve("r").unwrap().home.get().unwrap().clone();
+        let (_, old_how) = old.resolve_kind("r").unwrap();
+        let cell = store.homes.load().get(old_how).unwrap().clone();
 
         // A reload drops rule "r": its idle cell may go now.
         let new = rules(&EXACT_AND_GLOB.replace("name = \"r\"", "name = \"s\""));
-        store.apply(&new);
+        store.apply(&new).expect("rules held");
         assert_eq!(ready(store.evict_idle(100 * SEC)).unwrap(), 1);
         assert!(lock(&cell).evicted);
 
@@ -176,10 +211,10 @@ rate = { limit = 1, period = "1s", burst = 5 }
             1,
             "the table holds r again"
         );
-        assert!(Arc::ptr_eq(
-            old.resolve("r").unwrap().home.get().unwrap(),
-            &cell
-        ));
+        assert!(
+            store.homes.load().get(old_how).is_none(),
+            "the old rule set's handles are not consulted"
+        );
     }
 
     /// Acquires on one thread while another reloads the rule away and back and evicts idle state: every rule
@@ -223,7 +258,7 @@ rate = { limit = 1, period = "1h", burst = 2000 }
                 } else {
                     BURST.to_owned()
                 };
-                quota.replace_rules(rules(&toml));
+                quota.replace_rules(rules(&toml)).expect("rules held");
                 ready(quota.evict_idle()).unwrap();
                 reloads += 1;
             }
@@ -239,7 +274,7 @@ rate = { limit = 1, period = "1h", burst = 2000 }
         use crate::{clock::FakeClock, engine::Quota};
         let clock = Arc::new(FakeClock::new());
         let store = MemoryStore::new(&rules("[[resources]]\nname = \"other\"\nconcurrency = 1\n"));
-        let quota = Quota::new(rules(EXACT_AND_GLOB), store, clock.clone());
+        let quota = Quota::new(rules(EXACT_AND_GLOB), store, clock.clone()).expect("rules held");
         let req = Acquire {
             resource: "r".into(),
             permits: 1,
@@ -263,12 +298,19 @@ rate = { limit = 1, period = "1h", burst = 2000 }
         let first = rules(EXACT_AND_GLOB);
         let store = MemoryStore::new(&first);
         assert_eq!(acquire(&store, &first, "r", 0), 4);
+        let first_cell = store
+            .homes
+            .load()
+            .get(first.resolve_kind("r").unwrap().1)
+            .unwrap()
+            .clone();
         let second = rules(EXACT_AND_GLOB);
-        store.apply(&second);
+        store.apply(&second).expect("rules held");
         assert_eq!(acquire(&store, &second, "r", 0), 3, "tokens kept");
+        let (_, how) = second.resolve_kind("r").unwrap();
         assert!(Arc::ptr_eq(
-            first.resolve("r").unwrap().home.get().unwrap(),
-            second.resolve("r").unwrap().home.get().unwrap(),
+            store.homes.load().get(how).unwrap(),
+            &first_cell
         ));
     }
 }

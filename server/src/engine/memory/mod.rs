@@ -2,19 +2,18 @@
 //! mutex-guarded states; no global lock on the hot path; nothing here ever awaits.
 //!
 //! - [`table`]: keyed state with a live-key cap and idle eviction.
-//! - [`level`]: one level's bucket and semaphore; [`home`]: an exact rule's direct handle on its
-//!   resource-wide cell.
+//! - [`home`]: the exact rules' direct handles on their resource-wide cells.
 //! - [`pressure`]: a resource's adaptive rate and pause.
 //! - [`leases`]: the lease table and its expiry index.
 //! - [`idempotency`]: remembered grants by request_id.
-//! - [`store`]: [`MemoryStore`] and its [`Store`](crate::engine::Store) implementation; the acquire path
-//!   is in [`acquire`], ending leases in [`release`], breaker and throttle signals in [`signals`].
+//! - [`store`]: [`MemoryStore`] and its [`Store`](crate::engine::Store) implementation; the acquire's state
+//!   steps are in [`acquire`] (the order of checks is the policy's: [`crate::engine::policy`]), ending
+//!   leases in [`release`], breaker and throttle signals in [`signals`].
 
 pub mod acquire;
 pub mod home;
 pub mod idempotency;
 pub mod leases;
-pub mod level;
 pub mod pressure;
 pub mod release;
 pub mod signals;

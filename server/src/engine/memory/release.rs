@@ -6,12 +6,12 @@
 
 use smallvec::SmallVec;
 
-use super::{MemoryStore, leases::Lease, level::LevelCell};
+use super::{MemoryStore, leases::Lease};
 use crate::{
     clock::Nanos,
     engine::{
-        BreakerState, EngineError, Expired, LeaseId, NotReleased, Outcome, Release, Released, Rule,
-        Rules,
+        BreakerState, EngineError, Expired, LeaseId, NotReleased, Release, Released, Rule, Rules,
+        level::LevelCell, policy,
     },
 };
 
@@ -94,19 +94,8 @@ impl MemoryStore {
         if let (Some(spec), Some(key)) = (rule.and_then(|r| r.breaker.as_ref()), &lease.breaker_key)
         {
             let counted = self.on_breaker(lease.rule, spec, key, now, |b| {
-                let t = match r.outcome {
-                    Outcome::Success => b.record(spec, now, false, lease.probe),
-                    Outcome::Failure | Outcome::Throttled if !lease.failure_reported => {
-                        b.record(spec, now, true, lease.probe)
-                    }
-                    Outcome::Failure | Outcome::Throttled => None,
-                    Outcome::Unknown => {
-                        if let Some(epoch) = lease.probe {
-                            b.cancel_probe(epoch);
-                        }
-                        None
-                    }
-                };
+                let (failure_reported, probe) = (lease.failure_reported, lease.probe);
+                let t = policy::count_outcome(b, spec, r.outcome, failure_reported, probe, now);
                 (t, b.state(now))
             });
             match counted {

@@ -16,8 +16,27 @@ use crate::{
 };
 
 impl MemoryStore {
-    /// Runs `f` on the breaker at `key` (a fresh CLOSED one if it has no state) and counts the transition `f`
-    /// reports: the one step every breaker change goes through (an outcome, a report, an operator).
+    /// Runs `f` on the breaker at `key` (a fresh CLOSED one if it has no state; `f` also gets the table's
+    /// copy of the key) and counts the transition `f` reports: the one step every breaker change goes
+    /// through (an admission, an outcome, a report, an operator).
+    pub(super) fn breaker_step<R>(
+        &self,
+        rule: &'static str,
+        spec: &crate::engine::BreakerSpec,
+        key: &str,
+        now: Nanos,
+        f: impl FnOnce(&std::sync::Arc<str>, &mut Breaker) -> (Option<crate::engine::Transition>, R),
+    ) -> Result<R, EngineError> {
+        let (transition, out) =
+            self.breakers
+                .with_locked(key, &self.keys, || Breaker::new(spec, now), f)?;
+        if let Some(t) = transition {
+            self.stats.transition(rule, key, t);
+        }
+        Ok(out)
+    }
+
+    /// [`breaker_step`](Self::breaker_step) without the key.
     pub(super) fn on_breaker<R>(
         &self,
         rule: &'static str,
@@ -26,13 +45,7 @@ impl MemoryStore {
         now: Nanos,
         f: impl FnOnce(&mut Breaker) -> (Option<crate::engine::Transition>, R),
     ) -> Result<R, EngineError> {
-        let (transition, out) =
-            self.breakers
-                .with(key, &self.keys, || Breaker::new(spec, now), f)?;
-        if let Some(t) = transition {
-            self.stats.transition(rule, key, t);
-        }
-        Ok(out)
+        self.breaker_step(rule, spec, key, now, |_, b| f(b))
     }
 
     pub(super) fn report_now(

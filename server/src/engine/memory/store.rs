@@ -10,8 +10,12 @@ use std::{
     time::Duration,
 };
 
+use arc_swap::ArcSwap;
+
+use crate::engine::level::LevelCell;
+
 use super::{
-    idempotency::Idempotency, leases::LeaseTable, level::LevelCell, pressure::PressureState,
+    home::Homes, idempotency::Idempotency, leases::LeaseTable, pressure::PressureState,
     table::KeyBudget, table::Table,
 };
 use crate::{
@@ -34,14 +38,18 @@ pub struct MemoryStore {
     pub(super) idempotency: Idempotency,
     pub(super) idempotency_window: AtomicU64,
     pub(super) stats: EngineStats,
-    /// Resource-wide level keys never evicted: those of the exact rules in force, whose [`Home`] handles
-    /// point at them (see `home`).
-    ///
-    /// [`Home`]: super::home::Home
+    /// Resource-wide level keys never evicted: those of the exact rules in force, whose handles point at
+    /// them (see `home`).
     kept: RwLock<HashSet<&'static str, super::Hasher>>,
+    /// The exact rules' handles on their resource-wide cells, for the rule set in force.
+    pub(super) homes: ArcSwap<Homes>,
 }
 
 impl MemoryStore {
+    /// The most leases this store can hold: a lease id carries its slot in the lease table. `apply` refuses
+    /// a `capacity.max_leases` above it (and config checks it first).
+    pub const MAX_LEASES: usize = super::leases::MAX_LEASES;
+
     /// True when this store issued lease `id` (a shared store's local fallback routes by it).
     pub fn issued(&self, id: crate::engine::LeaseId) -> bool {
         self.leases.was_issued(id)
@@ -59,6 +67,7 @@ impl MemoryStore {
             idempotency_window: AtomicU64::new(nanos(rules.capacity.idempotency_window)),
             stats: EngineStats::default(),
             kept: RwLock::default(),
+            homes: ArcSwap::from_pointee(Homes::new(rules)),
         };
         store.keep_resource_levels(rules);
         store.idempotency.set_cap(rules.capacity.max_request_ids);
@@ -314,6 +323,9 @@ impl MemoryStore {
     fn keep_resource_levels(&self, rules: &Rules) {
         let kept = rules.exact_resource_levels().collect();
         *self.kept.write().unwrap_or_else(PoisonError::into_inner) = kept;
+        if self.homes.load().get_set() != rules.id() {
+            self.homes.store(Arc::new(Homes::new(rules)));
+        }
     }
 
     /// Applies reloaded capacity settings.
@@ -450,9 +462,20 @@ impl Store for MemoryStore {
         ready(Ok(self.evict_idle_now(now)))
     }
 
-    fn apply(&self, rules: &Rules) {
+    fn apply(&self, rules: &Rules) -> Result<(), EngineError> {
+        let max = rules.capacity.max_leases;
+        if max > Self::MAX_LEASES {
+            return Err(EngineError::invalid(
+                "capacity.max_leases",
+                format!(
+                    "{max} is more than the in-memory store can hold ({}): a lease id carries its slot",
+                    Self::MAX_LEASES
+                ),
+            ));
+        }
         self.apply_capacity(rules);
         self.keep_resource_levels(rules);
+        Ok(())
     }
 
     fn stats(&self) -> &EngineStats {
@@ -481,6 +504,39 @@ mod tests {
             Poll::Ready(v) => v,
             Poll::Pending => panic!("the in-memory store awaited"),
         }
+    }
+
+    #[test]
+    fn rules_asking_for_more_leases_than_the_store_holds_are_refused_and_the_old_stay() {
+        use crate::engine::{Capacity, EngineError, MemoryStore, Rules, Store};
+        let rules = config::load_str("[[resources]]\nname = \"r\"\nconcurrency = 1")
+            .unwrap()
+            .rules;
+        let quota = Quota::in_memory(rules.clone(), Arc::new(FakeClock::new()));
+        let too_many = Capacity {
+            max_leases: MemoryStore::MAX_LEASES + 1,
+            ..rules.capacity
+        };
+        let bigger = Rules::new(vec![], rules.limits, too_many);
+        match quota.replace_rules(bigger.clone()) {
+            Err(EngineError::InvalidArgument { field, problem }) => {
+                assert_eq!(field, "capacity.max_leases");
+                assert!(problem.contains("can hold"), "{problem}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(quota.config_version(), 1, "the old rules stay in force");
+        assert!(quota.rules().resolve("r").is_some());
+        assert!(Quota::new(bigger, MemoryStore::new(&rules), Arc::new(FakeClock::new())).is_err());
+        let at_most = Rules::new(
+            vec![],
+            rules.limits,
+            Capacity {
+                max_leases: MemoryStore::MAX_LEASES,
+                ..rules.capacity
+            },
+        );
+        assert!(quota.store().apply(&at_most).is_ok());
     }
 
     #[test]

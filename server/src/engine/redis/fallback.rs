@@ -95,7 +95,12 @@ fn scale(rules: &Rules, by: u64) -> Rules {
             rule
         })
         .collect();
-    Rules::new(scaled, rules.limits, rules.capacity)
+    // The fleet's lease cap may be above what this node's local store can hold; locally it holds at most that.
+    let capacity = crate::engine::Capacity {
+        max_leases: rules.capacity.max_leases.min(MemoryStore::MAX_LEASES),
+        ..rules.capacity
+    };
+    Rules::new(scaled, rules.limits, capacity)
 }
 
 impl Fallback {
@@ -128,9 +133,10 @@ impl Fallback {
     }
 
     /// The rules changed.
-    pub fn apply(&self, rules: &Rules) {
+    pub fn apply(&self, rules: &Rules) -> Result<(), EngineError> {
+        self.take(scale(rules, self.nodes()))?;
         self.configured.store(Arc::new(rules.clone()));
-        self.rescale();
+        Ok(())
     }
 
     /// The number of live nodes changed.
@@ -146,9 +152,17 @@ impl Fallback {
     }
 
     fn rescale(&self) {
-        let scaled = scale(&self.configured.load(), self.nodes());
-        crate::engine::Store::apply(&self.local, &scaled);
+        // The configured rules were taken once, so their scaled copy is too (only the limits differ).
+        if let Err(e) = self.take(scale(&self.configured.load(), self.nodes())) {
+            tracing::warn!(error = %e, "local fallback limits not rescaled");
+        }
+    }
+
+    /// Makes `scaled` the local store's rules.
+    fn take(&self, scaled: Rules) -> Result<(), EngineError> {
+        crate::engine::Store::apply(&self.local, &scaled)?;
         self.scaled.store(Arc::new(scaled));
+        Ok(())
     }
 
     /// The local rules (limits divided by the live nodes).
@@ -205,12 +219,12 @@ impl Fallback {
             }
             OnStoreError::Local => {
                 let rules = self.rules();
-                let Some((local, exact)) = rules.resolve_kind(plan.resource) else {
+                let Some((local, resolution)) = rules.resolve_kind(plan.resource) else {
                     return Err(why);
                 };
                 let local_plan = Plan {
                     rule: local,
-                    exact,
+                    resolution,
                     levels: plan
                         .levels
                         .iter()

@@ -98,7 +98,7 @@ pub fn transitions(v: Option<&Value>) -> Vec<Transition> {
 /// A resource name as the engine hands it out: the configured one when the rule is its exact rule.
 pub fn name(rules: Option<&Rules>, resource: &str) -> Name {
     match rules.and_then(|r| r.resolve_kind(resource)) {
-        Some((rule, true)) => Name::Configured(rule.name),
+        Some((rule, how)) if how.is_exact() => Name::Configured(rule.name),
         _ => Name::Given(Arc::from(resource)),
     }
 }

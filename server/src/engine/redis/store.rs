@@ -86,7 +86,7 @@ impl RedisStore {
                 .arg(args::max_debt(rule, spec));
         }
         let r = items(self.call(&inv).await?)?;
-        let resource = if plan.exact {
+        let resource = if plan.is_exact() {
             crate::engine::Name::Configured(rule.name)
         } else {
             crate::engine::Name::Given(plan.resource.into())
@@ -879,10 +879,11 @@ impl Store for RedisStore {
         Ok(0)
     }
 
-    fn apply(&self, rules: &Rules) {
-        self.fallback.apply(rules);
+    fn apply(&self, rules: &Rules) -> Result<(), EngineError> {
+        self.fallback.apply(rules)?;
         self.window
             .store(nanos(rules.capacity.idempotency_window), Ordering::Relaxed);
+        Ok(())
     }
 
     fn stats(&self) -> &EngineStats {
