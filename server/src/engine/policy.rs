@@ -1,6 +1,6 @@
 //! The policy, written once: the order of an acquire's checks (pause, breaker, every level, the adaptive
-//! raise), a half-open probe taken and handed back, judging levels all or none, and what a release's outcome
-//! counts on a breaker. A store that decides in this process provides the state steps ([`AcquireState`]);
+//! raise), a half-open probe taken and handed back, judging levels all or none, and what a release settles
+//! and its outcome counts on a breaker. A store that decides in this process provides the state steps ([`AcquireState`]);
 //! the in-memory store is one. The Redis store runs the same policy inside its Lua script for atomicity
 //! (one round trip), held to identical decisions by the conformance suite and the differential trace.
 
@@ -286,6 +286,26 @@ fn swap<A, B>((a, b): (A, B)) -> (B, A) {
     (b, a)
 }
 
+/// What a release's `used_permits` settles against the permits its lease acquired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settlement {
+    /// Fewer used: give this many back at every level the lease was charged at.
+    Refund(u64),
+    /// More used: charge up to this many more at every such level (each at most its max debt below empty).
+    Charge(u64),
+    /// As acquired, or not said.
+    Even,
+}
+
+/// See [`Settlement`].
+pub fn settlement(acquired: u64, used: Option<u64>) -> Settlement {
+    match used {
+        Some(used) if used < acquired => Settlement::Refund(acquired.saturating_sub(used)),
+        Some(used) if used > acquired => Settlement::Charge(used.saturating_sub(acquired)),
+        _ => Settlement::Even,
+    }
+}
+
 /// What a lease's outcome counts on its breaker at release: a success, or a failure (once: a failure
 /// already reported through ReportThrottle under the lease is not counted again); an unknown outcome
 /// counts nothing and hands back an unused probe. Returns the transition it caused.
@@ -316,6 +336,19 @@ pub fn count_outcome(
 mod tests {
     use super::*;
     use crate::engine::BreakerState;
+
+    #[test]
+    fn settlement_refunds_fewer_charges_more_and_ignores_silence() {
+        assert_eq!(settlement(5, Some(2)), Settlement::Refund(3));
+        assert_eq!(settlement(5, Some(0)), Settlement::Refund(5));
+        assert_eq!(settlement(5, Some(9)), Settlement::Charge(4));
+        assert_eq!(
+            settlement(5, Some(u64::MAX)),
+            Settlement::Charge(u64::MAX - 5)
+        );
+        assert_eq!(settlement(5, Some(5)), Settlement::Even);
+        assert_eq!(settlement(5, None), Settlement::Even);
+    }
 
     const SEC: Nanos = 1_000_000_000;
 

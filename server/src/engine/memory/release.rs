@@ -65,27 +65,25 @@ impl MemoryStore {
         }
         self.free_slots(&lease);
 
+        let settle = policy::settlement(lease.permits, r.used_permits);
         // The rule is needed only to charge more or to count the outcome on a breaker.
         let needs_rule =
-            lease.breaker_key.is_some() || r.used_permits.is_some_and(|used| used > lease.permits);
+            lease.breaker_key.is_some() || matches!(settle, policy::Settlement::Charge(_));
         let rule = needs_rule.then(|| rules.resolve(&lease.resource)).flatten();
         let (mut refunded, mut charged) = (0, 0);
-        match r.used_permits {
-            Some(used) if used < lease.permits => {
-                refunded = lease.permits.saturating_sub(used);
+        match (settle, rule) {
+            (policy::Settlement::Refund(n), _) => {
+                refunded = n;
                 for level in lease.levels.iter().filter(|l| l.charged) {
                     self.levels.with_existing(lease.key(level), |c| {
                         if let Some(b) = &mut c.bucket {
-                            b.credit(now, refunded);
+                            b.credit(now, n);
                         }
                     });
                 }
             }
-            Some(used) if used > lease.permits => {
-                if let Some(rule) = rule {
-                    charged =
-                        self.charge_excess(&lease, rule, used.saturating_sub(lease.permits), now);
-                }
+            (policy::Settlement::Charge(n), Some(rule)) => {
+                charged = self.charge_excess(&lease, rule, n, now);
             }
             _ => {}
         }
