@@ -2,7 +2,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use super::{BreakerSnapshot, BreakerState, LeaseId, Name};
+use super::{BreakerSnapshot, BreakerState, LeaseId, Name, Transition};
 use crate::clock::Nanos;
 
 /// Why an acquire was denied.
@@ -78,6 +78,9 @@ pub struct Decision {
     pub in_flight: u32,
     /// See `in_flight`.
     pub max_in_flight: u32,
+    /// Transitions this acquire made the plan's breaker take (an OPEN breaker turning HALF_OPEN as it
+    /// admits): for the engine to count. Empty (and unallocated) nearly always.
+    pub transitions: Vec<Transition>,
 }
 
 impl Decision {
@@ -140,6 +143,11 @@ pub struct Released {
     pub resource: Option<Name>,
     /// The lease's rule name, when it was found.
     pub rule: Option<&'static str>,
+    /// Transitions the outcome made the lease's breaker take, and that breaker's state key: for the engine
+    /// to count.
+    pub transitions: Vec<Transition>,
+    /// See `transitions` (set when there are any).
+    pub breaker_key: Option<Arc<str>>,
 }
 
 /// The answer to a renewal.
@@ -175,6 +183,8 @@ pub struct Reported {
     pub rate_decreased: bool,
     /// Breaker state after counting the report.
     pub breaker: BreakerState,
+    /// Transitions the report made the target's breaker take: for the engine to count.
+    pub transitions: Vec<Transition>,
 }
 
 /// The answer to GetCircuitState.

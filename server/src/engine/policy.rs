@@ -58,6 +58,7 @@ impl Tightest {
             reset_after: self.reset_after,
             in_flight: self.in_flight,
             max_in_flight: self.max_in_flight,
+            transitions: Vec::new(),
         }
     }
 }
@@ -171,14 +172,13 @@ pub trait AcquireState {
     /// Paused until (0: never), and the factor on the rule's rates.
     fn pause_and_factor(&self, pressure: &Self::Pressure, plan: &Plan<'_>) -> (Nanos, f64);
 
-    /// Runs `f` on the breaker at `key` (fresh CLOSED if absent) and counts the transition it reports.
-    fn on_breaker<R>(
+    /// Runs `f` on the breaker at `key` (fresh CLOSED if absent); also returns the key as the store keeps it.
+    fn with_breaker<R>(
         &self,
-        rule: &'static str,
         spec: &BreakerSpec,
         key: &str,
         now: Nanos,
-        f: impl FnOnce(&mut Breaker) -> (Option<Transition>, R),
+        f: impl FnOnce(&mut Breaker) -> R,
     ) -> Result<(R, Self::BreakerKey), EngineError>;
 
     /// Hands back a half-open probe not used.
@@ -217,27 +217,34 @@ pub fn decide<S: AcquireState>(
     let (paused_until, factor) = pressure
         .as_ref()
         .map_or((0, 1.0), |p| store.pause_and_factor(p, plan));
-    let early = |reason, retry_after, by: &'static str| {
+    let early = |reason, retry_after, by: &'static str, transitions| {
         let verdict = Verdict::Denied {
             reason,
             retry_after,
             denied_by: by.into(),
         };
         let figures = store.peek(plan, factor, now);
-        Ok(figures.decision(resource.clone(), rule.name, verdict))
+        let decision = figures.decision(resource.clone(), rule.name, verdict);
+        Ok(Decision {
+            transitions,
+            ..decision
+        })
     };
     if paused_until > now {
-        return early(Denial::Paused, paused_until.saturating_sub(now), "pause");
+        let wait = paused_until.saturating_sub(now);
+        return early(Denial::Paused, wait, "pause", Vec::new());
     }
+    let mut transitions = Vec::new();
     let (probe, breaker_key) = match (&rule.breaker, &plan.breaker_key) {
         (Some(spec), Some(key)) => {
-            let (admission, key) =
-                store.on_breaker(rule.name, spec, key, now, |b| swap(b.admit(spec, now)))?;
+            let ((admission, transition), key) =
+                store.with_breaker(spec, key, now, |b| b.admit(spec, now))?;
+            transitions.extend(transition);
             match admission {
                 Admission::Allowed => (None, Some(key)),
                 Admission::Probe(epoch) => (Some(epoch), Some(key)),
                 Admission::Rejected { retry_after } => {
-                    return early(Denial::CircuitOpen, retry_after, "breaker");
+                    return early(Denial::CircuitOpen, retry_after, "breaker", transitions);
                 }
             }
         }
@@ -259,7 +266,10 @@ pub fn decide<S: AcquireState>(
             retry_after: denied.retry_after,
             denied_by: plan.levels[denied.level].label(rule),
         };
-        return Ok(tightest.decision(resource, rule.name, verdict));
+        return Ok(Decision {
+            transitions,
+            ..tightest.decision(resource, rule.name, verdict)
+        });
     }
     if let (Some(spec), Some(p)) = (&rule.adaptive, &pressure) {
         store.raise(p, spec, &resource, now);
@@ -279,11 +289,10 @@ pub fn decide<S: AcquireState>(
         ttl: plan.ttl,
         replayed: false,
     };
-    Ok(tightest.decision(resource, rule.name, Verdict::Granted(grant)))
-}
-
-fn swap<A, B>((a, b): (A, B)) -> (B, A) {
-    (b, a)
+    Ok(Decision {
+        transitions,
+        ..tightest.decision(resource, rule.name, Verdict::Granted(grant))
+    })
 }
 
 /// What a release's `used_permits` settles against the permits its lease acquired.

@@ -16,9 +16,9 @@ use arc_swap::ArcSwap;
 
 use super::{
     Acquire, BreakerRef, BreakerState, BreakerTarget, CircuitView, Decision, EngineError,
-    Explanation, LeaseId, LeaseQuery, LeaseView, MemoryStore, Plan, Release, Released, Renew,
-    Renewed, Report, ReportPlan, Reported, Rule, Rules, Store, StoreUsage, Sweep, UsageQuery, plan,
-    request::check_target,
+    EngineStats, Explanation, LeaseId, LeaseQuery, LeaseView, MemoryStore, Plan, Release, Released,
+    Renew, Renewed, Report, ReportPlan, Reported, Rule, Rules, Store, StoreUsage, Sweep,
+    Transition, UsageQuery, plan, request::check_target,
 };
 use crate::clock::{Clock, Nanos, nanos};
 
@@ -28,6 +28,8 @@ pub struct Quota<S: Store = MemoryStore> {
     store: S,
     clock: Arc<dyn Clock>,
     version: AtomicU64,
+    /// What this node's calls changed (breaker transitions, expiries, evictions), from their answers.
+    stats: EngineStats,
 }
 
 impl<S: Store> std::fmt::Debug for Quota<S> {
@@ -61,6 +63,54 @@ impl<S: Store> Quota<S> {
             store,
             clock,
             version: AtomicU64::new(1),
+            stats: EngineStats::default(),
+        }
+    }
+
+    /// What this node's calls changed: breaker transitions, lease expiries, idle keys dropped (with a shared
+    /// store, this node's share: each node counts what its own calls did).
+    pub fn stats(&self) -> &EngineStats {
+        &self.stats
+    }
+
+    /// Counts the breaker transitions an answer reports.
+    fn count(&self, rule: &'static str, key: Option<&str>, transitions: &[Transition]) {
+        if let Some(key) = key {
+            for t in transitions {
+                self.stats.transition(rule, key, *t);
+            }
+        }
+    }
+
+    /// Counts an acquire's transitions (nearly always none: one branch on the hot path).
+    fn counted(
+        &self,
+        plan: &Plan<'_>,
+        decided: Result<Decision, EngineError>,
+    ) -> Result<Decision, EngineError> {
+        if let Ok(d) = &decided
+            && !d.transitions.is_empty()
+        {
+            self.count(d.rule, plan.breaker_key.as_deref(), &d.transitions);
+        }
+        decided
+    }
+
+    /// Counts expiries per rule; consecutive leases mostly share one, so runs are counted, not leases.
+    fn count_expired(&self, sweep: &Sweep) {
+        let mut run: Option<(&'static str, u64)> = None;
+        for e in &sweep.expired {
+            match &mut run {
+                Some((rule, n)) if std::ptr::eq(*rule, e.rule) => *n = n.saturating_add(1),
+                _ => {
+                    if let Some((rule, n)) = run.replace((e.rule, 1)) {
+                        self.stats.expired(rule, n);
+                    }
+                }
+            }
+        }
+        if let Some((rule, n)) = run {
+            self.stats.expired(rule, n);
         }
     }
 
@@ -121,7 +171,8 @@ impl<S: Store> Quota<S> {
     pub async fn acquire(&self, req: &Acquire) -> Result<Decision, EngineError> {
         let rules = self.rules.load_full();
         let plan = Self::plan(&rules, req)?;
-        self.store.acquire(&plan, self.clock.now()).await
+        let decided = self.store.acquire(&plan, self.clock.now()).await;
+        self.counted(&plan, decided)
     }
 
     /// [`acquire`](Self::acquire) answered at once when the store decides without I/O (the in-memory store
@@ -130,7 +181,10 @@ impl<S: Store> Quota<S> {
         // A borrowed load of the rules (no reference count), held only while the store decides.
         let rules = self.rules.load();
         match Self::plan(&rules, req) {
-            Ok(plan) => self.store.acquire_ready(&plan, self.clock.now()),
+            Ok(plan) => {
+                let decided = self.store.acquire_ready(&plan, self.clock.now())?;
+                Some(self.counted(&plan, decided))
+            }
             Err(e) => Some(Err(e)),
         }
     }
@@ -155,7 +209,11 @@ impl<S: Store> Quota<S> {
     pub async fn release(&self, req: &Release) -> Result<Released, EngineError> {
         // Borrowed, not counted: the in-memory store's future is ready at once, so the guard is short-lived.
         let rules = self.rules.load();
-        self.store.release(&rules, req, self.clock.now()).await
+        let released = self.store.release(&rules, req, self.clock.now()).await?;
+        if let Some(rule) = released.rule {
+            self.count(rule, released.breaker_key.as_deref(), &released.transitions);
+        }
+        Ok(released)
     }
 
     /// Renews a lease.
@@ -190,7 +248,10 @@ impl<S: Store> Quota<S> {
             lease_id: req.lease_id,
             caller: req.caller,
         };
-        self.store.report(&plan, self.clock.now()).await
+        let reported = self.store.report(&plan, self.clock.now()).await?;
+        let key = plan.target.key.as_deref();
+        self.count(reported.rule, key, &reported.transitions);
+        Ok(reported)
     }
 
     /// Reads a resource's breaker, adaptive rate and pause.
@@ -320,19 +381,24 @@ impl<S: Store> Quota<S> {
     pub async fn sweep(&self) -> Result<Sweep, EngineError> {
         let now = self.clock.now();
         let mut sweep = self.store.sweep(now, usize::MAX).await?;
-        sweep.evicted_keys = self.store.evict_idle(now).await?;
+        self.count_expired(&sweep);
+        sweep.evicted_keys = self.evict_idle().await?;
         Ok(sweep)
     }
 
     /// Drops idle state (a pass over every key; the sweeper runs it every few seconds off the serving
     /// threads). Returns how many keys went.
     pub async fn evict_idle(&self) -> Result<usize, EngineError> {
-        self.store.evict_idle(self.clock.now()).await
+        let evicted = self.store.evict_idle(self.clock.now()).await?;
+        self.stats.evicted(evicted as u64);
+        Ok(evicted)
     }
 
     /// Reclaims up to `limit` expired leases and forgets as many lapsed tombstones and request ids; `more`
     /// says whether to call again (the sweeper does, yielding in between so calls are served meanwhile).
     pub async fn sweep_some(&self, limit: usize) -> Result<Sweep, EngineError> {
-        self.store.sweep(self.clock.now(), limit).await
+        let sweep = self.store.sweep(self.clock.now(), limit).await?;
+        self.count_expired(&sweep);
+        Ok(sweep)
     }
 }

@@ -22,7 +22,7 @@ type TransitionKey = (&'static str, BreakerState, BreakerState);
 /// Transitions kept for the status page, newest last.
 pub const RECENT: usize = 100;
 
-/// A breaker transition this store made, with its reason (for the status page).
+/// A breaker transition this node's calls made, with its reason (for the status page).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecentTransition {
     /// Unix milliseconds.
@@ -39,7 +39,8 @@ pub struct RecentTransition {
     pub reason: &'static str,
 }
 
-/// Counters kept by a store. See the module docs.
+/// Counters kept by the engine ([`Quota`](super::Quota)), from what each call's answer reports. See the
+/// module docs.
 #[derive(Debug, Default)]
 pub struct EngineStats {
     transitions: Mutex<HashMap<TransitionKey, u64>>,
@@ -93,7 +94,7 @@ impl EngineStats {
         });
     }
 
-    /// The last [`RECENT`] transitions this store made, oldest first.
+    /// The last [`RECENT`] transitions this node's calls made, oldest first.
     pub fn recent(&self) -> Vec<RecentTransition> {
         let recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
         recent.iter().cloned().collect()

@@ -11,8 +11,8 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use super::{
-    BreakerState, CircuitView, Decision, EngineError, EngineStats, LeaseId, LevelState, Name, Plan,
-    Release, Released, Renew, Renewed, Reported, Rule, Rules, ThrottleKind,
+    BreakerState, CircuitView, Decision, EngineError, LeaseId, LevelState, Name, Plan, Release,
+    Released, Renew, Renewed, Reported, Rule, Rules, ThrottleKind,
 };
 use crate::clock::Nanos;
 
@@ -150,6 +150,8 @@ pub struct Expired {
     pub lease_id: LeaseId,
     /// Its resource.
     pub resource: Name,
+    /// The configured name of the rule it was granted under.
+    pub rule: &'static str,
 }
 
 /// What one sweep did.
@@ -302,9 +304,6 @@ pub trait Store: Send + Sync + 'static {
     /// Sync: a store keeps no copy of the rules elsewhere (the Redis store's scripts are handed each rule's
     /// parameters with every call), so taking them needs no I/O.
     fn apply(&self, rules: &Rules) -> Result<(), EngineError>;
-
-    /// What this store has counted about itself (this node's view, for a shared store).
-    fn stats(&self) -> &EngineStats;
 
     /// A shared store's health; `None` for a store in this process.
     fn health(&self) -> Option<StoreHealth> {

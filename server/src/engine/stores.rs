@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use super::{
-    BreakerRef, BreakerState, CircuitView, Decision, EngineError, EngineStats, LeaseId, LeaseQuery,
-    LeaseView, LevelState, MemoryStore, Plan, RedisStore, Release, Released, Renew, Renewed,
-    ReportPlan, Reported, Rules, Store, StoreUsage, Sweep, UsageQuery,
+    BreakerRef, BreakerState, CircuitView, Decision, EngineError, LeaseId, LeaseQuery, LeaseView,
+    LevelState, MemoryStore, Plan, RedisStore, Release, Released, Renew, Renewed, ReportPlan,
+    Reported, Rules, Store, StoreUsage, Sweep, UsageQuery,
 };
 use crate::clock::Nanos;
 
@@ -172,13 +172,6 @@ impl Store for AnyStore {
         match self {
             Self::Memory(_) => None,
             Self::Redis(s) => s.health(),
-        }
-    }
-
-    fn stats(&self) -> &EngineStats {
-        match self {
-            Self::Memory(s) => s.stats(),
-            Self::Redis(s) => s.stats(),
         }
     }
 }

@@ -87,7 +87,7 @@ pub async fn render<S: Store>(metrics: &Metrics, quota: &Quota<S>) -> Result<Str
         }
         Err(e) => return Err(e),
     };
-    let stats = quota.store().stats().snapshot();
+    let stats = quota.stats().snapshot();
 
     // Every configured rule appears, with zeros, from the start (dashboards need the series to exist).
     let mut configured: BTreeMap<&'static str, Option<Arc<Rule>>> = rules

@@ -121,7 +121,7 @@ fn samples(s: &[Sample]) -> Value {
 /// Transitions this node made (with their reasons) and those the sampler saw in the store that it did not
 /// make (another node's, with Redis; or a breaker's open period running out), newest first.
 fn transitions<S: Store>(quota: &Quota<S>, history: &History) -> Vec<Value> {
-    let made = quota.store().stats().recent();
+    let made = quota.stats().recent();
     let mut out: Vec<(u64, Value)> = made
         .iter()
         .map(|t| {

@@ -17,7 +17,6 @@ use crate::{
     clock::{Nanos, nanos},
     engine::{
         AdaptiveSpec, Breaker, BreakerSpec, Decision, EngineError, LeaseId, LevelState, Name, Plan,
-        Transition,
         level::LevelCell,
         policy::{self, AcquireState, Judged, NewLease, Tightest, judge},
     },
@@ -61,18 +60,14 @@ impl AcquireState for MemoryStore {
     }
 
     #[inline]
-    fn on_breaker<R>(
+    fn with_breaker<R>(
         &self,
-        rule: &'static str,
         spec: &BreakerSpec,
         key: &str,
         now: Nanos,
-        f: impl FnOnce(&mut Breaker) -> (Option<Transition>, R),
+        f: impl FnOnce(&mut Breaker) -> R,
     ) -> Result<(R, Arc<str>), EngineError> {
-        self.breaker_step(rule, spec, key, now, |stored, b| {
-            let (t, r) = f(b);
-            (t, (r, stored.clone()))
-        })
+        self.breaker_step(spec, key, now, |stored, b| (f(b), stored.clone()))
     }
 
     #[inline]

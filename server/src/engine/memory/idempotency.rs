@@ -74,6 +74,8 @@ impl Idempotency {
                 if let crate::engine::Verdict::Granted(g) = &mut decision.verdict {
                     g.replayed = true;
                 }
+                // The original call made (and reported) any transition; a replay makes none.
+                decision.transitions.clear();
                 Ok(decision)
             }
             Entry::Occupied(mut o) => {
@@ -216,6 +218,7 @@ mod tests {
             reset_after: 0,
             in_flight: 0,
             max_in_flight: 0,
+            transitions: Vec::new(),
         })
     }
 

@@ -45,6 +45,8 @@ impl MemoryStore {
             breaker: BreakerState::Closed,
             resource: None,
             rule: None,
+            transitions: Vec::new(),
+            breaker_key: None,
         };
         let Some(lease) =
             self.leases
@@ -89,15 +91,19 @@ impl MemoryStore {
         }
 
         let mut breaker = BreakerState::Closed;
+        let mut transitions = Vec::new();
         if let (Some(spec), Some(key)) = (rule.and_then(|r| r.breaker.as_ref()), &lease.breaker_key)
         {
-            let counted = self.on_breaker(lease.rule, spec, key, now, |b| {
+            let counted = self.breaker_step(spec, key, now, |_, b| {
                 let (failure_reported, probe) = (lease.failure_reported, lease.probe);
                 let t = policy::count_outcome(b, spec, r.outcome, failure_reported, probe, now);
                 (t, b.state(now))
             });
             match counted {
-                Ok(state) => breaker = state,
+                Ok((t, state)) => {
+                    breaker = state;
+                    transitions.extend(t);
+                }
                 Err(e) => tracing::warn!(error = %e, "release outcome not counted by the breaker"),
             }
         }
@@ -108,6 +114,10 @@ impl MemoryStore {
             breaker,
             rule: Some(lease.rule),
             resource: Some(lease.resource),
+            breaker_key: (!transitions.is_empty())
+                .then_some(lease.breaker_key)
+                .flatten(),
+            transitions,
         })
     }
 
@@ -162,27 +172,15 @@ impl MemoryStore {
 
     pub(super) fn reclaim_expired(&self, now: Nanos, limit: usize) -> (Vec<Expired>, bool) {
         let mut expired = Vec::new();
-        // Expiries are counted per rule; consecutive leases mostly share one, so count runs, not leases.
-        let mut run: Option<(&'static str, u64)> = None;
         let more = self.leases.expire(now, limit, |lease_id, lease| {
             self.free_slots(&lease);
             self.return_probe(&lease);
-            match &mut run {
-                Some((rule, n)) if std::ptr::eq(*rule, lease.rule) => *n = n.saturating_add(1),
-                _ => {
-                    if let Some((rule, n)) = run.replace((lease.rule, 1)) {
-                        self.stats.expired(rule, n);
-                    }
-                }
-            }
             expired.push(Expired {
                 lease_id,
                 resource: lease.resource,
+                rule: lease.rule,
             });
         });
-        if let Some((rule, n)) = run {
-            self.stats.expired(rule, n);
-        }
         (expired, more)
     }
 

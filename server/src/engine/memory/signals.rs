@@ -17,35 +17,17 @@ use crate::{
 
 impl MemoryStore {
     /// Runs `f` on the breaker at `key` (a fresh CLOSED one if it has no state; `f` also gets the table's
-    /// copy of the key) and counts the transition `f` reports: the one step every breaker change goes
-    /// through (an admission, an outcome, a report, an operator).
+    /// copy of the key): the one step every breaker change goes through (an admission, an outcome, a
+    /// report). The transitions `f` makes go back in the call's answer, for the engine to count.
     pub(super) fn breaker_step<R>(
         &self,
-        rule: &'static str,
         spec: &crate::engine::BreakerSpec,
         key: &str,
         now: Nanos,
-        f: impl FnOnce(&std::sync::Arc<str>, &mut Breaker) -> (Option<crate::engine::Transition>, R),
+        f: impl FnOnce(&std::sync::Arc<str>, &mut Breaker) -> R,
     ) -> Result<R, EngineError> {
-        let (transition, out) =
-            self.breakers
-                .with_locked(key, &self.keys, || Breaker::new(spec, now), f)?;
-        if let Some(t) = transition {
-            self.stats.transition(rule, key, t);
-        }
-        Ok(out)
-    }
-
-    /// [`breaker_step`](Self::breaker_step) without the key.
-    pub(super) fn on_breaker<R>(
-        &self,
-        rule: &'static str,
-        spec: &crate::engine::BreakerSpec,
-        key: &str,
-        now: Nanos,
-        f: impl FnOnce(&mut Breaker) -> (Option<crate::engine::Transition>, R),
-    ) -> Result<R, EngineError> {
-        self.breaker_step(rule, spec, key, now, |_, b| f(b))
+        self.breakers
+            .with_locked(key, &self.keys, || Breaker::new(spec, now), f)
     }
 
     pub(super) fn report_now(
@@ -61,7 +43,7 @@ impl MemoryStore {
         // counts once per flood of its identity (see `reporters`).
         let count_failure = lease.map_or(flood_start, |(_, first)| first);
         let probe = lease.and_then(|(p, _)| p);
-        let breaker = self.report_failure(rp, count_failure, probe, now)?;
+        let (breaker, transitions) = self.report_failure(rp, count_failure, probe, now)?;
         if rate_decreased {
             tracing::info!(
                 resource = target.resource,
@@ -88,6 +70,7 @@ impl MemoryStore {
             pressure,
             rate_decreased,
             breaker,
+            transitions,
         })
     }
 
@@ -146,25 +129,26 @@ impl MemoryStore {
             })
     }
 
-    /// Counts the report as a failed call on the resource's breaker (when `count`); returns its state.
+    /// Counts the report as a failed call on the resource's breaker (when `count`); returns its state and
+    /// the transition counting made.
     fn report_failure(
         &self,
         rp: &ReportPlan<'_>,
         count: bool,
         probe: Option<u64>,
         now: Nanos,
-    ) -> Result<BreakerState, EngineError> {
+    ) -> Result<(BreakerState, Vec<crate::engine::Transition>), EngineError> {
         let rule = &rp.target.rule;
         let (Some(spec), Some(key)) = (&rule.breaker, &rp.target.key) else {
-            return Ok(BreakerState::Closed);
+            return Ok((BreakerState::Closed, Vec::new()));
         };
-        self.on_breaker(rule.name, spec, key, now, |b| {
+        self.breaker_step(spec, key, now, |_, b| {
             let t = if count {
                 b.record(spec, now, true, probe)
             } else {
                 None
             };
-            (t, b.state(now))
+            (b.state(now), t.into_iter().collect())
         })
     }
 

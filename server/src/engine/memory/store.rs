@@ -21,9 +21,9 @@ use super::{
 use crate::{
     clock::{Nanos, nanos},
     engine::{
-        Breaker, BreakerRef, BreakerState, CircuitView, Decision, EngineError, EngineStats,
-        LeaseId, LeaseQuery, LeaseView, LevelState, Plan, Release, Released, Renew, Renewed,
-        ReportPlan, Reported, ResourceUsage, Rules, Store, StoreUsage, Sweep, UsageQuery,
+        Breaker, BreakerRef, BreakerState, CircuitView, Decision, EngineError, LeaseId, LeaseQuery,
+        LeaseView, LevelState, Plan, Release, Released, Renew, Renewed, ReportPlan, Reported,
+        ResourceUsage, Rules, Store, StoreUsage, Sweep, UsageQuery,
     },
 };
 
@@ -37,7 +37,6 @@ pub struct MemoryStore {
     pub(super) leases: LeaseTable,
     pub(super) idempotency: Idempotency,
     pub(super) idempotency_window: AtomicU64,
-    pub(super) stats: EngineStats,
     /// Resource-wide level keys never evicted: those of the exact rules in force, whose handles point at
     /// them (see `home`).
     kept: RwLock<HashSet<&'static str, super::Hasher>>,
@@ -65,7 +64,6 @@ impl MemoryStore {
             leases: LeaseTable::new(rules.capacity.max_leases),
             idempotency: Idempotency::default(),
             idempotency_window: AtomicU64::new(nanos(rules.capacity.idempotency_window)),
-            stats: EngineStats::default(),
             kept: RwLock::default(),
             homes: ArcSwap::from_pointee(Homes::new(rules)),
         };
@@ -273,7 +271,6 @@ impl MemoryStore {
             + self.breakers.evict(&self.keys, |_, b| b.is_pristine(now))
             + self.pressure.evict(&self.keys, |_, p| p.is_idle(now));
         drop(kept);
-        self.stats.evicted(evicted as u64);
         evicted
     }
 
@@ -477,10 +474,6 @@ impl Store for MemoryStore {
         self.keep_resource_levels(rules);
         Ok(())
     }
-
-    fn stats(&self) -> &EngineStats {
-        &self.stats
-    }
 }
 
 #[cfg(test)]
@@ -504,6 +497,64 @@ mod tests {
             Poll::Ready(v) => v,
             Poll::Pending => panic!("the in-memory store awaited"),
         }
+    }
+
+    /// The engine counts what its calls' answers report: each breaker transition once (a replayed acquire
+    /// reports none), each expiry, each eviction.
+    #[test]
+    fn the_engine_counts_transitions_expiries_and_evictions_from_the_answers() {
+        use crate::engine::BreakerState::{Closed, HalfOpen, Open};
+        let rules = config::load_str(
+            "[[resources]]\nname = \"r\"\nconcurrency = 5\nlease_ttl = \"1s\"\nbreaker = { consecutive_failures = 1, open_duration = \"1s\", half_open_probes = 1, half_open_successes = 1 }",
+        )
+        .unwrap()
+        .rules;
+        let clock = Arc::new(FakeClock::new());
+        let quota = Quota::in_memory(rules, clock.clone());
+        let acquire = |request_id: Option<&str>| Acquire {
+            resource: "r".into(),
+            permits: 1,
+            request_id: request_id.map(str::to_owned),
+            ..Default::default()
+        };
+        let release = |lease_id, outcome| Release {
+            lease_id,
+            outcome,
+            used_permits: None,
+            caller: None,
+        };
+        let lease = |d: crate::engine::Decision| d.grant().unwrap().lease_id;
+        let first = lease(at_once(quota.acquire(&acquire(None))).unwrap());
+        at_once(quota.release(&release(first, Outcome::Failure))).unwrap();
+        clock.advance(std::time::Duration::from_secs(2));
+        let probe = at_once(quota.acquire(&acquire(Some("p")))).unwrap();
+        assert_eq!(probe.transitions.len(), 1, "OPEN -> HALF_OPEN as it admits");
+        let replay = at_once(quota.acquire(&acquire(Some("p")))).unwrap();
+        assert!(replay.grant().unwrap().replayed);
+        assert!(
+            replay.transitions.is_empty(),
+            "a replay makes no transition"
+        );
+        at_once(quota.release(&release(lease(probe), Outcome::Success))).unwrap();
+        let stats = quota.stats().snapshot();
+        for edge in [(Closed, Open), (Open, HalfOpen), (HalfOpen, Closed)] {
+            let n = stats
+                .transitions
+                .iter()
+                .find(|(rule, from, to, _)| *rule == "r" && (*from, *to) == edge)
+                .map(|t| t.3);
+            assert_eq!(n, Some(1), "{edge:?} counted once: {:?}", stats.transitions);
+        }
+        assert_eq!(quota.stats().recent().len(), 3);
+
+        let held = at_once(quota.acquire(&acquire(None))).unwrap();
+        assert!(held.granted());
+        clock.advance(std::time::Duration::from_secs(5));
+        let swept = at_once(quota.sweep()).unwrap();
+        assert_eq!(swept.expired.len(), 1);
+        let stats = quota.stats().snapshot();
+        assert_eq!(stats.expired_leases, vec![("r", 1)]);
+        assert_eq!(stats.evicted_keys, swept.evicted_keys as u64);
     }
 
     #[test]

@@ -28,7 +28,7 @@ use ::redis::{ToRedisArgs, Value, aio::ConnectionManager, cluster_async::Cluster
 use dashmap::DashSet;
 use tokio::sync::Semaphore;
 
-use crate::engine::{EngineError, EngineStats};
+use crate::engine::EngineError;
 
 pub use keys::Keys;
 
@@ -125,7 +125,6 @@ pub struct RedisStore {
     keys: Keys,
     settings: RedisSettings,
     in_flight: Semaphore,
-    stats: EngineStats,
     /// The idempotency window, in nanoseconds (from the rules' capacity).
     window: AtomicU64,
     /// Resources this node has added to the resource index (bounded; cleared when large).
@@ -212,7 +211,6 @@ impl RedisStore {
             keys: Keys::new(&settings.prefix),
             in_flight: Semaphore::new(settings.max_in_flight.max(1)),
             settings,
-            stats: EngineStats::default(),
             window: AtomicU64::new(300_000_000_000),
             indexed: DashSet::new(),
             indexed_day: AtomicU64::new(0),
@@ -455,10 +453,5 @@ impl RedisStore {
             Ok(Err(e)) => tracing::debug!(error = %e, "resource index not updated"),
             Err(_) => tracing::debug!("resource index not updated: timed out"),
         }
-    }
-
-    /// Counts of this node's view (for metrics).
-    pub fn engine_stats(&self) -> &EngineStats {
-        &self.stats
     }
 }

@@ -13,9 +13,9 @@ use crate::{
     clock::{Nanos, nanos},
     engine::{
         BreakerRef, BreakerSnapshot, BreakerState, CircuitView, Decision, Denial, EngineError,
-        EngineStats, Expired, Grant, LeaseId, LeaseQuery, LeaseView, LevelState, NotReleased,
-        Outcome, Plan, Pressure, Release, Released, Renew, Renewed, ReportPlan, Reported,
-        ResourceUsage, Rule, Rules, Store, StoreUsage, Sweep, ThrottleKind, UsageQuery, Verdict,
+        Expired, Grant, LeaseId, LeaseQuery, LeaseView, LevelState, NotReleased, Outcome, Plan,
+        Pressure, Release, Released, Renew, Renewed, ReportPlan, Reported, ResourceUsage, Rule,
+        Rules, Store, StoreUsage, Sweep, ThrottleKind, UsageQuery, Verdict,
         memory::leases::not_owner,
     },
 };
@@ -27,12 +27,6 @@ impl RedisStore {
             .arg(self.now_arg(now))
             .arg(self.keys.shard(shard));
         inv
-    }
-
-    fn record(&self, rule: &'static str, key: &str, v: Option<&::redis::Value>) {
-        for t in reply::transitions(v) {
-            self.stats.transition(rule, key, t);
-        }
     }
 
     async fn acquire_once(
@@ -103,9 +97,10 @@ impl RedisStore {
                 ))),
             };
         }
-        if let Some(key) = &plan.breaker_key {
-            self.record(rule.name, key, r.get(9));
-        }
+        let transitions = match &plan.breaker_key {
+            Some(_) => reply::transitions(r.get(9)),
+            None => Vec::new(),
+        };
         let verdict = if status == 1 {
             let lease_id: LeaseId = text(r.get(1))?
                 .parse()
@@ -157,6 +152,7 @@ impl RedisStore {
             reset_after: uint(r.get(base + 2))?,
             in_flight: u32::try_from(uint(r.get(base + 3))?).unwrap_or(u32::MAX),
             max_in_flight: u32::try_from(uint(r.get(base + 4))?).unwrap_or(u32::MAX),
+            transitions,
         }))
     }
 
@@ -210,9 +206,10 @@ impl RedisStore {
                 ),
             });
         }
-        if let Some(key) = &target.key {
-            self.record(rule.name, key, v.get(6));
-        }
+        let transitions = match &target.key {
+            Some(_) => reply::transitions(v.get(6)),
+            None => Vec::new(),
+        };
         let rate_decreased = int(v.get(1))? == 1;
         let paused_before = instant(v.get(2))?.unwrap_or(0);
         let paused_until = instant(v.get(3))?;
@@ -243,6 +240,7 @@ impl RedisStore {
             pressure,
             rate_decreased,
             breaker: reply::state(&text(v.get(5))?),
+            transitions,
         })
     }
 
@@ -397,10 +395,10 @@ impl RedisStore {
                 continue;
             };
             let Ok(lease_id) = id.parse() else { continue };
-            self.stats.expired(crate::engine::intern(&rule), 1);
             expired.push(Expired {
                 lease_id,
                 resource: crate::engine::Name::Given(resource.into()),
+                rule: crate::engine::intern(&rule),
             });
         }
         Ok((expired, more))
@@ -431,6 +429,8 @@ fn gone(why: NotReleased) -> Released {
         breaker: BreakerState::Closed,
         resource: None,
         rule: None,
+        transitions: Vec::new(),
+        breaker_key: None,
     }
 }
 
@@ -519,7 +519,7 @@ impl Store for RedisStore {
             _ => {
                 let res = text(v.get(4))?;
                 let rule = reply::rule_name(Some(rules), &res, &text(v.get(5))?);
-                self.record(rule, &res, v.get(6));
+                let transitions = reply::transitions(v.get(6));
                 Ok(Released {
                     result: Ok(()),
                     refunded: uint(v.get(1))?,
@@ -527,6 +527,9 @@ impl Store for RedisStore {
                     breaker: reply::state(&text(v.get(3))?),
                     resource: Some(reply::name(Some(rules), &res)),
                     rule: Some(rule),
+                    // The script names the lease's resource, not its breaker's partition key.
+                    breaker_key: (!transitions.is_empty()).then(|| res.as_str().into()),
+                    transitions,
                 })
             }
         }
@@ -884,10 +887,6 @@ impl Store for RedisStore {
         self.window
             .store(nanos(rules.capacity.idempotency_window), Ordering::Relaxed);
         Ok(())
-    }
-
-    fn stats(&self) -> &EngineStats {
-        &self.stats
     }
 
     fn health(&self) -> Option<crate::engine::StoreHealth> {
