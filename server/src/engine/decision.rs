@@ -78,9 +78,9 @@ pub struct Decision {
     pub in_flight: u32,
     /// See `in_flight`.
     pub max_in_flight: u32,
-    /// Transitions this acquire made the plan's breaker take (an OPEN breaker turning HALF_OPEN as it
-    /// admits): for the engine to count. Empty (and unallocated) nearly always.
-    pub transitions: Vec<Transition>,
+    /// The transition this acquire made the plan's breaker take (an OPEN breaker turning HALF_OPEN as it
+    /// admits; an admission makes at most one): for the engine to count.
+    pub transition: Option<Transition>,
 }
 
 impl Decision {
@@ -143,11 +143,18 @@ pub struct Released {
     pub resource: Option<Name>,
     /// The lease's rule name, when it was found.
     pub rule: Option<&'static str>,
-    /// Transitions the outcome made the lease's breaker take, and that breaker's state key: for the engine
-    /// to count.
+    /// Transitions the outcome made the lease's breaker take: for the engine to count (boxed: rare, and
+    /// this answer is moved on every release).
+    pub changed: Option<Box<BreakerChanges>>,
+}
+
+/// Transitions a call made one breaker take, and that breaker's state key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BreakerChanges {
+    /// The breaker's state key.
+    pub key: Arc<str>,
+    /// In order.
     pub transitions: Vec<Transition>,
-    /// See `transitions` (set when there are any).
-    pub breaker_key: Option<Arc<str>>,
 }
 
 /// The answer to a renewal.

@@ -39,10 +39,12 @@ pub mod store;
 pub mod stores;
 
 pub use adaptive::{AdaptiveRate, AdaptiveSpec};
-pub use breaker::{Admission, Breaker, BreakerSnapshot, BreakerSpec, BreakerState, Transition};
+pub use breaker::{
+    Admission, Breaker, BreakerSnapshot, BreakerSpec, BreakerState, Reason, Transition,
+};
 pub use decision::{
-    CircuitView, Decision, Denial, Grant, NotReleased, Pressure, Released, Renewed, Reported,
-    Verdict,
+    BreakerChanges, CircuitView, Decision, Denial, Grant, NotReleased, Pressure, Released, Renewed,
+    Reported, Verdict,
 };
 pub use error::EngineError;
 pub use explain::{Explanation, LevelExplained, LevelState};

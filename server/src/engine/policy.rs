@@ -47,8 +47,14 @@ impl Tightest {
         }
     }
 
-    /// The answer, with these figures.
-    pub fn decision(self, resource: Name, rule: &'static str, verdict: Verdict) -> Decision {
+    /// The answer, with these figures (and the breaker transition the acquire made, if any).
+    pub fn decision(
+        self,
+        resource: Name,
+        rule: &'static str,
+        verdict: Verdict,
+        transition: Option<Transition>,
+    ) -> Decision {
         Decision {
             resource,
             rule,
@@ -58,7 +64,7 @@ impl Tightest {
             reset_after: self.reset_after,
             in_flight: self.in_flight,
             max_in_flight: self.max_in_flight,
-            transitions: Vec::new(),
+            transition,
         }
     }
 }
@@ -217,34 +223,30 @@ pub fn decide<S: AcquireState>(
     let (paused_until, factor) = pressure
         .as_ref()
         .map_or((0, 1.0), |p| store.pause_and_factor(p, plan));
-    let early = |reason, retry_after, by: &'static str, transitions| {
+    let early = |reason, retry_after, by: &'static str, transition| {
         let verdict = Verdict::Denied {
             reason,
             retry_after,
             denied_by: by.into(),
         };
         let figures = store.peek(plan, factor, now);
-        let decision = figures.decision(resource.clone(), rule.name, verdict);
-        Ok(Decision {
-            transitions,
-            ..decision
-        })
+        Ok(figures.decision(resource.clone(), rule.name, verdict, transition))
     };
     if paused_until > now {
         let wait = paused_until.saturating_sub(now);
-        return early(Denial::Paused, wait, "pause", Vec::new());
+        return early(Denial::Paused, wait, "pause", None);
     }
-    let mut transitions = Vec::new();
+    let mut transition = None;
     let (probe, breaker_key) = match (&rule.breaker, &plan.breaker_key) {
         (Some(spec), Some(key)) => {
-            let ((admission, transition), key) =
+            let ((admission, made), key) =
                 store.with_breaker(spec, key, now, |b| b.admit(spec, now))?;
-            transitions.extend(transition);
+            transition = made;
             match admission {
                 Admission::Allowed => (None, Some(key)),
                 Admission::Probe(epoch) => (Some(epoch), Some(key)),
                 Admission::Rejected { retry_after } => {
-                    return early(Denial::CircuitOpen, retry_after, "breaker", transitions);
+                    return early(Denial::CircuitOpen, retry_after, "breaker", transition);
                 }
             }
         }
@@ -266,10 +268,7 @@ pub fn decide<S: AcquireState>(
             retry_after: denied.retry_after,
             denied_by: plan.levels[denied.level].label(rule),
         };
-        return Ok(Decision {
-            transitions,
-            ..tightest.decision(resource, rule.name, verdict)
-        });
+        return Ok(tightest.decision(resource, rule.name, verdict, transition));
     }
     if let (Some(spec), Some(p)) = (&rule.adaptive, &pressure) {
         store.raise(p, spec, &resource, now);
@@ -289,10 +288,7 @@ pub fn decide<S: AcquireState>(
         ttl: plan.ttl,
         replayed: false,
     };
-    Ok(Decision {
-        transitions,
-        ..tightest.decision(resource, rule.name, Verdict::Granted(grant))
-    })
+    Ok(tightest.decision(resource, rule.name, Verdict::Granted(grant), transition))
 }
 
 /// What a release's `used_permits` settles against the permits its lease acquired.

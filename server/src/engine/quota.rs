@@ -82,18 +82,16 @@ impl<S: Store> Quota<S> {
         }
     }
 
-    /// Counts an acquire's transitions (nearly always none: one branch on the hot path).
-    fn counted(
-        &self,
-        plan: &Plan<'_>,
-        decided: Result<Decision, EngineError>,
-    ) -> Result<Decision, EngineError> {
-        if let Ok(d) = &decided
-            && !d.transitions.is_empty()
+    /// Counts an acquire's transition (nearly always none: one branch on the hot path).
+    fn count_decided(&self, plan: &Plan<'_>, decided: &Result<Decision, EngineError>) {
+        if let Ok(Decision {
+            transition: Some(t),
+            rule,
+            ..
+        }) = decided
         {
-            self.count(d.rule, plan.breaker_key.as_deref(), &d.transitions);
+            self.count(rule, plan.breaker_key.as_deref(), &[*t]);
         }
-        decided
     }
 
     /// Counts expiries per rule; consecutive leases mostly share one, so runs are counted, not leases.
@@ -172,7 +170,8 @@ impl<S: Store> Quota<S> {
         let rules = self.rules.load_full();
         let plan = Self::plan(&rules, req)?;
         let decided = self.store.acquire(&plan, self.clock.now()).await;
-        self.counted(&plan, decided)
+        self.count_decided(&plan, &decided);
+        decided
     }
 
     /// [`acquire`](Self::acquire) answered at once when the store decides without I/O (the in-memory store
@@ -183,7 +182,8 @@ impl<S: Store> Quota<S> {
         match Self::plan(&rules, req) {
             Ok(plan) => {
                 let decided = self.store.acquire_ready(&plan, self.clock.now())?;
-                Some(self.counted(&plan, decided))
+                self.count_decided(&plan, &decided);
+                Some(decided)
             }
             Err(e) => Some(Err(e)),
         }
@@ -209,11 +209,16 @@ impl<S: Store> Quota<S> {
     pub async fn release(&self, req: &Release) -> Result<Released, EngineError> {
         // Borrowed, not counted: the in-memory store's future is ready at once, so the guard is short-lived.
         let rules = self.rules.load();
-        let released = self.store.release(&rules, req, self.clock.now()).await?;
-        if let Some(rule) = released.rule {
-            self.count(rule, released.breaker_key.as_deref(), &released.transitions);
+        let released = self.store.release(&rules, req, self.clock.now()).await;
+        if let Ok(Released {
+            rule: Some(rule),
+            changed: Some(changed),
+            ..
+        }) = &released
+        {
+            self.count(rule, Some(&changed.key), &changed.transitions);
         }
-        Ok(released)
+        released
     }
 
     /// Renews a lease.

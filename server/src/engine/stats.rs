@@ -68,7 +68,7 @@ impl EngineStats {
             rule = %rule,
             from = t.from.as_str(),
             to = t.to.as_str(),
-            reason = t.reason,
+            reason = t.reason.as_str(),
             "circuit breaker transition"
         );
         *self
@@ -90,7 +90,7 @@ impl EngineStats {
             breaker: key.replace(KEY_SEP, "/"),
             from: t.from,
             to: t.to,
-            reason: t.reason,
+            reason: t.reason.as_str(),
         });
     }
 
@@ -154,7 +154,7 @@ mod tests {
         let open = Transition {
             from: BreakerState::Closed,
             to: BreakerState::Open,
-            reason: "failure rate",
+            reason: crate::engine::Reason::FailureRate,
         };
         stats.transition(rule, "partner.stripe", open);
         stats.transition(rule, "partner.github", open);

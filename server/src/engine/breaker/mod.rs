@@ -9,5 +9,5 @@ pub mod state;
 pub mod window;
 
 pub use spec::BreakerSpec;
-pub use state::{Admission, Breaker, BreakerSnapshot, BreakerState, Transition};
+pub use state::{Admission, Breaker, BreakerSnapshot, BreakerState, Reason, Transition};
 pub use window::SlidingWindow;

@@ -47,15 +47,63 @@ pub enum Admission {
     },
 }
 
-/// A change of state, for logs and metrics.
+/// A change of state, for logs and metrics. Three bytes: it travels in every call's answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Transition {
     /// State before.
     pub from: BreakerState,
     /// State after.
     pub to: BreakerState,
-    /// Why, in a few words.
-    pub reason: &'static str,
+    /// Why.
+    pub reason: Reason,
+}
+
+/// Why a breaker changed state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// OPEN long enough: HALF_OPEN.
+    OpenPeriodOver,
+    /// `failure_rate` reached with at least `min_calls`.
+    FailureRate,
+    /// `consecutive_failures` in a row.
+    ConsecutiveFailures,
+    /// A probe failed.
+    FailureWhileHalfOpen,
+    /// `half_open_successes` probes succeeded.
+    ProbesSucceeded,
+    /// A change a store reported in words this build does not know.
+    Changed,
+}
+
+impl Reason {
+    const ALL: [Self; 6] = [
+        Self::OpenPeriodOver,
+        Self::FailureRate,
+        Self::ConsecutiveFailures,
+        Self::FailureWhileHalfOpen,
+        Self::ProbesSucceeded,
+        Self::Changed,
+    ];
+
+    /// In a few words, for logs and the status page (the Redis store's script uses the same words).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OpenPeriodOver => "open period over",
+            Self::FailureRate => "failure rate reached",
+            Self::ConsecutiveFailures => "consecutive failures",
+            Self::FailureWhileHalfOpen => "failure while half-open",
+            Self::ProbesSucceeded => "probes succeeded",
+            Self::Changed => "changed",
+        }
+    }
+
+    /// The reason `words` say ([`Reason::Changed`] for words not known).
+    pub fn parse(words: &str) -> Self {
+        Self::ALL
+            .into_iter()
+            .find(|r| r.as_str() == words)
+            .unwrap_or(Self::Changed)
+    }
 }
 
 /// A read-only view of a breaker at one instant.
@@ -140,7 +188,7 @@ impl Breaker {
                 Some(Transition {
                     from: BreakerState::Open,
                     to: BreakerState::HalfOpen,
-                    reason: "open period over",
+                    reason: Reason::OpenPeriodOver,
                 })
             }
             _ => None,
@@ -202,9 +250,9 @@ impl Breaker {
                     spec.consecutive_failures > 0 && self.consecutive >= spec.consecutive_failures;
                 if by_rate || in_a_row {
                     let reason = if by_rate {
-                        "failure rate reached"
+                        Reason::FailureRate
                     } else {
-                        "consecutive failures"
+                        Reason::ConsecutiveFailures
                     };
                     self.open(now, nanos(spec.open_duration));
                     Some(Transition {
@@ -226,7 +274,7 @@ impl Breaker {
                 Some(Transition {
                     from: BreakerState::HalfOpen,
                     to: BreakerState::Open,
-                    reason: "failure while half-open",
+                    reason: Reason::FailureWhileHalfOpen,
                 })
             }
             Phase::HalfOpen {
@@ -239,7 +287,7 @@ impl Breaker {
                         Some(Transition {
                             from: BreakerState::HalfOpen,
                             to: BreakerState::Closed,
-                            reason: "probes succeeded",
+                            reason: Reason::ProbesSucceeded,
                         })
                     } else {
                         None
@@ -422,7 +470,7 @@ mod tests {
         b.record(&s, 0, true, None);
         assert_eq!(
             b.record(&s, 0, true, None).unwrap().reason,
-            "consecutive failures"
+            Reason::ConsecutiveFailures
         );
     }
 }

@@ -75,7 +75,7 @@ impl Idempotency {
                     g.replayed = true;
                 }
                 // The original call made (and reported) any transition; a replay makes none.
-                decision.transitions.clear();
+                decision.transition = None;
                 Ok(decision)
             }
             Entry::Occupied(mut o) => {
@@ -218,7 +218,7 @@ mod tests {
             reset_after: 0,
             in_flight: 0,
             max_in_flight: 0,
-            transitions: Vec::new(),
+            transition: None,
         })
     }
 

@@ -10,8 +10,8 @@ use super::{MemoryStore, leases::Lease};
 use crate::{
     clock::Nanos,
     engine::{
-        BreakerState, EngineError, Expired, LeaseId, NotReleased, Release, Released, Rule, Rules,
-        level::LevelCell, policy,
+        BreakerChanges, BreakerState, EngineError, Expired, LeaseId, NotReleased, Release,
+        Released, Rule, Rules, level::LevelCell, policy,
     },
 };
 
@@ -45,8 +45,7 @@ impl MemoryStore {
             breaker: BreakerState::Closed,
             resource: None,
             rule: None,
-            transitions: Vec::new(),
-            breaker_key: None,
+            changed: None,
         };
         let Some(lease) =
             self.leases
@@ -91,7 +90,7 @@ impl MemoryStore {
         }
 
         let mut breaker = BreakerState::Closed;
-        let mut transitions = Vec::new();
+        let mut changed = None;
         if let (Some(spec), Some(key)) = (rule.and_then(|r| r.breaker.as_ref()), &lease.breaker_key)
         {
             let counted = self.breaker_step(spec, key, now, |_, b| {
@@ -102,7 +101,12 @@ impl MemoryStore {
             match counted {
                 Ok((t, state)) => {
                     breaker = state;
-                    transitions.extend(t);
+                    changed = t.map(|t| {
+                        Box::new(BreakerChanges {
+                            key: key.clone(),
+                            transitions: vec![t],
+                        })
+                    });
                 }
                 Err(e) => tracing::warn!(error = %e, "release outcome not counted by the breaker"),
             }
@@ -114,10 +118,7 @@ impl MemoryStore {
             breaker,
             rule: Some(lease.rule),
             resource: Some(lease.resource),
-            breaker_key: (!transitions.is_empty())
-                .then_some(lease.breaker_key)
-                .flatten(),
-            transitions,
+            changed,
         })
     }
 

@@ -215,7 +215,7 @@ impl Fallback {
                     reset_after: 0,
                     in_flight: 0,
                     max_in_flight: 0,
-                    transitions: Vec::new(),
+                    transition: None,
                 })
             }
             OnStoreError::Local => {

@@ -6,7 +6,7 @@ use ::redis::Value;
 
 use crate::{
     clock::Nanos,
-    engine::{BreakerState, EngineError, Name, Rules, Transition, intern},
+    engine::{BreakerState, EngineError, Name, Reason, Rules, Transition, intern},
 };
 
 fn bad(what: &str) -> EngineError {
@@ -68,15 +68,8 @@ pub fn state(s: &str) -> BreakerState {
     }
 }
 
-fn reason(s: &str) -> &'static str {
-    match s {
-        "open period over" => "open period over",
-        "failure rate reached" => "failure rate reached",
-        "consecutive failures" => "consecutive failures",
-        "failure while half-open" => "failure while half-open",
-        "probes succeeded" => "probes succeeded",
-        _ => "changed",
-    }
+fn reason(s: &str) -> Reason {
+    Reason::parse(s)
 }
 
 /// The breaker transitions a call made, `from:to:reason;...`.

@@ -12,10 +12,10 @@ use super::{
 use crate::{
     clock::{Nanos, nanos},
     engine::{
-        BreakerRef, BreakerSnapshot, BreakerState, CircuitView, Decision, Denial, EngineError,
-        Expired, Grant, LeaseId, LeaseQuery, LeaseView, LevelState, NotReleased, Outcome, Plan,
-        Pressure, Release, Released, Renew, Renewed, ReportPlan, Reported, ResourceUsage, Rule,
-        Rules, Store, StoreUsage, Sweep, ThrottleKind, UsageQuery, Verdict,
+        BreakerChanges, BreakerRef, BreakerSnapshot, BreakerState, CircuitView, Decision, Denial,
+        EngineError, Expired, Grant, LeaseId, LeaseQuery, LeaseView, LevelState, NotReleased,
+        Outcome, Plan, Pressure, Release, Released, Renew, Renewed, ReportPlan, Reported,
+        ResourceUsage, Rule, Rules, Store, StoreUsage, Sweep, ThrottleKind, UsageQuery, Verdict,
         memory::leases::not_owner,
     },
 };
@@ -97,9 +97,10 @@ impl RedisStore {
                 ))),
             };
         }
-        let transitions = match &plan.breaker_key {
-            Some(_) => reply::transitions(r.get(9)),
-            None => Vec::new(),
+        // An admission makes at most one transition (OPEN turning HALF_OPEN).
+        let transition = match &plan.breaker_key {
+            Some(_) => reply::transitions(r.get(9)).into_iter().next(),
+            None => None,
         };
         let verdict = if status == 1 {
             let lease_id: LeaseId = text(r.get(1))?
@@ -152,7 +153,7 @@ impl RedisStore {
             reset_after: uint(r.get(base + 2))?,
             in_flight: u32::try_from(uint(r.get(base + 3))?).unwrap_or(u32::MAX),
             max_in_flight: u32::try_from(uint(r.get(base + 4))?).unwrap_or(u32::MAX),
-            transitions,
+            transition,
         }))
     }
 
@@ -429,8 +430,7 @@ fn gone(why: NotReleased) -> Released {
         breaker: BreakerState::Closed,
         resource: None,
         rule: None,
-        transitions: Vec::new(),
-        breaker_key: None,
+        changed: None,
     }
 }
 
@@ -528,8 +528,12 @@ impl Store for RedisStore {
                     resource: Some(reply::name(Some(rules), &res)),
                     rule: Some(rule),
                     // The script names the lease's resource, not its breaker's partition key.
-                    breaker_key: (!transitions.is_empty()).then(|| res.as_str().into()),
-                    transitions,
+                    changed: (!transitions.is_empty()).then(|| {
+                        Box::new(BreakerChanges {
+                            key: res.as_str().into(),
+                            transitions,
+                        })
+                    }),
                 })
             }
         }
