@@ -222,7 +222,7 @@ impl tonic::service::Interceptor for Bearer {
 pub fn in_process(
     toml: &str,
 ) -> (
-    quotad_api::v1::quota_service_server::QuotaServiceServer<quotad_server::grpc::QuotaGrpc>,
+    quotad_server::grpc::QuotaServer,
     Arc<quotad_server::engine::Quota>,
 ) {
     let settings = config::load_str(toml).expect("valid test config");
@@ -231,8 +231,10 @@ pub fn in_process(
         settings.rules,
         clock,
     ));
-    let service = quotad_api::v1::quota_service_server::QuotaServiceServer::new(
+    // As the server serves it (Acquire on its own unary path), with tonic's default 4 MiB request limit.
+    let service = quotad_server::grpc::QuotaServer::new(
         quotad_server::grpc::QuotaGrpc::new(quota.clone()),
+        4 << 20,
     );
     (service, quota)
 }

@@ -21,7 +21,7 @@ use crate::{
     config::StoreSettings,
     config::{self, ConfigError, ServerSettings, Settings},
     engine::{AnyStore, MemoryStore, Quota, RedisStore, Store},
-    grpc::{AdminGrpc, QuotaGrpc, admin_service::Reloader},
+    grpc::{AdminGrpc, QuotaGrpc, QuotaServer, admin_service::Reloader},
     grpc::{in_flight::InFlight, wire_status::WireStatusLayer},
     listen::{self, Limits, TlsReloader},
     metrics::{self, Metrics},
@@ -337,10 +337,7 @@ impl Quotad {
             quota_grpc = quota_grpc.with_metrics(m.clone());
         }
         let quota_service = AuthLayer::new(self.auth.clone(), Service::Quota, self.metrics.clone())
-            .around(
-                QuotaServiceServer::new(quota_grpc)
-                    .max_decoding_message_size(settings.max_request_bytes),
-            );
+            .around(QuotaServer::new(quota_grpc, settings.max_request_bytes));
         let admin_service = AuthLayer::new(self.auth.clone(), Service::Admin, self.metrics.clone())
             .around(
                 QuotaAdminServer::new(AdminGrpc::new(self.quota.clone(), reload))

@@ -15,8 +15,8 @@ use quotad_api::v1 as pb;
 use crate::{
     clock::{Clock, Nanos},
     engine::{
-        self, BreakerState, CircuitView, Decision, Denial, EngineError, LeaseId, Outcome, Pressure,
-        Released, Renewed, Reported, ThrottleKind, Verdict,
+        self, BreakerState, CircuitView, Denial, EngineError, LeaseId, Outcome, Pressure, Released,
+        Renewed, Reported, ThrottleKind,
     },
 };
 
@@ -197,41 +197,6 @@ pub fn state_out(s: BreakerState) -> pb::CircuitState {
         BreakerState::Open => pb::CircuitState::Open,
         BreakerState::HalfOpen => pb::CircuitState::HalfOpen,
     }
-}
-
-/// An engine decision as an AcquireResponse.
-pub fn acquire_out(d: Decision, clock: &dyn Clock, config_version: u64) -> pb::AcquireResponse {
-    let mut out = pb::AcquireResponse {
-        rule: d.rule.to_owned(),
-        config_version,
-        remaining: d.remaining,
-        limit: d.limit,
-        reset_after: Some(duration_out(d.reset_after)),
-        resource: d.resource.to_string(),
-        in_flight: d.in_flight,
-        max_in_flight: d.max_in_flight,
-        ..Default::default()
-    };
-    match d.verdict {
-        Verdict::Granted(g) => {
-            out.granted = true;
-            out.decision = pb::Decision::Granted.into();
-            out.lease_id = g.lease_id.to_hex_string();
-            out.lease_expires_at = Some(timestamp_out(clock.wall(g.expires_at)));
-            out.lease_ttl = Some(duration_out(crate::clock::nanos(g.ttl)));
-            out.replayed = g.replayed;
-        }
-        Verdict::Denied {
-            reason,
-            retry_after,
-            denied_by,
-        } => {
-            out.decision = decision_out(reason).into();
-            out.retry_after = Some(duration_out(retry_after));
-            out.denied_by = denied_by;
-        }
-    }
-    out
 }
 
 /// A release result as a ReleaseResponse.

@@ -1,15 +1,21 @@
 //! The gRPC face of the engine: one conversion layer ([`convert`]), one mapping of engine errors to
-//! statuses ([`status`]), the caller's trace context ([`trace_context`]), and the two services ([`quota_service`], [`admin_service`]).
+//! statuses ([`status`]), the caller's trace context ([`trace_context`]), the two services
+//! ([`quota_service`], [`admin_service`]), and the QuotaService as served ([`quota_server`]: Acquire on a
+//! path of its own ([`unary`]), its answer encoded by [`answer`]).
 
 pub mod admin_service;
+pub mod answer;
 pub mod convert;
 pub mod in_flight;
 pub mod page;
+pub mod quota_server;
 pub mod quota_service;
 pub mod status;
 pub mod trace_context;
+pub mod unary;
 pub mod watch;
 pub mod wire_status;
 
 pub use admin_service::AdminGrpc;
+pub use quota_server::QuotaServer;
 pub use quota_service::QuotaGrpc;

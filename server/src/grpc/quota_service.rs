@@ -9,6 +9,7 @@ use tonic::{Request, Response, Status};
 use tracing::{Instrument as _, Span};
 
 use super::{
+    answer::AcquireAnswer,
     convert, trace_context,
     watch::{Events, Watches},
 };
@@ -112,12 +113,122 @@ async fn traced<T>(span: Span, call: impl Future<Output = Result<T, Status>>) ->
     }
     let start = Instant::now();
     let result = call.instrument(span.clone()).await;
+    traced_end(&span, start, &result);
+    result
+}
+
+/// Records a traced call's latency (from `start`) and any error on its span.
+fn traced_end<T>(span: &Span, start: Instant, result: &Result<T, Status>) {
     span.record("latency_us", start.elapsed().as_micros() as u64);
-    if let Err(status) = &result {
+    if let Err(status) = result {
         span.record("otel.status_code", "ERROR");
         span.record("error", status.message());
     }
-    result
+}
+
+/// One Acquire call's span and clocks, carried from its start to its answer.
+#[derive(Debug)]
+pub(super) struct AcquireCall {
+    span: Span,
+    /// When the call started, for the metrics (None when they are off).
+    start: Option<Instant>,
+    /// When the call started, for the span (None when it is disabled).
+    traced: Option<Instant>,
+}
+
+impl AcquireCall {
+    fn start<S: Store, T>(grpc: &QuotaGrpc<S>, request: &Request<T>) -> Self {
+        let span = rpc_span!("Acquire", request);
+        let traced = (!span.is_disabled()).then(Instant::now);
+        Self {
+            span,
+            start: grpc.start(),
+            traced,
+        }
+    }
+}
+
+/// Where an Acquire stands once its synchronous part ran.
+pub(super) enum AcquireStep {
+    /// Answered (the store decided at once, or the request was refused).
+    Answered(Result<Response<AcquireAnswer>, Status>),
+    /// Needs a future: a store's round trip or a `max_wait` hold ([`QuotaGrpc::acquire_waiting`]).
+    Wait(AcquireCall, engine::Acquire),
+}
+
+impl<S: Store> QuotaGrpc<S> {
+    /// An Acquire as far as it goes without a future: synchronous where the store answers at once, so the
+    /// caller builds no future for it (callgrind: BENCHMARKS.md, issue 16).
+    pub(super) fn acquire_now(&self, request: Request<pb::AcquireRequest>) -> AcquireStep {
+        let call = AcquireCall::start(self, &request);
+        let req = match self.acquire_request(request, &call.span) {
+            Ok(req) => req,
+            Err(e) => return AcquireStep::Answered(self.acquire_done(call, Err(e))),
+        };
+        if req.max_wait.is_zero()
+            && let Some(decided) = call.span.in_scope(|| self.quota.acquire_ready(&req))
+        {
+            return AcquireStep::Answered(self.acquire_done(call, decided));
+        }
+        AcquireStep::Wait(call, req)
+    }
+
+    /// The request in engine terms, bound to its caller's identity and tenant.
+    fn acquire_request(
+        &self,
+        request: Request<pb::AcquireRequest>,
+        span: &Span,
+    ) -> Result<engine::Acquire, EngineError> {
+        let caller = caller(&request);
+        let mut req = engine::Acquire::try_from(request.into_inner())?;
+        bind(caller.as_ref(), &mut req.descriptors)?;
+        req.owner = caller.as_ref().and_then(|c| c.identity);
+        if !span.is_disabled() {
+            span.record("resource", req.resource.as_str());
+            span.record("client_id", req.client_id.as_deref().unwrap_or(""));
+        }
+        Ok(req)
+    }
+
+    /// An Acquire that needs a future: a store's round trip or a `max_wait` hold.
+    pub(super) async fn acquire_waiting(
+        &self,
+        call: AcquireCall,
+        req: engine::Acquire,
+    ) -> Result<Response<AcquireAnswer>, Status> {
+        let decided = self
+            .waiting
+            .acquire(&self.quota, &req)
+            .instrument(call.span.clone())
+            .await;
+        self.acquire_done(call, decided)
+    }
+
+    /// Records the call (metrics, span) and converts its answer.
+    fn acquire_done(
+        &self,
+        call: AcquireCall,
+        decided: Result<engine::Decision, EngineError>,
+    ) -> Result<Response<AcquireAnswer>, Status> {
+        if let (Some(m), Some(t)) = (&self.metrics, call.start) {
+            m.acquired(&decided, t.elapsed());
+        }
+        let answer = decided.map_err(Status::from).map(|decision| {
+            call.span.record(
+                "decision",
+                decision.denial().map_or("granted", |d| d.as_str()),
+            );
+            Response::new(AcquireAnswer::new(
+                decision,
+                self.quota.clock().as_ref(),
+                self.quota.config_version(),
+            ))
+        });
+        if let Some(t) = call.traced {
+            traced_end(&call.span, t, &answer);
+        }
+        answer
+    }
 }
 
 #[tonic::async_trait]
@@ -126,52 +237,13 @@ impl<S: Store> QuotaService for QuotaGrpc<S> {
         &self,
         request: Request<pb::AcquireRequest>,
     ) -> Result<Response<pb::AcquireResponse>, Status> {
-        let span = rpc_span!("Acquire", request);
-        traced(span.clone(), async {
-            let start = self.start();
-            let caller = caller(&request);
-            let converted = engine::Acquire::try_from(request.into_inner()).and_then(|mut req| {
-                bind(caller.as_ref(), &mut req.descriptors)?;
-                req.owner = caller.as_ref().and_then(|c| c.identity);
-                Ok(req)
-            });
-            let result = match converted {
-                Ok(req) => {
-                    if !span.is_disabled() {
-                        span.record("resource", req.resource.as_str());
-                        span.record("client_id", req.client_id.as_deref().unwrap_or(""));
-                    }
-                    // No waiting asked and a store that answers at once: no future to build.
-                    let ready = if req.max_wait.is_zero() {
-                        self.quota.acquire_ready(&req)
-                    } else {
-                        None
-                    };
-                    match ready {
-                        Some(decision) => decision,
-                        // Boxed: this future (a store's round trip, a max_wait hold) is large, and
-                        // inline it would make every Acquire's future as large, memcpy'd as it is
-                        // built and boxed (about 1,900 instructions per call, callgrind).
-                        None => Box::pin(self.waiting.acquire(&self.quota, &req)).await,
-                    }
-                }
-                Err(e) => Err(e),
-            };
-            if let (Some(m), Some(t)) = (&self.metrics, start) {
-                m.acquired(&result, t.elapsed());
-            }
-            let decision = result?;
-            span.record(
-                "decision",
-                decision.denial().map_or("granted", |d| d.as_str()),
-            );
-            Ok(Response::new(convert::acquire_out(
-                decision,
-                self.quota.clock().as_ref(),
-                self.quota.config_version(),
-            )))
-        })
-        .await
+        // The server answers Acquire on its own path (QuotaServer); this is the same call for in-process
+        // callers of the trait.
+        let answer = match self.acquire_now(request) {
+            AcquireStep::Answered(answer) => answer,
+            AcquireStep::Wait(call, req) => Box::pin(self.acquire_waiting(call, req)).await,
+        };
+        answer.map(|r| r.map(AcquireAnswer::into_pb))
     }
 
     async fn release(
