@@ -16,12 +16,14 @@ use tonic_health::{
 use tower::layer::util::{Identity, Stack};
 
 use crate::{
-    auth::{AuthLayer, Authenticator, Service},
+    auth::{AuthLayer, Authed, Authenticator, Service},
     clock::Clock,
     config::StoreSettings,
     config::{self, ConfigError, ServerSettings, Settings},
     engine::{AnyStore, MemoryStore, Quota, RedisStore, Store},
-    grpc::{AdminGrpc, QuotaGrpc, QuotaServer, admin_service::Reloader},
+    grpc::{
+        AdminGrpc, QuotaGrpc, QuotaServer, admin_service::Reloader, quota_server::AcquireFirst,
+    },
     grpc::{in_flight::InFlight, wire_status::WireStatusLayer},
     listen::{self, Limits, TlsReloader},
     metrics::{self, Metrics},
@@ -353,6 +355,7 @@ impl Quotad {
             .http2_max_header_list_size(h2.max_header_list_bytes)
             .layer(in_flight)
             .layer(WireStatusLayer)
+            .layer(AcquireFirst::new(quota_service.clone()))
             .add_service(quota_service)
             .add_service(admin_service)
             .add_service(reflection::v1()?)
@@ -435,9 +438,12 @@ pub struct Listeners {
 
 type Serving = Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>>;
 
-/// The per-call layers around every service: the in-flight count, and the status codes of requests that
-/// never reach a handler.
-type Layers = Stack<WireStatusLayer, Stack<InFlight, Identity>>;
+/// The per-call layers around every service: the in-flight count, the status codes of requests that
+/// never reach a handler, and Acquire handed to the QuotaService before the path router.
+type Layers = Stack<
+    AcquireFirst<Authed<QuotaServer<AnyStore>>>,
+    Stack<WireStatusLayer, Stack<InFlight, Identity>>,
+>;
 
 async fn stopped(mut rx: tokio::sync::watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;

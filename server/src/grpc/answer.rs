@@ -7,16 +7,14 @@
 use prost::{
     DecodeError, Message,
     bytes::{Buf, BufMut},
-    encoding::{
-        self, DecodeContext, WireType, encode_key, encode_varint, encoded_len_varint, key_len,
-    },
+    encoding::{self, DecodeContext, WireType, encoded_len_varint, key_len},
 };
 use prost_types::Timestamp;
 use quotad_api::v1 as pb;
 
 use super::convert::{decision_out, duration_out, timestamp_out};
 use crate::{
-    clock::{Clock, nanos},
+    clock::{Clock, Nanos, nanos},
     engine::{Decision, Verdict},
 };
 
@@ -123,16 +121,16 @@ impl AcquireAnswer {
         if let Some(g) = grant {
             sink.bytes(tag::LEASE_ID, &self.lease_id);
             if let Some(t) = &self.expires_at {
-                sink.message(tag::LEASE_EXPIRES_AT, t);
+                sink.time(tag::LEASE_EXPIRES_AT, t.seconds, t.nanos);
             }
-            sink.message(tag::LEASE_TTL, &duration_out(nanos(g.ttl)));
+            sink.duration(tag::LEASE_TTL, nanos(g.ttl));
         }
         if let Verdict::Denied { retry_after, .. } = &d.verdict {
-            sink.message(tag::RETRY_AFTER, &duration_out(*retry_after));
+            sink.duration(tag::RETRY_AFTER, *retry_after);
         }
         sink.varint(tag::REMAINING, d.remaining);
         sink.varint(tag::LIMIT, d.limit);
-        sink.message(tag::RESET_AFTER, &duration_out(d.reset_after));
+        sink.duration(tag::RESET_AFTER, d.reset_after);
         if let Verdict::Denied { denied_by, .. } = &d.verdict {
             sink.bytes(tag::DENIED_BY, denied_by.as_bytes());
         }
@@ -145,15 +143,35 @@ impl AcquireAnswer {
     }
 }
 
-/// Where the fields go: their encoded length ([`Len`]) or their bytes (any `BufMut`). A zero scalar and an
+/// Where the fields go: their encoded length ([`Len`]) or their bytes ([`Writer`]). A zero scalar and an
 /// empty string are left out, as proto3 does.
 trait Sink {
     /// An unsigned integer, a bool, or a (non-negative) enum value.
     fn varint(&mut self, tag: u32, v: u64);
     /// A string (UTF-8 already) or bytes.
     fn bytes(&mut self, tag: u32, b: &[u8]);
-    /// A present message field.
-    fn message(&mut self, tag: u32, m: &impl Message);
+    /// A present `google.protobuf.Duration` or `Timestamp` (the same two fields): written even when zero.
+    fn time(&mut self, tag: u32, seconds: i64, nanos: i32);
+
+    /// A present `google.protobuf.Duration` of `n` nanoseconds.
+    fn duration(&mut self, tag: u32, n: Nanos) {
+        let d = duration_out(n);
+        self.time(tag, d.seconds, d.nanos);
+    }
+}
+
+/// The wire values of a Duration's or Timestamp's two fields (int64, int32: a negative one is ten bytes).
+fn time_values(seconds: i64, nanos: i32) -> [u64; 2] {
+    [seconds as u64, i64::from(nanos) as u64]
+}
+
+/// The encoded length of a Duration's or Timestamp's fields.
+fn time_len(seconds: i64, nanos: i32) -> usize {
+    time_values(seconds, nanos)
+        .iter()
+        .filter(|&&v| v != 0)
+        .map(|&v| 1 + encoded_len_varint(v))
+        .sum()
 }
 
 /// Counts encoded bytes.
@@ -175,52 +193,85 @@ impl Sink for Len {
     }
 
     #[inline]
-    fn message(&mut self, tag: u32, m: &impl Message) {
-        self.0 += encoding::message::encoded_len(tag, m);
+    fn time(&mut self, tag: u32, seconds: i64, nanos: i32) {
+        let inner = time_len(seconds, nanos);
+        self.0 += key_len(tag) + encoded_len_varint(inner as u64) + inner;
     }
 }
 
-impl<B: BufMut> Sink for B {
+/// Writes the fields into a slice exactly [`Len`] long: a byte at a time with an index, where a `BufMut`
+/// checks its capacity on every byte.
+struct Writer<'a> {
+    out: &'a mut [u8],
+    at: usize,
+}
+
+impl Writer<'_> {
+    #[inline]
+    fn raw_varint(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.out[self.at] = (v as u8) | 0x80;
+            self.at += 1;
+            v >>= 7;
+        }
+        self.out[self.at] = v as u8;
+        self.at += 1;
+    }
+
+    #[inline]
+    fn key(&mut self, tag: u32, wire_type: WireType) {
+        self.raw_varint(u64::from(tag << 3 | wire_type as u32));
+    }
+}
+
+impl Sink for Writer<'_> {
     #[inline]
     fn varint(&mut self, tag: u32, v: u64) {
         if v != 0 {
-            encode_key(tag, WireType::Varint, self);
-            encode_varint(v, self);
+            self.key(tag, WireType::Varint);
+            self.raw_varint(v);
         }
     }
 
     #[inline]
     fn bytes(&mut self, tag: u32, b: &[u8]) {
         if !b.is_empty() {
-            encode_key(tag, WireType::LengthDelimited, self);
-            encode_varint(b.len() as u64, self);
-            self.put_slice(b);
+            self.key(tag, WireType::LengthDelimited);
+            self.raw_varint(b.len() as u64);
+            self.out[self.at..self.at + b.len()].copy_from_slice(b);
+            self.at += b.len();
         }
     }
 
     #[inline]
-    fn message(&mut self, tag: u32, m: &impl Message) {
-        encoding::message::encode(tag, m, self);
+    fn time(&mut self, tag: u32, seconds: i64, nanos: i32) {
+        self.key(tag, WireType::LengthDelimited);
+        self.raw_varint(time_len(seconds, nanos) as u64);
+        for (field, v) in (1..).zip(time_values(seconds, nanos)) {
+            self.varint(field, v);
+        }
     }
 }
 
-/// An answer at most this long is written on the stack first and copied out in one piece: tonic's buffer
-/// checks its capacity on every byte put, a slice only bounds-checks.
+/// An answer at most this long is written on the stack, a longer one (long names) into a heap buffer;
+/// either is copied into the call's buffer in one piece.
 const STACK_BYTES: usize = 256;
 
 impl Message for AcquireAnswer {
     fn encode_raw(&self, buf: &mut impl BufMut) {
         let len = self.encoded_len();
-        if len <= STACK_BYTES {
-            let mut stack = [0u8; STACK_BYTES];
-            let mut rest = &mut stack[..];
-            self.fields(&mut rest);
-            let written = STACK_BYTES - rest.len();
-            debug_assert_eq!(written, len);
-            buf.put_slice(&stack[..written]);
+        let mut stack = [0u8; STACK_BYTES];
+        let mut heap = Vec::new();
+        let out = if len <= STACK_BYTES {
+            &mut stack[..len]
         } else {
-            self.fields(buf);
-        }
+            heap.resize(len, 0);
+            &mut heap[..]
+        };
+        let mut writer = Writer { out, at: 0 };
+        self.fields(&mut writer);
+        debug_assert_eq!(writer.at, len);
+        buf.put_slice(writer.out);
     }
 
     /// Encode-only (clients decode `AcquireResponse`): every field is skipped as unknown.

@@ -25,6 +25,10 @@ use tonic::{
 /// The gRPC message prefix: a compressed flag and a big-endian length.
 const PREFIX: usize = 5;
 
+/// Header names built once (looking a header up by `&str` parses the name on every call).
+const GRPC_ENCODING: http::HeaderName = http::HeaderName::from_static("grpc-encoding");
+const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+
 /// Reads `request`'s one message, at most `limit` bytes long, refusing anything else.
 pub async fn read<B, M>(request: http::Request<B>, limit: usize) -> Result<Request<M>, Status>
 where
@@ -46,7 +50,7 @@ where
 
 /// quotad accepts no compressed requests: tonic's answer to one, naming the encoding.
 fn refuse_compression(headers: &http::HeaderMap) -> Result<(), Status> {
-    match headers.get("grpc-encoding").map(|v| v.as_bytes()) {
+    match headers.get(&GRPC_ENCODING).map(|v| v.as_bytes()) {
         None | Some(b"identity") => Ok(()),
         Some(other) => {
             let mut status = Status::unimplemented(format!(
@@ -221,7 +225,7 @@ impl Body for OneMessage {
         }
         self.ended = true;
         let mut trailers = http::HeaderMap::with_capacity(1);
-        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+        trailers.insert(GRPC_STATUS, http::HeaderValue::from_static("0"));
         Poll::Ready(Some(Ok(Frame::trailers(trailers))))
     }
 
