@@ -7,6 +7,8 @@
 # Needs valgrind and h2load (apt-get install valgrind nghttp2-client). About 2 minutes.
 #   scripts/bench-instructions.sh            # N=20000, target/release/quotad
 #   QUOTAD_METRICS__ENABLED=false scripts/bench-instructions.sh   # the same with metrics off
+#   KINDS="health acquire release" scripts/bench-instructions.sh   # Release too (of a lease never issued:
+#                                                                    the path's cost, the engine's least)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${N:-20000}
@@ -16,6 +18,8 @@ mkdir -p "$out"
 [ -n "${SERVER:-}" ] || cargo build --release -p quotad-server --bins >/dev/null
 printf '\x00\x00\x00\x00\x0e\x0a\x0abench.rate\x18\x01' >"$out/acquire.bin"
 printf '\x00\x00\x00\x00\x00' >"$out/health.bin"
+# ReleaseRequest{lease_id: "0000000000000001"} (field 1): a well-formed id no server issued.
+printf '\x00\x00\x00\x00\x12\x0a\x100000000000000001' >"$out/release.bin"
 
 count() { # kind calls -> instructions
   QUOTAD_SERVER__DRAIN_DELAY=0s valgrind --tool=callgrind --callgrind-out-file="$out/$1-$2.out" \
@@ -28,6 +32,7 @@ count() { # kind calls -> instructions
   done
   local path=/grpc.health.v1.Health/Check
   [ "$1" = acquire ] && path=/quotad.v1.QuotaService/Acquire
+  [ "$1" = release ] && path=/quotad.v1.QuotaService/Release
   h2load -n "$2" -c 4 -m 16 -t 1 -H 'content-type: application/grpc' -H 'te: trailers' \
     -d "$out/$1.bin" "http://127.0.0.1:50051$path" >"$out/$1-$2.h2load"
   grep -q " $2 succeeded" "$out/$1-$2.h2load" || { echo "h2load: not every call succeeded"; exit 1; }
@@ -42,11 +47,12 @@ count() { # kind calls -> instructions
   echo "$(awk '/refs:/ {gsub(",", "", $4); print $4}' "$out/$1-$2.log") $stream"
 }
 declare -A per stream
-for kind in health acquire; do
+for kind in ${KINDS:-health acquire}; do
   read -r one one_stream <<<"$(count "$kind" "$n")"
   read -r two two_stream <<<"$(count "$kind" $((2 * n)))"
   per[$kind]=$(( (two - one) / n ))
   stream[$kind]=$(( (two_stream - one_stream) / n ))
   echo "$kind: ${per[$kind]} instructions per call ($one for $n calls, $two for $((2 * n))), ${stream[$kind]} of them in the call's own stream"
 done
+[ -n "${per[health]:-}" ] && [ -n "${per[acquire]:-}" ] || exit 0
 python3 -c "import sys; h, a, hs, s = map(int, sys.argv[1:]); print(f'an Acquire costs {a / h:.3f} Health/Checks: server-bound throughput ratio Acquire/Health {h / a:.3f}; per stream {s - hs} more instructions ({hs} vs {s})')" "${per[health]}" "${per[acquire]}" "${stream[health]}" "${stream[acquire]}"

@@ -439,7 +439,7 @@ pub struct Listeners {
 type Serving = Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>>;
 
 /// The per-call layers around every service: the in-flight count, the status codes of requests that
-/// never reach a handler, and Acquire handed to the QuotaService before the path router.
+/// never reach a handler, and Acquire and Release handed to the QuotaService before the path router.
 type Layers = Stack<
     AcquireFirst<Authed<QuotaServer<AnyStore>>>,
     Stack<WireStatusLayer, Stack<InFlight, Identity>>,

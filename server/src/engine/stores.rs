@@ -1,5 +1,8 @@
 //! The store chosen by config (`store = "memory" | "redis"`): one type the server is built on, so the
 //! gRPC layer, the sweeper and metrics are written once. Each call goes straight to the store it holds.
+//! A Redis store's futures for the per-call methods are boxed (one allocation next to a network round
+//! trip), so every caller's future stays the in-memory store's size: a call's future is moved as it is
+//! built and boxed, and a large one costs every call, memory-store calls included (issue 16).
 
 use std::time::Duration;
 
@@ -36,7 +39,7 @@ impl Store for AnyStore {
     async fn acquire(&self, plan: &Plan<'_>, now: Nanos) -> Result<Decision, EngineError> {
         match self {
             Self::Memory(s) => s.acquire(plan, now).await,
-            Self::Redis(s) => s.acquire(plan, now).await,
+            Self::Redis(s) => Box::pin(s.acquire(plan, now)).await,
         }
     }
 
@@ -55,21 +58,21 @@ impl Store for AnyStore {
     ) -> Result<Released, EngineError> {
         match self {
             Self::Memory(s) => s.release(rules, release, now).await,
-            Self::Redis(s) => s.release(rules, release, now).await,
+            Self::Redis(s) => Box::pin(s.release(rules, release, now)).await,
         }
     }
 
     async fn renew(&self, renew: &Renew, now: Nanos) -> Result<Renewed, EngineError> {
         match self {
             Self::Memory(s) => s.renew(renew, now).await,
-            Self::Redis(s) => s.renew(renew, now).await,
+            Self::Redis(s) => Box::pin(s.renew(renew, now)).await,
         }
     }
 
     async fn report(&self, report: &ReportPlan<'_>, now: Nanos) -> Result<Reported, EngineError> {
         match self {
             Self::Memory(s) => s.report(report, now).await,
-            Self::Redis(s) => s.report(report, now).await,
+            Self::Redis(s) => Box::pin(s.report(report, now)).await,
         }
     }
 
@@ -80,7 +83,7 @@ impl Store for AnyStore {
     ) -> Result<CircuitView, EngineError> {
         match self {
             Self::Memory(s) => s.circuit(target, now).await,
-            Self::Redis(s) => s.circuit(target, now).await,
+            Self::Redis(s) => Box::pin(s.circuit(target, now)).await,
         }
     }
 

@@ -48,6 +48,8 @@ pub struct AcquireAnswer {
     /// The lease id's wire form (granted only), written once.
     lease_id: [u8; 16],
     config_version: u64,
+    /// The encoded length, counted once (prost's encode and the gRPC frame's prefix both ask for it).
+    len: usize,
 }
 
 impl AcquireAnswer {
@@ -57,12 +59,17 @@ impl AcquireAnswer {
             .grant()
             .map(|g| timestamp_out(clock.wall(g.expires_at)));
         let lease_id = decision.grant().map_or([0; 16], |g| g.lease_id.hex());
-        Self {
+        let mut answer = Self {
             decision: Some(decision),
             expires_at,
             lease_id,
             config_version,
-        }
+            len: 0,
+        };
+        let mut len = Len(0);
+        answer.fields(&mut len);
+        answer.len = len.0;
+        answer
     }
 
     /// The generated message (for in-process callers of the service trait).
@@ -286,9 +293,7 @@ impl Message for AcquireAnswer {
     }
 
     fn encoded_len(&self) -> usize {
-        let mut len = Len(0);
-        self.fields(&mut len);
-        len.0
+        self.len
     }
 
     fn clear(&mut self) {
@@ -297,6 +302,7 @@ impl Message for AcquireAnswer {
             expires_at: None,
             lease_id: [0; 16],
             config_version: 0,
+            len: 0,
         };
     }
 }

@@ -1,9 +1,11 @@
-//! `quotad.v1.QuotaService` as served: Acquire on a unary path of its own ([`unary`]), every other method
-//! by the generated server. The generated path runs tonic's streaming codec, boxes two more futures around
-//! the trait's `async fn` and moves the request and the 232-byte generated response through each; this
-//! one decides synchronously when the store answers at once (no future of ours), and encodes the decision
-//! straight from the engine's types ([`super::answer::AcquireAnswer`]). The same limits and the same answers
-//! to bad input. BENCHMARKS.md (issue 16) has what it saves.
+//! `quotad.v1.QuotaService` as served: Acquire and Release, the calls every protected downstream call
+//! makes, on unary paths of their own ([`unary`]); every other method by the generated server. The
+//! generated path runs tonic's streaming codec, boxes two more futures around the trait's `async fn` and
+//! moves the request and the generated response through each. Acquire here decides synchronously when the
+//! store answers at once (no future of ours) and encodes the decision straight from the engine's types
+//! ([`super::answer::AcquireAnswer`]); Release keeps its small future. The same limits and the same answers
+//! to bad input. [`AcquireFirst`] hands both to this service ahead of the path router. BENCHMARKS.md
+//! (issue 16) has what each step saved.
 
 use std::{
     convert::Infallible,
@@ -21,6 +23,7 @@ use super::{QuotaGrpc, quota_service::AcquireStep, unary};
 use crate::engine::{MemoryStore, Store};
 
 const ACQUIRE: &str = "/quotad.v1.QuotaService/Acquire";
+const RELEASE: &str = "/quotad.v1.QuotaService/Release";
 
 /// The QuotaService's tower service (what the router serves).
 #[derive(Debug)]
@@ -72,11 +75,21 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        if req.uri().path() != ACQUIRE {
-            return self.generated.call(req);
-        }
         let grpc = self.grpc.clone();
         let max_request_bytes = self.max_request_bytes;
+        match req.uri().path() {
+            ACQUIRE => {}
+            RELEASE => {
+                return Box::pin(async move {
+                    let answer = match unary::read(req, max_request_bytes).await {
+                        Ok(request) => grpc.release_call(request).await,
+                        Err(status) => Err(status),
+                    };
+                    Ok(unary::respond(answer))
+                });
+            }
+            _ => return self.generated.call(req),
+        }
         Box::pin(async move {
             let answer = match unary::read::<_, pb::AcquireRequest>(req, max_request_bytes).await {
                 Ok(request) => match grpc.acquire_now(request) {
@@ -92,17 +105,18 @@ where
     }
 }
 
-/// A layer in front of the router that hands Acquire straight to the (authenticated) QuotaService: one
-/// string comparison instead of the path router's lookup and the three futures it wraps around every call
-/// (about 2,500 instructions per Acquire, callgrind; BENCHMARKS.md, issue 16). Every other path, and
-/// Acquire's answers, are the router's: the service is the one the router serves.
+/// A layer in front of the router that hands Acquire and Release straight to the (authenticated)
+/// QuotaService: a string comparison instead of the path router's lookup and the three futures it wraps
+/// around every call (about 2,500 instructions per call, callgrind; BENCHMARKS.md, issue 16). Every other
+/// path goes to the router; the service is the one the router serves, so the answers are the same.
 #[derive(Debug, Clone)]
 pub struct AcquireFirst<Q> {
     quota: Q,
 }
 
 impl<Q> AcquireFirst<Q> {
-    /// Sends Acquire to `quota`: the same service (authentication included) the router serves it with.
+    /// Sends Acquire and Release to `quota`: the same service (authentication included) the router
+    /// serves them with.
     pub fn new(quota: Q) -> Self {
         Self { quota }
     }
@@ -141,7 +155,7 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        if req.uri().path() == ACQUIRE {
+        if matches!(req.uri().path(), ACQUIRE | RELEASE) {
             futures_util::future::Either::Left(self.quota.call(req))
         } else {
             futures_util::future::Either::Right(self.inner.call(req))
@@ -176,11 +190,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn only_acquire_skips_the_router() {
+    async fn only_acquire_and_release_skip_the_router() {
         let mut svc = AcquireFirst::new(Named("quota")).layer(Named("router"));
         for (path, to) in [
             ("/quotad.v1.QuotaService/Acquire", "quota"),
-            ("/quotad.v1.QuotaService/Release", "router"),
+            ("/quotad.v1.QuotaService/Release", "quota"),
+            ("/quotad.v1.QuotaService/Renew", "router"),
             ("/quotad.v1.QuotaService/AcquireX", "router"),
             ("/quotad.v1.QuotaAdmin/Acquire", "router"),
             ("/grpc.health.v1.Health/Check", "router"),
