@@ -75,34 +75,52 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let grpc = self.grpc.clone();
-        let max_request_bytes = self.max_request_bytes;
+        let (grpc, limit) = (self.grpc.clone(), self.max_request_bytes);
         match req.uri().path() {
-            ACQUIRE => {}
-            RELEASE => {
-                return Box::pin(async move {
-                    let answer = match unary::read(req, max_request_bytes).await {
-                        Ok(request) => grpc.release_call(request).await,
-                        Err(status) => Err(status),
-                    };
-                    Ok(unary::respond(answer))
-                });
-            }
-            _ => return self.generated.call(req),
+            ACQUIRE => Box::pin(async move { Ok(acquire(&grpc, req, limit).await) }),
+            RELEASE => Box::pin(async move { Ok(release(&grpc, req, limit).await) }),
+            _ => self.generated.call(req),
         }
-        Box::pin(async move {
-            let answer = match unary::read::<_, pb::AcquireRequest>(req, max_request_bytes).await {
-                Ok(request) => match grpc.acquire_now(request) {
-                    AcquireStep::Answered(answer) => answer,
-                    // Boxed: this rare future (a store's round trip, a max_wait hold) is large, and
-                    // inline it would make every call's future as large.
-                    AcquireStep::Wait(call, req) => Box::pin(grpc.acquire_waiting(call, req)).await,
-                },
-                Err(status) => Err(status),
-            };
-            Ok(unary::respond(answer))
-        })
     }
+}
+
+/// An Acquire on its own path.
+async fn acquire<S: Store, B>(
+    grpc: &QuotaGrpc<S>,
+    req: http::Request<B>,
+    limit: usize,
+) -> http::Response<tonic::body::Body>
+where
+    B: Body,
+    B::Error: Into<StdError>,
+{
+    let answer = match unary::read::<_, pb::AcquireRequest>(req, limit).await {
+        Ok(request) => match grpc.acquire_now(request) {
+            AcquireStep::Answered(answer) => answer,
+            // Boxed: this rare future (a store's round trip, a max_wait hold) is large, and inline it
+            // would make every call's future as large.
+            AcquireStep::Wait(call, req) => Box::pin(grpc.acquire_waiting(call, req)).await,
+        },
+        Err(status) => Err(status),
+    };
+    unary::respond(answer)
+}
+
+/// A Release on its own path.
+async fn release<S: Store, B>(
+    grpc: &QuotaGrpc<S>,
+    req: http::Request<B>,
+    limit: usize,
+) -> http::Response<tonic::body::Body>
+where
+    B: Body,
+    B::Error: Into<StdError>,
+{
+    let answer = match unary::read::<_, pb::ReleaseRequest>(req, limit).await {
+        Ok(request) => grpc.release_call(request).await,
+        Err(status) => Err(status),
+    };
+    unary::respond(answer)
 }
 
 /// A layer in front of the router that hands Acquire and Release straight to the (authenticated)
