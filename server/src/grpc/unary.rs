@@ -3,9 +3,11 @@
 //! written as one DATA frame and the `grpc-status: 0` trailers. tonic's `Grpc::unary` does the same through
 //! a decoding stream, an encoding stream and their buffers, about a third of what an Acquire cost
 //! (callgrind; BENCHMARKS.md, issue 16). The answers to bad input are tonic's, with the codes quotad gives
-//! them ([`super::wire_status`]): a body that is not one message is INTERNAL, compression is UNIMPLEMENTED
-//! (quotad accepts none), a message over the limit RESOURCE_EXHAUSTED, an undecodable one
-//! INVALID_ARGUMENT. Request trailers are not read into the metadata (gRPC clients send none).
+//! them ([`super::wire_status`]): a body that is not one message is INTERNAL, a compressed message
+//! UNIMPLEMENTED (quotad accepts none; a message whose flag says uncompressed is taken whatever
+//! `grpc-encoding` says, where tonic refuses the header itself), a message over the limit
+//! RESOURCE_EXHAUSTED, an undecodable one INVALID_ARGUMENT. Request trailers are not read into the metadata
+//! (gRPC clients send none).
 
 use std::{
     pin::{Pin, pin},
@@ -25,6 +27,10 @@ use tonic::{
 /// The gRPC message prefix: a compressed flag and a big-endian length.
 const PREFIX: usize = 5;
 
+/// tonic's answer to a compressed message with no encoding named.
+const COMPRESSED_WITHOUT_ENCODING: &str =
+    "protocol error: received message with compressed-flag but no grpc-encoding was specified";
+
 /// Header names built once (looking a header up by `&str` parses the name on every call).
 const GRPC_ENCODING: http::HeaderName = http::HeaderName::from_static("grpc-encoding");
 const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
@@ -36,9 +42,15 @@ where
     B::Error: Into<StdError>,
     M: Message + Default,
 {
-    refuse_compression(request.headers())?;
     let (parts, body) = request.into_parts();
-    let framed = collect(body, limit).await?;
+    let framed = collect(body, limit).await.map_err(|e| {
+        // A compressed message: name the encoding the caller used, if it said one.
+        if e.message() == COMPRESSED_WITHOUT_ENCODING {
+            unsupported_encoding(&parts.headers).unwrap_or(e)
+        } else {
+            e
+        }
+    })?;
     let message =
         M::decode(framed.slice(PREFIX..)).map_err(|e| Status::invalid_argument(e.to_string()))?;
     Ok(Request::from_parts(
@@ -48,22 +60,23 @@ where
     ))
 }
 
-/// quotad accepts no compressed requests: tonic's answer to one, naming the encoding.
-fn refuse_compression(headers: &http::HeaderMap) -> Result<(), Status> {
-    match headers.get(&GRPC_ENCODING).map(|v| v.as_bytes()) {
-        None | Some(b"identity") => Ok(()),
-        Some(other) => {
-            let mut status = Status::unimplemented(format!(
-                "Content is compressed with `{}` which isn't supported",
-                String::from_utf8_lossy(other)
-            ));
-            status.metadata_mut().insert(
-                "grpc-accept-encoding",
-                tonic::metadata::MetadataValue::from_static("identity"),
-            );
-            Err(status)
-        }
+/// quotad accepts no compressed messages: tonic's answer to one sent under a `grpc-encoding`, naming it.
+/// (Looked at only once a message says it is compressed: a message whose flag says it is not needs no
+/// decompressing whatever the header says, so no lookup on every call.)
+fn unsupported_encoding(headers: &http::HeaderMap) -> Option<Status> {
+    let named = headers.get(&GRPC_ENCODING)?.as_bytes();
+    if named == b"identity" {
+        return None;
     }
+    let mut status = Status::unimplemented(format!(
+        "Content is compressed with `{}` which isn't supported",
+        String::from_utf8_lossy(named)
+    ));
+    status.metadata_mut().insert(
+        "grpc-accept-encoding",
+        tonic::metadata::MetadataValue::from_static("identity"),
+    );
+    Some(status)
 }
 
 /// The body's bytes: exactly one prefixed message (checked as the bytes arrive, so a body never buffers
@@ -160,11 +173,7 @@ fn message_len(bytes: &[u8]) -> Result<Option<usize>, Status> {
     };
     match prefix[0] {
         0 => {}
-        1 => {
-            return Err(Status::internal(
-                "protocol error: received message with compressed-flag but no grpc-encoding was specified",
-            ));
-        }
+        1 => return Err(Status::internal(COMPRESSED_WITHOUT_ENCODING)),
         f => {
             return Err(Status::internal(format!(
                 "protocol error: received message with invalid compression flag: {f} (valid flags are 0 and 1), while sending request"
@@ -356,24 +365,28 @@ mod tests {
             e.message().contains("failed to decode Protobuf message"),
             "{e:?}"
         );
-        let body = framed(0, &acquire_bytes());
-        let mut gzip = request(vec![body.clone()]);
-        gzip.headers_mut()
-            .insert("grpc-encoding", http::HeaderValue::from_static("gzip"));
-        let e = read::<_, pb::AcquireRequest>(gzip, LIMIT)
-            .await
-            .unwrap_err();
+        let with = |encoding: &'static str, flag: u8| {
+            let mut req = request(vec![framed(flag, &acquire_bytes())]);
+            req.headers_mut()
+                .insert("grpc-encoding", http::HeaderValue::from_static(encoding));
+            read::<_, pb::AcquireRequest>(req, LIMIT)
+        };
+        // A compressed message under a named encoding: UNIMPLEMENTED, naming it.
+        let e = with("gzip", 1).await.unwrap_err();
         assert_eq!(e.code(), Code::Unimplemented, "{e:?}");
         assert!(e.message().contains("`gzip`"), "{e:?}");
         assert_eq!(
             e.metadata().get("grpc-accept-encoding").unwrap(),
             "identity"
         );
-        let mut identity = request(vec![body]);
-        identity
-            .headers_mut()
-            .insert("grpc-encoding", http::HeaderValue::from_static("identity"));
-        assert!(read::<_, pb::AcquireRequest>(identity, LIMIT).await.is_ok());
+        // Under `identity` it has no encoding: INTERNAL, as with no header.
+        let e = with("identity", 1).await.unwrap_err();
+        assert_eq!(e.code(), Code::Internal, "{e:?}");
+        // A message that is not compressed is taken whatever the header says.
+        for encoding in ["gzip", "identity"] {
+            let ok = with(encoding, 0).await.unwrap();
+            assert_eq!(ok.get_ref().resource, "api");
+        }
     }
 
     #[tokio::test]
