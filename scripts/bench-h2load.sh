@@ -30,8 +30,10 @@ client_cpu=(taskset -c 1)
 if [ "${PIN:-}" = none ]; then server_cpu=(); client_cpu=(); fi
 "${server_cpu[@]}" "$server" --config examples/bench.toml >"$out/server.log" 2>&1 &
 pid=$!
-trap 'kill $pid 2>/dev/null || true' EXIT
+# Waits for it to exit, so that a next run's server finds the ports free.
+trap 'kill $pid 2>/dev/null && wait $pid 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do
+  kill -0 $pid 2>/dev/null || { echo "quotad did not start:"; cat "$out/server.log"; exit 1; }
   curl -sf http://127.0.0.1:9464/metrics >/dev/null && break
   sleep 0.1
 done
