@@ -16,8 +16,8 @@ use arc_swap::ArcSwap;
 
 use super::{
     Acquire, BreakerRef, BreakerState, BreakerTarget, CircuitView, Decision, EngineError,
-    EngineStats, Explanation, LeaseId, LeaseQuery, LeaseView, MemoryStore, Plan, Release, Released,
-    Renew, Renewed, Report, ReportPlan, Reported, Rule, Rules, Store, StoreUsage, Sweep,
+    EngineStats, Explanation, LeaseId, LeaseQuery, LeaseView, MemoryStore, Plan, Reason, Release,
+    Released, Renew, Renewed, Report, ReportPlan, Reported, Rule, Rules, Store, StoreUsage, Sweep,
     Transition, UsageQuery, plan, request::check_target,
 };
 use crate::clock::{Clock, Nanos, nanos};
@@ -286,7 +286,23 @@ impl<S: Store> Quota<S> {
     pub async fn reset_breaker(&self, target: &BreakerTarget) -> Result<BreakerState, EngineError> {
         let rules = self.rules.load();
         let target = Self::breaker_ref(&rules, target)?;
-        self.store.reset_breaker(&target, self.clock.now()).await
+        let before = self.store.reset_breaker(&target, self.clock.now()).await?;
+        self.count_operator(&target, before, BreakerState::Closed, Reason::Reset);
+        Ok(before)
+    }
+
+    /// Counts an operator's change of a breaker (none when it was already in that state).
+    fn count_operator(
+        &self,
+        target: &BreakerRef<'_>,
+        from: BreakerState,
+        to: BreakerState,
+        reason: Reason,
+    ) {
+        if from != to {
+            let t = Transition { from, to, reason };
+            self.count(target.rule.name, target.key.as_deref(), &[t]);
+        }
     }
 
     /// Opens a breaker for `duration` (default: its open duration). Returns the state before and when it
@@ -317,6 +333,7 @@ impl<S: Store> Quota<S> {
         }
         let now = self.clock.now();
         let before = self.store.force_open(&target, duration, now).await?;
+        self.count_operator(&target, before, BreakerState::Open, Reason::ForcedOpen);
         Ok((before, now.saturating_add(nanos(duration))))
     }
 

@@ -71,17 +71,23 @@ pub enum Reason {
     FailureWhileHalfOpen,
     /// `half_open_successes` probes succeeded.
     ProbesSucceeded,
+    /// An operator's ResetBreaker.
+    Reset,
+    /// An operator's ForceOpenBreaker.
+    ForcedOpen,
     /// A change a store reported in words this build does not know.
     Changed,
 }
 
 impl Reason {
-    const ALL: [Self; 6] = [
+    const ALL: [Self; 8] = [
         Self::OpenPeriodOver,
         Self::FailureRate,
         Self::ConsecutiveFailures,
         Self::FailureWhileHalfOpen,
         Self::ProbesSucceeded,
+        Self::Reset,
+        Self::ForcedOpen,
         Self::Changed,
     ];
 
@@ -93,6 +99,8 @@ impl Reason {
             Self::ConsecutiveFailures => "consecutive failures",
             Self::FailureWhileHalfOpen => "failure while half-open",
             Self::ProbesSucceeded => "probes succeeded",
+            Self::Reset => "reset by an operator",
+            Self::ForcedOpen => "forced open by an operator",
             Self::Changed => "changed",
         }
     }

@@ -554,6 +554,48 @@ mod tests {
         assert_eq!(stats.evicted_keys, swept.evicted_keys as u64);
     }
 
+    /// An operator's ForceOpenBreaker and ResetBreaker are transitions too, counted once each; one that
+    /// leaves the breaker as it was counts nothing.
+    #[test]
+    fn operator_changes_are_counted_as_transitions() {
+        use crate::engine::BreakerState::{Closed, Open};
+        let rules = config::load_str(
+            "[[resources]]\nname = \"r\"\nconcurrency = 5\nbreaker = { consecutive_failures = 3, open_duration = \"10s\" }",
+        )
+        .unwrap()
+        .rules;
+        let quota = Quota::in_memory(rules, Arc::new(FakeClock::new()));
+        let target = BreakerTarget {
+            resource: "r".into(),
+            descriptors: vec![],
+        };
+        let count = |edge| {
+            let stats = quota.stats().snapshot();
+            stats
+                .transitions
+                .iter()
+                .find(|(rule, from, to, _)| *rule == "r" && (*from, *to) == edge)
+                .map_or(0, |t| t.3)
+        };
+        assert_eq!(at_once(quota.reset_breaker(&target)).unwrap(), Closed);
+        assert_eq!(
+            count((Open, Closed)) + count((Closed, Closed)),
+            0,
+            "already closed"
+        );
+        for _ in 0..2 {
+            at_once(quota.force_open(&target, None)).unwrap();
+        }
+        assert_eq!(count((Closed, Open)), 1, "the second only extends it");
+        assert_eq!(at_once(quota.reset_breaker(&target)).unwrap(), Open);
+        assert_eq!(count((Open, Closed)), 1);
+        let reasons: Vec<_> = quota.stats().recent().iter().map(|t| t.reason).collect();
+        assert_eq!(
+            reasons,
+            ["forced open by an operator", "reset by an operator"]
+        );
+    }
+
     #[test]
     fn rules_asking_for_more_leases_than_the_store_holds_are_refused_and_the_old_stay() {
         use crate::engine::{Capacity, EngineError, MemoryStore, Rules, Store};
