@@ -291,7 +291,8 @@ impl<S: Store> Quota<S> {
         Ok(before)
     }
 
-    /// Counts an operator's change of a breaker (none when it was already in that state).
+    /// Counts (and so logs) an operator's change of a breaker, on every store; one that found the breaker
+    /// already in that state is logged, not counted.
     fn count_operator(
         &self,
         target: &BreakerRef<'_>,
@@ -302,6 +303,13 @@ impl<S: Store> Quota<S> {
         if from != to {
             let t = Transition { from, to, reason };
             self.count(target.rule.name, target.key.as_deref(), &[t]);
+        } else {
+            tracing::info!(
+                resource = target.resource,
+                state = to.as_str(),
+                reason = reason.as_str(),
+                "circuit breaker already in that state"
+            );
         }
     }
 

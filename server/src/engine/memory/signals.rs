@@ -185,7 +185,6 @@ impl MemoryStore {
                 || Breaker::new(spec, now),
                 |b| b.reset(now),
             )?;
-            tracing::info!(breaker = %key.replace(crate::engine::plan::KEY_SEP, "/"), from = before.as_str(), "circuit breaker reset by an operator");
         }
         self.pressure.with_existing(target.resource, |p| {
             p.adaptive.reset();
@@ -212,7 +211,6 @@ impl MemoryStore {
             || Breaker::new(spec, now),
             |b| b.force_open(now, nanos(duration)),
         )?;
-        tracing::info!(breaker = %key.replace(crate::engine::plan::KEY_SEP, "/"), from = before.as_str(), ?duration, "circuit breaker forced open by an operator");
         Ok(before)
     }
 }
