@@ -499,6 +499,19 @@ mod tests {
         }
     }
 
+    /// How many times rule `r`'s breakers went along `edge`, by the engine's counters.
+    fn counted(
+        quota: &Quota,
+        edge: (crate::engine::BreakerState, crate::engine::BreakerState),
+    ) -> u64 {
+        let stats = quota.stats().snapshot();
+        stats
+            .transitions
+            .iter()
+            .find(|(rule, from, to, _)| *rule == "r" && (*from, *to) == edge)
+            .map_or(0, |t| t.3)
+    }
+
     /// The engine counts what its calls' answers report: each breaker transition once (a replayed acquire
     /// reports none), each expiry, each eviction.
     #[test]
@@ -533,14 +546,14 @@ mod tests {
         assert!(replay.grant().unwrap().replayed);
         assert!(replay.transition.is_none(), "a replay makes no transition");
         at_once(quota.release(&release(lease(probe), Outcome::Success))).unwrap();
-        let stats = quota.stats().snapshot();
         for edge in [(Closed, Open), (Open, HalfOpen), (HalfOpen, Closed)] {
-            let n = stats
-                .transitions
-                .iter()
-                .find(|(rule, from, to, _)| *rule == "r" && (*from, *to) == edge)
-                .map(|t| t.3);
-            assert_eq!(n, Some(1), "{edge:?} counted once: {:?}", stats.transitions);
+            let stats = quota.stats().snapshot();
+            assert_eq!(
+                counted(&quota, edge),
+                1,
+                "{edge:?} counted once: {:?}",
+                stats.transitions
+            );
         }
         assert_eq!(quota.stats().recent().len(), 3);
 
@@ -569,14 +582,7 @@ mod tests {
             resource: "r".into(),
             descriptors: vec![],
         };
-        let count = |edge| {
-            let stats = quota.stats().snapshot();
-            stats
-                .transitions
-                .iter()
-                .find(|(rule, from, to, _)| *rule == "r" && (*from, *to) == edge)
-                .map_or(0, |t| t.3)
-        };
+        let count = |edge| counted(&quota, edge);
         assert_eq!(at_once(quota.reset_breaker(&target)).unwrap(), Closed);
         assert_eq!(
             count((Open, Closed)) + count((Closed, Closed)),
