@@ -8,21 +8,25 @@ use quotad_api::v1::{
     quota_admin_server::QuotaAdminServer, quota_service_server::QuotaServiceServer,
 };
 use tokio::net::TcpListener;
-use tonic::transport::{Server, server::Router};
+use tonic::{
+    service::Routes,
+    transport::{Server, server::Connected},
+};
 use tonic_health::{
     pb::health_server::HealthServer,
     server::{HealthReporter, HealthService},
 };
-use tower::layer::util::{Identity, Stack};
 
 use crate::{
-    auth::{AuthLayer, Authed, Authenticator, Service},
+    auth::{AuthLayer, Authenticator, Service},
     clock::Clock,
     config::StoreSettings,
     config::{self, ConfigError, ServerSettings, Settings},
     engine::{AnyStore, MemoryStore, Quota, RedisStore, Store},
     grpc::{
-        AdminGrpc, QuotaGrpc, QuotaServer, admin_service::Reloader, quota_server::AcquireFirst,
+        AdminGrpc, QuotaGrpc, QuotaServer,
+        admin_service::Reloader,
+        front::{Calls, Front},
     },
     grpc::{in_flight::InFlight, wire_status::WireStatusLayer},
     listen::{self, Limits, TlsReloader},
@@ -60,9 +64,6 @@ async fn watch_store(
 /// Why the server stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    /// The transport failed.
-    #[error("gRPC transport: {0}")]
-    Transport(#[from] tonic::transport::Error),
     /// Reflection could not be built from the descriptor set.
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -297,24 +298,32 @@ impl Quotad {
         );
         self.warn_if_open();
         let in_flight = InFlight::default();
-        let router = self
-            .router(&settings, in_flight.clone(), stop_rx.clone())?
-            .add_service(health_service);
+        let calls = self.calls(
+            &settings,
+            in_flight.clone(),
+            stop_rx.clone(),
+            health_service,
+        )?;
         let limits = Limits {
             max_connections: settings.http2.max_connections,
             preface_timeout: settings.http2.preface_timeout,
             max_control_frames_per_second: settings.http2.max_control_frames_per_second,
             penalties: Arc::default(),
         };
+        let h2 = settings.http2.clone();
         let serve: Serving = match &self.tls {
-            Some(tls) => Box::pin(router.serve_with_incoming_shutdown(
-                listen::tls_incoming(listeners.grpc, limits, tls.clone()),
-                drain,
-            )),
-            None => Box::pin(
-                router
-                    .serve_with_incoming_shutdown(listen::plaintext(listeners.grpc, limits), drain),
-            ),
+            Some(tls) => {
+                let incoming = listen::tls_incoming(listeners.grpc, limits, tls.clone());
+                let front =
+                    move |conn: &_| Front::new(calls.clone(), Connected::connect_info(conn));
+                Box::pin(async move { listen::serve(incoming, &h2, front, drain).await })
+            }
+            None => {
+                let incoming = listen::plaintext(listeners.grpc, limits);
+                let front =
+                    move |conn: &_| Front::new(calls.clone(), Connected::connect_info(conn));
+                Box::pin(async move { listen::serve(incoming, &h2, front, drain).await })
+            }
         };
         let result =
             until_drained(serve, stopped(stop_rx), in_flight, settings.shutdown_grace).await;
@@ -324,42 +333,36 @@ impl Quotad {
         result
     }
 
-    /// The gRPC router: QuotaService and QuotaAdmin behind authentication, reflection, and the HTTP/2
-    /// limits.
-    fn router(
+    /// What every call reaches: Acquire and Release on their own paths, and tonic's router with
+    /// QuotaService and QuotaAdmin behind authentication, `health`, and reflection.
+    fn calls(
         self: &Arc<Self>,
         settings: &ServerSettings,
         in_flight: InFlight,
         stop: tokio::sync::watch::Receiver<bool>,
-    ) -> Result<Router<Layers>, ServeError> {
+        health: HealthServer<impl tonic_health::pb::health_server::Health>,
+    ) -> Result<Arc<Calls<AnyStore>>, ServeError> {
         let me = self.clone();
         let reload: Reloader = Arc::new(move || me.reload());
         let mut quota_grpc = QuotaGrpc::new(self.quota.clone()).with_stop(stop);
         if let Some(m) = &self.metrics {
             quota_grpc = quota_grpc.with_metrics(m.clone());
         }
-        let quota_service = AuthLayer::new(self.auth.clone(), Service::Quota, self.metrics.clone())
-            .around(QuotaServer::new(quota_grpc, settings.max_request_bytes));
+        let quota = QuotaServer::new(quota_grpc, settings.max_request_bytes);
+        let quota_auth = AuthLayer::new(self.auth.clone(), Service::Quota, self.metrics.clone());
         let admin_service = AuthLayer::new(self.auth.clone(), Service::Admin, self.metrics.clone())
             .around(
                 QuotaAdminServer::new(AdminGrpc::new(self.quota.clone(), reload))
                     .max_decoding_message_size(settings.max_request_bytes),
             );
-        let h2 = &settings.http2;
-        Ok(Server::builder()
-            .http2_keepalive_interval(Some(h2.keepalive_interval))
-            .http2_keepalive_timeout(Some(h2.keepalive_timeout))
-            .max_concurrent_streams(h2.max_concurrent_streams)
-            .http2_max_pending_accept_reset_streams(Some(h2.max_pending_reset_streams))
-            .http2_max_local_error_reset_streams(Some(h2.max_pending_reset_streams))
-            .http2_max_header_list_size(h2.max_header_list_bytes)
-            .layer(in_flight)
-            .layer(WireStatusLayer)
-            .layer(AcquireFirst::new(quota_service.clone()))
-            .add_service(quota_service)
+        let routes = Routes::new(quota_auth.around(quota.clone()))
             .add_service(admin_service)
+            .add_service(health)
             .add_service(reflection::v1()?)
-            .add_service(reflection::v1alpha()?))
+            .add_service(reflection::v1alpha()?)
+            .prepare();
+        let router = tower::Layer::layer(&WireStatusLayer, routes);
+        Ok(Calls::new(quota, quota_auth, router, in_flight))
     }
 
     /// The sweeper, the metrics endpoint, the TLS file watcher and the plaintext health listener, each
@@ -436,14 +439,7 @@ pub struct Listeners {
     pub health: Option<TcpListener>,
 }
 
-type Serving = Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>>;
-
-/// The per-call layers around every service: the in-flight count, the status codes of requests that
-/// never reach a handler, and Acquire and Release handed to the QuotaService before the path router.
-type Layers = Stack<
-    AcquireFirst<Authed<QuotaServer<AnyStore>>>,
-    Stack<WireStatusLayer, Stack<InFlight, Identity>>,
->;
+type Serving = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 async fn stopped(mut rx: tokio::sync::watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
@@ -504,7 +500,7 @@ async fn until_drained(
     grace: Duration,
 ) -> Result<(), ServeError> {
     tokio::select! {
-        r = serve => r.map_err(ServeError::from),
+        () = serve => Ok(()),
         left = async {
             stopped.await;
             let deadline = tokio::time::Instant::now() + grace;

@@ -184,8 +184,16 @@ impl AuthLayer {
         }
     }
 
-    fn check<B>(&self, request: &mut http::Request<B>) -> Result<(), Status> {
-        if self.auth.is_open(self.service) {
+    /// True when this layer's service takes any call without a look at it (a QuotaService with no
+    /// identities configured), so the connection's info need not be put in the request for it.
+    pub fn open(&self) -> bool {
+        self.auth.is_open(self.service)
+    }
+
+    /// Authenticates `request` from its headers and the connection's info in its extensions (tonic's
+    /// `TcpConnectInfo`, or `TlsConnectInfo` over TLS), leaving the [`Caller`] there; or the refusal.
+    pub fn check<B>(&self, request: &mut http::Request<B>) -> Result<(), Status> {
+        if self.open() {
             return Ok(());
         }
         let ext = request.extensions();

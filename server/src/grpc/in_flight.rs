@@ -11,7 +11,7 @@ use std::{
     task::{Context, Poll},
 };
 
-/// Calls being served right now; also the layer that counts them.
+/// Calls being served right now.
 #[derive(Debug, Clone, Default)]
 pub struct InFlight(Arc<AtomicUsize>);
 
@@ -19,6 +19,15 @@ impl InFlight {
     /// Calls whose handler has not answered yet.
     pub fn get(&self) -> usize {
         self.0.load(Ordering::Acquire)
+    }
+
+    /// `call`, counted until it completes or is dropped.
+    pub fn count<F>(&self, call: F) -> CountedFuture<F> {
+        self.0.fetch_add(1, Ordering::AcqRel);
+        CountedFuture {
+            inner: call,
+            guard: Some(Guard(self.0.clone())),
+        }
     }
 }
 
@@ -29,42 +38,6 @@ struct Guard(Arc<AtomicUsize>);
 impl Drop for Guard {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-impl<S> tower::Layer<S> for InFlight {
-    type Service = Counted<S>;
-
-    fn layer(&self, inner: S) -> Counted<S> {
-        Counted {
-            inner,
-            count: self.0.clone(),
-        }
-    }
-}
-
-/// The service [`InFlight`] wraps around the router.
-#[derive(Debug, Clone)]
-pub struct Counted<S> {
-    inner: S,
-    count: Arc<AtomicUsize>,
-}
-
-impl<S: tower::Service<R>, R> tower::Service<R> for Counted<S> {
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = CountedFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: R) -> Self::Future {
-        self.count.fetch_add(1, Ordering::AcqRel);
-        CountedFuture {
-            inner: self.inner.call(request),
-            guard: Some(Guard(self.count.clone())),
-        }
     }
 }
 

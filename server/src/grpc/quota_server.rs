@@ -9,6 +9,7 @@
 
 use std::{
     convert::Infallible,
+    future::Future,
     sync::Arc,
     task::{Context, Poll},
 };
@@ -19,7 +20,7 @@ use tonic::{
     server::NamedService,
 };
 
-use super::{QuotaGrpc, quota_service::AcquireStep, unary};
+use super::{QuotaGrpc, deadline, quota_service::AcquireStep, unary};
 use crate::engine::{MemoryStore, Store};
 
 const ACQUIRE: &str = "/quotad.v1.QuotaService/Acquire";
@@ -75,11 +76,54 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        match Unary::of(req.uri().path()) {
+            Some(which) => {
+                let answer = self.unary(which, req);
+                Box::pin(async move { Ok(answer.await.map(tonic::body::Body::new)) })
+            }
+            None => self.generated.call(req),
+        }
+    }
+}
+
+/// The methods on unary paths of their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unary {
+    /// `/quotad.v1.QuotaService/Acquire`
+    Acquire,
+    /// `/quotad.v1.QuotaService/Release`
+    Release,
+}
+
+impl Unary {
+    /// The method a request's `path` names, if it is one of these.
+    pub fn of(path: &str) -> Option<Self> {
+        match path {
+            ACQUIRE => Some(Self::Acquire),
+            RELEASE => Some(Self::Release),
+            _ => None,
+        }
+    }
+}
+
+impl<S: Store> QuotaServer<S> {
+    /// The answer to `req`, an Acquire or a Release (`which`), with its body unboxed. Callers check
+    /// authentication first (the tower service is wrapped in [`crate::auth::Authed`]).
+    pub fn unary<B>(
+        &self,
+        which: Unary,
+        req: http::Request<B>,
+    ) -> impl Future<Output = http::Response<unary::Reply>> + Send + 'static
+    where
+        B: Body + Send + 'static,
+        B::Error: Into<StdError> + Send + 'static,
+    {
         let (grpc, limit) = (self.grpc.clone(), self.max_request_bytes);
-        match req.uri().path() {
-            ACQUIRE => Box::pin(async move { Ok(acquire(&grpc, req, limit).await) }),
-            RELEASE => Box::pin(async move { Ok(release(&grpc, req, limit).await) }),
-            _ => self.generated.call(req),
+        async move {
+            match which {
+                Unary::Acquire => acquire(&grpc, req, limit).await,
+                Unary::Release => release(&grpc, req, limit).await,
+            }
         }
     }
 }
@@ -89,18 +133,24 @@ async fn acquire<S: Store, B>(
     grpc: &QuotaGrpc<S>,
     req: http::Request<B>,
     limit: usize,
-) -> http::Response<tonic::body::Body>
+) -> http::Response<unary::Reply>
 where
     B: Body,
     B::Error: Into<StdError>,
 {
     let answer = match unary::read::<_, pb::AcquireRequest>(req, limit).await {
-        Ok(request) => match grpc.acquire_now(request) {
-            AcquireStep::Answered(answer) => answer,
-            // Boxed: this rare future (a store's round trip, a max_wait hold) is large, and inline it
-            // would make every call's future as large.
-            AcquireStep::Wait(call, req) => Box::pin(grpc.acquire_waiting(call, req)).await,
-        },
+        Ok(request) => {
+            let timeout = deadline::grpc_timeout(request.metadata().as_ref());
+            match grpc.acquire_now(request) {
+                AcquireStep::Answered(answer) => answer,
+                // Boxed: this rare future (a store's round trip, a max_wait hold) is large, and inline
+                // it would make every call's future as large.
+                AcquireStep::Wait(call, req) => {
+                    let waiting = Box::pin(grpc.acquire_waiting(call, req));
+                    deadline::within(timeout, waiting, || Err(deadline::expired())).await
+                }
+            }
+        }
         Err(status) => Err(status),
     };
     unary::respond(answer)
@@ -111,117 +161,18 @@ async fn release<S: Store, B>(
     grpc: &QuotaGrpc<S>,
     req: http::Request<B>,
     limit: usize,
-) -> http::Response<tonic::body::Body>
+) -> http::Response<unary::Reply>
 where
     B: Body,
     B::Error: Into<StdError>,
 {
     let answer = match unary::read::<_, pb::ReleaseRequest>(req, limit).await {
-        Ok(request) => grpc.release_call(request).await,
+        Ok(request) => {
+            let timeout = deadline::grpc_timeout(request.metadata().as_ref());
+            let released = grpc.release_call(request);
+            deadline::within(timeout, released, || Err(deadline::expired())).await
+        }
         Err(status) => Err(status),
     };
     unary::respond(answer)
-}
-
-/// A layer in front of the router that hands Acquire and Release straight to the (authenticated)
-/// QuotaService: a string comparison instead of the path router's lookup and the three futures it wraps
-/// around every call (3,188 instructions per Acquire, 50,640 -> 47,452 by callgrind; BENCHMARKS.md,
-/// issue 16). Every other path goes to the router; the service is the one the router serves, so the
-/// answers are the same.
-#[derive(Debug, Clone)]
-pub struct AcquireFirst<Q> {
-    quota: Q,
-}
-
-impl<Q> AcquireFirst<Q> {
-    /// Sends Acquire and Release to `quota`: the same service (authentication included) the router
-    /// serves them with.
-    pub fn new(quota: Q) -> Self {
-        Self { quota }
-    }
-}
-
-impl<Q: Clone, S> tower::Layer<S> for AcquireFirst<Q> {
-    type Service = AcquireFirstService<Q, S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        AcquireFirstService {
-            quota: self.quota.clone(),
-            inner,
-        }
-    }
-}
-
-/// The service [`AcquireFirst`] wraps around the router.
-#[derive(Debug, Clone)]
-pub struct AcquireFirstService<Q, S> {
-    quota: Q,
-    inner: S,
-}
-
-impl<Q, S, B> tower::Service<http::Request<B>> for AcquireFirstService<Q, S>
-where
-    Q: tower::Service<http::Request<B>, Response = S::Response, Error = S::Error>,
-    S: tower::Service<http::Request<B>>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = futures_util::future::Either<Q::Future, S::Future>;
-
-    /// The router's readiness: the QuotaService is always ready (it answers `Ready` without looking).
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        if matches!(req.uri().path(), ACQUIRE | RELEASE) {
-            futures_util::future::Either::Left(self.quota.call(req))
-        } else {
-            futures_util::future::Either::Right(self.inner.call(req))
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::{convert::Infallible, future::Ready};
-
-    use tower::{Layer as _, Service as _};
-
-    use super::*;
-
-    /// A service that answers with its own name.
-    #[derive(Clone)]
-    struct Named(&'static str);
-
-    impl tower::Service<http::Request<()>> for Named {
-        type Response = &'static str;
-        type Error = Infallible;
-        type Future = Ready<Result<&'static str, Infallible>>;
-
-        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-            Poll::Ready(Ok(()))
-        }
-
-        fn call(&mut self, _req: http::Request<()>) -> Self::Future {
-            std::future::ready(Ok(self.0))
-        }
-    }
-
-    #[tokio::test]
-    async fn only_acquire_and_release_skip_the_router() {
-        let mut svc = AcquireFirst::new(Named("quota")).layer(Named("router"));
-        for (path, to) in [
-            ("/quotad.v1.QuotaService/Acquire", "quota"),
-            ("/quotad.v1.QuotaService/Release", "quota"),
-            ("/quotad.v1.QuotaService/Renew", "router"),
-            ("/quotad.v1.QuotaService/AcquireX", "router"),
-            ("/quotad.v1.QuotaAdmin/Acquire", "router"),
-            ("/grpc.health.v1.Health/Check", "router"),
-            ("/", "router"),
-        ] {
-            let req = http::Request::builder().uri(path).body(()).unwrap();
-            assert_eq!(svc.call(req).await.unwrap(), to, "{path}");
-        }
-    }
 }

@@ -185,9 +185,7 @@ fn message_len(bytes: &[u8]) -> Result<Option<usize>, Status> {
 }
 
 /// The HTTP response for a unary answer: the message then `grpc-status: 0`, or a trailers-only error.
-pub fn respond<M: Message>(
-    answer: Result<Response<M>, Status>,
-) -> http::Response<tonic::body::Body> {
+pub fn respond<M: Message>(answer: Result<Response<M>, Status>) -> http::Response<Reply> {
     let response = match answer {
         Ok(response) => response,
         Err(status) => return status.into_http(),
@@ -201,10 +199,10 @@ pub fn respond<M: Message>(
     framed.put_u8(0);
     framed.put_u32(prefix_len);
     message.encode_raw(&mut framed);
-    let mut http = http::Response::new(tonic::body::Body::new(OneMessage {
+    let mut http = http::Response::new(Reply {
         data: Some(framed.freeze()),
         ended: false,
-    }));
+    });
     *http.headers_mut() = metadata.into_headers();
     http.headers_mut()
         .insert(http::header::CONTENT_TYPE, GRPC_CONTENT_TYPE);
@@ -212,13 +210,25 @@ pub fn respond<M: Message>(
     http
 }
 
-/// A unary answer's body: one DATA frame, then the OK trailers.
-struct OneMessage {
+/// A unary answer's body: one DATA frame, then the OK trailers; empty for an error, whose status is in
+/// the headers (trailers-only). A body of its own type, so serving it needs no box.
+#[derive(Debug)]
+pub struct Reply {
     data: Option<Bytes>,
     ended: bool,
 }
 
-impl Body for OneMessage {
+/// The empty body of a trailers-only answer.
+impl Default for Reply {
+    fn default() -> Self {
+        Self {
+            data: None,
+            ended: true,
+        }
+    }
+}
+
+impl Body for Reply {
     type Data = Bytes;
     type Error = Status;
 

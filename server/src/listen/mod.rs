@@ -6,13 +6,16 @@
 //! - [`frames`]: closing a connection that floods PING, SETTINGS or RST_STREAM frames.
 //! - [`penalty`]: refusing a flooding client's address at accept for a while.
 //! - [`accept`]: the accept loops that hand connections to the gRPC server.
+//! - [`serve`]: hyper's HTTP/2 server on each connection, until shutdown.
 
 pub mod accept;
 pub mod conn;
 pub mod frames;
 pub mod penalty;
+pub mod serve;
 pub mod tls;
 
 pub use accept::{Incoming, Limits, plaintext, tls as tls_incoming};
 pub use conn::Conn;
+pub use serve::serve;
 pub use tls::{TlsError, TlsReloader};
