@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Acquire latency at a fixed rate, with h2load as the generator (a C client far cheaper per call than
+# quotad-bench's one thread, which cannot send half of a saturating rate on a slow VM). quotad pinned to core
+# 0, h2load to core 1; RATE calls/s in all, spread over 4 connections (h2load's --rps is per connection),
+# 16 streams each, for DURATION seconds; p50/p90/p99/p999 of each call's time from its send to its answer, read from
+# h2load's per-request log. h2load waits for a stream before sending when all 16 are busy, so a stall
+# delays the sends behind it (not fully open loop: compare builds by the same script, alternated).
+#   RATE=17000 DURATION=10 scripts/bench-h2load-latency.sh
+#   SERVER=path/to/quotad RATE=17000 scripts/bench-h2load-latency.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v h2load >/dev/null || { echo "h2load not found: apt-get install nghttp2-client"; exit 1; }
+rate=${RATE:-17000}
+seconds=${DURATION:-10}
+conns=4
+server=${SERVER:-target/release/quotad}
+out=${OUT:-target/bench-h2load-latency}
+mkdir -p "$out"
+[ -n "${SERVER:-}" ] || cargo build --release -p quotad-server --bins >/dev/null
+printf '\x00\x00\x00\x00\x0e\x0a\x0abench.rate\x18\x01' >"$out/acquire.bin"
+taskset -c 0 "$server" --config examples/bench.toml >"$out/server.log" 2>&1 &
+pid=$!
+trap 'kill $pid 2>/dev/null && wait $pid 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do
+  kill -0 $pid 2>/dev/null || { echo "quotad did not start:"; cat "$out/server.log"; exit 1; }
+  curl -sf http://127.0.0.1:9464/metrics >/dev/null && break
+  sleep 0.1
+done
+# A second of warm-up, then the measured run (h2load appends to its log: start it empty).
+rm -f "$out/requests.tsv"
+taskset -c 1 h2load -n $((rate / 4)) -c $conns -m 16 -t 1 --rps $((rate / 4 / conns)) \
+  -H 'content-type: application/grpc' -H 'te: trailers' -d "$out/acquire.bin" \
+  "http://127.0.0.1:50051/quotad.v1.QuotaService/Acquire" >/dev/null
+taskset -c 1 h2load -n $((rate * seconds)) -c $conns -m 16 -t 1 --rps $((rate / conns)) \
+  --log-file="$out/requests.tsv" -H 'content-type: application/grpc' -H 'te: trailers' \
+  -d "$out/acquire.bin" "http://127.0.0.1:50051/quotad.v1.QuotaService/Acquire" >"$out/h2load.txt"
+python3 - "$out/requests.tsv" "$out/h2load.txt" <<'PY'
+import sys
+rows = [l.split("\t") for l in open(sys.argv[1]) if l.strip()]
+ok = sorted(int(r[2]) for r in rows if r[1] == "200")
+starts = [int(r[0]) for r in rows]
+span = (max(starts) - min(starts)) / 1e6 or 1
+q = lambda p: ok[min(len(ok) - 1, int(p * len(ok)))] / 1000
+print(f"{len(ok)} of {len(rows)} answered 200, sent at {len(rows) / span:.0f}/s: "
+      f"p50 {q(.5):.3f} ms, p90 {q(.9):.3f} ms, p99 {q(.99):.3f} ms, p99.9 {q(.999):.3f} ms, max {ok[-1] / 1000:.1f} ms")
+PY
