@@ -637,6 +637,49 @@ fn breaker_opens_probes_and_closes<S: Store>(make: &Make<S>) {
     assert!(h.acquire("down", &[], 1).granted());
 }
 
+const PARTITIONED: &str = r#"
+[[resources]]
+name = "llm"
+concurrency = 100
+breaker = { failure_rate = 1.0, min_calls = 100, window = "10s", consecutive_failures = 2, open_duration = "5s", half_open_probes = 1, half_open_successes = 1, partition = "tenant" }
+"#;
+
+/// Every transition a call makes is counted under the breaker it moved: a partition's own key when the
+/// breaker is partitioned, on release (opened), on admission (half-open) and on a probe's success (closed).
+fn transitions_are_named_by_the_partitions_breaker<S: Store>(make: &Make<S>) {
+    let h = Harness::new(PARTITIONED, make);
+    for _ in 0..2 {
+        let d = h.acquire("llm", &[("tenant", "a:b")], 1);
+        h.release(lease(&d), Outcome::Failure, None);
+    }
+    let other = h.acquire("llm", &[("tenant", "c")], 1);
+    assert!(other.granted(), "another tenant's breaker stays closed");
+    assert_eq!(
+        h.acquire("llm", &[("tenant", "a:b")], 1).denial(),
+        Some(Denial::CircuitOpen)
+    );
+    h.advance(Duration::from_secs(5));
+    let probe = h.acquire("llm", &[("tenant", "a:b")], 1);
+    assert!(probe.granted(), "half-open: one probe");
+    h.release(lease(&probe), Outcome::Success, None);
+    let made: Vec<_> = h
+        .quota
+        .stats()
+        .recent()
+        .into_iter()
+        .map(|t| (t.breaker, t.from, t.to))
+        .collect();
+    let named = "llm/tenant/a:b".to_owned();
+    assert_eq!(
+        made,
+        [
+            (named.clone(), BreakerState::Closed, BreakerState::Open),
+            (named.clone(), BreakerState::Open, BreakerState::HalfOpen),
+            (named, BreakerState::HalfOpen, BreakerState::Closed),
+        ]
+    );
+}
+
 fn breaker_reopens_longer_on_probe_failure<S: Store>(make: &Make<S>) {
     let h = Harness::new(BREAKER, make);
     let target = BreakerTarget {
@@ -831,7 +874,8 @@ fn caps_answer_resource_exhausted<S: Store>(make: &Make<S>) {
         e,
         EngineError::CapacityExhausted {
             what: "leases",
-            cap: 2
+            cap: 2,
+            made: None,
         }
     );
     let h = Harness::new(&CAPPED.replace("max_leases = 2", "max_leases = 100"), make);
@@ -855,6 +899,49 @@ fn caps_answer_resource_exhausted<S: Store>(make: &Make<S>) {
     assert_eq!(sweep.expired.len(), 4);
     assert_eq!(sweep.evicted_keys, 4);
     assert!(h.acquire("t", &[("tenant", "e")], 1).granted());
+}
+
+const CAPPED_BREAKER: &str = r#"
+[capacity]
+max_leases = 2
+[[resources]]
+name = "down"
+concurrency = 100
+breaker = { failure_rate = 1.0, min_calls = 100, window = "10s", consecutive_failures = 2, open_duration = "5s", half_open_probes = 1, half_open_successes = 1 }
+[[resources]]
+name = "hold"
+concurrency = 100
+"#;
+
+/// An admission that turns an OPEN breaker HALF_OPEN and is then refused by a cap: the transition
+/// happened and is counted once; the probe goes back and the next acquire takes it without another.
+fn a_transition_before_a_cap_refusal_is_counted<S: Store>(make: &Make<S>) {
+    let h = Harness::new(CAPPED_BREAKER, make);
+    for _ in 0..2 {
+        let d = h.acquire("down", &[], 1);
+        h.release(lease(&d), Outcome::Failure, None);
+    }
+    let held = [h.acquire("hold", &[], 1), h.acquire("hold", &[], 1)];
+    h.advance(Duration::from_secs(5));
+    let e = now(h.quota.acquire(&acq("down", &[], 1))).unwrap_err();
+    assert!(
+        matches!(e, EngineError::CapacityExhausted { what: "leases", .. }),
+        "{e:?}"
+    );
+    let halves = || {
+        let recent = h.quota.stats().recent();
+        recent
+            .iter()
+            .filter(|t| t.to == BreakerState::HalfOpen)
+            .count()
+    };
+    assert_eq!(halves(), 1, "{:?}", h.quota.stats().recent());
+    h.release(lease(&held[0]), Outcome::Success, None);
+    assert!(
+        h.acquire("down", &[], 1).granted(),
+        "the probe was handed back"
+    );
+    assert_eq!(halves(), 1, "no second transition");
 }
 
 fn reload_keeps_tokens_clamped_and_leases<S: Store>(make: &Make<S>) {
@@ -1143,6 +1230,7 @@ for_each_store!(
         request_id_never_charges_twice,
         breaker_opens_probes_and_closes,
         breaker_reopens_longer_on_probe_failure,
+        transitions_are_named_by_the_partitions_breaker,
         exactly_n_half_open_probes_across_threads,
         throttle_reports_lower_rate_once_per_cooldown_and_recover,
         retry_after_pauses_the_fleet_capped,
@@ -1158,6 +1246,7 @@ for_each_store!(
         an_answer_at_once_is_the_same_answer,
         request_ids_beyond_the_cap_forget_the_oldest,
         caps_answer_resource_exhausted,
+        a_transition_before_a_cap_refusal_is_counted,
         expiry_tombstones_are_forgotten_after_a_minute,
     ],
 );

@@ -28,6 +28,9 @@ pub enum EngineError {
         what: &'static str,
         /// Its configured value.
         cap: usize,
+        /// A breaker transition the call made before the cap refused it (an OPEN breaker's admission
+        /// turning HALF_OPEN): it happened, so the engine counts it.
+        made: Option<super::Transition>,
     },
     /// The caller may not do this (another identity's lease, another tenant's descriptor).
     #[error("{0}")]
@@ -44,6 +47,23 @@ impl EngineError {
             field: field.into(),
             problem: problem.into(),
         }
+    }
+
+    /// The transition a call made before failing, if any (see [`EngineError::CapacityExhausted`]).
+    pub fn made(&self) -> Option<super::Transition> {
+        match self {
+            Self::CapacityExhausted { made, .. } => *made,
+            _ => None,
+        }
+    }
+
+    /// This error, carrying the transition the call made before it failed.
+    #[must_use]
+    pub fn after(mut self, transition: Option<super::Transition>) -> Self {
+        if let Self::CapacityExhausted { made, .. } = &mut self {
+            *made = made.or(transition);
+        }
+        self
     }
 
     /// A short, stable label for metrics and logs.

@@ -84,13 +84,18 @@ impl<S: Store> Quota<S> {
 
     /// Counts an acquire's transition (nearly always none: one branch on the hot path).
     fn count_decided(&self, plan: &Plan<'_>, decided: &Result<Decision, EngineError>) {
-        if let Ok(Decision {
-            transition: Some(t),
-            rule,
-            ..
-        }) = decided
-        {
-            self.count(rule, plan.breaker_key.as_deref(), &[*t]);
+        match decided {
+            Ok(Decision {
+                transition: Some(t),
+                rule,
+                ..
+            }) => self.count(rule, plan.breaker_key.as_deref(), &[*t]),
+            Ok(_) => {}
+            Err(e) => {
+                if let Some(t) = e.made() {
+                    self.count(plan.rule.name, plan.breaker_key.as_deref(), &[t]);
+                }
+            }
         }
     }
 

@@ -41,6 +41,7 @@ mod tests {
         let s: Status = EngineError::CapacityExhausted {
             what: "leases",
             cap: 3,
+            made: None,
         }
         .into();
         assert_eq!(s.code(), Code::ResourceExhausted);

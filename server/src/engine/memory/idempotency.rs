@@ -17,7 +17,7 @@ use dashmap::{DashMap, mapref::entry::Entry};
 use super::table::lock;
 use crate::{
     clock::Nanos,
-    engine::{Decision, EngineError, plan::KEY_SEP},
+    engine::{Decision, EngineError, plan::KEY_SEP, policy},
 };
 
 #[derive(Debug, Clone)]
@@ -46,7 +46,8 @@ pub struct Idempotency {
 
 impl Idempotency {
     /// Replays a remembered grant for (`resource`, `request_id`), or runs `decide` and remembers its
-    /// grant until `now + window`. Denials are not remembered: they charged nothing.
+    /// grant until `now + window`; what is replayed and what remembered is the policy's
+    /// ([`policy::replay`], [`policy::remembered`]), the entries are this store's.
     pub fn replay_or(
         &self,
         resource: &str,
@@ -64,23 +65,15 @@ impl Idempotency {
         let result = match self.map.entry(Arc::from(key)) {
             Entry::Occupied(o) if o.get().until > now => {
                 let seen = o.get();
-                if seen.fingerprint != fingerprint {
-                    return Err(EngineError::FailedPrecondition(format!(
-                        "request_id: '{request_id}' was already used for a different request on '{resource}' \
-                         (permits, lease_ttl or descriptors differ); use a new request_id per logical acquire"
-                    )));
-                }
-                let mut decision = seen.decision.clone();
-                if let crate::engine::Verdict::Granted(g) = &mut decision.verdict {
-                    g.replayed = true;
-                }
-                // The original call made (and reported) any transition; a replay makes none.
-                decision.transition = None;
-                Ok(decision)
+                return policy::replay(
+                    &seen.decision,
+                    seen.fingerprint,
+                    (resource, request_id, fingerprint),
+                );
             }
             Entry::Occupied(mut o) => {
                 let decision = decide()?;
-                if decision.granted() {
+                if policy::remembered(&decision) {
                     lock(&self.order).push_back((now + window, o.key().clone()));
                     o.insert(Remembered {
                         fingerprint,
@@ -95,7 +88,7 @@ impl Idempotency {
             }
             Entry::Vacant(v) => {
                 let decision = decide()?;
-                if decision.granted() {
+                if policy::remembered(&decision) {
                     inserted = true;
                     self.held.fetch_add(1, Ordering::Relaxed);
                     lock(&self.order).push_back((now + window, v.key().clone()));

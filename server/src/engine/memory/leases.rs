@@ -307,6 +307,7 @@ impl LeaseTable {
             .map_err(|_| EngineError::CapacityExhausted {
                 what: "leases",
                 cap,
+                made: None,
             })
     }
 

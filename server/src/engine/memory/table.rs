@@ -70,6 +70,7 @@ impl KeyBudget {
             .map_err(|_| EngineError::CapacityExhausted {
                 what: "live keys",
                 cap,
+                made: None,
             })
     }
 

@@ -80,6 +80,29 @@ impl Keys {
         self.key(shard_of(first(breaker_key)), 'B', breaker_key)
     }
 
+    /// The engine key of the breaker whose Redis key is `key` ([`Keys::breaker`] read back); `None` for
+    /// anything else.
+    pub fn breaker_of(&self, key: &str) -> Option<String> {
+        let rest = key.strip_prefix(self.prefix.as_str())?.strip_prefix("{q")?;
+        let (shard, mut rest) = rest.split_once('}')?;
+        if shard.is_empty() || !shard.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        rest = rest.strip_prefix('B')?;
+        let mut out = String::with_capacity(rest.len());
+        let mut first = true;
+        while !rest.is_empty() {
+            let (len, tail) = rest.split_once(':')?;
+            let len: usize = len.parse().ok()?;
+            if !std::mem::take(&mut first) {
+                out.push(KEY_SEP);
+            }
+            out.push_str(tail.get(..len)?);
+            rest = tail.get(len..)?;
+        }
+        Some(out)
+    }
+
     /// A resource's pressure and lease count.
     pub fn resource(&self, resource: &str) -> String {
         self.key(shard_of(resource), 'R', resource)
@@ -140,6 +163,33 @@ mod tests {
             k.request_id("a", "x}{")
                 .starts_with(&k.shard(shard_of("a")))
         );
+    }
+
+    #[test]
+    fn a_breaker_key_reads_back() {
+        let k = Keys::new("q:");
+        let partitioned = crate::engine::plan::partition_key("a:1}{", "tenant", "é:2:\u{1f}");
+        for engine_key in ["a", "down", partitioned.as_str(), "\u{1f}x\u{1f}"] {
+            assert_eq!(
+                k.breaker_of(&k.breaker(engine_key)).as_deref(),
+                Some(engine_key)
+            );
+        }
+        assert_eq!(
+            k.breaker_of(&k.level("a")),
+            None,
+            "a level's key is not a breaker's"
+        );
+        assert_eq!(Keys::new("other:").breaker_of(&k.breaker("a")), None);
+        for bad in [
+            "q:{q1}B9:a",
+            "q:{q}B1:a",
+            "q:{qx}B1:a",
+            "q:{q1}B1a",
+            "q:{q1}Bx:a",
+        ] {
+            assert_eq!(k.breaker_of(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -720,7 +720,7 @@ OPS.rel = function()
   end
   count_lease(l.rk, -1)
   tombstone(key, hex, 'r')
-  return { 1, refunded, charged, state, l.res, l.rule, table.concat(transitions, ';') }
+  return { 1, refunded, charged, state, l.res, l.rule, table.concat(transitions, ';'), l.bk }
 end
 
 -- KEYS: lease. ARGV: 'ren', now, prefix, hex, ttl or '', caller.

@@ -89,12 +89,10 @@ impl RedisStore {
         if status < 0 {
             return match text(r.get(1))?.as_str() {
                 "collide" => Ok(None),
-                _ => Err(EngineError::FailedPrecondition(format!(
-                    "request_id: '{}' was already used for a different request on '{}' \
-                     (permits, lease_ttl or descriptors differ); use a new request_id per logical acquire",
+                _ => Err(crate::engine::policy::request_id_conflict(
+                    plan.resource,
                     plan.request_id.unwrap_or_default(),
-                    plan.resource
-                ))),
+                )),
             };
         }
         // An admission makes at most one transition (OPEN turning HALF_OPEN).
@@ -527,10 +525,13 @@ impl Store for RedisStore {
                     breaker: reply::state(&text(v.get(3))?),
                     resource: Some(reply::name(Some(rules), &res)),
                     rule: Some(rule),
-                    // The script names the lease's resource, not its breaker's partition key.
+                    // Named by the breaker's engine key (a partition's, when partitioned), as the
+                    // in-memory store names it.
                     changed: (!transitions.is_empty()).then(|| {
+                        let key = text(v.get(7)).ok();
+                        let key = key.as_deref().and_then(|k| self.keys.breaker_of(k));
                         Box::new(BreakerChanges {
-                            key: res.as_str().into(),
+                            key: key.unwrap_or(res).into(),
                             transitions,
                         })
                     }),
