@@ -22,15 +22,15 @@ out=${OUT:-target/bench-h2load-latency}
 mkdir -p "$out"
 [ -n "${SERVER:-}" ] || cargo build --release -p quotad-server --bins >/dev/null
 printf '\x00\x00\x00\x00\x0e\x0a\x0abench.rate\x18\x01' >"$out/acquire.bin"
-pin() { # cpu command... -> runs the command on that core ("all": anywhere)
-  if [ "$1" = all ]; then "${@:2}"; else taskset -c "$1" "${@:2}"; fi
+pin() { # cpu -> the command prefix that runs on that core ("all": anywhere); taskset execs, so $! is the process
+  if [ "$1" != all ]; then echo "taskset -c $1"; fi
 }
 config=examples/bench.toml
 pids=()
 trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null || true; done' EXIT
 if [ "${STORE:-memory}" = redis ]; then
   rport=${REDIS_PORT:-6391}
-  pin "${REDIS_CPU:-1}" redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly no \
+  $(pin "${REDIS_CPU:-1}") redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly no \
     >"$out/redis.log" 2>&1 &
   pids+=($!)
   until redis-cli -p "$rport" PING >/dev/null 2>&1; do sleep 0.1; done
@@ -38,7 +38,7 @@ if [ "${STORE:-memory}" = redis ]; then
   { printf 'store = "redis"\n[redis]\nurl = "redis://127.0.0.1:%s"\nprefix = "lat:"\n' "$rport"
     cat examples/bench.toml; } >"$config"
 fi
-pin "${QUOTAD_CPU:-0}" "$server" --config "$config" >"$out/server.log" 2>&1 &
+$(pin "${QUOTAD_CPU:-0}") "$server" --config "$config" >"$out/server.log" 2>&1 &
 pid=$!
 pids=("$pid" "${pids[@]}")
 for _ in $(seq 1 100); do
@@ -48,12 +48,12 @@ for _ in $(seq 1 100); do
 done
 # A second of warm-up, then the measured run (h2load appends to its log: start it empty).
 rm -f "$out/requests.tsv"
-pin "${H2LOAD_CPU:-1}" h2load -n $((rate / 4)) -c $conns -m 16 -t 1 --rps $((rate / 4 / conns)) \
+$(pin "${H2LOAD_CPU:-1}") h2load -n $((rate / 4)) -c $conns -m 16 -t 1 --rps $((rate / 4 / conns)) \
   -H 'content-type: application/grpc' -H 'te: trailers' -d "$out/acquire.bin" \
   "http://127.0.0.1:50051/quotad.v1.QuotaService/Acquire" >/dev/null
 cpu() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"; }
 before=(); for p in "${pids[@]}"; do before+=("$(cpu "$p")"); done
-pin "${H2LOAD_CPU:-1}" h2load -n $((rate * seconds)) -c $conns -m 16 -t 1 --rps $((rate / conns)) \
+$(pin "${H2LOAD_CPU:-1}") h2load -n $((rate * seconds)) -c $conns -m 16 -t 1 --rps $((rate / conns)) \
   --log-file="$out/requests.tsv" -H 'content-type: application/grpc' -H 'te: trailers' \
   -d "$out/acquire.bin" "http://127.0.0.1:50051/quotad.v1.QuotaService/Acquire" >"$out/h2load.txt"
 python3 - "$out/requests.tsv" "$out/h2load.txt" <<'PY'

@@ -100,10 +100,27 @@ end
 ---------------------------------------------------------------------------------------------------------
 -- Specs (built by the Rust side; floats printed so they round-trip exactly)
 
-local function rate_spec(s)
-  if s == '' or s == nil then return nil end
+-- Specs come from the config, so few distinct ones recur on every call: each is parsed once and kept (never
+-- changed after parsing), the memo emptied when it holds more than MEMO_MAX (a flood of rules costs a
+-- parse, never memory).
+local MEMO_MAX, memo, memo_n = 512, {}, 0
+local function memoized(kind, s, parse)
+  local key = kind .. s
+  local hit = memo[key]
+  if hit ~= nil then return hit end
+  if memo_n >= MEMO_MAX then memo = {}; memo_n = 0 end
+  hit = parse(s)
+  memo[key] = hit; memo_n = memo_n + 1
+  return hit
+end
+
+local function parse_rate(s)
   local p = split(s, ',')
   return { limit = tonumber(p[1]), period = tonumber(p[2]), burst = tonumber(p[3]) }
+end
+local function rate_spec(s)
+  if s == '' or s == nil then return nil end
+  return memoized('r', s, parse_rate)
 end
 
 local function interval(rate, factor)
@@ -114,19 +131,25 @@ local function interval(rate, factor)
   return math.max(math.ceil(base / factor), 1)
 end
 
-local function adaptive_spec(s)
-  if s == '' or s == nil then return nil end
+local function parse_adaptive(s)
   local p = split(s, ',')
   return { decrease = tonumber(p[1]), floor = tonumber(p[2]), cooldown = tonumber(p[3]),
            step = tonumber(p[4]), every = tonumber(p[5]) }
 end
-
-local function breaker_spec(s)
+local function adaptive_spec(s)
   if s == '' or s == nil then return nil end
+  return memoized('a', s, parse_adaptive)
+end
+
+local function parse_breaker(s)
   local p = split(s, ',')
   return { rate = tonumber(p[1]), min_calls = tonumber(p[2]), window = tonumber(p[3]),
            consecutive = tonumber(p[4]), open = tonumber(p[5]), backoff = tonumber(p[6]),
            max_open = tonumber(p[7]), probes = tonumber(p[8]), successes = tonumber(p[9]) }
+end
+local function breaker_spec(s)
+  if s == '' or s == nil then return nil end
+  return memoized('b', s, parse_breaker)
 end
 
 ---------------------------------------------------------------------------------------------------------
@@ -180,7 +203,12 @@ end
 
 local function level_load(key)
   local h, found = hgetall(key)
-  return { key = key, bucket = bucket_load(h), f = tonumber(h.f or '0'), found = found }
+  local bucket = bucket_load(h)
+  local cell = { key = key, bucket = bucket, f = tonumber(h.f or '0'), found = found, had_t = h.t ~= nil }
+  -- The interval and burst as stored (a write leaves them alone when they did not change).
+  if bucket then cell.si = bucket.i; cell.sb = bucket.b end
+  cell.sf = h.f ~= nil and cell.f or nil
+  return cell
 end
 
 local function level_sync(cell, rate, factor)
@@ -195,13 +223,15 @@ local function level_save(cell, hold_ms)
   if cell.f <= 0 and full then redis.call('DEL', cell.key); return end
   local bk = cell.bucket
   if bk then
-    if bk.d <= 0 then
-      redis.call('HDEL', cell.key, 't')
-      redis.call('HSET', cell.key, 'i', string.format('%d', bk.i), 'b', string.format('%d', bk.b), 'f', cell.f)
-    else
-      redis.call('HSET', cell.key, 't', abs(bk.d), 'i', string.format('%d', bk.i), 'b', string.format('%d', bk.b),
-                 'f', cell.f)
+    if bk.d <= 0 and cell.had_t then redis.call('HDEL', cell.key, 't') end
+    local f = {}
+    if bk.d > 0 then f[1] = 't'; f[2] = abs(bk.d) end
+    if bk.i ~= cell.si or bk.b ~= cell.sb then
+      f[#f + 1] = 'i'; f[#f + 1] = string.format('%d', bk.i)
+      f[#f + 1] = 'b'; f[#f + 1] = string.format('%d', bk.b)
     end
+    if cell.f ~= cell.sf then f[#f + 1] = 'f'; f[#f + 1] = cell.f end
+    if #f > 0 then redis.call('HSET', cell.key, unpack(f)) end
   else
     redis.call('HDEL', cell.key, 't', 'i', 'b')
     redis.call('HSET', cell.key, 'f', cell.f)
