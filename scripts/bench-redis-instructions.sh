@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Instructions per Acquire step inside Redis (issue 13; BENCHMARKS.md "The Redis store's own cost"): a
+# redis-server of its own under callgrind runs store.lua's Acquire step with bench-redis.sh's reference
+# command (redis-benchmark, 4 connections, random lease ids, the limits of examples/bench.toml's bench.rate),
+# 2,000 calls of warm-up, then N counted. Instructions are repeatable whatever else the machine does, so two
+# versions of the script can be compared where seconds on a shared VM cannot. About a minute per run.
+#   scripts/bench-redis-instructions.sh                      # the repository's store.lua
+#   LUA=/tmp/variant.lua TTL=3600000000000 N=6000 scripts/bench-redis-instructions.sh
+# TTL: the leases' (ns); with the default 1 s every Acquire also reclaims one expired lease, as in steady state.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v valgrind >/dev/null || { echo "valgrind not found: apt-get install valgrind"; exit 1; }
+lua=${LUA:-server/src/engine/redis/store.lua}
+port=${PORT:-6395}
+n=${N:-6000}
+ttl=${TTL:-1000000000}
+out=$(mktemp -d)
+trap 'kill "$redis" 2>/dev/null; wait 2>/dev/null; rm -rf "$out"' EXIT
+valgrind --tool=callgrind --callgrind-out-file="$out/cg.out" redis-server --port "$port" --bind 127.0.0.1 \
+  --save "" --appendonly no >"$out/redis.log" 2>&1 &
+redis=$!
+until redis-cli -p "$port" PING >/dev/null 2>&1; do sleep 0.5; done
+{ echo '#!lua name=quotad_bench'; sed 's/__QUOTAD_FUNCTION__/quotad_bench/' "$lua"; } >"$out/lib.lua"
+redis-cli -p "$port" -x FUNCTION LOAD REPLACE <"$out/lib.lua" >/dev/null
+run() {
+  redis-benchmark -p "$port" -c 4 -P 1 -n "$1" -r 100000000 -q \
+    FCALL quotad_bench 5 'b{q1}R4:rate' 'b{q1}R4:rate' 'b{q1}l:__rand_int__' 'b{q1}R4:rate' 'b{q1}L4:rate' \
+    acq '' 'b{q1}' 1 "$ttl" '__rand_int__' rate rate 1000000000 3600000000000 '' '' '' 300000000000 '' '' \
+    100000000 '' 1 '' '1000000000,1000000000,1000000000' '' 1000000000 >/dev/null 2>&1
+}
+run 2000
+callgrind_control -z "$redis" >/dev/null 2>&1
+run "$n"
+callgrind_control -d "$redis" >/dev/null 2>&1
+sleep 1
+f=$(ls -t "$out"/cg.out* | head -1)
+total=$(callgrind_annotate "$f" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')
+echo "$lua: $((total / n)) instructions per FCALL ($n calls)"

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Acquire latency through one quotad node on a Redis of its own, open loop (quotad-bench --rate, paced by
+# the kernel's timer), at each RATES value for DURATION; prints p50..max and the CPU seconds Redis and quotad
+# used, and Redis's own time per FCALL (INFO commandstats) over the whole run (issue 13; BENCHMARKS.md).
+# Cores: QUOTAD_CPU, BENCH_CPU, REDIS_CPU ("all" = unpinned; default Redis alone on core 1, quotad and
+# the generator on core 0), WORKERS = quotad's server.worker_threads (default 1).
+#   RATES="2000 4000 5776" scripts/bench-redis-latency.sh
+#   QUOTAD_CPU=all BENCH_CPU=all REDIS_CPU=all WORKERS=0 RATES=5776 scripts/bench-redis-latency.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+port=${PORT:-6392}
+out=${OUT:-target/bench-redis-latency}
+mkdir -p "$out"
+cargo build --release -p quotad-server --bins >/dev/null
+pin() { [ "$1" = all ] || echo "taskset -c $1"; }
+pids=()
+trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null' EXIT
+$(pin "${REDIS_CPU:-1}") redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
+  >"$out/redis.log" 2>&1 &
+redis=$!
+pids+=("$redis")
+until redis-cli -p "$port" PING >/dev/null 2>&1; do sleep 0.1; done
+{
+  printf 'store = "redis"\n[redis]\nurl = "redis://127.0.0.1:%s"\nprefix = "lat:"\n' "$port"
+  sed -e 's/127.0.0.1:50051/127.0.0.1:50081/' -e 's/127.0.0.1:9464/127.0.0.1:9481/' \
+    -e "s/^\[server\]/[server]\nworker_threads = ${WORKERS:-1}/" examples/bench.toml
+} >"$out/node.toml"
+RUST_LOG=warn $(pin "${QUOTAD_CPU:-0}") target/release/quotad --config "$out/node.toml" >"$out/node.log" 2>&1 &
+quotad=$!
+pids+=("$quotad")
+for _ in $(seq 1 100); do
+  curl -sf http://127.0.0.1:9481/metrics >/dev/null && break
+  sleep 0.1
+done
+cpu() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"; }
+for rate in ${RATES:-2000 4000 5776}; do
+  redis-cli -p "$port" CONFIG RESETSTAT >/dev/null
+  r0=$(cpu "$redis"); q0=$(cpu "$quotad")
+  line=$($(pin "${BENCH_CPU:-0}") target/release/quotad-bench --target http://127.0.0.1:50081 \
+    --resource bench.rate --duration "${DURATION:-10s}" --no-progress --rate "$rate" 2>&1 | grep latency)
+  fcall=$(redis-cli -p "$port" INFO commandstats | sed -n 's/^cmdstat_fcall:.*usec_per_call=\([0-9.]*\).*/\1/p')
+  echo "$rate/s:$line | CPU redis $(awk -v a="$r0" -v b="$(cpu "$redis")" 'BEGIN { printf "%.2f", b - a }') s," \
+    "quotad $(awk -v a="$q0" -v b="$(cpu "$quotad")" 'BEGIN { printf "%.2f", b - a }') s; FCALL ${fcall} µs"
+done
