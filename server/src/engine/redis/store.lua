@@ -201,13 +201,18 @@ end
 ---------------------------------------------------------------------------------------------------------
 -- A level: its bucket and its leases in flight (engine/memory/level.rs).
 
+-- A level's hash holds only these four fields: t (the bucket's TAT), i and b (its interval and burst), f
+-- (leases in flight).
 local function level_load(key)
-  local h, found = hgetall(key)
-  local bucket = bucket_load(h)
-  local cell = { key = key, bucket = bucket, f = tonumber(h.f or '0'), found = found, had_t = h.t ~= nil }
+  local v = redis.call('HMGET', key, 't', 'i', 'b', 'f')
+  local t, i, b, f = v[1], v[2], v[3], v[4]
+  local bucket = nil
+  if i then bucket = { d = rel(t) or -FAR, i = tonumber(i), b = tonumber(b) } end
+  local cell = { key = key, bucket = bucket, f = tonumber(f or '0'), found = (t or i or b or f) and true or false,
+                 had_t = t and true or false }
   -- The interval and burst as stored (a write leaves them alone when they did not change).
   if bucket then cell.si = bucket.i; cell.sb = bucket.b end
-  cell.sf = h.f ~= nil and cell.f or nil
+  if f then cell.sf = cell.f end
   return cell
 end
 
