@@ -1,8 +1,9 @@
 //! The policy, written once: the order of an acquire's checks (pause, breaker, every level, the adaptive
-//! raise), a half-open probe taken and handed back, judging levels all or none, and what a release settles
-//! and its outcome counts on a breaker, and what a retried request_id is answered. A store that decides in this process provides the state steps ([`AcquireState`]);
-//! the in-memory store is one. The Redis store runs the same policy inside its Lua script for atomicity
-//! (one round trip), held to identical decisions by the conformance suite and the differential trace.
+//! raise), a half-open probe taken and handed back, judging levels all or none, what a release settles and
+//! its outcome counts on a breaker, and what a retried request_id is answered. A store that decides in this
+//! process provides the state steps ([`AcquireState`]); the in-memory store is one. The Redis store runs the
+//! same policy inside its Lua script for atomicity (one round trip), held to identical decisions by the
+//! conformance suite and the differential trace.
 
 // Wire-facing: every value here may come from a request, so arithmetic is checked or saturating.
 #![cfg_attr(not(test), deny(clippy::arithmetic_side_effects))]
