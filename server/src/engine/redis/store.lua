@@ -155,11 +155,6 @@ end
 ---------------------------------------------------------------------------------------------------------
 -- Token bucket (GCRA), as engine/rate.rs: `d` is the deficit, tat - now (<= 0: full).
 
-local function bucket_load(h)
-  if h.i == nil then return nil end
-  return { d = rel(h.t) or -FAR, i = tonumber(h.i), b = tonumber(h.b) }
-end
-
 local function bucket_retune(bk, i, b)
   if i == bk.i and b == bk.b then return end
   local owed = math.max(bk.d, 0)
