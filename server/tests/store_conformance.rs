@@ -637,6 +637,36 @@ fn breaker_opens_probes_and_closes<S: Store>(make: &Make<S>) {
     assert!(h.acquire("down", &[], 1).granted());
 }
 
+/// More distinct rules than the Redis script keeps parsed (its memo of 512 specs is emptied and refilled):
+/// every resource keeps exactly its own burst, whatever was parsed before it.
+fn many_distinct_rules_each_keep_their_own_limit<S: Store>(make: &Make<S>) {
+    let n = 600u64;
+    let toml: String = (1..=n)
+        .map(|i| {
+            format!("[[resources]]\nname = \"r{i}\"\nrate = {{ limit = {i}, period = \"1h\" }}\n")
+        })
+        .collect();
+    let h = Harness::new(&toml, make);
+    for round in 0..2 {
+        for i in 1..=n {
+            let name = format!("r{i}");
+            if round == 0 {
+                assert!(
+                    h.acquire(&name, &[], i).granted(),
+                    "{name}: its whole burst"
+                );
+            }
+            let d = h.acquire(&name, &[], 1);
+            assert_eq!(
+                d.denial(),
+                Some(Denial::RateLimited),
+                "{name}, round {round}"
+            );
+            assert_eq!(d.limit, i, "{name}: its own burst");
+        }
+    }
+}
+
 const PARTITIONED: &str = r#"
 [[resources]]
 name = "llm"
@@ -1231,6 +1261,7 @@ for_each_store!(
         breaker_opens_probes_and_closes,
         breaker_reopens_longer_on_probe_failure,
         transitions_are_named_by_the_partitions_breaker,
+        many_distinct_rules_each_keep_their_own_limit,
         exactly_n_half_open_probes_across_threads,
         throttle_reports_lower_rate_once_per_cooldown_and_recover,
         retry_after_pauses_the_fleet_capped,
