@@ -1281,3 +1281,41 @@ for_each_store!(
         expiry_tombstones_are_forgotten_after_a_minute,
     ],
 );
+
+/// A resource's live-lease count (its Redis hash, what listings show) outlives leases that stay live for
+/// days: each Acquire keeps the hash at least a day, re-extending it when less than 23 hours are left (a
+/// day after its first lease it used to expire, however many leases were still live).
+#[test]
+fn redis_a_resource_lease_count_outlives_its_leases() {
+    let h = Harness::new(
+        "[[resources]]\nname = \"count-ttl\"\nconcurrency = 10\nlease_ttl = \"40h\"\n",
+        &|_: &Rules| common::redis_store(&[redis().url()]),
+    );
+    let live = || {
+        let query = UsageQuery {
+            prefix: "count-ttl",
+            ..UsageQuery::ALL
+        };
+        let page = now(h.quota.usage_page(&query)).unwrap();
+        page.resources.first().map_or(0, |r| r.live_leases)
+    };
+    let key = || {
+        let keys = redis().cli(&["KEYS", "*}R9:count-ttl"]);
+        assert_eq!(keys.lines().count(), 1, "one count hash: {keys}");
+        keys
+    };
+    let ttl = || -> u64 { redis().cli(&["PTTL", &key()]).parse().unwrap() };
+    assert!(h.acquire("count-ttl", &[], 1).granted());
+    assert!(
+        ttl() > 39 * 3_600_000,
+        "kept past the lease's hold: {} ms",
+        ttl()
+    );
+    // 39 hours later (Redis told so by cutting the TTL to what would be left), the lease still live:
+    // the next Acquire extends the hash again, so the count is still there when the second lease ends.
+    h.advance(Duration::from_secs(39 * 3600));
+    assert_eq!(redis().cli(&["PEXPIRE", &key(), "3600000"]), "1");
+    assert!(h.acquire("count-ttl", &[], 1).granted());
+    assert!(ttl() > 39 * 3_600_000, "extended again: {} ms", ttl());
+    assert_eq!(live(), 2);
+}

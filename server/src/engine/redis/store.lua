@@ -395,8 +395,8 @@ end
 -- A resource's pressure (adaptive rate, pause, recent reporters) and its live lease count.
 
 local function pressure_load(key)
-  local h = hgetall(key)
-  local p = { key = key, fa = tonumber(h.fa or '1'), ld = rel(h.ld), ls = rel(h.ls) or -FAR,
+  local h, found = hgetall(key)
+  local p = { key = key, found = found, fa = tonumber(h.fa or '1'), ld = rel(h.ld), ls = rel(h.ls) or -FAR,
               pu = rel(h.pu) or -FAR, n = tonumber(h.n or '0'), qw = tonumber(h.qw or '0'), rep = {},
               dirty = false }
   for k, v in pairs(h) do
@@ -487,15 +487,27 @@ local function return_probe(l)
   breaker_save(l.bk, b)
 end
 
--- Counts a resource's live leases (what listings show), in its pressure hash; kept a day past the last change.
-local function count_lease(rkey, delta)
-  local n = redis.call('HINCRBY', rkey, 'n', delta)
-  if n <= 0 then
+-- Counts a resource's live leases (what listings show), in its pressure hash, which must outlive them: an
+-- Acquire (`found`: the hash existed when this call loaded it) keeps it a day past the grant, or past the
+-- lease's hold if longer. (A TTL given only when the hash is made lost the count of a resource whose leases
+-- stayed live for over a day; one PEXPIRE per Acquire costs less than reading back when it was last given.)
+local DAY_MS = 86400000
+local function count_lease(rkey, delta, found, hold_ms)
+  if delta > 0 then
+    local ms = math.ceil(math.max(DAY_MS, hold_ms))
+    if found then
+      redis.call('HINCRBY', rkey, 'n', delta)
+      redis.call('PEXPIRE', rkey, ms, 'GT')
+    else
+      redis.call('HSET', rkey, 'n', delta)
+      redis.call('PEXPIRE', rkey, ms)
+    end
+    return
+  end
+  if redis.call('HINCRBY', rkey, 'n', delta) <= 0 then
     -- Nothing live: a hash that held only the count goes.
     if redis.call('HLEN', rkey) == 1 then redis.call('DEL', rkey); return end
     redis.call('HSET', rkey, 'n', 0)
-  elseif n == delta then
-    redis.call('PEXPIRE', rkey, 86400000, 'NX')
   end
 end
 
@@ -672,7 +684,7 @@ OPS.acq = function()
     p.n = p.n + 1
     pressure_save(p, 0)
   else
-    count_lease(rkey, 1)
+    count_lease(rkey, 1, p.found, hold_ms)
   end
 
   local expires = abs(ttl)
