@@ -204,7 +204,7 @@ local function level_load(key)
   local bucket = nil
   if i then bucket = { d = rel(t) or -FAR, i = tonumber(i), b = tonumber(b) } end
   local cell = { key = key, bucket = bucket, f = tonumber(f or '0'), found = (t or i or b or f) and true or false,
-                 had_t = t and true or false }
+                 st = t or nil }
   -- The interval and burst as stored (a write leaves them alone when they did not change).
   if bucket then cell.si = bucket.i; cell.sb = bucket.b end
   if f then cell.sf = cell.f end
@@ -218,24 +218,32 @@ local function level_sync(cell, rate, factor)
   else bucket_retune(cell.bucket, i, rate.burst) end
 end
 
+-- Writes what changed, and only then the TTL: a key's TTL was set, when its TAT was, to a second past the
+-- moment its bucket is full again, so a call that leaves the TAT and the leases as they were (a denial,
+-- mostly) leaves the TTL right too, and costs no write at all.
 local function level_save(cell, hold_ms)
   local full = cell.bucket == nil or cell.bucket.d <= 0
-  if cell.f <= 0 and full then redis.call('DEL', cell.key); return end
+  if cell.f <= 0 and full then
+    if cell.found then redis.call('DEL', cell.key) end
+    return
+  end
   local bk = cell.bucket
+  local f, changed = {}, false
   if bk then
-    if bk.d <= 0 and cell.had_t then redis.call('HDEL', cell.key, 't') end
-    local f = {}
-    if bk.d > 0 then f[1] = 't'; f[2] = abs(bk.d) end
+    if bk.d > 0 then
+      local t = abs(bk.d)
+      if t ~= cell.st then f[1] = 't'; f[2] = t end
+    elseif cell.st then redis.call('HDEL', cell.key, 't'); changed = true end
     if bk.i ~= cell.si or bk.b ~= cell.sb then
       f[#f + 1] = 'i'; f[#f + 1] = string.format('%d', bk.i)
       f[#f + 1] = 'b'; f[#f + 1] = string.format('%d', bk.b)
     end
-    if cell.f ~= cell.sf then f[#f + 1] = 'f'; f[#f + 1] = cell.f end
-    if #f > 0 then redis.call('HSET', cell.key, unpack(f)) end
-  else
-    redis.call('HDEL', cell.key, 't', 'i', 'b')
-    redis.call('HSET', cell.key, 'f', cell.f)
+  elseif cell.si or cell.st then
+    redis.call('HDEL', cell.key, 't', 'i', 'b'); changed = true
   end
+  if cell.f ~= cell.sf then f[#f + 1] = 'f'; f[#f + 1] = cell.f end
+  if #f > 0 then redis.call('HSET', cell.key, unpack(f)); changed = true end
+  if not changed then return end
   local ms = 1000
   if bk and bk.d > 0 then ms = ms + bk.d / 1000000 end
   if cell.f > 0 then ms = math.max(ms, hold_ms or 0) end
@@ -511,10 +519,12 @@ local function count_lease(rkey, delta, found, hold_ms)
   end
 end
 
--- An ended lease keeps its fields for a minute, marked `g` (why it ended), so a late call is answered.
-local function tombstone(key, hex, why)
+-- An ended lease keeps its fields for a minute, marked `g` (why it ended), so a late call is answered. A
+-- lease's key lives until a minute past its expiry (as granted or renewed), so one that has expired keeps
+-- that TTL: its tombstone goes a minute after it expired.
+local function tombstone(key, hex, why, l)
   redis.call('HSET', key, 'g', why)
-  redis.call('PEXPIRE', key, TOMBSTONE_MS)
+  if (rel(l.x) or 0) > 0 then redis.call('PEXPIRE', key, TOMBSTONE_MS) end
   redis.call('ZREM', EXP, hex)
   redis.call('ZREM', IDS, hex)
 end
@@ -524,7 +534,7 @@ local function reclaim(hex, key, l)
   free_slots(l)
   return_probe(l)
   count_lease(l.rk, -1)
-  tombstone(key, hex, 'e')
+  tombstone(key, hex, 'e', l)
 end
 
 -- Reclaims up to `limit` leases of this shard that expired by now; returns them and whether more remain.
@@ -610,7 +620,6 @@ OPS.acq = function()
                s[10] }
     end
   end
-  if redis.call('EXISTS', lkey) == 1 then return { -1, 'collide' } end
   reclaim_expired(8)
 
   local p = pressure_load(rkey)
@@ -666,6 +675,9 @@ OPS.acq = function()
     end
     return reply({ 0, denied.reason, denied.wait, denied.level }, t)
   end
+  -- A grant: its (random) lease id must be new. Nothing this call changed is written yet but the reclaim of
+  -- expired leases, which stands whoever calls, so the caller can retry with another id.
+  if redis.call('EXISTS', lkey) == 1 then return { -1, 'collide' } end
 
   local hold_ms = ttl / 1000000 + TOMBSTONE_MS
   local lv_out = {}
@@ -761,7 +773,7 @@ OPS.rel = function()
     state = breaker_state(b)
   end
   count_lease(l.rk, -1)
-  tombstone(key, hex, 'r')
+  tombstone(key, hex, 'r', l)
   return { 1, refunded, charged, state, l.res, l.rule, table.concat(transitions, ';'), l.bk }
 end
 
