@@ -6,7 +6,10 @@
 # versions of the script can be compared where seconds on a shared VM cannot. About a minute per run.
 #   scripts/bench-redis-instructions.sh                      # the repository's store.lua
 #   LUA=/tmp/variant.lua TTL=3600000000000 N=6000 scripts/bench-redis-instructions.sh
-# TTL: the leases' (ns); with the default 1 s every Acquire also reclaims one expired lease, as in steady state.
+# TTL: the leases' (ns). RATE: the level's limit,period(ns),burst; RATE=1,1000000000,1 denies all but the
+# first of each second (the cost of a denial). redis-benchmark gives each __rand_int__ its own number, so the
+# lease key and the id inside it differ: the expiry set still trims, but finds no lease to reclaim.
+#   RATE=1,1000000000,1 scripts/bench-redis-instructions.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { echo "valgrind not found: apt-get install valgrind"; exit 1; }
@@ -14,6 +17,7 @@ lua=${LUA:-server/src/engine/redis/store.lua}
 port=${PORT:-6395}
 n=${N:-6000}
 ttl=${TTL:-1000000000}
+rate=${RATE:-1000000000,1000000000,1000000000}
 out=$(mktemp -d)
 trap 'kill "$redis" 2>/dev/null; wait 2>/dev/null; rm -rf "$out"' EXIT
 valgrind --tool=callgrind --callgrind-out-file="$out/cg.out" redis-server --port "$port" --bind 127.0.0.1 \
@@ -26,7 +30,7 @@ run() {
   redis-benchmark -p "$port" -c 4 -P 1 -n "$1" -r 100000000 -q \
     FCALL quotad_bench 5 'b{q1}R4:rate' 'b{q1}R4:rate' 'b{q1}l:__rand_int__' 'b{q1}R4:rate' 'b{q1}L4:rate' \
     acq '' 'b{q1}' 1 "$ttl" '__rand_int__' rate rate 1000000000 3600000000000 '' '' '' 300000000000 '' '' \
-    100000000 '' 1 '' '1000000000,1000000000,1000000000' '' 1000000000 >/dev/null 2>&1
+    100000000 '' 1 '' "$rate" '' 1000000000 >/dev/null 2>&1
 }
 run 2000
 callgrind_control -z "$redis" >/dev/null 2>&1

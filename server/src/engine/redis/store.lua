@@ -460,6 +460,17 @@ local PREFIX, EXP, IDS
 local function use_shard(prefix) PREFIX = prefix; EXP = prefix .. 'x'; IDS = prefix .. 'ids' end
 local function lease_key(hex) return PREFIX .. 'l:' .. hex end
 
+-- A lease's fields; those it was granted without (no client id, owner, breaker, probe, adaptive rate or
+-- descriptors) are not stored, and read as ''.
+local OPTIONAL = { 'cid', 'own', 'bk', 'bs', 'pr', 'ad', 'ds' }
+local function lease_load(key)
+  local l, found = hgetall(key)
+  if found then
+    for _, k in ipairs(OPTIONAL) do if l[k] == nil then l[k] = '' end end
+  end
+  return l, found
+end
+
 -- (Formatted here: Lua would print a number this large with 14 digits.)
 local function exp_score(off) return string.format('%d', math.ceil((NOW_S * 1000000) + (NOW_N + off) / 1000)) end
 
@@ -546,7 +557,7 @@ local function reclaim_expired(limit)
   for i, hex in ipairs(due) do
     if i > limit then more = true; break end
     local key = lease_key(hex)
-    local l, found = hgetall(key)
+    local l, found = lease_load(key)
     if not found or l.g then
       redis.call('ZREM', EXP, hex)
     elseif (rel(l.x) or 0) <= 0 then
@@ -700,9 +711,12 @@ OPS.acq = function()
   end
 
   local expires = abs(ttl)
-  redis.call('HSET', lkey, 'res', A[7], 'rule', A[8], 'dt', A[9], 'mt', A[10], 'cid', A[11], 'own', A[12],
-             'p', A[4], 'x', expires, 'lv', table.concat(lv_out, '\30'), 'bk', bspec and bkey or '',
-             'bs', A[16], 'pr', probe or '', 'rk', rkey, 'ad', A[15], 'ds', held)
+  local rec = { 'res', A[7], 'rule', A[8], 'dt', A[9], 'mt', A[10], 'p', A[4], 'x', expires,
+                'lv', table.concat(lv_out, '\30'), 'rk', rkey }
+  local function opt(k, v) if v ~= '' then rec[#rec + 1] = k; rec[#rec + 1] = v end end
+  opt('cid', A[11]); opt('own', A[12]); opt('ad', A[15]); opt('ds', held)
+  if bspec then opt('bk', bkey); opt('bs', A[16]); opt('pr', probe or '') end
+  redis.call('HSET', lkey, unpack(rec))
   redis.call('PEXPIRE', lkey, math.ceil(hold_ms))
   redis.call('ZADD', EXP, exp_score(ttl), hex)
   redis.call('ZADD', IDS, 0, hex)
@@ -739,7 +753,7 @@ end
 -- KEYS: lease. ARGV: 'rel', now, prefix, hex, outcome (s f t u), used or '', caller.
 OPS.rel = function()
   local key, hex, outcome, used, caller = KEYS[1], A[4], A[5], num(A[6]), A[7]
-  local l, found = hgetall(key)
+  local l, found = lease_load(key)
   if not found or l.g then return { 0, gone_reason(l, found) } end
   if l.own ~= caller then return { -1, 'not_owner' } end
   if (rel(l.x) or 0) <= 0 then
@@ -780,7 +794,7 @@ end
 -- KEYS: lease. ARGV: 'ren', now, prefix, hex, ttl or '', caller.
 OPS.ren = function()
   local key, hex, ttl, caller = KEYS[1], A[4], num(A[5]), A[6]
-  local l, found = hgetall(key)
+  local l, found = lease_load(key)
   if not found or l.g then return { 0, gone_reason(l, found) } end
   if l.own ~= caller then return { -1, 'not_owner' } end
   if (rel(l.x) or 0) <= 0 then return { 0, 'expired' } end
@@ -805,7 +819,7 @@ OPS.rep = function()
   local adaptive, bspec, quiet = adaptive_spec(A[9]), breaker_spec(A[10]), tonumber(A[11])
   local lease_first, probe = nil, nil
   if hex ~= '' then
-    local l, found = hgetall(lkey)
+    local l, found = lease_load(lkey)
     if found and not l.g then
       if l.own ~= caller then return { -1, 'not_owner' } end
       if l.res ~= resource then return { -1, 'other_resource' } end
@@ -896,7 +910,7 @@ end
 
 -- KEYS: lease. ARGV: 'rvk', now, prefix, hex.
 OPS.rvk = function()
-  local l, found = hgetall(KEYS[1])
+  local l, found = lease_load(KEYS[1])
   if not found or l.g then return 0 end
   reclaim(A[4], KEYS[1], l)
   return 1
@@ -973,7 +987,7 @@ OPS.lst = function()
   local ids = redis.call('ZRANGEBYLEX', IDS, from, '+', 'LIMIT', 0, tonumber(A[5]))
   local out = {}
   for _, hex in ipairs(ids) do
-    local l, found = hgetall(lease_key(hex))
+    local l, found = lease_load(lease_key(hex))
     if found and not l.g then
       out[#out + 1] = { hex, l.res, l.rule, l.p, l.x, l.cid, l.own, l.pr or '', l.ds or '' }
     end
