@@ -6,6 +6,9 @@
 # the generator on core 0), WORKERS = quotad's server.worker_threads (default 1).
 #   RATES="2000 4000 5776" scripts/bench-redis-latency.sh
 #   QUOTAD_CPU=all BENCH_CPU=all REDIS_CPU=all WORKERS=0 RATES=5776 scripts/bench-redis-latency.sh
+# STORE=memory: the same node, generator and cores on the in-memory store (the baseline: what the machine
+# gives without Redis; Redis still runs, idle).
+#   STORE=memory QUOTAD_CPU=all BENCH_CPU=all WORKERS=0 RATES="1000 2000 4700" scripts/bench-redis-latency.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 port=${PORT:-6392}
@@ -21,7 +24,8 @@ redis=$!
 pids+=("$redis")
 until redis-cli -p "$port" PING >/dev/null 2>&1; do sleep 0.1; done
 {
-  printf 'store = "redis"\n[redis]\nurl = "redis://127.0.0.1:%s"\nprefix = "lat:"\n' "$port"
+  [ "${STORE:-redis}" = memory ] ||
+    printf 'store = "redis"\n[redis]\nurl = "redis://127.0.0.1:%s"\nprefix = "lat:"\n' "$port"
   sed -e 's/127.0.0.1:50051/127.0.0.1:50081/' -e 's/127.0.0.1:9464/127.0.0.1:9481/' \
     -e "s/^\[server\]/[server]\nworker_threads = ${WORKERS:-1}/" examples/bench.toml
 } >"$out/node.toml"

@@ -1319,3 +1319,37 @@ fn redis_a_resource_lease_count_outlives_its_leases() {
     assert!(ttl() > 39 * 3_600_000, "extended again: {} ms", ttl());
     assert_eq!(live(), 2);
 }
+
+/// A burst of one resource's leases expiring lands in one shard (a resource's keys share one): the sweep
+/// then reads that shard alone, 32 leases a call, instead of all 64 shards for every 8 leases it gives back.
+#[test]
+fn redis_a_backlog_of_expired_leases_is_swept_in_few_calls() {
+    for urls in [vec![redis().url()], cluster().urls()] {
+        let h = Harness::new(
+            "[[resources]]\nname = \"burst\"\nconcurrency = 5000\nlease_ttl = \"1s\"\n",
+            &|_: &Rules| common::redis_store(&urls),
+        );
+        let mut leases = std::collections::HashSet::new();
+        for _ in 0..1000 {
+            leases.insert(lease(&h.acquire("burst", &[], 1)));
+        }
+        h.advance(Duration::from_secs(2));
+        let (mut calls, mut swept) = (0, std::collections::HashSet::new());
+        loop {
+            let sweep = now(h.quota.sweep_some(512)).unwrap();
+            calls += 1;
+            swept.extend(sweep.expired.iter().map(|e| e.lease_id));
+            if !sweep.more {
+                break;
+            }
+            assert!(calls < 100, "the sweep does not end");
+        }
+        assert_eq!(swept, leases, "every expired lease reclaimed once");
+        // The first call reads every shard (8 or 16 leases from each); then 32 a call from the busy one.
+        assert!(
+            calls <= 2 + 1000 / 32,
+            "{calls} calls for 1,000 leases in one shard"
+        );
+        assert!(h.acquire("burst", &[], 1).granted());
+    }
+}

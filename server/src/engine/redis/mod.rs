@@ -141,6 +141,8 @@ pub struct RedisStore {
     pub(crate) counts: [AtomicU64; 4],
     /// Script call latency.
     pub(crate) latency: crate::metrics::histogram::LatencyHistogram,
+    /// Shards (a bit each) whose last sweep left expired leases behind: swept alone until done.
+    backlog: AtomicU64,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -220,6 +222,7 @@ impl RedisStore {
             node: format!("{seed:016x}"),
             counts: Default::default(),
             latency: Default::default(),
+            backlog: AtomicU64::new(0),
         })
     }
 

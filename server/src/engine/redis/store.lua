@@ -930,15 +930,17 @@ OPS.ref = function()
 end
 
 -- KEYS: the expiry index of each shard swept. ARGV: 'swp', now, '', limit per shard, each shard's prefix.
+-- Answers which shards have more expired than the limit ('0'/'1' each, in order), then id, resource, rule
+-- of each lease reclaimed.
 OPS.swp = function()
-  local all, more = { 0 }, false
+  local all, more = { '' }, {}
   for i = 5, #A do
     use_shard(A[i])
     local out, left = reclaim_expired(tonumber(A[4]))
-    more = more or left
+    more[#more + 1] = left and '1' or '0'
     for _, v in ipairs(out) do all[#all + 1] = v end
   end
-  if more then all[1] = 1 end
+  all[1] = table.concat(more)
   return all
 end
 

@@ -377,7 +377,7 @@ impl RedisStore {
         shards: &[u64],
         now: Nanos,
         limit: usize,
-    ) -> Result<(Vec<Expired>, bool), EngineError> {
+    ) -> Result<(Vec<Expired>, u64), EngineError> {
         let mut inv = Call::default();
         inv.arg("swp").arg(self.now_arg(now)).arg("").arg(limit);
         for &shard in shards {
@@ -385,7 +385,12 @@ impl RedisStore {
                 .arg(self.keys.shard(shard));
         }
         let r = items(self.call(&inv).await?)?;
-        let more = int(r.first())? == 1;
+        // Which of the shards swept have more: a bit per shard.
+        let more = text(r.first())?
+            .bytes()
+            .zip(shards)
+            .filter(|(flag, _)| *flag == b'1')
+            .fold(0u64, |mask, (_, &shard)| mask | 1 << shard);
         let mut expired = Vec::new();
         for chunk in r.get(1..).unwrap_or_default().chunks(3) {
             let (Ok(id), Ok(resource), Ok(rule)) =
@@ -863,22 +868,44 @@ impl Store for RedisStore {
             return Ok(local);
         }
         let mut sweep = local;
-        let results = if self.settings.cluster.is_empty() {
-            let all: Vec<u64> = (0..SHARDS).collect();
-            vec![
-                self.sweep_shards(&all, now, (limit / SHARDS as usize).clamp(8, 64))
-                    .await,
-            ]
+        // A shard left with more expired than one call reclaims (all of a resource's leases share a shard, so
+        // a burst of one resource's leases expiring lands in one) is swept alone, with a larger limit, until
+        // it is done: the other shards are not read again for every few leases it gives back.
+        let backlog = self.backlog.load(Ordering::Relaxed);
+        let shards: Vec<u64> = (0..SHARDS)
+            .filter(|s| backlog == 0 || backlog >> s & 1 == 1)
+            .collect();
+        // A backlog's calls reclaim at most 32 leases a shard: each lease is a few redis.calls of the script,
+        // and one call holds Redis for all of them.
+        let (busy, cap) = if backlog == 0 {
+            (SHARDS as usize, None)
         } else {
-            let per_shard = (limit / SHARDS as usize).clamp(16, 512);
-            let runs: Vec<_> = (0..SHARDS).map(|s| [s]).collect();
+            (shards.len(), Some(32))
+        };
+        let results = if self.settings.cluster.is_empty() {
+            let per_shard = (limit / busy).clamp(8, cap.unwrap_or(64));
+            vec![self.sweep_shards(&shards, now, per_shard).await]
+        } else {
+            let per_shard = (limit / busy).clamp(16, cap.unwrap_or(512));
+            let runs: Vec<_> = shards.iter().map(|&s| [s]).collect();
             join_all(runs.iter().map(|s| self.sweep_shards(s, now, per_shard))).await
         };
+        let mut left = 0;
+        let mut failed = None;
         for r in results {
-            let (expired, more) = r?;
-            sweep.expired.extend(expired);
-            sweep.more |= more;
+            match r {
+                Ok((expired, more)) => {
+                    sweep.expired.extend(expired);
+                    left |= more;
+                }
+                Err(e) => failed = Some(e),
+            }
         }
+        self.backlog.store(left, Ordering::Relaxed);
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        sweep.more |= left != 0;
         Ok(sweep)
     }
 
