@@ -460,8 +460,9 @@ local PREFIX, EXP, IDS
 local function use_shard(prefix) PREFIX = prefix; EXP = prefix .. 'x'; IDS = prefix .. 'ids' end
 local function lease_key(hex) return PREFIX .. 'l:' .. hex end
 
--- A lease's fields; those it was granted without (no client id, owner, breaker, probe, adaptive rate or
--- descriptors) are not stored, and read as ''.
+-- A lease's fields; those it was granted without (no breaker, probe, adaptive rate or descriptors) are not
+-- stored, and read as ''. (The previous version reads these absent fields as '' too; it needs `cid` and
+-- `own`, so those are always stored.)
 local OPTIONAL = { 'cid', 'own', 'bk', 'bs', 'pr', 'ad', 'ds' }
 local function lease_load(key)
   local l, found = hgetall(key)
@@ -711,10 +712,11 @@ OPS.acq = function()
   end
 
   local expires = abs(ttl)
-  local rec = { 'res', A[7], 'rule', A[8], 'dt', A[9], 'mt', A[10], 'p', A[4], 'x', expires,
-                'lv', table.concat(lv_out, '\30'), 'rk', rkey }
+  -- The client id and owner are written even when empty: a node of the previous version reads them as given.
+  local rec = { 'res', A[7], 'rule', A[8], 'dt', A[9], 'mt', A[10], 'cid', A[11], 'own', A[12], 'p', A[4],
+                'x', expires, 'lv', table.concat(lv_out, '\30'), 'rk', rkey }
   local function opt(k, v) if v ~= '' then rec[#rec + 1] = k; rec[#rec + 1] = v end end
-  opt('cid', A[11]); opt('own', A[12]); opt('ad', A[15]); opt('ds', held)
+  opt('ad', A[15]); opt('ds', held)
   if bspec then opt('bk', bkey); opt('bs', A[16]); opt('pr', probe or '') end
   redis.call('HSET', lkey, unpack(rec))
   redis.call('PEXPIRE', lkey, math.ceil(hold_ms))
