@@ -143,6 +143,8 @@ pub struct RedisStore {
     pub(crate) latency: crate::metrics::histogram::LatencyHistogram,
     /// Shards (a bit each) whose last sweep left expired leases behind: swept alone until done.
     backlog: AtomicU64,
+    /// When (the sweep's clock) every shard was last swept.
+    last_full_sweep: AtomicU64,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -223,6 +225,7 @@ impl RedisStore {
             counts: Default::default(),
             latency: Default::default(),
             backlog: AtomicU64::new(0),
+            last_full_sweep: AtomicU64::new(0),
         })
     }
 

@@ -1,6 +1,9 @@
 -- quotad's Redis store: the engine's state steps, one atomic call each (ARGV[1] names the step), as one Redis
 -- Function (FCALL); the Rust side (engine/redis/mod.rs) loads the library under a name that carries a hash of
--- this text, so two quotad versions in a rolling upgrade each call their own. The Rust
+-- this text, so two quotad versions in a rolling upgrade each call their own. They share one state layout,
+-- so a change to it must stay readable by the previous version: add fields, never rename or reinterpret one,
+-- and leave a field out only where the previous version reads it absent as empty (the lease's fields, below;
+-- test redis_a_lease_keeps_the_fields_the_previous_version_reads). The Rust
 -- side (engine/redis/) builds the keys and the rule's parameters; this script holds the same policy as the
 -- in-memory store (engine/memory/), and the conformance suite and a differential trace hold the two to
 -- identical decisions.
@@ -707,6 +710,8 @@ OPS.acq = function()
   if p.dirty then
     p.n = p.n + 1
     pressure_save(p, 0)
+    -- (It keeps the hash a day while leases are live; a longer lease needs longer.)
+    if hold_ms > DAY_MS then keep(rkey, hold_ms) end
   else
     count_lease(rkey, 1, p.found, hold_ms)
   end

@@ -372,6 +372,28 @@ impl RedisStore {
         Ok((names, cut.is_some()))
     }
 
+    /// Which shards a sweep call reads, and how many expired leases it takes from each. A shard left with
+    /// more than one call reclaims (all of a resource's leases share a shard, so a burst of one resource's
+    /// leases expiring lands in one) is swept alone, 32 a call (each lease is a few redis.calls, and one call
+    /// holds Redis for all of them), so the other 63 shards are not read again for every few leases it gives
+    /// back; every other shard is still read at least every 500 ms of the sweep's clock.
+    fn sweep_plan(&self, now: Nanos, limit: usize) -> (Vec<u64>, usize) {
+        let backlog = self.backlog.load(Ordering::Relaxed);
+        let last_full = self.last_full_sweep.load(Ordering::Relaxed);
+        let cluster = !self.settings.cluster.is_empty();
+        if backlog == 0 || now.saturating_sub(last_full) >= 500_000_000 {
+            self.last_full_sweep.store(now, Ordering::Relaxed);
+            let (floor, cap) = if cluster { (16, 512) } else { (8, 64) };
+            return (
+                (0..SHARDS).collect(),
+                (limit / SHARDS as usize).clamp(floor, cap),
+            );
+        }
+        let busy: Vec<u64> = (0..SHARDS).filter(|s| backlog >> s & 1 == 1).collect();
+        let per_shard = (limit / busy.len()).clamp(if cluster { 16 } else { 8 }, 32);
+        (busy, per_shard)
+    }
+
     async fn sweep_shards(
         &self,
         shards: &[u64],
@@ -868,25 +890,10 @@ impl Store for RedisStore {
             return Ok(local);
         }
         let mut sweep = local;
-        // A shard left with more expired than one call reclaims (all of a resource's leases share a shard, so
-        // a burst of one resource's leases expiring lands in one) is swept alone, with a larger limit, until
-        // it is done: the other shards are not read again for every few leases it gives back.
-        let backlog = self.backlog.load(Ordering::Relaxed);
-        let shards: Vec<u64> = (0..SHARDS)
-            .filter(|s| backlog == 0 || backlog >> s & 1 == 1)
-            .collect();
-        // A backlog's calls reclaim at most 32 leases a shard: each lease is a few redis.calls of the script,
-        // and one call holds Redis for all of them.
-        let (busy, cap) = if backlog == 0 {
-            (SHARDS as usize, None)
-        } else {
-            (shards.len(), Some(32))
-        };
+        let (shards, per_shard) = self.sweep_plan(now, limit);
         let results = if self.settings.cluster.is_empty() {
-            let per_shard = (limit / busy).clamp(8, cap.unwrap_or(64));
             vec![self.sweep_shards(&shards, now, per_shard).await]
         } else {
-            let per_shard = (limit / busy).clamp(16, cap.unwrap_or(512));
             let runs: Vec<_> = shards.iter().map(|&s| [s]).collect();
             join_all(runs.iter().map(|s| self.sweep_shards(s, now, per_shard))).await
         };
