@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Acquire latency through one quotad node on a Redis of its own, open loop (quotad-bench --rate, paced by
-# the kernel's timer), at each RATES value for DURATION; prints p50..max and the CPU seconds Redis and quotad
-# used, and Redis's own time per FCALL (INFO commandstats) over the whole run (issue 13; BENCHMARKS.md).
+# the kernel's timer), at each RATES value for DURATION; prints p50..max and the CPU seconds Redis, quotad
+# and the generator used, and Redis's own time per FCALL (INFO commandstats) over the whole run (issue 13; BENCHMARKS.md).
 # Cores: QUOTAD_CPU, BENCH_CPU, REDIS_CPU ("all" = unpinned; default Redis alone on core 1, quotad and
 # the generator on core 0), WORKERS = quotad's server.worker_threads (default 1).
 #   RATES="2000 4000 5776" scripts/bench-redis-latency.sh
@@ -40,9 +40,14 @@ cpu() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/p
 for rate in ${RATES:-2000 4000 5776}; do
   redis-cli -p "$port" CONFIG RESETSTAT >/dev/null
   r0=$(cpu "$redis"); q0=$(cpu "$quotad")
-  line=$($(pin "${BENCH_CPU:-0}") target/release/quotad-bench --target http://127.0.0.1:50081 \
-    --resource bench.rate --duration "${DURATION:-10s}" --no-progress --rate "$rate" 2>&1 | grep latency)
+  # bash's `time` gives the generator's own user + system CPU seconds.
+  TIMEFORMAT='%U %S'
+  gen=$({ time $(pin "${BENCH_CPU:-0}") target/release/quotad-bench --target http://127.0.0.1:50081 \
+    --resource bench.rate --duration "${DURATION:-10s}" --no-progress --rate "$rate" ${BENCH_THREADS:+--threads "$BENCH_THREADS"} \
+    >"$out/bench.txt" 2>&1; } 2>&1)
+  line=$(grep latency "$out/bench.txt")
   fcall=$(redis-cli -p "$port" INFO commandstats | sed -n 's/^cmdstat_fcall:.*usec_per_call=\([0-9.]*\).*/\1/p')
   echo "$rate/s:$line | CPU redis $(awk -v a="$r0" -v b="$(cpu "$redis")" 'BEGIN { printf "%.2f", b - a }') s," \
-    "quotad $(awk -v a="$q0" -v b="$(cpu "$quotad")" 'BEGIN { printf "%.2f", b - a }') s; FCALL ${fcall} µs"
+    "quotad $(awk -v a="$q0" -v b="$(cpu "$quotad")" 'BEGIN { printf "%.2f", b - a }') s," \
+    "quotad-bench $(echo "$gen" | awk '{ printf "%.2f", $1 + $2 }') s; FCALL ${fcall} µs"
 done

@@ -119,7 +119,8 @@ impl Quotad {
                 let store = RedisStore::connect(r.clone()).await?;
                 match store.ping().await {
                     Ok(()) => {
-                        tracing::info!(url = ?r.url, cluster = ?r.cluster, prefix = %r.prefix, "quota state in Redis")
+                        tracing::info!(url = ?r.url, cluster = ?r.cluster, prefix = %r.prefix, "quota state in Redis");
+                        store.check_eviction(true).await;
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "Redis is not answering yet; calls fail until it does")

@@ -1396,3 +1396,107 @@ fn redis_a_lease_keeps_the_fields_the_previous_version_reads() {
         );
     }
 }
+
+/// A Redis at its `maxmemory` (policy noeviction) refuses every step that could grow it: an Acquire is
+/// answered as `on_store_error` says (here the default, fail_closed: UNAVAILABLE naming maxmemory) and
+/// counted as a `full` store error. The leases it already holds can still be released, renewed, revoked
+/// and swept (the library's `allow-oom` function), so their slots are free the moment Redis has room again
+/// instead of held until each expires and a sweep can run.
+#[test]
+fn redis_a_full_redis_still_ends_leases() {
+    let server = common::redis_server::RedisServer::start();
+    let h = Harness::new(
+        "[[resources]]\nname = \"full\"\nconcurrency = 4\nlease_ttl = \"10s\"\n",
+        &|_: &Rules| common::redis_store(&[server.url()]),
+    );
+    let ids: Vec<_> = (0..4).map(|_| lease(&h.acquire("full", &[], 1))).collect();
+    assert_eq!(server.cli(&["CONFIG", "SET", "maxmemory", "1"]), "OK");
+    let refused = now(h.quota.acquire(&acq("full", &[], 1)));
+    assert!(
+        matches!(refused, Err(EngineError::Unavailable(ref m)) if m.contains("maxmemory")),
+        "{refused:?}"
+    );
+    let health = h
+        .quota
+        .store()
+        .health()
+        .expect("the Redis store reports health");
+    assert!(health.errors.contains(&("full", 1)), "{:?}", health.errors);
+    // Each ending step runs on the full Redis.
+    assert_eq!(h.release(ids[0], Outcome::Success, None).result, Ok(()));
+    now(h.quota.renew(&Renew {
+        caller: None,
+        lease_id: ids[1],
+        lease_ttl: Some(Duration::from_secs(60)),
+    }))
+    .expect("renewed on a full Redis");
+    assert!(now(h.quota.revoke(ids[2])).expect("revoked on a full Redis"));
+    // That function runs nothing else (nothing that could grow a full Redis).
+    let functions = server.cli(&["FUNCTION", "LIST"]);
+    let ending = functions
+        .lines()
+        .find(|l| l.starts_with("quotad_") && l.ends_with("_end"))
+        .unwrap_or_else(|| panic!("no _end function: {functions}"));
+    let acq_there = server.cli(&["FCALL", ending, "0", "acq"]);
+    assert!(acq_there.contains("may grow memory"), "{acq_there}");
+    h.advance(Duration::from_secs(11));
+    let swept = now(h.quota.sweep_some(100)).expect("swept on a full Redis");
+    let swept: Vec<_> = swept.expired.iter().map(|e| e.lease_id).collect();
+    assert_eq!(swept, vec![ids[3]], "the one lease left to expire");
+    assert_eq!(
+        server.cli(&["CONFIG", "GET", "maxmemory"]).lines().nth(1),
+        Some("1"),
+        "still full"
+    );
+    // Room again: once the node tries Redis again (a failed call marks it down for a second), three slots
+    // are free (the renewed lease holds the fourth).
+    assert_eq!(server.cli(&["CONFIG", "SET", "maxmemory", "0"]), "OK");
+    std::thread::sleep(Duration::from_millis(1100));
+    for i in 0..3 {
+        assert!(h.acquire("full", &[], 1).granted(), "slot {i}");
+    }
+    assert_eq!(
+        h.acquire("full", &[], 1).denial(),
+        Some(Denial::ConcurrencyLimited)
+    );
+}
+
+/// A Redis with a memory limit and an evicting policy would drop quotad's keys when full, silently: the store
+/// reads the policy (at start and every minute) and says so in its health (`quotad_store_evicting`).
+#[test]
+fn redis_an_evicting_policy_is_noticed() {
+    let server = common::redis_server::RedisServer::start();
+    let store = common::redis_store(&[server.url()]);
+    let check = |store: &RedisStore| {
+        common::background().block_on(store.check_eviction(true));
+        let health = store.health().expect("the Redis store reports health");
+        assert_eq!(health.evicting, store.is_evicting());
+        store.is_evicting()
+    };
+    assert!(!check(&store), "no maxmemory: nothing is evicted");
+    assert_eq!(
+        server.cli(&["CONFIG", "SET", "maxmemory-policy", "volatile-lru"]),
+        "OK"
+    );
+    assert!(!check(&store), "a policy without a limit evicts nothing");
+    assert_eq!(server.cli(&["CONFIG", "SET", "maxmemory", "1gb"]), "OK");
+    assert!(
+        check(&store),
+        "volatile-lru with a limit evicts quotad's keys (all have a TTL)"
+    );
+    assert_eq!(
+        server.cli(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]),
+        "OK"
+    );
+    assert!(!check(&store));
+    // In a Cluster, any primary that would evict counts (a limit of 1 GB: these tests never reach it).
+    let store = common::redis_store(&cluster().urls());
+    assert!(!check(&store));
+    let node = &cluster().nodes[2];
+    node.cli(&["CONFIG", "SET", "maxmemory", "1gb"]);
+    node.cli(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"]);
+    let seen = check(&store);
+    node.cli(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
+    node.cli(&["CONFIG", "SET", "maxmemory", "0"]);
+    assert!(seen, "one primary of three evicts");
+}

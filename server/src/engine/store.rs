@@ -174,12 +174,15 @@ pub struct Sweep {
 pub struct StoreHealth {
     /// True while the store is unreachable and each resource's `on_store_error` applies.
     pub down: bool,
+    /// The store may evict quotad's state when full (Redis: a `maxmemory-policy` other than `noeviction`).
+    pub evicting: bool,
     /// Live quotad nodes sharing the store (heartbeats).
     pub nodes: u64,
-    /// Calls made, and failed ones by kind: `timeout`, `busy` (too many outstanding), `error`.
+    /// Calls made, and failed ones by kind: `timeout`, `busy` (too many outstanding), `error`, `full`
+    /// (the store at its memory limit refused it).
     pub calls: u64,
     /// See `calls`.
-    pub errors: [(&'static str, u64); 3],
+    pub errors: [(&'static str, u64); 4],
     /// Grants made without the store, by policy: `fail_open`, `local`.
     pub fallback_grants: [(&'static str, u64); 2],
     /// Call latency.

@@ -474,6 +474,12 @@ fn store_health(o: &mut Out, h: &crate::engine::StoreHealth) {
     );
     o.sample("quotad_store_up", &[], u8::from(!h.down));
     o.family(
+        "quotad_store_evicting",
+        "gauge",
+        "1 while the store may evict quotad's state when full (Redis maxmemory-policy other than noeviction): limits are then not exact.",
+    );
+    o.sample("quotad_store_evicting", &[], u8::from(h.evicting));
+    o.family(
         "quotad_store_nodes",
         "gauge",
         "Live quotad nodes sharing the store (heartbeats within 5 s).",
@@ -488,7 +494,7 @@ fn store_health(o: &mut Out, h: &crate::engine::StoreHealth) {
     o.family(
         "quotad_store_errors_total",
         "counter",
-        "Failed store calls by kind: timeout, busy (too many outstanding), error.",
+        "Failed store calls by kind: timeout, busy (too many outstanding), error, full (Redis at its maxmemory refused it).",
     );
     for (kind, n) in h.errors {
         o.sample("quotad_store_errors_total", &[("kind", kind)], n);

@@ -11,6 +11,7 @@
 //! that a call fails at once as UNAVAILABLE instead of queueing behind a stalled Redis.
 
 pub mod args;
+pub mod eviction;
 pub mod fallback;
 pub mod keys;
 pub mod reply;
@@ -19,7 +20,7 @@ pub mod store;
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -51,14 +52,31 @@ fn library() -> (String, String) {
     (name, code)
 }
 
+/// The steps the library also registers as `<function>_end`, flagged `allow-oom` (store.lua's `ENDING`):
+/// they end or extend what is there, so a Redis at its `maxmemory` still releases, renews, revokes and
+/// sweeps leases while it refuses everything that could grow it.
+const ENDING: [&str; 4] = ["rel", "ren", "rvk", "swp"];
+
 /// One call's keys and arguments (`FCALL <function> <numkeys> keys... args...`).
 #[derive(Debug, Default)]
 pub struct Call {
     keys: Vec<Vec<u8>>,
     args: Vec<Vec<u8>>,
+    /// One of [`ENDING`]: called through the `_end` function.
+    ending: bool,
 }
 
 impl Call {
+    /// A call of step `op` (`ARGV[1]`).
+    pub fn step(op: &str) -> Self {
+        let mut call = Self {
+            ending: ENDING.contains(&op),
+            ..Self::default()
+        };
+        call.arg(op);
+        call
+    }
+
     /// Adds a key (`KEYS[i]` in the script).
     pub fn key(&mut self, key: impl ToRedisArgs) -> &mut Self {
         key.write_redis_args(&mut self.keys);
@@ -121,6 +139,8 @@ enum Conn {
 pub struct RedisStore {
     conn: Conn,
     function: String,
+    /// `function` + `_end`: the steps of [`ENDING`], which run on a Redis at its `maxmemory`.
+    ending_function: String,
     library: String,
     keys: Keys,
     settings: RedisSettings,
@@ -137,14 +157,23 @@ pub struct RedisStore {
     pub(crate) fallback: fallback::Fallback,
     /// This node's name in the heartbeat set.
     node: String,
-    /// Calls, and failures by kind: `[calls, timeout, busy, other]`.
-    pub(crate) counts: [AtomicU64; 4],
+    /// Calls, and failures by kind: `[calls, timeout, busy, other, full]` (full: Redis at its `maxmemory`
+    /// refused the step).
+    pub(crate) counts: [AtomicU64; 5],
     /// Script call latency.
     pub(crate) latency: crate::metrics::histogram::LatencyHistogram,
     /// Shards (a bit each) whose last sweep left expired leases behind: swept alone until done.
     backlog: AtomicU64,
     /// When (the sweep's clock) every shard was last swept.
     last_full_sweep: AtomicU64,
+    /// Redis last refused a step for want of memory (and has accepted none that could grow it since).
+    full: AtomicBool,
+    /// Redis may evict quotad's keys (see [`eviction`]), as last read.
+    evicting: AtomicBool,
+    /// When (Unix ms) the eviction policy was last read, and last warned about.
+    eviction_checked_ms: AtomicU64,
+    /// See `eviction_checked_ms`.
+    eviction_warned_ms: AtomicU64,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -165,6 +194,13 @@ pub(crate) fn today() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() / 86_400)
+}
+
+/// This node's clock in Unix milliseconds (heartbeats, and when to read Redis's settings again).
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Why one attempt at a call failed.
@@ -210,6 +246,7 @@ impl RedisStore {
         let (function, library) = library();
         Ok(Self {
             conn,
+            ending_function: format!("{function}_end"),
             function,
             library,
             keys: Keys::new(&settings.prefix),
@@ -226,6 +263,10 @@ impl RedisStore {
             latency: Default::default(),
             backlog: AtomicU64::new(0),
             last_full_sweep: AtomicU64::new(0),
+            full: AtomicBool::new(false),
+            evicting: AtomicBool::new(false),
+            eviction_checked_ms: AtomicU64::new(0),
+            eviction_warned_ms: AtomicU64::new(0),
         })
     }
 
@@ -296,8 +337,13 @@ impl RedisStore {
                 "too many calls outstanding (Redis is slow or unreachable)",
             )));
         };
+        let function = if inv.ending {
+            &self.ending_function
+        } else {
+            &self.function
+        };
         let mut cmd = ::redis::cmd("FCALL");
-        cmd.arg(&self.function).arg(inv.keys.len());
+        cmd.arg(function).arg(inv.keys.len());
         for k in &inv.keys {
             cmd.arg(k.as_slice());
         }
@@ -305,9 +351,16 @@ impl RedisStore {
             cmd.arg(a.as_slice());
         }
         let out = match tokio::time::timeout(self.settings.timeout, self.query(&cmd)).await {
+            Ok(Ok(Value::ServerError(e))) if e.code() == "OOM" => return Err(self.refused(&e)),
             Ok(Ok(Value::ServerError(e))) => Err(unavailable(format!("{e:?}"))),
-            Ok(Ok(v)) => return Ok(v),
+            Ok(Ok(v)) => {
+                if !inv.ending {
+                    self.full.store(false, Ordering::Relaxed);
+                }
+                return Ok(v);
+            }
             Ok(Err(e)) if e.to_string().contains("Function not found") => return Err(Missing),
+            Ok(Err(e)) if e.code() == Some("OOM") => return Err(self.refused(&e)),
             Ok(Err(e)) if e.is_timeout() => {
                 self.counts[1].fetch_add(1, Ordering::Relaxed);
                 return Err(Failed(unavailable(e)));
@@ -323,6 +376,16 @@ impl RedisStore {
         };
         self.counts[3].fetch_add(1, Ordering::Relaxed);
         out.map_err(Failed)
+    }
+
+    /// Redis is at its `maxmemory` (policy noeviction) and refused a step that could grow it: it is up, so
+    /// the sweep still runs (its steps are allowed), while decisions go to each resource's `on_store_error`.
+    fn refused(&self, e: &impl std::fmt::Debug) -> CallError {
+        self.counts[4].fetch_add(1, Ordering::Relaxed);
+        self.full.store(true, Ordering::Relaxed);
+        Failed(unavailable(format!(
+            "Redis is at its maxmemory and refused the call: {e:?}"
+        )))
     }
 
     async fn query(&self, cmd: &::redis::Cmd) -> ::redis::RedisResult<Value> {
@@ -352,9 +415,7 @@ impl RedisStore {
     /// Says this node is alive and counts the live ones (heartbeats within 5 s), for `local`'s share. The
     /// sweeper calls it every sweep.
     pub async fn heartbeat(&self) -> Result<u64, EngineError> {
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let now_ms = unix_ms();
         let mut pipe = ::redis::pipe();
         pipe.cmd("ZADD")
             .arg(self.keys.nodes())
@@ -381,6 +442,12 @@ impl RedisStore {
         let n = match tokio::time::timeout(self.settings.timeout, run).await {
             Ok(Ok((n,))) => n,
             Ok(Err(e)) => {
+                let oom = |s: &::redis::ServerError| s.code() == "OOM";
+                let full = e
+                    .clone()
+                    .into_server_errors()
+                    .is_some_and(|all| all.iter().any(|(_, s)| oom(s)));
+                self.full.store(full, Ordering::Relaxed);
                 self.fallback.mark_down();
                 return Err(unavailable(e));
             }
@@ -389,8 +456,10 @@ impl RedisStore {
                 return Err(unavailable("heartbeat timed out"));
             }
         };
+        self.full.store(false, Ordering::Relaxed);
         self.up();
         self.fallback.set_nodes(n);
+        self.check_eviction(false).await;
         Ok(n)
     }
 
@@ -410,6 +479,11 @@ impl RedisStore {
     /// True while Redis is marked down (calls go to each resource's `on_store_error`).
     pub fn is_down(&self) -> bool {
         self.fallback.is_down()
+    }
+
+    /// True while Redis refuses steps for want of memory (see [`refused`](Self::refused)).
+    pub fn is_full(&self) -> bool {
+        self.full.load(Ordering::Relaxed)
     }
 
     /// Runs a plain command (outside the script), bounded like [`call`](Self::call).

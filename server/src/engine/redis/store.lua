@@ -1004,7 +1004,7 @@ OPS.lst = function()
   return out
 end
 
-redis.register_function('__QUOTAD_FUNCTION__', function(keys, args)
+local function run(keys, args)
   KEYS = keys; A = args
   init_now()
   transitions = {}
@@ -1012,4 +1012,21 @@ redis.register_function('__QUOTAD_FUNCTION__', function(keys, args)
   local op = OPS[A[1]]
   if op == nil then return redis.error_reply('quotad: unknown step ' .. tostring(A[1])) end
   return op()
-end)
+end
+redis.register_function('__QUOTAD_FUNCTION__', run)
+
+-- The steps that end or extend what is already there: a Redis at its `maxmemory` (policy noeviction)
+-- refuses every other step (a write that could grow it), but still lets leases be released, renewed,
+-- revoked and swept, so a full Redis frees what it holds instead of keeping every slot taken until it
+-- has room again. (They write little: a tombstone mark, a breaker record, a TTL.)
+local ENDING = { rel = true, ren = true, rvk = true, swp = true }
+redis.register_function{
+  function_name = '__QUOTAD_FUNCTION___end',
+  callback = function(keys, args)
+    if not ENDING[args[1]] then
+      return redis.error_reply('quotad: step ' .. tostring(args[1]) .. ' may grow memory: not in the _end function')
+    end
+    return run(keys, args)
+  end,
+  flags = { 'allow-oom' },
+}

@@ -22,10 +22,8 @@ use crate::{
 
 impl RedisStore {
     fn invocation(&self, op: &str, now: Nanos, shard: u64) -> Call {
-        let mut inv = Call::default();
-        inv.arg(op)
-            .arg(self.now_arg(now))
-            .arg(self.keys.shard(shard));
+        let mut inv = Call::step(op);
+        inv.arg(self.now_arg(now)).arg(self.keys.shard(shard));
         inv
     }
 
@@ -400,8 +398,8 @@ impl RedisStore {
         now: Nanos,
         limit: usize,
     ) -> Result<(Vec<Expired>, u64), EngineError> {
-        let mut inv = Call::default();
-        inv.arg("swp").arg(self.now_arg(now)).arg("").arg(limit);
+        let mut inv = Call::step("swp");
+        inv.arg(self.now_arg(now)).arg("").arg(limit);
         for &shard in shards {
             inv.key(self.keys.expiries(shard))
                 .arg(self.keys.shard(shard));
@@ -886,7 +884,8 @@ impl Store for RedisStore {
         if let Err(e) = self.heartbeat().await {
             tracing::debug!(error = %e, "heartbeat not sent");
         }
-        if self.fallback.is_down() {
+        // (A Redis refusing steps for want of memory is up, and still sweeps.)
+        if self.fallback.is_down() && !self.is_full() {
             return Ok(local);
         }
         let mut sweep = local;
@@ -932,9 +931,15 @@ impl Store for RedisStore {
         let n = |i: usize| self.counts[i].load(Ordering::Relaxed);
         Some(crate::engine::StoreHealth {
             down: self.is_down(),
+            evicting: self.is_evicting(),
             nodes: self.nodes(),
             calls: n(0),
-            errors: [("timeout", n(1)), ("busy", n(2)), ("error", n(3))],
+            errors: [
+                ("timeout", n(1)),
+                ("busy", n(2)),
+                ("error", n(3)),
+                ("full", n(4)),
+            ],
             fallback_grants: [
                 (
                     "fail_open",
