@@ -751,3 +751,28 @@ async fn a_fleet_on_a_redis_cluster_shares_leases_and_breakers() {
         assert_eq!(r.decision, pb::Decision::CircuitOpen as i32);
     }
 }
+
+/// A Redis that would evict quotad's keys when full (a `maxmemory` and an evicting policy) is named on the
+/// status page (`/status.json`'s `store`) and in `/metrics` from the node's start; the store's state is there
+/// too (up, nodes, refusals at maxmemory).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evicting_redis_is_shown_on_the_status_page_and_in_metrics() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let redis = RedisServer::start();
+    redis.cli(&["CONFIG", "SET", "maxmemory", "1gb"]);
+    redis.cli(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"]);
+    let node = TestServer::start(&config(&redis.url()), Arc::new(MonotonicClock::new())).await;
+    assert!(code(&node, "api").await.unwrap().granted);
+    let (status, body) = node.http_get("/status.json").await;
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let store = &v["store"];
+    assert_eq!(
+        (store["up"].as_bool(), store["evicting"].as_bool()),
+        (Some(true), Some(true)),
+        "{store}"
+    );
+    assert_eq!(store["errors"]["full"], 0, "{store}");
+    assert!(node.scrape().await.contains("quotad_store_evicting 1"));
+    node.stop().await;
+}

@@ -169,6 +169,25 @@ fn top_denied(metrics: Option<&Metrics>) -> HashMap<&'static str, Value> {
         .collect()
 }
 
+/// A shared store's state (`null` for the in-memory store): whether it answers (else each resource's
+/// `on_store_error` is in force), the nodes sharing it, whether it may evict quotad's state, failed calls
+/// by kind and grants made without it.
+fn store(h: &crate::engine::StoreHealth) -> Value {
+    let pairs = |v: &[(&str, u64)]| {
+        v.iter()
+            .map(|(k, n)| ((*k).to_owned(), json!(n)))
+            .collect::<serde_json::Map<_, _>>()
+    };
+    json!({
+        "up": !h.down,
+        "nodes": h.nodes,
+        "evicting": h.evicting,
+        "calls": h.calls,
+        "errors": pairs(&h.errors),
+        "fallback_grants": pairs(&h.fallback_grants),
+    })
+}
+
 /// The whole snapshot, as JSON text.
 pub async fn snapshot<S: Store>(
     quota: &Quota<S>,
@@ -209,6 +228,7 @@ pub async fn snapshot<S: Store>(
         .collect();
     let transitions = transitions(quota, history);
     let v = json!({
+        "store": quota.store().health().map(|h| store(&h)),
         "now_ms": ms(std::time::SystemTime::now()),
         "config_version": quota.config_version(),
         "rules": rules.all().iter().map(|r| r.name).collect::<Vec<_>>(),

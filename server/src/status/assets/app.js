@@ -74,10 +74,23 @@
       : "";
   }
 
+  // A shared store (Redis): whether it answers, the nodes sharing it, and what makes its limits inexact.
+  function store(s) {
+    if (!s) return [];
+    const parts = [" · Redis ", s.up ? el("b", { class: "ok" }, "up")
+                                    : el("b", { class: "warn" }, "DOWN (each resource's on_store_error applies)"),
+                   ` · ${s.nodes} node${s.nodes === 1 ? "" : "s"}`];
+    if (s.errors.full > 0) parts.push(" · ", el("span", { class: "warn" }, `${s.errors.full} refused at maxmemory`));
+    if (s.evicting) parts.push(" · ", el("span", { class: "warn", id: "evicting" },
+      "maxmemory-policy evicts: limits are not exact (set noeviction)"));
+    return parts;
+  }
+
   function render(d) {
-    $("summary").replaceChildren(
-      "config version ", el("b", {}, d.config_version), " · live keys ", el("b", {}, d.live_keys),
-      ` of ${d.max_live_keys} · live leases `, el("b", {}, d.live_leases), ` of ${d.max_leases}`);
+    const caps = d.store ? [" · live leases ", el("b", {}, d.live_leases)]
+      : [" · live keys ", el("b", {}, d.live_keys), ` of ${d.max_live_keys} · live leases `, el("b", {}, d.live_leases),
+         ` of ${d.max_leases}`];
+    $("summary").replaceChildren("config version ", el("b", {}, d.config_version), ...caps, ...store(d.store));
     const rules = d.rules.join("\n");
     if (rules !== state.rulesShown) {
       const sel = $("rule"), keep = sel.value;
