@@ -4,21 +4,13 @@
 // reports a throttle on bedrock.invoke, the page shows the pause and the lowered rate within 2 s, without
 // reloading; a screenshot is saved. Exits non-zero on any failure.
 import { execSync } from "node:child_process";
-import { chromium } from "playwright-core";
+import { open } from "./browser.mjs";
 
 const [url, screenshot] = process.argv.slice(2);
 const fail = (msg) => { console.error("status page: " + msg); process.exitCode = 1; };
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
-});
+const { browser, page, errors } = await open(url, 900);
 try {
-  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
-  const errors = [];
-  page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
-  page.on("pageerror", (e) => errors.push(String(e)));
-  await page.goto(url, { waitUntil: "load" });
   const row = page.locator('tr[data-resource="bedrock.invoke"]');
   await row.waitFor({ timeout: 10000 });
   const rows = await page.locator("#resources tbody tr").count();

@@ -3,21 +3,13 @@
 //   node status-store.mjs URL SCREENSHOT
 // Checks: no console or page errors; the header says Redis is up with one node, and shows the eviction
 // warning; a screenshot is saved. Exits non-zero on any failure.
-import { chromium } from "playwright-core";
+import { open } from "./browser.mjs";
 
 const [url, screenshot] = process.argv.slice(2);
 const fail = (msg) => { console.error("status page (Redis): " + msg); process.exitCode = 1; };
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
-});
+const { browser, page, errors } = await open(url, 600);
 try {
-  const page = await browser.newPage({ viewport: { width: 1400, height: 600 } });
-  const errors = [];
-  page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
-  page.on("pageerror", (e) => errors.push(String(e)));
-  await page.goto(url, { waitUntil: "load" });
   await page.locator("#evicting").waitFor({ timeout: 10000 });
   const summary = await page.locator("#summary").innerText();
   if (!/Redis up/.test(summary) || !/1 node\b/.test(summary)) fail(`the header does not say Redis is up with 1 node: ${summary}`);
