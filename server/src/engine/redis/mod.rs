@@ -354,7 +354,8 @@ impl RedisStore {
             Ok(Ok(Value::ServerError(e))) if e.code() == "OOM" => return Err(self.refused(&e)),
             Ok(Ok(Value::ServerError(e))) => Err(unavailable(format!("{e:?}"))),
             Ok(Ok(v)) => {
-                if !inv.ending {
+                // (Read first: otherwise every call, on every worker thread, writes one shared cache line.)
+                if !inv.ending && self.full.load(Ordering::Relaxed) {
                     self.full.store(false, Ordering::Relaxed);
                 }
                 return Ok(v);
