@@ -65,6 +65,12 @@ max_pause = "5s"
 breaker = {{ failure_rate = 0.5, min_calls = 100, window = "60s", open_duration = "30s", half_open_probes = 1 }}
 adaptive = {{ decrease_factor = 0.5, floor = 0.1, cooldown = "1s", increase_step = 0.05, increase_interval = "10s" }}
 
+# A breaker that opens after two failures and stays open for a minute (watched by test_local).
+[[resources]]
+name = "py.breaker.*"
+rate = {{ limit = 1000, period = "1s", burst = 1000 }}
+breaker = {{ failure_rate = 0.5, min_calls = 2, window = "60s", open_duration = "60s", half_open_probes = 1 }}
+
 # One token per tenant per hour.
 [[resources]]
 name = "py.tenant.*"
@@ -110,9 +116,10 @@ class Quotad:
         log = open(os.path.join(self.dir, "quotad.log"), "ab")
         # quotad reads QUOTAD_* variables as config overrides: none of ours (QUOTAD_BIN) may reach it.
         env = {k: v for k, v in os.environ.items() if not k.startswith("QUOTAD_")}
-        self.proc = subprocess.Popen(
-            [binary(), "--config", self.config], stdout=log, stderr=subprocess.STDOUT, env=env
-        )
+        with log:  # the child has its own copy of the file
+            self.proc = subprocess.Popen(
+                [binary(), "--config", self.config], stdout=log, stderr=subprocess.STDOUT, env=env
+            )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

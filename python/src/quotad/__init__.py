@@ -22,9 +22,10 @@ from quotad._errors import (
     Unavailable,
 )
 from quotad._types import CircuitState, CircuitStatus, Decision, Outcome, Progress, ThrottleKind, ThrottleReport
-from quotad.aio import AsyncClient, AsyncPermit
+from quotad.aio import AsyncClient, AsyncPermit, AsyncWatch
 from quotad.classify import Classification, default_classifier
-from quotad.client import Client, Permit
+from quotad._local import DOWN_FOR
+from quotad.client import Client, Permit, Watch
 from quotad.fallback import FAIL_CLOSED, FAIL_OPEN, LocalLimits
 from quotad.retry import Backoff, Jitter, RetryBudget, RetryPolicy
 
@@ -33,11 +34,13 @@ __version__ = "0.1.0"
 __all__ = [
     "AsyncClient",
     "AsyncPermit",
+    "AsyncWatch",
     "Backoff",
     "CircuitState",
     "CircuitStatus",
     "Classification",
     "Client",
+    "DOWN_FOR",
     "Decision",
     "Denied",
     "FAIL_CLOSED",
@@ -59,5 +62,6 @@ __all__ = [
     "ThrottleReport",
     "Throttled",
     "Unavailable",
+    "Watch",
     "default_classifier",
 ]

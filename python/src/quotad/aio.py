@@ -10,7 +10,22 @@ import functools
 import logging
 import time
 from types import TracebackType
-from typing import Any, Awaitable, Callable, Dict, Generator, Mapping, Optional, Sequence, Set, Type, TypeVar, cast
+from typing import (
+    Any,
+    Awaitable,
+    Callable,
+    Dict,
+    Generator,
+    Iterable,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Set,
+    Type,
+    TypeVar,
+    cast,
+)
 
 import grpc
 
@@ -19,7 +34,8 @@ from quotad import classify as cls
 from quotad._channel import ChannelOption, Endpoint, Pem
 from quotad._errors import QuotadError, Unavailable, from_rpc_error
 from quotad._types import CircuitStatus, Outcome, ThrottleKind, ThrottleReport, opt_time
-from quotad.client import _METHODS, ROLES
+from quotad._local import Known, rewatch_delay, unreachable, watch_request
+from quotad.client import _METHODS, _STREAMS, ROLES
 from quotad.fallback import FAIL_CLOSED, LocalLimiters, LocalSlot, Unreachable
 from quotad.retry import RetryBudget, RetryPolicy
 from quotad.v1 import quota_pb2 as pb
@@ -140,6 +156,7 @@ class AsyncClient:
         )
         self._endpoint = Endpoint.make(target, ca, cert, key, token, server_name, channel_options)
         self._local = LocalLimiters()
+        self._known = Known()
         self._counters = core.Counters()
         self._channels: Dict[str, grpc.aio.Channel] = {}
         self._calls: Dict[str, Any] = {}
@@ -151,9 +168,10 @@ class AsyncClient:
             self._calls = {}
         found = self._calls.get(method)
         if found is None:
-            req, resp = _METHODS[method]
             channel = self._channels["acquire" if method == "Acquire" else "control"]
-            found = self._calls[method] = channel.unary_unary(
+            req, resp = _STREAMS[method] if method in _STREAMS else _METHODS[method]
+            make = channel.unary_stream if method in _STREAMS else channel.unary_unary
+            found = self._calls[method] = make(
                 f"/quotad.v1.QuotaService/{method}",
                 request_serializer=req.SerializeToString,
                 response_deserializer=resp.FromString,
@@ -161,14 +179,20 @@ class AsyncClient:
         return found
 
     async def _once(self, method: str, request: Any, timeout: Optional[float] = None) -> Any:
+        not_trying = self._known.not_trying()
+        if not_trying is not None:
+            raise not_trying
         try:
             r = await self._call(method)(request, timeout=timeout or self._s.call_timeout)
         except grpc.RpcError as e:
             err = from_rpc_error(e)
             if isinstance(err, Unavailable):
                 self._s.budget.on_failure()
+            if unreachable(e):
+                self._known.mark_down()
             raise err from None
         self._s.budget.on_success()
+        self._known.mark_up()
         return r
 
     async def _idempotent(self, method: str, request: Any, what: str) -> Any:
@@ -243,7 +267,9 @@ class AsyncClient:
         while True:
             step: Any
             try:
-                r = await self._once("Acquire", req, timeout)
+                # A watched breaker that is OPEN, or a watched pause, answers here without a round trip.
+                refused = self._known.refusal(resource)
+                r = refused if refused is not None else await self._once("Acquire", req, timeout)
             except QuotadError as e:
                 step = core.after_error(tries, self._s.budget, e, wait_until)
             else:
@@ -295,6 +321,12 @@ class AsyncClient:
     async def circuit_state(self, resource: str, descriptors: Optional[Mapping[str, str]] = None) -> CircuitStatus:
         req = pb.GetCircuitStateRequest(resource=resource, descriptors=core.descriptors_of(descriptors, {}))
         return CircuitStatus.from_wire(await self._idempotent("GetCircuitState", req, resource))
+
+    def watch(self, resources: Iterable[str]) -> "AsyncWatch":
+        """See :meth:`quotad.Client.watch`: here the watch is a task on the running loop; it ends with
+        :meth:`AsyncWatch.stop` or its ``async with`` block."""
+        names, req = watch_request(resources)
+        return AsyncWatch(self, names, req)
 
     async def run(
         self,
@@ -362,3 +394,41 @@ class AsyncClient:
 
         return wrap
 
+
+
+class AsyncWatch:
+    """A running watch (:meth:`AsyncClient.watch`). :meth:`stop`, or leaving its ``async with`` block, ends
+    it and forgets what it learnt."""
+
+    def __init__(self, client: AsyncClient, resources: List[str], request: pb.WatchCircuitStateRequest) -> None:
+        self.resources = resources
+        self._client = client
+        self._request = request
+        self._task = asyncio.get_running_loop().create_task(self._follow())
+
+    async def _follow(self) -> None:
+        known = self._client._known
+        try:
+            while True:
+                try:
+                    async for event in self._client._call("WatchCircuitState")(self._request):
+                        if event.HasField("state"):
+                            known.update(event.state)
+                except grpc.RpcError as e:
+                    log.debug("circuit-state watch of %s broke; watching again: %s", self.resources, e)
+                # The stream ended or broke: what it said may be stale.
+                known.forget(self.resources)
+                await asyncio.sleep(rewatch_delay())
+        finally:
+            known.forget(self.resources)
+
+    def stop(self) -> None:
+        """Ends the watch and forgets what it learnt."""
+        self._task.cancel()
+        self._client._known.forget(self.resources)
+
+    async def __aenter__(self) -> "AsyncWatch":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.stop()

@@ -11,7 +11,7 @@ import queue
 import threading
 import time
 from types import TracebackType
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Type, TypeVar, cast
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Type, TypeVar, cast
 
 import grpc
 
@@ -19,6 +19,7 @@ from quotad import _core as core
 from quotad import classify as cls
 from quotad._channel import ChannelOption, Endpoint, Pem
 from quotad._errors import QuotadError, Unavailable, from_rpc_error
+from quotad._local import Known, rewatch_delay, unreachable, watch_request
 from quotad._types import CircuitStatus, Outcome, ThrottleKind, ThrottleReport, opt_time
 from quotad.fallback import FAIL_CLOSED, LocalLimiters, LocalSlot, Unreachable
 from quotad.retry import RetryBudget, RetryPolicy
@@ -37,6 +38,11 @@ _METHODS: Dict[str, Any] = {
     "Renew": (pb.RenewRequest, pb.RenewResponse),
     "ReportThrottle": (pb.ReportThrottleRequest, pb.ReportThrottleResponse),
     "GetCircuitState": (pb.GetCircuitStateRequest, pb.GetCircuitStateResponse),
+}
+
+#: Server-streaming methods (on the control connection).
+_STREAMS: Dict[str, Any] = {
+    "WatchCircuitState": (pb.WatchCircuitStateRequest, pb.CircuitStateEvent),
 }
 
 
@@ -145,6 +151,7 @@ class Client:
         )
         self._endpoint = Endpoint.make(target, ca, cert, key, token, server_name, channel_options)
         self._local = LocalLimiters()
+        self._known = Known()
         self._counters = core.Counters()
         self._lock = threading.Lock()
         self._pid = -1
@@ -164,9 +171,10 @@ class Client:
                 self._calls = {}
             found = self._calls.get(method)
             if found is None:
-                req, resp = _METHODS[method]
                 channel = self._channels["acquire" if method == "Acquire" else "control"]
-                found = self._calls[method] = channel.unary_unary(
+                req, resp = _STREAMS[method] if method in _STREAMS else _METHODS[method]
+                make = channel.unary_stream if method in _STREAMS else channel.unary_unary
+                found = self._calls[method] = make(
                     f"/quotad.v1.QuotaService/{method}",
                     request_serializer=req.SerializeToString,
                     response_deserializer=resp.FromString,
@@ -174,15 +182,22 @@ class Client:
             return found
 
     def _once(self, method: str, request: Any, timeout: Optional[float] = None) -> Any:
-        """One attempt, bounded by the call timeout, counted by the retry budget."""
+        """One attempt, bounded by the call timeout, counted by the retry budget. While quotad was found
+        unreachable a moment ago, fails at once without calling (see quotad._local)."""
+        not_trying = self._known.not_trying()
+        if not_trying is not None:
+            raise not_trying
         try:
             r = self._call(method)(request, timeout=timeout or self._s.call_timeout)
         except grpc.RpcError as e:
             err = from_rpc_error(e)
             if isinstance(err, Unavailable):
                 self._s.budget.on_failure()
+            if unreachable(e):
+                self._known.mark_down()
             raise err from None
         self._s.budget.on_success()
+        self._known.mark_up()
         return r
 
     def _idempotent(self, method: str, request: Any, what: str) -> Any:
@@ -278,7 +293,9 @@ class Client:
         while True:
             step: Any
             try:
-                r = self._once("Acquire", req, timeout)
+                # A watched breaker that is OPEN, or a watched pause, answers here without a round trip.
+                refused = self._known.refusal(resource)
+                r = refused if refused is not None else self._once("Acquire", req, timeout)
             except QuotadError as e:
                 step = core.after_error(tries, self._s.budget, e, wait_until)
             else:
@@ -339,6 +356,14 @@ class Client:
         """The resource's shared circuit breaker, adaptive rate and pause."""
         req = pb.GetCircuitStateRequest(resource=resource, descriptors=core.descriptors_of(descriptors, {}))
         return CircuitStatus.from_wire(self._idempotent("GetCircuitState", req, resource))
+
+    def watch(self, resources: Iterable[str]) -> "Watch":
+        """Follows ``resources``' breakers and pauses (quotad's ``WatchCircuitState``, 1 to 64 names), so that
+        while one is OPEN or paused :meth:`acquire` refuses it locally, without a round trip. Runs on a
+        background thread and watches again by itself when the stream breaks (forgetting what it said
+        meanwhile); ends with :meth:`Watch.stop` or its ``with`` block."""
+        names, req = watch_request(resources)
+        return Watch(self, names, req)
 
     def run(
         self,
@@ -413,3 +438,53 @@ class Client:
             return cast(F, limited_call)
 
         return wrap
+
+
+class Watch:
+    """A running watch (:meth:`Client.watch`). :meth:`stop`, or leaving its ``with`` block, ends it and
+    forgets what it learnt."""
+
+    def __init__(self, client: Client, resources: List[str], request: pb.WatchCircuitStateRequest) -> None:
+        self.resources = resources
+        self._client = client
+        self._request = request
+        self._stopped = threading.Event()
+        self._lock = threading.Lock()
+        self._stream: Optional[Any] = None
+        self._thread = threading.Thread(target=self._follow, name="quotad-watch", daemon=True)
+        self._thread.start()
+
+    def _follow(self) -> None:
+        known = self._client._known
+        while not self._stopped.is_set():
+            try:
+                with self._lock:
+                    if self._stopped.is_set():
+                        break
+                    stream = self._stream = self._client._call("WatchCircuitState")(self._request)
+                for event in stream:
+                    if event.HasField("state"):
+                        known.update(event.state)
+            except grpc.RpcError as e:
+                if not self._stopped.is_set():
+                    log.debug("circuit-state watch of %s broke; watching again: %s", self.resources, e)
+            # The stream ended or broke: what it said may be stale.
+            known.forget(self.resources)
+            self._stopped.wait(rewatch_delay())
+        known.forget(self.resources)
+
+    def stop(self) -> None:
+        """Ends the watch (waits up to 5 s for its thread) and forgets what it learnt."""
+        with self._lock:
+            self._stopped.set()
+            if self._stream is not None:
+                self._stream.cancel()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(5.0)
+        self._client._known.forget(self.resources)
+
+    def __enter__(self) -> "Watch":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
