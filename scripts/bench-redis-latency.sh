@@ -4,6 +4,8 @@
 # and the generator used, and Redis's own time per FCALL (INFO commandstats) over the whole run (issue 13; BENCHMARKS.md).
 # Cores: QUOTAD_CPU, BENCH_CPU, REDIS_CPU ("all" = unpinned; default Redis alone on core 1, quotad and
 # the generator on core 0), WORKERS = quotad's server.worker_threads (default 1).
+# BENCH_THREADS = the generator's worker threads, BENCH_ARGS = more quotad-bench options
+# (e.g. --connections 1).
 #   RATES="2000 4000 5776" scripts/bench-redis-latency.sh
 #   QUOTAD_CPU=all BENCH_CPU=all REDIS_CPU=all WORKERS=0 RATES=5776 scripts/bench-redis-latency.sh
 # STORE=memory: the same node, generator and cores on the in-memory store (the baseline: what the machine
@@ -43,7 +45,7 @@ for rate in ${RATES:-2000 4000 5776}; do
   # bash's `time` gives the generator's own user + system CPU seconds.
   TIMEFORMAT='%U %S'
   gen=$({ time $(pin "${BENCH_CPU:-0}") target/release/quotad-bench --target http://127.0.0.1:50081 \
-    --resource bench.rate --duration "${DURATION:-10s}" --no-progress --rate "$rate" ${BENCH_THREADS:+--threads "$BENCH_THREADS"} \
+    --resource bench.rate --duration "${DURATION:-10s}" --no-progress --rate "$rate" ${BENCH_THREADS:+--threads "$BENCH_THREADS"} ${BENCH_ARGS:-} \
     >"$out/bench.txt" 2>&1; } 2>&1)
   line=$(grep latency "$out/bench.txt")
   fcall=$(redis-cli -p "$port" INFO commandstats | sed -n 's/^cmdstat_fcall:.*usec_per_call=\([0-9.]*\).*/\1/p')
