@@ -35,6 +35,7 @@ from quotad._channel import ChannelOption, Endpoint, Pem
 from quotad._errors import QuotadError, Unavailable, from_rpc_error
 from quotad._types import CircuitStatus, Outcome, ThrottleKind, ThrottleReport, opt_time
 from quotad._local import Known, rewatch_delay, unreachable, watch_request
+from quotad._trace import metadata as trace_metadata
 from quotad.client import _METHODS, _STREAMS, ROLES
 from quotad.fallback import FAIL_CLOSED, LocalLimiters, LocalSlot, Unreachable
 from quotad.retry import RetryBudget, RetryPolicy
@@ -183,7 +184,9 @@ class AsyncClient:
         if not_trying is not None:
             raise not_trying
         try:
-            r = await self._call(method)(request, timeout=timeout or self._s.call_timeout)
+            r = await self._call(method)(
+                request, timeout=timeout or self._s.call_timeout, metadata=trace_metadata()
+            )
         except grpc.RpcError as e:
             err = from_rpc_error(e)
             if isinstance(err, Unavailable):

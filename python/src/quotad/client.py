@@ -20,6 +20,7 @@ from quotad import classify as cls
 from quotad._channel import ChannelOption, Endpoint, Pem
 from quotad._errors import QuotadError, Unavailable, from_rpc_error
 from quotad._local import Known, rewatch_delay, unreachable, watch_request
+from quotad._trace import metadata as trace_metadata
 from quotad._types import CircuitStatus, Outcome, ThrottleKind, ThrottleReport, opt_time
 from quotad.fallback import FAIL_CLOSED, LocalLimiters, LocalSlot, Unreachable
 from quotad.retry import RetryBudget, RetryPolicy
@@ -188,7 +189,9 @@ class Client:
         if not_trying is not None:
             raise not_trying
         try:
-            r = self._call(method)(request, timeout=timeout or self._s.call_timeout)
+            r = self._call(method)(
+                request, timeout=timeout or self._s.call_timeout, metadata=trace_metadata()
+            )
         except grpc.RpcError as e:
             err = from_rpc_error(e)
             if isinstance(err, Unavailable):
