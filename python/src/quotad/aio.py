@@ -398,7 +398,6 @@ class AsyncClient:
         return wrap
 
 
-
 class AsyncWatch:
     """A running watch (:meth:`AsyncClient.watch`). :meth:`stop`, or leaving its ``async with`` block, ends
     it and forgets what it learnt."""
