@@ -4,6 +4,7 @@ unreachable not tried again for a moment (quotad._local)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Callable, List
 
@@ -75,6 +76,19 @@ def test_an_unwatched_resource_is_not_refused(server: Quotad) -> None:
             eventually(lambda: client._known.refusal(watched) is not None)
             with client.acquire(other):
                 pass
+
+
+def test_a_watch_quotad_refuses_is_said_once(server: Quotad, caplog: pytest.LogCaptureFixture) -> None:
+    # A misspelt (unconfigured) name would never refuse anything: the client says so, once.
+    caplog.set_level(logging.WARNING, logger="quotad")
+
+    def said() -> int:
+        return sum("refused to watch" in r.getMessage() for r in caplog.records)
+
+    with quotad.Client(server.target) as client, client.watch(["py.nothing.configured"]):
+        eventually(lambda: said() == 1)
+        time.sleep(2.0)  # at least one more refused attempt
+        assert said() == 1
 
 
 def test_watch_arguments_are_checked(server: Quotad) -> None:

@@ -73,6 +73,22 @@ def watch_request(resources: Iterable[str]) -> Tuple[List[str], pb.WatchCircuitS
     return names, req
 
 
+#: A watch refused with one of these will be refused again until the config or the caller's rights change:
+#: said once at WARNING (a misspelt name would otherwise never refuse anything, silently), then retried.
+_REFUSED = (
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+)
+
+
+def watch_refused(e: grpc.RpcError) -> bool:
+    """True when quotad refused the watch itself (see ``_REFUSED``)."""
+    return getattr(e, "code", lambda: None)() in _REFUSED
+
+
 def rewatch_delay() -> float:
     return random.uniform(*REWATCH)
 
