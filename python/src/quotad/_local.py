@@ -6,6 +6,7 @@ calling quotad). And after a call finds quotad unreachable, calls fail at once f
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
@@ -15,6 +16,8 @@ import grpc
 
 from quotad._errors import Unavailable
 from quotad.v1 import quota_pb2 as pb
+
+log = logging.getLogger("quotad")
 
 #: After quotad is found unreachable, calls fail at once for a random time in this range (seconds).
 DOWN_FOR: Tuple[float, float] = (0.1, 0.2)
@@ -84,9 +87,19 @@ _REFUSED = (
 )
 
 
-def watch_refused(e: grpc.RpcError) -> bool:
-    """True when quotad refused the watch itself (see ``_REFUSED``)."""
-    return getattr(e, "code", lambda: None)() in _REFUSED
+class WatchLog:
+    """How one watch's breaks are logged: the first refusal (``_REFUSED``) at WARNING, the rest at DEBUG."""
+
+    def __init__(self, resources: List[str]) -> None:
+        self.resources = resources
+        self._warned = False
+
+    def broke(self, e: grpc.RpcError) -> None:
+        if getattr(e, "code", lambda: None)() in _REFUSED and not self._warned:
+            self._warned = True
+            log.warning("quotad refused to watch %s (retrying every second or so): %s", self.resources, e)
+        else:
+            log.debug("circuit-state watch of %s broke; watching again: %s", self.resources, e)
 
 
 def rewatch_delay() -> float:

@@ -34,7 +34,7 @@ from quotad import classify as cls
 from quotad._channel import ChannelOption, Endpoint, Pem
 from quotad._errors import QuotadError, Unavailable, from_rpc_error
 from quotad._types import CircuitStatus, Outcome, ThrottleKind, ThrottleReport, opt_time
-from quotad._local import Known, rewatch_delay, unreachable, watch_refused, watch_request
+from quotad._local import Known, WatchLog, rewatch_delay, unreachable, watch_request
 from quotad._trace import metadata as trace_metadata
 from quotad.client import _METHODS, _STREAMS, ROLES
 from quotad.fallback import FAIL_CLOSED, LocalLimiters, LocalSlot, Unreachable
@@ -409,8 +409,7 @@ class AsyncWatch:
         self._task = asyncio.get_running_loop().create_task(self._follow())
 
     async def _follow(self) -> None:
-        known = self._client._known
-        warned = False
+        known, notes = self._client._known, WatchLog(self.resources)
         try:
             while True:
                 try:
@@ -418,11 +417,7 @@ class AsyncWatch:
                         if event.HasField("state"):
                             known.update(event.state)
                 except grpc.RpcError as e:
-                    if watch_refused(e) and not warned:
-                        warned = True
-                        log.warning("quotad refused to watch %s (retrying every second or so): %s", self.resources, e)
-                    else:
-                        log.debug("circuit-state watch of %s broke; watching again: %s", self.resources, e)
+                    notes.broke(e)
                 # The stream ended or broke: what it said may be stale.
                 known.forget(self.resources)
                 await asyncio.sleep(rewatch_delay())

@@ -19,7 +19,7 @@ from quotad import _core as core
 from quotad import classify as cls
 from quotad._channel import ChannelOption, Endpoint, Pem
 from quotad._errors import QuotadError, Unavailable, from_rpc_error
-from quotad._local import Known, rewatch_delay, unreachable, watch_refused, watch_request
+from quotad._local import Known, WatchLog, rewatch_delay, unreachable, watch_request
 from quotad._trace import metadata as trace_metadata
 from quotad._types import CircuitStatus, Outcome, ThrottleKind, ThrottleReport, opt_time
 from quotad.fallback import FAIL_CLOSED, LocalLimiters, LocalSlot, Unreachable
@@ -458,8 +458,7 @@ class Watch:
         self._thread.start()
 
     def _follow(self) -> None:
-        known = self._client._known
-        warned = False
+        known, notes = self._client._known, WatchLog(self.resources)
         while not self._stopped.is_set():
             try:
                 with self._lock:
@@ -470,13 +469,8 @@ class Watch:
                     if event.HasField("state"):
                         known.update(event.state)
             except grpc.RpcError as e:
-                if self._stopped.is_set():
-                    pass
-                elif watch_refused(e) and not warned:
-                    warned = True
-                    log.warning("quotad refused to watch %s (retrying every second or so): %s", self.resources, e)
-                else:
-                    log.debug("circuit-state watch of %s broke; watching again: %s", self.resources, e)
+                if not self._stopped.is_set():
+                    notes.broke(e)
             # The stream ended or broke: what it said may be stale.
             known.forget(self.resources)
             self._stopped.wait(rewatch_delay())
