@@ -89,6 +89,8 @@ def test_a_watch_quotad_refuses_is_said_once(server: Quotad, caplog: pytest.LogC
         eventually(lambda: said() == 1)
         time.sleep(2.0)  # at least one more refused attempt
         assert said() == 1
+    (line,) = [r.getMessage() for r in caplog.records if "refused to watch" in r.getMessage()]
+    assert "NOT_FOUND" in line and "py.nothing.configured" in line, line
 
 
 def test_watch_arguments_are_checked(server: Quotad) -> None:

@@ -95,11 +95,13 @@ class WatchLog:
         self._warned = False
 
     def broke(self, e: grpc.RpcError) -> None:
-        if getattr(e, "code", lambda: None)() in _REFUSED and not self._warned:
+        code = getattr(e, "code", lambda: None)()
+        why = f"{getattr(code, 'name', code)}: {getattr(e, 'details', lambda: '')()}"
+        if code in _REFUSED and not self._warned:
             self._warned = True
-            log.warning("quotad refused to watch %s (retrying every second or so): %s", self.resources, e)
+            log.warning("quotad refused to watch %s (retrying every second or so): %s", self.resources, why)
         else:
-            log.debug("circuit-state watch of %s broke; watching again: %s", self.resources, e)
+            log.debug("circuit-state watch of %s broke; watching again: %s", self.resources, why)
 
 
 def rewatch_delay() -> float:
