@@ -224,6 +224,30 @@ def test_async_watch_and_fail_fast(server: Quotad, monkeypatch: pytest.MonkeyPat
     asyncio.run(main())
 
 
+def test_closing_a_client_ends_its_watches(server: Quotad) -> None:
+    # A careless user closes the client and forgets the watch: it must not reopen channels behind the close.
+    res = fresh("breaker")
+    client = quotad.Client(server.target, retry=ONCE)
+    open_breaker(client, res)
+    watch = client.watch([res])
+    eventually(lambda: client._known.refusal(res) is not None)
+    client.close()
+    assert not watch._thread.is_alive()
+    assert client._known.refusal(res) is None and client._channels == {} and not client._watches
+
+    async def main() -> None:
+        aclient = quotad.AsyncClient(server.target)
+        awatch = aclient.watch([res])
+        deadline = time.monotonic() + 10
+        while aclient._known.refusal(res) is None:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        await aclient.close()
+        assert awatch._task.done() and aclient._channels == {} and not aclient._watches
+
+    asyncio.run(main())
+
+
 def test_the_watch_thread_ends_with_stop(server: Quotad) -> None:
     with quotad.Client(server.target) as client:
         watch = client.watch([fresh("plain")])

@@ -162,6 +162,7 @@ class AsyncClient:
         self._channels: Dict[str, grpc.aio.Channel] = {}
         self._calls: Dict[str, Any] = {}
         self._background: Set["asyncio.Task[Any]"] = set()
+        self._watches: Set["AsyncWatch"] = set()
 
     def _call(self, method: str) -> Any:
         if not self._channels:
@@ -213,7 +214,12 @@ class AsyncClient:
         task.add_done_callback(self._background.discard)
 
     async def close(self) -> None:
-        """Waits for background releases, then closes the channel."""
+        """Ends the client's watches, waits for background releases, then closes the channels."""
+        watches = list(self._watches)
+        for watch in watches:
+            watch.stop()
+        # Waited for: a watch still running would open new channels after the close.
+        await asyncio.gather(*(w._task for w in watches), return_exceptions=True)
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         channels, self._channels, self._calls = self._channels, {}, {}
@@ -407,6 +413,7 @@ class AsyncWatch:
         self._client = client
         self._request = request
         self._task = asyncio.get_running_loop().create_task(self._follow())
+        client._watches.add(self)
 
     async def _follow(self) -> None:
         known, notes = self._client._known, WatchLog(self.resources)
@@ -428,6 +435,7 @@ class AsyncWatch:
         """Ends the watch and forgets what it learnt."""
         self._task.cancel()
         self._client._known.forget(self.resources)
+        self._client._watches.discard(self)
 
     async def __aenter__(self) -> "AsyncWatch":
         return self

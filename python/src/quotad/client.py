@@ -11,7 +11,7 @@ import queue
 import threading
 import time
 from types import TracebackType
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Type, TypeVar, cast
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Type, TypeVar, cast
 
 import grpc
 
@@ -159,6 +159,7 @@ class Client:
         self._channels: Dict[str, grpc.Channel] = {}
         self._calls: Dict[str, Any] = {}
         self._later: Optional["queue.Queue[Optional[str]]"] = None
+        self._watches: Set["Watch"] = set()
 
     # -- plumbing ---------------------------------------------------------------------------------------
 
@@ -230,7 +231,10 @@ class Client:
                 log.warning("background release of dropped permit %s failed: %s", lease_id, e)
 
     def close(self) -> None:
-        """Closes the channel (permits still held expire at their TTL)."""
+        """Ends the client's watches and closes the channels (permits still held expire at their TTL)."""
+        # First, and outside the lock: a watch still running would open new channels after the close.
+        for watch in list(self._watches):
+            watch.stop()
         with self._lock:
             channels, self._channels, self._calls = self._channels, {}, {}
             if self._later is not None:
@@ -455,6 +459,7 @@ class Watch:
         self._lock = threading.Lock()
         self._stream: Optional[Any] = None
         self._thread = threading.Thread(target=self._follow, name="quotad-watch", daemon=True)
+        client._watches.add(self)
         self._thread.start()
 
     def _follow(self) -> None:
@@ -485,6 +490,7 @@ class Watch:
         if threading.current_thread() is not self._thread:
             self._thread.join(5.0)
         self._client._known.forget(self.resources)
+        self._client._watches.discard(self)
 
     def __enter__(self) -> "Watch":
         return self
