@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Instructions per Acquire step inside Redis (issue 13; BENCHMARKS.md "The Redis store's own cost"): a
+# Instructions per Acquire step inside Redis (BENCHMARKS.md "The Redis store's own cost"): a
 # redis-server of its own under callgrind runs store.lua's Acquire step with bench-redis.sh's reference
 # command (redis-benchmark, 4 connections, random lease ids, the limits of examples/bench.toml's bench.rate),
 # 2,000 calls of warm-up, then N counted. Instructions are repeatable whatever else the machine does, so two

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Acquire latency through one quotad node on a Redis of its own, open loop (quotad-bench --rate, paced by
 # the kernel's timer), at each RATES value for DURATION; prints p50..max and the CPU seconds Redis, quotad
-# and the generator used, and Redis's own time per FCALL (INFO commandstats) over the whole run (issue 13; BENCHMARKS.md).
+# and the generator used, and Redis's own time per FCALL (INFO commandstats) over the whole run (BENCHMARKS.md).
 # Cores: QUOTAD_CPU, BENCH_CPU, REDIS_CPU ("all" = unpinned; default Redis alone on core 1, quotad and
 # the generator on core 0), WORKERS = quotad's server.worker_threads (default 1).
 # BENCH_THREADS = the generator's worker threads, BENCH_ARGS = more quotad-bench options

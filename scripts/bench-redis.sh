@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The Redis store's cost (issue 13; BENCHMARKS.md, "Several nodes on one Redis"). One redis-server of its own:
+# The Redis store's cost (BENCHMARKS.md, "Several nodes on one Redis"). One redis-server of its own:
 #   1. redis-benchmark: FCALL of quotad's own function doing the Acquire step (the reference: what Redis
 #      itself sustains for this script at 64 in flight; the issue asks for EVALSHA of a script of similar size,
 #      and quotad calls its library with FCALL, the same script without re-running its definitions);

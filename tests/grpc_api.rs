@@ -381,7 +381,7 @@ async fn each_invalid_field_is_named() {
         ),
         (
             pb::AcquireRequest {
-                max_wait: secs(3600),
+                max_wait: secs(-3600),
                 ..acquire("api")
             },
             Code::InvalidArgument,

@@ -16,6 +16,12 @@ use crate::{
     transport::{GrpcService, Transport, boxed},
 };
 
+/// Cancelled calls whose streams HTTP/2 remembers. h2 remembers 10 by default and treats an answer for a
+/// forgotten one as the server's error; after 1,024 of those it closes the whole connection. A worker that
+/// cancels calls (timeouts, callers giving up) at a few thousand a second forgets a stream within
+/// milliseconds, so an answer a little late would cost every call on the connection.
+const RESET_STREAMS_REMEMBERED: usize = 4096;
+
 /// Builds a [`Client`].
 ///
 /// ```no_run
@@ -162,9 +168,14 @@ impl ClientBuilder {
         self
     }
 
+    /// The channel's endpoint, with TLS when configured.
     fn endpoint(&self) -> Result<Endpoint, Error> {
         let endpoint = Endpoint::from_shared(self.endpoint.clone())
-            .map(|e| e.connect_timeout(self.connect_timeout).tcp_nodelay(true))
+            .map(|e| {
+                e.connect_timeout(self.connect_timeout)
+                    .tcp_nodelay(true)
+                    .http2_max_concurrent_reset_streams(RESET_STREAMS_REMEMBERED)
+            })
             .map_err(|e| Error::Config(format!("endpoint '{}': {e}", self.endpoint)))?;
         match &self.tls {
             None => Ok(endpoint),

@@ -1,4 +1,4 @@
-//! Engine benches against the in-memory store, without gRPC (issue 5's engine targets):
+//! Engine benches against the in-memory store, without gRPC:
 //! - `acquire/*`: one Acquire, timed alone (the leases are released outside the timing);
 //! - `acquire+release/*`: an Acquire and its Release;
 //! - `contended/two_threads_one_key`: two threads hammering one key, wall time per Acquire+Release;

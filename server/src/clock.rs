@@ -24,8 +24,9 @@ fn unix_now() -> Nanos {
         .map_or(0, nanos)
 }
 
-/// The longest duration quotad takes from a request or the config (365 days): anything longer is refused with
-/// an error naming the field, so no instant plus a duration can overflow (the timeline has 584 years).
+/// The longest duration quotad takes from a request or the config (365 days), so no instant plus a duration
+/// can overflow (the timeline has 584 years): a longer one in the config is refused naming the key; on the
+/// wire it is capped to this, then to the field's own limit.
 pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Converts a duration to [`Nanos`], saturating at `u64::MAX` (about 584 years).

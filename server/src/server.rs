@@ -29,7 +29,7 @@ use crate::{
         front::{Calls, Front},
     },
     grpc::{in_flight::InFlight, wire_status::WireStatusLayer},
-    listen::{self, Limits, TlsReloader},
+    listen::{self, Limits, TlsReloader, penalty::Penalties},
     metrics::{self, Metrics},
     sweeper,
 };
@@ -184,6 +184,14 @@ impl Quotad {
         self.metrics.as_ref()
     }
 
+    /// Closed connections and refused addresses, counted in the metrics when they are on.
+    fn penalties(&self) -> Arc<Penalties> {
+        self.metrics
+            .as_ref()
+            .map(|m| m.connections().clone())
+            .unwrap_or_default()
+    }
+
     /// Re-reads the config file and swaps in its rules, keeping all state. Server settings (listen
     /// address, ...) need a restart and are left as they are. Returns the new config version.
     pub fn reload(&self) -> Result<u64, ConfigError> {
@@ -309,7 +317,7 @@ impl Quotad {
             max_connections: settings.http2.max_connections,
             preface_timeout: settings.http2.preface_timeout,
             max_control_frames_per_second: settings.http2.max_control_frames_per_second,
-            penalties: Arc::default(),
+            penalties: self.penalties(),
         };
         let h2 = settings.http2.clone();
         let serve: Serving = match &self.tls {
@@ -405,7 +413,7 @@ impl Quotad {
                 max_connections: 64,
                 preface_timeout: settings.http2.preface_timeout,
                 max_control_frames_per_second: settings.http2.max_control_frames_per_second,
-                penalties: Arc::default(),
+                penalties: self.penalties(),
             };
             // Reflection too, so grpcurl and grpc_health_probe find the service with no proto files.
             let (Ok(v1), Ok(v1alpha)) = (reflection::v1(), reflection::v1alpha()) else {

@@ -32,10 +32,11 @@ impl Waiting {
             return quota.acquire(req).await;
         }
         // Validated and resolved first: the queue is the state the request would touch (descriptors the rule
-        // ignores do not make a queue of their own), and `max_wait` is within the server's limit.
+        // ignores do not make a queue of their own). `max_wait` is capped by the server's limit.
         let key = quota.wait_key(req)?;
+        let max_wait = req.max_wait.min(quota.rules().limits.max_wait);
         let deadline = Instant::now()
-            .checked_add(req.max_wait)
+            .checked_add(max_wait)
             .ok_or_else(|| EngineError::invalid("max_wait", "is too long"))?;
         let queue = self.queues.entry(key.clone()).or_default().clone();
         let result = async {
@@ -165,14 +166,33 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn an_absurd_max_wait_is_refused_naming_the_field() {
-        let q =
-            quota("[[resources]]\nname = \"r\"\nrate = { limit = 10, period = \"1s\", burst = 1 }");
-        let e = Waiting::default()
-            .acquire(&q, &req(Duration::MAX))
-            .await
-            .unwrap_err();
-        assert!(matches!(e, EngineError::InvalidArgument { ref field, .. } if field == "max_wait"));
+    async fn an_absurd_max_wait_is_capped_by_the_servers_limit() {
+        // The server's limit is 30 s: a token 20 s away is waited for, one 40 s away is not.
+        for (period, waited) in [(20, Some(20)), (40, None)] {
+            let q = quota(&format!(
+                "[[resources]]\nname = \"r\"\nrate = {{ limit = 1, period = \"{period}s\", burst = 1 }}"
+            ));
+            let waiting = Waiting::default();
+            assert!(
+                waiting
+                    .acquire(&q, &req(Duration::ZERO))
+                    .await
+                    .unwrap()
+                    .granted()
+            );
+            let start = Instant::now();
+            let d = waiting.acquire(&q, &req(Duration::MAX)).await.unwrap();
+            match waited {
+                Some(s) => {
+                    assert!(d.granted(), "{period}s: {d:?}");
+                    assert_eq!(start.elapsed(), Duration::from_secs(s));
+                }
+                None => {
+                    assert_eq!(d.denial(), Some(Denial::RateLimited));
+                    assert_eq!(start.elapsed(), Duration::ZERO, "no pointless waiting");
+                }
+            }
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -45,7 +45,7 @@ impl Default for Http2Settings {
     fn default() -> Self {
         Self {
             max_concurrent_streams: 256,
-            max_pending_reset_streams: 32,
+            max_pending_reset_streams: 256,
             max_header_list_bytes: 16 * 1024,
             keepalive_interval: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(10),

@@ -4,7 +4,7 @@
 //! resource, when each authenticated identity last reported: a report from an identity that reported the
 //! same resource less than the quiet window ago (the resource's `max_pause`, at least its adaptive `cooldown`
 //! and at least one second) continues that identity's flood and has no effect beyond the first report's.
-//! Other identities' reports are unaffected, and without auth (no identities) every report counts, as before.
+//! Other identities' reports are unaffected, and without auth (no identities) every report counts.
 
 // Wire-facing: every value here may come from a request, so arithmetic is checked or saturating.
 #![cfg_attr(not(test), deny(clippy::arithmetic_side_effects))]

@@ -225,15 +225,7 @@ impl Acquire {
         if let Some(id) = &self.client_id {
             check_text("client_id", id, limits.max_name_bytes)?;
         }
-        if self.max_wait > limits.max_wait {
-            return Err(EngineError::invalid(
-                "max_wait",
-                format!(
-                    "{:?} exceeds the server's limit of {:?}",
-                    self.max_wait, limits.max_wait
-                ),
-            ));
-        }
+        // `max_wait` past the server's limit is capped where the wait is held (`waiting`), not refused.
         Ok(())
     }
 }
@@ -317,12 +309,14 @@ mod tests {
             }),
             "request_id"
         );
-        assert_eq!(
-            field(Acquire {
-                max_wait: Duration::from_secs(31),
+        // A max_wait past the server's limit is capped, not refused.
+        assert!(
+            Acquire {
+                max_wait: Duration::MAX,
                 ..acquire()
-            }),
-            "max_wait"
+            }
+            .validate(&limits)
+            .is_ok()
         );
         let many = (0..17).map(|i| (format!("k{i}"), "v".into())).collect();
         assert_eq!(

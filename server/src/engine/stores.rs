@@ -2,7 +2,7 @@
 //! gRPC layer, the sweeper and metrics are written once. Each call goes straight to the store it holds.
 //! A Redis store's futures for the per-call methods are boxed (one allocation next to a network round
 //! trip), so every caller's future stays the in-memory store's size: a call's future is moved as it is
-//! built and boxed, and a large one costs every call, memory-store calls included (issue 16).
+//! built and boxed, and a large one costs every call, memory-store calls included.
 
 use std::time::Duration;
 

@@ -20,7 +20,11 @@ use crate::{
     },
 };
 
-/// A proto duration into a std one; negative or malformed is INVALID_ARGUMENT naming `field`.
+/// A proto duration into a std one; negative or malformed is INVALID_ARGUMENT naming `field`. Longer than
+/// [`MAX_DURATION`](crate::clock::MAX_DURATION) (365 days) is taken as that: every duration a request carries
+/// is capped further by the field's own limit (`max_pause`, `max_lease_ttl`, the server's `max_wait`, the
+/// breaker's `max_open_duration`), and a downstream's `Retry-After` of a hundred years must pause the fleet
+/// for `max_pause`, not fail the report.
 pub fn duration_in(
     field: &str,
     d: Option<prost_types::Duration>,
@@ -38,14 +42,9 @@ pub fn duration_in(
             "has nanos out of range (0..=999999999)",
         ));
     }
-    let d = Duration::new(seconds, subsec);
-    if d > crate::clock::MAX_DURATION {
-        return Err(EngineError::invalid(
-            field,
-            format!("{}s is longer than 365 days", d.as_secs()),
-        ));
-    }
-    Ok(Some(d))
+    Ok(Some(
+        Duration::new(seconds, subsec).min(crate::clock::MAX_DURATION),
+    ))
 }
 
 /// Nanoseconds into a proto duration.

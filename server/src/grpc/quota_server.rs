@@ -5,8 +5,8 @@
 //! store answers at once (no future of ours) and encodes the decision straight from the engine's types
 //! ([`super::answer::AcquireAnswer`]); Release keeps its small future. The same limits and the same answers
 //! to bad input; the client's `grpc-timeout` bounds a call that waits ([`super::deadline`]).
-//! [`super::front`] hands both to [`QuotaServer::unary`] ahead of the path router. BENCHMARKS.md (issue
-//! 16) has what each step saved.
+//! [`super::front`] hands both to [`QuotaServer::unary`] ahead of the path router. BENCHMARKS.md has what
+//! each step saved.
 
 use std::{
     convert::Infallible,

@@ -158,7 +158,7 @@ pub(super) enum AcquireStep {
 
 impl<S: Store> QuotaGrpc<S> {
     /// An Acquire as far as it goes without a future: synchronous where the store answers at once, so the
-    /// caller builds no future for it (callgrind: BENCHMARKS.md, issue 16).
+    /// caller builds no future for it (callgrind: BENCHMARKS.md).
     pub(super) fn acquire_now(&self, request: Request<pb::AcquireRequest>) -> AcquireStep {
         let call = AcquireCall::start(self, &request);
         let req = match self.acquire_request(request, &call.span) {
@@ -233,7 +233,7 @@ impl<S: Store> QuotaGrpc<S> {
 
 impl<S: Store> QuotaGrpc<S> {
     /// A Release. Written without [`traced`]'s wrapper so that its future stays small (it is built and
-    /// boxed on every call; BENCHMARKS.md, issue 16).
+    /// boxed on every call; BENCHMARKS.md).
     pub(super) async fn release_call(
         &self,
         request: Request<pb::ReleaseRequest>,

@@ -2,7 +2,7 @@
 //! (usually one DATA frame, taken without a copy), its one length-prefixed message decoded, and the answer
 //! written as one DATA frame and the `grpc-status: 0` trailers. tonic's `Grpc::unary` does the same through
 //! a decoding stream, an encoding stream and their buffers, about a third of what an Acquire cost
-//! (callgrind; BENCHMARKS.md, issue 16). The answers to bad input are tonic's, with the codes quotad gives
+//! (callgrind; BENCHMARKS.md). The answers to bad input are tonic's, with the codes quotad gives
 //! them ([`super::wire_status`]): a body that is not one message is INTERNAL, a compressed message
 //! UNIMPLEMENTED (quotad accepts none; a message whose flag says uncompressed is taken whatever
 //! `grpc-encoding` says, where tonic refuses the header itself), a message over the limit

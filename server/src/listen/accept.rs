@@ -26,9 +26,9 @@ pub struct Limits {
     pub max_connections: usize,
     /// A connection whose client sends nothing for this long is closed.
     pub preface_timeout: Duration,
-    /// A connection whose client sends more PING, SETTINGS or RST_STREAM frames a second is closed.
+    /// A connection whose client sends more PING or SETTINGS frames a second is closed.
     pub max_control_frames_per_second: u32,
-    /// Addresses refused after a flood (shared by every connection of the listener).
+    /// Closes counted by reason, and addresses refused after repeated abuse (shared by every listener).
     pub penalties: Arc<Penalties>,
 }
 
@@ -97,7 +97,7 @@ async fn next(
 /// One accepted connection with `TCP_NODELAY` set (tonic applies its own `tcp_nodelay` only to listeners
 /// it binds itself, and with Nagle's algorithm on a small response can wait 40 ms for a delayed ACK).
 /// `None` after a failed accept, which is logged and retried after a short pause (out of file descriptors,
-/// say: retrying at once would spin), and for a peer refused after a flood (closed at once).
+/// say: retrying at once would spin), and for a peer refused after repeated abuse (closed at once).
 async fn accept(listener: &TcpListener, limits: &Limits) -> Option<(TcpStream, std::net::IpAddr)> {
     match listener.accept().await {
         Ok((stream, peer)) => {
@@ -105,7 +105,7 @@ async fn accept(listener: &TcpListener, limits: &Limits) -> Option<(TcpStream, s
                 .penalties
                 .refused(peer.ip(), tokio::time::Instant::now())
             {
-                tracing::debug!(%peer, "refused: this address flooded a connection recently");
+                tracing::debug!(%peer, "refused: this address opened abusive connections recently");
                 return None;
             }
             if let Err(e) = stream.set_nodelay(true) {

@@ -1,9 +1,9 @@
 //! One accepted connection: it holds a slot under `server.http2.max_connections` for as long as it lives,
 //! is closed if its client says nothing at all for `server.http2.preface_timeout` after connecting (once
 //! it has spoken, the server's keepalive pings find a peer that goes silent), and its frames are watched
-//! for a PING, SETTINGS or RST_STREAM flood (see `frames`), which also gets the client's address refused
-//! for a while (see `penalty`). After the first bytes, a read costs the frame watch and
-//! nothing else: no timer is touched per read.
+//! for a PING or SETTINGS flood (see `frames`), which is a strike against the client's address (see
+//! `penalty`). After the first bytes, a read costs the frame watch and nothing else: no timer is touched
+//! per read.
 
 use std::{
     io,
@@ -20,7 +20,11 @@ use tokio::{
 };
 use tonic::transport::server::Connected;
 
-use super::{Limits, frames::FrameWatch, penalty::Penalties};
+use super::{
+    Limits,
+    frames::FrameWatch,
+    penalty::{CloseReason, Penalties},
+};
 
 /// An accepted connection (plaintext or TLS) with its slot, preface timer and frame watch.
 #[derive(Debug)]
@@ -51,6 +55,34 @@ impl<S> Conn<S> {
     }
 }
 
+impl<S> Conn<S> {
+    /// What to call if hyper closes this connection for abuse (see `serve`).
+    pub fn closer(&self) -> Closer {
+        Closer {
+            peer: self.peer,
+            penalties: self.penalties.clone(),
+        }
+    }
+
+    fn close_for(&self, reason: CloseReason) {
+        self.penalties.closed(self.peer, reason, Instant::now());
+    }
+}
+
+/// Counts a connection's close for abuse that only hyper sees (a reset flood), against its address.
+#[derive(Debug, Clone)]
+pub struct Closer {
+    peer: IpAddr,
+    penalties: Arc<Penalties>,
+}
+
+impl Closer {
+    /// The connection was closed for `reason`.
+    pub fn closed(&self, reason: CloseReason) {
+        self.penalties.closed(self.peer, reason, Instant::now());
+    }
+}
+
 impl<S: AsyncRead + Unpin> AsyncRead for Conn<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -65,8 +97,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Conn<S> {
                     let this = &mut *self;
                     this.preface = None;
                     if this.frames.observe(read).is_err() {
-                        tracing::info!(peer = %this.peer, "closing a connection that floods PING, SETTINGS or RST_STREAM frames");
-                        this.penalties.penalize(this.peer, Instant::now());
+                        this.close_for(CloseReason::ControlFlood);
                         return Poll::Ready(Err(io::Error::new(
                             io::ErrorKind::InvalidData,
                             "control frame flood",
@@ -76,10 +107,14 @@ impl<S: AsyncRead + Unpin> AsyncRead for Conn<S> {
                 Poll::Ready(r)
             }
             Poll::Pending => match self.preface.as_mut().map(|t| t.as_mut().poll(cx)) {
-                Some(Poll::Ready(())) => Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "client silent since connecting",
-                ))),
+                Some(Poll::Ready(())) => {
+                    self.preface = None;
+                    self.close_for(CloseReason::Silent);
+                    Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "client silent since connecting",
+                    )))
+                }
                 _ => Poll::Pending,
             },
         }

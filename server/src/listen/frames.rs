@@ -1,19 +1,20 @@
 //! Watching the client's HTTP/2 frames go by (read side only, headers only), to close a connection that
 //! floods control frames. hyper answers every PING and SETTINGS a client sends, and has no limit of its own
 //! on how many: a client that sends them as fast as it can (and never reads the answers) costs the server
-//! CPU and write buffers for nothing (CVE-2019-9512, 2019-9515). A client that opens streams and resets them
-//! at once (rapid reset, CVE-2023-44487) makes the server start and cancel a call each time; hyper bounds
-//! only the resets of streams not yet accepted. gRPC servers elsewhere answer such floods with GOAWAY;
-//! quotad closes the connection once a client sends more than
-//! `server.http2.max_control_frames_per_second` PING, SETTINGS or RST_STREAM frames (acknowledgements
+//! CPU and write buffers for nothing (CVE-2019-9512, 2019-9515). quotad closes the connection once a client
+//! sends more than `server.http2.max_control_frames_per_second` PING or SETTINGS frames (acknowledgements
 //! aside) within a second.
+//!
+//! RST_STREAM is not counted here: a client resets a stream whenever a deadline passes or a caller gives up,
+//! which is ordinary traffic. What rapid reset (CVE-2023-44487) abuses is streams opened and reset before the
+//! server can accept them; hyper bounds those per connection (`server.http2.max_pending_reset_streams`) and
+//! closes the connection past the bound (see `serve`).
 
 use tokio::time::{Duration, Instant};
 
 /// The client connection preface: `PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`.
 const PREFACE_LEN: u32 = 24;
 const FRAME_HEADER_LEN: usize = 9;
-const RST_STREAM: u8 = 0x3;
 const SETTINGS: u8 = 0x4;
 const PING: u8 = 0x6;
 const ACK: u8 = 0x1;
@@ -35,7 +36,7 @@ pub struct FrameWatch {
 pub struct Flood;
 
 impl FrameWatch {
-    /// Watches a connection that may send `limit` PING, SETTINGS or RST_STREAM frames a second.
+    /// Watches a connection that may send `limit` PING or SETTINGS frames a second.
     pub fn new(limit: u32, now: Instant) -> Self {
         Self {
             skip: PREFACE_LEN,
@@ -70,8 +71,7 @@ impl FrameWatch {
                 self.have = 0;
                 let [l0, l1, l2, kind, flags, ..] = self.header;
                 self.skip = u32::from_be_bytes([0, l0, l1, l2]);
-                let ack = kind != RST_STREAM && flags & ACK != 0;
-                if matches!(kind, PING | SETTINGS | RST_STREAM) && !ack {
+                if matches!(kind, PING | SETTINGS) && flags & ACK == 0 {
                     self.count(Instant::now())?;
                 }
             }
@@ -111,11 +111,13 @@ mod tests {
         stream.extend(frame(SETTINGS, 0, 12));
         stream.extend(frame(SETTINGS, ACK, 0));
         stream.extend(frame(0x1, 0x4, 40)); // HEADERS
-        for _ in 0..8 {
+        for _ in 0..9 {
             stream.extend(frame(PING, 0, 8));
             stream.extend(frame(PING, ACK, 8)); // answers to the server's pings do not count
         }
-        stream.extend(frame(RST_STREAM, 0, 4)); // a cancelled call counts
+        for _ in 0..1_000 {
+            stream.extend(frame(0x3, 0, 4)); // RST_STREAM: cancelled calls are not control frames here
+        }
         for split in [1, 2, 7, 9, 10, 64, stream.len()] {
             let mut w = FrameWatch::new(10, now);
             for chunk in stream.chunks(split) {

@@ -3,8 +3,8 @@
 //!
 //! - [`tls`]: the rustls server config from PEM files, reloaded when the files change or on SIGHUP.
 //! - [`conn`]: one accepted connection: its slot under the cap, its idle timer and its frame watch.
-//! - [`frames`]: closing a connection that floods PING, SETTINGS or RST_STREAM frames.
-//! - [`penalty`]: refusing a flooding client's address at accept for a while.
+//! - [`frames`]: closing a connection that floods PING or SETTINGS frames.
+//! - [`penalty`]: why connections are closed, and refusing an address at accept after repeated abuse.
 //! - [`accept`]: the accept loops that hand connections to the gRPC server.
 //! - [`serve`]: hyper's HTTP/2 server on each connection, until shutdown.
 

@@ -2,8 +2,11 @@
 //! settings, and a service made once per connection that answers each call through `&self` (no clone and
 //! no box per call). tonic's `Server` did the same through a tower stack it cloned and boxed for every
 //! call, wrapped each request and response body in a box, and copied the connection's info into every
-//! request's extensions: about 2,300 instructions of a 47,000-instruction Acquire (callgrind; BENCHMARKS.md,
-//! issue 16). No `date` header: gRPC needs none, and hyper would encode one on every answer.
+//! request's extensions: about 2,300 instructions of a 47,000-instruction Acquire (callgrind; BENCHMARKS.md). No `date` header: gRPC needs none, and hyper would encode one on every answer.
+//!
+//! A connection hyper closes for abuse (a GOAWAY with ENHANCE_YOUR_CALM: more streams reset before they were
+//! accepted than `server.http2.max_pending_reset_streams`, the rapid reset of CVE-2023-44487, or as many
+//! streams the server had to reset for the client's errors) is a strike against its address (`penalty`).
 //!
 //! Shutdown: when `shutdown` completes, no connection is accepted any more, every open connection is sent
 //! GOAWAY (its calls in flight finish), and [`serve`] returns once all have closed.
@@ -20,7 +23,7 @@ use tokio::{
 };
 use tokio_stream::StreamExt as _;
 
-use super::{Conn, Incoming as Accepted};
+use super::{Conn, Incoming as Accepted, conn::Closer, penalty::CloseReason};
 use crate::config::Http2Settings;
 
 /// Serves every connection `incoming` yields with the service `make` builds for it, until `shutdown`
@@ -54,8 +57,9 @@ pub async fn serve<IO, M, S, B>(
             match conn {
                 Some(Ok(conn)) => {
                     let service = make(&conn);
+                    let closer = conn.closer();
                     let served = builder.serve_connection(TokioIo::new(conn), service);
-                    tokio::spawn(connection(served, closed.clone()));
+                    tokio::spawn(connection(served, closer, closed.clone()));
                 }
                 Some(Err(e)) => tracing::debug!(error = %e, "accept failed"),
                 None => break,
@@ -86,6 +90,7 @@ fn builder(s: &Http2Settings) -> http2::Builder<TokioExecutor> {
 /// receiver of the closing signal) while it lives, so the server knows when the last one is gone.
 async fn connection<IO, S, B>(
     served: http2::Connection<TokioIo<IO>, S, TokioExecutor>,
+    closer: Closer,
     mut closed: watch::Receiver<bool>,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -109,6 +114,25 @@ async fn connection<IO, S, B>(
         }
     };
     if let Err(e) = ended {
-        tracing::debug!(error = %e, "connection ended with an error");
+        if calmed_down(&e) {
+            closer.closed(CloseReason::ResetFlood);
+        } else {
+            tracing::debug!(error = %e, "connection ended with an error");
+        }
     }
+}
+
+/// True when hyper ended the connection with its own GOAWAY ENHANCE_YOUR_CALM: h2's answer to a client
+/// that reset too many streams before they were accepted, or caused too many resets.
+fn calmed_down(e: &hyper::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if let Some(h2) = s.downcast_ref::<h2::Error>() {
+            return h2.is_go_away()
+                && h2.is_library()
+                && h2.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM);
+        }
+        source = s.source();
+    }
+    false
 }

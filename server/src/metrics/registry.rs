@@ -21,6 +21,7 @@ use crate::engine::{
     CircuitView, Decision, EngineError, NotReleased, Outcome, Released, Renewed, Reported,
     ThrottleKind, Verdict,
 };
+use crate::listen::penalty::Penalties;
 
 /// The QuotaService RPCs, as metric labels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -92,6 +93,7 @@ pub struct Metrics {
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
     auth_refusals: [AtomicU64; 2],
+    connections: Arc<Penalties>,
 }
 
 /// Why the auth interceptor refused a call, as `quotad_auth_refusals_total` labels it.
@@ -174,6 +176,11 @@ impl Metrics {
         self.auth_refusals
             .each_ref()
             .map(|c| c.load(Ordering::Relaxed))
+    }
+
+    /// Connections closed by reason and refused at accept (the listeners count them).
+    pub fn connections(&self) -> &Arc<Penalties> {
+        &self.connections
     }
 
     /// Counts a call the auth interceptor refused with `code`.

@@ -453,6 +453,7 @@ pub async fn render<S: Store>(metrics: &Metrics, quota: &Quota<S>) -> Result<Str
     {
         o.sample("quotad_auth_refusals_total", &[("reason", reason)], n);
     }
+    connections(&mut o, metrics.connections());
     o.family(
         "quotad_keys_evicted_total",
         "counter",
@@ -463,6 +464,29 @@ pub async fn render<S: Store>(metrics: &Metrics, quota: &Quota<S>) -> Result<Str
         store_health(&mut o, &h);
     }
     Ok(o.0)
+}
+
+/// Connections the listeners closed or refused.
+fn connections(o: &mut Out, p: &crate::listen::penalty::Penalties) {
+    use crate::listen::penalty::{CloseReason, STRIKE_WINDOW, STRIKES};
+    o.family(
+        "quotad_connections_closed_total",
+        "counter",
+        "Connections the server closed: control_flood (PING or SETTINGS past max_control_frames_per_second), reset_flood (streams reset before they were accepted past max_pending_reset_streams: rapid reset), silent (nothing sent within preface_timeout). A cancelled call never closes its connection.",
+    );
+    for (reason, n) in CloseReason::ALL.iter().zip(p.closed_counts()) {
+        o.sample(
+            "quotad_connections_closed_total",
+            &[("reason", reason.label())],
+            n,
+        );
+    }
+    o.family(
+        "quotad_connections_refused_total",
+        "counter",
+        &format!("Connections refused at accept because their address had {STRIKES} connections closed for abuse within {STRIKE_WINDOW:?} (refused for 1 s, doubling with each repeat up to 1 min)."),
+    );
+    o.sample("quotad_connections_refused_total", &[], p.refused_count());
 }
 
 /// The shared store's families (only with `store = "redis"`).
