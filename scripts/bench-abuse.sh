@@ -20,7 +20,7 @@ secs=${SECONDS_EACH:-10}
 abuse_core=${ABUSE_CORE:-1}
 python=${PYTHON:-.venv/bin/python}
 "$python" -c 'import h2' 2>/dev/null || "$python" -m pip install --quiet h2==4.1.0
-cargo build --release -q -p quotad-server --bins
+cargo build --release -q -p quotad-server -p quotad-tools --bins
 bin=target/release/quotad
 bench=target/release/quotad-bench
 port=$("$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')

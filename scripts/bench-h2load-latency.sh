@@ -20,7 +20,7 @@ conns=4
 server=${SERVER:-target/release/quotad}
 out=${OUT:-target/bench-h2load-latency}
 mkdir -p "$out"
-[ -n "${SERVER:-}" ] || cargo build --release -p quotad-server --bins >/dev/null
+[ -n "${SERVER:-}" ] || cargo build --release -p quotad-server -p quotad-tools --bins >/dev/null
 printf '\x00\x00\x00\x00\x0e\x0a\x0abench.rate\x18\x01' >"$out/acquire.bin"
 pin() { # cpu -> the command prefix that runs on that core ("all": anywhere); taskset execs, so $! is the process
   if [ "$1" != all ]; then echo "taskset -c $1"; fi

@@ -17,7 +17,7 @@ n=${N:-300000}
 server=${SERVER:-target/release/quotad}
 out=${OUT:-target/bench-h2load}
 mkdir -p "$out"
-[ -n "${SERVER:-}" ] || cargo build --release -p quotad-server --bins >/dev/null
+[ -n "${SERVER:-}" ] || cargo build --release -p quotad-server -p quotad-tools --bins >/dev/null
 # gRPC frames: a 5-byte prefix (not compressed, 4-byte big-endian length) and the encoded message.
 # AcquireRequest{resource: "bench.rate" (field 1), permits: 1 (field 3)}; HealthCheckRequest{} is empty.
 printf '\x00\x00\x00\x00\x0e\x0a\x0abench.rate\x18\x01' >"$out/acquire.bin"

@@ -15,7 +15,7 @@ n=${N:-20000}
 server=${SERVER:-target/release/quotad}
 out=${OUT:-target/bench-instructions}
 mkdir -p "$out"
-[ -n "${SERVER:-}" ] || cargo build --release -p quotad-server --bins >/dev/null
+[ -n "${SERVER:-}" ] || cargo build --release -p quotad-server -p quotad-tools --bins >/dev/null
 printf '\x00\x00\x00\x00\x0e\x0a\x0abench.rate\x18\x01' >"$out/acquire.bin"
 printf '\x00\x00\x00\x00\x00' >"$out/health.bin"
 # ReleaseRequest{lease_id: "0000000000000001"} (field 1): a well-formed id no server issued.

@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 port=${PORT:-6392}
 out=${OUT:-target/bench-redis-latency}
 mkdir -p "$out"
-cargo build --release -p quotad-server --bins >/dev/null
+cargo build --release -p quotad-server -p quotad-tools --bins >/dev/null
 pin() { [ "$1" = all ] || echo "taskset -c $1"; }
 pids=()
 trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null' EXIT

@@ -16,7 +16,7 @@ port=${PORT:-6390}
 dur=${DURATION:-10s}
 out=${OUT:-target/bench-redis}
 mkdir -p "$out"
-cargo build --release -p quotad-server --bins >/dev/null
+cargo build --release -p quotad-server -p quotad-tools --bins >/dev/null
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT

@@ -10,7 +10,7 @@ runs=${RUNS:-3}
 duration=${DURATION:-5s}
 out=${OUT:-target/bench-server}
 mkdir -p "$out"
-cargo build --release -p quotad-server --bins >/dev/null
+cargo build --release -p quotad-server -p quotad-tools --bins >/dev/null
 server=target/release/quotad
 bench=target/release/quotad-bench
 

@@ -32,7 +32,10 @@ fn fast_policy() -> RetryPolicy {
 fn in_process_client(
     toml: &str,
     policy: RetryPolicy,
-) -> (Client, Arc<quotad_server::engine::Quota>) {
+) -> (
+    Client,
+    Arc<quotad_server::engine::Quota<quotad_server::engine::MemoryStore>>,
+) {
     let (service, quota) = in_process(toml);
     (
         ClientBuilder::new("http://in-process")

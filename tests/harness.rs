@@ -222,8 +222,8 @@ impl tonic::service::Interceptor for Bearer {
 pub fn in_process(
     toml: &str,
 ) -> (
-    quotad_server::grpc::QuotaServer,
-    Arc<quotad_server::engine::Quota>,
+    quotad_server::grpc::QuotaServer<quotad_server::engine::MemoryStore>,
+    Arc<quotad_server::engine::Quota<quotad_server::engine::MemoryStore>>,
 ) {
     let settings = config::load_str(toml).expect("valid test config");
     let clock = Arc::new(quotad_server::clock::TokioClock::new());

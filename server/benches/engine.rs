@@ -20,7 +20,7 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use quotad_server::{
     clock::MonotonicClock,
     config,
-    engine::{Acquire, LeaseId, Outcome, Quota, Release},
+    engine::{Acquire, LeaseId, MemoryStore, Outcome, Quota, Release},
 };
 
 const CONFIG: &str = r#"
@@ -61,7 +61,7 @@ fn ready<F: Future>(f: F) -> F::Output {
     }
 }
 
-fn quota() -> Arc<Quota> {
+fn quota() -> Arc<Quota<MemoryStore>> {
     let rules = config::load_str(CONFIG).expect("bench config").rules;
     Arc::new(Quota::in_memory(rules, Arc::new(MonotonicClock::new())))
 }
@@ -79,7 +79,7 @@ fn request(resource: &str, descriptors: &[(&str, &str)]) -> Acquire {
 }
 
 /// An Acquire as the server's handler makes it (`acquire_ready`: decided at once, rules borrowed).
-fn acquire(quota: &Quota, req: &Acquire) -> LeaseId {
+fn acquire(quota: &Quota<MemoryStore>, req: &Acquire) -> LeaseId {
     quota
         .acquire_ready(req)
         .expect("the in-memory store decides at once")
@@ -89,7 +89,7 @@ fn acquire(quota: &Quota, req: &Acquire) -> LeaseId {
         .lease_id
 }
 
-fn release(quota: &Quota, lease_id: LeaseId) {
+fn release(quota: &Quota<MemoryStore>, lease_id: LeaseId) {
     ready(quota.release(&Release {
         caller: None,
         lease_id,

@@ -55,7 +55,10 @@ fn rss() -> u64 {
     pages * 4096
 }
 
-fn release(quota: &Quota, lease_id: quotad_server::engine::LeaseId) {
+fn release(
+    quota: &Quota<quotad_server::engine::MemoryStore>,
+    lease_id: quotad_server::engine::LeaseId,
+) {
     ready(quota.release(&Release {
         caller: None,
         lease_id,

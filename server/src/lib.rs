@@ -8,6 +8,7 @@
 //! - [`config`]: the TOML/env config, validated into engine rules and server settings.
 //! - [`grpc`]: the one conversion layer between proto messages and engine calls, and the services.
 //! - [`listen`]: accepting connections, plaintext or TLS, under the connection cap.
+//! - [`latency`]: a fixed-bucket latency histogram (the metrics' and the Redis store's call timing).
 //! - [`metrics`]: Prometheus counters, histograms and gauges, and the `/metrics` endpoint.
 //! - [`waiting`]: `max_wait`: holding an acquire FIFO per key until capacity frees.
 //! - [`sweeper`]: the background task that reclaims expired leases and idle state.
@@ -32,6 +33,7 @@ pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod grpc;
+pub mod latency;
 pub mod listen;
 pub mod metrics;
 pub mod server;

@@ -88,7 +88,7 @@ mod tests {
         engine::{Outcome, Release},
     };
 
-    fn quota(toml: &str) -> Arc<Quota> {
+    fn quota(toml: &str) -> Arc<Quota<crate::engine::MemoryStore>> {
         Arc::new(Quota::in_memory(
             config::load_str(toml).unwrap().rules,
             Arc::new(TokioClock::new()),

@@ -7,7 +7,7 @@ use super::{
     file::RedisSection,
     validate::{at_most, duration, invalid, positive},
 };
-use crate::engine::{RedisSettings, Rules, TimeSource, redis::args::largest_deficit};
+use crate::engine::{RedisSettings, Rules, TimeSource};
 
 /// Where quota state lives.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -108,22 +108,12 @@ fn redis(r: &RedisSection) -> Result<RedisSettings, ConfigError> {
     })
 }
 
-/// The script keeps a bucket's deficit in a double: exact below 2^53 ns (104 days of refill). A level that
-/// can owe more (a huge burst or debt at a very slow rate) would round, so it is refused with the Redis store.
+/// What the Redis store cannot hold exactly, said by a config check before a start too.
 fn exact_in_redis(rules: &Rules) -> Result<(), ConfigError> {
-    for rule in rules.all() {
-        if largest_deficit(rule) >= 1u128 << 53 {
-            return Err(invalid(
-                "resources",
-                format!(
-                    "'{}': (burst + max_debt) at its rate spans more than 104 days of refill, more than the Redis \
-                     store keeps exactly; lower burst or max_debt, or use store = \"memory\"",
-                    rule.name
-                ),
-            ));
-        }
-    }
-    Ok(())
+    crate::engine::RedisStore::check_rules(rules).map_err(|e| match e {
+        crate::engine::EngineError::InvalidArgument { field, problem } => invalid(field, problem),
+        other => invalid("resources", other.to_string()),
+    })
 }
 
 #[cfg(test)]

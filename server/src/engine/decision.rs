@@ -188,6 +188,8 @@ pub struct Reported {
     pub pressure: Pressure,
     /// True when the report lowered the rate.
     pub rate_decreased: bool,
+    /// True when the report started a pause or moved its end later.
+    pub pause_lengthened: bool,
     /// Breaker state after counting the report.
     pub breaker: BreakerState,
     /// Transitions the report made the target's breaker take: for the engine to count.

@@ -41,6 +41,13 @@ pub enum EngineError {
 }
 
 impl EngineError {
+    /// The answer to an identity naming a live lease it does not own (which identity owns it is not said).
+    pub fn not_owner(id: super::LeaseId) -> Self {
+        Self::PermissionDenied(format!(
+            "lease_id: lease {id} was acquired by another identity"
+        ))
+    }
+
     /// Shorthand for [`EngineError::InvalidArgument`].
     pub fn invalid(field: impl Into<String>, problem: impl Into<String>) -> Self {
         Self::InvalidArgument {

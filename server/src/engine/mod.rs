@@ -49,12 +49,10 @@ pub use decision::{
 pub use error::EngineError;
 pub use explain::{Explanation, LevelExplained, LevelState};
 pub use lease_id::{LeaseId, LeaseIds};
-pub use memory::MemoryStore;
 pub use name::{Name, intern};
 pub use plan::Plan;
 pub use quota::Quota;
 pub use rate::{Bucket, RateSpec};
-pub use redis::{RedisSettings, RedisStore, TimeSource};
 pub use request::{Acquire, BreakerTarget, Outcome, Release, Renew, Report, ThrottleKind};
 pub use rules::{
     Capacity, LevelSpec, OnStoreError, Partition, RequestLimits, Resolution, Rule, Rules,
@@ -64,4 +62,4 @@ pub use store::{
     BreakerRef, Expired, LeaseQuery, LeaseView, ReportPlan, ResourceUsage, Store, StoreHealth,
     StoreUsage, Sweep, UsageQuery,
 };
-pub use stores::AnyStore;
+pub use stores::{AnyStore, MemoryStore, RedisSettings, RedisStore, TimeSource};

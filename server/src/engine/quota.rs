@@ -16,14 +16,14 @@ use arc_swap::ArcSwap;
 
 use super::{
     Acquire, BreakerRef, BreakerState, BreakerTarget, CircuitView, Decision, EngineError,
-    EngineStats, Explanation, LeaseId, LeaseQuery, LeaseView, MemoryStore, Plan, Reason, Release,
-    Released, Renew, Renewed, Report, ReportPlan, Reported, Rule, Rules, Store, StoreUsage, Sweep,
+    EngineStats, Explanation, LeaseId, LeaseQuery, LeaseView, Plan, Reason, Release, Released,
+    Renew, Renewed, Report, ReportPlan, Reported, Rule, Rules, Store, StoreUsage, Sweep,
     Transition, UsageQuery, plan, request::check_target,
 };
 use crate::clock::{Clock, Nanos, nanos};
 
-/// The quota engine over a store (the in-memory one by default).
-pub struct Quota<S: Store = MemoryStore> {
+/// The quota engine over a store.
+pub struct Quota<S: Store> {
     rules: ArcSwap<Rules>,
     store: S,
     clock: Arc<dyn Clock>,
@@ -40,15 +40,6 @@ impl<S: Store> std::fmt::Debug for Quota<S> {
     }
 }
 
-impl Quota<MemoryStore> {
-    /// An engine over a fresh in-memory store, built for `rules` (a `capacity.max_leases` above what it can
-    /// hold is held at [`MemoryStore::MAX_LEASES`]).
-    pub fn in_memory(rules: Rules, clock: Arc<dyn Clock>) -> Self {
-        let store = MemoryStore::new(&rules);
-        Self::over(rules, store, clock)
-    }
-}
-
 impl<S: Store> Quota<S> {
     /// An engine enforcing `rules` over `store`, reading time from `clock`. The store is told the rules
     /// (its caps, and which state it keeps), whatever it was built with; an error when it cannot hold them.
@@ -57,7 +48,8 @@ impl<S: Store> Quota<S> {
         Ok(Self::over(rules, store, clock))
     }
 
-    fn over(rules: Rules, store: S, clock: Arc<dyn Clock>) -> Self {
+    /// An engine over `store`, which was built for `rules` (so needs no [`Store::apply`]).
+    pub(crate) fn over(rules: Rules, store: S, clock: Arc<dyn Clock>) -> Self {
         Self {
             rules: ArcSwap::from_pointee(rules),
             store,
@@ -258,9 +250,11 @@ impl<S: Store> Quota<S> {
             lease_id: req.lease_id,
             caller: req.caller,
         };
-        let reported = self.store.report(&plan, self.clock.now()).await?;
+        let now = self.clock.now();
+        let reported = self.store.report(&plan, now).await?;
         let key = plan.target.key.as_deref();
         self.count(reported.rule, key, &reported.transitions);
+        log_report(&plan, &reported, now);
         Ok(reported)
     }
 
@@ -435,5 +429,30 @@ impl<S: Store> Quota<S> {
         let sweep = self.store.sweep(self.clock.now(), limit).await?;
         self.count_expired(&sweep);
         Ok(sweep)
+    }
+}
+
+/// Logs what a report changed beyond its breaker (whose transitions [`Quota::count`] logs): once, whichever
+/// store made the change.
+fn log_report(plan: &ReportPlan<'_>, reported: &Reported, now: Nanos) {
+    let resource = plan.target.resource;
+    if reported.rate_decreased {
+        tracing::info!(
+            resource,
+            effective_rate_per_second = reported.pressure.effective_rate,
+            configured_rate_per_second = reported.pressure.configured_rate,
+            "adaptive rate lowered after a throttle report"
+        );
+    }
+    if let Some(until) = reported
+        .pressure
+        .paused_until
+        .filter(|_| reported.pause_lengthened)
+    {
+        tracing::info!(
+            resource,
+            pause_ms = until.saturating_sub(now) / 1_000_000,
+            "grants paused on the downstream's retry-after"
+        );
     }
 }

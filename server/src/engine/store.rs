@@ -186,7 +186,7 @@ pub struct StoreHealth {
     /// Grants made without the store, by policy: `fail_open`, `local`.
     pub fallback_grants: [(&'static str, u64); 2],
     /// Call latency.
-    pub latency: crate::metrics::histogram::HistogramSnapshot,
+    pub latency: crate::latency::HistogramSnapshot,
 }
 
 /// Shared quota state. See the module docs.

@@ -3,13 +3,19 @@
 //! A Redis store's futures for the per-call methods are boxed (one allocation next to a network round
 //! trip), so every caller's future stays the in-memory store's size: a call's future is moved as it is
 //! built and boxed, and a large one costs every call, memory-store calls included.
+//!
+//! The one file of the engine that names the stores: the rest of the engine knows only [`Store`].
 
 use std::time::Duration;
 
 use super::{
     BreakerRef, BreakerState, CircuitView, Decision, EngineError, LeaseId, LeaseQuery, LeaseView,
-    LevelState, MemoryStore, Plan, RedisStore, Release, Released, Renew, Renewed, ReportPlan,
-    Reported, Rules, Store, StoreUsage, Sweep, UsageQuery,
+    LevelState, Plan, Release, Released, Renew, Renewed, ReportPlan, Reported, Rules, Store,
+    StoreUsage, Sweep, UsageQuery,
+};
+pub use super::{
+    memory::MemoryStore,
+    redis::{RedisSettings, RedisStore, TimeSource},
 };
 use crate::clock::Nanos;
 

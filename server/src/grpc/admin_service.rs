@@ -10,8 +10,7 @@ use crate::{
     clock::{Clock, nanos},
     config::ConfigError,
     engine::{
-        BreakerTarget, EngineError, LeaseQuery, MemoryStore, Quota, ResourceUsage, Rule, Store,
-        UsageQuery,
+        BreakerTarget, EngineError, LeaseQuery, Quota, ResourceUsage, Rule, Store, UsageQuery,
     },
 };
 
@@ -19,7 +18,7 @@ use crate::{
 pub type Reloader = Arc<dyn Fn() -> Result<u64, ConfigError> + Send + Sync>;
 
 /// The QuotaAdmin implementation.
-pub struct AdminGrpc<S: Store = MemoryStore> {
+pub struct AdminGrpc<S: Store> {
     quota: Arc<Quota<S>>,
     reload: Reloader,
 }

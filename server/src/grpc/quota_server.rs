@@ -22,14 +22,14 @@ use tonic::{
 };
 
 use super::{QuotaGrpc, deadline, quota_service::AcquireStep, unary};
-use crate::engine::{MemoryStore, Store};
+use crate::engine::Store;
 
 const ACQUIRE: &str = "/quotad.v1.QuotaService/Acquire";
 const RELEASE: &str = "/quotad.v1.QuotaService/Release";
 
 /// The QuotaService's tower service (what the router serves).
 #[derive(Debug)]
-pub struct QuotaServer<S: Store = MemoryStore> {
+pub struct QuotaServer<S: Store> {
     grpc: Arc<QuotaGrpc<S>>,
     generated: QuotaServiceServer<QuotaGrpc<S>>,
     max_request_bytes: usize,

@@ -15,7 +15,7 @@ use super::{
 };
 use crate::{
     auth::Caller,
-    engine::{self, EngineError, MemoryStore, Quota, Store},
+    engine::{self, EngineError, Quota, Store},
     metrics::{Metrics, Rpc},
     waiting::Waiting,
 };
@@ -46,7 +46,7 @@ macro_rules! rpc_span {
 
 /// The QuotaService implementation.
 #[derive(Debug)]
-pub struct QuotaGrpc<S: Store = MemoryStore> {
+pub struct QuotaGrpc<S: Store> {
     quota: Arc<Quota<S>>,
     waiting: Waiting,
     metrics: Option<Arc<Metrics>>,

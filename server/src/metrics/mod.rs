@@ -1,6 +1,5 @@
 //! Prometheus metrics: what quotad decides, how fast, and how close each resource is to its limits.
 //!
-//! - [`histogram`]: a fixed-bucket latency histogram (atomics, no allocation per observation).
 //! - [`counters`]: per-resource counters of acquires, releases, settlements and throttle reports.
 //! - [`registry`]: [`Metrics`], what the gRPC layer records into on each call.
 //! - [`render`]: the Prometheus text exposition, built at scrape time from the counters, the engine's own
@@ -11,12 +10,11 @@
 //! rule), never a descriptor value, a lease id or a client id.
 
 pub mod counters;
-pub mod histogram;
 pub mod http;
 pub mod registry;
 pub mod render;
 
+pub use crate::latency::LatencyHistogram;
 pub use counters::ResourceCounters;
-pub use histogram::LatencyHistogram;
 pub use registry::{Metrics, Rpc};
 pub use render::render;

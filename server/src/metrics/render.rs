@@ -10,10 +10,12 @@ use std::{collections::BTreeMap, fmt::Display, fmt::Write as _, sync::Arc};
 use super::{
     Metrics, Rpc,
     counters::{DECISIONS, KINDS, OUTCOMES},
-    histogram::BUCKETS_SECONDS,
     registry::RELEASE_NOOPS,
 };
-use crate::engine::{BreakerState, EngineError, Quota, Rule, Store};
+use crate::{
+    engine::{BreakerState, EngineError, Quota, Rule, Store},
+    latency::BUCKETS_SECONDS,
+};
 
 /// Aggregated live state of one configured resource.
 #[derive(Debug, Default)]

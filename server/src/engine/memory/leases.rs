@@ -257,13 +257,6 @@ pub struct LeaseTable {
     next_shard: AtomicUsize,
 }
 
-/// The answer to an identity naming a live lease it does not own (which identity owns it is not said).
-pub fn not_owner(id: LeaseId) -> EngineError {
-    EngineError::PermissionDenied(format!(
-        "lease_id: lease {id} was acquired by another identity"
-    ))
-}
-
 /// How long an ended lease is remembered, so a late second release says why it did nothing.
 pub const TOMBSTONE_TTL: Duration = Duration::from_secs(60);
 
@@ -401,7 +394,7 @@ impl LeaseTable {
             !foreign
         });
         if foreign {
-            return Err(not_owner(id));
+            return Err(EngineError::not_owner(id));
         }
         let Some(lease) = lease else { return Ok(None) };
         self.count.fetch_sub(1, Ordering::AcqRel);

@@ -22,6 +22,22 @@ pub mod table;
 
 pub use store::MemoryStore;
 
+use std::sync::Arc;
+
+use crate::{
+    clock::Clock,
+    engine::{Quota, Rules},
+};
+
+impl Quota<MemoryStore> {
+    /// An engine over a fresh in-memory store, built for `rules` (a `capacity.max_leases` above what it can
+    /// hold is held at [`MemoryStore::MAX_LEASES`]).
+    pub fn in_memory(rules: Rules, clock: Arc<dyn Clock>) -> Self {
+        let store = MemoryStore::new(&rules);
+        Self::over(rules, store, clock)
+    }
+}
+
 /// The hasher of every in-memory map: foldhash (randomly seeded per process, so keys chosen by clients
 /// cannot be crafted to collide), several times cheaper than SipHash on these short keys.
 pub type Hasher = foldhash::fast::RandomState;

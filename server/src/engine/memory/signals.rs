@@ -44,29 +44,13 @@ impl MemoryStore {
         let count_failure = lease.map_or(flood_start, |(_, first)| first);
         let probe = lease.and_then(|(p, _)| p);
         let (breaker, transitions) = self.report_failure(rp, count_failure, probe, now)?;
-        if rate_decreased {
-            tracing::info!(
-                resource = target.resource,
-                effective_rate_per_second = pressure.effective_rate,
-                configured_rate_per_second = pressure.configured_rate,
-                "adaptive rate lowered after a throttle report"
-            );
-        }
-        if let Some(until) = pressure.paused_until
-            && until > paused_before
-        {
-            tracing::info!(
-                resource = target.resource,
-                pause_ms = until.saturating_sub(now) / 1_000_000,
-                "grants paused on the downstream's retry-after"
-            );
-        }
         let (resource, _) =
             self.pressure
                 .get_or_insert(target.resource, &self.keys, Default::default)?;
         Ok(Reported {
             resource: Name::Given(resource),
             rule: target.rule.name,
+            pause_lengthened: pressure.paused_until.is_some_and(|u| u > paused_before),
             pressure,
             rate_decreased,
             breaker,
@@ -87,7 +71,7 @@ impl MemoryStore {
         self.leases
             .update(id, |l| {
                 if l.owner != rp.caller {
-                    return Err(super::leases::not_owner(id));
+                    return Err(EngineError::not_owner(id));
                 }
                 if &*l.resource != resource {
                     return Err(EngineError::invalid(

@@ -78,7 +78,7 @@ impl MemoryStore {
             .leases
             .update(id, |l| {
                 if l.owner != renew.caller {
-                    return Err(super::leases::not_owner(id));
+                    return Err(EngineError::not_owner(id));
                 }
                 if l.expires_at <= now {
                     return Ok(None);
@@ -501,7 +501,7 @@ mod tests {
 
     /// How many times rule `r`'s breakers went along `edge`, by the engine's counters.
     fn counted(
-        quota: &Quota,
+        quota: &Quota<super::MemoryStore>,
         edge: (crate::engine::BreakerState, crate::engine::BreakerState),
     ) -> u64 {
         let stats = quota.stats().snapshot();

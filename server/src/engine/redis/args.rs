@@ -3,7 +3,7 @@
 
 use crate::{
     clock::nanos,
-    engine::{AdaptiveSpec, BreakerSpec, LevelSpec, RateSpec, Rule},
+    engine::{AdaptiveSpec, BreakerSpec, EngineError, LevelSpec, RateSpec, Rule, Rules},
 };
 
 /// `limit,period_ns,burst`, or empty without a rate.
@@ -51,8 +51,8 @@ pub fn max_debt(rule: &Rule, spec: &LevelSpec) -> u64 {
 }
 
 /// The largest deficit a level of `rule` can hold, in nanoseconds: `(burst + max_debt) × interval`. The
-/// script keeps deficits in doubles, exact below 2^53 ns (104 days); a rule past that is refused for the
-/// Redis store by the config check.
+/// script keeps deficits in doubles, exact below 2^53 ns (104 days); a rule past that is refused by
+/// [`exact_in_lua`] (when the Redis store is told the rules, and by a config check).
 pub fn largest_deficit(rule: &Rule) -> u128 {
     let levels = std::iter::once(&rule.resource).chain(rule.partitions.iter().map(|p| &p.limits));
     levels
@@ -67,4 +67,25 @@ pub fn largest_deficit(rule: &Rule) -> u128 {
         })
         .max()
         .unwrap_or(0)
+}
+
+/// Refuses rules whose levels the script cannot keep exactly. Lua numbers are doubles, exact for integers
+/// below 2^53: a level that can owe more than 2^53 ns of refill (`(burst + max_debt) × interval`, 104 days; a
+/// huge burst or debt at a very slow rate) would round, and the fleet would admit what the rule forbids.
+pub fn exact_in_lua(rules: &Rules) -> Result<(), EngineError> {
+    match rules
+        .all()
+        .iter()
+        .find(|r| largest_deficit(r) >= 1u128 << 53)
+    {
+        Some(rule) => Err(EngineError::invalid(
+            "resources",
+            format!(
+                "'{}': (burst + max_debt) at its rate spans more than 104 days of refill, more than the Redis \
+                 store keeps exactly; lower burst or max_debt, or use store = \"memory\"",
+                rule.name
+            ),
+        )),
+        None => Ok(()),
+    }
 }

@@ -29,7 +29,7 @@ use ::redis::{ToRedisArgs, Value, aio::ConnectionManager, cluster_async::Cluster
 use dashmap::DashSet;
 use tokio::sync::Semaphore;
 
-use crate::engine::EngineError;
+use crate::engine::{EngineError, Rules};
 
 pub use keys::Keys;
 
@@ -161,7 +161,7 @@ pub struct RedisStore {
     /// refused the step).
     pub(crate) counts: [AtomicU64; 5],
     /// Script call latency.
-    pub(crate) latency: crate::metrics::histogram::LatencyHistogram,
+    pub(crate) latency: crate::latency::LatencyHistogram,
     /// Shards (a bit each) whose last sweep left expired leases behind: swept alone until done.
     backlog: AtomicU64,
     /// When (the sweep's clock) every shard was last swept.
@@ -218,6 +218,11 @@ fn unavailable(e: impl std::fmt::Display) -> EngineError {
 }
 
 impl RedisStore {
+    /// Refuses rules this store cannot keep exactly (see [`args::exact_in_lua`]); its `apply` does too.
+    pub fn check_rules(rules: &Rules) -> Result<(), EngineError> {
+        args::exact_in_lua(rules)
+    }
+
     /// A store on `settings`. Connects lazily for a single Redis (so quotad starts while Redis is down and
     /// answers as configured); a Cluster's slot map is read now.
     pub async fn connect(settings: RedisSettings) -> Result<Self, EngineError> {

@@ -16,7 +16,6 @@ use crate::{
         EngineError, Expired, Grant, LeaseId, LeaseQuery, LeaseView, LevelState, NotReleased,
         Outcome, Plan, Pressure, Release, Released, Renew, Renewed, ReportPlan, Reported,
         ResourceUsage, Rule, Rules, Store, StoreUsage, Sweep, ThrottleKind, UsageQuery, Verdict,
-        memory::leases::not_owner,
     },
 };
 
@@ -192,7 +191,7 @@ impl RedisStore {
         let v = items(self.call(&inv).await?)?;
         if int(v.first())? == -1 {
             return Err(match text(v.get(1))?.as_str() {
-                "not_owner" => not_owner(rp.lease_id.unwrap_or(LeaseId(0))),
+                "not_owner" => EngineError::not_owner(rp.lease_id.unwrap_or(LeaseId(0))),
                 _ => EngineError::invalid(
                     "lease_id",
                     format!(
@@ -216,22 +215,8 @@ impl RedisStore {
             configured_rate: configured,
             paused_until,
         };
-        if rate_decreased {
-            tracing::info!(
-                resource = target.resource,
-                effective_rate_per_second = pressure.effective_rate,
-                configured_rate_per_second = configured,
-                "adaptive rate lowered after a throttle report"
-            );
-        }
-        if let Some(until) = paused_until.filter(|u| *u > paused_before) {
-            tracing::info!(
-                resource = target.resource,
-                pause_ms = until.saturating_sub(now) / 1_000_000,
-                "grants paused on the downstream's retry-after"
-            );
-        }
         Ok(Reported {
+            pause_lengthened: paused_until.is_some_and(|u| u > paused_before),
             resource: crate::engine::Name::Given(target.resource.into()),
             rule: rule.name,
             pressure,
@@ -529,7 +514,7 @@ impl Store for RedisStore {
             .arg(r.caller.unwrap_or(""));
         let v = items(self.call(&inv).await?)?;
         match int(v.first())? {
-            -1 => Err(not_owner(r.lease_id)),
+            -1 => Err(EngineError::not_owner(r.lease_id)),
             0 => {
                 let why = not_released(&text(v.get(1))?);
                 let mut out = gone(why);
@@ -589,7 +574,7 @@ impl Store for RedisStore {
             .arg(renew.caller.unwrap_or(""));
         let v = items(self.call(&inv).await?)?;
         match int(v.first())? {
-            -1 => Err(not_owner(id)),
+            -1 => Err(EngineError::not_owner(id)),
             0 => Err(match not_released(&text(v.get(1))?) {
                 NotReleased::UnknownLease => EngineError::UnknownLease(id.to_string()),
                 why => EngineError::FailedPrecondition(format!(
@@ -921,6 +906,7 @@ impl Store for RedisStore {
     }
 
     fn apply(&self, rules: &Rules) -> Result<(), EngineError> {
+        super::args::exact_in_lua(rules)?;
         self.fallback.apply(rules)?;
         self.window
             .store(nanos(rules.capacity.idempotency_window), Ordering::Relaxed);

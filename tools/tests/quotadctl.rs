@@ -1,10 +1,6 @@
-//! `quotadctl` end to end: the binary against a live `quotad` process, its `--json` output parsed.
+//! `quotadctl` end to end: the binary against a live quotad (served by the test), its `--json` output parsed.
 
-use std::{
-    io::{BufRead, BufReader},
-    path::PathBuf,
-    process::{Child, Command, Stdio},
-};
+use std::{path::PathBuf, process::Command};
 
 use quotad_api::v1::{AcquireRequest, quota_service_client::QuotaServiceClient};
 use serde_json::Value;
@@ -24,56 +20,38 @@ name = "partner.*"
 rate = { limit = 100, period = "1s" }
 "#;
 
-/// A quotad process on a port of its choosing, killed on drop.
+/// A quotad on a port of its choosing, served in this process on a runtime of its own (quotadctl runs as a
+/// process against it), stopped on drop.
 struct Server {
-    child: Child,
     addr: String,
     dir: PathBuf,
     config: PathBuf,
+    // Dropped last: the server's tasks run on it.
+    _server: quotad_e2e::TestServer,
+    _runtime: tokio::runtime::Runtime,
 }
 
 impl Server {
     fn start(name: &str) -> Self {
-        Self::start_with(name, CONFIG)
-    }
-
-    fn start_with(name: &str, toml: &str) -> Self {
         let dir = std::env::temp_dir().join(format!("quotadctl-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let config = dir.join("quotad.toml");
-        std::fs::write(&config, toml).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_quotad"))
-            .arg("--config")
-            .arg(&config)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut addr = None;
-        for line in BufReader::new(stdout).lines().take(50) {
-            let line = line.unwrap();
-            if let Some(rest) = line.split("addr=Some(").nth(1) {
-                addr = rest.split(')').next().map(str::to_owned);
-                break;
-            }
-        }
-        let addr = addr.expect("quotad logged its address");
+        std::fs::write(&config, CONFIG).unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let clock = std::sync::Arc::new(quotad_server::clock::MonotonicClock::new());
+        let server = runtime.block_on(quotad_e2e::TestServer::start_file(config.clone(), clock));
         Self {
-            child,
-            addr,
+            addr: server.addr.to_string(),
             dir,
             config,
+            _server: server,
+            _runtime: runtime,
         }
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -315,18 +293,4 @@ fn explain_says_why_without_debiting() {
     let (code, _, err) = ctl(&["--addr", &s.addr, "explain", "nosuch"]);
     assert_eq!(code, 1);
     assert!(err.contains("nosuch"), "{err}");
-}
-
-#[test]
-fn a_server_on_one_thread_answers_as_usual() {
-    // server.worker_threads = 1: the current-thread runtime (BENCHMARKS.md, issue 16).
-    let toml = CONFIG.replace(
-        "listen = \"127.0.0.1:0\"",
-        "listen = \"127.0.0.1:0\"\nworker_threads = 1",
-    );
-    let s = Server::start_with("one-thread", &toml);
-    acquire(&s.addr, "llm.invoke", 2);
-    let r = json(&s, &["resources", "--prefix", "llm"]);
-    assert_eq!(r["resources"][0]["in_flight"], 2);
-    assert_eq!(json(&s, &["reload"])["config_version"], 2);
 }
