@@ -4,8 +4,8 @@
 # command (redis-benchmark, 4 connections, random lease ids, the limits of examples/bench.toml's bench.rate),
 # 2,000 calls of warm-up, then N counted. Instructions are repeatable whatever else the machine does, so two
 # versions of the script can be compared where seconds on a shared VM cannot. About a minute per run.
-#   scripts/bench-redis-instructions.sh                      # the repository's store.lua
-#   LUA=/tmp/variant.lua TTL=3600000000000 N=6000 scripts/bench-redis-instructions.sh
+#   scripts/bench-redis-instructions.sh                      # the repository's script (its protocol filled in)
+#   LUA=/tmp/variant.lua TTL=3600000000000 N=6000 scripts/bench-redis-instructions.sh   # a script file as it is
 # TTL: the leases' (ns). RATE: the level's limit,period(ns),burst; RATE=1,1000000000,1 denies all but the
 # first of each second (the cost of a denial). redis-benchmark gives each __rand_int__ its own number, so the
 # lease key and the id inside it differ: the expiry set still trims, but finds no lease to reclaim.
@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { echo "valgrind not found: apt-get install valgrind"; exit 1; }
-lua=${LUA:-server/src/engine/redis/store.lua}
+lua=${LUA:-}
 port=${PORT:-6395}
 n=${N:-6000}
 ttl=${TTL:-1000000000}
@@ -24,7 +24,11 @@ valgrind --tool=callgrind --callgrind-out-file="$out/cg.out" redis-server --port
   --save "" --appendonly no >"$out/redis.log" 2>&1 &
 redis=$!
 until redis-cli -p "$port" PING >/dev/null 2>&1; do sleep 0.5; done
-{ echo '#!lua name=quotad_bench'; sed 's/__QUOTAD_FUNCTION__/quotad_bench/' "$lua"; } >"$out/lib.lua"
+if [ -n "$lua" ]; then
+  { echo '#!lua name=quotad_bench'; sed 's/__QUOTAD_FUNCTION__/quotad_bench/' "$lua"; } >"$out/lib.lua"
+else
+  { echo '#!lua name=quotad_bench'; cargo run -q --release -p quotad-server --example redis_script quotad_bench; } >"$out/lib.lua"
+fi
 redis-cli -p "$port" -x FUNCTION LOAD REPLACE <"$out/lib.lua" >/dev/null
 run() {
   redis-benchmark -p "$port" -c 4 -P 1 -n "$1" -r 100000000 -q \
@@ -39,4 +43,4 @@ callgrind_control -d "$redis" >/dev/null 2>&1
 sleep 1
 f=$(ls -t "$out"/cg.out* | head -1)
 total=$(callgrind_annotate "$f" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')
-echo "$lua: $((total / n)) instructions per FCALL ($n calls)"
+echo "${lua:-the repository's script}: $((total / n)) instructions per FCALL ($n calls)"

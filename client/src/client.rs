@@ -279,6 +279,7 @@ impl Client {
         .await
     }
 
+    /// [`acquire`](Self::acquire) under `policy`, telling `progress` of each attempt.
     pub(crate) async fn acquire_observed(
         &self,
         resource: &str,
@@ -287,20 +288,7 @@ impl Client {
         progress: Option<&(dyn Fn(&Progress) + Send + Sync)>,
         tries: &mut Tries,
     ) -> Result<Permit, Error> {
-        let inner = &self.inner;
-        let request = pb::AcquireRequest {
-            resource: resource.to_owned(),
-            descriptors: options.descriptors.iter().cloned().collect(),
-            permits: options.permits.max(1),
-            lease_ttl: options
-                .lease_ttl
-                .or(inner.settings.default_lease_ttl)
-                .map(to_pb),
-            max_wait: options.max_wait.map(to_pb),
-            // One id for every retry of this logical acquire: a lost reply is replayed, not charged again.
-            request_id: options.request_id.clone().unwrap_or_else(new_request_id),
-            client_id: inner.settings.client_id.clone(),
-        };
+        let request = self.acquire_request(resource, options);
         let deadline = deadline(tries, policy, options.max_wait);
         let mut backoff = Backoff::new(policy);
         let report = |attempt: u32, event: ProgressEvent| {
@@ -315,73 +303,85 @@ impl Client {
         };
         loop {
             let attempt = tries.number;
-            let mut call = |mut stub: QuotaServiceClient<Transport>| {
-                let req = request.clone();
-                async move { stub.acquire(trace_context::request(req)).await }
-            };
-            let held = options.max_wait.unwrap_or_default();
-            // A watched breaker that is OPEN, or a watched pause, answers here without a round trip.
-            let answer = match inner.local.refusal(resource) {
-                Some(refused) => Ok(refused),
-                None => inner.once(Lane::Acquire { held }, &mut call).await,
-            };
-            match answer {
+            let last = attempt >= policy.max_attempts;
+            let (delay, reason) = match self.acquire_attempt(resource, &request, options).await {
                 Ok(r) if r.granted => {
-                    report(
-                        attempt,
-                        ProgressEvent::Acquired {
-                            lease_id: Some(r.lease_id.clone()),
-                        },
-                    );
-                    return Ok(Permit::lease(
-                        inner.clone(),
-                        resource,
-                        r.lease_id,
-                        types::timestamp(r.lease_expires_at),
-                        types::duration(r.lease_ttl),
-                        r.remaining,
-                        r.replayed,
-                    ));
+                    let lease_id = Some(r.lease_id.clone());
+                    report(attempt, ProgressEvent::Acquired { lease_id });
+                    return Ok(self.permit(resource, r));
                 }
                 Ok(r) => {
-                    let decision = Decision::from_wire(r.decision);
-                    let retry_after = types::duration(r.retry_after).unwrap_or_default();
-                    let reason = RetryReason::Denied {
-                        decision,
-                        denied_by: r.denied_by.clone(),
-                    };
-                    let delay = backoff.after(retry_after);
-                    if attempt >= policy.max_attempts || !fits(deadline, delay) {
+                    let (reason, denied) = denial(resource, r);
+                    let delay = backoff.after(retry_after_of(&denied));
+                    if last || !fits(deadline, delay) {
                         report(attempt, ProgressEvent::GaveUp { reason });
-                        return Err(Error::Denied {
-                            resource: resource.to_owned(),
-                            decision,
-                            retry_after,
-                            denied_by: r.denied_by,
-                        });
+                        return Err(denied);
                     }
-                    report(attempt, ProgressEvent::Retrying { delay, reason });
-                    tokio::time::sleep(delay).await;
+                    (delay, reason)
                 }
                 Err(e) if e.is_retryable() => {
                     let reason = RetryReason::Unavailable {
                         error: e.to_string(),
                     };
                     let delay = backoff.next_delay();
-                    if attempt >= policy.max_attempts
-                        || !inner.budget.allows_retry()
-                        || !fits(deadline, delay)
-                    {
+                    if last || !self.inner.budget.allows_retry() || !fits(deadline, delay) {
                         report(attempt, ProgressEvent::GaveUp { reason });
                         return self.unreachable(resource, options, e, deadline).await;
                     }
-                    report(attempt, ProgressEvent::Retrying { delay, reason });
-                    tokio::time::sleep(delay).await;
+                    (delay, reason)
                 }
                 Err(e) => return Err(e),
-            }
+            };
+            report(attempt, ProgressEvent::Retrying { delay, reason });
+            tokio::time::sleep(delay).await;
             tries.number += 1;
         }
+    }
+
+    /// One logical acquire's request, sent as it is on every attempt.
+    fn acquire_request(&self, resource: &str, options: &AcquireOptions) -> pb::AcquireRequest {
+        let settings = &self.inner.settings;
+        pb::AcquireRequest {
+            resource: resource.to_owned(),
+            descriptors: options.descriptors.iter().cloned().collect(),
+            permits: options.permits.max(1),
+            lease_ttl: options.lease_ttl.or(settings.default_lease_ttl).map(to_pb),
+            max_wait: options.max_wait.map(to_pb),
+            // One id for every retry of this logical acquire: a lost reply is replayed, not charged again.
+            request_id: options.request_id.clone().unwrap_or_else(new_request_id),
+            client_id: settings.client_id.clone(),
+        }
+    }
+
+    /// One attempt: a watched breaker that is OPEN, or a watched pause, answers here without a round trip.
+    async fn acquire_attempt(
+        &self,
+        resource: &str,
+        request: &pb::AcquireRequest,
+        options: &AcquireOptions,
+    ) -> Result<pb::AcquireResponse, Error> {
+        if let Some(refused) = self.inner.local.refusal(resource) {
+            return Ok(refused);
+        }
+        let mut call = |mut stub: QuotaServiceClient<Transport>| {
+            let req = request.clone();
+            async move { stub.acquire(trace_context::request(req)).await }
+        };
+        let held = options.max_wait.unwrap_or_default();
+        self.inner.once(Lane::Acquire { held }, &mut call).await
+    }
+
+    /// A granted answer as the caller's permit.
+    fn permit(&self, resource: &str, r: pb::AcquireResponse) -> Permit {
+        Permit::lease(
+            self.inner.clone(),
+            resource,
+            r.lease_id,
+            types::timestamp(r.lease_expires_at),
+            types::duration(r.lease_ttl),
+            r.remaining,
+            r.replayed,
+        )
     }
 
     /// quotad is unreachable beyond the policy: follow the configured [`Unreachable`] policy.
@@ -499,5 +499,29 @@ impl Client {
             async move { stub.get_circuit_state(trace_context::request(req)).await }
         });
         r.await.map(CircuitStatus::from)
+    }
+}
+
+/// A denial: why, for the progress hook, and the error it is if no retry follows.
+fn denial(resource: &str, r: pb::AcquireResponse) -> (RetryReason, Error) {
+    let decision = Decision::from_wire(r.decision);
+    let reason = RetryReason::Denied {
+        decision,
+        denied_by: r.denied_by.clone(),
+    };
+    let denied = Error::Denied {
+        resource: resource.to_owned(),
+        decision,
+        retry_after: types::duration(r.retry_after).unwrap_or_default(),
+        denied_by: r.denied_by,
+    };
+    (reason, denied)
+}
+
+/// The `retry_after` of a denial (zero for any other error).
+fn retry_after_of(e: &Error) -> Duration {
+    match e {
+        Error::Denied { retry_after, .. } => *retry_after,
+        _ => Duration::ZERO,
     }
 }

@@ -26,6 +26,10 @@
 //! - [`transport`]: the (boxable) channel; the raw generated stubs stay reachable via [`proto`] and
 //!   [`Client::raw`].
 
+// A function fits on a screen (clippy.toml: 80 lines); tests may run longer.
+#![warn(clippy::too_many_lines)]
+#![cfg_attr(test, allow(clippy::too_many_lines))]
+
 // Nothing a request carries may reach a panic: no unwrap, expect, panic! or unreachable! outside tests
 // (the one sound exception says why where it stands).
 #![cfg_attr(

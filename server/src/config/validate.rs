@@ -4,8 +4,8 @@
 use std::{collections::HashSet, net::SocketAddr, sync::Arc, time::Duration};
 
 use super::file::{
-    AdaptiveSection, BreakerSection, ConfigFile, DefaultsSection, PartitionSection, RateSection,
-    ResourceSection,
+    AdaptiveSection, BreakerSection, CapacitySection, ConfigFile, DefaultsSection, LimitsSection,
+    MetricsSection, PartitionSection, RateSection, ResourceSection, ServerSection, TracingSection,
 };
 use crate::engine::{
     AdaptiveSpec, BreakerSpec, Capacity, LevelSpec, OnStoreError, Partition, RateSpec,
@@ -327,39 +327,8 @@ fn resource(
     let d = |field: &str, own: Option<&String>, fallback: Option<&String>, default: Duration| {
         duration(&format!("{key}.{field}"), own.or(fallback), default)
     };
-    let lease_ttl = positive(
-        &format!("{key}.lease_ttl"),
-        d(
-            "lease_ttl",
-            r.lease_ttl.as_ref(),
-            defaults.lease_ttl.as_ref(),
-            Duration::from_secs(60),
-        )?,
-    )?;
-    let max_lease_ttl = d(
-        "max_lease_ttl",
-        r.max_lease_ttl.as_ref(),
-        defaults.max_lease_ttl.as_ref(),
-        Duration::from_secs(3600).max(lease_ttl),
-    )?;
-    if max_lease_ttl < lease_ttl {
-        return Err(invalid(
-            format!("{key}.max_lease_ttl"),
-            format!("{max_lease_ttl:?} is below lease_ttl {lease_ttl:?}"),
-        ));
-    }
-    let mut partitions = Vec::new();
-    let mut seen = HashSet::new();
-    for (j, p) in r.partitions.iter().enumerate() {
-        let pkey = format!("{key}.partitions[{j}]");
-        if !seen.insert(p.descriptor.as_str()) {
-            return Err(invalid(
-                format!("{pkey}.descriptor"),
-                format!("'{}' is partitioned twice", p.descriptor),
-            ));
-        }
-        partitions.push(partition(&pkey, p)?);
-    }
+    let (lease_ttl, max_lease_ttl) = lease_ttls(&key, r, defaults)?;
+    let partitions = partitions(&key, r)?;
     let resource = LevelSpec {
         rate: r
             .rate
@@ -368,58 +337,19 @@ fn resource(
             .transpose()?,
         max_in_flight: concurrency(&format!("{key}.concurrency"), r.concurrency)?,
     };
-    let breaker_spec = r
-        .breaker
-        .as_ref()
-        .map(|b| breaker(&format!("{key}.breaker"), b))
-        .transpose()?;
-    let breaker_partition = r
-        .breaker
-        .as_ref()
-        .and_then(|b| b.partition.as_ref())
-        .map(|p| descriptor_key(&format!("{key}.breaker.partition"), p))
-        .transpose()?;
-    let adaptive_spec = r
-        .adaptive
-        .as_ref()
-        .map(|a| adaptive(&format!("{key}.adaptive"), a))
-        .transpose()?;
-    if adaptive_spec.is_some()
-        && resource.rate.is_none()
-        && partitions.iter().all(|p| p.limits.rate.is_none())
-    {
-        return Err(invalid(
-            format!("{key}.adaptive"),
-            "needs a rate limit to adapt",
-        ));
-    }
-    let on_store_error = match r
-        .on_store_error
-        .as_deref()
-        .or(defaults.on_store_error.as_deref())
-        .unwrap_or("fail_closed")
-    {
-        "fail_closed" => OnStoreError::FailClosed,
-        "fail_open" => OnStoreError::FailOpen,
-        "local" => OnStoreError::Local,
-        other => {
-            return Err(invalid(
-                format!("{key}.on_store_error"),
-                format!("'{other}' is not one of: fail_closed, fail_open, local"),
-            ));
-        }
-    };
+    let (breaker, breaker_partition) = resource_breaker(&key, r)?;
+    let adaptive = resource_adaptive(&key, r, &resource, &partitions)?;
     Ok(Rule {
-        on_store_error,
+        on_store_error: on_store_error(&key, r, defaults)?,
         max_debt: r.max_debt,
         name: crate::engine::intern(&r.name),
         resource,
         partitions,
         lease_ttl,
         max_lease_ttl,
-        breaker: breaker_spec,
+        breaker,
         breaker_partition,
-        adaptive: adaptive_spec,
+        adaptive,
         max_pause: d(
             "max_pause",
             r.max_pause.as_ref(),
@@ -438,109 +368,132 @@ fn resource(
     })
 }
 
+/// A resource's `lease_ttl` and `max_lease_ttl` (each its own, else `[defaults]`'s, else 1 m and 1 h).
+fn lease_ttls(
+    key: &str,
+    r: &ResourceSection,
+    defaults: &DefaultsSection,
+) -> Result<(Duration, Duration), ConfigError> {
+    let lease_ttl = positive(
+        &format!("{key}.lease_ttl"),
+        duration(
+            &format!("{key}.lease_ttl"),
+            r.lease_ttl.as_ref().or(defaults.lease_ttl.as_ref()),
+            Duration::from_secs(60),
+        )?,
+    )?;
+    let max_lease_ttl = duration(
+        &format!("{key}.max_lease_ttl"),
+        r.max_lease_ttl.as_ref().or(defaults.max_lease_ttl.as_ref()),
+        Duration::from_secs(3600).max(lease_ttl),
+    )?;
+    if max_lease_ttl < lease_ttl {
+        return Err(invalid(
+            format!("{key}.max_lease_ttl"),
+            format!("{max_lease_ttl:?} is below lease_ttl {lease_ttl:?}"),
+        ));
+    }
+    Ok((lease_ttl, max_lease_ttl))
+}
+
+/// A resource's partitions, each descriptor at most once.
+fn partitions(key: &str, r: &ResourceSection) -> Result<Vec<Partition>, ConfigError> {
+    let mut partitions = Vec::new();
+    let mut seen = HashSet::new();
+    for (j, p) in r.partitions.iter().enumerate() {
+        let pkey = format!("{key}.partitions[{j}]");
+        if !seen.insert(p.descriptor.as_str()) {
+            return Err(invalid(
+                format!("{pkey}.descriptor"),
+                format!("'{}' is partitioned twice", p.descriptor),
+            ));
+        }
+        partitions.push(partition(&pkey, p)?);
+    }
+    Ok(partitions)
+}
+
+/// A resource's breaker, and the descriptor it is partitioned by.
+fn resource_breaker(
+    key: &str,
+    r: &ResourceSection,
+) -> Result<(Option<BreakerSpec>, Option<Arc<str>>), ConfigError> {
+    let spec = r
+        .breaker
+        .as_ref()
+        .map(|b| breaker(&format!("{key}.breaker"), b))
+        .transpose()?;
+    let partition = r
+        .breaker
+        .as_ref()
+        .and_then(|b| b.partition.as_ref())
+        .map(|p| descriptor_key(&format!("{key}.breaker.partition"), p))
+        .transpose()?;
+    Ok((spec, partition))
+}
+
+/// A resource's adaptive rate, which needs a rate limit somewhere to adapt.
+fn resource_adaptive(
+    key: &str,
+    r: &ResourceSection,
+    resource: &LevelSpec,
+    partitions: &[Partition],
+) -> Result<Option<AdaptiveSpec>, ConfigError> {
+    let spec = r
+        .adaptive
+        .as_ref()
+        .map(|a| adaptive(&format!("{key}.adaptive"), a))
+        .transpose()?;
+    if spec.is_some()
+        && resource.rate.is_none()
+        && partitions.iter().all(|p| p.limits.rate.is_none())
+    {
+        return Err(invalid(
+            format!("{key}.adaptive"),
+            "needs a rate limit to adapt",
+        ));
+    }
+    Ok(spec)
+}
+
+fn on_store_error(
+    key: &str,
+    r: &ResourceSection,
+    defaults: &DefaultsSection,
+) -> Result<OnStoreError, ConfigError> {
+    match r
+        .on_store_error
+        .as_deref()
+        .or(defaults.on_store_error.as_deref())
+        .unwrap_or("fail_closed")
+    {
+        "fail_closed" => Ok(OnStoreError::FailClosed),
+        "fail_open" => Ok(OnStoreError::FailOpen),
+        "local" => Ok(OnStoreError::Local),
+        other => Err(invalid(
+            format!("{key}.on_store_error"),
+            format!("'{other}' is not one of: fail_closed, fail_open, local"),
+        )),
+    }
+}
+
 impl ConfigFile {
-    /// Validates the file into typed settings.
+    /// Validates the file into typed settings, section by section.
     pub fn validate(&self) -> Result<Settings, ConfigError> {
-        let s = &self.server;
-        let listen_str = s
-            .listen
-            .clone()
-            .unwrap_or_else(|| "127.0.0.1:50051".to_owned());
-        let listen = listen_str.parse().map_err(|_| {
-            invalid(
-                "server.listen",
-                format!("'{listen_str}' is not an address like 127.0.0.1:50051"),
-            )
-        })?;
-        let log_format = match s.log_format.as_deref().unwrap_or("text") {
-            "text" => LogFormat::Text,
-            "json" => LogFormat::Json,
-            other => {
-                return Err(invalid(
-                    "server.log_format",
-                    format!("'{other}' is not one of: text, json"),
-                ));
-            }
-        };
-        let max_request_bytes = s.max_request_bytes.unwrap_or(64 * 1024);
-        if !(1024..=16 * 1024 * 1024).contains(&max_request_bytes) {
-            return Err(invalid(
-                "server.max_request_bytes",
-                "must be between 1024 and 16777216",
-            ));
-        }
-        let worker_threads = s.worker_threads.unwrap_or(0);
-        if worker_threads > 1024 {
-            return Err(invalid(
-                "server.worker_threads",
-                "must be at most 1024 (0: one per core)",
-            ));
-        }
-        let server = ServerSettings {
-            worker_threads,
-            listen,
-            shutdown_grace: duration(
-                "server.shutdown_grace",
-                s.shutdown_grace.as_ref(),
-                Duration::from_secs(10),
-            )?,
-            drain_delay: duration("server.drain_delay", s.drain_delay.as_ref(), Duration::ZERO)?,
-            sweep_interval: positive(
-                "server.sweep_interval",
-                duration(
-                    "server.sweep_interval",
-                    s.sweep_interval.as_ref(),
-                    Duration::from_millis(250),
-                )?,
-            )?,
-            max_request_bytes,
-            log_format,
-            tls: s.tls.as_ref().map(super::transport::tls).transpose()?,
-            health_listen: super::transport::health_listen(s.health_listen.as_deref())?,
-            http2: super::transport::http2(&s.http2)?,
-        };
-        if server.sweep_interval > Duration::from_secs(1) {
-            return Err(invalid(
-                "server.sweep_interval",
-                "must be at most 1s so expired leases return within TTL + 1s",
-            ));
-        }
+        let limits = limits(&self.limits)?;
+        let rules = Rules::new(self.rules(&limits)?, limits, capacity(&self.capacity)?);
+        Ok(Settings {
+            server: server(&self.server)?,
+            metrics: metrics(&self.metrics)?,
+            tracing: tracing_settings(&self.tracing)?,
+            store: super::store::store(self.store.as_deref(), &self.redis, &rules)?,
+            rules,
+            auth: super::auth::auth(&self.auth)?,
+        })
+    }
 
-        let l = &self.limits;
-        let d = RequestLimits::default();
-        let limits = RequestLimits {
-            max_name_bytes: at_least_one(
-                "limits.max_name_bytes",
-                l.max_name_bytes.unwrap_or(d.max_name_bytes),
-            )?,
-            max_descriptors: l.max_descriptors.unwrap_or(d.max_descriptors),
-            max_request_id_bytes: at_least_one(
-                "limits.max_request_id_bytes",
-                l.max_request_id_bytes.unwrap_or(d.max_request_id_bytes),
-            )?,
-            max_message_bytes: l.max_message_bytes.unwrap_or(d.max_message_bytes),
-            max_wait: duration("limits.max_wait", l.max_wait.as_ref(), d.max_wait)?,
-        };
-        let c = &self.capacity;
-        let dc = Capacity::default();
-        let capacity = Capacity {
-            max_live_keys: at_least_one(
-                "capacity.max_live_keys",
-                c.max_live_keys.unwrap_or(dc.max_live_keys),
-            )?,
-            // Its upper bound is the in-memory store's (checked with the store, config/store.rs).
-            max_leases: at_least_one("capacity.max_leases", c.max_leases.unwrap_or(dc.max_leases))?,
-            idempotency_window: duration(
-                "capacity.idempotency_window",
-                c.idempotency_window.as_ref(),
-                dc.idempotency_window,
-            )?,
-            max_request_ids: at_least_one(
-                "capacity.max_request_ids",
-                c.max_request_ids.unwrap_or(dc.max_request_ids),
-            )?,
-        };
-
+    /// `[[resources]]`: each name once, within `limits.max_name_bytes`.
+    fn rules(&self, limits: &RequestLimits) -> Result<Vec<Rule>, ConfigError> {
         let mut names = HashSet::new();
         let mut rules = Vec::with_capacity(self.resources.len());
         for (i, r) in self.resources.iter().enumerate() {
@@ -562,63 +515,164 @@ impl ConfigFile {
             }
             rules.push(rule);
         }
-        let metrics = MetricsSettings {
-            listen: if self.metrics.enabled.unwrap_or(true) {
-                let s = self
-                    .metrics
-                    .listen
-                    .clone()
-                    .unwrap_or_else(|| "127.0.0.1:9464".to_owned());
-                Some(s.parse().map_err(|_| {
-                    invalid(
-                        "metrics.listen",
-                        format!("'{s}' is not an address like 127.0.0.1:9464"),
-                    )
-                })?)
-            } else {
-                None
-            },
-        };
-        let t = &self.tracing;
-        let otlp_endpoint = match t.otlp_endpoint.as_deref().map(str::trim) {
-            None | Some("") => None,
-            Some(e) if e.starts_with("http://") || e.starts_with("https://") => Some(e.to_owned()),
-            Some(e) => {
-                return Err(invalid(
-                    "tracing.otlp_endpoint",
-                    format!("'{e}' is not a URL like http://127.0.0.1:4317"),
-                ));
-            }
-        };
-        let sample_ratio = t.sample_ratio.unwrap_or(1.0);
-        if !(0.0..=1.0).contains(&sample_ratio) {
-            return Err(invalid("tracing.sample_ratio", "must be between 0 and 1"));
-        }
-        let tracing = TracingSettings {
-            otlp_endpoint,
-            service_name: t
-                .service_name
-                .clone()
-                .filter(|s| !s.trim().is_empty())
-                .unwrap_or_else(|| "quotad".to_owned()),
-            sample_ratio,
-            export_timeout: positive(
-                "tracing.export_timeout",
-                duration(
-                    "tracing.export_timeout",
-                    t.export_timeout.as_ref(),
-                    Duration::from_secs(3),
-                )?,
-            )?,
-        };
-        let rules = Rules::new(rules, limits, capacity);
-        Ok(Settings {
-            server,
-            metrics,
-            tracing,
-            store: super::store::store(self.store.as_deref(), &self.redis, &rules)?,
-            rules,
-            auth: super::auth::auth(&self.auth)?,
-        })
+        Ok(rules)
     }
+}
+
+/// `[server]`.
+fn server(s: &ServerSection) -> Result<ServerSettings, ConfigError> {
+    let listen = address("server.listen", s.listen.as_deref(), "127.0.0.1:50051")?;
+    let log_format = match s.log_format.as_deref().unwrap_or("text") {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => {
+            return Err(invalid(
+                "server.log_format",
+                format!("'{other}' is not one of: text, json"),
+            ));
+        }
+    };
+    let max_request_bytes = s.max_request_bytes.unwrap_or(64 * 1024);
+    if !(1024..=16 * 1024 * 1024).contains(&max_request_bytes) {
+        return Err(invalid(
+            "server.max_request_bytes",
+            "must be between 1024 and 16777216",
+        ));
+    }
+    let worker_threads = s.worker_threads.unwrap_or(0);
+    if worker_threads > 1024 {
+        return Err(invalid(
+            "server.worker_threads",
+            "must be at most 1024 (0: one per core)",
+        ));
+    }
+    Ok(ServerSettings {
+        worker_threads,
+        listen,
+        shutdown_grace: duration(
+            "server.shutdown_grace",
+            s.shutdown_grace.as_ref(),
+            Duration::from_secs(10),
+        )?,
+        drain_delay: duration("server.drain_delay", s.drain_delay.as_ref(), Duration::ZERO)?,
+        sweep_interval: sweep_interval(s)?,
+        max_request_bytes,
+        log_format,
+        tls: s.tls.as_ref().map(super::transport::tls).transpose()?,
+        health_listen: super::transport::health_listen(s.health_listen.as_deref())?,
+        http2: super::transport::http2(&s.http2)?,
+    })
+}
+
+/// `server.sweep_interval`: at most a second, so expired leases return within TTL + 1 s.
+fn sweep_interval(s: &ServerSection) -> Result<Duration, ConfigError> {
+    let key = "server.sweep_interval";
+    let d = positive(
+        key,
+        duration(key, s.sweep_interval.as_ref(), Duration::from_millis(250))?,
+    )?;
+    if d > Duration::from_secs(1) {
+        return Err(invalid(
+            key,
+            "must be at most 1s so expired leases return within TTL + 1s",
+        ));
+    }
+    Ok(d)
+}
+
+/// A socket address at `key`, or `default` when unset.
+fn address(key: &str, value: Option<&str>, default: &str) -> Result<SocketAddr, ConfigError> {
+    let s = value.unwrap_or(default);
+    s.parse()
+        .map_err(|_| invalid(key, format!("'{s}' is not an address like {default}")))
+}
+
+/// `[limits]`.
+fn limits(l: &LimitsSection) -> Result<RequestLimits, ConfigError> {
+    let d = RequestLimits::default();
+    Ok(RequestLimits {
+        max_name_bytes: at_least_one(
+            "limits.max_name_bytes",
+            l.max_name_bytes.unwrap_or(d.max_name_bytes),
+        )?,
+        max_descriptors: l.max_descriptors.unwrap_or(d.max_descriptors),
+        max_request_id_bytes: at_least_one(
+            "limits.max_request_id_bytes",
+            l.max_request_id_bytes.unwrap_or(d.max_request_id_bytes),
+        )?,
+        max_message_bytes: l.max_message_bytes.unwrap_or(d.max_message_bytes),
+        max_wait: duration("limits.max_wait", l.max_wait.as_ref(), d.max_wait)?,
+    })
+}
+
+/// `[capacity]`.
+fn capacity(c: &CapacitySection) -> Result<Capacity, ConfigError> {
+    let d = Capacity::default();
+    Ok(Capacity {
+        max_live_keys: at_least_one(
+            "capacity.max_live_keys",
+            c.max_live_keys.unwrap_or(d.max_live_keys),
+        )?,
+        // Its upper bound is the in-memory store's (checked with the store, config/store.rs).
+        max_leases: at_least_one("capacity.max_leases", c.max_leases.unwrap_or(d.max_leases))?,
+        idempotency_window: duration(
+            "capacity.idempotency_window",
+            c.idempotency_window.as_ref(),
+            d.idempotency_window,
+        )?,
+        max_request_ids: at_least_one(
+            "capacity.max_request_ids",
+            c.max_request_ids.unwrap_or(d.max_request_ids),
+        )?,
+    })
+}
+
+/// `[metrics]`: on by default, on 127.0.0.1:9464.
+fn metrics(m: &MetricsSection) -> Result<MetricsSettings, ConfigError> {
+    Ok(MetricsSettings {
+        listen: if m.enabled.unwrap_or(true) {
+            Some(address(
+                "metrics.listen",
+                m.listen.as_deref(),
+                "127.0.0.1:9464",
+            )?)
+        } else {
+            None
+        },
+    })
+}
+
+/// `[tracing]`.
+fn tracing_settings(t: &TracingSection) -> Result<TracingSettings, ConfigError> {
+    let otlp_endpoint = match t.otlp_endpoint.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(e) if e.starts_with("http://") || e.starts_with("https://") => Some(e.to_owned()),
+        Some(e) => {
+            return Err(invalid(
+                "tracing.otlp_endpoint",
+                format!("'{e}' is not a URL like http://127.0.0.1:4317"),
+            ));
+        }
+    };
+    let sample_ratio = t.sample_ratio.unwrap_or(1.0);
+    if !(0.0..=1.0).contains(&sample_ratio) {
+        return Err(invalid("tracing.sample_ratio", "must be between 0 and 1"));
+    }
+    Ok(TracingSettings {
+        otlp_endpoint,
+        service_name: t
+            .service_name
+            .clone()
+            .filter(|s| !s.trim().is_empty())
+            .unwrap_or_else(|| "quotad".to_owned()),
+        sample_ratio,
+        export_timeout: positive(
+            "tracing.export_timeout",
+            duration(
+                "tracing.export_timeout",
+                t.export_timeout.as_ref(),
+                Duration::from_secs(3),
+            )?,
+        )?,
+    })
 }

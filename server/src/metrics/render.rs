@@ -5,16 +5,23 @@
 //! a glob rule's concrete resources are summed (leases), take the tightest value (tokens, effective rate)
 //! or the worst state (breaker: open over half-open over closed; paused if any is paused).
 
-use std::{collections::BTreeMap, fmt::Display, fmt::Write as _, sync::Arc};
+use std::{
+    collections::BTreeMap,
+    fmt::{Display, Write as _},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
 
 use super::{
-    Metrics, Rpc,
+    Metrics, ResourceCounters, Rpc,
     counters::{DECISIONS, KINDS, OUTCOMES},
-    registry::RELEASE_NOOPS,
+    registry::{AUTH_REFUSALS, RELEASE_NOOPS},
 };
 use crate::{
-    engine::{BreakerState, EngineError, Quota, Rule, Store},
-    latency::BUCKETS_SECONDS,
+    engine::{BreakerState, EngineError, Quota, Rule, Rules, StatsSnapshot, Store, StoreUsage},
+    latency::{BUCKETS_SECONDS, HistogramSnapshot},
 };
 
 /// Aggregated live state of one configured resource.
@@ -77,48 +84,164 @@ impl Out {
     }
 }
 
-/// The whole exposition for `quota`, with `metrics`' counters.
+/// The whole exposition for `quota`, with `metrics`' counters: every family of [`FAMILIES`] in order, then
+/// the shared store's.
 pub async fn render<S: Store>(metrics: &Metrics, quota: &Quota<S>) -> Result<String, EngineError> {
-    let rules = quota.rules();
-    // A shared store that is down still gets its health exposed (below), with no live usage.
-    let usage = match quota.usage().await {
-        Ok(u) => u,
-        Err(e) if quota.store().health().is_some() => {
-            tracing::debug!(error = %e, "no live usage for metrics");
-            Default::default()
-        }
-        Err(e) => return Err(e),
-    };
-    let stats = quota.stats().snapshot();
-
-    // Every configured rule appears, with zeros, from the start (dashboards need the series to exist).
-    let mut configured: BTreeMap<&'static str, Option<Arc<Rule>>> = rules
-        .all()
-        .into_iter()
-        .map(|r| (r.name, Some(r.clone())))
-        .collect();
-    let counters: BTreeMap<_, _> = metrics.resources().into_iter().collect();
-    for name in counters.keys() {
-        configured.entry(*name).or_insert(None);
-    }
-    let mut live: BTreeMap<&'static str, Live> = BTreeMap::new();
-    for r in &usage.resources {
-        let Some(rule) = rules.resolve(&r.resource) else {
-            continue;
-        };
-        let l = live.entry(rule.name).or_default();
-        l.leases += r.live_leases;
-        if let Some(t) = r.tokens_available {
-            l.tokens = Some(l.tokens.map_or(t, |x| x.min(t)));
-        }
-        l.factor = Some(l.factor.map_or(r.rate_factor, |x| x.min(r.rate_factor)));
-        l.paused |= r.paused_until.is_some();
-        if l.breaker.is_none_or(|b| severity(r.breaker) > severity(b)) {
-            l.breaker = Some(r.breaker);
-        }
-    }
-
+    let scrape = Scrape::read(metrics, quota).await?;
     let mut o = Out::default();
+    for family in FAMILIES {
+        family(&mut o, &scrape);
+    }
+    if let Some(h) = quota.store().health() {
+        store_health(&mut o, &h);
+    }
+    Ok(o.0)
+}
+
+/// What one scrape reads, once: the counters, the engine's stats and the store's live usage, by configured
+/// resource.
+struct Scrape<'a> {
+    metrics: &'a Metrics,
+    config_version: u64,
+    /// Every configured rule, with zeros from the start (dashboards need the series to exist), and any rule
+    /// a reload removed whose counters remain.
+    configured: BTreeMap<&'static str, Option<Arc<Rule>>>,
+    counters: BTreeMap<&'static str, Arc<ResourceCounters>>,
+    live: BTreeMap<&'static str, Live>,
+    usage: StoreUsage,
+    stats: StatsSnapshot,
+}
+
+impl<'a> Scrape<'a> {
+    async fn read<S: Store>(metrics: &'a Metrics, quota: &Quota<S>) -> Result<Self, EngineError> {
+        let rules = quota.rules();
+        // A shared store that is down still gets its health exposed, with no live usage.
+        let usage = match quota.usage().await {
+            Ok(u) => u,
+            Err(e) if quota.store().health().is_some() => {
+                tracing::debug!(error = %e, "no live usage for metrics");
+                Default::default()
+            }
+            Err(e) => return Err(e),
+        };
+        let mut configured: BTreeMap<_, _> = rules
+            .all()
+            .into_iter()
+            .map(|r| (r.name, Some(r.clone())))
+            .collect();
+        let counters: BTreeMap<_, _> = metrics.resources().into_iter().collect();
+        for name in counters.keys() {
+            configured.entry(*name).or_insert(None);
+        }
+        Ok(Self {
+            metrics,
+            config_version: quota.config_version(),
+            configured,
+            counters,
+            live: Live::by_rule(&rules, &usage),
+            usage,
+            stats: quota.stats().snapshot(),
+        })
+    }
+
+    fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.configured.keys().copied()
+    }
+
+    /// A per-resource counter of `name`'s counters (0 before its first call).
+    fn counter(&self, name: &str, f: impl Fn(&ResourceCounters) -> &AtomicU64) -> u64 {
+        self.counters
+            .get(name)
+            .map_or(0, |c| f(c).load(Ordering::Relaxed))
+    }
+
+    fn live(&self, name: &str) -> Option<&Live> {
+        self.live.get(name)
+    }
+}
+
+impl Live {
+    /// The store's live usage aggregated per configured rule.
+    fn by_rule(rules: &Rules, usage: &StoreUsage) -> BTreeMap<&'static str, Live> {
+        let mut live: BTreeMap<&'static str, Live> = BTreeMap::new();
+        for r in &usage.resources {
+            let Some(rule) = rules.resolve(&r.resource) else {
+                continue;
+            };
+            let l = live.entry(rule.name).or_default();
+            l.leases += r.live_leases;
+            if let Some(t) = r.tokens_available {
+                l.tokens = Some(l.tokens.map_or(t, |x| x.min(t)));
+            }
+            l.factor = Some(l.factor.map_or(r.rate_factor, |x| x.min(r.rate_factor)));
+            l.paused |= r.paused_until.is_some();
+            if l.breaker.is_none_or(|b| severity(r.breaker) > severity(b)) {
+                l.breaker = Some(r.breaker);
+            }
+        }
+        live
+    }
+}
+
+/// One metric family: its HELP, TYPE and samples.
+type Family = fn(&mut Out, &Scrape<'_>);
+
+/// The families, in exposition order.
+const FAMILIES: [Family; 22] = [
+    build_info,
+    config,
+    acquires,
+    replays,
+    releases,
+    release_noops,
+    settlement,
+    expiries,
+    throttle_reports,
+    rate_decreases,
+    transitions,
+    request_errors,
+    request_duration,
+    leases_in_flight,
+    concurrency_limit,
+    tokens_available,
+    rates,
+    paused,
+    breaker_state,
+    capacity,
+    auth_refusals,
+    connections_and_evictions,
+];
+
+/// One sample per resource of a per-resource counter.
+fn per_resource(
+    o: &mut Out,
+    s: &Scrape<'_>,
+    (name, help): (&str, &str),
+    f: impl Fn(&ResourceCounters) -> &AtomicU64,
+) {
+    o.family(name, "counter", help);
+    for n in s.names() {
+        o.sample(name, &[("resource", n)], s.counter(n, &f));
+    }
+}
+
+/// One sample per resource and label of a per-resource counter array.
+fn per_resource_by(
+    o: &mut Out,
+    s: &Scrape<'_>,
+    (name, help, label, values): (&str, &str, &str, &[&str]),
+    f: impl Fn(&ResourceCounters) -> &[AtomicU64],
+) {
+    o.family(name, "counter", help);
+    for n in s.names() {
+        for (i, v) in values.iter().enumerate() {
+            let count = s.counter(n, |c| &f(c)[i]);
+            o.sample(name, &[("resource", n), (label, v)], count);
+        }
+    }
+}
+
+fn build_info(o: &mut Out, _: &Scrape<'_>) {
     o.family(
         "quotad_build_info",
         "gauge",
@@ -129,13 +252,16 @@ pub async fn render<S: Store>(metrics: &Metrics, quota: &Quota<S>) -> Result<Str
         &[("version", env!("CARGO_PKG_VERSION"))],
         1,
     );
+}
+
+fn config(o: &mut Out, s: &Scrape<'_>) {
     o.family(
         "quotad_config_version",
         "gauge",
         "Config version in force: 1 at start, +1 per successful reload.",
     );
-    o.sample("quotad_config_version", &[], quota.config_version());
-    let (ok, failed) = metrics.reloads();
+    o.sample("quotad_config_version", &[], s.config_version);
+    let (ok, failed) = s.metrics.reloads();
     o.family(
         "quotad_config_reloads_total",
         "counter",
@@ -147,123 +273,126 @@ pub async fn render<S: Store>(metrics: &Metrics, quota: &Quota<S>) -> Result<Str
         &[("result", "failure")],
         failed,
     );
+}
 
-    // Per-call counters.
-    let names: Vec<_> = configured.keys().cloned().collect();
-    let with = |name: &&'static str, f: &dyn Fn(&super::ResourceCounters) -> u64| {
-        counters.get(name).map_or(0, |c| f(c))
-    };
-    let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+fn acquires(o: &mut Out, s: &Scrape<'_>) {
+    per_resource_by(
+        o,
+        s,
+        (
+            "quotad_acquires_total",
+            "Acquire answers by resource and decision (granted, rate_limited, concurrency_limited, circuit_open, paused).",
+            "decision",
+            &DECISIONS,
+        ),
+        |c| &c.acquires,
+    );
+}
 
-    o.family(
-        "quotad_acquires_total",
-        "counter",
-        "Acquire answers by resource and decision (granted, rate_limited, concurrency_limited, circuit_open, paused).",
+fn replays(o: &mut Out, s: &Scrape<'_>) {
+    per_resource(
+        o,
+        s,
+        (
+            "quotad_idempotent_replays_total",
+            "Acquires answered from the idempotency cache: a retried request_id, not charged again.",
+        ),
+        |c| &c.idempotent_replays,
     );
-    for n in &names {
-        for (i, d) in DECISIONS.iter().enumerate() {
-            let v = with(n, &|c| load(&c.acquires[i]));
-            o.sample(
-                "quotad_acquires_total",
-                &[("resource", n), ("decision", d)],
-                v,
-            );
-        }
-    }
-    o.family(
-        "quotad_idempotent_replays_total",
-        "counter",
-        "Acquires answered from the idempotency cache: a retried request_id, not charged again.",
+}
+
+fn releases(o: &mut Out, s: &Scrape<'_>) {
+    per_resource_by(
+        o,
+        s,
+        (
+            "quotad_releases_total",
+            "Leases released by resource and reported outcome.",
+            "outcome",
+            &OUTCOMES,
+        ),
+        |c| &c.releases,
     );
-    for n in &names {
-        let v = with(n, &|c| load(&c.idempotent_replays));
-        o.sample("quotad_idempotent_replays_total", &[("resource", n)], v);
-    }
-    o.family(
-        "quotad_releases_total",
-        "counter",
-        "Leases released by resource and reported outcome.",
-    );
-    for n in &names {
-        for (i, out) in OUTCOMES.iter().enumerate() {
-            let v = with(n, &|c| load(&c.releases[i]));
-            o.sample(
-                "quotad_releases_total",
-                &[("resource", n), ("outcome", out)],
-                v,
-            );
-        }
-    }
+}
+
+fn release_noops(o: &mut Out, s: &Scrape<'_>) {
     o.family(
         "quotad_release_noops_total",
         "counter",
         "Release calls that released nothing, by reason (already_released, expired, unknown_lease).",
     );
-    for (reason, v) in RELEASE_NOOPS.iter().zip(metrics.release_noops()) {
+    for (reason, v) in RELEASE_NOOPS.iter().zip(s.metrics.release_noops()) {
         o.sample("quotad_release_noops_total", &[("reason", reason)], v);
     }
-    o.family(
-        "quotad_settle_refunded_tokens_total",
-        "counter",
-        "Rate tokens given back by settlement (used_permits below what was acquired).",
+}
+
+fn settlement(o: &mut Out, s: &Scrape<'_>) {
+    per_resource(
+        o,
+        s,
+        (
+            "quotad_settle_refunded_tokens_total",
+            "Rate tokens given back by settlement (used_permits below what was acquired).",
+        ),
+        |c| &c.settle_refunded,
     );
-    for n in &names {
-        let v = with(n, &|c| load(&c.settle_refunded));
-        o.sample("quotad_settle_refunded_tokens_total", &[("resource", n)], v);
-    }
-    o.family(
-        "quotad_settle_charged_tokens_total",
-        "counter",
-        "Rate tokens charged by settlement (used_permits above what was acquired).",
+    per_resource(
+        o,
+        s,
+        (
+            "quotad_settle_charged_tokens_total",
+            "Rate tokens charged by settlement (used_permits above what was acquired).",
+        ),
+        |c| &c.settle_charged,
     );
-    for n in &names {
-        let v = with(n, &|c| load(&c.settle_charged));
-        o.sample("quotad_settle_charged_tokens_total", &[("resource", n)], v);
-    }
+}
+
+fn expiries(o: &mut Out, s: &Scrape<'_>) {
     o.family(
         "quotad_lease_expiries_total",
         "counter",
         "Leases reclaimed at expiry without a release (a worker died or forgot).",
     );
-    let expired: BTreeMap<_, _> = stats.expired_leases.iter().cloned().collect();
-    for n in &names {
+    let expired: BTreeMap<_, _> = s.stats.expired_leases.iter().cloned().collect();
+    for n in s.names() {
         let v = expired.get(n).copied().unwrap_or(0);
         o.sample("quotad_lease_expiries_total", &[("resource", n)], v);
     }
-    o.family(
-        "quotad_throttle_reports_total",
-        "counter",
-        "ReportThrottle calls by resource and kind (throttled, error, timeout).",
+}
+
+fn throttle_reports(o: &mut Out, s: &Scrape<'_>) {
+    per_resource_by(
+        o,
+        s,
+        (
+            "quotad_throttle_reports_total",
+            "ReportThrottle calls by resource and kind (throttled, error, timeout).",
+            "kind",
+            &KINDS,
+        ),
+        |c| &c.throttle_reports,
     );
-    for n in &names {
-        for (i, k) in KINDS.iter().enumerate() {
-            let v = with(n, &|c| load(&c.throttle_reports[i]));
-            o.sample(
-                "quotad_throttle_reports_total",
-                &[("resource", n), ("kind", k)],
-                v,
-            );
-        }
-    }
-    o.family(
-        "quotad_adaptive_rate_decreases_total",
-        "counter",
-        "Throttle reports that lowered the adaptive rate (at most one per cooldown).",
-    );
-    for n in &names {
-        let v = with(n, &|c| load(&c.rate_decreases));
-        o.sample(
+}
+
+fn rate_decreases(o: &mut Out, s: &Scrape<'_>) {
+    per_resource(
+        o,
+        s,
+        (
             "quotad_adaptive_rate_decreases_total",
-            &[("resource", n)],
-            v,
-        );
-    }
+            "Throttle reports that lowered the adaptive rate (at most one per cooldown).",
+        ),
+        |c| &c.rate_decreases,
+    );
+}
+
+fn transitions(o: &mut Out, s: &Scrape<'_>) {
     o.family(
         "quotad_breaker_transitions_total",
         "counter",
         "Circuit breaker state changes by resource, from and to.",
     );
-    for (rule, from, to, v) in &stats.transitions {
+    for (rule, from, to, v) in &s.stats.transitions {
         o.sample(
             "quotad_breaker_transitions_total",
             &[
@@ -274,84 +403,95 @@ pub async fn render<S: Store>(metrics: &Metrics, quota: &Quota<S>) -> Result<Str
             v,
         );
     }
+}
+
+fn request_errors(o: &mut Out, s: &Scrape<'_>) {
     o.family(
         "quotad_request_errors_total",
         "counter",
         "Calls answered with an error status, by rpc, reason (invalid_argument, unknown_resource, unknown_lease, failed_precondition, capacity_exhausted, unavailable) and, for invalid_argument, the field.",
     );
-    for ((rpc, reason, field), v) in metrics.errors() {
+    for ((rpc, reason, field), v) in s.metrics.errors() {
         o.sample(
             "quotad_request_errors_total",
             &[("rpc", rpc.as_str()), ("reason", reason), ("field", &field)],
             v,
         );
     }
+}
 
-    // Latency.
+fn request_duration(o: &mut Out, s: &Scrape<'_>) {
     o.family(
         "quotad_request_duration_seconds",
         "histogram",
         "Time from a decoded request to its answer, by rpc (includes any max_wait the server held the call).",
     );
     for rpc in Rpc::ALL {
-        let h = metrics.latency(rpc).snapshot();
-        let name = rpc.as_str();
-        for (i, le) in BUCKETS_SECONDS.iter().enumerate() {
-            o.sample(
-                "quotad_request_duration_seconds_bucket",
-                &[("rpc", name), ("le", &float(*le))],
-                h.cumulative[i],
-            );
-        }
-        o.sample(
-            "quotad_request_duration_seconds_bucket",
-            &[("rpc", name), ("le", "+Inf")],
-            h.cumulative[16],
-        );
-        o.sample(
-            "quotad_request_duration_seconds_sum",
-            &[("rpc", name)],
-            float(h.sum_seconds),
-        );
-        o.sample(
-            "quotad_request_duration_seconds_count",
-            &[("rpc", name)],
-            h.cumulative[16],
+        let h = s.metrics.latency(rpc).snapshot();
+        histogram(
+            o,
+            "quotad_request_duration_seconds",
+            &[("rpc", rpc.as_str())],
+            &h,
         );
     }
+}
 
-    // Gauges from live state.
+/// A histogram's samples: its buckets, sum and count.
+fn histogram(o: &mut Out, name: &str, labels: &[(&str, &str)], h: &HistogramSnapshot) {
+    let bucket = format!("{name}_bucket");
+    let total = h.cumulative[BUCKETS_SECONDS.len()];
+    for (le, count) in BUCKETS_SECONDS.iter().zip(h.cumulative) {
+        let le = float(*le);
+        o.sample(&bucket, &[labels, &[("le", le.as_str())]].concat(), count);
+    }
+    o.sample(&bucket, &[labels, &[("le", "+Inf")]].concat(), total);
+    o.sample(&format!("{name}_sum"), labels, float(h.sum_seconds));
+    o.sample(&format!("{name}_count"), labels, total);
+}
+
+fn leases_in_flight(o: &mut Out, s: &Scrape<'_>) {
     o.family(
         "quotad_leases_in_flight",
         "gauge",
         "Live leases by resource (every grant holds a lease until released or expired).",
     );
-    for n in &names {
-        let v = live.get(n).map_or(0, |l| l.leases);
+    for n in s.names() {
+        let v = s.live(n).map_or(0, |l| l.leases);
         o.sample("quotad_leases_in_flight", &[("resource", n)], v);
     }
+}
+
+fn concurrency_limit(o: &mut Out, s: &Scrape<'_>) {
     o.family(
         "quotad_concurrency_limit",
         "gauge",
         "Configured resource-wide concurrency limit (resources with one).",
     );
-    for (n, rule) in &configured {
+    for (n, rule) in &s.configured {
         if let Some(max) = rule.as_ref().and_then(|r| r.resource.max_in_flight) {
             o.sample("quotad_concurrency_limit", &[("resource", n)], max);
         }
     }
+}
+
+fn tokens_available(o: &mut Out, s: &Scrape<'_>) {
     o.family(
         "quotad_tokens_available",
         "gauge",
         "Tokens left in the resource-wide bucket (the lowest across a glob rule's resources).",
     );
-    for (n, rule) in &configured {
+    for (n, rule) in &s.configured {
         let Some(rate) = rule.as_ref().and_then(|r| r.resource.rate) else {
             continue;
         };
-        let v = live.get(n).and_then(|l| l.tokens).unwrap_or(rate.burst);
+        let v = s.live(n).and_then(|l| l.tokens).unwrap_or(rate.burst);
         o.sample("quotad_tokens_available", &[("resource", n)], v);
     }
+}
+
+/// The configured rates, then the effective ones (each family stays one group).
+fn rates(o: &mut Out, s: &Scrape<'_>) {
     o.family(
         "quotad_rate_configured_per_second",
         "gauge",
@@ -363,109 +503,114 @@ pub async fn render<S: Store>(metrics: &Metrics, quota: &Quota<S>) -> Result<Str
         "gauge",
         "Rate in force after adaptive decreases, tokens per second (the lowest across a glob rule's resources).",
     );
-    for (n, rule) in &configured {
+    for (n, rule) in &s.configured {
         let Some(rate) = rule.as_ref().and_then(|r| r.headline_rate()) else {
             continue;
         };
         let per_second = rate.limit as f64 / rate.period.as_secs_f64();
-        let factor = live.get(n).and_then(|l| l.factor).unwrap_or(1.0);
+        let factor = s.live(n).and_then(|l| l.factor).unwrap_or(1.0);
+        let labels = [("resource", *n)];
         o.sample(
             "quotad_rate_configured_per_second",
-            &[("resource", n)],
+            &labels,
             float(per_second),
         );
-        effective.sample(
-            "quotad_rate_effective_per_second",
-            &[("resource", n)],
-            float(per_second * factor),
-        );
+        let v = float(per_second * factor);
+        effective.sample("quotad_rate_effective_per_second", &labels, v);
     }
-    // Each family stays one group: the configured rates, then the effective ones.
     o.0.push_str(&effective.0);
+}
+
+fn paused(o: &mut Out, s: &Scrape<'_>) {
     o.family(
         "quotad_paused",
         "gauge",
         "1 while grants are paused on a downstream's retry-after, else 0.",
     );
-    for n in &names {
-        let v = u8::from(live.get(n).is_some_and(|l| l.paused));
+    for n in s.names() {
+        let v = u8::from(s.live(n).is_some_and(|l| l.paused));
         o.sample("quotad_paused", &[("resource", n)], v);
     }
+}
+
+fn breaker_state(o: &mut Out, s: &Scrape<'_>) {
     o.family(
         "quotad_breaker_state",
         "gauge",
         "Circuit breaker state as a state set: 1 for the current state (the worst across a glob rule's resources).",
     );
-    for (n, rule) in &configured {
+    for (n, rule) in &s.configured {
         if rule.as_ref().is_some_and(|r| r.breaker.is_none()) {
             continue;
         }
-        let state = live
-            .get(n)
+        let state = s
+            .live(n)
             .and_then(|l| l.breaker)
             .unwrap_or(BreakerState::Closed);
-        for s in [
+        for b in [
             BreakerState::Closed,
             BreakerState::Open,
             BreakerState::HalfOpen,
         ] {
-            o.sample(
-                "quotad_breaker_state",
-                &[("resource", n), ("state", s.as_str())],
-                u8::from(s == state),
-            );
+            let labels = [("resource", *n), ("state", b.as_str())];
+            o.sample("quotad_breaker_state", &labels, u8::from(b == state));
         }
     }
-    o.family(
-        "quotad_live_keys",
-        "gauge",
-        "State keys held in memory (buckets, semaphores, breakers, pressure), against capacity.max_live_keys.",
-    );
-    o.sample("quotad_live_keys", &[], usage.live_keys);
-    o.family(
-        "quotad_live_leases",
-        "gauge",
-        "Live leases, all resources, against capacity.max_leases.",
-    );
-    o.sample("quotad_live_leases", &[], usage.live_leases);
-    o.family(
-        "quotad_request_ids",
-        "gauge",
-        "Granted request_ids remembered for replay, against capacity.max_request_ids.",
-    );
-    o.sample("quotad_request_ids", &[], usage.request_ids);
-    o.family(
-        "quotad_request_ids_dropped_total",
-        "counter",
-        "Request_ids forgotten before their window ended because capacity.max_request_ids was reached.",
-    );
-    o.sample(
-        "quotad_request_ids_dropped_total",
-        &[],
-        usage.request_ids_dropped,
-    );
+}
+
+/// Live keys, leases and request ids against their caps.
+fn capacity(o: &mut Out, s: &Scrape<'_>) {
+    let u = &s.usage;
+    for (name, kind, help, v) in [
+        (
+            "quotad_live_keys",
+            "gauge",
+            "State keys held in memory (buckets, semaphores, breakers, pressure), against capacity.max_live_keys.",
+            u.live_keys,
+        ),
+        (
+            "quotad_live_leases",
+            "gauge",
+            "Live leases, all resources, against capacity.max_leases.",
+            u.live_leases,
+        ),
+        (
+            "quotad_request_ids",
+            "gauge",
+            "Granted request_ids remembered for replay, against capacity.max_request_ids.",
+            u.request_ids,
+        ),
+        (
+            "quotad_request_ids_dropped_total",
+            "counter",
+            "Request_ids forgotten before their window ended because capacity.max_request_ids was reached.",
+            u.request_ids_dropped,
+        ),
+    ] {
+        o.family(name, kind, help);
+        o.sample(name, &[], v);
+    }
+}
+
+fn auth_refusals(o: &mut Out, s: &Scrape<'_>) {
     o.family(
         "quotad_auth_refusals_total",
         "counter",
         "Calls refused before any handler ran: no or bad credentials (unauthenticated), or a missing role or a non-loopback QuotaAdmin caller without auth (permission_denied).",
     );
-    for (reason, n) in super::registry::AUTH_REFUSALS
-        .iter()
-        .zip(metrics.auth_refusals())
-    {
+    for (reason, n) in AUTH_REFUSALS.iter().zip(s.metrics.auth_refusals()) {
         o.sample("quotad_auth_refusals_total", &[("reason", reason)], n);
     }
-    connections(&mut o, metrics.connections());
+}
+
+fn connections_and_evictions(o: &mut Out, s: &Scrape<'_>) {
+    connections(o, s.metrics.connections());
     o.family(
         "quotad_keys_evicted_total",
         "counter",
         "Idle state keys dropped by the sweeper (full buckets, empty semaphores, pristine breakers).",
     );
-    o.sample("quotad_keys_evicted_total", &[], stats.evicted_keys);
-    if let Some(h) = quota.store().health() {
-        store_health(&mut o, &h);
-    }
-    Ok(o.0)
+    o.sample("quotad_keys_evicted_total", &[], s.stats.evicted_keys);
 }
 
 /// Connections the listeners closed or refused.
@@ -542,26 +687,5 @@ fn store_health(o: &mut Out, h: &crate::engine::StoreHealth) {
         "histogram",
         "Time of one store call, from send to answer.",
     );
-    for (i, le) in BUCKETS_SECONDS.iter().enumerate() {
-        o.sample(
-            "quotad_store_duration_seconds_bucket",
-            &[("le", &float(*le))],
-            h.latency.cumulative[i],
-        );
-    }
-    o.sample(
-        "quotad_store_duration_seconds_bucket",
-        &[("le", "+Inf")],
-        h.latency.cumulative[16],
-    );
-    o.sample(
-        "quotad_store_duration_seconds_sum",
-        &[],
-        float(h.latency.sum_seconds),
-    );
-    o.sample(
-        "quotad_store_duration_seconds_count",
-        &[],
-        h.latency.cumulative[16],
-    );
+    histogram(o, "quotad_store_duration_seconds", &[], &h.latency);
 }

@@ -14,6 +14,7 @@ pub mod args;
 pub mod eviction;
 pub mod fallback;
 pub mod keys;
+pub mod protocol;
 pub mod reply;
 pub mod store;
 
@@ -36,20 +37,26 @@ pub use keys::Keys;
 /// The library every step runs (a Redis Function; see [`library`]).
 const SCRIPT: &str = include_str!("store.lua");
 
-/// The function's name and the library's code: the name carries a hash of the code, so nodes of two quotad
-/// versions sharing one Redis (a rolling upgrade) each call their own.
+/// The function's name and the library's code: the name carries a hash of the code (the script and its
+/// protocol tables), so nodes of two quotad versions sharing one Redis (a rolling upgrade) each call their own.
 fn library() -> (String, String) {
+    let protocol = protocol::lua();
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in SCRIPT.bytes() {
+    for b in SCRIPT.bytes().chain(protocol.bytes()) {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     let name = format!("quotad_{h:016x}");
-    let code = format!(
-        "#!lua name={name}\n{}",
-        SCRIPT.replace("__QUOTAD_FUNCTION__", &name)
-    );
+    let code = format!("#!lua name={name}\n{}", script(&name));
     (name, code)
+}
+
+/// The script as Redis runs it, its function named `function` (with its protocol tables; without the
+/// `#!lua` header): what `scripts/bench-redis-instructions.sh` loads.
+pub fn script(function: &str) -> String {
+    SCRIPT
+        .replace("__QUOTAD_FUNCTION__", function)
+        .replace("__QUOTAD_PROTOCOL__", &protocol::lua())
 }
 
 /// The steps the library also registers as `<function>_end`, flagged `allow-oom` (store.lua's `ENDING`):
@@ -57,37 +64,90 @@ fn library() -> (String, String) {
 /// sweeps leases while it refuses everything that could grow it.
 const ENDING: [&str; 4] = ["rel", "ren", "rvk", "swp"];
 
-/// One call's keys and arguments (`FCALL <function> <numkeys> keys... args...`).
-#[derive(Debug, Default)]
+/// One call's keys and arguments (`FCALL <function> <numkeys> keys... args...`): the step's named fields
+/// ([`protocol`]) set by name, then any list that follows them (a level's keys, a shard's prefix).
+#[derive(Debug)]
 pub struct Call {
     keys: Vec<Vec<u8>>,
     args: Vec<Vec<u8>>,
+    /// Named keys and arguments not set yet, one bit each: a call with any left is refused, not sent.
+    unset_keys: u64,
+    unset_args: u64,
+    /// The step's field names, to say which one was left unset.
+    names: (protocol::Fields, Option<protocol::Fields>),
     /// One of [`ENDING`]: called through the `_end` function.
     ending: bool,
 }
 
 impl Call {
-    /// A call of step `op` (`ARGV[1]`).
-    pub fn step(op: &str) -> Self {
+    /// A call of the step whose arguments are `args` (and keys `keys`, if it names them); every field
+    /// must be set before it is sent.
+    pub fn new(args: protocol::Fields, keys: Option<protocol::Fields>) -> Self {
+        let (nargs, nkeys) = (args.names.len(), keys.map_or(0, |k| k.names.len()));
         let mut call = Self {
-            ending: ENDING.contains(&op),
-            ..Self::default()
+            keys: vec![Vec::new(); nkeys],
+            args: vec![Vec::new(); nargs],
+            unset_keys: (1u64 << nkeys) - 1,
+            unset_args: (1u64 << nargs) - 1,
+            names: (args, keys),
+            ending: ENDING.contains(&args.step),
         };
-        call.arg(op);
+        call.set(0, args.step);
         call
     }
 
-    /// Adds a key (`KEYS[i]` in the script).
+    /// Sets the named argument at `field` (a constant of [`protocol::arg`]).
+    pub fn set(&mut self, field: usize, arg: impl ToRedisArgs) -> &mut Self {
+        if let Some(slot) = self.args.get_mut(field) {
+            *slot = one(arg);
+            self.unset_args &= !(1 << field);
+        }
+        self
+    }
+
+    /// Sets the named key at `field` (a constant of [`protocol::key`]).
+    pub fn set_key(&mut self, field: usize, key: impl ToRedisArgs) -> &mut Self {
+        if let Some(slot) = self.keys.get_mut(field) {
+            *slot = one(key);
+            self.unset_keys &= !(1 << field);
+        }
+        self
+    }
+
+    /// Adds a key after the named ones.
     pub fn key(&mut self, key: impl ToRedisArgs) -> &mut Self {
         key.write_redis_args(&mut self.keys);
         self
     }
 
-    /// Adds an argument (`ARGV[i]`).
+    /// Adds an argument after the named ones.
     pub fn arg(&mut self, arg: impl ToRedisArgs) -> &mut Self {
         arg.write_redis_args(&mut self.args);
         self
     }
+
+    /// The first named field left unset, if any (a bug on this side: the call is not sent).
+    fn unset(&self) -> Option<String> {
+        let (args, keys) = self.names;
+        let first = |bits: u64, f: protocol::Fields, what: &str| {
+            let i = bits.trailing_zeros() as usize;
+            f.names
+                .get(i)
+                .map(|n| format!("{what} {n} of step {}", f.step))
+        };
+        if self.unset_args != 0 {
+            return first(self.unset_args, args, "argument");
+        }
+        keys.filter(|_| self.unset_keys != 0)
+            .and_then(|k| first(self.unset_keys, k, "key"))
+    }
+}
+
+/// A value that writes one Redis argument, as bytes.
+fn one(v: impl ToRedisArgs) -> Vec<u8> {
+    let mut out = Vec::new();
+    v.write_redis_args(&mut out);
+    out.into_iter().next().unwrap_or_default()
 }
 
 /// Where decisions take their time from.
@@ -335,6 +395,9 @@ impl RedisStore {
     }
 
     async fn call_once(&self, inv: &Call) -> Result<Value, CallError> {
+        if let Some(unset) = inv.unset() {
+            return Err(Failed(unavailable(format!("{unset} was not set"))));
+        }
         self.counts[0].fetch_add(1, Ordering::Relaxed);
         let Ok(_permit) = self.in_flight.try_acquire() else {
             self.counts[2].fetch_add(1, Ordering::Relaxed);

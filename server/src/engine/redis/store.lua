@@ -16,14 +16,39 @@
 -- runs only its step. KEYS and A (ARGV) and the time are set at the start of every call.
 local KEYS, A
 local NOW_S, NOW_N
-local function init_now()
-  if A[2] == '' then
+
+-- The protocol, by name (engine/redis/protocol.rs declares it; the tables are generated from there):
+-- KEY[step][name] and ARG[step][name] index KEYS and ARGV, OUT[step] lists a reply's fields in order.
+__QUOTAD_PROTOCOL__
+-- LEN[step] counts a step's named keys and arguments ({ keys, args }).
+local ACQ_KEYS, ACQ_ARGS, LEVEL_ARGS = LEN.acq[1], LEN.acq[2], LEN.level[2]
+
+-- A step's keys or arguments by name: `index` is KEY[step] or ARG[step]; `offset` skips earlier fields.
+local function named(index, list, offset)
+  local t = {}
+  for name, i in pairs(index) do t[name] = list[i + (offset or 0)] end
+  return t
+end
+
+-- A reply: `t`'s fields in the order OUT[step] declares ('' for a field `t` lacks).
+local function out(step, t)
+  local r = {}
+  for i, name in ipairs(OUT[step]) do
+    local v = t[name]
+    if v == nil then v = '' end
+    r[i] = v
+  end
+  return r
+end
+
+local function init_now(now)
+  if now == '' then
     local t = redis.call('TIME')
     NOW_S = tonumber(t[1]); NOW_N = tonumber(t[2]) * 1000
-  elseif #A[2] <= 9 then
-    NOW_S = 0; NOW_N = tonumber(A[2])
+  elseif #now <= 9 then
+    NOW_S = 0; NOW_N = tonumber(now)
   else
-    NOW_S = tonumber(string.sub(A[2], 1, -10)); NOW_N = tonumber(string.sub(A[2], -9))
+    NOW_S = tonumber(string.sub(now, 1, -10)); NOW_N = tonumber(string.sub(now, -9))
   end
 end
 local FAR = 4503599627370496 -- 2^52 ns: "long ago" / "far ahead"
@@ -597,12 +622,12 @@ end
 
 local function figures(t) return { t.remaining or 0, t.limit, t.reset, t.inf, t.max } end
 
-local function reply(head, t, tail)
+-- An acquire's reply: `r` with the tightest levels' figures and the breaker's transitions.
+local function decided(r, t)
   local f = figures(t)
-  for _, v in ipairs(f) do head[#head + 1] = v end
-  for _, v in ipairs(tail or {}) do head[#head + 1] = v end
-  head[#head + 1] = table.concat(transitions, ';')
-  return head
+  r.remaining, r.limit, r.reset_after, r.in_flight, r.max_in_flight = f[1], f[2], f[3], f[4], f[5]
+  r.transitions = table.concat(transitions, ';')
+  return out('acq', r)
 end
 
 ---------------------------------------------------------------------------------------------------------
@@ -610,29 +635,30 @@ end
 
 local OPS = {}
 
--- KEYS: resource hash, breaker, lease, idempotency, level keys... ARGV: see engine/redis/args.rs.
+-- KEYS and ARGV: KEY.acq and ARG.acq, then each level's key and ARG.level (engine/redis/protocol.rs).
 OPS.acq = function()
-  local rkey, bkey, lkey, ikey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-  local permits, ttl, hex = tonumber(A[4]), tonumber(A[5]), A[6]
-  local fingerprint, window = A[13], tonumber(A[14])
-  local adaptive, bspec = adaptive_spec(A[15]), breaker_spec(A[16])
-  local conc_retry = tonumber(A[17])
-  local held = A[18]
-  local nlevels = tonumber(A[19])
+  local k, a = named(KEY.acq, KEYS), named(ARG.acq, A)
+  local rkey, bkey, lkey, ikey = k.resource, k.breaker, k.lease, k.request_id
+  local permits, ttl, hex = tonumber(a.permits), tonumber(a.ttl), a.lease
+  local fingerprint, window = a.fingerprint, tonumber(a.window)
+  local adaptive, bspec = adaptive_spec(a.adaptive), breaker_spec(a.breaker)
+  local conc_retry = tonumber(a.concurrency_retry_after)
+  local held = a.held
   local levels = {}
-  for i = 1, nlevels do
-    local base = 19 + (i - 1) * 4
-    levels[i] = { key = KEYS[4 + i], part = A[base + 1], rate = rate_spec(A[base + 2]),
-                  max = num(A[base + 3]), max_debt = A[base + 4] }
+  for i = 1, tonumber(a.levels) do
+    local l = named(ARG.level, A, ACQ_ARGS + (i - 1) * LEVEL_ARGS)
+    levels[i] = { key = KEYS[ACQ_KEYS + i], part = l.partition, rate_s = l.rate, rate = rate_spec(l.rate),
+                  max = num(l.max_in_flight), max_debt = l.max_debt }
   end
 
   if fingerprint ~= '' then
     local seen = redis.call('GET', ikey)
     local s = split(seen or '', '|')
     if seen and (rel(s[9]) or 0) > 0 then
-      if s[1] ~= fingerprint then return { -1, 'conflict' } end
-      return { 1, s[2], s[3], tonumber(s[4]), tonumber(s[5]), tonumber(s[6]), tonumber(s[7]), tonumber(s[8]), 1, '',
-               s[10] }
+      if s[1] ~= fingerprint then return out('acq', { status = -1, reason = 'conflict' }) end
+      return out('acq', { status = 1, lease = s[2], expires = s[3], remaining = tonumber(s[4]),
+                          limit = tonumber(s[5]), reset_after = tonumber(s[6]), in_flight = tonumber(s[7]),
+                          max_in_flight = tonumber(s[8]), replayed = 1, ttl = s[10] })
     end
   end
   reclaim_expired(8)
@@ -649,7 +675,7 @@ OPS.acq = function()
     return t
   end
   if p.pu > 0 then
-    return reply({ 0, 'paused', p.pu, -1 }, peek())
+    return decided({ status = 0, reason = 'paused', retry_after = p.pu, level = -1 }, peek())
   end
 
   local b, probe = nil, nil
@@ -658,7 +684,7 @@ OPS.acq = function()
     local admission, x = breaker_admit(b, bspec)
     if admission == 'rejected' then
       breaker_save(bkey, b)
-      return reply({ 0, 'circuit_open', x, -1 }, peek())
+      return decided({ status = 0, reason = 'circuit_open', retry_after = x, level = -1 }, peek())
     elseif admission == 'probe' then
       probe = x
     end
@@ -688,11 +714,11 @@ OPS.acq = function()
       if probe then breaker_cancel_probe(b, probe) end
       breaker_save(bkey, b)
     end
-    return reply({ 0, denied.reason, denied.wait, denied.level }, t)
+    return decided({ status = 0, reason = denied.reason, retry_after = denied.wait, level = denied.level }, t)
   end
   -- A grant: its (random) lease id must be new. Nothing this call changed is written yet but the reclaim of
   -- expired leases, which stands whoever calls, so the caller can retry with another id.
-  if redis.call('EXISTS', lkey) == 1 then return { -1, 'collide' } end
+  if redis.call('EXISTS', lkey) == 1 then return out('acq', { status = -1, reason = 'collide' }) end
 
   local hold_ms = ttl / 1000000 + TOMBSTONE_MS
   local lv_out = {}
@@ -703,7 +729,7 @@ OPS.acq = function()
     if lv.max then cell.f = cell.f + 1; slot = '1' end
     observe(t, cell, lv.max)
     level_save(cell, hold_ms)
-    lv_out[#lv_out + 1] = table.concat({ lv.key, slot, charged, A[19 + (i - 1) * 4 + 2], lv.max_debt }, '\31')
+    lv_out[#lv_out + 1] = table.concat({ lv.key, slot, charged, lv.rate_s, lv.max_debt }, '\31')
   end
   if b then breaker_save(bkey, b) end
   if adaptive then adaptive_on_grant(p, adaptive) end
@@ -718,11 +744,11 @@ OPS.acq = function()
 
   local expires = abs(ttl)
   -- The client id and owner are written even when empty: a node of the previous version reads them as given.
-  local rec = { 'res', A[7], 'rule', A[8], 'dt', A[9], 'mt', A[10], 'cid', A[11], 'own', A[12], 'p', A[4],
-                'x', expires, 'lv', table.concat(lv_out, '\30'), 'rk', rkey }
+  local rec = { 'res', a.resource, 'rule', a.rule, 'dt', a.default_ttl, 'mt', a.max_ttl, 'cid', a.client_id,
+                'own', a.owner, 'p', a.permits, 'x', expires, 'lv', table.concat(lv_out, '\30'), 'rk', rkey }
   local function opt(k, v) if v ~= '' then rec[#rec + 1] = k; rec[#rec + 1] = v end end
-  opt('ad', A[15]); opt('ds', held)
-  if bspec then opt('bk', bkey); opt('bs', A[16]); opt('pr', probe or '') end
+  opt('ad', a.adaptive); opt('ds', held)
+  if bspec then opt('bk', bkey); opt('bs', a.breaker); opt('pr', probe or '') end
   redis.call('HSET', lkey, unpack(rec))
   redis.call('PEXPIRE', lkey, math.ceil(hold_ms))
   redis.call('ZADD', EXP, exp_score(ttl), hex)
@@ -732,7 +758,7 @@ OPS.acq = function()
     local rec = table.concat({ fingerprint, hex, expires, f[1], f[2], f[3], f[4], f[5], abs(window), ttl }, '|')
     redis.call('SET', ikey, rec, 'PX', math.max(math.ceil(window / 1000000), 1))
   end
-  return reply({ 1, hex, expires }, t, { 0 })
+  return decided({ status = 1, lease = hex, expires = expires, replayed = 0 }, t)
 end
 
 -- Charges up to `excess` more at every charged level, each at most its max debt below empty, all the same.
@@ -757,15 +783,16 @@ local function charge_excess(l, levels, excess)
   return least
 end
 
--- KEYS: lease. ARGV: 'rel', now, prefix, hex, outcome (s f t u), used or '', caller.
+-- KEY.rel, ARG.rel (outcome: s f t u; used: '' for no settlement).
 OPS.rel = function()
-  local key, hex, outcome, used, caller = KEYS[1], A[4], A[5], num(A[6]), A[7]
+  local a = named(ARG.rel, A)
+  local key, hex, outcome, used, caller = KEYS[KEY.rel.lease], a.lease, a.outcome, num(a.used), a.caller
   local l, found = lease_load(key)
-  if not found or l.g then return { 0, gone_reason(l, found) } end
-  if l.own ~= caller then return { -1, 'not_owner' } end
+  if not found or l.g then return out('rel', { status = 0, reason = gone_reason(l, found) }) end
+  if l.own ~= caller then return out('rel', { status = -1, reason = 'not_owner' }) end
   if (rel(l.x) or 0) <= 0 then
     reclaim(hex, key, l)
-    return { 0, 'expired', l.res, l.rule }
+    return out('rel', { status = 0, reason = 'expired', resource = l.res, rule = l.rule })
   end
   free_slots(l)
   local levels = lease_levels(l)
@@ -795,16 +822,18 @@ OPS.rel = function()
   end
   count_lease(l.rk, -1)
   tombstone(key, hex, 'r', l)
-  return { 1, refunded, charged, state, l.res, l.rule, table.concat(transitions, ';'), l.bk }
+  return out('rel', { status = 1, refunded = refunded, charged = charged, state = state, resource = l.res,
+                      rule = l.rule, transitions = table.concat(transitions, ';'), breaker = l.bk })
 end
 
--- KEYS: lease. ARGV: 'ren', now, prefix, hex, ttl or '', caller.
+-- KEY.ren, ARG.ren (ttl: '' for the lease's default).
 OPS.ren = function()
-  local key, hex, ttl, caller = KEYS[1], A[4], num(A[5]), A[6]
+  local a = named(ARG.ren, A)
+  local key, hex, ttl, caller = KEYS[KEY.ren.lease], a.lease, num(a.ttl), a.caller
   local l, found = lease_load(key)
-  if not found or l.g then return { 0, gone_reason(l, found) } end
-  if l.own ~= caller then return { -1, 'not_owner' } end
-  if (rel(l.x) or 0) <= 0 then return { 0, 'expired' } end
+  if not found or l.g then return out('ren', { status = 0, reason = gone_reason(l, found) }) end
+  if l.own ~= caller then return out('ren', { status = -1, reason = 'not_owner' }) end
+  if (rel(l.x) or 0) <= 0 then return out('ren', { status = 0, reason = 'expired' }) end
   ttl = math.min(ttl or tonumber(l.dt), tonumber(l.mt))
   local expires = abs(ttl)
   redis.call('HSET', key, 'x', expires)
@@ -815,21 +844,21 @@ OPS.ren = function()
     if lv.slot then keep(lv.key, hold) end
   end
   keep(l.rk, hold)
-  return { 1, expires, ttl }
+  return out('ren', { status = 1, expires = expires, ttl = ttl })
 end
 
--- KEYS: resource hash, breaker, lease. ARGV: 'rep', now, prefix, kind (t e o), pause or '', lease hex or '',
--- caller, resource, adaptive spec, breaker spec, quiet window.
+-- KEY.rep, ARG.rep (kind: t e o; pause and lease: '' for none).
 OPS.rep = function()
-  local rkey, bkey, lkey = KEYS[1], KEYS[2], KEYS[3]
-  local kind, pause, hex, caller, resource = A[4], num(A[5]), A[6], A[7], A[8]
-  local adaptive, bspec, quiet = adaptive_spec(A[9]), breaker_spec(A[10]), tonumber(A[11])
+  local k, a = named(KEY.rep, KEYS), named(ARG.rep, A)
+  local rkey, bkey, lkey = k.resource, k.breaker, k.lease
+  local kind, pause, hex, caller, resource = a.kind, num(a.pause), a.lease, a.caller, a.resource
+  local adaptive, bspec, quiet = adaptive_spec(a.adaptive), breaker_spec(a.breaker), tonumber(a.quiet)
   local lease_first, probe = nil, nil
   if hex ~= '' then
     local l, found = lease_load(lkey)
     if found and not l.g then
-      if l.own ~= caller then return { -1, 'not_owner' } end
-      if l.res ~= resource then return { -1, 'other_resource' } end
+      if l.own ~= caller then return out('rep', { status = -1, reason = 'not_owner' }) end
+      if l.res ~= resource then return out('rep', { status = -1, reason = 'other_resource' }) end
       lease_first = l.fr ~= '1'
       probe = num(l.pr)
       redis.call('HSET', lkey, 'fr', '1')
@@ -863,8 +892,9 @@ OPS.rep = function()
   if before > 0 then before_s = abs(before) end
   local factor = pressure_factor(p, adaptive)
   pressure_save(p, quiet)
-  return { 1, decreased and 1 or 0, before_s, paused, string.format('%.17g', factor), state,
-           table.concat(transitions, ';') }
+  return out('rep', { status = 1, decreased = decreased and 1 or 0, paused_before = before_s,
+                      paused_until = paused, factor = string.format('%.17g', factor), state = state,
+                      transitions = table.concat(transitions, ';') })
 end
 
 local function snapshot(b, spec)
@@ -874,56 +904,59 @@ local function snapshot(b, spec)
   if b.ph == 'o' and 0 < b.u then half_open_at = abs(b.u)
   elseif b.ph == 'o' then probes = spec.probes; needed = math.max(spec.successes, 1); since = b.u
   elseif b.ph == 'h' then probes = b.pl; needed = math.max(math.max(spec.successes, 1) - b.sc, 0) end
-  return { state, abs(since), calls, fails, b.c, half_open_at, probes, needed }
+  return { state = state, since = abs(since), calls = calls, failures = fails, consecutive = b.c,
+           half_open_at = half_open_at, probes = probes, needed = needed }
 end
 
--- KEYS: resource hash, breaker. ARGV: 'cir', now, prefix, breaker spec (the default one when none), adaptive.
+-- KEY.cir, ARG.cir (breaker: the default spec when none is configured).
 OPS.cir = function()
-  local spec = breaker_spec(A[4])
-  local b = breaker_load(KEYS[2], spec)
-  local out = snapshot(b, spec)
-  local p = pressure_load(KEYS[1])
-  out[#out + 1] = string.format('%.17g', pressure_factor(p, A[5] ~= ''))
-  if p.pu > 0 then out[#out + 1] = abs(p.pu) else out[#out + 1] = '' end
-  return out
+  local k, a = named(KEY.cir, KEYS), named(ARG.cir, A)
+  local spec = breaker_spec(a.breaker)
+  local r = snapshot(breaker_load(k.breaker, spec), spec)
+  local p = pressure_load(k.resource)
+  r.factor = string.format('%.17g', pressure_factor(p, a.adaptive ~= ''))
+  if p.pu > 0 then r.paused_until = abs(p.pu) end
+  return out('cir', r)
 end
 
--- KEYS: resource hash, breaker. ARGV: 'rst', now, prefix, breaker spec or ''.
+-- KEY.rst, ARG.rst (breaker: '' for none). Answers the breaker's state before.
 OPS.rst = function()
+  local k = named(KEY.rst, KEYS)
   local before = 'closed'
-  local spec = breaker_spec(A[4])
+  local spec = breaker_spec(A[ARG.rst.breaker])
   if spec then
-    local b = breaker_load(KEYS[2], spec)
+    local b = breaker_load(k.breaker, spec)
     before = breaker_state(b)
     breaker_close(b)
-    breaker_save(KEYS[2], b)
+    breaker_save(k.breaker, b)
   end
-  if redis.call('EXISTS', KEYS[1]) == 1 then
-    redis.call('HSET', KEYS[1], 'fa', '1', 'pu', '0')
-    redis.call('HDEL', KEYS[1], 'ld', 'ls')
+  if redis.call('EXISTS', k.resource) == 1 then
+    redis.call('HSET', k.resource, 'fa', '1', 'pu', '0')
+    redis.call('HDEL', k.resource, 'ld', 'ls')
   end
   return before
 end
 
--- KEYS: breaker. ARGV: 'frc', now, prefix, breaker spec, duration.
+-- KEY.frc, ARG.frc. Answers the breaker's state before.
 OPS.frc = function()
-  local spec = breaker_spec(A[4])
-  local b = breaker_load(KEYS[1], spec)
+  local key, a = KEYS[KEY.frc.breaker], named(ARG.frc, A)
+  local b = breaker_load(key, breaker_spec(a.breaker))
   local before = breaker_state(b)
-  breaker_open(b, tonumber(A[5]))
-  breaker_save(KEYS[1], b)
+  breaker_open(b, tonumber(a.duration))
+  breaker_save(key, b)
   return before
 end
 
--- KEYS: lease. ARGV: 'rvk', now, prefix, hex.
+-- KEY.rvk, ARG.rvk. Answers 1 when a live lease was revoked.
 OPS.rvk = function()
-  local l, found = lease_load(KEYS[1])
+  local key = KEYS[KEY.rvk.lease]
+  local l, found = lease_load(key)
   if not found or l.g then return 0 end
-  reclaim(A[4], KEYS[1], l)
+  reclaim(A[ARG.rvk.lease], key, l)
   return 1
 end
 
--- KEYS: level keys. ARGV: 'ref', now, prefix.
+-- KEYS: level keys. ARG.ref. Answers how many levels were refilled.
 OPS.ref = function()
   local n = 0
   for _, key in ipairs(KEYS) do
@@ -936,81 +969,89 @@ OPS.ref = function()
   return n
 end
 
--- KEYS: the expiry index of each shard swept. ARGV: 'swp', now, '', limit per shard, each shard's prefix.
+-- KEYS: the expiry index of each shard swept. ARG.swp (prefix: ''), then each shard's prefix.
 -- Answers which shards have more expired than the limit ('0'/'1' each, in order), then id, resource, rule
 -- of each lease reclaimed.
 OPS.swp = function()
   local all, more = { '' }, {}
-  for i = 5, #A do
+  local limit = tonumber(A[ARG.swp.limit])
+  for i = ARG.swp.limit + 1, #A do
     use_shard(A[i])
-    local out, left = reclaim_expired(tonumber(A[4]))
+    local reclaimed, left = reclaim_expired(limit)
     more[#more + 1] = left and '1' or '0'
-    for _, v in ipairs(out) do all[#all + 1] = v end
+    for _, v in ipairs(reclaimed) do all[#all + 1] = v end
   end
   all[1] = table.concat(more)
   return all
 end
 
--- KEYS: resource hash, resource-wide level, breaker. ARGV: 'use', now, prefix, rate spec or '', adaptive.
--- KEYS: resource hash, level keys... ARGV: 'lvl', now, prefix, permits, adaptive spec or '', n, n rate specs.
+-- KEY.lvl then each level's key; ARG.lvl then each level's rate spec.
 -- Each level as it stands now, nothing written (an explanation): tokens ('' without a rate), the wait
 -- before `permits` could be taken ('' when they can now), leases in flight.
 OPS.lvl = function()
-  local permits = tonumber(A[4])
-  local factor = pressure_factor(pressure_load(KEYS[1]), A[5] ~= '')
-  local out = {}
-  for i = 1, tonumber(A[6]) do
-    local cell = level_load(KEYS[1 + i])
-    level_sync(cell, rate_spec(A[6 + i]), factor)
+  local a = named(ARG.lvl, A)
+  local permits = tonumber(a.permits)
+  local factor = pressure_factor(pressure_load(KEYS[KEY.lvl.resource]), a.adaptive ~= '')
+  local r = {}
+  for i = 1, tonumber(a.levels) do
+    local cell = level_load(KEYS[KEY.lvl.resource + i])
+    level_sync(cell, rate_spec(A[ARG.lvl.levels + i]), factor)
     local tokens, wait = '', ''
     if cell.bucket then
       tokens = bucket_remaining(cell.bucket)
       wait = bucket_check(cell.bucket, permits) or ''
     end
-    out[#out + 1] = tokens; out[#out + 1] = wait; out[#out + 1] = cell.f
+    r[#r + 1] = tokens; r[#r + 1] = wait; r[#r + 1] = cell.f
   end
-  return out
+  return r
 end
 
+-- KEY.use, ARG.use (rate: the resource-wide level's spec or '').
 OPS.use = function()
-  local p = pressure_load(KEYS[1])
-  local factor = pressure_factor(p, A[5] ~= '')
-  local cell = level_load(KEYS[2])
-  local rate = rate_spec(A[4])
+  local k, a = named(KEY.use, KEYS), named(ARG.use, A)
+  local p = pressure_load(k.resource)
+  local factor = pressure_factor(p, a.adaptive ~= '')
+  local cell = level_load(k.level)
+  local rate = rate_spec(a.rate)
   local tokens = ''
   if cell.bucket then tokens = bucket_remaining(cell.bucket) elseif rate then tokens = rate.burst end
   local state = 'closed'
-  if redis.call('EXISTS', KEYS[3]) == 1 then
-    local b = breaker_load(KEYS[3], { window = 0 })
+  if redis.call('EXISTS', k.breaker) == 1 then
+    local b = breaker_load(k.breaker, { window = 0 })
     state = breaker_state(b)
   end
-  local paused = ''
-  if p.pu > 0 then paused = abs(p.pu) end
-  return { tostring(tokens), cell.f, p.n, state, string.format('%.17g', factor), paused }
+  local r = { tokens = tostring(tokens), in_flight = cell.f, leases = p.n, state = state,
+              factor = string.format('%.17g', factor) }
+  if p.pu > 0 then r.paused_until = abs(p.pu) end
+  return out('use', r)
 end
 
--- ARGV: 'lst', now, prefix, after hex or '', limit.
+-- ARG.lst (after: a lease id, or '' from the start). Answers a row (OUT.lst) per live lease.
 OPS.lst = function()
+  local a = named(ARG.lst, A)
   local from = '-'
-  if A[4] ~= '' then from = '(' .. A[4] end
-  local ids = redis.call('ZRANGEBYLEX', IDS, from, '+', 'LIMIT', 0, tonumber(A[5]))
-  local out = {}
+  if a.after ~= '' then from = '(' .. a.after end
+  local ids = redis.call('ZRANGEBYLEX', IDS, from, '+', 'LIMIT', 0, tonumber(a.limit))
+  local rows = {}
   for _, hex in ipairs(ids) do
     local l, found = lease_load(lease_key(hex))
     if found and not l.g then
-      out[#out + 1] = { hex, l.res, l.rule, l.p, l.x, l.cid, l.own, l.pr or '', l.ds or '' }
+      rows[#rows + 1] = out('lst', { lease = hex, resource = l.res, rule = l.rule, permits = l.p, expires = l.x,
+                                     client_id = l.cid, owner = l.own, probe = l.pr, descriptors = l.ds })
     end
   end
-  return out
+  return rows
 end
 
 local function run(keys, args)
   KEYS = keys; A = args
-  init_now()
+  -- Every step's arguments start with its name, the time and the shard's prefix (protocol.rs).
+  local head = ARG.rel
+  init_now(A[head.now] or '')
   transitions = {}
-  use_shard(A[3] or '')
-  local op = OPS[A[1]]
-  if op == nil then return redis.error_reply('quotad: unknown step ' .. tostring(A[1])) end
+  use_shard(A[head.prefix] or '')
+  local op = OPS[A[head.step]]
+  if op == nil then return redis.error_reply('quotad: unknown step ' .. tostring(A[head.step])) end
   return op()
 end
 redis.register_function('__QUOTAD_FUNCTION__', run)

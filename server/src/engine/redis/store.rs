@@ -4,10 +4,11 @@ use std::{sync::atomic::Ordering, time::Duration};
 
 use futures_util::future::join_all;
 
+use super::protocol::{Fields, Reply, arg, key, out};
 use super::{
     Call, RedisStore, args,
     keys::{SHARDS, lease_in, shard_of, shard_of_lease},
-    reply::{self, float, instant, int, items, text, uint},
+    reply::{self, int, items, text, uint},
 };
 use crate::{
     clock::{Nanos, nanos},
@@ -20,52 +21,82 @@ use crate::{
 };
 
 impl RedisStore {
-    fn invocation(&self, op: &str, now: Nanos, shard: u64) -> Call {
-        let mut inv = Call::step(op);
-        inv.arg(self.now_arg(now)).arg(self.keys.shard(shard));
+    /// A call of the step whose arguments are `args` (and keys `keys`), at `now`, in `shard`.
+    fn invocation(&self, args: Fields, keys: Option<Fields>, now: Nanos, shard: u64) -> Call {
+        let mut inv = Call::new(args, keys);
+        inv.set(arg::NOW, self.now_arg(now))
+            .set(arg::PREFIX, self.keys.shard(shard));
         inv
     }
 
+    /// One attempt at an acquire with a fresh lease id; `None` when the id was taken (try another).
     async fn acquire_once(
         &self,
         plan: &Plan<'_>,
         now: Nanos,
     ) -> Result<Option<Decision>, EngineError> {
-        let rule = plan.rule;
         let shard = shard_of(plan.resource);
         let id = lease_in(shard, self.random());
+        let inv = self.acquire_call(plan, id, shard, now);
+        let r = Reply::new(self.call(&inv).await?)?;
+        if r.int(out::acq::status)? < 0 {
+            return match r.text(out::acq::reason)?.as_str() {
+                "collide" => Ok(None),
+                _ => Err(crate::engine::policy::request_id_conflict(
+                    plan.resource,
+                    plan.request_id.unwrap_or_default(),
+                )),
+            };
+        }
+        acquired(plan, &r, now).map(Some)
+    }
+
+    /// The acquire step for `plan`, granting lease `id` if it grants.
+    fn acquire_call(&self, plan: &Plan<'_>, id: LeaseId, shard: u64, now: Nanos) -> Call {
+        use arg::acq as a;
+        let rule = plan.rule;
         let rkey = self.keys.resource(plan.resource);
-        let bkey = plan.breaker_key.as_ref().map(|k| self.keys.breaker(k));
-        let mut inv = self.invocation("acq", now, shard);
-        inv.key(&rkey)
-            .key(bkey.as_deref().unwrap_or(&rkey))
-            .key(self.keys.lease(id))
-            .key(
-                plan.request_id
-                    .map_or_else(|| rkey.clone(), |r| self.keys.request_id(plan.resource, r)),
-            );
+        let mut inv = self.invocation(arg::acq::FIELDS, Some(key::acq::FIELDS), now, shard);
+        inv.set_key(
+            key::acq::breaker,
+            plan.breaker_key
+                .as_ref()
+                .map_or_else(|| rkey.clone(), |k| self.keys.breaker(k)),
+        )
+        .set_key(key::acq::lease, self.keys.lease(id))
+        .set_key(
+            key::acq::request_id,
+            plan.request_id
+                .map_or_else(|| rkey.clone(), |r| self.keys.request_id(plan.resource, r)),
+        )
+        .set_key(key::acq::resource, rkey);
         for level in &plan.levels {
             inv.key(self.keys.level(&level.key));
         }
-        inv.arg(plan.permits)
-            .arg(nanos(plan.ttl))
-            .arg(id.to_string())
-            .arg(plan.resource)
-            .arg(rule.name)
-            .arg(nanos(rule.lease_ttl))
-            .arg(nanos(rule.max_lease_ttl))
-            .arg(plan.client_id.unwrap_or(""))
-            .arg(plan.owner.unwrap_or(""))
-            .arg(
+        inv.set(a::permits, plan.permits)
+            .set(a::ttl, nanos(plan.ttl))
+            .set(a::lease, id.to_string())
+            .set(a::resource, plan.resource)
+            .set(a::rule, rule.name)
+            .set(a::default_ttl, nanos(rule.lease_ttl))
+            .set(a::max_ttl, nanos(rule.max_lease_ttl))
+            .set(a::client_id, plan.client_id.unwrap_or(""))
+            .set(a::owner, plan.owner.unwrap_or(""))
+            .set(
+                a::fingerprint,
                 plan.request_id
                     .map_or_else(String::new, |_| plan.fingerprint.to_string()),
             )
-            .arg(self.window.load(Ordering::Relaxed))
-            .arg(args::adaptive(rule.adaptive.as_ref()))
-            .arg(args::breaker(rule.breaker.as_ref()))
-            .arg(nanos(rule.concurrency_retry_after))
-            .arg(descriptors(plan))
-            .arg(plan.levels.len());
+            .set(a::window, self.window.load(Ordering::Relaxed))
+            .set(a::adaptive, args::adaptive(rule.adaptive.as_ref()))
+            .set(a::breaker, args::breaker(rule.breaker.as_ref()))
+            .set(
+                a::concurrency_retry_after,
+                nanos(rule.concurrency_retry_after),
+            )
+            .set(a::held, descriptors(plan))
+            .set(a::levels, plan.levels.len());
+        // Each level's fields, in protocol::arg::level's order.
         for level in &plan.levels {
             let spec = level.spec(rule);
             inv.arg(level.partition.map_or_else(String::new, |p| p.to_string()))
@@ -76,80 +107,7 @@ impl RedisStore {
                 )
                 .arg(args::max_debt(rule, spec));
         }
-        let r = items(self.call(&inv).await?)?;
-        let resource = if plan.is_exact() {
-            crate::engine::Name::Configured(rule.name)
-        } else {
-            crate::engine::Name::Given(plan.resource.into())
-        };
-        let status = int(r.first())?;
-        if status < 0 {
-            return match text(r.get(1))?.as_str() {
-                "collide" => Ok(None),
-                _ => Err(crate::engine::policy::request_id_conflict(
-                    plan.resource,
-                    plan.request_id.unwrap_or_default(),
-                )),
-            };
-        }
-        // An admission makes at most one transition (OPEN turning HALF_OPEN).
-        let transition = match &plan.breaker_key {
-            Some(_) => reply::transitions(r.get(9)).into_iter().next(),
-            None => None,
-        };
-        let verdict = if status == 1 {
-            let lease_id: LeaseId = text(r.get(1))?
-                .parse()
-                .map_err(|()| EngineError::Unavailable("redis: bad lease id".into()))?;
-            let expires_at = instant(r.get(2))?.unwrap_or(now);
-            let replayed = int(r.get(8))? == 1;
-            let ttl = if replayed {
-                Duration::from_nanos(
-                    uint(r.get(10)).unwrap_or_else(|_| expires_at.saturating_sub(now)),
-                )
-            } else {
-                plan.ttl
-            };
-            Verdict::Granted(Grant {
-                lease_id,
-                expires_at,
-                ttl,
-                replayed,
-            })
-        } else {
-            let reason = match text(r.get(1))?.as_str() {
-                "paused" => Denial::Paused,
-                "circuit_open" => Denial::CircuitOpen,
-                "concurrency_limited" => Denial::ConcurrencyLimited,
-                _ => Denial::RateLimited,
-            };
-            let level = int(r.get(3))?;
-            let denied_by = match reason {
-                Denial::Paused => "pause".to_owned(),
-                Denial::CircuitOpen => "breaker".to_owned(),
-                _ => usize::try_from(level)
-                    .ok()
-                    .and_then(|i| plan.levels.get(i))
-                    .map_or_else(|| "resource".to_owned(), |l| l.label(rule)),
-            };
-            Verdict::Denied {
-                reason,
-                retry_after: uint(r.get(2))?,
-                denied_by,
-            }
-        };
-        let base = if status == 1 { 3 } else { 4 };
-        Ok(Some(Decision {
-            resource,
-            rule: rule.name,
-            verdict,
-            remaining: uint(r.get(base))?,
-            limit: uint(r.get(base + 1))?,
-            reset_after: uint(r.get(base + 2))?,
-            in_flight: u32::try_from(uint(r.get(base + 3))?).unwrap_or(u32::MAX),
-            max_in_flight: u32::try_from(uint(r.get(base + 4))?).unwrap_or(u32::MAX),
-            transition,
-        }))
+        inv
     }
 
     async fn report_redis(&self, rp: &ReportPlan<'_>, now: Nanos) -> Result<Reported, EngineError> {
@@ -174,56 +132,30 @@ impl RedisStore {
             ThrottleKind::Error => "e",
             ThrottleKind::Timeout => "o",
         };
-        let mut inv = self.invocation("rep", now, shard);
-        inv.key(&rkey)
-            .key(&bkey)
-            .key(&lkey)
-            .arg(kind)
-            .arg(rp.pause.map_or_else(String::new, |p| nanos(p).to_string()))
-            .arg(rp.lease_id.map_or_else(String::new, |id| id.to_string()))
-            .arg(rp.caller.unwrap_or(""))
-            .arg(target.resource)
-            .arg(args::adaptive(rule.adaptive.as_ref()))
-            .arg(args::breaker(
-                rule.breaker.as_ref().filter(|_| target.key.is_some()),
-            ))
-            .arg(crate::engine::reporters::quiet_window(rule));
-        let v = items(self.call(&inv).await?)?;
-        if int(v.first())? == -1 {
-            return Err(match text(v.get(1))?.as_str() {
-                "not_owner" => EngineError::not_owner(rp.lease_id.unwrap_or(LeaseId(0))),
-                _ => EngineError::invalid(
-                    "lease_id",
-                    format!(
-                        "lease {} was granted for another resource, not '{}'",
-                        rp.lease_id.unwrap_or(LeaseId(0)),
-                        target.resource
-                    ),
-                ),
-            });
-        }
-        let transitions = match &target.key {
-            Some(_) => reply::transitions(v.get(6)),
-            None => Vec::new(),
-        };
-        let rate_decreased = int(v.get(1))? == 1;
-        let paused_before = instant(v.get(2))?.unwrap_or(0);
-        let paused_until = instant(v.get(3))?;
-        let configured = rule.headline_rate().map_or(0.0, |r| r.per_second());
-        let pressure = Pressure {
-            effective_rate: configured * float(v.get(4))?,
-            configured_rate: configured,
-            paused_until,
-        };
-        Ok(Reported {
-            pause_lengthened: paused_until.is_some_and(|u| u > paused_before),
-            resource: crate::engine::Name::Given(target.resource.into()),
-            rule: rule.name,
-            pressure,
-            rate_decreased,
-            breaker: reply::state(&text(v.get(5))?),
-            transitions,
-        })
+        use arg::rep as a;
+        let mut inv = self.invocation(a::FIELDS, Some(key::rep::FIELDS), now, shard);
+        inv.set_key(key::rep::resource, &rkey)
+            .set_key(key::rep::breaker, &bkey)
+            .set_key(key::rep::lease, &lkey)
+            .set(a::kind, kind)
+            .set(
+                a::pause,
+                rp.pause.map_or_else(String::new, |p| nanos(p).to_string()),
+            )
+            .set(
+                a::lease,
+                rp.lease_id.map_or_else(String::new, |id| id.to_string()),
+            )
+            .set(a::caller, rp.caller.unwrap_or(""))
+            .set(a::resource, target.resource)
+            .set(a::adaptive, args::adaptive(rule.adaptive.as_ref()))
+            .set(
+                a::breaker,
+                args::breaker(rule.breaker.as_ref().filter(|_| target.key.is_some())),
+            )
+            .set(a::quiet, crate::engine::reporters::quiet_window(rule));
+        let v = Reply::new(self.call(&inv).await?)?;
+        reported(rp, &v)
     }
 
     async fn circuit_redis(
@@ -234,30 +166,31 @@ impl RedisStore {
         let rule = &target.rule;
         let (shard, rkey, bkey) = self.breaker_keys(target);
         let spec = rule.breaker.clone().unwrap_or_default();
-        let mut inv = self.invocation("cir", now, shard);
-        inv.key(&rkey)
-            .key(&bkey)
-            .arg(args::breaker(Some(&spec)))
-            .arg(args::adaptive(rule.adaptive.as_ref()));
-        let v = items(self.call(&inv).await?)?;
+        let mut inv = self.invocation(arg::cir::FIELDS, Some(key::cir::FIELDS), now, shard);
+        inv.set_key(key::cir::resource, &rkey)
+            .set_key(key::cir::breaker, &bkey)
+            .set(arg::cir::breaker, args::breaker(Some(&spec)))
+            .set(arg::cir::adaptive, args::adaptive(rule.adaptive.as_ref()));
+        let v = Reply::new(self.call(&inv).await?)?;
         let configured = rule.headline_rate().map_or(0.0, |r| r.per_second());
+        use out::cir as o;
         Ok(CircuitView {
             resource: target.resource.into(),
             breaker: BreakerSnapshot {
-                state: reply::state(&text(v.first())?),
-                since: instant(v.get(1))?.unwrap_or(now),
-                calls: uint(v.get(2))?,
-                failures: uint(v.get(3))?,
-                consecutive_failures: u32::try_from(uint(v.get(4))?).unwrap_or(u32::MAX),
-                half_open_at: instant(v.get(5))?,
-                probes_left: u32::try_from(uint(v.get(6))?).unwrap_or(u32::MAX),
-                successes_needed: u32::try_from(uint(v.get(7))?).unwrap_or(u32::MAX),
+                state: reply::state(&v.text(o::state)?),
+                since: v.instant(o::since)?.unwrap_or(now),
+                calls: v.uint(o::calls)?,
+                failures: v.uint(o::failures)?,
+                consecutive_failures: v.count(o::consecutive)?,
+                half_open_at: v.instant(o::half_open_at)?,
+                probes_left: v.count(o::probes)?,
+                successes_needed: v.count(o::needed)?,
             },
             configured: rule.breaker.is_some(),
             pressure: Pressure {
-                effective_rate: configured * float(v.get(8))?,
+                effective_rate: configured * v.float(o::factor)?,
                 configured_rate: configured,
-                paused_until: instant(v.get(9))?,
+                paused_until: v.instant(o::paused_until)?,
             },
         })
     }
@@ -291,22 +224,22 @@ impl RedisStore {
         now: Nanos,
     ) -> Result<ResourceUsage, EngineError> {
         let shard = shard_of(resource);
-        let mut inv = self.invocation("use", now, shard);
-        inv.key(self.keys.resource(resource))
-            .key(self.keys.level(resource))
-            .key(self.keys.breaker(resource))
-            .arg(args::rate(rule.resource.rate))
-            .arg(args::adaptive(rule.adaptive.as_ref()));
-        let r = items(self.call(&inv).await?)?;
-        let tokens = text(r.first())?;
+        let mut inv = self.invocation(arg::usage::FIELDS, Some(key::usage::FIELDS), now, shard);
+        inv.set_key(key::usage::resource, self.keys.resource(resource))
+            .set_key(key::usage::level, self.keys.level(resource))
+            .set_key(key::usage::breaker, self.keys.breaker(resource))
+            .set(arg::usage::rate, args::rate(rule.resource.rate))
+            .set(arg::usage::adaptive, args::adaptive(rule.adaptive.as_ref()));
+        let r = Reply::new(self.call(&inv).await?)?;
+        use out::usage as o;
         Ok(ResourceUsage {
             resource: resource.into(),
-            tokens_available: tokens.parse().ok(),
-            in_flight: u32::try_from(uint(r.get(1))?).unwrap_or(u32::MAX),
-            live_leases: uint(r.get(2))?,
-            breaker: reply::state(&text(r.get(3))?),
-            rate_factor: float(r.get(4))?,
-            paused_until: instant(r.get(5))?,
+            tokens_available: r.text(o::tokens)?.parse().ok(),
+            in_flight: r.count(o::in_flight)?,
+            live_leases: r.uint(o::leases)?,
+            breaker: reply::state(&r.text(o::state)?),
+            rate_factor: r.float(o::factor)?,
+            paused_until: r.instant(o::paused_until)?,
         })
     }
 
@@ -383,8 +316,10 @@ impl RedisStore {
         now: Nanos,
         limit: usize,
     ) -> Result<(Vec<Expired>, u64), EngineError> {
-        let mut inv = Call::step("swp");
-        inv.arg(self.now_arg(now)).arg("").arg(limit);
+        let mut inv = Call::new(arg::swp::FIELDS, None);
+        inv.set(arg::NOW, self.now_arg(now))
+            .set(arg::PREFIX, "")
+            .set(arg::swp::limit, limit);
         for &shard in shards {
             inv.key(self.keys.expiries(shard))
                 .arg(self.keys.shard(shard));
@@ -412,6 +347,122 @@ impl RedisStore {
         }
         Ok((expired, more))
     }
+}
+
+/// A report's effect from the step's reply.
+fn reported(rp: &ReportPlan<'_>, v: &Reply) -> Result<Reported, EngineError> {
+    let target = &rp.target;
+    let rule = &target.rule;
+    if v.int(out::rep::status)? == -1 {
+        return Err(match v.text(out::rep::reason)?.as_str() {
+            "not_owner" => EngineError::not_owner(rp.lease_id.unwrap_or(LeaseId(0))),
+            _ => EngineError::invalid(
+                "lease_id",
+                format!(
+                    "lease {} was granted for another resource, not '{}'",
+                    rp.lease_id.unwrap_or(LeaseId(0)),
+                    target.resource
+                ),
+            ),
+        });
+    }
+    let transitions = match &target.key {
+        Some(_) => reply::transitions(v.get(out::rep::transitions)),
+        None => Vec::new(),
+    };
+    let rate_decreased = v.int(out::rep::decreased)? == 1;
+    let paused_before = v.instant(out::rep::paused_before)?.unwrap_or(0);
+    let paused_until = v.instant(out::rep::paused_until)?;
+    let configured = rule.headline_rate().map_or(0.0, |r| r.per_second());
+    let pressure = Pressure {
+        effective_rate: configured * v.float(out::rep::factor)?,
+        configured_rate: configured,
+        paused_until,
+    };
+    Ok(Reported {
+        pause_lengthened: paused_until.is_some_and(|u| u > paused_before),
+        resource: crate::engine::Name::Given(target.resource.into()),
+        rule: rule.name,
+        pressure,
+        rate_decreased,
+        breaker: reply::state(&v.text(out::rep::state)?),
+        transitions,
+    })
+}
+
+/// An acquire's decision from the step's reply (granted or denied).
+fn acquired(plan: &Plan<'_>, r: &Reply, now: Nanos) -> Result<Decision, EngineError> {
+    use out::acq as o;
+    let rule = plan.rule;
+    let resource = if plan.is_exact() {
+        crate::engine::Name::Configured(rule.name)
+    } else {
+        crate::engine::Name::Given(plan.resource.into())
+    };
+    // An admission makes at most one transition (OPEN turning HALF_OPEN).
+    let transition = match &plan.breaker_key {
+        Some(_) => reply::transitions(r.get(o::transitions)).into_iter().next(),
+        None => None,
+    };
+    let verdict = if r.int(o::status)? == 1 {
+        Verdict::Granted(granted(plan, r, now)?)
+    } else {
+        let reason = match r.text(o::reason)?.as_str() {
+            "paused" => Denial::Paused,
+            "circuit_open" => Denial::CircuitOpen,
+            "concurrency_limited" => Denial::ConcurrencyLimited,
+            _ => Denial::RateLimited,
+        };
+        let denied_by = match reason {
+            Denial::Paused => "pause".to_owned(),
+            Denial::CircuitOpen => "breaker".to_owned(),
+            _ => usize::try_from(r.int(o::level)?)
+                .ok()
+                .and_then(|i| plan.levels.get(i))
+                .map_or_else(|| "resource".to_owned(), |l| l.label(rule)),
+        };
+        Verdict::Denied {
+            reason,
+            retry_after: r.uint(o::retry_after)?,
+            denied_by,
+        }
+    };
+    Ok(Decision {
+        resource,
+        rule: rule.name,
+        verdict,
+        remaining: r.uint(o::remaining)?,
+        limit: r.uint(o::limit)?,
+        reset_after: r.uint(o::reset_after)?,
+        in_flight: r.count(o::in_flight)?,
+        max_in_flight: r.count(o::max_in_flight)?,
+        transition,
+    })
+}
+
+/// A grant from an acquire's reply (a replayed one carries the TTL it was granted with).
+fn granted(plan: &Plan<'_>, r: &Reply, now: Nanos) -> Result<Grant, EngineError> {
+    use out::acq as o;
+    let lease_id: LeaseId = r
+        .text(o::lease)?
+        .parse()
+        .map_err(|()| EngineError::Unavailable("redis: bad lease id".into()))?;
+    let expires_at = r.instant(o::expires)?.unwrap_or(now);
+    let replayed = r.int(o::replayed)? == 1;
+    let ttl = if replayed {
+        Duration::from_nanos(
+            r.uint(o::ttl)
+                .unwrap_or_else(|_| expires_at.saturating_sub(now)),
+        )
+    } else {
+        plan.ttl
+    };
+    Ok(Grant {
+        lease_id,
+        expires_at,
+        ttl,
+        replayed,
+    })
 }
 
 /// The partition values a plan holds, `descriptor␟value` joined by U+001E (neither can hold a control
@@ -500,45 +551,49 @@ impl Store for RedisStore {
             None => {}
         }
         let shard = shard_of_lease(r.lease_id);
-        let mut inv = self.invocation("rel", now, shard);
+        let mut inv = self.invocation(arg::rel::FIELDS, Some(key::rel::FIELDS), now, shard);
         let outcome = match r.outcome {
             Outcome::Success => "s",
             Outcome::Failure => "f",
             Outcome::Throttled => "t",
             Outcome::Unknown => "u",
         };
-        inv.key(self.keys.lease(r.lease_id))
-            .arg(r.lease_id.to_string())
-            .arg(outcome)
-            .arg(r.used_permits.map_or_else(String::new, |u| u.to_string()))
-            .arg(r.caller.unwrap_or(""));
-        let v = items(self.call(&inv).await?)?;
-        match int(v.first())? {
+        inv.set_key(key::rel::lease, self.keys.lease(r.lease_id))
+            .set(arg::rel::lease, r.lease_id.to_string())
+            .set(arg::rel::outcome, outcome)
+            .set(
+                arg::rel::used,
+                r.used_permits.map_or_else(String::new, |u| u.to_string()),
+            )
+            .set(arg::rel::caller, r.caller.unwrap_or(""));
+        let v = Reply::new(self.call(&inv).await?)?;
+        use out::rel as o;
+        match v.int(o::status)? {
             -1 => Err(EngineError::not_owner(r.lease_id)),
             0 => {
-                let why = not_released(&text(v.get(1))?);
-                let mut out = gone(why);
-                if let (Ok(res), Ok(rule)) = (text(v.get(2)), text(v.get(3))) {
-                    out.rule = Some(reply::rule_name(Some(rules), &res, &rule));
-                    out.resource = Some(reply::name(Some(rules), &res));
+                let mut gone = gone(not_released(&v.text(o::reason)?));
+                let res = v.text(o::resource)?;
+                if !res.is_empty() {
+                    gone.rule = Some(reply::rule_name(Some(rules), &res, &v.text(o::rule)?));
+                    gone.resource = Some(reply::name(Some(rules), &res));
                 }
-                Ok(out)
+                Ok(gone)
             }
             _ => {
-                let res = text(v.get(4))?;
-                let rule = reply::rule_name(Some(rules), &res, &text(v.get(5))?);
-                let transitions = reply::transitions(v.get(6));
+                let res = v.text(o::resource)?;
+                let rule = reply::rule_name(Some(rules), &res, &v.text(o::rule)?);
+                let transitions = reply::transitions(v.get(o::transitions));
                 Ok(Released {
                     result: Ok(()),
-                    refunded: uint(v.get(1))?,
-                    charged: uint(v.get(2))?,
-                    breaker: reply::state(&text(v.get(3))?),
+                    refunded: v.uint(o::refunded)?,
+                    charged: v.uint(o::charged)?,
+                    breaker: reply::state(&v.text(o::state)?),
                     resource: Some(reply::name(Some(rules), &res)),
                     rule: Some(rule),
                     // Named by the breaker's engine key (a partition's, when partitioned), as the
                     // in-memory store names it.
                     changed: (!transitions.is_empty()).then(|| {
-                        let key = text(v.get(7)).ok();
+                        let key = v.text(o::breaker).ok();
                         let key = key.as_deref().and_then(|k| self.keys.breaker_of(k));
                         Box::new(BreakerChanges {
                             key: key.unwrap_or(res).into(),
@@ -563,19 +618,21 @@ impl Store for RedisStore {
             Some(false) => return self.fallback.local.renew(renew, now).await,
             None => {}
         }
-        let mut inv = self.invocation("ren", now, shard_of_lease(id));
-        inv.key(self.keys.lease(id))
-            .arg(id.to_string())
-            .arg(
+        let (args, keys) = (arg::ren::FIELDS, Some(key::ren::FIELDS));
+        let mut inv = self.invocation(args, keys, now, shard_of_lease(id));
+        inv.set_key(key::ren::lease, self.keys.lease(id))
+            .set(arg::ren::lease, id.to_string())
+            .set(
+                arg::ren::ttl,
                 renew
                     .lease_ttl
                     .map_or_else(String::new, |t| nanos(t).to_string()),
             )
-            .arg(renew.caller.unwrap_or(""));
-        let v = items(self.call(&inv).await?)?;
-        match int(v.first())? {
+            .set(arg::ren::caller, renew.caller.unwrap_or(""));
+        let v = Reply::new(self.call(&inv).await?)?;
+        match v.int(out::ren::status)? {
             -1 => Err(EngineError::not_owner(id)),
-            0 => Err(match not_released(&text(v.get(1))?) {
+            0 => Err(match not_released(&v.text(out::ren::reason)?) {
                 NotReleased::UnknownLease => EngineError::UnknownLease(id.to_string()),
                 why => EngineError::FailedPrecondition(format!(
                     "lease_id: lease {id} can no longer be renewed ({}); acquire a new one",
@@ -587,8 +644,8 @@ impl Store for RedisStore {
                 )),
             }),
             _ => Ok(Renewed {
-                expires_at: instant(v.get(1))?.unwrap_or(now),
-                ttl: Duration::from_nanos(uint(v.get(2))?),
+                expires_at: v.instant(out::ren::expires)?.unwrap_or(now),
+                ttl: Duration::from_nanos(v.uint(out::ren::ttl)?),
             }),
         }
     }
@@ -611,14 +668,15 @@ impl Store for RedisStore {
 
     async fn levels(&self, plan: &Plan<'_>, now: Nanos) -> Result<Vec<LevelState>, EngineError> {
         let rule = plan.rule;
-        let mut inv = self.invocation("lvl", now, shard_of(plan.resource));
-        inv.key(self.keys.resource(plan.resource));
+        let (args, keys) = (arg::lvl::FIELDS, Some(key::lvl::FIELDS));
+        let mut inv = self.invocation(args, keys, now, shard_of(plan.resource));
+        inv.set_key(key::lvl::resource, self.keys.resource(plan.resource));
         for level in &plan.levels {
             inv.key(self.keys.level(&level.key));
         }
-        inv.arg(plan.permits)
-            .arg(args::adaptive(rule.adaptive.as_ref()))
-            .arg(plan.levels.len());
+        inv.set(arg::lvl::permits, plan.permits)
+            .set(arg::lvl::adaptive, args::adaptive(rule.adaptive.as_ref()))
+            .set(arg::lvl::levels, plan.levels.len());
         for level in &plan.levels {
             inv.arg(args::rate(level.spec(rule).rate));
         }
@@ -659,14 +717,15 @@ impl Store for RedisStore {
         now: Nanos,
     ) -> Result<BreakerState, EngineError> {
         let (shard, rkey, bkey) = self.breaker_keys(target);
-        let mut inv = self.invocation("rst", now, shard);
-        inv.key(&rkey).key(&bkey).arg(args::breaker(
-            target
-                .rule
-                .breaker
-                .as_ref()
-                .filter(|_| target.key.is_some()),
-        ));
+        let mut inv = self.invocation(arg::rst::FIELDS, Some(key::rst::FIELDS), now, shard);
+        let spec = target
+            .rule
+            .breaker
+            .as_ref()
+            .filter(|_| target.key.is_some());
+        inv.set_key(key::rst::resource, &rkey)
+            .set_key(key::rst::breaker, &bkey)
+            .set(arg::rst::breaker, args::breaker(spec));
         let before = reply::state(&text(Some(&self.call(&inv).await?))?);
         tracing::info!(
             resource = target.resource,
@@ -689,10 +748,10 @@ impl Store for RedisStore {
             )));
         };
         let (shard, _, bkey) = self.breaker_keys(target);
-        let mut inv = self.invocation("frc", now, shard);
-        inv.key(&bkey)
-            .arg(args::breaker(Some(spec)))
-            .arg(nanos(duration));
+        let mut inv = self.invocation(arg::frc::FIELDS, Some(key::frc::FIELDS), now, shard);
+        inv.set_key(key::frc::breaker, &bkey)
+            .set(arg::frc::breaker, args::breaker(Some(spec)))
+            .set(arg::frc::duration, nanos(duration));
         let before = reply::state(&text(Some(&self.call(&inv).await?))?);
         tracing::info!(
             resource = target.resource,
@@ -704,8 +763,10 @@ impl Store for RedisStore {
     }
 
     async fn revoke(&self, lease_id: LeaseId, now: Nanos) -> Result<bool, EngineError> {
-        let mut inv = self.invocation("rvk", now, shard_of_lease(lease_id));
-        inv.key(self.keys.lease(lease_id)).arg(lease_id.to_string());
+        let (args, keys) = (arg::rvk::FIELDS, Some(key::rvk::FIELDS));
+        let mut inv = self.invocation(args, keys, now, shard_of_lease(lease_id));
+        inv.set_key(key::rvk::lease, self.keys.lease(lease_id))
+            .set(arg::rvk::lease, lease_id.to_string());
         Ok(int(Some(&self.call(&inv).await?))? == 1)
     }
 
@@ -720,24 +781,27 @@ impl Store for RedisStore {
                 continue;
             }
             loop {
-                let mut inv = self.invocation("lst", 0, shard);
+                let mut inv = self.invocation(arg::lst::FIELDS, None, 0, shard);
+                // The shard's index, for a Cluster to route the call (the script finds it by prefix).
                 inv.key(self.keys.ids(shard))
-                    .arg(
+                    .set(
+                        arg::lst::after,
                         after
                             .filter(|a| shard_of_lease(*a) == shard)
                             .map_or_else(String::new, |a| a.to_string()),
                     )
-                    .arg(256);
+                    .set(arg::lst::limit, 256);
                 let rows = items(self.call(&inv).await?)?;
                 let fetched = rows.len();
                 for row in rows {
-                    let row = items(row)?;
-                    let Ok(id) = text(row.first())?.parse::<LeaseId>() else {
+                    use out::lst as o;
+                    let row = Reply::new(row)?;
+                    let Ok(id) = row.text(o::lease)?.parse::<LeaseId>() else {
                         continue;
                     };
                     after = Some(id);
-                    let resource = text(row.get(1))?;
-                    let rule = text(row.get(2))?;
+                    let resource = row.text(o::resource)?;
+                    let rule = row.text(o::rule)?;
                     let keep = query.resource.is_none_or(|r| r == resource)
                         && resource.starts_with(query.prefix)
                         && query.rule.is_none_or(|r| r == rule);
@@ -747,7 +811,8 @@ impl Store for RedisStore {
                     if out.len() == query.limit {
                         return Ok((out, true));
                     }
-                    let descriptors = text(row.get(8))?
+                    let descriptors = row
+                        .text(o::descriptors)?
                         .split('\u{1e}')
                         .filter_map(|d| d.split_once(crate::engine::plan::KEY_SEP))
                         .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -756,13 +821,13 @@ impl Store for RedisStore {
                         lease_id: id,
                         resource: crate::engine::Name::Given(resource.as_str().into()),
                         descriptors,
-                        permits: uint(row.get(3))?,
-                        expires_at: instant(row.get(4))?.unwrap_or(0),
-                        client_id: Some(text(row.get(5))?).filter(|c| !c.is_empty()),
-                        owner: Some(text(row.get(6))?)
+                        permits: row.uint(o::permits)?,
+                        expires_at: row.instant(o::expires)?.unwrap_or(0),
+                        client_id: Some(row.text(o::client_id)?).filter(|c| !c.is_empty()),
+                        owner: Some(row.text(o::owner)?)
                             .filter(|o| !o.is_empty())
                             .map(|o| crate::engine::intern(&o)),
-                        probe: !text(row.get(7))?.is_empty(),
+                        probe: !row.text(o::probe)?.is_empty(),
                         cursor: id.0,
                     });
                 }
@@ -857,7 +922,7 @@ impl Store for RedisStore {
             .split(crate::engine::plan::KEY_SEP)
             .next()
             .unwrap_or(first);
-        let mut inv = self.invocation("ref", now, shard_of(resource));
+        let mut inv = self.invocation(arg::refill::FIELDS, None, now, shard_of(resource));
         for key in keys {
             inv.key(self.keys.level(key));
         }

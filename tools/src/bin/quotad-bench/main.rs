@@ -15,6 +15,10 @@
 //! - `drive.rs`: the closed and open loops, warm-up, bounds and the progress bar.
 //! - `report.rs`: the summary (text or JSON).
 
+// A function fits on a screen (clippy.toml: 80 lines); tests may run longer.
+#![warn(clippy::too_many_lines)]
+#![cfg_attr(test, allow(clippy::too_many_lines))]
+
 mod args;
 mod caller;
 mod drive;

@@ -385,6 +385,13 @@ pub async fn explain_acquire(c: &mut Conn, t: &Target, permits: u64, json_out: b
         print_json(&explain_json(&e));
         return Ok(());
     }
+    print_explanation(&e);
+    explain_levels(&e.levels).print();
+    Ok(())
+}
+
+/// What an explained acquire would get, and the breaker, pause and rate it met.
+fn print_explanation(e: &pb::ExplainResponse) {
     let wait = render::secs(e.retry_after.as_ref()).unwrap_or(0.0);
     if e.would_grant {
         say!(
@@ -421,6 +428,10 @@ pub async fn explain_acquire(c: &mut Conn, t: &Target, permits: u64, json_out: b
         e.effective_rate_per_second,
         e.configured_rate_per_second
     );
+}
+
+/// An explanation's levels, one row each.
+fn explain_levels(levels: &[pb::LevelExplanation]) -> Table {
     let mut table = Table::new(&[
         "level",
         "tokens",
@@ -429,7 +440,7 @@ pub async fn explain_acquire(c: &mut Conn, t: &Target, permits: u64, json_out: b
         "alone it would",
         "retry in",
     ]);
-    for l in &e.levels {
+    for l in levels {
         let tokens = if l.has_rate {
             format!("{}/{}", l.tokens_available, l.burst)
         } else {
@@ -451,6 +462,5 @@ pub async fn explain_acquire(c: &mut Conn, t: &Target, permits: u64, json_out: b
             retry,
         ]);
     }
-    table.print();
-    Ok(())
+    table
 }

@@ -1,0 +1,318 @@
+//! The protocol between this side and `store.lua`, by name: each step's keys, arguments and reply fields,
+//! declared once here. The Rust side sets arguments by name ([`Call::set`](super::Call::set)) and reads
+//! replies by name ([`Reply`]); the script receives the same names as Lua tables ([`lua`], injected where it
+//! says `__QUOTAD_PROTOCOL__`): `KEY.acq.lease` and `ARG.acq.permits` are 1-based indexes into `KEYS` and
+//! `ARGV`, `OUT.acq` lists the reply's fields in order (the script's `out` packs a table by those names), and
+//! `LEN.acq` counts the named keys and arguments (where a list follows them).
+//! A field added to a step is added here, and both sides see it.
+
+use ::redis::Value;
+
+use super::reply::{self, float, instant, int, text, uint};
+use crate::{clock::Nanos, engine::EngineError};
+
+/// The names of one list of fields (a step's keys, arguments or reply), in order.
+#[derive(Debug, Clone, Copy)]
+pub struct Fields {
+    /// The step (`ARGV[1]`) these fields belong to; the Lua table's key.
+    pub step: &'static str,
+    /// The field names, in order.
+    pub names: &'static [&'static str],
+}
+
+/// Declares a list of fields: a module with a constant per field (its 0-based position) and [`Fields`].
+macro_rules! fields {
+    ($(#[$doc:meta])* $module:ident = $step:literal: $($field:ident),+ $(,)?) => {
+        $(#[$doc])*
+        #[allow(non_upper_case_globals, dead_code, missing_docs)]
+        pub mod $module {
+            #[allow(non_camel_case_types, clippy::upper_case_acronyms)]
+            #[repr(usize)]
+            enum At { $($field),+ }
+            $(pub const $field: usize = At::$field as usize;)+
+            /// The names, in order.
+            pub const FIELDS: super::Fields = super::Fields {
+                step: $step,
+                names: &[$(stringify!($field)),+],
+            };
+        }
+    };
+}
+
+/// Each step's `ARGV`: every step starts with its name, the time (`''`: Redis's own) and the shard's key
+/// prefix.
+pub mod arg {
+    use super::Fields;
+
+    /// The time, at the same place in every step's arguments.
+    pub const NOW: usize = acq::now;
+    /// The shard's key prefix, at the same place in every step's arguments.
+    pub const PREFIX: usize = acq::prefix;
+
+    fields!(
+        /// Acquire; then [`level`] for each of `levels`.
+        acq = "acq": step, now, prefix, permits, ttl, lease, resource, rule, default_ttl, max_ttl,
+        client_id, owner, fingerprint, window, adaptive, breaker, concurrency_retry_after, held, levels
+    );
+    fields!(
+        /// One level of an acquire, after [`acq`]'s fields.
+        level = "level": partition, rate, max_in_flight, max_debt
+    );
+    fields!(rel = "rel": step, now, prefix, lease, outcome, used, caller);
+    fields!(ren = "ren": step, now, prefix, lease, ttl, caller);
+    fields!(
+        rep = "rep": step, now, prefix, kind, pause, lease, caller, resource, adaptive, breaker, quiet
+    );
+    fields!(cir = "cir": step, now, prefix, breaker, adaptive);
+    fields!(rst = "rst": step, now, prefix, breaker);
+    fields!(frc = "frc": step, now, prefix, breaker, duration);
+    fields!(rvk = "rvk": step, now, prefix, lease);
+    fields!(refill = "ref": step, now, prefix);
+    fields!(
+        /// Sweep; then each shard's prefix.
+        swp = "swp": step, now, prefix, limit
+    );
+    fields!(
+        /// Levels as they stand; then each level's rate.
+        lvl = "lvl": step, now, prefix, permits, adaptive, levels
+    );
+    fields!(usage = "use": step, now, prefix, rate, adaptive);
+    fields!(lst = "lst": step, now, prefix, after, limit);
+
+    /// Every list, for the script's `ARG` table.
+    pub const ALL: [Fields; 14] = [
+        acq::FIELDS,
+        level::FIELDS,
+        rel::FIELDS,
+        ren::FIELDS,
+        rep::FIELDS,
+        cir::FIELDS,
+        rst::FIELDS,
+        frc::FIELDS,
+        rvk::FIELDS,
+        refill::FIELDS,
+        swp::FIELDS,
+        lvl::FIELDS,
+        usage::FIELDS,
+        lst::FIELDS,
+    ];
+}
+
+/// Each step's `KEYS` (steps over a variable list of keys name only the fixed ones).
+pub mod key {
+    use super::Fields;
+
+    fields!(
+        /// Acquire; then each level's key.
+        acq = "acq": resource, breaker, lease, request_id
+    );
+    fields!(rel = "rel": lease);
+    fields!(ren = "ren": lease);
+    fields!(rep = "rep": resource, breaker, lease);
+    fields!(cir = "cir": resource, breaker);
+    fields!(rst = "rst": resource, breaker);
+    fields!(frc = "frc": breaker);
+    fields!(rvk = "rvk": lease);
+    fields!(
+        /// Levels as they stand; then each level's key.
+        lvl = "lvl": resource
+    );
+    fields!(usage = "use": resource, level, breaker);
+
+    /// Every list, for the script's `KEY` table.
+    pub const ALL: [Fields; 10] = [
+        acq::FIELDS,
+        rel::FIELDS,
+        ren::FIELDS,
+        rep::FIELDS,
+        cir::FIELDS,
+        rst::FIELDS,
+        frc::FIELDS,
+        rvk::FIELDS,
+        lvl::FIELDS,
+        usage::FIELDS,
+    ];
+}
+
+/// Each step's reply (an array, fields in this order; a field a reply has no value for is `''`).
+pub mod out {
+    use super::Fields;
+
+    fields!(
+        /// `status`: 1 granted, 0 denied, -1 refused (`reason`: `conflict`, a request_id reused with other
+        /// parameters; `collide`, the lease id is taken: retry with another).
+        acq = "acq": status, reason, lease, expires, retry_after, level, remaining, limit, reset_after,
+        in_flight, max_in_flight, replayed, ttl, transitions
+    );
+    fields!(
+        /// `status`: 1 released, 0 not (`reason`: already_released, expired, unknown_lease), -1 refused
+        /// (`reason`: not_owner).
+        rel = "rel": status, reason, refunded, charged, state, resource, rule, transitions, breaker
+    );
+    fields!(
+        /// `status`: 1 renewed, 0 not (`reason`), -1 refused (`reason`: not_owner).
+        ren = "ren": status, reason, expires, ttl
+    );
+    fields!(
+        /// `status`: 1 counted, -1 refused (`reason`: not_owner, other_resource).
+        rep = "rep": status, reason, decreased, paused_before, paused_until, factor, state, transitions
+    );
+    fields!(
+        cir = "cir": state, since, calls, failures, consecutive, half_open_at, probes, needed, factor,
+        paused_until
+    );
+    fields!(usage = "use": tokens, in_flight, leases, state, factor, paused_until);
+    fields!(
+        /// One lease of a listing (the reply is a list of these).
+        lst = "lst": lease, resource, rule, permits, expires, client_id, owner, probe, descriptors
+    );
+
+    /// Every list, for the script's `OUT` table.
+    pub const ALL: [Fields; 7] = [
+        acq::FIELDS,
+        rel::FIELDS,
+        ren::FIELDS,
+        rep::FIELDS,
+        cir::FIELDS,
+        usage::FIELDS,
+        lst::FIELDS,
+    ];
+}
+
+/// The Lua tables `KEY`, `ARG` (name → 1-based index, per step) and `OUT` (the names in order, per step).
+pub fn lua() -> String {
+    let index = |all: &[Fields]| {
+        all.iter()
+            .map(|f| {
+                let fields: Vec<String> = f
+                    .names
+                    .iter()
+                    .enumerate()
+                    .map(|(i, n)| format!("{n} = {}", i + 1))
+                    .collect();
+                format!("  [{:?}] = {{ {} }},\n", f.step, fields.join(", "))
+            })
+            .collect::<String>()
+    };
+    let names: String = out::ALL
+        .iter()
+        .map(|f| {
+            let names: Vec<String> = f.names.iter().map(|n| format!("{n:?}")).collect();
+            format!("  [{:?}] = {{ {} }},\n", f.step, names.join(", "))
+        })
+        .collect();
+    let count = |step: &str, all: &[Fields]| {
+        all.iter()
+            .find(|f| f.step == step)
+            .map_or(0, |f| f.names.len())
+    };
+    let lens: String = arg::ALL
+        .iter()
+        .map(|f| {
+            let keys = count(f.step, &key::ALL);
+            format!("  [{:?}] = {{ {keys}, {} }},\n", f.step, f.names.len())
+        })
+        .collect();
+    format!(
+        "local KEY = {{\n{}}}\nlocal ARG = {{\n{}}}\nlocal OUT = {{\n{names}}}\nlocal LEN = {{\n{lens}}}\n",
+        index(&key::ALL),
+        index(&arg::ALL)
+    )
+}
+
+/// A step's reply, read by field.
+#[derive(Debug)]
+pub struct Reply(Vec<Value>);
+
+impl Reply {
+    /// An array reply.
+    pub fn new(v: Value) -> Result<Self, EngineError> {
+        reply::items(v).map(Self)
+    }
+
+    /// A reply already split into its elements (one row of a listing).
+    pub fn row(v: &Value) -> Result<Self, EngineError> {
+        Self::new(v.clone())
+    }
+
+    /// The field as text.
+    pub fn text(&self, field: usize) -> Result<String, EngineError> {
+        text(self.0.get(field))
+    }
+
+    /// The field as an integer.
+    pub fn int(&self, field: usize) -> Result<i64, EngineError> {
+        int(self.0.get(field))
+    }
+
+    /// The field as a non-negative integer.
+    pub fn uint(&self, field: usize) -> Result<u64, EngineError> {
+        uint(self.0.get(field))
+    }
+
+    /// The field as a count that fits 32 bits (saturating).
+    pub fn count(&self, field: usize) -> Result<u32, EngineError> {
+        Ok(u32::try_from(self.uint(field)?).unwrap_or(u32::MAX))
+    }
+
+    /// The field as a float.
+    pub fn float(&self, field: usize) -> Result<f64, EngineError> {
+        float(self.0.get(field))
+    }
+
+    /// The field as an absolute instant (`None` when empty).
+    pub fn instant(&self, field: usize) -> Result<Option<Nanos>, EngineError> {
+        instant(self.0.get(field))
+    }
+
+    /// The raw field.
+    pub fn get(&self, field: usize) -> Option<&Value> {
+        self.0.get(field)
+    }
+
+    /// The elements (a listing's rows).
+    pub fn into_items(self) -> Vec<Value> {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_are_numbered_in_order() {
+        assert_eq!(
+            (arg::acq::step, arg::acq::permits, arg::acq::levels),
+            (0, 3, 18)
+        );
+        assert_eq!(arg::acq::FIELDS.names[arg::acq::held], "held");
+        assert_eq!(out::acq::FIELDS.names.len(), out::acq::transitions + 1);
+    }
+
+    #[test]
+    fn every_step_starts_with_its_name_the_time_and_the_prefix() {
+        for f in arg::ALL.iter().filter(|f| f.step != "level") {
+            assert_eq!(
+                f.names.get(..3),
+                Some(&["step", "now", "prefix"][..]),
+                "{}",
+                f.step
+            );
+        }
+    }
+
+    #[test]
+    fn the_lua_tables_index_from_one() {
+        let lua = lua();
+        assert!(
+            lua.contains("[\"acq\"] = { step = 1, now = 2, prefix = 3, permits = 4,"),
+            "{lua}"
+        );
+        assert!(lua.contains("[\"rel\"] = { lease = 1 }"), "{lua}");
+        assert!(
+            lua.contains("[\"ren\"] = { \"status\", \"reason\", \"expires\", \"ttl\" }"),
+            "{lua}"
+        );
+    }
+}
