@@ -19,7 +19,6 @@
 // A function fits on a screen (clippy.toml: 80 lines); tests may run longer.
 #![warn(clippy::too_many_lines)]
 #![cfg_attr(test, allow(clippy::too_many_lines))]
-
 // Nothing a request carries may reach a panic: no unwrap, expect, panic! or unreachable! outside tests
 // (the one sound exception says why where it stands).
 #![cfg_attr(
