@@ -43,4 +43,4 @@ callgrind_control -d "$redis" >/dev/null 2>&1
 sleep 1
 f=$(ls -t "$out"/cg.out* | head -1)
 total=$(callgrind_annotate "$f" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')
-echo "${lua:-the repository's script}: $((total / n)) instructions per FCALL ($n calls)"
+echo "${lua:-the repository script}: $((total / n)) instructions per FCALL ($n calls)"

@@ -23,18 +23,11 @@ __QUOTAD_PROTOCOL__
 -- LEN[step] counts a step's named keys and arguments ({ keys, args }).
 local ACQ_KEYS, ACQ_ARGS, LEVEL_ARGS = LEN.acq[1], LEN.acq[2], LEN.level[2]
 
--- A step's keys or arguments by name: `index` is KEY[step] or ARG[step]; `offset` skips earlier fields.
-local function named(index, list, offset)
-  local t = {}
-  for name, i in pairs(index) do t[name] = list[i + (offset or 0)] end
-  return t
-end
-
 -- A reply: `t`'s fields in the order OUT[step] declares ('' for a field `t` lacks).
 local function out(step, t)
-  local r = {}
-  for i, name in ipairs(OUT[step]) do
-    local v = t[name]
+  local names, r = OUT[step], {}
+  for i = 1, #names do
+    local v = t[names[i]]
     if v == nil then v = '' end
     r[i] = v
   end
@@ -622,12 +615,13 @@ end
 
 local function figures(t) return { t.remaining or 0, t.limit, t.reset, t.inf, t.max } end
 
--- An acquire's reply: `r` with the tightest levels' figures and the breaker's transitions.
+-- An acquire's reply: `r`'s fields with the tightest levels' figures and the breaker's transitions (one
+-- table built whole: growing it field by field costs Redis a rehash or two on every call).
 local function decided(r, t)
-  local f = figures(t)
-  r.remaining, r.limit, r.reset_after, r.in_flight, r.max_in_flight = f[1], f[2], f[3], f[4], f[5]
-  r.transitions = table.concat(transitions, ';')
-  return out('acq', r)
+  return out('acq', { status = r.status, reason = r.reason, lease = r.lease, expires = r.expires,
+                      retry_after = r.retry_after, level = r.level, replayed = r.replayed,
+                      remaining = t.remaining or 0, limit = t.limit, reset_after = t.reset, in_flight = t.inf,
+                      max_in_flight = t.max, transitions = table.concat(transitions, ';') })
 end
 
 ---------------------------------------------------------------------------------------------------------
@@ -637,18 +631,19 @@ local OPS = {}
 
 -- KEYS and ARGV: KEY.acq and ARG.acq, then each level's key and ARG.level (engine/redis/protocol.rs).
 OPS.acq = function()
-  local k, a = named(KEY.acq, KEYS), named(ARG.acq, A)
-  local rkey, bkey, lkey, ikey = k.resource, k.breaker, k.lease, k.request_id
-  local permits, ttl, hex = tonumber(a.permits), tonumber(a.ttl), a.lease
-  local fingerprint, window = a.fingerprint, tonumber(a.window)
-  local adaptive, bspec = adaptive_spec(a.adaptive), breaker_spec(a.breaker)
-  local conc_retry = tonumber(a.concurrency_retry_after)
-  local held = a.held
+  local K, I = KEY.acq, ARG.acq
+  local rkey, bkey, lkey, ikey = KEYS[K.resource], KEYS[K.breaker], KEYS[K.lease], KEYS[K.request_id]
+  local permits, ttl, hex = tonumber(A[I.permits]), tonumber(A[I.ttl]), A[I.lease]
+  local fingerprint, window = A[I.fingerprint], tonumber(A[I.window])
+  local adaptive, bspec = adaptive_spec(A[I.adaptive]), breaker_spec(A[I.breaker])
+  local conc_retry = tonumber(A[I.concurrency_retry_after])
+  local held = A[I.held]
   local levels = {}
-  for i = 1, tonumber(a.levels) do
-    local l = named(ARG.level, A, ACQ_ARGS + (i - 1) * LEVEL_ARGS)
-    levels[i] = { key = KEYS[ACQ_KEYS + i], part = l.partition, rate_s = l.rate, rate = rate_spec(l.rate),
-                  max = num(l.max_in_flight), max_debt = l.max_debt }
+  for i = 1, tonumber(A[I.levels]) do
+    local base, L = ACQ_ARGS + (i - 1) * LEVEL_ARGS, ARG.level
+    local rate = A[base + L.rate]
+    levels[i] = { key = KEYS[ACQ_KEYS + i], part = A[base + L.partition], rate_s = rate, rate = rate_spec(rate),
+                  max = num(A[base + L.max_in_flight]), max_debt = A[base + L.max_debt] }
   end
 
   if fingerprint ~= '' then
@@ -744,11 +739,12 @@ OPS.acq = function()
 
   local expires = abs(ttl)
   -- The client id and owner are written even when empty: a node of the previous version reads them as given.
-  local rec = { 'res', a.resource, 'rule', a.rule, 'dt', a.default_ttl, 'mt', a.max_ttl, 'cid', a.client_id,
-                'own', a.owner, 'p', a.permits, 'x', expires, 'lv', table.concat(lv_out, '\30'), 'rk', rkey }
+  local rec = { 'res', A[I.resource], 'rule', A[I.rule], 'dt', A[I.default_ttl], 'mt', A[I.max_ttl],
+                'cid', A[I.client_id], 'own', A[I.owner], 'p', A[I.permits], 'x', expires,
+                'lv', table.concat(lv_out, '\30'), 'rk', rkey }
   local function opt(k, v) if v ~= '' then rec[#rec + 1] = k; rec[#rec + 1] = v end end
-  opt('ad', a.adaptive); opt('ds', held)
-  if bspec then opt('bk', bkey); opt('bs', a.breaker); opt('pr', probe or '') end
+  opt('ad', A[I.adaptive]); opt('ds', held)
+  if bspec then opt('bk', bkey); opt('bs', A[I.breaker]); opt('pr', probe or '') end
   redis.call('HSET', lkey, unpack(rec))
   redis.call('PEXPIRE', lkey, math.ceil(hold_ms))
   redis.call('ZADD', EXP, exp_score(ttl), hex)
@@ -785,8 +781,9 @@ end
 
 -- KEY.rel, ARG.rel (outcome: s f t u; used: '' for no settlement).
 OPS.rel = function()
-  local a = named(ARG.rel, A)
-  local key, hex, outcome, used, caller = KEYS[KEY.rel.lease], a.lease, a.outcome, num(a.used), a.caller
+  local I = ARG.rel
+  local key, hex, outcome = KEYS[KEY.rel.lease], A[I.lease], A[I.outcome]
+  local used, caller = num(A[I.used]), A[I.caller]
   local l, found = lease_load(key)
   if not found or l.g then return out('rel', { status = 0, reason = gone_reason(l, found) }) end
   if l.own ~= caller then return out('rel', { status = -1, reason = 'not_owner' }) end
@@ -828,8 +825,8 @@ end
 
 -- KEY.ren, ARG.ren (ttl: '' for the lease's default).
 OPS.ren = function()
-  local a = named(ARG.ren, A)
-  local key, hex, ttl, caller = KEYS[KEY.ren.lease], a.lease, num(a.ttl), a.caller
+  local I = ARG.ren
+  local key, hex, ttl, caller = KEYS[KEY.ren.lease], A[I.lease], num(A[I.ttl]), A[I.caller]
   local l, found = lease_load(key)
   if not found or l.g then return out('ren', { status = 0, reason = gone_reason(l, found) }) end
   if l.own ~= caller then return out('ren', { status = -1, reason = 'not_owner' }) end
@@ -849,10 +846,10 @@ end
 
 -- KEY.rep, ARG.rep (kind: t e o; pause and lease: '' for none).
 OPS.rep = function()
-  local k, a = named(KEY.rep, KEYS), named(ARG.rep, A)
-  local rkey, bkey, lkey = k.resource, k.breaker, k.lease
-  local kind, pause, hex, caller, resource = a.kind, num(a.pause), a.lease, a.caller, a.resource
-  local adaptive, bspec, quiet = adaptive_spec(a.adaptive), breaker_spec(a.breaker), tonumber(a.quiet)
+  local K, I = KEY.rep, ARG.rep
+  local rkey, bkey, lkey = KEYS[K.resource], KEYS[K.breaker], KEYS[K.lease]
+  local kind, pause, hex, caller, resource = A[I.kind], num(A[I.pause]), A[I.lease], A[I.caller], A[I.resource]
+  local adaptive, bspec, quiet = adaptive_spec(A[I.adaptive]), breaker_spec(A[I.breaker]), tonumber(A[I.quiet])
   local lease_first, probe = nil, nil
   if hex ~= '' then
     local l, found = lease_load(lkey)
@@ -910,39 +907,39 @@ end
 
 -- KEY.cir, ARG.cir (breaker: the default spec when none is configured).
 OPS.cir = function()
-  local k, a = named(KEY.cir, KEYS), named(ARG.cir, A)
-  local spec = breaker_spec(a.breaker)
-  local r = snapshot(breaker_load(k.breaker, spec), spec)
-  local p = pressure_load(k.resource)
-  r.factor = string.format('%.17g', pressure_factor(p, a.adaptive ~= ''))
+  local K, I = KEY.cir, ARG.cir
+  local spec = breaker_spec(A[I.breaker])
+  local r = snapshot(breaker_load(KEYS[K.breaker], spec), spec)
+  local p = pressure_load(KEYS[K.resource])
+  r.factor = string.format('%.17g', pressure_factor(p, A[I.adaptive] ~= ''))
   if p.pu > 0 then r.paused_until = abs(p.pu) end
   return out('cir', r)
 end
 
 -- KEY.rst, ARG.rst (breaker: '' for none). Answers the breaker's state before.
 OPS.rst = function()
-  local k = named(KEY.rst, KEYS)
+  local K = KEY.rst
   local before = 'closed'
   local spec = breaker_spec(A[ARG.rst.breaker])
   if spec then
-    local b = breaker_load(k.breaker, spec)
+    local b = breaker_load(KEYS[K.breaker], spec)
     before = breaker_state(b)
     breaker_close(b)
-    breaker_save(k.breaker, b)
+    breaker_save(KEYS[K.breaker], b)
   end
-  if redis.call('EXISTS', k.resource) == 1 then
-    redis.call('HSET', k.resource, 'fa', '1', 'pu', '0')
-    redis.call('HDEL', k.resource, 'ld', 'ls')
+  if redis.call('EXISTS', KEYS[K.resource]) == 1 then
+    redis.call('HSET', KEYS[K.resource], 'fa', '1', 'pu', '0')
+    redis.call('HDEL', KEYS[K.resource], 'ld', 'ls')
   end
   return before
 end
 
 -- KEY.frc, ARG.frc. Answers the breaker's state before.
 OPS.frc = function()
-  local key, a = KEYS[KEY.frc.breaker], named(ARG.frc, A)
-  local b = breaker_load(key, breaker_spec(a.breaker))
+  local key, I = KEYS[KEY.frc.breaker], ARG.frc
+  local b = breaker_load(key, breaker_spec(A[I.breaker]))
   local before = breaker_state(b)
-  breaker_open(b, tonumber(a.duration))
+  breaker_open(b, tonumber(A[I.duration]))
   breaker_save(key, b)
   return before
 end
@@ -989,11 +986,11 @@ end
 -- Each level as it stands now, nothing written (an explanation): tokens ('' without a rate), the wait
 -- before `permits` could be taken ('' when they can now), leases in flight.
 OPS.lvl = function()
-  local a = named(ARG.lvl, A)
-  local permits = tonumber(a.permits)
-  local factor = pressure_factor(pressure_load(KEYS[KEY.lvl.resource]), a.adaptive ~= '')
+  local I = ARG.lvl
+  local permits = tonumber(A[I.permits])
+  local factor = pressure_factor(pressure_load(KEYS[KEY.lvl.resource]), A[I.adaptive] ~= '')
   local r = {}
-  for i = 1, tonumber(a.levels) do
+  for i = 1, tonumber(A[I.levels]) do
     local cell = level_load(KEYS[KEY.lvl.resource + i])
     level_sync(cell, rate_spec(A[ARG.lvl.levels + i]), factor)
     local tokens, wait = '', ''
@@ -1008,16 +1005,16 @@ end
 
 -- KEY.use, ARG.use (rate: the resource-wide level's spec or '').
 OPS.use = function()
-  local k, a = named(KEY.use, KEYS), named(ARG.use, A)
-  local p = pressure_load(k.resource)
-  local factor = pressure_factor(p, a.adaptive ~= '')
-  local cell = level_load(k.level)
-  local rate = rate_spec(a.rate)
+  local K, I = KEY.use, ARG.use
+  local p = pressure_load(KEYS[K.resource])
+  local factor = pressure_factor(p, A[I.adaptive] ~= '')
+  local cell = level_load(KEYS[K.level])
+  local rate = rate_spec(A[I.rate])
   local tokens = ''
   if cell.bucket then tokens = bucket_remaining(cell.bucket) elseif rate then tokens = rate.burst end
   local state = 'closed'
-  if redis.call('EXISTS', k.breaker) == 1 then
-    local b = breaker_load(k.breaker, { window = 0 })
+  if redis.call('EXISTS', KEYS[K.breaker]) == 1 then
+    local b = breaker_load(KEYS[K.breaker], { window = 0 })
     state = breaker_state(b)
   end
   local r = { tokens = tostring(tokens), in_flight = cell.f, leases = p.n, state = state,
@@ -1028,10 +1025,10 @@ end
 
 -- ARG.lst (after: a lease id, or '' from the start). Answers a row (OUT.lst) per live lease.
 OPS.lst = function()
-  local a = named(ARG.lst, A)
+  local I = ARG.lst
   local from = '-'
-  if a.after ~= '' then from = '(' .. a.after end
-  local ids = redis.call('ZRANGEBYLEX', IDS, from, '+', 'LIMIT', 0, tonumber(a.limit))
+  if A[I.after] ~= '' then from = '(' .. A[I.after] end
+  local ids = redis.call('ZRANGEBYLEX', IDS, from, '+', 'LIMIT', 0, tonumber(A[I.limit]))
   local rows = {}
   for _, hex in ipairs(ids) do
     local l, found = lease_load(lease_key(hex))
