@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Instructions per Acquire step inside Redis (BENCHMARKS.md "The Redis store's own cost"): a
-# redis-server of its own under callgrind runs store.lua's Acquire step with bench-redis.sh's reference
+# redis-server of its own under callgrind runs the Redis store's Acquire step with bench-redis.sh's reference
 # command (redis-benchmark, 4 connections, random lease ids, the limits of examples/bench.toml's bench.rate),
 # 2,000 calls of warm-up, then N counted. Instructions are repeatable whatever else the machine does, so two
 # versions of the script can be compared where seconds on a shared VM cannot. About a minute per run.

@@ -30,8 +30,8 @@ cpu() { # pid -> CPU seconds used so far
   awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"
 }
 
-echo "== redis-benchmark: FCALL of store.lua's Acquire step, 64 connections, no pipelining"
-{ echo '#!lua name=quotad_bench'; sed 's/__QUOTAD_FUNCTION__/quotad_bench/' server/src/engine/redis/store.lua; } >"$out/library.lua"
+echo "== redis-benchmark: FCALL of the Redis store's Acquire step, 64 connections, no pipelining"
+{ echo '#!lua name=quotad_bench'; cargo run -q --release -p quotad-server --example redis_script quotad_bench; } >"$out/library.lua"
 redis-cli -p "$port" -x FUNCTION LOAD REPLACE <"$out/library.lua" >/dev/null
 r0=$(cpu "$redis")
 # KEYS: resource hash, breaker (none: the resource hash), lease (random), request id (none), the level.

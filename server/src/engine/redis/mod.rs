@@ -1,6 +1,6 @@
 //! The Redis store: several quotad nodes share exact limits through one Redis (or Redis Cluster).
 //!
-//! Every step is one call of a Redis Function ([`store.lua`](./store.lua), a library loaded once and called
+//! Every step is one call of a Redis Function (the library in `lua/`, loaded once and called
 //! with `FCALL`; a Redis that does not have it, after a restart, a failover or `FUNCTION FLUSH`, is sent it
 //! within the same call, so no client ever sees the miss). The function runs the same policy as the
 //! in-memory store, against state kept in Redis under one hash tag per resource shard ([`keys`]), with
@@ -34,8 +34,18 @@ use crate::engine::{EngineError, Rules};
 
 pub use keys::Keys;
 
-/// The library every step runs (a Redis Function; see [`library`]).
-const SCRIPT: &str = include_str!("store.lua");
+/// The library every step runs (a Redis Function; see [`library`]): `lua/prelude.lua` (arguments, time,
+/// protocol), `lua/policy.lua` (the policy's primitives, each a declared twin of a Rust function),
+/// `lua/state.lua` (how state is kept), `lua/steps.lua` (the steps), joined in that order.
+const SCRIPT: &str = concat!(
+    include_str!("lua/prelude.lua"),
+    "\n",
+    include_str!("lua/policy.lua"),
+    "\n",
+    include_str!("lua/state.lua"),
+    "\n",
+    include_str!("lua/steps.lua"),
+);
 
 /// The function's name and the library's code: the name carries a hash of the code (the script and its
 /// protocol tables), so nodes of two quotad versions sharing one Redis (a rolling upgrade) each call their own.
@@ -59,7 +69,7 @@ pub fn script(function: &str) -> String {
         .replace("__QUOTAD_PROTOCOL__", &protocol::lua())
 }
 
-/// The steps the library also registers as `<function>_end`, flagged `allow-oom` (store.lua's `ENDING`):
+/// The steps the library also registers as `<function>_end`, flagged `allow-oom` (steps.lua's `ENDING`):
 /// they end or extend what is there, so a Redis at its `maxmemory` still releases, renews, revokes and
 /// sweeps leases while it refuses everything that could grow it.
 const ENDING: [&str; 4] = ["rel", "ren", "rvk", "swp"];

@@ -1,4 +1,4 @@
-//! The protocol between this side and `store.lua`, by name: each step's keys, arguments and reply fields,
+//! The protocol between this side and the Redis store's script (`lua/`), by name: each step's keys, arguments and reply fields,
 //! declared once here. The Rust side sets arguments by name ([`Call::set`](super::Call::set)) and reads
 //! replies by name ([`Reply`]); the script receives the same names as Lua tables ([`lua`], injected where it
 //! says `__QUOTAD_PROTOCOL__`): `KEY.acq.lease` and `ARG.acq.permits` are 1-based indexes into `KEYS` and

@@ -1,0 +1,308 @@
+-- quotad's Redis store, part 2 of 4 (see prelude.lua): the policy's primitives. Each function is the twin of
+-- the Rust function its comment names and must answer the same on the same state; the twin tests
+-- (server/tests/twins.rs) run both on random states. Nothing here reads or writes Redis.
+
+---------------------------------------------------------------------------------------------------------
+-- Arithmetic both sides do alike
+
+-- Exact ceil(a / b) for integers below 2^53.
+-- Twin of u64::div_ceil (engine/rate.rs RateSpec::new).
+local function ceil_div(a, b)
+  local q = math.floor(a / b)
+  while q * b < a do q = q + 1 end
+  while q > 0 and (q - 1) * b >= a do q = q - 1 end
+  return q
+end
+
+-- Exact ceil(a * b / c) for non-negative integers below 2^53 (c > 0) whose quotient is below 2^53, as Rust
+-- computes it in 128 bits: a product past 2^53 is carried in 24-bit limbs and divided bit by bit (a double
+-- would round it).
+-- Twin of u128 multiplication and div_ceil (engine/rate.rs Bucket::retune).
+local LIMB = 16777216
+local function mul_div_ceil(a, b, c)
+  if a * b < 9007199254740992 then return ceil_div(a * b, c) end
+  local x = { a % LIMB, math.floor(a / LIMB) % LIMB, math.floor(a / LIMB / LIMB) }
+  local y = { b % LIMB, math.floor(b / LIMB) % LIMB, math.floor(b / LIMB / LIMB) }
+  local p = { 0, 0, 0, 0, 0, 0 }
+  for i = 1, 3 do
+    for j = 1, 3 do p[i + j - 1] = p[i + j - 1] + x[i] * y[j] end
+  end
+  local carry = 0
+  for k = 1, 6 do
+    local s = p[k] + carry
+    p[k] = s % LIMB; carry = math.floor(s / LIMB)
+  end
+  -- Long division, one bit at a time: the remainder stays below c, so 2r - c is exact where 2r + 1 may not be.
+  local q, r = 0, 0
+  for k = 6, 1, -1 do
+    for at = 23, 0, -1 do
+      local bit = math.floor(p[k] / 2 ^ at) % 2
+      local t = r - (c - r)
+      if t + bit >= 0 then r = t + bit; q = q * 2 + 1 else r = r * 2 + bit; q = q * 2 end
+    end
+  end
+  if r > 0 then q = q + 1 end
+  return q
+end
+
+-- compiler-rt's __powidf2, which Rust's powi is, so both stores compute the same open period.
+-- Twin of f64::powi (engine/breaker/state.rs Breaker::record).
+local function powi(a, b)
+  local r = 1
+  while true do
+    if b % 2 == 1 then r = r * a end
+    b = math.floor(b / 2)
+    if b == 0 then break end
+    a = a * a
+  end
+  return r
+end
+
+
+---------------------------------------------------------------------------------------------------------
+-- Token bucket (GCRA): `d` is the deficit, tat - now (<= 0: full); `i` the interval, `b` the burst
+
+-- Twin of engine/rate.rs RateSpec::interval.
+local function interval(rate, factor)
+  if not (factor > 0 and factor < 1) then
+    return math.max(ceil_div(rate.period, math.max(rate.limit, 1)), 1)
+  end
+  local base = rate.period / rate.limit
+  return math.max(math.ceil(base / factor), 1)
+end
+
+-- Twin of engine/rate.rs Bucket::retune: the owed time re-timed at the new interval, the burst's change added
+-- or taken, rounded up: ceil(i * (owed + (b - old b) * old i) / old i), exactly (the product may pass 2^53).
+local function bucket_retune(bk, i, b)
+  if i == bk.i and b == bk.b then return end
+  local x = math.max(bk.d, 0) + (b - bk.b) * bk.i
+  if x <= 0 then bk.d = -FAR else bk.d = mul_div_ceil(x, i, bk.i) end
+  bk.i = i; bk.b = b
+end
+
+-- Twin of engine/rate.rs Bucket::check.
+local function bucket_check(bk, permits)
+  local needed = math.max(bk.d, 0) + permits * bk.i
+  local cap = bk.b * bk.i
+  if needed <= cap then return nil end
+  return needed - cap
+end
+
+-- Twin of engine/rate.rs Bucket::debit.
+local function bucket_debit(bk, permits) bk.d = math.max(bk.d, 0) + permits * bk.i end
+
+-- Twin of engine/rate.rs Bucket::debit_bounded.
+local function bucket_debit_bounded(bk, permits, max_debt)
+  local base = math.max(bk.d, 0)
+  local floor = (bk.b + max_debt) * bk.i
+  local room = math.floor(math.max(floor - base, 0) / bk.i)
+  local taken = math.min(permits, room)
+  bk.d = base + taken * bk.i
+  return taken
+end
+
+-- Twin of engine/rate.rs Bucket::credit.
+local function bucket_credit(bk, permits)
+  local d = bk.d - permits * bk.i
+  if d <= 0 then bk.d = -FAR else bk.d = d end
+end
+
+-- Twin of engine/rate.rs Bucket::remaining.
+local function bucket_remaining(bk)
+  local def = math.max(bk.d, 0)
+  local cap = bk.b * bk.i
+  if def >= cap then return 0 end
+  return math.floor((cap - def) / bk.i)
+end
+
+-- Twin of engine/level.rs LevelCell::sync.
+local function level_sync(cell, rate, factor)
+  if rate == nil then cell.bucket = nil; return end
+  local i = interval(rate, factor)
+  if cell.bucket == nil then cell.bucket = { d = -FAR, i = i, b = rate.burst }
+  else bucket_retune(cell.bucket, i, rate.burst) end
+end
+
+
+---------------------------------------------------------------------------------------------------------
+-- Circuit breaker: its sliding window and its transitions
+
+-- Twin of engine/breaker/state.rs Breaker::new.
+local function breaker_new(spec)
+  return { ph = 'c', s = 0, u = 0, pl = 0, sc = 0, c = 0, r = 0, e = 0, wl = spec.window, w = {}, dirty = false }
+end
+
+-- Twin of engine/breaker/window.rs Window::totals.
+local function window_totals(b)
+  local slot_len = math.max(math.floor(b.wl / SLOTS), 1)
+  local current = slot_epoch(slot_len)
+  local oldest = current - (SLOTS - 1)
+  local calls, fails = 0, 0
+  for i = 1, SLOTS do
+    local s = b.w[i]
+    if s and s.ep >= oldest and s.ep <= current and s.calls > 0 then
+      calls = calls + s.calls; fails = fails + s.fails
+    end
+  end
+  return calls, fails
+end
+
+-- Twin of engine/breaker/window.rs Window::record.
+local function window_record(b, failed)
+  local slot_len = math.max(math.floor(b.wl / SLOTS), 1)
+  local ep = slot_epoch(slot_len)
+  local i = (ep % SLOTS) + 1
+  local s = b.w[i]
+  if s == nil or s.ep ~= ep then s = { ep = ep, calls = 0, fails = 0 }; b.w[i] = s end
+  s.calls = s.calls + 1
+  if failed then s.fails = s.fails + 1 end
+end
+
+-- Twin of engine/breaker/state.rs Breaker::state.
+local function breaker_state(b)
+  if b.ph == 'c' then return 'closed' end
+  if b.ph == 'o' and 0 < b.u then return 'open' end
+  return 'half_open'
+end
+
+-- Twin of engine/breaker/state.rs Breaker::tick.
+local function breaker_tick(b, spec)
+  if spec.window ~= b.wl then b.w = {}; b.wl = spec.window; b.dirty = true end
+  if b.ph == 'o' and 0 >= b.u then
+    b.ph = 'h'; b.pl = spec.probes; b.sc = 0; b.s = b.u; b.e = b.e + 1; b.dirty = true
+    return 'open:half_open:open period over'
+  end
+  return nil
+end
+
+-- Twin of engine/breaker/state.rs Breaker::admit.
+local function breaker_admit(b, spec)
+  local t = breaker_tick(b, spec)
+  if t then transitions[#transitions + 1] = t end
+  if b.ph == 'c' then return 'allowed' end
+  if b.ph == 'o' then return 'rejected', b.u end
+  if b.pl > 0 then b.pl = b.pl - 1; b.dirty = true; return 'probe', b.e end
+  return 'rejected', math.min(math.max(spec.open, 1), 1000000000)
+end
+
+-- Twin of engine/breaker/state.rs Breaker::cancel_probe.
+local function breaker_cancel_probe(b, epoch)
+  if b.ph == 'h' and epoch == b.e then b.pl = b.pl + 1; b.dirty = true end
+end
+
+-- Twin of engine/breaker/state.rs Breaker::open.
+local function breaker_open(b, duration)
+  b.ph = 'o'; b.u = math.min(duration, FAR); b.s = 0; b.w = {}; b.c = 0; b.dirty = true
+end
+
+-- Twin of engine/breaker/state.rs Breaker::close.
+local function breaker_close(b)
+  b.ph = 'c'; b.s = 0; b.w = {}; b.c = 0; b.r = 0; b.dirty = true
+end
+
+-- Twin of engine/breaker/state.rs Breaker::record.
+local function breaker_record(b, spec, failed, probe)
+  local ticked = breaker_tick(b, spec)
+  b.dirty = true
+  window_record(b, failed)
+  if failed then b.c = b.c + 1 else b.c = 0 end
+  local changed = nil
+  if b.ph == 'c' and failed then
+    local calls, fails = window_totals(b)
+    local by_rate = calls >= math.max(spec.min_calls, 1) and fails >= spec.rate * calls
+    local in_a_row = spec.consecutive > 0 and b.c >= spec.consecutive
+    if by_rate or in_a_row then
+      local reason = 'consecutive failures'
+      if by_rate then reason = 'failure rate reached' end
+      breaker_open(b, spec.open)
+      changed = 'closed:open:' .. reason
+    end
+  elseif b.ph == 'h' and failed then
+    b.r = b.r + 1
+    local factor = powi(math.max(spec.backoff, 1), math.min(b.r, 64))
+    local open_for = math.min(spec.open * factor, spec.max_open)
+    breaker_open(b, math.floor(open_for))
+    changed = 'half_open:open:failure while half-open'
+  elseif b.ph == 'h' then
+    if probe == b.e then
+      b.sc = b.sc + 1
+      if b.sc >= math.max(spec.successes, 1) then
+        breaker_close(b)
+        changed = 'half_open:closed:probes succeeded'
+      end
+    end
+  end
+  local t = changed or ticked
+  if t then transitions[#transitions + 1] = t end
+end
+
+-- Twin of engine/breaker/state.rs Breaker::snapshot.
+local function snapshot(b, spec)
+  local calls, fails = window_totals(b)
+  local state = breaker_state(b)
+  local half_open_at, probes, needed, since = '', 0, 0, b.s
+  if b.ph == 'o' and 0 < b.u then half_open_at = abs(b.u)
+  elseif b.ph == 'o' then probes = spec.probes; needed = math.max(spec.successes, 1); since = b.u
+  elseif b.ph == 'h' then probes = b.pl; needed = math.max(math.max(spec.successes, 1) - b.sc, 0) end
+  return { state = state, since = abs(since), calls = calls, failures = fails, consecutive = b.c,
+           half_open_at = half_open_at, probes = probes, needed = needed }
+end
+
+
+---------------------------------------------------------------------------------------------------------
+-- Adaptive rate (AIMD)
+
+-- Twin of engine/adaptive.rs AdaptiveRate::factor.
+local function pressure_factor(p, adaptive)
+  if adaptive then return p.fa end
+  return 1.0
+end
+
+-- Twin of engine/adaptive.rs AdaptiveRate::on_grant.
+local function adaptive_on_grant(p, spec)
+  if p.fa >= 1 or 0 < p.ls + spec.every then return end
+  p.fa = math.min(p.fa + spec.step, 1.0); p.ls = 0; p.dirty = true
+end
+
+-- Twin of engine/adaptive.rs AdaptiveRate::on_throttle.
+local function adaptive_on_throttle(p, spec)
+  if p.ld ~= nil and 0 < p.ld + spec.cooldown then return false end
+  local lowered = math.max(p.fa * spec.decrease, spec.floor)
+  p.ld = 0; p.ls = 0; p.dirty = true
+  if lowered < p.fa then p.fa = lowered; return true end
+  return false
+end
+
+
+---------------------------------------------------------------------------------------------------------
+-- Figures of the tightest levels, reported with every decision
+
+-- Twin of engine/policy.rs Tightest::default.
+local function tightest_new() return { remaining = nil, limit = 0, reset = 0, headroom = nil, inf = 0, max = 0 } end
+
+-- Twin of engine/policy.rs Tightest::observe.
+local function observe(t, cell, max_in_flight)
+  local bk = cell.bucket
+  if bk then
+    local r = bucket_remaining(bk)
+    if t.remaining == nil or r < t.remaining then t.remaining = r; t.limit = bk.b; t.reset = math.max(bk.d, 0) end
+  end
+  if max_in_flight then
+    local h = math.max(max_in_flight - cell.f, 0)
+    if t.headroom == nil or h < t.headroom then t.headroom = h; t.inf = cell.f; t.max = max_in_flight end
+  end
+end
+
+-- Twin of engine/policy.rs Tightest::decision (its figures).
+local function figures(t) return { t.remaining or 0, t.limit, t.reset, t.inf, t.max } end
+
+---------------------------------------------------------------------------------------------------------
+-- What a release settles
+
+-- What `used` permits settle against the `acquired` ones: 'refund' or 'charge' and how many, or 'even'.
+-- Twin of engine/policy.rs settlement.
+local function settlement(acquired, used)
+  if used and used < acquired then return 'refund', acquired - used end
+  if used and used > acquired then return 'charge', used - acquired end
+  return 'even', 0
+end

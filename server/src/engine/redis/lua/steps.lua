@@ -1,0 +1,448 @@
+-- quotad's Redis store, part 4 of 4 (see prelude.lua): the steps. Each is one atomic call: the policy's order
+-- of checks (engine/policy.rs) over the state state.lua keeps.
+
+---------------------------------------------------------------------------------------------------------
+-- Replies and steps.
+
+-- An acquire's reply: `r`'s fields with the tightest levels' figures and the breaker's transitions (one
+-- table built whole: growing it field by field costs Redis a rehash or two on every call).
+local function decided(r, t)
+  return out('acq', { status = r.status, reason = r.reason, lease = r.lease, expires = r.expires,
+                      retry_after = r.retry_after, level = r.level, replayed = r.replayed,
+                      remaining = t.remaining or 0, limit = t.limit, reset_after = t.reset, in_flight = t.inf,
+                      max_in_flight = t.max, transitions = table.concat(transitions, ';') })
+end
+
+local OPS = {}
+
+-- KEYS and ARGV: KEY.acq and ARG.acq, then each level's key and ARG.level (engine/redis/protocol.rs).
+OPS.acq = function()
+  local K, I = KEY.acq, ARG.acq
+  local rkey, bkey, lkey, ikey = KEYS[K.resource], KEYS[K.breaker], KEYS[K.lease], KEYS[K.request_id]
+  local permits, ttl, hex = tonumber(A[I.permits]), tonumber(A[I.ttl]), A[I.lease]
+  local fingerprint, window = A[I.fingerprint], tonumber(A[I.window])
+  local adaptive, bspec = adaptive_spec(A[I.adaptive]), breaker_spec(A[I.breaker])
+  local conc_retry = tonumber(A[I.concurrency_retry_after])
+  local held = A[I.held]
+  local levels = {}
+  for i = 1, tonumber(A[I.levels]) do
+    local base, L = ACQ_ARGS + (i - 1) * LEVEL_ARGS, ARG.level
+    local rate = A[base + L.rate]
+    levels[i] = { key = KEYS[ACQ_KEYS + i], part = A[base + L.partition], rate_s = rate, rate = rate_spec(rate),
+                  max = num(A[base + L.max_in_flight]), max_debt = A[base + L.max_debt] }
+  end
+
+  if fingerprint ~= '' then
+    local seen = redis.call('GET', ikey)
+    local s = split(seen or '', '|')
+    if seen and (rel(s[9]) or 0) > 0 then
+      if s[1] ~= fingerprint then return out('acq', { status = -1, reason = 'conflict' }) end
+      return out('acq', { status = 1, lease = s[2], expires = s[3], remaining = tonumber(s[4]),
+                          limit = tonumber(s[5]), reset_after = tonumber(s[6]), in_flight = tonumber(s[7]),
+                          max_in_flight = tonumber(s[8]), replayed = 1, ttl = s[10] })
+    end
+  end
+  reclaim_expired(8)
+
+  local p = pressure_load(rkey)
+  local factor = pressure_factor(p, adaptive)
+  local function peek()
+    local t = tightest_new()
+    for _, lv in ipairs(levels) do
+      local cell = level_load(lv.key)
+      level_sync(cell, lv.rate, factor)
+      observe(t, cell, lv.max)
+    end
+    return t
+  end
+  if p.pu > 0 then
+    return decided({ status = 0, reason = 'paused', retry_after = p.pu, level = -1 }, peek())
+  end
+
+  local b, probe = nil, nil
+  if bspec then
+    b = breaker_load(bkey, bspec)
+    local admission, x = breaker_admit(b, bspec)
+    if admission == 'rejected' then
+      breaker_save(bkey, b)
+      return decided({ status = 0, reason = 'circuit_open', retry_after = x, level = -1 }, peek())
+    elseif admission == 'probe' then
+      probe = x
+    end
+  end
+
+  local cells, denied = {}, nil
+  for i, lv in ipairs(levels) do
+    local cell = level_load(lv.key)
+    level_sync(cell, lv.rate, factor)
+    cells[i] = cell
+    local function consider(reason, wait)
+      if denied == nil or wait > denied.wait then denied = { reason = reason, wait = wait, level = i - 1 } end
+    end
+    if cell.bucket then
+      local wait = bucket_check(cell.bucket, permits)
+      if wait then consider('rate_limited', wait) end
+    end
+    if lv.max and cell.f >= lv.max then consider('concurrency_limited', math.max(conc_retry, 1000000)) end
+  end
+  local t = tightest_new()
+  if denied then
+    for i, lv in ipairs(levels) do
+      observe(t, cells[i], lv.max)
+      if cells[i].bucket then level_save(cells[i], 0) end
+    end
+    if b then
+      if probe then breaker_cancel_probe(b, probe) end
+      breaker_save(bkey, b)
+    end
+    return decided({ status = 0, reason = denied.reason, retry_after = denied.wait, level = denied.level }, t)
+  end
+  -- A grant: its (random) lease id must be new. Nothing this call changed is written yet but the reclaim of
+  -- expired leases, which stands whoever calls, so the caller can retry with another id.
+  if redis.call('EXISTS', lkey) == 1 then return out('acq', { status = -1, reason = 'collide' }) end
+
+  local hold_ms = ttl / 1000000 + TOMBSTONE_MS
+  local lv_out = {}
+  for i, lv in ipairs(levels) do
+    local cell = cells[i]
+    local charged, slot = '0', '0'
+    if cell.bucket then bucket_debit(cell.bucket, permits); charged = '1' end
+    if lv.max then cell.f = cell.f + 1; slot = '1' end
+    observe(t, cell, lv.max)
+    level_save(cell, hold_ms)
+    lv_out[#lv_out + 1] = table.concat({ lv.key, slot, charged, lv.rate_s, lv.max_debt }, '\31')
+  end
+  if b then breaker_save(bkey, b) end
+  if adaptive then adaptive_on_grant(p, adaptive) end
+  if p.dirty then
+    p.n = p.n + 1
+    pressure_save(p, 0)
+    -- (It keeps the hash a day while leases are live; a longer lease needs longer.)
+    if hold_ms > DAY_MS then keep(rkey, hold_ms) end
+  else
+    count_lease(rkey, 1, p.found, hold_ms)
+  end
+
+  local expires = abs(ttl)
+  -- The client id and owner are written even when empty: a node of the previous version reads them as given.
+  local rec = { 'res', A[I.resource], 'rule', A[I.rule], 'dt', A[I.default_ttl], 'mt', A[I.max_ttl],
+                'cid', A[I.client_id], 'own', A[I.owner], 'p', A[I.permits], 'x', expires,
+                'lv', table.concat(lv_out, '\30'), 'rk', rkey }
+  local function opt(k, v) if v ~= '' then rec[#rec + 1] = k; rec[#rec + 1] = v end end
+  opt('ad', A[I.adaptive]); opt('ds', held)
+  if bspec then opt('bk', bkey); opt('bs', A[I.breaker]); opt('pr', probe or '') end
+  redis.call('HSET', lkey, unpack(rec))
+  redis.call('PEXPIRE', lkey, math.ceil(hold_ms))
+  redis.call('ZADD', EXP, exp_score(ttl), hex)
+  redis.call('ZADD', IDS, 0, hex)
+  local f = figures(t)
+  if fingerprint ~= '' then
+    local rec = table.concat({ fingerprint, hex, expires, f[1], f[2], f[3], f[4], f[5], abs(window), ttl }, '|')
+    redis.call('SET', ikey, rec, 'PX', math.max(math.ceil(window / 1000000), 1))
+  end
+  return decided({ status = 1, lease = hex, expires = expires, replayed = 0 }, t)
+end
+
+-- Charges up to `excess` more at every charged level, each at most its max debt below empty, all the same.
+local function charge_excess(l, levels, excess)
+  local factor = 1.0
+  if l.ad ~= nil and l.ad ~= '' then factor = pressure_load(l.rk).fa end
+  local taken, least = {}, excess
+  for _, lv in ipairs(levels) do
+    if lv.charged and lv.rate then
+      local cell = level_load(lv.key)
+      level_sync(cell, lv.rate, factor)
+      local got = bucket_debit_bounded(cell.bucket, least, lv.max_debt)
+      least = math.min(least, got)
+      taken[#taken + 1] = { cell = cell, got = got }
+    end
+  end
+  for _, x in ipairs(taken) do
+    if x.got > least then bucket_credit(x.cell.bucket, x.got - least) end
+    level_save(x.cell, 0)
+  end
+  if #taken == 0 then return 0 end
+  return least
+end
+
+-- KEY.rel, ARG.rel (outcome: s f t u; used: '' for no settlement).
+OPS.rel = function()
+  local I = ARG.rel
+  local key, hex, outcome = KEYS[KEY.rel.lease], A[I.lease], A[I.outcome]
+  local used, caller = num(A[I.used]), A[I.caller]
+  local l, found = lease_load(key)
+  if not found or l.g then return out('rel', { status = 0, reason = gone_reason(l, found) }) end
+  if l.own ~= caller then return out('rel', { status = -1, reason = 'not_owner' }) end
+  if (rel(l.x) or 0) <= 0 then
+    reclaim(hex, key, l)
+    return out('rel', { status = 0, reason = 'expired', resource = l.res, rule = l.rule })
+  end
+  free_slots(l)
+  local levels = lease_levels(l)
+  local permits = tonumber(l.p)
+  local refunded, charged = 0, 0
+  local settle, n = settlement(permits, used)
+  if settle == 'refund' then
+    refunded = n
+    for _, lv in ipairs(levels) do
+      if lv.charged then
+        local cell = level_load(lv.key)
+        if cell.bucket then bucket_credit(cell.bucket, refunded); level_save(cell, 0) end
+      end
+    end
+  elseif settle == 'charge' then
+    charged = charge_excess(l, levels, n)
+  end
+  local state = 'closed'
+  local spec = breaker_spec(l.bs)
+  if spec and l.bk ~= '' then
+    local b = breaker_load(l.bk, spec)
+    local probe = num(l.pr)
+    if outcome == 's' then breaker_record(b, spec, false, probe)
+    elseif (outcome == 'f' or outcome == 't') and l.fr ~= '1' then breaker_record(b, spec, true, probe)
+    elseif outcome == 'u' and probe then breaker_cancel_probe(b, probe) end
+    breaker_save(l.bk, b)
+    state = breaker_state(b)
+  end
+  count_lease(l.rk, -1)
+  tombstone(key, hex, 'r', l)
+  return out('rel', { status = 1, refunded = refunded, charged = charged, state = state, resource = l.res,
+                      rule = l.rule, transitions = table.concat(transitions, ';'), breaker = l.bk })
+end
+
+-- KEY.ren, ARG.ren (ttl: '' for the lease's default).
+OPS.ren = function()
+  local I = ARG.ren
+  local key, hex, ttl, caller = KEYS[KEY.ren.lease], A[I.lease], num(A[I.ttl]), A[I.caller]
+  local l, found = lease_load(key)
+  if not found or l.g then return out('ren', { status = 0, reason = gone_reason(l, found) }) end
+  if l.own ~= caller then return out('ren', { status = -1, reason = 'not_owner' }) end
+  if (rel(l.x) or 0) <= 0 then return out('ren', { status = 0, reason = 'expired' }) end
+  ttl = math.min(ttl or tonumber(l.dt), tonumber(l.mt))
+  local expires = abs(ttl)
+  redis.call('HSET', key, 'x', expires)
+  local hold = ttl / 1000000 + TOMBSTONE_MS
+  keep(key, hold)
+  redis.call('ZADD', EXP, exp_score(ttl), hex)
+  for _, lv in ipairs(lease_levels(l)) do
+    if lv.slot then keep(lv.key, hold) end
+  end
+  keep(l.rk, hold)
+  return out('ren', { status = 1, expires = expires, ttl = ttl })
+end
+
+-- KEY.rep, ARG.rep (kind: t e o; pause and lease: '' for none).
+OPS.rep = function()
+  local K, I = KEY.rep, ARG.rep
+  local rkey, bkey, lkey = KEYS[K.resource], KEYS[K.breaker], KEYS[K.lease]
+  local kind, pause, hex, caller, resource = A[I.kind], num(A[I.pause]), A[I.lease], A[I.caller], A[I.resource]
+  local adaptive, bspec, quiet = adaptive_spec(A[I.adaptive]), breaker_spec(A[I.breaker]), tonumber(A[I.quiet])
+  local lease_first, probe = nil, nil
+  if hex ~= '' then
+    local l, found = lease_load(lkey)
+    if found and not l.g then
+      if l.own ~= caller then return out('rep', { status = -1, reason = 'not_owner' }) end
+      if l.res ~= resource then return out('rep', { status = -1, reason = 'other_resource' }) end
+      lease_first = l.fr ~= '1'
+      probe = num(l.pr)
+      redis.call('HSET', lkey, 'fr', '1')
+    end
+  end
+  local p = pressure_load(rkey)
+  p.dirty = true
+  p.qw = quiet
+  local flood_start = true
+  if caller ~= '' then
+    for who, at in pairs(p.rep) do if at <= -quiet then p.rep[who] = nil end end
+    if p.rep[caller] then flood_start = false end
+    p.rep[caller] = 0
+  end
+  local decreased = false
+  if adaptive and kind == 't' and flood_start then decreased = adaptive_on_throttle(p, adaptive) end
+  local before = p.pu
+  if pause and flood_start then p.pu = math.max(p.pu, pause) end
+  local count = flood_start
+  if lease_first ~= nil then count = lease_first end
+  local state = 'closed'
+  if bspec then
+    local b = breaker_load(bkey, bspec)
+    if count then breaker_record(b, bspec, true, probe) end
+    breaker_save(bkey, b)
+    state = breaker_state(b)
+  end
+  local paused = ''
+  if p.pu > 0 then paused = abs(p.pu) end
+  local before_s = ''
+  if before > 0 then before_s = abs(before) end
+  local factor = pressure_factor(p, adaptive)
+  pressure_save(p, quiet)
+  return out('rep', { status = 1, decreased = decreased and 1 or 0, paused_before = before_s,
+                      paused_until = paused, factor = string.format('%.17g', factor), state = state,
+                      transitions = table.concat(transitions, ';') })
+end
+
+-- KEY.cir, ARG.cir (breaker: the default spec when none is configured).
+OPS.cir = function()
+  local K, I = KEY.cir, ARG.cir
+  local spec = breaker_spec(A[I.breaker])
+  local r = snapshot(breaker_load(KEYS[K.breaker], spec), spec)
+  local p = pressure_load(KEYS[K.resource])
+  r.factor = string.format('%.17g', pressure_factor(p, A[I.adaptive] ~= ''))
+  if p.pu > 0 then r.paused_until = abs(p.pu) end
+  return out('cir', r)
+end
+
+-- KEY.rst, ARG.rst (breaker: '' for none). Answers the breaker's state before.
+OPS.rst = function()
+  local K = KEY.rst
+  local before = 'closed'
+  local spec = breaker_spec(A[ARG.rst.breaker])
+  if spec then
+    local b = breaker_load(KEYS[K.breaker], spec)
+    before = breaker_state(b)
+    breaker_close(b)
+    breaker_save(KEYS[K.breaker], b)
+  end
+  if redis.call('EXISTS', KEYS[K.resource]) == 1 then
+    redis.call('HSET', KEYS[K.resource], 'fa', '1', 'pu', '0')
+    redis.call('HDEL', KEYS[K.resource], 'ld', 'ls')
+  end
+  return before
+end
+
+-- KEY.frc, ARG.frc. Answers the breaker's state before.
+OPS.frc = function()
+  local key, I = KEYS[KEY.frc.breaker], ARG.frc
+  local b = breaker_load(key, breaker_spec(A[I.breaker]))
+  local before = breaker_state(b)
+  breaker_open(b, tonumber(A[I.duration]))
+  breaker_save(key, b)
+  return before
+end
+
+-- KEY.rvk, ARG.rvk. Answers 1 when a live lease was revoked.
+OPS.rvk = function()
+  local key = KEYS[KEY.rvk.lease]
+  local l, found = lease_load(key)
+  if not found or l.g then return 0 end
+  reclaim(A[ARG.rvk.lease], key, l)
+  return 1
+end
+
+-- KEYS: level keys. ARG.ref. Answers how many levels were refilled.
+OPS.ref = function()
+  local n = 0
+  for _, key in ipairs(KEYS) do
+    if redis.call('EXISTS', key) == 1 then
+      n = n + 1
+      redis.call('HDEL', key, 't')
+      if tonumber(redis.call('HGET', key, 'f') or '0') <= 0 then redis.call('DEL', key) end
+    end
+  end
+  return n
+end
+
+-- KEYS: the expiry index of each shard swept. ARG.swp (prefix: ''), then each shard's prefix.
+-- Answers which shards have more expired than the limit ('0'/'1' each, in order), then id, resource, rule
+-- of each lease reclaimed.
+OPS.swp = function()
+  local all, more = { '' }, {}
+  local limit = tonumber(A[ARG.swp.limit])
+  for i = ARG.swp.limit + 1, #A do
+    use_shard(A[i])
+    local reclaimed, left = reclaim_expired(limit)
+    more[#more + 1] = left and '1' or '0'
+    for _, v in ipairs(reclaimed) do all[#all + 1] = v end
+  end
+  all[1] = table.concat(more)
+  return all
+end
+
+-- KEY.lvl then each level's key; ARG.lvl then each level's rate spec.
+-- Each level as it stands now, nothing written (an explanation): tokens ('' without a rate), the wait
+-- before `permits` could be taken ('' when they can now), leases in flight.
+OPS.lvl = function()
+  local I = ARG.lvl
+  local permits = tonumber(A[I.permits])
+  local factor = pressure_factor(pressure_load(KEYS[KEY.lvl.resource]), A[I.adaptive] ~= '')
+  local r = {}
+  for i = 1, tonumber(A[I.levels]) do
+    local cell = level_load(KEYS[KEY.lvl.resource + i])
+    level_sync(cell, rate_spec(A[ARG.lvl.levels + i]), factor)
+    local tokens, wait = '', ''
+    if cell.bucket then
+      tokens = bucket_remaining(cell.bucket)
+      wait = bucket_check(cell.bucket, permits) or ''
+    end
+    r[#r + 1] = tokens; r[#r + 1] = wait; r[#r + 1] = cell.f
+  end
+  return r
+end
+
+-- KEY.use, ARG.use (rate: the resource-wide level's spec or '').
+OPS.use = function()
+  local K, I = KEY.use, ARG.use
+  local p = pressure_load(KEYS[K.resource])
+  local factor = pressure_factor(p, A[I.adaptive] ~= '')
+  local cell = level_load(KEYS[K.level])
+  local rate = rate_spec(A[I.rate])
+  local tokens = ''
+  if cell.bucket then tokens = bucket_remaining(cell.bucket) elseif rate then tokens = rate.burst end
+  local state = 'closed'
+  if redis.call('EXISTS', KEYS[K.breaker]) == 1 then
+    local b = breaker_load(KEYS[K.breaker], { window = 0 })
+    state = breaker_state(b)
+  end
+  local r = { tokens = tostring(tokens), in_flight = cell.f, leases = p.n, state = state,
+              factor = string.format('%.17g', factor) }
+  if p.pu > 0 then r.paused_until = abs(p.pu) end
+  return out('use', r)
+end
+
+-- ARG.lst (after: a lease id, or '' from the start). Answers a row (OUT.lst) per live lease.
+OPS.lst = function()
+  local I = ARG.lst
+  local from = '-'
+  if A[I.after] ~= '' then from = '(' .. A[I.after] end
+  local ids = redis.call('ZRANGEBYLEX', IDS, from, '+', 'LIMIT', 0, tonumber(A[I.limit]))
+  local rows = {}
+  for _, hex in ipairs(ids) do
+    local l, found = lease_load(lease_key(hex))
+    if found and not l.g then
+      rows[#rows + 1] = out('lst', { lease = hex, resource = l.res, rule = l.rule, permits = l.p, expires = l.x,
+                                     client_id = l.cid, owner = l.own, probe = l.pr, descriptors = l.ds })
+    end
+  end
+  return rows
+end
+
+local function run(keys, args)
+  KEYS = keys; A = args
+  -- Every step's arguments start with its name, the time and the shard's prefix (protocol.rs).
+  local head = ARG.rel
+  init_now(A[head.now] or '')
+  transitions = {}
+  use_shard(A[head.prefix] or '')
+  local op = OPS[A[head.step]]
+  if op == nil then return redis.error_reply('quotad: unknown step ' .. tostring(A[head.step])) end
+  return op()
+end
+
+redis.register_function('__QUOTAD_FUNCTION__', run)
+
+-- The steps that end or extend what is already there: a Redis at its `maxmemory` (policy noeviction)
+-- refuses every other step (a write that could grow it), but still lets leases be released, renewed,
+-- revoked and swept, so a full Redis frees what it holds instead of keeping every slot taken until it
+-- has room again. (They write little: a tombstone mark, a breaker record, a TTL.)
+local ENDING = { rel = true, ren = true, rvk = true, swp = true }
+
+redis.register_function{
+  function_name = '__QUOTAD_FUNCTION___end',
+  callback = function(keys, args)
+    if not ENDING[args[1]] then
+      return redis.error_reply('quotad: step ' .. tostring(args[1]) .. ' may grow memory: not in the _end function')
+    end
+    return run(keys, args)
+  end,
+  flags = { 'allow-oom' },
+}
