@@ -1,7 +1,8 @@
 //! The policy's primitives run in Rust and in Lua on the same random states and inputs, with the same
 //! answers required: the token bucket (`engine/rate.rs` and `lua/policy.lua`'s `bucket_*`), the breaker's
 //! window and transitions (`engine/breaker/` and `breaker_*`, `window_*`), the adaptive rate
-//! (`engine/adaptive.rs` and `adaptive_*`) and settlement (`engine/policy.rs` and `settlement`). The Lua side
+//! (`engine/adaptive.rs` and `adaptive_*`), settlement (`engine/policy.rs` and `settlement`) and the
+//! de-duplication of an identity's flood of throttle reports (`engine/reporters.rs` and `reporters_admit`). The Lua side
 //! runs on a real redis-server, in a library of its own (`prelude.lua`, `policy.lua` and the test step
 //! `tests/twins/harness.lua`), one call per random case.
 
@@ -16,6 +17,7 @@ use quotad_server::{
         AdaptiveRate, AdaptiveSpec, Admission, Breaker, BreakerSpec, Bucket, Transition,
         policy::{Settlement, settlement},
         redis::{args, protocol},
+        reporters::Reporters,
     },
 };
 
@@ -364,6 +366,40 @@ proptest! {
                 Settlement::Even => "even:0".to_owned(),
             })
             .collect();
+        prop_assert_eq!(lua(&a), rust);
+    }
+
+    #[test]
+    fn report_floods_are_told_apart_alike(
+        quiet in 1u64..10_000_000_000,
+        ops in proptest::collection::vec(
+            prop_oneof![
+                (0u64..4_000_000_000).prop_map(|ns| (None, ns)),
+                (0usize..4).prop_map(|who| (Some(who), 0)),
+            ],
+            1..64,
+        ),
+    ) {
+        // Identities "a", "b", "c", and anonymous ("").
+        const WHO: [&str; 4] = ["a", "b", "c", ""];
+        let mut r = Reporters::default();
+        let mut now = T0;
+        let mut a = vec!["reporters".to_owned(), quiet.to_string()];
+        let mut rust = Vec::new();
+        for (who, ns) in &ops {
+            match who {
+                None => {
+                    now += ns;
+                    a.extend(["adv".to_owned(), ns.to_string(), String::new()]);
+                    rust.push(String::new());
+                }
+                Some(i) => {
+                    let id = Some(WHO[*i]).filter(|w| !w.is_empty());
+                    a.extend(["rep".to_owned(), WHO[*i].to_owned(), String::new()]);
+                    rust.push(u8::from(r.admit(id, now, quiet)).to_string());
+                }
+            }
+        }
         prop_assert_eq!(lua(&a), rust);
     }
 }

@@ -87,7 +87,25 @@ local function twin_settle(args)
   return r
 end
 
-local TWINS = { bucket = twin_bucket, aimd = twin_aimd, breaker = twin_breaker, settle = twin_settle }
+-- ARGV: 'reporters', quiet, then (op, x, _): adv ns, rep identity ('' anonymous). Answers 1 when a report
+-- starts a flood.
+local function twin_reporters(args)
+  local quiet, rep, r = tonumber(args[2]), {}, {}
+  for j = 3, #args, 3 do
+    local op, x = args[j], args[j + 1]
+    local v = ''
+    if op == 'adv' then
+      for id, at in pairs(rep) do rep[id] = at - tonumber(x) end
+    else
+      v = reporters_admit(rep, x, quiet) and '1' or '0'
+    end
+    r[#r + 1] = v
+  end
+  return r
+end
+
+local TWINS = { bucket = twin_bucket, aimd = twin_aimd, breaker = twin_breaker, settle = twin_settle,
+                reporters = twin_reporters }
 redis.register_function('quotad_twin', function(_, args)
   NOW_S, NOW_N = 0, 0
   return TWINS[args[1]](args)

@@ -306,3 +306,17 @@ local function settlement(acquired, used)
   if used and used > acquired then return 'charge', used - acquired end
   return 'even', 0
 end
+
+---------------------------------------------------------------------------------------------------------
+-- One identity's flood of throttle reports acts as one report
+
+-- Notes a report by `who` ('' for anonymous) now in `rep` (identity -> when it last reported, relative);
+-- true when it starts a flood (so it takes effect), false when it continues one.
+-- Twin of engine/reporters.rs Reporters::admit.
+local function reporters_admit(rep, who, quiet)
+  if who == '' then return true end
+  for id, at in pairs(rep) do if at <= -quiet then rep[id] = nil end end
+  local continues = rep[who] ~= nil
+  rep[who] = 0
+  return not continues
+end

@@ -251,12 +251,7 @@ OPS.rep = function()
   local p = pressure_load(rkey)
   p.dirty = true
   p.qw = quiet
-  local flood_start = true
-  if caller ~= '' then
-    for who, at in pairs(p.rep) do if at <= -quiet then p.rep[who] = nil end end
-    if p.rep[caller] then flood_start = false end
-    p.rep[caller] = 0
-  end
+  local flood_start = reporters_admit(p.rep, caller, quiet)
   local decreased = false
   if adaptive and kind == 't' and flood_start then decreased = adaptive_on_throttle(p, adaptive) end
   local before = p.pu
