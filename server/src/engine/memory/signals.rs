@@ -70,14 +70,16 @@ impl MemoryStore {
         let resource = rp.target.resource;
         self.leases
             .update(id, |l| {
-                if l.owner != rp.caller {
-                    return Err(EngineError::not_owner(id));
-                }
+                // The resource first, as every store checks it: the Redis store tells a lease of another
+                // resource's shard without reading it.
                 if &*l.resource != resource {
                     return Err(EngineError::invalid(
                         "lease_id",
                         format!("lease {id} was granted for another resource, not '{resource}'"),
                     ));
+                }
+                if l.owner != rp.caller {
+                    return Err(EngineError::not_owner(id));
                 }
                 let first = !l.failure_reported;
                 l.failure_reported = true;

@@ -241,8 +241,9 @@ OPS.rep = function()
   if hex ~= '' then
     local l, found = lease_load(lkey)
     if found and not l.g then
-      if l.own ~= caller then return out('rep', { status = -1, reason = 'not_owner' }) end
+      -- The resource first, as every store checks it (engine/memory/signals.rs).
       if l.res ~= resource then return out('rep', { status = -1, reason = 'other_resource' }) end
+      if l.own ~= caller then return out('rep', { status = -1, reason = 'not_owner' }) end
       lease_first = l.fr ~= '1'
       probe = num(l.pr)
       redis.call('HSET', lkey, 'fr', '1')
