@@ -1,109 +1,185 @@
 //! Property tests for the invariants that are the product: never admit more than burst + rate × elapsed;
 //! in-flight leases never exceed the limit nor go below zero; multi-level acquire is all-or-nothing; a
-//! retried request_id never charges twice. All on a fake clock, against the in-memory store.
+//! retried request_id never charges twice. All on a fake clock, against every store: the in-memory one, a
+//! Redis and a three-master Redis Cluster (each the test's own on free loopback ports; fewer cases there,
+//! each a round trip per call).
 
 mod common;
 
 use std::{collections::HashMap, time::Duration};
 
 use common::{Harness, acq, lease, now};
-use proptest::prelude::*;
-use quotad_server::engine::{Acquire, LeaseId, MemoryStore, NotReleased, Outcome, Rules};
+use proptest::{prelude::*, test_runner::TestCaseError};
+use quotad_server::engine::{
+    Acquire, LeaseId, MemoryStore, NotReleased, Outcome, RedisStore, Rules, Store,
+};
 
 fn memory(rules: &Rules) -> MemoryStore {
     MemoryStore::new(rules)
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 200, failure_persistence: None, ..ProptestConfig::default() })]
+fn redis(_: &Rules) -> RedisStore {
+    static R: std::sync::OnceLock<common::redis_server::RedisServer> = std::sync::OnceLock::new();
+    let r = R.get_or_init(common::redis_server::RedisServer::start);
+    common::redis_store(&[r.url()])
+}
 
-    #[test]
-    fn admitted_never_exceeds_burst_plus_rate_times_elapsed(
+fn redis_cluster(_: &Rules) -> RedisStore {
+    static C: std::sync::OnceLock<common::redis_server::RedisCluster> = std::sync::OnceLock::new();
+    common::redis_store(
+        &C.get_or_init(common::redis_server::RedisCluster::start)
+            .urls(),
+    )
+}
+
+/// Each property on each store, with `cases` random cases there.
+macro_rules! on_every_store {
+    ($($prop:ident($($arg:ident in $strategy:expr),+ $(,)?);)+) => {
+        on_every_store!(@store memory, 200, $($prop($($arg in $strategy),+);)+);
+        on_every_store!(@store redis, 24, $($prop($($arg in $strategy),+);)+);
+        on_every_store!(@store redis_cluster, 8, $($prop($($arg in $strategy),+);)+);
+    };
+    (@store $store:ident, $cases:expr, $($prop:ident($($arg:ident in $strategy:expr),+);)+) => {
+        mod $store {
+            use proptest::prelude::*;
+            proptest! {
+                #![proptest_config(ProptestConfig { cases: $cases, failure_persistence: None, ..ProptestConfig::default() })]
+                $(
+                    #[test]
+                    fn $prop($($arg in $strategy),+) {
+                        super::$prop(&super::$store, $($arg),+)?;
+                    }
+                )+
+            }
+        }
+    };
+}
+
+on_every_store! {
+    admitted_never_exceeds_burst_plus_rate_times_elapsed(
         limit in 1u64..1000,
         period_ms in 1u64..5000,
         burst in 1u64..100,
         schedule in prop::collection::vec((0u64..200_000_000, 1u64..100), 1..300),
-    ) {
-        let h = Harness::new(
-            &format!("[[resources]]\nname = \"r\"\nrate = {{ limit = {limit}, period = \"{period_ms}ms\", burst = {burst} }}"),
-            &memory,
-        );
-        let period_ns = u128::from(period_ms) * 1_000_000;
-        let (mut elapsed, mut admitted) = (0u128, 0u128);
-        for (advance, permits) in schedule {
-            let permits = 1 + (permits - 1) % burst;
-            h.clock.advance_nanos(advance);
-            elapsed += u128::from(advance);
-            if h.acquire("r", &[], permits).granted() {
-                admitted += u128::from(permits);
-            }
-            // admitted ≤ burst + limit × elapsed / period, in exact integer arithmetic.
-            prop_assert!(
-                admitted * period_ns <= u128::from(burst) * period_ns + u128::from(limit) * elapsed,
-                "admitted {admitted} after {elapsed} ns"
-            );
-        }
-    }
-
-    #[test]
-    fn in_flight_never_exceeds_the_limit_nor_goes_negative(
+    );
+    in_flight_never_exceeds_the_limit_nor_goes_negative(
         max in 1u32..6,
         ops in prop::collection::vec((0u8..5, 0usize..16, 0u64..4000), 1..200),
-    ) {
-        let h = Harness::new(
-            &format!("[[resources]]\nname = \"j\"\nconcurrency = {max}\nlease_ttl = \"2s\""),
-            &memory,
+    );
+    multi_level_acquire_is_all_or_nothing(
+        requests in prop::collection::vec((0usize..2, 0usize..3, 1u64..4), 1..120),
+    );
+    a_retried_request_id_never_charges_twice(attempts in prop::collection::vec(0usize..6, 1..100));
+}
+
+fn admitted_never_exceeds_burst_plus_rate_times_elapsed<S: Store>(
+    make: &dyn Fn(&Rules) -> S,
+    limit: u64,
+    period_ms: u64,
+    burst: u64,
+    schedule: Vec<(u64, u64)>,
+) -> Result<(), TestCaseError> {
+    let h = Harness::new(
+        &format!(
+            "[[resources]]\nname = \"r\"\nrate = {{ limit = {limit}, period = \"{period_ms}ms\", burst = {burst} }}"
+        ),
+        make,
+    );
+    let period_ns = u128::from(period_ms) * 1_000_000;
+    let (mut elapsed, mut admitted) = (0u128, 0u128);
+    for (advance, permits) in schedule {
+        let permits = 1 + (permits - 1) % burst;
+        h.clock.advance_nanos(advance);
+        elapsed += u128::from(advance);
+        if h.acquire("r", &[], permits).granted() {
+            admitted += u128::from(permits);
+        }
+        // admitted ≤ burst + limit × elapsed / period, in exact integer arithmetic.
+        prop_assert!(
+            admitted * period_ns <= u128::from(burst) * period_ns + u128::from(limit) * elapsed,
+            "admitted {admitted} after {elapsed} ns"
         );
-        // The model: live leases and their expiry, in ms of fake time.
-        let mut live: Vec<(LeaseId, u64)> = Vec::new();
-        let mut ended: Vec<LeaseId> = Vec::new();
-        let mut t = 0u64;
-        for (op, pick, ms) in ops {
-            match op {
-                0 | 1 => {
-                    let d = h.acquire("j", &[], 1);
-                    prop_assert_eq!(d.granted(), live.len() < max as usize, "model live {}", live.len());
-                    if d.granted() {
-                        live.push((lease(&d), t + 2000));
-                        prop_assert!(d.in_flight <= max);
-                        prop_assert_eq!(d.in_flight as usize, live.len());
-                    }
-                }
-                2 if !live.is_empty() => {
-                    let (id, exp) = live.remove(pick % live.len());
-                    let r = h.release(id, Outcome::Success, None);
-                    let expected = if exp <= t { Err(NotReleased::Expired) } else { Ok(()) };
-                    prop_assert_eq!(r.result, expected);
-                    ended.push(id);
-                }
-                2 if !ended.is_empty() => {
-                    // Releasing an ended lease frees nothing.
-                    let r = h.release(ended[pick % ended.len()], Outcome::Success, None);
-                    prop_assert!(r.result.is_err());
-                }
-                3 => {
-                    h.advance(Duration::from_millis(ms));
-                    t += ms;
-                }
-                _ => {
+    }
+    Ok(())
+}
+
+fn in_flight_never_exceeds_the_limit_nor_goes_negative<S: Store>(
+    make: &dyn Fn(&Rules) -> S,
+    max: u32,
+    ops: Vec<(u8, usize, u64)>,
+) -> Result<(), TestCaseError> {
+    let h = Harness::new(
+        &format!("[[resources]]\nname = \"j\"\nconcurrency = {max}\nlease_ttl = \"2s\""),
+        make,
+    );
+    // The model: live leases and their expiry, in ms of fake time.
+    let mut live: Vec<(LeaseId, u64)> = Vec::new();
+    let mut ended: Vec<LeaseId> = Vec::new();
+    let mut t = 0u64;
+    for (op, pick, ms) in ops {
+        match op {
+            0 | 1 => {
+                // Expired leases are swept first: a store may reclaim them at the sweep or, as the Redis store
+                // does, at the next acquire; swept, every store is in the same state.
+                if live.iter().any(|(_, exp)| *exp <= t) {
                     let expired = now(h.quota.sweep()).unwrap().expired.len();
                     let before = live.len();
                     live.retain(|(_, exp)| *exp > t);
                     prop_assert_eq!(expired, before - live.len());
                 }
+                let d = h.acquire("j", &[], 1);
+                prop_assert_eq!(
+                    d.granted(),
+                    live.len() < max as usize,
+                    "model live {}",
+                    live.len()
+                );
+                if d.granted() {
+                    live.push((lease(&d), t + 2000));
+                    prop_assert!(d.in_flight <= max);
+                    prop_assert_eq!(d.in_flight as usize, live.len());
+                }
             }
-            let usage = now(h.quota.usage()).unwrap();
-            let in_flight = usage.resources.first().map_or(0, |r| r.in_flight);
-            prop_assert_eq!(in_flight as usize, live.len());
+            2 if !live.is_empty() => {
+                let (id, exp) = live.remove(pick % live.len());
+                let r = h.release(id, Outcome::Success, None);
+                let expected = if exp <= t {
+                    Err(NotReleased::Expired)
+                } else {
+                    Ok(())
+                };
+                prop_assert_eq!(r.result, expected);
+                ended.push(id);
+            }
+            2 if !ended.is_empty() => {
+                // Releasing an ended lease frees nothing.
+                let r = h.release(ended[pick % ended.len()], Outcome::Success, None);
+                prop_assert!(r.result.is_err());
+            }
+            3 => {
+                h.advance(Duration::from_millis(ms));
+                t += ms;
+            }
+            _ => {
+                let expired = now(h.quota.sweep()).unwrap().expired.len();
+                let before = live.len();
+                live.retain(|(_, exp)| *exp > t);
+                prop_assert_eq!(expired, before - live.len());
+            }
         }
+        let usage = now(h.quota.usage()).unwrap();
+        let in_flight = usage.resources.first().map_or(0, |r| r.in_flight);
+        prop_assert_eq!(in_flight as usize, live.len());
     }
+    Ok(())
+}
 
-    #[test]
-    fn multi_level_acquire_is_all_or_nothing(
-        requests in prop::collection::vec((0usize..2, 0usize..3, 1u64..4), 1..120),
-    ) {
-        let h = Harness::new(
-            r#"
+fn multi_level_acquire_is_all_or_nothing<S: Store>(
+    make: &dyn Fn(&Rules) -> S,
+    requests: Vec<(usize, usize, u64)>,
+) -> Result<(), TestCaseError> {
+    let h = Harness::new(
+        r#"
 [[resources]]
 name = "b"
 rate = { limit = 1, period = "1h", burst = 30 }
@@ -114,51 +190,68 @@ rate = { limit = 1, period = "1h", burst = 18 }
 descriptor = "tenant"
 rate = { limit = 1, period = "1h", burst = 7 }
 "#,
-            &memory,
+        make,
+    );
+    let endpoints = ["start", "status"];
+    let tenants = ["acme", "globex", "initech"];
+    let mut tokens: HashMap<String, u64> = HashMap::new();
+    for (e, t, permits) in requests {
+        let keys = [
+            ("global".to_owned(), 30),
+            (format!("e:{}", endpoints[e]), 18),
+            (format!("t:{}", tenants[t]), 7),
+        ];
+        let fits = keys
+            .iter()
+            .all(|(k, burst)| *tokens.get(k).unwrap_or(burst) >= permits);
+        let d = h.acquire(
+            "b",
+            &[("endpoint", endpoints[e]), ("tenant", tenants[t])],
+            permits,
         );
-        let endpoints = ["start", "status"];
-        let tenants = ["acme", "globex", "initech"];
-        let mut tokens: HashMap<String, u64> = HashMap::new();
-        for (e, t, permits) in requests {
-            let keys = [("global".to_owned(), 30), (format!("e:{}", endpoints[e]), 18), (format!("t:{}", tenants[t]), 7)];
-            let fits = keys.iter().all(|(k, burst)| *tokens.get(k).unwrap_or(burst) >= permits);
-            let d = h.acquire("b", &[("endpoint", endpoints[e]), ("tenant", tenants[t])], permits);
-            prop_assert_eq!(d.granted(), fits);
-            if fits {
-                for (k, burst) in keys {
-                    *tokens.entry(k).or_insert(burst) -= permits;
-                }
+        prop_assert_eq!(d.granted(), fits);
+        if fits {
+            for (k, burst) in keys {
+                *tokens.entry(k).or_insert(burst) -= permits;
             }
         }
     }
+    Ok(())
+}
 
-    #[test]
-    fn a_retried_request_id_never_charges_twice(
-        attempts in prop::collection::vec(0usize..6, 1..100),
-    ) {
-        let h = Harness::new("[[resources]]\nname = \"r\"\nrate = { limit = 1, period = \"1h\", burst = 10 }", &memory);
-        let mut granted: HashMap<usize, LeaseId> = HashMap::new();
-        let mut used = 0u64;
-        for id in attempts {
-            let permits = 1 + id as u64 % 3;
-            let req = Acquire { request_id: Some(format!("req-{id}")), ..acq("r", &[], permits) };
-            let d = h.acquire_req(&req);
-            match granted.get(&id) {
-                Some(first) => {
-                    prop_assert!(d.granted());
-                    prop_assert_eq!(lease(&d), *first);
-                }
-                None => {
-                    prop_assert_eq!(d.granted(), used + permits <= 10);
-                    if d.granted() {
-                        used += permits;
-                        granted.insert(id, lease(&d));
-                    }
+fn a_retried_request_id_never_charges_twice<S: Store>(
+    make: &dyn Fn(&Rules) -> S,
+    attempts: Vec<usize>,
+) -> Result<(), TestCaseError> {
+    let h = Harness::new(
+        "[[resources]]\nname = \"r\"\nrate = { limit = 1, period = \"1h\", burst = 10 }",
+        make,
+    );
+    let mut granted: HashMap<usize, LeaseId> = HashMap::new();
+    let mut used = 0u64;
+    for id in attempts {
+        let permits = 1 + id as u64 % 3;
+        let req = Acquire {
+            request_id: Some(format!("req-{id}")),
+            ..acq("r", &[], permits)
+        };
+        let d = h.acquire_req(&req);
+        match granted.get(&id) {
+            Some(first) => {
+                prop_assert!(d.granted());
+                prop_assert_eq!(lease(&d), *first);
+            }
+            None => {
+                prop_assert_eq!(d.granted(), used + permits <= 10);
+                if d.granted() {
+                    used += permits;
+                    granted.insert(id, lease(&d));
                 }
             }
         }
-        // Tokens charged equal the distinct granted requests' permits, whatever the retries.
-        let probe = h.acquire("r", &[], 1);
-        prop_assert_eq!(probe.remaining + u64::from(probe.granted()), 10 - used);
     }
+    // Tokens charged equal the distinct granted requests' permits, whatever the retries.
+    let probe = h.acquire("r", &[], 1);
+    prop_assert_eq!(probe.remaining + u64::from(probe.granted()), 10 - used);
+    Ok(())
 }
