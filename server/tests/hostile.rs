@@ -1,7 +1,10 @@
 //! Arbitrary requests, every field at its extremes, through the whole gRPC service (conversion, validation,
 //! the engine, and the conversion back): no request panics, and every failure is a clear status (an
 //! INVALID_ARGUMENT names its field). And whatever the requests, a bucket never holds more than its burst
-//! and in-flight never exceeds the limit (the exact admission bound is `proptests.rs`'s).
+//! and in-flight never exceeds the limit (the exact admission bound is `proptests.rs`'s). On every store:
+//! the in-memory one, a Redis and a three-master Cluster (each the test's own; fewer cases there).
+
+mod common;
 
 use std::sync::Arc;
 
@@ -12,7 +15,7 @@ use quotad_api::v1::{
 use quotad_server::{
     clock::FakeClock,
     config,
-    engine::Quota,
+    engine::{MemoryStore, Quota, RedisStore, Store},
     grpc::{AdminGrpc, QuotaGrpc},
 };
 use tonic::{Code, Request};
@@ -32,6 +35,9 @@ rate = { limit = 100, period = "1s", burst = 20 }
 descriptor = "tenant"
 rate = { limit = 10, period = "1s", burst = 4 }
 concurrency = 2
+
+[limits]
+max_wait = "50ms"
 "#;
 
 /// Strings a careless or hostile client sends.
@@ -262,64 +268,115 @@ fn clear(status: &tonic::Status) -> Result<(), String> {
     }
 }
 
+/// Runs `calls` against `quota` through the gRPC services, checking every failure is clear and the limits
+/// hold after each call.
+async fn run_calls<S: Store>(
+    quota: Arc<Quota<S>>,
+    clock: &FakeClock,
+    calls: Vec<Call>,
+) -> Result<(), TestCaseError> {
+    let service = QuotaGrpc::new(quota.clone());
+    let admin = AdminGrpc::new(quota.clone(), Arc::new(|| Ok(1)));
+    let mut leases: Vec<String> = Vec::new();
+    for call in calls {
+        let result: Result<(), tonic::Status> = match call {
+            Call::Acquire(r) => service.acquire(Request::new(r)).await.map(|a| {
+                let a = a.into_inner();
+                if a.granted {
+                    leases.push(a.lease_id);
+                }
+            }),
+            Call::Release(mut r) => {
+                if let Some(id) = leases.pop().filter(|_| r.lease_id.len() % 2 == 0) {
+                    r.lease_id = id;
+                }
+                service.release(Request::new(r)).await.map(drop)
+            }
+            Call::Renew(mut r) => {
+                if let Some(id) = leases.last().filter(|_| r.lease_id.len() % 2 == 0) {
+                    r.lease_id = id.clone();
+                }
+                service.renew(Request::new(r)).await.map(drop)
+            }
+            Call::Report(r) => service.report_throttle(Request::new(r)).await.map(drop),
+            Call::Circuit(r) => service.get_circuit_state(Request::new(r)).await.map(drop),
+            Call::ForceOpen(r) => admin.force_open_breaker(Request::new(r)).await.map(drop),
+            Call::ListResources(r) => admin.list_resources(Request::new(r)).await.map(|p| {
+                assert!(prost::Message::encoded_len(&p.into_inner()) <= 1 << 20);
+            }),
+            Call::ListLeases(r) => admin.list_leases(Request::new(r)).await.map(|p| {
+                assert!(prost::Message::encoded_len(&p.into_inner()) <= 1 << 20);
+            }),
+            Call::Advance(n) => {
+                clock.advance_nanos(n);
+                Ok(())
+            }
+        };
+        if let Err(status) = &result {
+            clear(status).map_err(TestCaseError::fail)?;
+        }
+        // Whatever was asked, "api" holds at most its burst and never more than 3 in flight.
+        let live = quota.usage().await.unwrap();
+        for r in live.resources.iter().filter(|r| &*r.resource == "api") {
+            prop_assert!(r.in_flight <= 3, "in flight {} over the limit", r.in_flight);
+            prop_assert!(r.tokens_available.unwrap_or(0) <= 5);
+        }
+    }
+    Ok(())
+}
+
+/// A shared store's calls against a Redis of the test's own (`urls`: one, or a Cluster's three), on a
+/// runtime with real time (a paused clock would time the store's calls out while they wait for Redis).
+fn on_redis(urls: &[String], calls: Vec<Call>) -> Result<(), TestCaseError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let clock = Arc::new(FakeClock::new());
+    let rules = config::load_str(CONFIG).unwrap().rules;
+    let store: RedisStore = common::redis_store(urls);
+    let quota = Arc::new(Quota::new(rules, store, clock.clone()).unwrap());
+    rt.block_on(run_calls(quota, &clock, calls))
+}
+
+fn redis_url() -> Vec<String> {
+    static R: std::sync::OnceLock<common::redis_server::RedisServer> = std::sync::OnceLock::new();
+    vec![
+        R.get_or_init(common::redis_server::RedisServer::start)
+            .url(),
+    ]
+}
+
+fn cluster_urls() -> Vec<String> {
+    static C: std::sync::OnceLock<common::redis_server::RedisCluster> = std::sync::OnceLock::new();
+    C.get_or_init(common::redis_server::RedisCluster::start)
+        .urls()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 128, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn no_request_panics_and_every_failure_is_clear(calls in prop::collection::vec(call(), 1..60)) {
+        // A paused clock: a held max_wait passes at once.
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
-        rt.block_on(async {
-            let clock = Arc::new(FakeClock::new());
-            let settings = config::load_str(CONFIG).unwrap();
-            let quota = Arc::new(Quota::in_memory(settings.rules, clock.clone()));
-            let service = QuotaGrpc::new(quota.clone());
-            let admin = AdminGrpc::new(quota.clone(), Arc::new(|| Ok(1)));
-            let mut leases: Vec<String> = Vec::new();
-            for call in calls {
-                let result: Result<(), tonic::Status> = match call {
-                    Call::Acquire(r) => service.acquire(Request::new(r)).await.map(|a| {
-                        let a = a.into_inner();
-                        if a.granted {
-                            leases.push(a.lease_id);
-                        }
-                    }),
-                    Call::Release(mut r) => {
-                        if let Some(id) = leases.pop().filter(|_| r.lease_id.len() % 2 == 0) {
-                            r.lease_id = id;
-                        }
-                        service.release(Request::new(r)).await.map(drop)
-                    }
-                    Call::Renew(mut r) => {
-                        if let Some(id) = leases.last().filter(|_| r.lease_id.len() % 2 == 0) {
-                            r.lease_id = id.clone();
-                        }
-                        service.renew(Request::new(r)).await.map(drop)
-                    }
-                    Call::Report(r) => service.report_throttle(Request::new(r)).await.map(drop),
-                    Call::Circuit(r) => service.get_circuit_state(Request::new(r)).await.map(drop),
-                    Call::ForceOpen(r) => admin.force_open_breaker(Request::new(r)).await.map(drop),
-                    Call::ListResources(r) => admin.list_resources(Request::new(r)).await.map(|p| {
-                        assert!(prost::Message::encoded_len(&p.into_inner()) <= 1 << 20);
-                    }),
-                    Call::ListLeases(r) => admin.list_leases(Request::new(r)).await.map(|p| {
-                        assert!(prost::Message::encoded_len(&p.into_inner()) <= 1 << 20);
-                    }),
-                    Call::Advance(n) => {
-                        clock.advance_nanos(n);
-                        Ok(())
-                    }
-                };
-                if let Err(status) = &result {
-                    clear(status).map_err(TestCaseError::fail)?;
-                }
-                // Whatever was asked, "api" holds at most its burst and never more than 3 in flight.
-                let live = quota.usage().await.unwrap();
-                for r in live.resources.iter().filter(|r| &*r.resource == "api") {
-                    prop_assert!(r.in_flight <= 3, "in flight {} over the limit", r.in_flight);
-                    prop_assert!(r.tokens_available.unwrap_or(0) <= 5);
-                }
-            }
-            Ok(())
-        })?;
+        let clock = Arc::new(FakeClock::new());
+        let rules = config::load_str(CONFIG).unwrap().rules;
+        let quota: Arc<Quota<MemoryStore>> = Arc::new(Quota::in_memory(rules, clock.clone()));
+        rt.block_on(run_calls(quota, &clock, calls))?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 16, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn no_request_panics_and_every_failure_is_clear_on_redis(calls in prop::collection::vec(call(), 1..60)) {
+        on_redis(&redis_url(), calls)?;
+    }
+
+    #[test]
+    fn no_request_panics_and_every_failure_is_clear_on_a_redis_cluster(calls in prop::collection::vec(call(), 1..40)) {
+        on_redis(&cluster_urls(), calls)?;
     }
 }
