@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import grpc
 
 from quotad._core import CHANNEL_OPTIONS
+from quotad.v1 import quota_pb2 as pb
 
 Pem = Union[bytes, str, "os.PathLike[str]"]
 ChannelOption = Tuple[str, Union[str, int]]
@@ -89,3 +90,38 @@ class Endpoint:
         if self.credentials is None:
             return grpc.aio.insecure_channel(self.target, options=self._options(role))
         return grpc.aio.secure_channel(self.target, self.credentials, options=self._options(role))
+
+
+#: Acquires go on one connection, everything else on another (see Endpoint).
+ROLES = ("acquire", "control")
+
+#: Unary methods: (request, response) messages.
+_METHODS: Dict[str, Any] = {
+    "Acquire": (pb.AcquireRequest, pb.AcquireResponse),
+    "Release": (pb.ReleaseRequest, pb.ReleaseResponse),
+    "Renew": (pb.RenewRequest, pb.RenewResponse),
+    "ReportThrottle": (pb.ReportThrottleRequest, pb.ReportThrottleResponse),
+    "GetCircuitState": (pb.GetCircuitStateRequest, pb.GetCircuitStateResponse),
+}
+
+#: Server-streaming methods (on the control connection).
+_STREAMS: Dict[str, Any] = {
+    "WatchCircuitState": (pb.WatchCircuitStateRequest, pb.CircuitStateEvent),
+}
+
+
+def role_of(method: str) -> str:
+    """The connection a method's calls go on."""
+    return "acquire" if method == "Acquire" else "control"
+
+
+def multicallable(channel: Any, method: str) -> Any:
+    """The QuotaService method's multi-callable on ``channel`` (a sync or an asyncio channel: both have the
+    same factory methods)."""
+    req, resp = _STREAMS[method] if method in _STREAMS else _METHODS[method]
+    make = channel.unary_stream if method in _STREAMS else channel.unary_unary
+    return make(
+        f"/quotad.v1.QuotaService/{method}",
+        request_serializer=req.SerializeToString,
+        response_deserializer=resp.FromString,
+    )

@@ -31,12 +31,11 @@ import grpc
 
 from quotad import _core as core
 from quotad import classify as cls
-from quotad._channel import ChannelOption, Endpoint, Pem
+from quotad._channel import ROLES, ChannelOption, Endpoint, Pem, multicallable, role_of
 from quotad._errors import QuotadError, Unavailable, from_rpc_error
 from quotad._types import CircuitStatus, Outcome, ThrottleKind, ThrottleReport, opt_time
 from quotad._local import Known, WatchLog, rewatch_delay, unreachable, watch_request
 from quotad._trace import metadata as trace_metadata
-from quotad.client import _METHODS, _STREAMS, ROLES
 from quotad.fallback import FAIL_CLOSED, LocalLimiters, LocalSlot, Unreachable
 from quotad.retry import RetryBudget, RetryPolicy
 from quotad.v1 import quota_pb2 as pb
@@ -170,14 +169,7 @@ class AsyncClient:
             self._calls = {}
         found = self._calls.get(method)
         if found is None:
-            channel = self._channels["acquire" if method == "Acquire" else "control"]
-            req, resp = _STREAMS[method] if method in _STREAMS else _METHODS[method]
-            make = channel.unary_stream if method in _STREAMS else channel.unary_unary
-            found = self._calls[method] = make(
-                f"/quotad.v1.QuotaService/{method}",
-                request_serializer=req.SerializeToString,
-                response_deserializer=resp.FromString,
-            )
+            found = self._calls[method] = multicallable(self._channels[role_of(method)], method)
         return found
 
     async def _once(self, method: str, request: Any, timeout: Optional[float] = None) -> Any:

@@ -17,7 +17,7 @@ import grpc
 
 from quotad import _core as core
 from quotad import classify as cls
-from quotad._channel import ChannelOption, Endpoint, Pem
+from quotad._channel import ROLES, ChannelOption, Endpoint, Pem, multicallable, role_of
 from quotad._errors import QuotadError, Unavailable, from_rpc_error
 from quotad._local import Known, WatchLog, rewatch_delay, unreachable, watch_request
 from quotad._trace import metadata as trace_metadata
@@ -29,23 +29,6 @@ from quotad.v1 import quota_pb2 as pb
 log = logging.getLogger("quotad")
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
-
-#: Acquires go on one connection, everything else on another (see _channel.Endpoint).
-ROLES = ("acquire", "control")
-
-_METHODS: Dict[str, Any] = {
-    "Acquire": (pb.AcquireRequest, pb.AcquireResponse),
-    "Release": (pb.ReleaseRequest, pb.ReleaseResponse),
-    "Renew": (pb.RenewRequest, pb.RenewResponse),
-    "ReportThrottle": (pb.ReportThrottleRequest, pb.ReportThrottleResponse),
-    "GetCircuitState": (pb.GetCircuitStateRequest, pb.GetCircuitStateResponse),
-}
-
-#: Server-streaming methods (on the control connection).
-_STREAMS: Dict[str, Any] = {
-    "WatchCircuitState": (pb.WatchCircuitStateRequest, pb.CircuitStateEvent),
-}
-
 
 class Permit(core.PermitState):
     """A granted permit. As a context manager it is released on exit: SUCCESS, FAILURE when the block
@@ -173,14 +156,7 @@ class Client:
                 self._calls = {}
             found = self._calls.get(method)
             if found is None:
-                channel = self._channels["acquire" if method == "Acquire" else "control"]
-                req, resp = _STREAMS[method] if method in _STREAMS else _METHODS[method]
-                make = channel.unary_stream if method in _STREAMS else channel.unary_unary
-                found = self._calls[method] = make(
-                    f"/quotad.v1.QuotaService/{method}",
-                    request_serializer=req.SerializeToString,
-                    response_deserializer=resp.FromString,
-                )
+                found = self._calls[method] = multicallable(self._channels[role_of(method)], method)
             return found
 
     def _once(self, method: str, request: Any, timeout: Optional[float] = None) -> Any:
