@@ -9,7 +9,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Mapping, Optional, Tuple, Union, cast
+from typing import Any, Callable, Dict, Generator, Mapping, Optional, Tuple, TypeVar, Union, cast
 
 from quotad import classify as cls
 from quotad._errors import Denied, QuotadError, Unavailable
@@ -412,3 +412,72 @@ def outcome_of(meaning: cls.Classification) -> Outcome:
     if meaning.kind == "success":
         return Outcome.SUCCESS
     return Outcome.THROTTLED if meaning.throttled else Outcome.FAILURE
+
+
+# -- flows: the clients' retry loops, written once --------------------------------------------------------
+#
+# A flow is a generator both clients drive: it yields a Send (make this call) or a Wait (sleep this long), is
+# sent back the call's answer (or the QuotadError it raised), and returns its result. The sync client drives
+# it with blocking calls and time.sleep, the asyncio client with awaits and asyncio.sleep.
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Send:
+    """A flow's step: call ``method`` with ``request``, within ``timeout`` seconds (None: the call timeout)."""
+
+    method: str
+    request: Any
+    timeout: Optional[float] = None
+
+
+#: A flow returning R.
+Flow = Generator[Union[Send, Wait], Any, R]
+
+
+def idempotent_flow(s: Settings, method: str, request: Any, what: str) -> Flow[Any]:
+    """A call that is safe to repeat (Release, Renew, GetCircuitState, ReportThrottle with a lease),
+    retried within the policy."""
+    tries = Tries(s.policy, None, what)
+    while True:
+        got = yield Send(method, request)
+        if not isinstance(got, QuotadError):
+            return got
+        yield Wait(retry_idempotent(tries, s.budget, got))
+
+
+def acquire_flow(
+    s: Settings,
+    refusal: Callable[[str], Optional[pb.AcquireResponse]],
+    local: LocalLimiters,
+    counters: Counters,
+    tries: Tries,
+    resource: str,
+    permits: int,
+    req: pb.AcquireRequest,
+    max_wait: Optional[float],
+) -> Flow[Tuple[Optional[pb.AcquireResponse], Optional[LocalSlot]]]:
+    """An acquire, retried within the policy: returns quotad's grant, or (quotad unreachable beyond the
+    policy) ``(None, slot)`` from ``on_unreachable`` (``slot`` None: fail-open). A watched breaker that is
+    OPEN, or a watched pause (``refusal``), answers without a round trip."""
+    wait_until = time.monotonic() + max_wait if max_wait else None
+    timeout = s.call_timeout + (max_wait or 0.0)
+    while True:
+        refused = refusal(resource)
+        got = refused if refused is not None else (yield Send("Acquire", req, timeout))
+        step = (
+            after_error(tries, s.budget, got, wait_until)
+            if isinstance(got, QuotadError)
+            else after_acquire(tries, got, resource, wait_until)
+        )
+        if isinstance(step, Wait):
+            yield step
+        elif isinstance(step, GoLocal):
+            while True:
+                local_step = local_grant(s, local, counters, resource, permits, step.error, wait_until, tries)
+                if not isinstance(local_step, Wait):
+                    return None, local_step
+                yield local_step
+        else:
+            return step, None

@@ -191,13 +191,25 @@ class AsyncClient:
         self._known.mark_up()
         return r
 
-    async def _idempotent(self, method: str, request: Any, what: str) -> Any:
-        tries = core.Tries(self._s.policy, None, what)
+    async def _drive(self, flow: "core.Flow[T]") -> T:
+        """Runs a flow (see quotad._core): its calls awaited, its waits with asyncio.sleep."""
+        got: Any = None
         while True:
             try:
-                return await self._once(method, request)
+                step = flow.send(got)
+            except StopIteration as done:
+                return cast(T, done.value)
+            if isinstance(step, core.Wait):
+                await asyncio.sleep(step.delay)
+                got = None
+                continue
+            try:
+                got = await self._once(step.method, step.request, step.timeout)
             except QuotadError as e:
-                await asyncio.sleep(core.retry_idempotent(tries, self._s.budget, e))
+                got = e
+
+    async def _idempotent(self, method: str, request: Any, what: str) -> Any:
+        return await self._drive(core.idempotent_flow(self._s, method, request, what))
 
     def _release_later(self, permit: AsyncPermit) -> None:
         """Releases UNKNOWN in a background task (kept referenced until done)."""
@@ -263,33 +275,14 @@ class AsyncClient:
         tries: core.Tries,
     ) -> AsyncPermit:
         req = core.acquire_request(self._s, resource, permits, descriptors, lease_ttl, max_wait, request_id)
-        wait_until = time.monotonic() + max_wait if max_wait else None
-        timeout = self._s.call_timeout + (max_wait or 0.0)
-        while True:
-            step: Any
-            try:
-                # A watched breaker that is OPEN, or a watched pause, answers here without a round trip.
-                refused = self._known.refusal(resource)
-                r = refused if refused is not None else await self._once("Acquire", req, timeout)
-            except QuotadError as e:
-                step = core.after_error(tries, self._s.budget, e, wait_until)
-            else:
-                step = core.after_acquire(tries, r, resource, wait_until)
-            if isinstance(step, core.Wait):
-                await asyncio.sleep(step.delay)
-            elif isinstance(step, core.GoLocal):
-                while True:
-                    got = core.local_grant(
-                        self._s, self._local, self._counters, resource, permits, step.error, wait_until, tries
-                    )
-                    if not isinstance(got, core.Wait):
-                        return AsyncPermit(self, resource, None, got)
-                    await asyncio.sleep(got.delay)
-            else:
-                permit = AsyncPermit(self, resource, step, None)
-                if auto_renew:
-                    permit.start_auto_renew()
-                return permit
+        flow = core.acquire_flow(
+            self._s, self._known.refusal, self._local, self._counters, tries, resource, permits, req, max_wait
+        )
+        granted, slot = await self._drive(flow)
+        permit = AsyncPermit(self, resource, granted, slot)
+        if granted is not None and auto_renew:
+            permit.start_auto_renew()
+        return permit
 
     async def release(self, lease_id: str, outcome: Outcome = Outcome.SUCCESS, used: Optional[int] = None) -> core.Released:
         """Releases a lease by id (idempotent, retried)."""

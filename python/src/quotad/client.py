@@ -180,13 +180,25 @@ class Client:
         self._known.mark_up()
         return r
 
-    def _idempotent(self, method: str, request: Any, what: str) -> Any:
-        tries = core.Tries(self._s.policy, None, what)
+    def _drive(self, flow: "core.Flow[T]") -> T:
+        """Runs a flow (see quotad._core): its calls on this thread, its waits with time.sleep."""
+        got: Any = None
         while True:
             try:
-                return self._once(method, request)
+                step = flow.send(got)
+            except StopIteration as done:
+                return cast(T, done.value)
+            if isinstance(step, core.Wait):
+                time.sleep(step.delay)
+                got = None
+                continue
+            try:
+                got = self._once(step.method, step.request, step.timeout)
             except QuotadError as e:
-                time.sleep(core.retry_idempotent(tries, self._s.budget, e))
+                got = e
+
+    def _idempotent(self, method: str, request: Any, what: str) -> Any:
+        return self._drive(core.idempotent_flow(self._s, method, request, what))
 
     def _release_later(self, lease_id: str) -> None:
         """Releases a dropped permit's lease UNKNOWN on a background thread."""
@@ -271,37 +283,14 @@ class Client:
         tries: core.Tries,
     ) -> Permit:
         req = core.acquire_request(self._s, resource, permits, descriptors, lease_ttl, max_wait, request_id)
-        wait_until = time.monotonic() + max_wait if max_wait else None
-        timeout = self._s.call_timeout + (max_wait or 0.0)
-        while True:
-            step: Any
-            try:
-                # A watched breaker that is OPEN, or a watched pause, answers here without a round trip.
-                refused = self._known.refusal(resource)
-                r = refused if refused is not None else self._once("Acquire", req, timeout)
-            except QuotadError as e:
-                step = core.after_error(tries, self._s.budget, e, wait_until)
-            else:
-                step = core.after_acquire(tries, r, resource, wait_until)
-            if isinstance(step, core.Wait):
-                time.sleep(step.delay)
-            elif isinstance(step, core.GoLocal):
-                return self._unreachable(resource, permits, step.error, wait_until, tries)
-            else:
-                permit = Permit(self, resource, step, None)
-                if auto_renew:
-                    permit.start_auto_renew()
-                return permit
-
-    def _unreachable(
-        self, resource: str, permits: int, error: QuotadError, wait_until: Optional[float], tries: core.Tries
-    ) -> Permit:
-        while True:
-            got = core.local_grant(self._s, self._local, self._counters, resource, permits, error, wait_until, tries)
-            if isinstance(got, core.Wait):
-                time.sleep(got.delay)
-            else:
-                return Permit(self, resource, None, got)
+        flow = core.acquire_flow(
+            self._s, self._known.refusal, self._local, self._counters, tries, resource, permits, req, max_wait
+        )
+        granted, slot = self._drive(flow)
+        permit = Permit(self, resource, granted, slot)
+        if granted is not None and auto_renew:
+            permit.start_auto_renew()
+        return permit
 
     def release(self, lease_id: str, outcome: Outcome = Outcome.SUCCESS, used: Optional[int] = None) -> core.Released:
         """Releases a lease by id (idempotent, retried). Prefer the permit's context manager."""
