@@ -14,6 +14,7 @@ pub mod args;
 pub mod eviction;
 pub mod fallback;
 pub mod keys;
+pub mod messages;
 pub mod protocol;
 pub mod reply;
 pub mod store;

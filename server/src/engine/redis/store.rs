@@ -4,11 +4,14 @@ use std::{sync::atomic::Ordering, time::Duration};
 
 use futures_util::future::join_all;
 
-use super::protocol::{Fields, Reply, arg, key, out};
 use super::{
     Call, RedisStore, args,
     keys::{SHARDS, lease_in, shard_of, shard_of_lease},
     reply::{self, int, items, text, uint},
+};
+use super::{
+    messages::{AcquireArgs, AcquireReply, LevelArgs},
+    protocol::{Fields, Reply, arg, key, out},
 };
 use crate::{
     clock::{Nanos, nanos},
@@ -38,22 +41,18 @@ impl RedisStore {
         let shard = shard_of(plan.resource);
         let id = lease_in(shard, self.random());
         let inv = self.acquire_call(plan, id, shard, now);
-        let r = Reply::new(self.call(&inv).await?)?;
-        if r.int(out::acq::status)? < 0 {
-            return match r.text(out::acq::reason)?.as_str() {
-                "collide" => Ok(None),
-                _ => Err(crate::engine::policy::request_id_conflict(
-                    plan.resource,
-                    plan.request_id.unwrap_or_default(),
-                )),
-            };
+        match AcquireReply::read(self.call(&inv).await?)? {
+            AcquireReply::Refused(why) if why == "collide" => Ok(None),
+            AcquireReply::Refused(_) => Err(crate::engine::policy::request_id_conflict(
+                plan.resource,
+                plan.request_id.unwrap_or_default(),
+            )),
+            answer => acquired(plan, answer, now).map(Some),
         }
-        acquired(plan, &r, now).map(Some)
     }
 
     /// The acquire step for `plan`, granting lease `id` if it grants.
     fn acquire_call(&self, plan: &Plan<'_>, id: LeaseId, shard: u64, now: Nanos) -> Call {
-        use arg::acq as a;
         let rule = plan.rule;
         let rkey = self.keys.resource(plan.resource);
         let mut inv = self.invocation(arg::acq::FIELDS, Some(key::acq::FIELDS), now, shard);
@@ -73,40 +72,37 @@ impl RedisStore {
         for level in &plan.levels {
             inv.key(self.keys.level(&level.key));
         }
-        inv.set(a::permits, plan.permits)
-            .set(a::ttl, nanos(plan.ttl))
-            .set(a::lease, id.to_string())
-            .set(a::resource, plan.resource)
-            .set(a::rule, rule.name)
-            .set(a::default_ttl, nanos(rule.lease_ttl))
-            .set(a::max_ttl, nanos(rule.max_lease_ttl))
-            .set(a::client_id, plan.client_id.unwrap_or(""))
-            .set(a::owner, plan.owner.unwrap_or(""))
-            .set(
-                a::fingerprint,
-                plan.request_id
-                    .map_or_else(String::new, |_| plan.fingerprint.to_string()),
-            )
-            .set(a::window, self.window.load(Ordering::Relaxed))
-            .set(a::adaptive, args::adaptive(rule.adaptive.as_ref()))
-            .set(a::breaker, args::breaker(rule.breaker.as_ref()))
-            .set(
-                a::concurrency_retry_after,
-                nanos(rule.concurrency_retry_after),
-            )
-            .set(a::held, descriptors(plan))
-            .set(a::levels, plan.levels.len());
-        // Each level's fields, in protocol::arg::level's order.
-        for level in &plan.levels {
-            let spec = level.spec(rule);
-            inv.arg(level.partition.map_or_else(String::new, |p| p.to_string()))
-                .arg(args::rate(spec.rate))
-                .arg(
-                    spec.max_in_flight
-                        .map_or_else(String::new, |m| m.to_string()),
-                )
-                .arg(args::max_debt(rule, spec));
+        AcquireArgs {
+            permits: plan.permits,
+            ttl: nanos(plan.ttl),
+            lease: id,
+            resource: plan.resource,
+            rule: rule.name,
+            default_ttl: nanos(rule.lease_ttl),
+            max_ttl: nanos(rule.max_lease_ttl),
+            client_id: plan.client_id.unwrap_or(""),
+            owner: plan.owner.unwrap_or(""),
+            fingerprint: plan.request_id.map(|_| plan.fingerprint),
+            window: self.window.load(Ordering::Relaxed),
+            adaptive: args::adaptive(rule.adaptive.as_ref()),
+            breaker: args::breaker(rule.breaker.as_ref()),
+            concurrency_retry_after: nanos(rule.concurrency_retry_after),
+            held: descriptors(plan),
+            levels: plan
+                .levels
+                .iter()
+                .map(|level| {
+                    let spec = level.spec(rule);
+                    LevelArgs {
+                        partition: level.partition,
+                        rate: args::rate(spec.rate),
+                        max_in_flight: spec.max_in_flight,
+                        max_debt: args::max_debt(rule, spec),
+                    }
+                })
+                .collect(),
         }
+        .write(&mut inv);
         inv
     }
 
@@ -390,79 +386,95 @@ fn reported(rp: &ReportPlan<'_>, v: &Reply) -> Result<Reported, EngineError> {
     })
 }
 
-/// An acquire's decision from the step's reply (granted or denied).
-fn acquired(plan: &Plan<'_>, r: &Reply, now: Nanos) -> Result<Decision, EngineError> {
-    use out::acq as o;
+/// An acquire's decision from the step's answer (granted or denied).
+fn acquired(plan: &Plan<'_>, answer: AcquireReply, now: Nanos) -> Result<Decision, EngineError> {
     let rule = plan.rule;
     let resource = if plan.is_exact() {
         crate::engine::Name::Configured(rule.name)
     } else {
         crate::engine::Name::Given(plan.resource.into())
     };
-    // An admission makes at most one transition (OPEN turning HALF_OPEN).
-    let transition = match &plan.breaker_key {
-        Some(_) => reply::transitions(r.get(o::transitions)).into_iter().next(),
-        None => None,
-    };
-    let verdict = if r.int(o::status)? == 1 {
-        Verdict::Granted(granted(plan, r, now)?)
-    } else {
-        let reason = match r.text(o::reason)?.as_str() {
-            "paused" => Denial::Paused,
-            "circuit_open" => Denial::CircuitOpen,
-            "concurrency_limited" => Denial::ConcurrencyLimited,
-            _ => Denial::RateLimited,
-        };
-        let denied_by = match reason {
-            Denial::Paused => "pause".to_owned(),
-            Denial::CircuitOpen => "breaker".to_owned(),
-            _ => usize::try_from(r.int(o::level)?)
-                .ok()
-                .and_then(|i| plan.levels.get(i))
-                .map_or_else(|| "resource".to_owned(), |l| l.label(rule)),
-        };
-        Verdict::Denied {
+    let (verdict, figures, transitions) = match answer {
+        AcquireReply::Granted {
+            lease,
+            expires,
+            replayed,
+            ttl,
+            figures,
+            transitions,
+        } => {
+            let expires_at = expires.unwrap_or(now);
+            // A replay carries the TTL it was granted with.
+            let ttl = match (replayed, ttl) {
+                (true, Some(ttl)) => Duration::from_nanos(ttl),
+                (true, None) => Duration::from_nanos(expires_at.saturating_sub(now)),
+                (false, _) => plan.ttl,
+            };
+            let grant = Grant {
+                lease_id: lease,
+                expires_at,
+                ttl,
+                replayed,
+            };
+            (Verdict::Granted(grant), figures, transitions)
+        }
+        AcquireReply::Denied {
             reason,
-            retry_after: r.uint(o::retry_after)?,
-            denied_by,
+            retry_after,
+            level,
+            figures,
+            transitions,
+        } => (
+            denial(plan, &reason, retry_after, level),
+            figures,
+            transitions,
+        ),
+        AcquireReply::Refused(why) => {
+            return Err(EngineError::Unavailable(format!(
+                "redis: an acquire refused ({why}) where a decision was expected"
+            )));
         }
     };
     Ok(Decision {
         resource,
         rule: rule.name,
         verdict,
-        remaining: r.uint(o::remaining)?,
-        limit: r.uint(o::limit)?,
-        reset_after: r.uint(o::reset_after)?,
-        in_flight: r.count(o::in_flight)?,
-        max_in_flight: r.count(o::max_in_flight)?,
-        transition,
+        remaining: figures.remaining,
+        limit: figures.limit,
+        reset_after: figures.reset_after,
+        in_flight: figures.in_flight,
+        max_in_flight: figures.max_in_flight,
+        // An admission makes at most one transition (OPEN turning HALF_OPEN).
+        transition: plan
+            .breaker_key
+            .as_ref()
+            .and_then(|_| transitions.into_iter().next()),
     })
 }
 
-/// A grant from an acquire's reply (a replayed one carries the TTL it was granted with).
-fn granted(plan: &Plan<'_>, r: &Reply, now: Nanos) -> Result<Grant, EngineError> {
-    use out::acq as o;
-    let lease_id: LeaseId = r
-        .text(o::lease)?
-        .parse()
-        .map_err(|()| EngineError::Unavailable("redis: bad lease id".into()))?;
-    let expires_at = r.instant(o::expires)?.unwrap_or(now);
-    let replayed = r.int(o::replayed)? == 1;
-    let ttl = if replayed {
-        Duration::from_nanos(
-            r.uint(o::ttl)
-                .unwrap_or_else(|_| expires_at.saturating_sub(now)),
-        )
-    } else {
-        plan.ttl
+/// A denial as the script named it: the reason, the wait, and the level that denied (-1: the pause or the
+/// breaker).
+fn denial(plan: &Plan<'_>, reason: &str, retry_after: Nanos, level: i64) -> Verdict {
+    let rule = plan.rule;
+    let reason = match reason {
+        "paused" => Denial::Paused,
+        "circuit_open" => Denial::CircuitOpen,
+        "concurrency_limited" => Denial::ConcurrencyLimited,
+        _ => Denial::RateLimited,
     };
-    Ok(Grant {
-        lease_id,
-        expires_at,
-        ttl,
-        replayed,
-    })
+    let denied_by = match reason {
+        Denial::Paused => "pause".to_owned(),
+        Denial::CircuitOpen => "breaker".to_owned(),
+        _ => usize::try_from(level)
+            .ok()
+            .and_then(|i| plan.levels.get(i))
+            .map_or_else(|| "resource".to_owned(), |l| l.label(rule)),
+    };
+    Verdict::Denied {
+        reason,
+        retry_after,
+        denied_by,
+    }
 }
 
 /// The partition values a plan holds, `descriptor␟value` joined by U+001E (neither can hold a control

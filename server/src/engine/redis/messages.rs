@@ -1,0 +1,191 @@
+//! The acquire step's arguments and reply as typed values: [`AcquireArgs`] writes itself into a call by the
+//! names [`protocol`](super::protocol) declares, and [`AcquireReply`] reads the step's answer by them. A field
+//! added to the step is a field here and a name there; the compiler finds every place that must set or read it.
+
+use ::redis::Value;
+
+use super::{
+    Call,
+    protocol::{Reply, arg, out},
+    reply,
+};
+use crate::{
+    clock::Nanos,
+    engine::{EngineError, LeaseId, Transition},
+};
+
+/// One level of an acquire, as the script takes it (after the step's own arguments).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LevelArgs {
+    /// The partition's index in the rule (none for the resource-wide level).
+    pub partition: Option<u32>,
+    /// Its rate spec (`args::rate`), empty without a rate limit.
+    pub rate: String,
+    /// Its concurrency limit.
+    pub max_in_flight: Option<u32>,
+    /// How far below empty a settlement may take it.
+    pub max_debt: u64,
+}
+
+/// An acquire step's arguments (the keys are set by the caller).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AcquireArgs<'a> {
+    /// Tokens asked for.
+    pub permits: u64,
+    /// The lease's time to live, ns.
+    pub ttl: Nanos,
+    /// The id the lease gets if granted.
+    pub lease: LeaseId,
+    /// The concrete resource and its rule's configured name.
+    pub resource: &'a str,
+    /// See `resource`.
+    pub rule: &'a str,
+    /// The rule's default and longest lease TTL, ns (what a renewal is bounded by).
+    pub default_ttl: Nanos,
+    /// See `default_ttl`.
+    pub max_ttl: Nanos,
+    /// The caller's client id and identity, empty when none.
+    pub client_id: &'a str,
+    /// See `client_id`.
+    pub owner: &'a str,
+    /// The request's fingerprint when it carries a request_id (its replay record is checked against it).
+    pub fingerprint: Option<u64>,
+    /// How long a granted request_id is remembered, ns.
+    pub window: Nanos,
+    /// The rule's adaptive and breaker specs (`args::adaptive`, `args::breaker`), empty when none.
+    pub adaptive: String,
+    /// See `adaptive`.
+    pub breaker: String,
+    /// The wait a concurrency denial suggests, ns.
+    pub concurrency_retry_after: Nanos,
+    /// The partition values the lease holds (for listings).
+    pub held: String,
+    /// Every level, in check order.
+    pub levels: Vec<LevelArgs>,
+}
+
+impl AcquireArgs<'_> {
+    /// Sets every argument of `call` (an acquire step's) by name, then each level's.
+    pub fn write(&self, call: &mut Call) {
+        use arg::acq as a;
+        call.set(a::permits, self.permits)
+            .set(a::ttl, self.ttl)
+            .set(a::lease, self.lease.to_string())
+            .set(a::resource, self.resource)
+            .set(a::rule, self.rule)
+            .set(a::default_ttl, self.default_ttl)
+            .set(a::max_ttl, self.max_ttl)
+            .set(a::client_id, self.client_id)
+            .set(a::owner, self.owner)
+            .set(
+                a::fingerprint,
+                self.fingerprint.map_or_else(String::new, |f| f.to_string()),
+            )
+            .set(a::window, self.window)
+            .set(a::adaptive, &self.adaptive)
+            .set(a::breaker, &self.breaker)
+            .set(a::concurrency_retry_after, self.concurrency_retry_after)
+            .set(a::held, &self.held)
+            .set(a::levels, self.levels.len());
+        // In protocol::arg::level's order.
+        for l in &self.levels {
+            call.arg(l.partition.map_or_else(String::new, |p| p.to_string()))
+                .arg(&l.rate)
+                .arg(l.max_in_flight.map_or_else(String::new, |m| m.to_string()))
+                .arg(l.max_debt);
+        }
+    }
+}
+
+/// The tightest levels' figures an acquire reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Figures {
+    /// Tokens left, and the burst, at the tightest rate level; time until it is full, ns.
+    pub remaining: u64,
+    /// See `remaining`.
+    pub limit: u64,
+    /// See `remaining`.
+    pub reset_after: Nanos,
+    /// Leases in flight at the tightest concurrency level, and its limit.
+    pub in_flight: u32,
+    /// See `in_flight`.
+    pub max_in_flight: u32,
+}
+
+/// An acquire step's answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AcquireReply {
+    /// Granted now, or a remembered grant replayed (with the TTL it was granted with).
+    Granted {
+        /// The lease.
+        lease: LeaseId,
+        /// When it expires (absent: an unreadable instant).
+        expires: Option<Nanos>,
+        /// A replay of a request_id's grant.
+        replayed: bool,
+        /// A replay's TTL as granted, ns.
+        ttl: Option<Nanos>,
+        /// The tightest levels after the grant.
+        figures: Figures,
+        /// What the breaker did (a half-open probe taken).
+        transitions: Vec<Transition>,
+    },
+    /// Denied: `reason` (paused, circuit_open, rate_limited, concurrency_limited), the wait, and the level
+    /// that denied (-1 for the pause or the breaker).
+    Denied {
+        /// See the variant.
+        reason: String,
+        /// See the variant.
+        retry_after: Nanos,
+        /// See the variant.
+        level: i64,
+        /// The tightest levels as they stand.
+        figures: Figures,
+        /// What the breaker did.
+        transitions: Vec<Transition>,
+    },
+    /// Refused before deciding: `conflict` (a request_id reused with other parameters) or `collide` (the
+    /// lease id is taken; try another).
+    Refused(String),
+}
+
+impl AcquireReply {
+    /// Reads the step's answer by name.
+    pub fn read(v: Value) -> Result<Self, EngineError> {
+        use out::acq as o;
+        let r = Reply::new(v)?;
+        let status = r.int(o::status)?;
+        if status < 0 {
+            return Ok(Self::Refused(r.text(o::reason)?));
+        }
+        let figures = Figures {
+            remaining: r.uint(o::remaining)?,
+            limit: r.uint(o::limit)?,
+            reset_after: r.uint(o::reset_after)?,
+            in_flight: r.count(o::in_flight)?,
+            max_in_flight: r.count(o::max_in_flight)?,
+        };
+        let transitions = reply::transitions(r.get(o::transitions));
+        if status == 0 {
+            return Ok(Self::Denied {
+                reason: r.text(o::reason)?,
+                retry_after: r.uint(o::retry_after)?,
+                level: r.int(o::level)?,
+                figures,
+                transitions,
+            });
+        }
+        let replayed = r.int(o::replayed)? == 1;
+        Ok(Self::Granted {
+            lease: r
+                .text(o::lease)?
+                .parse()
+                .map_err(|()| EngineError::Unavailable("redis: bad lease id".into()))?,
+            expires: r.instant(o::expires)?,
+            replayed,
+            ttl: if replayed { r.uint(o::ttl).ok() } else { None },
+            figures,
+            transitions,
+        })
+    }
+}
