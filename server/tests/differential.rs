@@ -197,17 +197,24 @@ fn who(rng: &mut Rng) -> Option<&'static str> {
 /// the fake clock ahead; a standalone trace's own time steps are enough.
 const CLUSTER_PACE: Duration = Duration::from_millis(20);
 
-fn pace(memory: &Harness<MemoryStore>, shared: &Harness<RedisStore>, by: Duration) {
+/// Time passes for both stores, and both sweep (so no lease is expired-but-unswept at the next call): how
+/// many leases each reclaimed.
+fn pass_time(
+    memory: &Harness<MemoryStore>,
+    shared: &Harness<RedisStore>,
+    by: Duration,
+) -> (usize, usize) {
     memory.advance(by);
     shared.advance(by);
-    let a = now(memory.quota.sweep_some(usize::MAX))
-        .unwrap()
-        .expired
-        .len();
-    let b = now(shared.quota.sweep_some(usize::MAX))
-        .unwrap()
-        .expired
-        .len();
+    let swept = |expired: Vec<_>| expired.len();
+    (
+        swept(now(memory.quota.sweep_some(usize::MAX)).unwrap().expired),
+        swept(now(shared.quota.sweep_some(usize::MAX)).unwrap().expired),
+    )
+}
+
+fn pace(memory: &Harness<MemoryStore>, shared: &Harness<RedisStore>, by: Duration) {
+    let (a, b) = pass_time(memory, shared, by);
     assert_eq!(a, b, "leases expired while the clock was paced");
 }
 
@@ -368,18 +375,7 @@ fn trace(
                 show(now(shared.quota.circuit(&target))),
             )
         } else {
-            // Time passes, and both sweep: no lease is expired-but-unswept when the next call comes.
-            let d = Duration::from_millis(1 + rng.below(400));
-            memory.advance(d);
-            shared.advance(d);
-            let a = now(memory.quota.sweep_some(usize::MAX))
-                .unwrap()
-                .expired
-                .len();
-            let b = now(shared.quota.sweep_some(usize::MAX))
-                .unwrap()
-                .expired
-                .len();
+            let (a, b) = pass_time(&memory, &shared, Duration::from_millis(1 + rng.below(400)));
             let live: std::collections::HashSet<_> =
                 now(memory.quota.lease_page(&quotad_server::engine::LeaseQuery {
                     resource: None,
