@@ -15,7 +15,7 @@ use quotad_server::{
     clock::Nanos,
     engine::{
         AdaptiveRate, AdaptiveSpec, Admission, Breaker, BreakerSpec, Bucket, Transition,
-        policy::{Settlement, settlement},
+        policy::{Limiter, Settlement, settlement},
         redis::{args, protocol},
         reporters::Reporters,
     },

@@ -1,15 +1,16 @@
 //! The quota engine: token buckets, concurrency leases, circuit breakers, the adaptive rate and pauses,
 //! in plain Rust types. It knows nothing of gRPC; `crate::grpc` converts to and from the wire.
 //!
-//! - [`rate`]: the token bucket (GCRA).
+//! - [`rate`]: a rate limit as configured; [`policy::limiter`] the algorithms that enforce one.
 //! - [`breaker`]: the circuit breaker.
 //! - [`adaptive`]: the AIMD adaptive rate.
 //! - [`rules`]: validated rules and resource-name resolution ([`glob`] for patterns).
 //! - [`request`], [`decision`], [`error`]: what goes in and what comes out; [`name`]: the names handed
 //!   out with them.
 //! - [`plan`]: a request resolved into the state keys it touches; [`level`]: one level's state.
-//! - [`policy`]: the order of an acquire's checks and what an outcome counts, written once over the state
-//!   steps a store provides.
+//! - [`policy`]: every decision, written once over the state steps a store provides: the acquire's order,
+//!   the level kinds ([`policy::Limiter`]), settlement, reports, replay, explain.
+//! - [`pressure`]: what throttle reports have done to a resource (adaptive rate, pause, reporters).
 //! - [`reporters`]: one identity's flood of throttle reports acts as one report.
 //! - [`stats`]: what the engine counts about itself (breaker transitions, expiries, evictions).
 //! - [`store`]: the storage boundary; [`memory`] is the in-memory store, [`redis`] the shared one, and
@@ -20,7 +21,6 @@ pub mod adaptive;
 pub mod breaker;
 pub mod decision;
 pub mod error;
-pub mod explain;
 pub mod glob;
 pub mod lease_id;
 pub mod level;
@@ -28,6 +28,7 @@ pub mod memory;
 pub mod name;
 pub mod plan;
 pub mod policy;
+pub mod pressure;
 pub mod quota;
 pub mod rate;
 pub mod redis;
@@ -47,12 +48,12 @@ pub use decision::{
     Reported, Verdict,
 };
 pub use error::EngineError;
-pub use explain::{Explanation, LevelExplained, LevelState};
 pub use lease_id::{LeaseId, LeaseIds};
 pub use name::{Name, intern};
 pub use plan::Plan;
+pub use policy::{Bucket, Explanation, LevelExplained, LevelState, LevelsRead};
 pub use quota::Quota;
-pub use rate::{Bucket, RateSpec};
+pub use rate::RateSpec;
 pub use request::{Acquire, BreakerTarget, Outcome, Release, Renew, Report, ThrottleKind};
 pub use rules::{
     Capacity, LevelSpec, OnStoreError, Partition, RequestLimits, Resolution, Rule, Rules,

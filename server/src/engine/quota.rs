@@ -278,7 +278,7 @@ impl<S: Store> Quota<S> {
         };
         let circuit = self.store.circuit(&target, now).await?;
         let levels = self.store.levels(&plan, now).await?;
-        Ok(super::explain::explain(&plan, circuit, levels, now))
+        Ok(super::policy::explain(&plan, circuit, levels, now))
     }
 
     /// Closes a breaker and resets the resource's adaptive rate and pause. Returns the state before.

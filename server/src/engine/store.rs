@@ -11,7 +11,7 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use super::{
-    BreakerState, CircuitView, Decision, EngineError, LeaseId, LevelState, Name, Plan, Release,
+    BreakerState, CircuitView, Decision, EngineError, LeaseId, LevelsRead, Name, Plan, Release,
     Released, Renew, Renewed, Reported, Rule, Rules, ThrottleKind,
 };
 use crate::clock::Nanos;
@@ -238,13 +238,13 @@ pub trait Store: Send + Sync + 'static {
         now: Nanos,
     ) -> impl Future<Output = Result<CircuitView, EngineError>> + Send;
 
-    /// Each level of `plan` as it stands at `now` (refilled, retuned to the adaptive rate), and whether
-    /// `plan.permits` could be taken; nothing is written. For [`super::explain`].
+    /// Each level of `plan` as the store holds it at `now`, and the factor it applies to the rule's
+    /// rates; nothing is written. For [`super::policy::explain`], which runs the policy over them.
     fn levels(
         &self,
         plan: &Plan<'_>,
         now: Nanos,
-    ) -> impl Future<Output = Result<Vec<LevelState>, EngineError>> + Send;
+    ) -> impl Future<Output = Result<LevelsRead, EngineError>> + Send;
 
     /// Closes a breaker, clears its window, and resets the adaptive rate and pause. Returns the state before.
     fn reset_breaker(

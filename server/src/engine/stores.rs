@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::{
     BreakerRef, BreakerState, CircuitView, Decision, EngineError, LeaseId, LeaseQuery, LeaseView,
-    LevelState, Plan, Release, Released, Renew, Renewed, ReportPlan, Reported, Rules, Store,
+    LevelsRead, Plan, Release, Released, Renew, Renewed, ReportPlan, Reported, Rules, Store,
     StoreUsage, Sweep, UsageQuery,
 };
 pub use super::{
@@ -93,7 +93,7 @@ impl Store for AnyStore {
         }
     }
 
-    async fn levels(&self, plan: &Plan<'_>, now: Nanos) -> Result<Vec<LevelState>, EngineError> {
+    async fn levels(&self, plan: &Plan<'_>, now: Nanos) -> Result<LevelsRead, EngineError> {
         match self {
             Self::Memory(s) => s.levels(plan, now).await,
             Self::Redis(s) => s.levels(plan, now).await,

@@ -164,6 +164,26 @@ impl Breaker {
         }
     }
 
+    /// A breaker that admits as `snapshot` says (OPEN until `half_open_at`, HALF_OPEN with its probes
+    /// left, or CLOSED): what an explanation asks of a breaker it only read. Its window is empty.
+    pub fn admitting(snapshot: &BreakerSnapshot, spec: &BreakerSpec, now: Nanos) -> Self {
+        let phase = match snapshot.state {
+            BreakerState::Closed => Phase::Closed,
+            BreakerState::Open => Phase::Open {
+                until: snapshot.half_open_at.unwrap_or(now),
+            },
+            BreakerState::HalfOpen => Phase::HalfOpen {
+                probes_left: snapshot.probes_left,
+                successes: 0,
+            },
+        };
+        Self {
+            phase,
+            since: snapshot.since,
+            ..Self::new(spec, now)
+        }
+    }
+
     /// The state now (an OPEN breaker whose period is over reads as HALF_OPEN).
     pub fn state(&self, now: Nanos) -> BreakerState {
         match self.phase {

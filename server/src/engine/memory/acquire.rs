@@ -10,20 +10,19 @@ use smallvec::SmallVec;
 use super::{
     MemoryStore,
     leases::{Lease, LeaseLevel},
-    pressure::PressureState,
     table::{Shared, Slot, lock},
 };
 use crate::{
     clock::{Nanos, nanos},
     engine::{
-        AdaptiveSpec, Breaker, BreakerSpec, Decision, EngineError, LeaseId, LevelState, Name, Plan,
+        AdaptiveSpec, Breaker, BreakerSpec, Decision, EngineError, LeaseId, LevelsRead, Name, Plan,
         level::LevelCell,
         policy::{self, AcquireState, Judged, NewLease, Tightest, judge},
     },
 };
 
 impl AcquireState for MemoryStore {
-    type Pressure = Shared<PressureState>;
+    type Pressure = Shared<crate::engine::pressure::PressureState>;
     type Held = SmallVec<[LeaseLevel; 2]>;
     type BreakerKey = Arc<str>;
 
@@ -153,30 +152,22 @@ impl MemoryStore {
         t
     }
 
-    /// Each level as it stands at `now`, nothing written (for an explanation).
-    pub(super) fn levels_now(&self, plan: &Plan<'_>, now: Nanos) -> Vec<LevelState> {
+    /// Each level as it stands, nothing written (for an explanation).
+    pub(super) fn levels_now(&self, plan: &Plan<'_>) -> LevelsRead {
         let factor = self
             .pressure
             .with_existing(plan.resource, |p| p.factor(plan.rule))
             .unwrap_or(1.0);
-        plan.levels
+        let cells = plan
+            .levels
             .iter()
             .map(|level| {
-                let mut cell = self
-                    .levels
+                self.levels
                     .with_existing(&level.key, |c| c.clone())
-                    .unwrap_or_default();
-                cell.sync(level.spec(plan.rule), factor, now);
-                LevelState {
-                    tokens: cell.bucket.as_ref().map(|b| b.remaining(now)),
-                    rate_wait: cell
-                        .bucket
-                        .as_ref()
-                        .and_then(|b| b.check(now, plan.permits).err()),
-                    in_flight: cell.in_flight,
-                }
+                    .unwrap_or_default()
             })
-            .collect()
+            .collect();
+        LevelsRead { factor, cells }
     }
 
     /// Locks every level, checks all, and debits all or none; on a grant, `held` says what was taken at

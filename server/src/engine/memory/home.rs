@@ -167,7 +167,8 @@ rate = { limit = 1, period = "1s", burst = 5 }
             .expect("found by the first acquire")
             .clone();
         assert_eq!(acquire(&store, &rules, "r", 0), 3, "the same cell");
-        assert_eq!(lock(&cell).value.bucket.unwrap().remaining(0), 3);
+        let limit = lock(&cell).value.limit.unwrap();
+        assert_eq!(crate::engine::policy::Limiter::remaining(&limit, 0), 3);
 
         // Both buckets refill; only the glob-matched resource's idle state goes (its cell and its
         // pressure state: a resource under a pattern keeps one).

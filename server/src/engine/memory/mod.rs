@@ -14,7 +14,6 @@ pub mod acquire;
 pub mod home;
 pub mod idempotency;
 pub mod leases;
-pub mod pressure;
 pub mod release;
 pub mod signals;
 pub mod store;

@@ -4,8 +4,6 @@
 // Wire-facing: every value here may come from a request, so arithmetic is checked or saturating.
 #![cfg_attr(not(test), deny(clippy::arithmetic_side_effects))]
 
-use smallvec::SmallVec;
-
 use super::{MemoryStore, leases::Lease};
 use crate::{
     clock::Nanos,
@@ -77,9 +75,7 @@ impl MemoryStore {
                 refunded = n;
                 for level in lease.levels.iter().filter(|l| l.charged) {
                     self.levels.with_existing(lease.key(level), |c| {
-                        if let Some(b) = &mut c.bucket {
-                            b.credit(now, n);
-                        }
+                        policy::release::refund_level(c, n, now);
                     });
                 }
             }
@@ -122,53 +118,41 @@ impl MemoryStore {
         })
     }
 
-    /// Charges up to `excess` more tokens at every level the lease was charged at, each level going at most
-    /// its max debt below empty; every level ends up charged the same (the least any level had room for),
-    /// which is returned.
+    /// Charges the excess at every level the lease was charged at ([`policy::charge_excess`]); this
+    /// store only locks each level in turn.
     fn charge_excess(&self, lease: &Lease, rule: &Rule, excess: u64, now: Nanos) -> u64 {
         let factor = self
             .pressure
             .with_existing(&lease.resource, |p| p.factor(rule))
             .unwrap_or(1.0);
-        let charged_levels = || lease.levels.iter().filter(|l| l.charged);
-        let mut taken: SmallVec<[(usize, u64); 4]> = SmallVec::new();
-        let mut least = excess;
-        for (n, level) in charged_levels().enumerate() {
+        let charged: Vec<_> = lease.levels.iter().filter(|l| l.charged).collect();
+        let charge = |i: usize, want: u64| {
+            let level = charged.get(i)?;
             let spec = match &level.partition {
                 None => Some(&rule.resource),
-                Some((i, _)) => rule.partitions.get(*i as usize).map(|p| &p.limits),
-            };
-            let Some(spec) = spec else { continue };
-            let max_debt = rule.max_debt.or(spec.rate.map(|r| r.burst)).unwrap_or(0);
+                Some((p, _)) => rule.partitions.get(*p as usize).map(|p| &p.limits),
+            }?;
             let settled = self
                 .levels
                 .with(lease.key(level), &self.keys, LevelCell::default, |c| {
-                    c.sync(spec, factor, now);
-                    c.bucket
-                        .as_mut()
-                        .map(|b| b.debit_bounded(now, least, max_debt))
+                    policy::release::charge_level(c, (rule, spec), factor, want, now)
                 });
-            match settled {
-                Ok(Some(t)) => {
-                    least = least.min(t);
-                    taken.push((n, t));
-                }
-                Ok(None) => {}
-                // The lease has ended already: a full key table must not turn its release into an error.
-                Err(e) => tracing::warn!(error = %e, "settlement charge skipped at one level"),
-            }
-        }
-        // Levels that took more than the least give the difference back: one answer for every level.
-        for (n, t) in taken.iter().copied().filter(|&(_, t)| t > least) {
-            if let Some(level) = charged_levels().nth(n) {
+            // The lease has ended already: a full key table must not turn its release into an error.
+            settled
+                .inspect_err(
+                    |e| tracing::warn!(error = %e, "settlement charge skipped at one level"),
+                )
+                .ok()
+                .flatten()
+        };
+        let refund = |i: usize, n: u64| {
+            if let Some(level) = charged.get(i) {
                 self.levels.with_existing(lease.key(level), |c| {
-                    if let Some(b) = &mut c.bucket {
-                        b.credit(now, t.saturating_sub(least));
-                    }
+                    policy::release::refund_level(c, n, now);
                 });
             }
-        }
-        if taken.is_empty() { 0 } else { least }
+        };
+        policy::charge_excess(charged.len(), excess, charge, refund)
     }
 
     pub(super) fn reclaim_expired(&self, now: Nanos, limit: usize) -> (Vec<Expired>, bool) {

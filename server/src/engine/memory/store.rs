@@ -15,14 +15,13 @@ use arc_swap::ArcSwap;
 use crate::engine::level::LevelCell;
 
 use super::{
-    home::Homes, idempotency::Idempotency, leases::LeaseTable, pressure::PressureState,
-    table::KeyBudget, table::Table,
+    home::Homes, idempotency::Idempotency, leases::LeaseTable, table::KeyBudget, table::Table,
 };
 use crate::{
     clock::{Nanos, nanos},
     engine::{
         Breaker, BreakerRef, BreakerState, CircuitView, Decision, EngineError, LeaseId, LeaseQuery,
-        LeaseView, LevelState, Plan, Release, Released, Renew, Renewed, ReportPlan, Reported,
+        LeaseView, LevelsRead, Plan, Release, Released, Renew, Renewed, ReportPlan, Reported,
         ResourceUsage, Rules, Store, StoreUsage, Sweep, UsageQuery,
     },
 };
@@ -33,7 +32,7 @@ pub struct MemoryStore {
     pub(super) keys: KeyBudget,
     pub(super) levels: Table<LevelCell>,
     pub(super) breakers: Table<Breaker>,
-    pub(super) pressure: Table<PressureState>,
+    pub(super) pressure: Table<crate::engine::pressure::PressureState>,
     pub(super) leases: LeaseTable,
     pub(super) idempotency: Idempotency,
     pub(super) idempotency_window: AtomicU64,
@@ -215,8 +214,8 @@ impl MemoryStore {
                 .levels
                 .with_existing(name, |c| c.clone())
                 .unwrap_or_default();
-            let tokens_available = match (level.bucket, rule.resource.rate) {
-                (Some(b), _) => Some(b.remaining(now)),
+            let tokens_available = match (level.limit, rule.resource.rate) {
+                (Some(l), _) => Some(crate::engine::policy::Limiter::remaining(&l, now)),
                 (None, Some(r)) => Some(r.burst),
                 (None, None) => None,
             };
@@ -384,9 +383,9 @@ impl Store for MemoryStore {
     fn levels(
         &self,
         plan: &Plan<'_>,
-        now: Nanos,
-    ) -> impl Future<Output = Result<Vec<LevelState>, EngineError>> + Send {
-        ready(Ok(self.levels_now(plan, now)))
+        _now: Nanos,
+    ) -> impl Future<Output = Result<LevelsRead, EngineError>> + Send {
+        ready(Ok(self.levels_now(plan)))
     }
 
     fn reset_breaker(
@@ -438,9 +437,8 @@ impl Store for MemoryStore {
         let mut n = 0;
         for key in keys {
             let found = self.levels.with_existing(key, |c| {
-                if let Some(b) = &mut c.bucket {
-                    b.refill();
-                }
+                // A fresh limit is a full one, whatever the algorithm.
+                c.limit = None;
             });
             n += u32::from(found.is_some());
         }

@@ -11,7 +11,11 @@ use super::{
 };
 use crate::{
     clock::Nanos,
-    engine::{EngineError, LeaseId, Transition},
+    engine::{
+        EngineError, LeaseId, LevelsRead, Transition,
+        level::LevelCell,
+        policy::{Bucket, Limit},
+    },
 };
 
 /// One level of an acquire, as the script takes it (after the step's own arguments).
@@ -188,4 +192,39 @@ impl AcquireReply {
             transitions,
         })
     }
+}
+
+/// The levels step's answer (`out::lvl`, then an `out::level` row per level): each level as stored, read
+/// back into the cells the policy runs on, and the factor the script applies to the rule's rates.
+pub fn levels_read(v: Value, now: Nanos) -> Result<LevelsRead, EngineError> {
+    let mut rows = Reply::new(v)?.into_items();
+    let rest = rows.split_off(out::lvl::FIELDS.names.len().min(rows.len()));
+    let factor = Reply::new(Value::Array(rows))?.float(out::lvl::factor)?;
+    let cells = rest
+        .iter()
+        .map(|row| level_cell(&Reply::row(row)?, now))
+        .collect::<Result<_, _>>()?;
+    Ok(LevelsRead { factor, cells })
+}
+
+/// One `out::level` row: a token bucket full again `deficit` after `now` (none when empty), and the
+/// leases in flight.
+fn level_cell(row: &Reply, now: Nanos) -> Result<LevelCell, EngineError> {
+    use out::level;
+    let limit = if row.text(level::interval)?.is_empty() {
+        None
+    } else {
+        let deficit = row.uint(level::deficit)?;
+        let tat = if deficit == 0 {
+            0
+        } else {
+            now.saturating_add(deficit)
+        };
+        let bucket = Bucket::from_parts(tat, row.uint(level::interval)?, row.uint(level::burst)?);
+        Some(Limit::TokenBucket(bucket))
+    };
+    Ok(LevelCell {
+        limit,
+        in_flight: row.count(level::in_flight)?,
+    })
 }

@@ -73,8 +73,8 @@ pub mod arg {
         swp = "swp": step, now, prefix, limit
     );
     fields!(
-        /// Levels as they stand; then each level's rate.
-        lvl = "lvl": step, now, prefix, permits, adaptive, levels
+        /// Levels as they are stored (nothing written): their count.
+        lvl = "lvl": step, now, prefix, adaptive, levels
     );
     fields!(usage = "use": step, now, prefix, rate, adaptive);
     fields!(lst = "lst": step, now, prefix, after, limit);
@@ -163,18 +163,29 @@ pub mod out {
     );
     fields!(usage = "use": tokens, in_flight, leases, state, factor, paused_until);
     fields!(
+        /// Levels as they are stored: the factor on the rule's rates, then a [`level`] row per level.
+        lvl = "lvl": factor
+    );
+    fields!(
+        /// One level as stored: its limit (`''` without one: the token bucket's deficit at `now` in
+        /// nanoseconds, interval and burst) and its leases in flight.
+        level = "level": deficit, interval, burst, in_flight
+    );
+    fields!(
         /// One lease of a listing (the reply is a list of these).
         lst = "lst": lease, resource, rule, permits, expires, client_id, owner, probe, descriptors
     );
 
     /// Every list, for the script's `OUT` table.
-    pub const ALL: [Fields; 7] = [
+    pub const ALL: [Fields; 9] = [
         acq::FIELDS,
         rel::FIELDS,
         ren::FIELDS,
         rep::FIELDS,
         cir::FIELDS,
         usage::FIELDS,
+        lvl::FIELDS,
+        level::FIELDS,
         lst::FIELDS,
     ];
 }

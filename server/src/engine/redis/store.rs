@@ -17,7 +17,7 @@ use crate::{
     clock::{Nanos, nanos},
     engine::{
         BreakerChanges, BreakerRef, BreakerSnapshot, BreakerState, CircuitView, Decision, Denial,
-        EngineError, Expired, Grant, LeaseId, LeaseQuery, LeaseView, LevelState, NotReleased,
+        EngineError, Expired, Grant, LeaseId, LeaseQuery, LeaseView, LevelsRead, NotReleased,
         Outcome, Plan, Pressure, Release, Released, Renew, Renewed, ReportPlan, Reported,
         ResourceUsage, Rule, Rules, Store, StoreUsage, Sweep, ThrottleKind, UsageQuery, Verdict,
     },
@@ -678,35 +678,19 @@ impl Store for RedisStore {
         }
     }
 
-    async fn levels(&self, plan: &Plan<'_>, now: Nanos) -> Result<Vec<LevelState>, EngineError> {
-        let rule = plan.rule;
+    async fn levels(&self, plan: &Plan<'_>, now: Nanos) -> Result<LevelsRead, EngineError> {
         let (args, keys) = (arg::lvl::FIELDS, Some(key::lvl::FIELDS));
         let mut inv = self.invocation(args, keys, now, shard_of(plan.resource));
         inv.set_key(key::lvl::resource, self.keys.resource(plan.resource));
         for level in &plan.levels {
             inv.key(self.keys.level(&level.key));
         }
-        inv.set(arg::lvl::permits, plan.permits)
-            .set(arg::lvl::adaptive, args::adaptive(rule.adaptive.as_ref()))
-            .set(arg::lvl::levels, plan.levels.len());
-        for level in &plan.levels {
-            inv.arg(args::rate(level.spec(rule).rate));
-        }
-        let v = items(self.call(&inv).await?)?;
-        let optional = |i: usize| match v.get(i) {
-            None => Ok(None),
-            Some(x) if text(Some(x)).is_ok_and(|t| t.is_empty()) => Ok(None),
-            x => uint(x).map(Some),
-        };
-        (0..plan.levels.len())
-            .map(|i| {
-                Ok(LevelState {
-                    tokens: optional(3 * i)?,
-                    rate_wait: optional(3 * i + 1)?,
-                    in_flight: u32::try_from(uint(v.get(3 * i + 2))?).unwrap_or(u32::MAX),
-                })
-            })
-            .collect()
+        inv.set(
+            arg::lvl::adaptive,
+            args::adaptive(plan.rule.adaptive.as_ref()),
+        )
+        .set(arg::lvl::levels, plan.levels.len());
+        super::messages::levels_read(self.call(&inv).await?, now)
     }
 
     async fn circuit(

@@ -354,23 +354,21 @@ OPS.swp = function()
   return all
 end
 
--- KEY.lvl then each level's key; ARG.lvl then each level's rate spec.
--- Each level as it stands now, nothing written (an explanation): tokens ('' without a rate), the wait
--- before `permits` could be taken ('' when they can now), leases in flight.
+-- KEY.lvl then each level's key. Each level as it is stored, nothing written (an explanation, which runs the
+-- policy over it in Rust): OUT.lvl (the factor on the rule's rates), then an OUT.level row per level.
 OPS.lvl = function()
   local I = ARG.lvl
-  local permits = tonumber(A[I.permits])
   local factor = pressure_factor(pressure_load(KEYS[KEY.lvl.resource]), A[I.adaptive] ~= '')
-  local r = {}
+  local r = out('lvl', { factor = string.format('%.17g', factor) })
   for i = 1, tonumber(A[I.levels]) do
     local cell = level_load(KEYS[KEY.lvl.resource + i])
-    level_sync(cell, rate_spec(A[ARG.lvl.levels + i]), factor)
-    local tokens, wait = '', ''
-    if cell.bucket then
-      tokens = bucket_remaining(cell.bucket)
-      wait = bucket_check(cell.bucket, permits) or ''
+    local t = { in_flight = cell.f }
+    local bk = cell.bucket
+    if bk then
+      t.deficit = string.format('%d', math.max(bk.d, 0)); t.interval = string.format('%d', bk.i)
+      t.burst = string.format('%d', bk.b)
     end
-    r[#r + 1] = tokens; r[#r + 1] = wait; r[#r + 1] = cell.f
+    r[#r + 1] = out('level', t)
   end
   return r
 end
