@@ -22,6 +22,12 @@ use crate::{
 /// milliseconds, so an answer a little late would cost every call on the connection.
 const RESET_STREAMS_REMEMBERED: usize = 4096;
 
+/// The connection's receive window. h2 also budgets the framing overhead of small DATA frames it holds
+/// (every answer is one) at half this window, and closes the connection itself when the budget runs out;
+/// answers to cancelled calls can hold part of it for a while, so a worker cancelling thousands of calls
+/// needs room (16 MiB gives 8 MiB, some 36,000 frames).
+const CONNECTION_WINDOW: u32 = 16 << 20;
+
 /// Builds a [`Client`].
 ///
 /// ```no_run
@@ -175,6 +181,7 @@ impl ClientBuilder {
                 e.connect_timeout(self.connect_timeout)
                     .tcp_nodelay(true)
                     .http2_max_concurrent_reset_streams(RESET_STREAMS_REMEMBERED)
+                    .initial_connection_window_size(CONNECTION_WINDOW)
             })
             .map_err(|e| Error::Config(format!("endpoint '{}': {e}", self.endpoint)))?;
         match &self.tls {

@@ -9,8 +9,8 @@ use common::{Harness, acq, denied_by, lease, now, retry_after};
 use quotad_server::clock::FakeClock;
 use quotad_server::engine::{
     Acquire, BreakerState, BreakerTarget, Decision, Denial, EngineError, LeaseId, MemoryStore,
-    NotReleased, Outcome, RedisStore, Release, Renew, Report, Rules, Store, ThrottleKind,
-    UsageQuery, Verdict,
+    NotReleased, Outcome, RedisLayout, RedisSettings, RedisStore, Release, Renew, Report, Rules,
+    Store, ThrottleKind, UsageQuery, Verdict,
 };
 
 const SEC: u64 = 1_000_000_000;
@@ -1369,31 +1369,103 @@ fn redis_a_backlog_of_expired_leases_is_swept_in_few_calls() {
     }
 }
 
-/// Nodes of two versions share one Redis during a rolling upgrade, each calling its own script over one state
-/// layout: a lease still holds every field the previous version reads without a default (the owner it
-/// compares, the client id it lists), even when empty; the fields left out when empty (breaker, probe,
-/// adaptive rate, descriptors) it reads as empty too.
+const LAYOUT: &str = r#"
+[[resources]]
+name = "layout"
+rate = { limit = 10, period = "1s" }
+concurrency = 5
+breaker = { min_calls = 1000, consecutive_failures = 2, open_duration = "5s" }
+"#;
+
+/// The field names of the hash at `key`.
+fn stored_fields(key: &str) -> Vec<String> {
+    let flat = redis().cli(&["HGETALL", key]);
+    let mut fields: Vec<String> = flat.lines().step_by(2).map(str::to_owned).collect();
+    fields.sort();
+    fields
+}
+
+/// A store of this version with `layout = "compact"` writes the field names earlier versions wrote and read
+/// (a rolling upgrade from one runs with it); the default store reads that state as it stands (a lease, a
+/// level, a breaker) and rewrites what it changes with readable names.
 #[test]
-fn redis_a_lease_keeps_the_fields_the_previous_version_reads() {
-    let h = Harness::new(
-        "[[resources]]\nname = \"layout\"\nconcurrency = 5\n",
-        &|_: &Rules| common::redis_store(&[redis().url()]),
+fn redis_state_written_in_the_compact_layout_is_read_by_the_readable_one() {
+    let (url, prefix) = ([redis().url()], "layout-upgrade:");
+    let keys = quotad_server::engine::redis::Keys::new(prefix);
+    let compact = RedisSettings {
+        layout: RedisLayout::Compact,
+        ..RedisSettings::default()
+    };
+    let old = Harness::new(LAYOUT, &|_: &Rules| {
+        common::redis_store_with(&url, &compact, Some(prefix))
+    });
+    let leases: Vec<_> = (0..3)
+        .map(|_| lease(&old.acquire("layout", &[], 2)))
+        .collect();
+    old.release(leases[0], Outcome::Failure, None);
+    old.release(leases[1], Outcome::Failure, None);
+    let as_before = |f: &[&str]| f.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    assert_eq!(
+        stored_fields(&keys.level("layout")),
+        as_before(&["b", "f", "i", "t"])
     );
-    let id = lease(&h.acquire("layout", &[], 1));
-    let keys = redis().cli(&["KEYS", &format!("*}}l:{id}")]);
-    assert_eq!(keys.lines().count(), 1, "one lease key: {keys}");
-    let flat = redis().cli(&["HGETALL", &keys]);
-    let fields: Vec<&str> = flat.lines().step_by(2).collect();
+    let lease_fields = stored_fields(&keys.lease(leases[2]));
     for needed in [
-        "res", "rule", "dt", "mt", "cid", "own", "p", "x", "lv", "rk",
+        "res", "rule", "dt", "mt", "cid", "own", "p", "x", "lv", "rk", "bk", "bs",
     ] {
-        assert!(fields.contains(&needed), "{needed} missing from {fields:?}");
-    }
-    for left_out in ["bk", "bs", "pr", "ad", "ds"] {
         assert!(
-            !fields.contains(&left_out),
-            "{left_out} stored empty: {fields:?}"
+            lease_fields.iter().any(|f| f == needed),
+            "{needed} missing from {lease_fields:?}"
         );
+    }
+    assert!(stored_fields(&keys.breaker("layout")).contains(&"ph".to_owned()));
+
+    let new = Harness::new(LAYOUT, &|_: &Rules| {
+        common::redis_store_with(&url, &RedisSettings::default(), Some(prefix))
+    });
+    let e = now(new.quota.explain(&acq("layout", &[], 1))).expect("explain");
+    assert_eq!(
+        (e.levels[0].state.tokens, e.levels[0].state.in_flight),
+        (Some(4), 1)
+    );
+    assert_eq!(
+        e.circuit.breaker.state,
+        BreakerState::Open,
+        "two failures in a row"
+    );
+    assert_eq!(e.verdict.as_ref().map(|v| v.0), Some(Denial::CircuitOpen));
+    let released = new.release(leases[2], Outcome::Success, Some(1));
+    assert_eq!(
+        (released.result, released.refunded),
+        (Ok(()), 1),
+        "the lease read as granted"
+    );
+    assert_eq!(
+        stored_fields(&keys.level("layout")),
+        as_before(&["burst", "in_flight", "interval", "tat"])
+    );
+    new.advance(Duration::from_secs(5));
+    assert!(
+        new.acquire("layout", &[], 1).granted(),
+        "the breaker's open period read as written"
+    );
+}
+
+/// Both layouts' field names, of every hash, are distinct: the script reads a stored name back to one field.
+#[test]
+fn stored_field_names_are_unambiguous() {
+    use quotad_server::engine::redis::protocol::stored;
+    let mut seen = std::collections::HashMap::new();
+    for (_, fields) in stored::ALL {
+        for &(name, old) in fields {
+            for stored in [name, old] {
+                let before = seen.insert(stored, name);
+                assert!(
+                    before.is_none_or(|b| b == name),
+                    "{stored} names {before:?} and {name}"
+                );
+            }
+        }
     }
 }
 

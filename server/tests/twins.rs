@@ -37,7 +37,10 @@ fn redis() -> &'static common::redis_server::RedisServer {
         );
         let code = format!(
             "#!lua name=quotad_twins\n{}",
-            src.replace("__QUOTAD_PROTOCOL__", &protocol::lua())
+            src.replace(
+                "__QUOTAD_PROTOCOL__",
+                &protocol::lua(protocol::Layout::Readable)
+            )
         );
         let mut con = connection(&r);
         let loaded: Result<String, _> = redis::cmd("FUNCTION")

@@ -481,3 +481,47 @@ def acquire_flow(
                 yield local_step
         else:
             return step, None
+
+
+class GetPermit:
+    """A run's step: acquire a permit (a new logical acquire, with a fresh request_id); sent back the
+    permit."""
+
+
+class Invoke:
+    """A run's step: call the caller's function; sent back ``(True, value)`` or ``(False, exception)``."""
+
+
+GET_PERMIT, INVOKE = GetPermit(), Invoke()
+
+
+@dataclass(frozen=True)
+class Settle:
+    """A run's step: report a throttle (when ``meaning`` says so) and release ``permit`` with ``outcome``."""
+
+    permit: Any
+    outcome: Outcome
+    meaning: cls.Classification
+    exc: Optional[BaseException]
+
+
+#: A run returning R.
+RunFlow = Generator[Union[GetPermit, Invoke, Settle, Wait], Any, R]
+
+
+def run_flow(tries: Tries, classify: cls.Classifier) -> RunFlow[Any]:
+    """``run``'s loop: acquire, call, settle with the outcome the classifier reads from the result or the
+    exception; a throttle is reported and retried after the backoff (or the downstream's retry-after)
+    while the policy allows. Returns the function's value, or raises its exception (the last throttle's
+    once retries run out)."""
+    while True:
+        permit = yield GET_PERMIT
+        ok, got = yield INVOKE
+        meaning = run_meaning(classify, got)
+        yield Settle(permit, outcome_of(meaning), meaning, None if ok else got)
+        delay = after_throttle(tries, meaning) if meaning.throttled else None
+        if delay is None:
+            if ok:
+                return got
+            raise got
+        yield Wait(delay)

@@ -338,29 +338,31 @@ class AsyncClient:
     ) -> T:
         """See :meth:`quotad.Client.run`; ``fn`` returns an awaitable (``lambda: session.get(url)``)."""
         tries = core.Tries(retry or self._s.policy, on_progress or self._s.on_progress, resource)
-        meaning_of = classify or self._s.classify
         d = core.descriptors_of(descriptors, descriptor_values)
+        flow = core.run_flow(tries, classify or self._s.classify)
+        got: Any = None
+        permit: Optional[AsyncPermit] = None
         while True:
-            permit = await self._acquire(resource, permits, d, lease_ttl, max_wait, None, False, tries)
             try:
-                value = await fn()
-            except Exception as e:
-                meaning = core.run_meaning(meaning_of, e)
-                await self._settle(permit, core.outcome_of(meaning), meaning, e)
-                delay = core.after_throttle(tries, meaning) if meaning.throttled else None
-                if delay is None:
+                step = flow.send(got)
+            except StopIteration as done:
+                return cast(T, done.value)
+            got = None
+            if step is core.GET_PERMIT:
+                permit = got = await self._acquire(resource, permits, d, lease_ttl, max_wait, None, False, tries)
+            elif step is core.INVOKE:
+                try:
+                    got = (True, await fn())
+                except Exception as e:
+                    got = (False, e)
+                except BaseException:
+                    if permit is not None:
+                        self._release_later(permit)
                     raise
-                await asyncio.sleep(delay)
-                continue
-            except BaseException:
-                self._release_later(permit)
-                raise
-            meaning = core.run_meaning(meaning_of, value)
-            await self._settle(permit, core.outcome_of(meaning), meaning, None)
-            delay = core.after_throttle(tries, meaning) if meaning.throttled else None
-            if delay is None:
-                return value
-            await asyncio.sleep(delay)
+            elif isinstance(step, core.Settle):
+                await self._settle(step.permit, step.outcome, step.meaning, step.exc)
+            elif isinstance(step, core.Wait):
+                await asyncio.sleep(step.delay)
 
     async def _settle(
         self, permit: AsyncPermit, outcome: Outcome, meaning: cls.Classification, exc: Optional[BaseException]

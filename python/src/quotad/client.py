@@ -356,30 +356,31 @@ class Client:
         with the downstream's retry-after, release THROTTLED and retry with backoff within the policy.
         Returns ``fn``'s result, or raises its exception (the last throttle's once retries run out)."""
         tries = core.Tries(retry or self._s.policy, on_progress or self._s.on_progress, resource)
-        meaning_of = classify or self._s.classify
         d = core.descriptors_of(descriptors, descriptor_values)
+        flow = core.run_flow(tries, classify or self._s.classify)
+        got: Any = None
+        permit: Optional[Permit] = None
         while True:
-            # Each attempt is a new logical acquire (fresh request_id); its own retries share that id.
-            permit = self._acquire(resource, permits, d, lease_ttl, max_wait, None, False, tries)
             try:
-                value = fn()
-            except Exception as e:
-                meaning = core.run_meaning(meaning_of, e)
-                self._settle(permit, core.outcome_of(meaning), meaning, e)
-                delay = core.after_throttle(tries, meaning) if meaning.throttled else None
-                if delay is None:
+                step = flow.send(got)
+            except StopIteration as done:
+                return cast(T, done.value)
+            got = None
+            if step is core.GET_PERMIT:
+                permit = got = self._acquire(resource, permits, d, lease_ttl, max_wait, None, False, tries)
+            elif step is core.INVOKE:
+                try:
+                    got = (True, fn())
+                except Exception as e:
+                    got = (False, e)
+                except BaseException:
+                    if permit is not None:
+                        permit.release(Outcome.UNKNOWN)
                     raise
-                time.sleep(delay)
-                continue
-            except BaseException:
-                permit.release(Outcome.UNKNOWN)
-                raise
-            meaning = core.run_meaning(meaning_of, value)
-            self._settle(permit, core.outcome_of(meaning), meaning, None)
-            delay = core.after_throttle(tries, meaning) if meaning.throttled else None
-            if delay is None:
-                return value
-            time.sleep(delay)
+            elif isinstance(step, core.Settle):
+                self._settle(step.permit, step.outcome, step.meaning, step.exc)
+            elif isinstance(step, core.Wait):
+                time.sleep(step.delay)
 
     def _settle(
         self, permit: Permit, outcome: Outcome, meaning: cls.Classification, exc: Optional[BaseException]

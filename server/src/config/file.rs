@@ -45,6 +45,8 @@ pub struct RedisSection {
     pub max_in_flight: Option<usize>,
     /// `redis` (default: Redis's clock decides) or `node` (this node's clock).
     pub time: Option<String>,
+    /// `readable` (default) or `compact`: the field names state is written with.
+    pub layout: Option<String>,
 }
 
 /// `[server]`.

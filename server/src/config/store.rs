@@ -7,7 +7,7 @@ use super::{
     file::RedisSection,
     validate::{at_most, duration, invalid, positive},
 };
-use crate::engine::{RedisSettings, Rules, TimeSource};
+use crate::engine::{RedisLayout as Layout, RedisSettings, Rules, TimeSource};
 
 /// Where quota state lives.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -105,6 +105,16 @@ fn redis(r: &RedisSection) -> Result<RedisSettings, ConfigError> {
         timeout,
         max_in_flight,
         time,
+        layout: match r.layout.as_deref().unwrap_or("readable") {
+            "readable" => Layout::Readable,
+            "compact" => Layout::Compact,
+            other => {
+                return Err(invalid(
+                    "redis.layout",
+                    format!("'{other}' is not one of: readable, compact"),
+                ));
+            }
+        },
     })
 }
 

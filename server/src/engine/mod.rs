@@ -63,4 +63,4 @@ pub use store::{
     BreakerRef, Expired, LeaseQuery, LeaseView, ReportPlan, ResourceUsage, Store, StoreHealth,
     StoreUsage, Sweep, UsageQuery,
 };
-pub use stores::{AnyStore, MemoryStore, RedisSettings, RedisStore, TimeSource};
+pub use stores::{AnyStore, MemoryStore, RedisLayout, RedisSettings, RedisStore, TimeSource};

@@ -15,7 +15,7 @@ use super::{
 };
 pub use super::{
     memory::MemoryStore,
-    redis::{RedisSettings, RedisStore, TimeSource},
+    redis::{Layout as RedisLayout, RedisSettings, RedisStore, TimeSource},
 };
 use crate::clock::Nanos;
 

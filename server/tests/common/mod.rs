@@ -118,6 +118,12 @@ pub fn background() -> &'static tokio::runtime::Runtime {
 /// A Redis store on `urls` (one: standalone; three: a Cluster), under a prefix of its own so tests
 /// sharing one Redis never see each other's keys, deciding on the caller's (fake) clock.
 pub fn redis_store(urls: &[String]) -> RedisStore {
+    redis_store_with(urls, &RedisSettings::default(), None)
+}
+
+/// A Redis store as [`redis_store`] makes one, with `base`'s layout, and under `prefix` when given (two
+/// stores given one prefix share their state).
+pub fn redis_store_with(urls: &[String], base: &RedisSettings, prefix: Option<&str>) -> RedisStore {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let settings = RedisSettings {
@@ -127,9 +133,10 @@ pub fn redis_store(urls: &[String]) -> RedisStore {
         } else {
             Vec::new()
         },
-        prefix: format!("t{n}:"),
+        prefix: prefix.map_or_else(|| format!("t{n}:"), str::to_owned),
         timeout: Duration::from_secs(5),
         time: TimeSource::Node,
+        layout: base.layout,
         ..RedisSettings::default()
     };
     background().block_on(async {

@@ -34,6 +34,7 @@ use tokio::sync::Semaphore;
 use crate::engine::{EngineError, Rules};
 
 pub use keys::Keys;
+pub use protocol::Layout;
 
 /// The library every step runs (a Redis Function; see [`library`]): `lua/prelude.lua` (arguments, time,
 /// protocol), `lua/policy.lua` (the policy's primitives, each a declared twin of a Rust function),
@@ -50,24 +51,24 @@ const SCRIPT: &str = concat!(
 
 /// The function's name and the library's code: the name carries a hash of the code (the script and its
 /// protocol tables), so nodes of two quotad versions sharing one Redis (a rolling upgrade) each call their own.
-fn library() -> (String, String) {
-    let protocol = protocol::lua();
+fn library(layout: Layout) -> (String, String) {
+    let protocol = protocol::lua(layout);
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in SCRIPT.bytes().chain(protocol.bytes()) {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     let name = format!("quotad_{h:016x}");
-    let code = format!("#!lua name={name}\n{}", script(&name));
+    let code = format!("#!lua name={name}\n{}", script(&name, layout));
     (name, code)
 }
 
 /// The script as Redis runs it, its function named `function` (with its protocol tables; without the
 /// `#!lua` header): what `scripts/bench-redis-instructions.sh` loads.
-pub fn script(function: &str) -> String {
+pub fn script(function: &str, layout: Layout) -> String {
     SCRIPT
         .replace("__QUOTAD_FUNCTION__", function)
-        .replace("__QUOTAD_PROTOCOL__", &protocol::lua())
+        .replace("__QUOTAD_PROTOCOL__", &protocol::lua(layout))
 }
 
 /// The steps the library also registers as `<function>_end`, flagged `allow-oom` (steps.lua's `ENDING`):
@@ -185,6 +186,8 @@ pub struct RedisSettings {
     pub max_in_flight: usize,
     /// Where time comes from.
     pub time: TimeSource,
+    /// The field names state is written with (read either way).
+    pub layout: Layout,
 }
 
 impl Default for RedisSettings {
@@ -196,6 +199,7 @@ impl Default for RedisSettings {
             timeout: Duration::from_millis(500),
             max_in_flight: 1024,
             time: TimeSource::Redis,
+            layout: Layout::Readable,
         }
     }
 }
@@ -319,7 +323,7 @@ impl RedisStore {
         };
         let seed =
             std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), 0x7175_6f74_u64);
-        let (function, library) = library();
+        let (function, library) = library(settings.layout);
         Ok(Self {
             conn,
             ending_function: format!("{function}_end"),

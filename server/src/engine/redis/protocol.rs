@@ -190,8 +190,125 @@ pub mod out {
     ];
 }
 
+/// How state is kept in Redis: each hash's fields, by the name the script uses for it and the one- or
+/// two-letter name earlier versions stored. The script reads a hash written either way; it writes the
+/// names [`Layout`] says.
+pub mod stored {
+    /// A level: its limit and its leases in flight.
+    pub const LEVEL: &[(&str, &str)] = &[
+        ("tat", "t"),
+        ("interval", "i"),
+        ("burst", "b"),
+        ("in_flight", "f"),
+    ];
+    /// A breaker (`window`: `epoch:calls:failures` per slot, `;`-separated).
+    pub const BREAKER: &[(&str, &str)] = &[
+        ("phase", "ph"),
+        ("since", "s"),
+        ("open_until", "u"),
+        ("probes_left", "pl"),
+        ("successes", "sc"),
+        ("consecutive", "c"),
+        ("reopens", "r"),
+        ("epoch", "e"),
+        ("window_len", "wl"),
+        ("window", "w"),
+    ];
+    /// A resource's pressure: adaptive factor, its last decrease and step, the pause, live leases, the
+    /// reporters' quiet window (and a `reporter:<identity>` field per recent reporter).
+    pub const PRESSURE: &[(&str, &str)] = &[
+        ("factor", "fa"),
+        ("last_decrease", "ld"),
+        ("last_step", "ls"),
+        ("paused_until", "pu"),
+        ("leases", "n"),
+        ("quiet", "qw"),
+    ];
+    /// The prefix of a reporter's field in a pressure hash (readable, then earlier).
+    pub const REPORTER: (&str, &str) = ("reporter:", "q:");
+    /// A lease.
+    pub const LEASE: &[(&str, &str)] = &[
+        ("resource", "res"),
+        ("rule", "rule"),
+        ("default_ttl", "dt"),
+        ("max_ttl", "mt"),
+        ("client_id", "cid"),
+        ("owner", "own"),
+        ("permits", "p"),
+        ("expires", "x"),
+        ("levels", "lv"),
+        ("pressure", "rk"),
+        ("adaptive", "ad"),
+        ("descriptors", "ds"),
+        ("breaker", "bk"),
+        ("breaker_spec", "bs"),
+        ("probe", "pr"),
+        ("failure_reported", "fr"),
+        ("ended", "g"),
+    ];
+    /// Every hash, as the script names its table of written names.
+    pub const ALL: [(&str, &[(&str, &str)]); 4] = [
+        ("LEVEL_", LEVEL),
+        ("BREAKER_", BREAKER),
+        ("PRESSURE_", PRESSURE),
+        ("LEASE_", LEASE),
+    ];
+}
+
+/// Which field names the script writes. It reads both.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Layout {
+    /// The readable names ([`stored`]'s first column).
+    #[default]
+    Readable,
+    /// The one- or two-letter names of earlier versions: for a rolling upgrade from one, while any of
+    /// its nodes shares the Redis (they read only these).
+    Compact,
+}
+
+/// The Lua tables of stored field names: per hash, `<HASH>_F[name]` is the name written and `<HASH>_O[name]`
+/// the other layout's; `READ[stored]` is the name the script uses, for either layout's stored name;
+/// `WRITTEN[stored]` marks the written names (they win over the other layout's on a read);
+/// `REPORTER_W` and `REPORTER_O` are the reporter field prefixes written and of the other layout.
+fn stored_lua(layout: Layout) -> String {
+    let mut lua = String::new();
+    let (mut read, mut written) = (Vec::new(), Vec::new());
+    for (table, fields) in stored::ALL {
+        let pick = |readable: bool| -> Vec<(&str, &str)> {
+            fields
+                .iter()
+                .map(|&(name, old)| (name, if readable { name } else { old }))
+                .collect()
+        };
+        let this = pick(layout == Layout::Readable);
+        let other = pick(layout != Layout::Readable);
+        for (suffix, names) in [("F", &this), ("O", &other)] {
+            let list: Vec<String> = names.iter().map(|(n, w)| format!("{n} = '{w}'")).collect();
+            lua.push_str(&format!(
+                "local {table}{suffix} = {{ {} }}\n",
+                list.join(", ")
+            ));
+        }
+        for (name, old) in fields {
+            read.push(format!("['{name}'] = '{name}'"));
+            read.push(format!("['{old}'] = '{name}'"));
+        }
+        written.extend(this.iter().map(|(_, w)| format!("['{w}'] = true")));
+    }
+    let (new, old) = stored::REPORTER;
+    let (w, o) = if layout == Layout::Readable {
+        (new, old)
+    } else {
+        (old, new)
+    };
+    lua.push_str(&format!("local READ = {{ {} }}\n", read.join(", ")));
+    lua.push_str(&format!("local WRITTEN = {{ {} }}\n", written.join(", ")));
+    lua.push_str(&format!("local REPORTER_W, REPORTER_O = '{w}', '{o}'\n"));
+    lua
+}
+
 /// The Lua tables `KEY`, `ARG` (name → 1-based index, per step) and `OUT` (the names in order, per step).
-pub fn lua() -> String {
+pub fn lua(layout: Layout) -> String {
     let index = |all: &[Fields]| {
         all.iter()
             .map(|f| {
@@ -225,9 +342,10 @@ pub fn lua() -> String {
         })
         .collect();
     format!(
-        "local KEY = {{\n{}}}\nlocal ARG = {{\n{}}}\nlocal OUT = {{\n{names}}}\nlocal LEN = {{\n{lens}}}\n",
+        "local KEY = {{\n{}}}\nlocal ARG = {{\n{}}}\nlocal OUT = {{\n{names}}}\nlocal LEN = {{\n{lens}}}\n{}",
         index(&key::ALL),
-        index(&arg::ALL)
+        index(&arg::ALL),
+        stored_lua(layout)
     )
 }
 
@@ -315,7 +433,7 @@ mod tests {
 
     #[test]
     fn the_lua_tables_index_from_one() {
-        let lua = lua();
+        let lua = lua(Layout::Readable);
         assert!(
             lua.contains("[\"acq\"] = { step = 1, now = 2, prefix = 3, permits = 4,"),
             "{lua}"

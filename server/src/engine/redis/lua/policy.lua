@@ -17,7 +17,7 @@ end
 -- Exact ceil(a * b / c) for non-negative integers below 2^53 (c > 0) whose quotient is below 2^53, as Rust
 -- computes it in 128 bits: a product past 2^53 is carried in 24-bit limbs and divided bit by bit (a double
 -- would round it).
--- Twin of u128 multiplication and div_ceil (engine/rate.rs Bucket::retune).
+-- Twin of u128 multiplication and div_ceil (engine/policy/limiter/token_bucket.rs Bucket::retune).
 local LIMB = 16777216
 local function mul_div_ceil(a, b, c)
   if a * b < 9007199254740992 then return ceil_div(a * b, c) end
@@ -71,7 +71,7 @@ local function interval(rate, factor)
   return math.max(math.ceil(base / factor), 1)
 end
 
--- Twin of engine/rate.rs Bucket::retune: the owed time re-timed at the new interval, the burst's change added
+-- Twin of engine/policy/limiter/token_bucket.rs Bucket::retune: the owed time re-timed at the new interval, the burst's change added
 -- or taken, rounded up: ceil(i * (owed + (b - old b) * old i) / old i), exactly (the product may pass 2^53).
 local function bucket_retune(bk, i, b)
   if i == bk.i and b == bk.b then return end
@@ -80,7 +80,7 @@ local function bucket_retune(bk, i, b)
   bk.i = i; bk.b = b
 end
 
--- Twin of engine/rate.rs Bucket::check.
+-- Twin of engine/policy/limiter/token_bucket.rs Bucket::check.
 local function bucket_check(bk, permits)
   local needed = math.max(bk.d, 0) + permits * bk.i
   local cap = bk.b * bk.i
@@ -88,10 +88,10 @@ local function bucket_check(bk, permits)
   return needed - cap
 end
 
--- Twin of engine/rate.rs Bucket::debit.
+-- Twin of engine/policy/limiter/token_bucket.rs Bucket::debit.
 local function bucket_debit(bk, permits) bk.d = math.max(bk.d, 0) + permits * bk.i end
 
--- Twin of engine/rate.rs Bucket::debit_bounded.
+-- Twin of engine/policy/limiter/token_bucket.rs Bucket::debit_bounded.
 local function bucket_debit_bounded(bk, permits, max_debt)
   local base = math.max(bk.d, 0)
   local floor = (bk.b + max_debt) * bk.i
@@ -101,13 +101,13 @@ local function bucket_debit_bounded(bk, permits, max_debt)
   return taken
 end
 
--- Twin of engine/rate.rs Bucket::credit.
+-- Twin of engine/policy/limiter/token_bucket.rs Bucket::credit.
 local function bucket_credit(bk, permits)
   local d = bk.d - permits * bk.i
   if d <= 0 then bk.d = -FAR else bk.d = d end
 end
 
--- Twin of engine/rate.rs Bucket::remaining.
+-- Twin of engine/policy/limiter/token_bucket.rs Bucket::remaining.
 local function bucket_remaining(bk)
   local def = math.max(bk.d, 0)
   local cap = bk.b * bk.i
@@ -277,10 +277,10 @@ end
 ---------------------------------------------------------------------------------------------------------
 -- Figures of the tightest levels, reported with every decision
 
--- Twin of engine/policy.rs Tightest::default.
+-- Twin of engine/policy/levels.rs Tightest::default.
 local function tightest_new() return { remaining = nil, limit = 0, reset = 0, headroom = nil, inf = 0, max = 0 } end
 
--- Twin of engine/policy.rs Tightest::observe.
+-- Twin of engine/policy/levels.rs Tightest::observe.
 local function observe(t, cell, max_in_flight)
   local bk = cell.bucket
   if bk then
@@ -293,14 +293,14 @@ local function observe(t, cell, max_in_flight)
   end
 end
 
--- Twin of engine/policy.rs Tightest::decision (its figures).
+-- Twin of engine/policy/levels.rs Tightest::decision (its figures).
 local function figures(t) return { t.remaining or 0, t.limit, t.reset, t.inf, t.max } end
 
 ---------------------------------------------------------------------------------------------------------
 -- What a release settles
 
 -- What `used` permits settle against the `acquired` ones: 'refund' or 'charge' and how many, or 'even'.
--- Twin of engine/policy.rs settlement.
+-- Twin of engine/policy/release.rs settlement.
 local function settlement(acquired, used)
   if used and used < acquired then return 'refund', acquired - used end
   if used and used > acquired then return 'charge', used - acquired end

@@ -88,10 +88,16 @@ end
 
 local function num(s) if s == nil or s == false or s == '' then return nil end return tonumber(s) end
 
+-- A hash's fields by the names the script uses (READ), whichever layout stored them; where both layouts
+-- stored a field, the one this library writes wins. Fields READ does not know keep their stored name.
 local function hgetall(key)
   local flat = redis.call('HGETALL', key)
   local h = {}
-  for i = 1, #flat, 2 do h[flat[i]] = flat[i + 1] end
+  for i = 1, #flat, 2 do
+    local k = flat[i]
+    local name = READ[k] or k
+    if WRITTEN[k] or h[name] == nil then h[name] = flat[i + 1] end
+  end
   return h, #flat > 0
 end
 

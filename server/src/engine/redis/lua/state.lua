@@ -1,20 +1,26 @@
--- quotad's Redis store, part 3 of 4 (see prelude.lua): how state is kept in Redis. A stored layout outlives a
--- version: during a rolling upgrade the previous version reads what this one writes. So add fields, never
--- rename or reinterpret one, and leave a field out only where the previous version reads it absent as empty
--- (the lease's fields, below; test redis_a_lease_keeps_the_fields_the_previous_version_reads).
+-- quotad's Redis store, part 3 of 4 (see prelude.lua): how state is kept in Redis. Every hash's fields are
+-- named in engine/redis/protocol.rs (`stored`): <HASH>_F.name is the name this library writes (readable, or
+-- with `redis.layout = "compact"` the one- or two-letter names earlier versions wrote and read), <HASH>_O.name
+-- the other layout's. Loads read either (hgetall, level_load), so state written by an earlier version is
+-- read as it was. Add fields, never reinterpret one, and leave a field out only where every reader takes it
+-- absent as empty (the lease's fields, below).
 
 ---------------------------------------------------------------------------------------------------------
 -- A level's hash
 
--- A level's hash holds only these four fields: t (the bucket's TAT), i and b (its interval and burst), f
--- (leases in flight).
+-- A level's hash holds only these four fields: tat (the bucket's TAT), interval and burst, in_flight (its
+-- leases in flight). A hash with the other layout's fields (`other`) is rewritten in this one when saved.
 local function level_load(key)
-  local v = redis.call('HMGET', key, 't', 'i', 'b', 'f')
+  local F, O = LEVEL_F, LEVEL_O
+  local v = redis.call('HMGET', key, F.tat, F.interval, F.burst, F.in_flight, O.tat, O.interval, O.burst,
+                       O.in_flight)
+  local other = (v[5] or v[6] or v[7] or v[8]) and true or false
+  if other and not (v[1] or v[2] or v[3] or v[4]) then v[1], v[2], v[3], v[4] = v[5], v[6], v[7], v[8] end
   local t, i, b, f = v[1], v[2], v[3], v[4]
   local bucket = nil
   if i then bucket = { d = rel(t) or -FAR, i = tonumber(i), b = tonumber(b) } end
-  local cell = { key = key, bucket = bucket, f = tonumber(f or '0'), found = (t or i or b or f) and true or false,
-                 st = t or nil }
+  local cell = { key = key, bucket = bucket, f = tonumber(f or '0'), found = (t or i or b or f or other) and true or false,
+                 st = t or nil, other = other }
   -- The interval and burst as stored (a write leaves them alone when they did not change).
   if bucket then cell.si = bucket.i; cell.sb = bucket.b end
   if f then cell.sf = cell.f end
@@ -30,21 +36,27 @@ local function level_save(cell, hold_ms)
     if cell.found then redis.call('DEL', cell.key) end
     return
   end
-  local bk = cell.bucket
+  local F, bk = LEVEL_F, cell.bucket
   local f, changed = {}, false
+  if cell.other then
+    -- Written by the other layout: drop its fields, and write every field of this one.
+    local O = LEVEL_O
+    redis.call('HDEL', cell.key, O.tat, O.interval, O.burst, O.in_flight)
+    cell.st, cell.si, cell.sb, cell.sf, cell.other, changed = nil, nil, nil, nil, false, true
+  end
   if bk then
     if bk.d > 0 then
       local t = abs(bk.d)
-      if t ~= cell.st then f[1] = 't'; f[2] = t end
-    elseif cell.st then redis.call('HDEL', cell.key, 't'); changed = true end
+      if t ~= cell.st then f[1] = F.tat; f[2] = t end
+    elseif cell.st then redis.call('HDEL', cell.key, F.tat); changed = true end
     if bk.i ~= cell.si or bk.b ~= cell.sb then
-      f[#f + 1] = 'i'; f[#f + 1] = string.format('%d', bk.i)
-      f[#f + 1] = 'b'; f[#f + 1] = string.format('%d', bk.b)
+      f[#f + 1] = F.interval; f[#f + 1] = string.format('%d', bk.i)
+      f[#f + 1] = F.burst; f[#f + 1] = string.format('%d', bk.b)
     end
   elseif cell.si or cell.st then
-    redis.call('HDEL', cell.key, 't', 'i', 'b'); changed = true
+    redis.call('HDEL', cell.key, F.tat, F.interval, F.burst); changed = true
   end
-  if cell.f ~= cell.sf then f[#f + 1] = 'f'; f[#f + 1] = cell.f end
+  if cell.f ~= cell.sf then f[#f + 1] = F.in_flight; f[#f + 1] = cell.f end
   if #f > 0 then redis.call('HSET', cell.key, unpack(f)); changed = true end
   if not changed then return end
   local ms = 1000
@@ -64,10 +76,10 @@ end
 local function breaker_load(key, spec)
   local h, found = hgetall(key)
   if not found then return breaker_new(spec) end
-  local b = { ph = h.ph, s = rel(h.s) or 0, u = rel(h.u) or 0, pl = tonumber(h.pl or '0'),
-              sc = tonumber(h.sc or '0'), c = tonumber(h.c or '0'), r = tonumber(h.r or '0'),
-              e = tonumber(h.e or '0'), wl = tonumber(h.wl or '0'), w = {}, dirty = false }
-  for _, s in ipairs(split(h.w, ';')) do
+  local b = { ph = h.phase, s = rel(h.since) or 0, u = rel(h.open_until) or 0, pl = tonumber(h.probes_left or '0'),
+              sc = tonumber(h.successes or '0'), c = tonumber(h.consecutive or '0'), r = tonumber(h.reopens or '0'),
+              e = tonumber(h.epoch or '0'), wl = tonumber(h.window_len or '0'), w = {}, dirty = false }
+  for _, s in ipairs(split(h.window, ';')) do
     local p = split(s, ':')
     local ep = tonumber(p[1])
     b.w[(ep % SLOTS) + 1] = { ep = ep, calls = tonumber(p[2]), fails = tonumber(p[3]) }
@@ -83,8 +95,10 @@ local function breaker_save(key, b)
     local s = b.w[i]
     if s then w[#w + 1] = string.format('%d:%d:%d', s.ep, s.calls, s.fails) end
   end
-  redis.call('HSET', key, 'ph', b.ph, 's', abs(b.s), 'u', abs(b.u), 'pl', b.pl, 'sc', b.sc, 'c', b.c,
-             'r', b.r, 'e', b.e, 'wl', string.format('%d', b.wl), 'w', table.concat(w, ';'))
+  local F = BREAKER_F
+  redis.call('HSET', key, F.phase, b.ph, F.since, abs(b.s), F.open_until, abs(b.u), F.probes_left, b.pl,
+             F.successes, b.sc, F.consecutive, b.c, F.reopens, b.r, F.epoch, b.e, F.window_len,
+             string.format('%d', b.wl), F.window, table.concat(w, ';'))
   local ms = b.wl / 1000000 + 1000
   if b.ph == 'o' then ms = ms + math.max(b.u, 0) / 1000000 end
   keep(key, ms)
@@ -95,11 +109,15 @@ end
 
 local function pressure_load(key)
   local h, found = hgetall(key)
-  local p = { key = key, found = found, fa = tonumber(h.fa or '1'), ld = rel(h.ld), ls = rel(h.ls) or -FAR,
-              pu = rel(h.pu) or -FAR, n = tonumber(h.n or '0'), qw = tonumber(h.qw or '0'), rep = {},
-              dirty = false }
-  for k, v in pairs(h) do
-    if string.sub(k, 1, 2) == 'q:' then p.rep[string.sub(k, 3)] = rel(v) end
+  local p = { key = key, found = found, fa = tonumber(h.factor or '1'), ld = rel(h.last_decrease),
+              ls = rel(h.last_step) or -FAR, pu = rel(h.paused_until) or -FAR, n = tonumber(h.leases or '0'),
+              qw = tonumber(h.quiet or '0'), rep = {}, dirty = false }
+  -- Reporters: the other layout's first, so this layout's win where both hold one.
+  for _, prefix in ipairs({ REPORTER_O, REPORTER_W }) do
+    local len = #prefix
+    for k, v in pairs(h) do
+      if string.sub(k, 1, len) == prefix then p.rep[string.sub(k, len + 1)] = rel(v) end
+    end
   end
   return p
 end
@@ -112,10 +130,12 @@ local function pressure_save(p, quiet)
   if idle then redis.call('DEL', p.key); return end
   redis.call('DEL', p.key)
   local ms = 1000 + quiet / 1000000
-  local f = { 'fa', string.format('%.17g', p.fa), 'ls', abs(p.ls), 'pu', abs(p.pu), 'n', p.n, 'qw', string.format('%d', quiet) }
-  if p.ld ~= nil then f[#f + 1] = 'ld'; f[#f + 1] = abs(p.ld) end
+  local F = PRESSURE_F
+  local f = { F.factor, string.format('%.17g', p.fa), F.last_step, abs(p.ls), F.paused_until, abs(p.pu),
+              F.leases, p.n, F.quiet, string.format('%d', quiet) }
+  if p.ld ~= nil then f[#f + 1] = F.last_decrease; f[#f + 1] = abs(p.ld) end
   for who, at in pairs(p.rep) do
-    if at > -quiet then f[#f + 1] = 'q:' .. who; f[#f + 1] = abs(at) end
+    if at > -quiet then f[#f + 1] = REPORTER_W .. who; f[#f + 1] = abs(at) end
   end
   redis.call('HSET', p.key, unpack(f))
   if p.fa < 1 then ms = math.max(ms, 86400000) end
@@ -136,9 +156,9 @@ local function use_shard(prefix) PREFIX = prefix; EXP = prefix .. 'x'; IDS = pre
 local function lease_key(hex) return PREFIX .. 'l:' .. hex end
 
 -- A lease's fields; those it was granted without (no breaker, probe, adaptive rate or descriptors) are not
--- stored, and read as ''. (The previous version reads these absent fields as '' too; it needs `cid` and
--- `own`, so those are always stored.)
-local OPTIONAL = { 'cid', 'own', 'bk', 'bs', 'pr', 'ad', 'ds' }
+-- stored, and read as ''. (Earlier versions read these absent fields as '' too; they need the client id and
+-- the owner, so those are always stored.)
+local OPTIONAL = { 'client_id', 'owner', 'breaker', 'breaker_spec', 'probe', 'adaptive', 'descriptors' }
 
 local function lease_load(key)
   local l, found = hgetall(key)
@@ -153,7 +173,7 @@ local function exp_score(off) return string.format('%d', math.ceil((NOW_S * 1000
 
 local function lease_levels(l)
   local out = {}
-  for _, s in ipairs(split(l.lv, '\30')) do
+  for _, s in ipairs(split(l.levels, '\30')) do
     local p = split(s, '\31')
     out[#out + 1] = { key = p[1], slot = p[2] == '1', charged = p[3] == '1', rate = rate_spec(p[4]),
                       max_debt = tonumber(p[5] or '0') }
@@ -164,10 +184,9 @@ end
 local function free_slots(l)
   for _, lv in ipairs(lease_levels(l)) do
     if lv.slot then
-      local f = tonumber(redis.call('HGET', lv.key, 'f') or '0')
-      if f > 0 then
-        local cell = level_load(lv.key)
-        cell.f = f - 1
+      local cell = level_load(lv.key)
+      if cell.f > 0 then
+        cell.f = cell.f - 1
         level_save(cell, 0)
       end
     end
@@ -175,12 +194,12 @@ local function free_slots(l)
 end
 
 local function return_probe(l)
-  if l.pr == nil or l.pr == '' or l.bk == nil or l.bk == '' then return end
-  local spec = breaker_spec(l.bs)
+  if l.probe == nil or l.probe == '' or l.breaker == nil or l.breaker == '' then return end
+  local spec = breaker_spec(l.breaker_spec)
   if spec == nil then return end
-  local b = breaker_load(l.bk, spec)
-  breaker_cancel_probe(b, tonumber(l.pr))
-  breaker_save(l.bk, b)
+  local b = breaker_load(l.breaker, spec)
+  breaker_cancel_probe(b, tonumber(l.probe))
+  breaker_save(l.breaker, b)
 end
 
 -- Counts a resource's live leases (what listings show), in its pressure hash, which must outlive them: an
@@ -193,18 +212,18 @@ local function count_lease(rkey, delta, found, hold_ms)
   if delta > 0 then
     local ms = math.ceil(math.max(DAY_MS, hold_ms))
     if found then
-      redis.call('HINCRBY', rkey, 'n', delta)
+      redis.call('HINCRBY', rkey, PRESSURE_F.leases, delta)
       redis.call('PEXPIRE', rkey, ms, 'GT')
     else
-      redis.call('HSET', rkey, 'n', delta)
+      redis.call('HSET', rkey, PRESSURE_F.leases, delta)
       redis.call('PEXPIRE', rkey, ms)
     end
     return
   end
-  if redis.call('HINCRBY', rkey, 'n', delta) <= 0 then
+  if redis.call('HINCRBY', rkey, PRESSURE_F.leases, delta) <= 0 then
     -- Nothing live: a hash that held only the count goes.
     if redis.call('HLEN', rkey) == 1 then redis.call('DEL', rkey); return end
-    redis.call('HSET', rkey, 'n', 0)
+    redis.call('HSET', rkey, PRESSURE_F.leases, 0)
   end
 end
 
@@ -212,8 +231,8 @@ end
 -- lease's key lives until a minute past its expiry (as granted or renewed), so one that has expired keeps
 -- that TTL: its tombstone goes a minute after it expired.
 local function tombstone(key, hex, why, l)
-  redis.call('HSET', key, 'g', why)
-  if (rel(l.x) or 0) > 0 then redis.call('PEXPIRE', key, TOMBSTONE_MS) end
+  redis.call('HSET', key, LEASE_F.ended, why)
+  if (rel(l.expires) or 0) > 0 then redis.call('PEXPIRE', key, TOMBSTONE_MS) end
   redis.call('ZREM', EXP, hex)
   redis.call('ZREM', IDS, hex)
 end
@@ -222,7 +241,7 @@ end
 local function reclaim(hex, key, l)
   free_slots(l)
   return_probe(l)
-  count_lease(l.rk, -1)
+  count_lease(l.pressure, -1)
   tombstone(key, hex, 'e', l)
 end
 
@@ -236,11 +255,11 @@ local function reclaim_expired(limit)
     if i > limit then more = true; break end
     local key = lease_key(hex)
     local l, found = lease_load(key)
-    if not found or l.g then
+    if not found or l.ended then
       redis.call('ZREM', EXP, hex)
-    elseif (rel(l.x) or 0) <= 0 then
+    elseif (rel(l.expires) or 0) <= 0 then
       reclaim(hex, key, l)
-      out[#out + 1] = hex; out[#out + 1] = l.res; out[#out + 1] = l.rule
+      out[#out + 1] = hex; out[#out + 1] = l.resource; out[#out + 1] = l.rule
     end
   end
   return out, more
@@ -248,6 +267,6 @@ end
 
 local function gone_reason(l, found)
   if not found then return 'unknown_lease' end
-  if l.g == 'e' then return 'expired' end
+  if l.ended == 'e' then return 'expired' end
   return 'already_released'
 end

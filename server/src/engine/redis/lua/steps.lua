@@ -1,5 +1,5 @@
 -- quotad's Redis store, part 4 of 4 (see prelude.lua): the steps. Each is one atomic call: the policy's order
--- of checks (engine/policy.rs) over the state state.lua keeps.
+-- of checks (engine/policy/) over the state state.lua keeps.
 
 ---------------------------------------------------------------------------------------------------------
 -- Replies and steps.
@@ -125,12 +125,13 @@ OPS.acq = function()
 
   local expires = abs(ttl)
   -- The client id and owner are written even when empty: a node of the previous version reads them as given.
-  local rec = { 'res', A[I.resource], 'rule', A[I.rule], 'dt', A[I.default_ttl], 'mt', A[I.max_ttl],
-                'cid', A[I.client_id], 'own', A[I.owner], 'p', A[I.permits], 'x', expires,
-                'lv', table.concat(lv_out, '\30'), 'rk', rkey }
+  local F = LEASE_F
+  local rec = { F.resource, A[I.resource], F.rule, A[I.rule], F.default_ttl, A[I.default_ttl], F.max_ttl,
+                A[I.max_ttl], F.client_id, A[I.client_id], F.owner, A[I.owner], F.permits, A[I.permits],
+                F.expires, expires, F.levels, table.concat(lv_out, '\30'), F.pressure, rkey }
   local function opt(k, v) if v ~= '' then rec[#rec + 1] = k; rec[#rec + 1] = v end end
-  opt('ad', A[I.adaptive]); opt('ds', held)
-  if bspec then opt('bk', bkey); opt('bs', A[I.breaker]); opt('pr', probe or '') end
+  opt(F.adaptive, A[I.adaptive]); opt(F.descriptors, held)
+  if bspec then opt(F.breaker, bkey); opt(F.breaker_spec, A[I.breaker]); opt(F.probe, probe or '') end
   redis.call('HSET', lkey, unpack(rec))
   redis.call('PEXPIRE', lkey, math.ceil(hold_ms))
   redis.call('ZADD', EXP, exp_score(ttl), hex)
@@ -143,10 +144,11 @@ OPS.acq = function()
   return decided({ status = 1, lease = hex, expires = expires, replayed = 0 }, t)
 end
 
--- Charges up to `excess` more at every charged level, each at most its max debt below empty, all the same.
+-- Twin of engine/policy/release.rs charge_excess (with charge_level and refund_level): up to `excess` more at
+-- every charged level, each at most its max debt below empty, all the same.
 local function charge_excess(l, levels, excess)
   local factor = 1.0
-  if l.ad ~= nil and l.ad ~= '' then factor = pressure_load(l.rk).fa end
+  if l.adaptive ~= nil and l.adaptive ~= '' then factor = pressure_load(l.pressure).fa end
   local taken, least = {}, excess
   for _, lv in ipairs(levels) do
     if lv.charged and lv.rate then
@@ -171,15 +173,15 @@ OPS.rel = function()
   local key, hex, outcome = KEYS[KEY.rel.lease], A[I.lease], A[I.outcome]
   local used, caller = num(A[I.used]), A[I.caller]
   local l, found = lease_load(key)
-  if not found or l.g then return out('rel', { status = 0, reason = gone_reason(l, found) }) end
-  if l.own ~= caller then return out('rel', { status = -1, reason = 'not_owner' }) end
-  if (rel(l.x) or 0) <= 0 then
+  if not found or l.ended then return out('rel', { status = 0, reason = gone_reason(l, found) }) end
+  if l.owner ~= caller then return out('rel', { status = -1, reason = 'not_owner' }) end
+  if (rel(l.expires) or 0) <= 0 then
     reclaim(hex, key, l)
-    return out('rel', { status = 0, reason = 'expired', resource = l.res, rule = l.rule })
+    return out('rel', { status = 0, reason = 'expired', resource = l.resource, rule = l.rule })
   end
   free_slots(l)
   local levels = lease_levels(l)
-  local permits = tonumber(l.p)
+  local permits = tonumber(l.permits)
   local refunded, charged = 0, 0
   local settle, n = settlement(permits, used)
   if settle == 'refund' then
@@ -194,20 +196,20 @@ OPS.rel = function()
     charged = charge_excess(l, levels, n)
   end
   local state = 'closed'
-  local spec = breaker_spec(l.bs)
-  if spec and l.bk ~= '' then
-    local b = breaker_load(l.bk, spec)
-    local probe = num(l.pr)
+  local spec = breaker_spec(l.breaker_spec)
+  if spec and l.breaker ~= '' then
+    local b = breaker_load(l.breaker, spec)
+    local probe = num(l.probe)
     if outcome == 's' then breaker_record(b, spec, false, probe)
-    elseif (outcome == 'f' or outcome == 't') and l.fr ~= '1' then breaker_record(b, spec, true, probe)
+    elseif (outcome == 'f' or outcome == 't') and l.failure_reported ~= '1' then breaker_record(b, spec, true, probe)
     elseif outcome == 'u' and probe then breaker_cancel_probe(b, probe) end
-    breaker_save(l.bk, b)
+    breaker_save(l.breaker, b)
     state = breaker_state(b)
   end
-  count_lease(l.rk, -1)
+  count_lease(l.pressure, -1)
   tombstone(key, hex, 'r', l)
-  return out('rel', { status = 1, refunded = refunded, charged = charged, state = state, resource = l.res,
-                      rule = l.rule, transitions = table.concat(transitions, ';'), breaker = l.bk })
+  return out('rel', { status = 1, refunded = refunded, charged = charged, state = state, resource = l.resource,
+                      rule = l.rule, transitions = table.concat(transitions, ';'), breaker = l.breaker })
 end
 
 -- KEY.ren, ARG.ren (ttl: '' for the lease's default).
@@ -215,19 +217,19 @@ OPS.ren = function()
   local I = ARG.ren
   local key, hex, ttl, caller = KEYS[KEY.ren.lease], A[I.lease], num(A[I.ttl]), A[I.caller]
   local l, found = lease_load(key)
-  if not found or l.g then return out('ren', { status = 0, reason = gone_reason(l, found) }) end
-  if l.own ~= caller then return out('ren', { status = -1, reason = 'not_owner' }) end
-  if (rel(l.x) or 0) <= 0 then return out('ren', { status = 0, reason = 'expired' }) end
-  ttl = math.min(ttl or tonumber(l.dt), tonumber(l.mt))
+  if not found or l.ended then return out('ren', { status = 0, reason = gone_reason(l, found) }) end
+  if l.owner ~= caller then return out('ren', { status = -1, reason = 'not_owner' }) end
+  if (rel(l.expires) or 0) <= 0 then return out('ren', { status = 0, reason = 'expired' }) end
+  ttl = math.min(ttl or tonumber(l.default_ttl), tonumber(l.max_ttl))
   local expires = abs(ttl)
-  redis.call('HSET', key, 'x', expires)
+  redis.call('HSET', key, LEASE_F.expires, expires)
   local hold = ttl / 1000000 + TOMBSTONE_MS
   keep(key, hold)
   redis.call('ZADD', EXP, exp_score(ttl), hex)
   for _, lv in ipairs(lease_levels(l)) do
     if lv.slot then keep(lv.key, hold) end
   end
-  keep(l.rk, hold)
+  keep(l.pressure, hold)
   return out('ren', { status = 1, expires = expires, ttl = ttl })
 end
 
@@ -240,13 +242,13 @@ OPS.rep = function()
   local lease_first, probe = nil, nil
   if hex ~= '' then
     local l, found = lease_load(lkey)
-    if found and not l.g then
-      -- The resource first, as every store checks it (engine/memory/signals.rs).
-      if l.res ~= resource then return out('rep', { status = -1, reason = 'other_resource' }) end
-      if l.own ~= caller then return out('rep', { status = -1, reason = 'not_owner' }) end
-      lease_first = l.fr ~= '1'
-      probe = num(l.pr)
-      redis.call('HSET', lkey, 'fr', '1')
+    if found and not l.ended then
+      -- The resource first, as every store checks it (engine/policy/report.rs lease_reported).
+      if l.resource ~= resource then return out('rep', { status = -1, reason = 'other_resource' }) end
+      if l.owner ~= caller then return out('rep', { status = -1, reason = 'not_owner' }) end
+      lease_first = l.failure_reported ~= '1'
+      probe = num(l.probe)
+      redis.call('HSET', lkey, LEASE_F.failure_reported, '1')
     end
   end
   local p = pressure_load(rkey)
@@ -300,8 +302,9 @@ OPS.rst = function()
     breaker_save(KEYS[K.breaker], b)
   end
   if redis.call('EXISTS', KEYS[K.resource]) == 1 then
-    redis.call('HSET', KEYS[K.resource], 'fa', '1', 'pu', '0')
-    redis.call('HDEL', KEYS[K.resource], 'ld', 'ls')
+    local p = pressure_load(KEYS[K.resource])
+    p.fa, p.pu, p.ld, p.ls, p.dirty = 1, -FAR, nil, -FAR, true
+    pressure_save(p, 0)
   end
   return before
 end
@@ -320,7 +323,7 @@ end
 OPS.rvk = function()
   local key = KEYS[KEY.rvk.lease]
   local l, found = lease_load(key)
-  if not found or l.g then return 0 end
+  if not found or l.ended then return 0 end
   reclaim(A[ARG.rvk.lease], key, l)
   return 1
 end
@@ -329,10 +332,11 @@ end
 OPS.ref = function()
   local n = 0
   for _, key in ipairs(KEYS) do
-    if redis.call('EXISTS', key) == 1 then
+    local cell = level_load(key)
+    if cell.found then
       n = n + 1
-      redis.call('HDEL', key, 't')
-      if tonumber(redis.call('HGET', key, 'f') or '0') <= 0 then redis.call('DEL', key) end
+      if cell.bucket then cell.bucket.d = -FAR end
+      level_save(cell, 0)
     end
   end
   return n
@@ -402,9 +406,9 @@ OPS.lst = function()
   local rows = {}
   for _, hex in ipairs(ids) do
     local l, found = lease_load(lease_key(hex))
-    if found and not l.g then
-      rows[#rows + 1] = out('lst', { lease = hex, resource = l.res, rule = l.rule, permits = l.p, expires = l.x,
-                                     client_id = l.cid, owner = l.own, probe = l.pr, descriptors = l.ds })
+    if found and not l.ended then
+      rows[#rows + 1] = out('lst', { lease = hex, resource = l.resource, rule = l.rule, permits = l.permits, expires = l.expires,
+                                     client_id = l.client_id, owner = l.owner, probe = l.probe, descriptors = l.descriptors })
     end
   end
   return rows
