@@ -45,7 +45,7 @@ pub enum Error {
     Other {
         /// The gRPC code.
         code: Code,
-        /// Its message.
+        /// What quotad said (it names the field or limit at fault).
         message: String,
     },
 }

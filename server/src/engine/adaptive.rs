@@ -18,7 +18,7 @@ pub struct AdaptiveSpec {
     /// Each `increase_interval` in which calls are granted, the rate rises by this fraction of the configured
     /// rate.
     pub increase_step: f64,
-    /// See `increase_step`.
+    /// How long calls must keep being granted before the rate rises by one `increase_step`.
     pub increase_interval: Duration,
 }
 

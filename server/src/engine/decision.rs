@@ -74,9 +74,9 @@ pub struct Decision {
     pub limit: u64,
     /// Time until that level is full.
     pub reset_after: Nanos,
-    /// Leases in flight at the tightest concurrency level, and its max (0 when none).
+    /// Leases in flight at the tightest concurrency level (0 when none).
     pub in_flight: u32,
-    /// See `in_flight`.
+    /// That level's concurrency limit (0 when none).
     pub max_in_flight: u32,
     /// The transition this acquire made the plan's breaker take (an OPEN breaker turning HALF_OPEN as it
     /// admits; an admission makes at most one): for the engine to count.

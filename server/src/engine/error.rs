@@ -26,7 +26,7 @@ pub enum EngineError {
     CapacityExhausted {
         /// Which cap: `live keys` or `leases`.
         what: &'static str,
-        /// Its configured value.
+        /// The cap as configured (`capacity.max_live_keys` or `capacity.max_leases`).
         cap: usize,
         /// A breaker transition the call made before the cap refused it (an OPEN breaker's admission
         /// turning HALF_OPEN): it happened, so the engine counts it.

@@ -31,9 +31,9 @@ pub struct RecentTransition {
     pub rule: &'static str,
     /// The breaker: its resource, and `/descriptor/value` for a partitioned one.
     pub breaker: String,
-    /// The change.
+    /// The state it left.
     pub from: BreakerState,
-    /// See `from`.
+    /// The state it entered.
     pub to: BreakerState,
     /// Why, in a few words.
     pub reason: &'static str,

@@ -21,7 +21,7 @@ use crate::clock::Nanos;
 pub struct BreakerRef<'a> {
     /// Concrete resource name.
     pub resource: &'a str,
-    /// Its rule.
+    /// The rule it resolved to (its breaker spec, adaptive spec and pause cap).
     pub rule: Arc<Rule>,
     /// The breaker's key (`None` when the rule has no breaker).
     pub key: Option<std::borrow::Cow<'a, str>>,
@@ -45,7 +45,7 @@ pub struct ReportPlan<'a> {
 /// A live lease, as admin tools see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaseView {
-    /// Its id.
+    /// The id a Release or Renew names.
     pub lease_id: LeaseId,
     /// Concrete resource.
     pub resource: Name,
@@ -146,9 +146,9 @@ pub struct StoreUsage {
 /// A lease reclaimed at expiry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Expired {
-    /// Its id.
+    /// The lease that expired (its holder's Release will answer `expired`).
     pub lease_id: LeaseId,
-    /// Its resource.
+    /// The concrete resource it held (counted per resource in the expiry metrics).
     pub resource: Name,
     /// The configured name of the rule it was granted under.
     pub rule: &'static str,
@@ -181,7 +181,7 @@ pub struct StoreHealth {
     /// Calls made, and failed ones by kind: `timeout`, `busy` (too many outstanding), `error`, `full`
     /// (the store at its memory limit refused it).
     pub calls: u64,
-    /// See `calls`.
+    /// Failed calls, per kind in the order above.
     pub errors: [(&'static str, u64); 4],
     /// Grants made without the store, by policy: `fail_open`, `local`.
     pub fallback_grants: [(&'static str, u64); 2],

@@ -43,7 +43,7 @@ pub struct LevelState {
 pub struct LevelExplained {
     /// How a denial names it: `resource` or `tenant=acme`.
     pub label: String,
-    /// Its figures.
+    /// Its permits, wait and leases in flight at `now`.
     pub state: LevelState,
     /// Its capacity (0 without a rate limit).
     pub burst: u64,

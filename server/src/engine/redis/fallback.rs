@@ -44,7 +44,7 @@ pub struct Fallback {
     last_warn_s: AtomicU64,
     /// Grants made without Redis, by policy.
     pub open_grants: AtomicU64,
-    /// See `open_grants`.
+    /// Grants made without Redis from this node's local buckets (`on_store_error = "local"`).
     pub local_grants: AtomicU64,
 }
 

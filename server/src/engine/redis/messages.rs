@@ -25,7 +25,7 @@ pub struct LevelArgs {
     pub partition: Option<u32>,
     /// Its rate spec (`args::rate`), empty without a rate limit.
     pub rate: String,
-    /// Its concurrency limit.
+    /// Its concurrency limit, if any.
     pub max_in_flight: Option<u32>,
     /// How far below empty a settlement may take it.
     pub max_debt: u64,
@@ -40,25 +40,25 @@ pub struct AcquireArgs<'a> {
     pub ttl: Nanos,
     /// The id the lease gets if granted.
     pub lease: LeaseId,
-    /// The concrete resource and its rule's configured name.
+    /// The concrete resource.
     pub resource: &'a str,
-    /// See `resource`.
+    /// Its rule's configured name (for metrics on release and expiry).
     pub rule: &'a str,
-    /// The rule's default and longest lease TTL, ns (what a renewal is bounded by).
+    /// The TTL a renewal that names none gets, ns.
     pub default_ttl: Nanos,
-    /// See `default_ttl`.
+    /// The longest TTL a renewal may ask for, ns.
     pub max_ttl: Nanos,
-    /// The caller's client id and identity, empty when none.
+    /// The caller's client id (for listings), empty when none.
     pub client_id: &'a str,
-    /// See `client_id`.
+    /// The authenticated identity: the only one that may release, renew or report under the lease.
     pub owner: &'a str,
     /// The request's fingerprint when it carries a request_id (its replay record is checked against it).
     pub fingerprint: Option<u64>,
     /// How long a granted request_id is remembered, ns.
     pub window: Nanos,
-    /// The rule's adaptive and breaker specs (`args::adaptive`, `args::breaker`), empty when none.
+    /// The rule's adaptive spec (`args::adaptive`), empty when none.
     pub adaptive: String,
-    /// See `adaptive`.
+    /// The rule's breaker spec (`args::breaker`), empty when none.
     pub breaker: String,
     /// The wait a concurrency denial suggests, ns.
     pub concurrency_retry_after: Nanos,
@@ -104,15 +104,15 @@ impl AcquireArgs<'_> {
 /// The tightest levels' figures an acquire reports.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Figures {
-    /// Tokens left, and the burst, at the tightest rate level; time until it is full, ns.
+    /// Tokens left at the tightest rate level.
     pub remaining: u64,
-    /// See `remaining`.
+    /// That level's capacity.
     pub limit: u64,
-    /// See `remaining`.
+    /// Time until that level is full, ns.
     pub reset_after: Nanos,
-    /// Leases in flight at the tightest concurrency level, and its limit.
+    /// Leases in flight at the tightest concurrency level.
     pub in_flight: u32,
-    /// See `in_flight`.
+    /// That level's concurrency limit.
     pub max_in_flight: u32,
 }
 

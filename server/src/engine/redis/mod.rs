@@ -245,9 +245,9 @@ pub struct RedisStore {
     full: AtomicBool,
     /// Redis may evict quotad's keys (see [`eviction`]), as last read.
     evicting: AtomicBool,
-    /// When (Unix ms) the eviction policy was last read, and last warned about.
+    /// When (Unix ms) the eviction policy was last read.
     eviction_checked_ms: AtomicU64,
-    /// See `eviction_checked_ms`.
+    /// When (Unix ms) a policy that may evict quotad's keys was last warned about.
     eviction_warned_ms: AtomicU64,
 }
 

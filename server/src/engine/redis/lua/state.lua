@@ -11,11 +11,13 @@
 -- A level's hash holds only these four fields: tat (the bucket's TAT), interval and burst, in_flight (its
 -- leases in flight). A hash with the other layout's fields (`other`) is rewritten in this one when saved.
 local function level_load(key)
-  local F, O = LEVEL_F, LEVEL_O
-  local v = redis.call('HMGET', key, F.tat, F.interval, F.burst, F.in_flight, O.tat, O.interval, O.burst,
-                       O.in_flight)
-  local other = (v[5] or v[6] or v[7] or v[8]) and true or false
-  if other and not (v[1] or v[2] or v[3] or v[4]) then v[1], v[2], v[3], v[4] = v[5], v[6], v[7], v[8] end
+  local F, O, other = LEVEL_F, LEVEL_O, false
+  local v = redis.call('HMGET', key, F.tat, F.interval, F.burst, F.in_flight)
+  if not (v[1] or v[2] or v[3] or v[4]) then
+    -- Absent, or written in the other layout (read only then: a live level is in this one).
+    v = redis.call('HMGET', key, O.tat, O.interval, O.burst, O.in_flight)
+    other = (v[1] or v[2] or v[3] or v[4]) and true or false
+  end
   local t, i, b, f = v[1], v[2], v[3], v[4]
   local bucket = nil
   if i then bucket = { d = rel(t) or -FAR, i = tonumber(i), b = tonumber(b) } end
@@ -112,11 +114,13 @@ local function pressure_load(key)
   local p = { key = key, found = found, fa = tonumber(h.factor or '1'), ld = rel(h.last_decrease),
               ls = rel(h.last_step) or -FAR, pu = rel(h.paused_until) or -FAR, n = tonumber(h.leases or '0'),
               qw = tonumber(h.quiet or '0'), rep = {}, dirty = false }
-  -- Reporters: the other layout's first, so this layout's win where both hold one.
-  for _, prefix in ipairs({ REPORTER_O, REPORTER_W }) do
-    local len = #prefix
-    for k, v in pairs(h) do
-      if string.sub(k, 1, len) == prefix then p.rep[string.sub(k, len + 1)] = rel(v) end
+  -- Reporters (this layout's prefix wins where both layouts hold one).
+  local wlen, olen = #REPORTER_W, #REPORTER_O
+  for k, v in pairs(h) do
+    if string.sub(k, 1, wlen) == REPORTER_W then p.rep[string.sub(k, wlen + 1)] = rel(v)
+    elseif string.sub(k, 1, olen) == REPORTER_O then
+      local who = string.sub(k, olen + 1)
+      if h[REPORTER_W .. who] == nil then p.rep[who] = rel(v) end
     end
   end
   return p
