@@ -9,7 +9,8 @@
 //! A second argument `acquire-only` does the Acquires in rounds of 10,000 and releases each round after it,
 //! so a profiler (`perf record -e cpu-clock`) sees the Acquires apart from the Releases (`pairs`, the
 //! default, alternates them). A third argument `three-level` acquires on a resource with a resource-wide
-//! level and two partitions (endpoint, tenant) instead of a rate-only one. Acquires go through
+//! level and two partitions (endpoint, tenant) instead of a rate-only one; `fixed-window` or
+//! `sliding-window` on a rate-only resource of that algorithm. Acquires go through
 //! `Quota::acquire_ready`, as the server's handler calls it.
 
 use std::{
@@ -29,6 +30,14 @@ const CONFIG: &str = r#"
 [[resources]]
 name = "rate"
 rate = { limit = 1000000000, period = "1s", burst = 1000000000 }
+
+[[resources]]
+name = "fixed-window"
+rate = { limit = 1000000000, period = "1s", algorithm = "fixed_window" }
+
+[[resources]]
+name = "sliding-window"
+rate = { limit = 1000000000, period = "1s", algorithm = "sliding_window" }
 
 [[resources]]
 name = "three"
@@ -56,7 +65,14 @@ fn main() {
         .unwrap_or(200_000);
     let rules = config::load_str(CONFIG).expect("config").rules;
     let quota = Quota::in_memory(rules, Arc::new(MonotonicClock::new()));
-    let req = if std::env::args().nth(3).as_deref() == Some("three-level") {
+    let shape = std::env::args().nth(3);
+    let req = if let Some(window @ ("fixed-window" | "sliding-window")) = shape.as_deref() {
+        Acquire {
+            resource: window.into(),
+            permits: 1,
+            ..Default::default()
+        }
+    } else if shape.as_deref() == Some("three-level") {
         Acquire {
             resource: "three".into(),
             descriptors: vec![

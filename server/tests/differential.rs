@@ -7,6 +7,7 @@
 
 mod common;
 
+use quotad_server::clock::Clock as _;
 use std::time::Duration;
 
 use common::{Harness, now, redis_server::RedisServer};
@@ -55,6 +56,20 @@ lease_ttl = "2s"
 max_pause = "1s"
 max_debt = 3
 adaptive = { decrease_factor = 0.5, floor = 0.2, cooldown = "300ms", increase_step = 0.1, increase_interval = "200ms" }
+
+[[resources]]
+name = "fixed"
+rate = { limit = 4, period = "1s", algorithm = "fixed_window" }
+lease_ttl = "2s"
+max_debt = 4
+
+[[resources]]
+name = "slide"
+rate = { limit = 15, period = "2s", algorithm = "sliding_window" }
+lease_ttl = "3s"
+[[resources.partitions]]
+descriptor = "tenant"
+rate = { limit = 4, period = "500ms", algorithm = "fixed_window" }
 "#;
 
 /// The rules after the reload halfway through: lowered, raised, and one more rule.
@@ -66,6 +81,10 @@ fn reloaded() -> String {
         )
         .replace("concurrency = 5\n", "concurrency = 7\n")
         .replace("max_debt = 3", "max_debt = 1")
+        .replace(
+            "rate = { limit = 15, period = \"2s\", algorithm = \"sliding_window\" }",
+            "rate = { limit = 9, period = \"3s\", algorithm = \"sliding_window\" }",
+        )
         + "\n[[resources]]\nname = \"late\"\nrate = { limit = 5, period = \"1s\", burst = 2 }\n"
 }
 
@@ -87,7 +106,9 @@ fn late(r: Result<quotad_server::engine::Released, EngineError>) -> String {
 }
 
 /// Answers the trace must reach.
-const COVERAGE: [&str; 13] = [
+const COVERAGE: [&str; 15] = [
+    "fixed RateLimited",
+    "slide RateLimited",
     "decreased=true",
     "another identity",
     "late",
@@ -162,7 +183,12 @@ fn view(d: &Result<Decision, EngineError>) -> String {
 }
 
 fn acquire(rng: &mut Rng) -> Acquire {
-    let (resource, descriptors) = match rng.below(7) {
+    let (resource, descriptors) = match rng.below(9) {
+        7 => ("fixed".to_owned(), vec![]),
+        8 => (
+            "slide".to_owned(),
+            vec![("tenant".to_owned(), format!("t{}", rng.below(3)))],
+        ),
         0 => ("api".to_owned(), vec![]),
         1 => ("jobs".to_owned(), vec![]),
         2 => (
@@ -194,7 +220,8 @@ fn who(rng: &mut Rng) -> Option<&'static str> {
 /// (real) clock, with TTLs the decisions' (fake) clock computed (a level key lives a second past the moment
 /// its bucket is full again): a trace whose fake clock ran slower than real time would see Redis forget state
 /// the in-memory store keeps. A Cluster call takes about a millisecond here, so 20 ms of fake time a step keeps
-/// the fake clock ahead; a standalone trace's own time steps are enough.
+/// the fake clock ahead; a standalone trace's own time steps are enough. Either trace adds the time a slow
+/// step took beyond that.
 const CLUSTER_PACE: Duration = Duration::from_millis(20);
 
 /// Time passes for both stores, and both sweep (so no lease is expired-but-unswept at the next call): how
@@ -232,8 +259,18 @@ fn trace(
     // Live leases, as (memory's id, Redis's id, the identity that acquired it, whether of "down").
     let mut leases: Vec<(LeaseId, LeaseId, Option<&'static str>, bool)> = Vec::new();
     let mut seen = std::collections::HashMap::<&str, usize>::new();
+    let (real, fake) = (std::time::Instant::now(), memory.clock.now());
     for step in 0..ops {
-        if let Some(by) = paced {
+        // Never let real time run ahead of the fake clock (Redis expires keys in real time; see
+        // CLUSTER_PACE): on a busy machine a step can take longer than the pace, and both stores are then
+        // given the time that passed.
+        // (In whole milliseconds, as every other step: the stores tell expiries apart to the microsecond.)
+        let behind = real
+            .elapsed()
+            .saturating_sub(Duration::from_nanos(memory.clock.now() - fake));
+        let behind = Duration::from_millis(u64::try_from(behind.as_millis()).unwrap_or(0));
+        let by = paced.unwrap_or_default().max(behind);
+        if !by.is_zero() {
             pace(&memory, &shared, by);
         }
         if step == ops / 2 {

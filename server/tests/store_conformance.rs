@@ -43,6 +43,114 @@ fn rate_limit_denies_with_exact_retry_after<S: Store>(make: &Make<S>) {
     assert!(h.acquire("api", &[], 1).granted());
 }
 
+const WINDOWS: &str = r#"
+[[resources]]
+name = "fixed"
+rate = { limit = 3, period = "1m", algorithm = "fixed_window" }
+lease_ttl = "5m"
+max_lease_ttl = "5m"
+[[resources.partitions]]
+descriptor = "tenant"
+rate = { limit = 2, period = "10s", algorithm = "fixed_window" }
+
+[[resources]]
+name = "sliding"
+rate = { limit = 10, period = "10s", algorithm = "sliding_window" }
+"#;
+
+/// A fixed window counts per window aligned to the epoch (the harness clock starts on a minute): its
+/// limit, then a denial until the window's end, exact; a partition's window is its own.
+fn a_fixed_window_admits_its_limit_per_aligned_window<S: Store>(make: &Make<S>) {
+    let h = Harness::new(WINDOWS, make);
+    h.advance(Duration::from_secs(20));
+    for (i, tenant) in ["a", "a", "b"].into_iter().enumerate() {
+        let d = h.acquire("fixed", &[("tenant", tenant)], 1);
+        assert!(d.granted(), "grant {i}");
+    }
+    let d = h.acquire("fixed", &[("tenant", "b")], 1);
+    assert_eq!(d.denial(), Some(Denial::RateLimited));
+    assert_eq!(
+        (denied_by(&d), retry_after(&d)),
+        ("resource", 40 * SEC),
+        "to the minute's end"
+    );
+    assert_eq!((d.remaining, d.limit, d.reset_after), (0, 3, 40 * SEC));
+    let e = now(h.quota.explain(&acq("fixed", &[("tenant", "a")], 1))).expect("explain");
+    assert_eq!(
+        e.levels[0].algorithm,
+        Some(quotad_server::engine::Algorithm::FixedWindow)
+    );
+    assert_eq!((e.levels[0].state.tokens, e.levels[0].burst), (Some(0), 3));
+    assert_eq!(
+        e.levels[1].state.tokens,
+        Some(0),
+        "tenant a's window is used up"
+    );
+    h.clock.advance_nanos(40 * SEC - 1);
+    assert!(!h.acquire("fixed", &[("tenant", "c")], 1).granted());
+    h.clock.advance_nanos(1);
+    let d = h.acquire("fixed", &[("tenant", "a")], 2);
+    assert!(
+        d.granted(),
+        "a new minute, and tenant a's 10 s window too: {d:?}"
+    );
+    assert_eq!(d.remaining, 0, "tenant a's window holds 2");
+}
+
+/// A sliding window weighs the previous window by the part of it still inside the period, and a denial
+/// says exactly when the weight has fallen enough.
+fn a_sliding_window_weighs_the_previous_window<S: Store>(make: &Make<S>) {
+    let h = Harness::new(WINDOWS, make);
+    h.advance(Duration::from_secs(5));
+    assert!(h.acquire("sliding", &[], 10).granted());
+    assert_eq!(
+        retry_after(&h.acquire("sliding", &[], 1)),
+        5 * SEC + 10 * SEC / 10,
+        "into the next window"
+    );
+    // 2.5 s into the next window, 10 × 7.5 / 10 = 7.5 of the previous window still counts (8, rounded up).
+    h.clock.advance_nanos(7_500 * MS);
+    let d = h.acquire("sliding", &[], 3);
+    assert_eq!(
+        (d.denial(), retry_after(&d)),
+        (Some(Denial::RateLimited), 500 * MS)
+    );
+    assert_eq!(d.remaining, 2);
+    assert!(h.acquire("sliding", &[], 2).granted());
+    h.clock.advance_nanos(500 * MS);
+    let d = h.acquire("sliding", &[], 1);
+    assert!(d.granted(), "the previous window weighs 7 now: {d:?}");
+    assert_eq!(d.remaining, 0);
+}
+
+/// A window's refund goes back to the window it was taken from, never to a later one: a lease released
+/// after its window ended gives nothing to the next.
+fn a_window_refunds_only_its_own_window<S: Store>(make: &Make<S>) {
+    let h = Harness::new(WINDOWS, make);
+    let first = lease(&h.acquire("fixed", &[("tenant", "x")], 2));
+    let r = h.release(first, Outcome::Success, Some(0));
+    assert_eq!(r.refunded, 2);
+    assert!(
+        h.acquire("fixed", &[("tenant", "y")], 2).granted(),
+        "the refund went back"
+    );
+    let e = now(h.quota.explain(&acq("fixed", &[("tenant", "w")], 1))).expect("explain");
+    assert_eq!(e.levels[0].state.tokens, Some(1));
+    let late = lease(&h.acquire("fixed", &[("tenant", "z")], 1));
+    h.advance(Duration::from_secs(60));
+    assert!(h.acquire("fixed", &[("tenant", "q")], 2).granted());
+    assert_eq!(
+        h.release(late, Outcome::Success, Some(0)).refunded,
+        1,
+        "the release settles"
+    );
+    let d = h.acquire("fixed", &[("tenant", "r")], 1);
+    assert_eq!(
+        d.remaining, 0,
+        "the previous minute's refund is not this minute's"
+    );
+}
+
 fn permits_above_burst_fail_fast<S: Store>(make: &Make<S>) {
     let h = Harness::new(RATE, make);
     let e = now(h.quota.acquire(&acq("api", &[], 6))).unwrap_err();
@@ -1242,6 +1350,9 @@ fn explain_says_what_acquire_then_answers<S: Store>(make: &Make<S>) {
 
 for_each_store!(
     shared: [
+        a_fixed_window_admits_its_limit_per_aligned_window,
+        a_sliding_window_weighs_the_previous_window,
+        a_window_refunds_only_its_own_window,
         explain_says_what_acquire_then_answers,
         another_identitys_lease_is_refused_and_left_as_it_was,
         usage_pages_in_name_order_with_filters,

@@ -14,8 +14,9 @@ use proptest::prelude::*;
 use quotad_server::{
     clock::Nanos,
     engine::{
-        AdaptiveRate, AdaptiveSpec, Admission, Breaker, BreakerSpec, Bucket, Transition,
-        policy::{Limiter, Settlement, settlement},
+        AdaptiveRate, AdaptiveSpec, Admission, Algorithm, Breaker, BreakerSpec, Bucket, RateSpec,
+        Transition,
+        policy::{Limit, Limiter, Settlement, settlement},
         redis::{args, protocol},
         reporters::Reporters,
     },
@@ -132,7 +133,7 @@ fn bucket_rust(interval: u64, burst: u64, ops: &[BucketOp]) -> Vec<String> {
             }
             BucketOp::DebitBounded(p, d) => b.debit_bounded(now, p, d).to_string(),
             BucketOp::Credit(p) => {
-                b.credit(now, p);
+                b.credit(now, p, now);
                 String::new()
             }
             BucketOp::Remaining => b.remaining(now).to_string(),
@@ -318,6 +319,110 @@ fn breaker_lua(spec: &BreakerSpec, ops: &[BreakerOp]) -> Vec<String> {
     lua(&a)
 }
 
+/// One operation on a window.
+#[derive(Debug, Clone, Copy)]
+enum WindowOp {
+    Advance(u64),
+    Check(u64),
+    Debit(u64),
+    DebitBounded(u64, u64),
+    /// Permits taken this long ago.
+    Credit(u64, u64),
+    Remaining,
+    ResetAfter,
+    /// A reload: limit, period (whole ms, in ns).
+    Sync(u64, u64),
+}
+
+fn window_op(period: u64) -> impl Strategy<Value = WindowOp> {
+    prop_oneof![
+        4 => (0..period * 3 / 2).prop_map(WindowOp::Advance),
+        3 => (1u64..12).prop_map(WindowOp::Check),
+        3 => (1u64..12).prop_map(WindowOp::Debit),
+        1 => (1u64..12, 0u64..12).prop_map(|(p, d)| WindowOp::DebitBounded(p, d)),
+        1 => (1u64..12, 0..period * 2).prop_map(|(p, ago)| WindowOp::Credit(p, ago)),
+        1 => Just(WindowOp::Remaining),
+        1 => Just(WindowOp::ResetAfter),
+        1 => (1u64..30, 1u64..3_000).prop_map(|(l, ms)| WindowOp::Sync(l, ms * 1_000_000)),
+    ]
+}
+
+fn window_lua(algorithm: Algorithm, limit: u64, period: u64, ops: &[WindowOp]) -> Vec<String> {
+    let mut a: Vec<String> = vec![
+        "window".into(),
+        algorithm.as_str().into(),
+        limit.to_string(),
+        period.to_string(),
+        T0.to_string(),
+    ];
+    for op in ops {
+        let (name, x, y) = match *op {
+            WindowOp::Advance(ns) => ("adv", ns, 0),
+            WindowOp::Check(p) => ("chk", p, 0),
+            WindowOp::Debit(p) => ("deb", p, 0),
+            WindowOp::DebitBounded(p, d) => ("bnd", p, d),
+            WindowOp::Credit(p, ago) => ("crd", p, ago),
+            WindowOp::Remaining => ("rem", 0, 0),
+            WindowOp::ResetAfter => ("rst", 0, 0),
+            WindowOp::Sync(l, w) => ("syn", l, w),
+        };
+        a.extend([name.to_owned(), x.to_string(), y.to_string()]);
+    }
+    lua(&a)
+}
+
+/// The Rust twin: each operation's result and the window's start (ms), count and previous count after it.
+fn window_rust(algorithm: Algorithm, limit: u64, period: u64, ops: &[WindowOp]) -> Vec<String> {
+    let spec = |limit: u64, period: u64| {
+        RateSpec::new(limit, Duration::from_nanos(period), limit).with_algorithm(algorithm)
+    };
+    let mut w = Limit::fresh(&spec(limit, period), 1.0);
+    let mut now = T0;
+    let mut out = Vec::new();
+    for op in ops {
+        let v = match *op {
+            WindowOp::Advance(ns) => {
+                now += ns;
+                String::new()
+            }
+            WindowOp::Check(p) => w
+                .check(now, p)
+                .err()
+                .map_or(String::new(), |x| x.to_string()),
+            WindowOp::Debit(p) => {
+                w.debit(now, p);
+                String::new()
+            }
+            WindowOp::DebitBounded(p, d) => w.debit_bounded(now, p, d).to_string(),
+            WindowOp::Credit(p, ago) => {
+                w.credit(now, p, now - ago);
+                String::new()
+            }
+            WindowOp::Remaining => w.remaining(now).to_string(),
+            WindowOp::ResetAfter => w.reset_after(now).to_string(),
+            WindowOp::Sync(l, period) => {
+                w.sync(&spec(l, period), 1.0, now);
+                String::new()
+            }
+        };
+        let (start, count, previous) = match w {
+            Limit::FixedWindow(f) => {
+                let (s, c) = f.parts();
+                (s, c, 0)
+            }
+            Limit::SlidingWindow(s) => s.parts(),
+            Limit::TokenBucket(_) => unreachable!("a window"),
+        };
+        out.extend([
+            v,
+            (start / 1_000_000).to_string(),
+            count.to_string(),
+            previous.to_string(),
+        ]);
+    }
+    out
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
@@ -329,6 +434,20 @@ proptest! {
     ) {
         let rust = bucket_rust(interval, burst, &ops);
         prop_assert_eq!(lua(&bucket_args(interval, burst, &ops)), rust);
+    }
+
+    #[test]
+    fn both_windows_answer_alike(
+        (period, ops) in (1u64..3_000).prop_flat_map(|ms| {
+            let period = ms * 1_000_000;
+            (Just(period), proptest::collection::vec(window_op(period), 1..48))
+        }),
+        sliding: bool,
+        limit in 1u64..30,
+    ) {
+        let algorithm = if sliding { Algorithm::SlidingWindow } else { Algorithm::FixedWindow };
+        let rust = window_rust(algorithm, limit, period, &ops);
+        prop_assert_eq!(window_lua(algorithm, limit, period, &ops), rust);
     }
 
     #[test]

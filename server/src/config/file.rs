@@ -213,16 +213,19 @@ pub struct DefaultsSection {
     pub on_store_error: Option<String>,
 }
 
-/// A token bucket: `limit` per `period`, at most `burst` (default: `limit`).
+/// A rate limit: `limit` per `period`, enforced by `algorithm` (a token bucket holds at most `burst`,
+/// default `limit`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateSection {
-    /// Tokens per period.
+    /// Permits per period.
     pub limit: u64,
     /// The period, e.g. `"1s"` or `"1m"`. Default `"1s"`.
     pub period: Option<String>,
-    /// Capacity. Default: `limit`.
+    /// A token bucket's capacity. Default: `limit`.
     pub burst: Option<u64>,
+    /// `token_bucket` (default), `fixed_window` or `sliding_window`.
+    pub algorithm: Option<String>,
 }
 
 /// `[[resources.partitions]]`.

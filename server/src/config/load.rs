@@ -76,6 +76,43 @@ mod tests {
     }
 
     #[test]
+    fn a_rate_algorithm_is_named_and_its_combinations_checked() {
+        let err = |rate: &str| {
+            load_str(&format!("[[resources]]\nname = \"a\"\nrate = {rate}"))
+                .unwrap_err()
+                .to_string()
+        };
+        let e = err("{ limit = 5, algorithm = \"leaky\" }");
+        assert!(
+            e.contains("rate.algorithm") && e.contains("sliding_window"),
+            "{e}"
+        );
+        let e = err("{ limit = 5, burst = 9, algorithm = \"fixed_window\" }");
+        assert!(
+            e.contains("rate.burst") && e.contains("only a token_bucket"),
+            "{e}"
+        );
+        let e = err("{ limit = 5, period = \"1500us\", algorithm = \"sliding_window\" }");
+        assert!(
+            e.contains("rate.period") && e.contains("whole number of milliseconds"),
+            "{e}"
+        );
+        let s = load_str(
+            "[[resources]]\nname = \"a\"\nrate = { limit = 5, period = \"1m\", algorithm = \"sliding_window\" }\n\
+             [[resources.partitions]]\ndescriptor = \"t\"\nrate = { limit = 2, algorithm = \"fixed_window\" }",
+        )
+        .unwrap();
+        let rule = s.rules.resolve("a").unwrap();
+        let rate = rule.resource.rate.unwrap();
+        assert_eq!(
+            (rate.algorithm, rate.burst),
+            (crate::engine::Algorithm::SlidingWindow, 5)
+        );
+        let part = rule.partitions[0].limits.rate.unwrap();
+        assert_eq!(part.algorithm, crate::engine::Algorithm::FixedWindow);
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let err = |toml: &str| load_str(toml).unwrap_err().to_string();
         assert!(

@@ -8,7 +8,7 @@ use super::file::{
     MetricsSection, PartitionSection, RateSection, ResourceSection, ServerSection, TracingSection,
 };
 use crate::engine::{
-    AdaptiveSpec, BreakerSpec, Capacity, LevelSpec, OnStoreError, Partition, RateSpec,
+    AdaptiveSpec, Algorithm, BreakerSpec, Capacity, LevelSpec, OnStoreError, Partition, RateSpec,
     RequestLimits, Rule, Rules, glob,
 };
 
@@ -181,7 +181,42 @@ fn rate(key: &str, r: &RateSection) -> Result<RateSpec, ConfigError> {
             "more than one token per nanosecond is not supported",
         ));
     }
-    Ok(RateSpec::new(limit, period, burst))
+    let algorithm = algorithm(key, r)?;
+    Ok(RateSpec::new(limit, period, burst).with_algorithm(algorithm))
+}
+
+/// `rate.algorithm`, and what only a token bucket has: a window's capacity is its `limit`, and its period
+/// is a whole number of milliseconds (windows are aligned to the Unix epoch in both stores).
+fn algorithm(key: &str, r: &RateSection) -> Result<Algorithm, ConfigError> {
+    let name = r.algorithm.as_deref().unwrap_or("token_bucket");
+    let Some(algorithm) = Algorithm::parse(name) else {
+        let all: Vec<&str> = Algorithm::ALL.iter().map(|a| a.as_str()).collect();
+        return Err(invalid(
+            format!("{key}.algorithm"),
+            format!("'{name}' is not one of: {}", all.join(", ")),
+        ));
+    };
+    if algorithm == Algorithm::TokenBucket {
+        return Ok(algorithm);
+    }
+    if r.burst.is_some() {
+        return Err(invalid(
+            format!("{key}.burst"),
+            format!("only a token_bucket has a burst; a {name}'s capacity is its limit"),
+        ));
+    }
+    let period = duration(
+        &format!("{key}.period"),
+        r.period.as_ref(),
+        Duration::from_secs(1),
+    )?;
+    if period.as_nanos() % 1_000_000 != 0 {
+        return Err(invalid(
+            format!("{key}.period"),
+            format!("a {name}'s period must be a whole number of milliseconds"),
+        ));
+    }
+    Ok(algorithm)
 }
 
 fn concurrency(key: &str, c: Option<u32>) -> Result<Option<u32>, ConfigError> {

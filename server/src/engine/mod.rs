@@ -53,7 +53,7 @@ pub use name::{Name, intern};
 pub use plan::Plan;
 pub use policy::{Bucket, Explanation, LevelExplained, LevelState, LevelsRead};
 pub use quota::Quota;
-pub use rate::RateSpec;
+pub use rate::{Algorithm, RateSpec};
 pub use request::{Acquire, BreakerTarget, Outcome, Release, Renew, Report, ThrottleKind};
 pub use rules::{
     Capacity, LevelSpec, OnStoreError, Partition, RequestLimits, Resolution, Rule, Rules,

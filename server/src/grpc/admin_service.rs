@@ -48,6 +48,10 @@ fn limits(rule: &Rule) -> pb::ResourceLimits {
             .rate
             .map(|r| convert::duration_out(nanos(r.period))),
         burst: rule.resource.rate.map_or(0, |r| r.burst),
+        rate_algorithm: rule
+            .resource
+            .rate
+            .map_or_else(String::new, |r| r.algorithm.as_str().to_owned()),
         max_concurrent: rule.resource.max_in_flight.unwrap_or(0),
         partitions: rule
             .partitions

@@ -283,6 +283,9 @@ fn level_out(l: engine::LevelExplained) -> pb::LevelExplanation {
         max_in_flight: l.max_in_flight.unwrap_or(0),
         decision: decision.into(),
         retry_after,
+        algorithm: l
+            .algorithm
+            .map_or_else(String::new, |a| a.as_str().to_owned()),
     }
 }
 

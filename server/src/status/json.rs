@@ -96,6 +96,7 @@ fn resource(u: &ResourceUsage, rule: &Rule, clock: &dyn Clock) -> Value {
         "rule": rule.name,
         "tokens_available": u.tokens_available,
         "burst": rule.resource.rate.map(|r| r.burst),
+        "algorithm": rule.resource.rate.map(|r| r.algorithm.as_str()),
         "in_flight": u.in_flight,
         "max_concurrent": rule.resource.max_in_flight,
         "live_leases": u.live_leases,

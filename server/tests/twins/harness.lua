@@ -9,6 +9,7 @@ local function advance(ns)
   local carry = math.floor(NOW_N / 1000000000)
   NOW_S = NOW_S + carry
   NOW_N = NOW_N - carry * 1000000000
+  NOW_MS = NOW_S * 1000 + math.floor(NOW_N / 1000000); NOW_SUB = NOW_N % 1000000
 end
 
 local function int(v) if v == nil or v == '' then return '' end return string.format('%d', v) end
@@ -104,8 +105,37 @@ local function twin_reporters(args)
   return r
 end
 
+-- ARGV: 'window', algorithm, limit, period ns, start (ns since 1970), then (op, x, y): adv ns, chk permits,
+-- deb permits, bnd permits max_debt, crd permits ago (taken `ago` ns before now), rem, rst, syn limit period
+-- (a reload). Answers the op's result and the window's start (ms), count and previous count after it.
+local function twin_window(args)
+  init_now(args[5])
+  local rate = { limit = tonumber(args[3]), period = tonumber(args[4]), burst = tonumber(args[3]),
+                 algorithm = args[2] }
+  local L = LIMITERS[rate.algorithm]
+  local st = L.fresh(rate, 1.0)
+  local r = {}
+  for j = 6, #args, 3 do
+    local op, x, y = args[j], tonumber(args[j + 1]), tonumber(args[j + 2])
+    local v = ''
+    if op == 'adv' then advance(x)
+    elseif op == 'chk' then v = L.check(st, x) or ''
+    elseif op == 'deb' then L.debit(st, x)
+    elseif op == 'bnd' then v = L.debit_bounded(st, x, y)
+    elseif op == 'crd' then L.credit(st, x, NOW_MS + math.floor((NOW_SUB - y) / 1000000))
+    elseif op == 'rem' then v = L.remaining(st)
+    elseif op == 'rst' then v = L.reset_after(st)
+    elseif op == 'syn' then
+      rate = { limit = x, period = y, burst = x, algorithm = rate.algorithm }
+      L.sync(st, rate, 1.0)
+    end
+    r[#r + 1] = int(v); r[#r + 1] = int(st.s); r[#r + 1] = int(st.c); r[#r + 1] = int(st.p)
+  end
+  return r
+end
+
 local TWINS = { bucket = twin_bucket, aimd = twin_aimd, breaker = twin_breaker, settle = twin_settle,
-                reporters = twin_reporters }
+                reporters = twin_reporters, window = twin_window }
 redis.register_function('quotad_twin', function(_, args)
   NOW_S, NOW_N = 0, 0
   return TWINS[args[1]](args)

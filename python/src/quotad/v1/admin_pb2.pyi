@@ -24,18 +24,20 @@ class ListResourcesRequest(_message.Message):
     def __init__(self, prefix: _Optional[str] = ..., rule: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ResourceLimits(_message.Message):
-    __slots__ = ("rate_limit", "rate_period", "burst", "max_concurrent", "partitions")
+    __slots__ = ("rate_limit", "rate_period", "burst", "max_concurrent", "partitions", "rate_algorithm")
     RATE_LIMIT_FIELD_NUMBER: _ClassVar[int]
     RATE_PERIOD_FIELD_NUMBER: _ClassVar[int]
     BURST_FIELD_NUMBER: _ClassVar[int]
     MAX_CONCURRENT_FIELD_NUMBER: _ClassVar[int]
     PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    RATE_ALGORITHM_FIELD_NUMBER: _ClassVar[int]
     rate_limit: int
     rate_period: _duration_pb2.Duration
     burst: int
     max_concurrent: int
     partitions: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, rate_limit: _Optional[int] = ..., rate_period: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., burst: _Optional[int] = ..., max_concurrent: _Optional[int] = ..., partitions: _Optional[_Iterable[str]] = ...) -> None: ...
+    rate_algorithm: str
+    def __init__(self, rate_limit: _Optional[int] = ..., rate_period: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., burst: _Optional[int] = ..., max_concurrent: _Optional[int] = ..., partitions: _Optional[_Iterable[str]] = ..., rate_algorithm: _Optional[str] = ...) -> None: ...
 
 class ResourceUsage(_message.Message):
     __slots__ = ("resource", "rule", "limits", "tokens_available", "in_flight", "live_leases", "circuit_state", "effective_rate_per_second", "configured_rate_per_second", "paused_until")
@@ -239,7 +241,7 @@ class ExplainRequest(_message.Message):
     def __init__(self, resource: _Optional[str] = ..., descriptors: _Optional[_Mapping[str, str]] = ..., permits: _Optional[int] = ...) -> None: ...
 
 class LevelExplanation(_message.Message):
-    __slots__ = ("level", "has_rate", "tokens_available", "burst", "rate_per_second", "in_flight", "max_in_flight", "decision", "retry_after")
+    __slots__ = ("level", "has_rate", "tokens_available", "burst", "rate_per_second", "in_flight", "max_in_flight", "decision", "retry_after", "algorithm")
     LEVEL_FIELD_NUMBER: _ClassVar[int]
     HAS_RATE_FIELD_NUMBER: _ClassVar[int]
     TOKENS_AVAILABLE_FIELD_NUMBER: _ClassVar[int]
@@ -249,6 +251,7 @@ class LevelExplanation(_message.Message):
     MAX_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
     DECISION_FIELD_NUMBER: _ClassVar[int]
     RETRY_AFTER_FIELD_NUMBER: _ClassVar[int]
+    ALGORITHM_FIELD_NUMBER: _ClassVar[int]
     level: str
     has_rate: bool
     tokens_available: int
@@ -258,7 +261,8 @@ class LevelExplanation(_message.Message):
     max_in_flight: int
     decision: _quota_pb2.Decision
     retry_after: _duration_pb2.Duration
-    def __init__(self, level: _Optional[str] = ..., has_rate: bool = ..., tokens_available: _Optional[int] = ..., burst: _Optional[int] = ..., rate_per_second: _Optional[float] = ..., in_flight: _Optional[int] = ..., max_in_flight: _Optional[int] = ..., decision: _Optional[_Union[_quota_pb2.Decision, str]] = ..., retry_after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    algorithm: str
+    def __init__(self, level: _Optional[str] = ..., has_rate: bool = ..., tokens_available: _Optional[int] = ..., burst: _Optional[int] = ..., rate_per_second: _Optional[float] = ..., in_flight: _Optional[int] = ..., max_in_flight: _Optional[int] = ..., decision: _Optional[_Union[_quota_pb2.Decision, str]] = ..., retry_after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., algorithm: _Optional[str] = ...) -> None: ...
 
 class ExplainResponse(_message.Message):
     __slots__ = ("resource", "rule", "config_version", "permits", "would_grant", "decision", "retry_after", "denied_by", "circuit_state", "breaker_configured", "half_open_at", "half_open_probes_left", "paused_until", "effective_rate_per_second", "configured_rate_per_second", "levels")

@@ -111,6 +111,7 @@ impl AcquireState for MemoryStore {
             rule: rule.name,
             levels: new.held,
             permits: plan.permits,
+            granted_at: new.granted_at,
             expires_at: new.expires_at,
             default_ttl: nanos(rule.lease_ttl),
             max_ttl: nanos(rule.max_lease_ttl),
@@ -119,6 +120,7 @@ impl AcquireState for MemoryStore {
             failure_reported: false,
             client_id: plan.client_id.map(Box::from),
             owner: plan.owner,
+            terms: rule.clone(),
         })
     }
 }

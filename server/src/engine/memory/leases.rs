@@ -217,6 +217,8 @@ pub struct Lease {
     pub levels: SmallVec<[LeaseLevel; 2]>,
     /// Tokens charged at each charged level.
     pub permits: u64,
+    /// When it was granted (a window's refund goes back only to the window it was taken from).
+    pub granted_at: Nanos,
     /// Expiry.
     pub expires_at: Nanos,
     /// TTL used by a renewal that names none, in nanoseconds.
@@ -234,6 +236,9 @@ pub struct Lease {
     /// The authenticated identity that acquired it (`None` without auth): the only one that may release,
     /// renew or report under it.
     pub owner: Option<&'static str>,
+    /// The rule it was granted under: its release is settled and counted under these terms (a reload
+    /// applies to leases granted after it), as the Redis store keeps them in the lease.
+    pub terms: Arc<crate::engine::Rule>,
 }
 
 impl Lease {
@@ -564,6 +569,7 @@ mod tests {
             rule: "r",
             levels: SmallVec::new(),
             permits: 1,
+            granted_at: 0,
             expires_at,
             default_ttl: 1_000_000_000,
             max_ttl: 1_000_000_000,
@@ -572,7 +578,20 @@ mod tests {
             failure_reported: false,
             client_id: None,
             owner: None,
+            terms: rule(),
         }
+    }
+
+    /// A rule for the leases here (their terms are never read by the table).
+    fn rule() -> Arc<crate::engine::Rule> {
+        static RULE: std::sync::OnceLock<Arc<crate::engine::Rule>> = std::sync::OnceLock::new();
+        RULE.get_or_init(|| {
+            let rules = crate::config::load_str("[[resources]]\nname = \"r\"\nconcurrency = 1")
+                .expect("test config")
+                .rules;
+            rules.resolve("r").expect("the rule").clone()
+        })
+        .clone()
     }
 
     fn grant(table: &LeaseTable, expires_at: Nanos) -> LeaseId {

@@ -32,7 +32,7 @@ impl MemoryStore {
 
     pub(super) fn release_now(
         &self,
-        rules: &Rules,
+        _rules: &Rules,
         r: &Release,
         now: Nanos,
     ) -> Result<Released, EngineError> {
@@ -65,17 +65,15 @@ impl MemoryStore {
         self.free_slots(&lease);
 
         let settle = policy::settlement(lease.permits, r.used_permits);
-        // The rule is needed only to charge more or to count the outcome on a breaker.
-        let needs_rule =
-            lease.breaker_key.is_some() || matches!(settle, policy::Settlement::Charge(_));
-        let rule = needs_rule.then(|| rules.resolve(&lease.resource)).flatten();
+        // Settled and counted under the rule it was granted under.
+        let rule = Some(&*lease.terms);
         let (mut refunded, mut charged) = (0, 0);
         match (settle, rule) {
             (policy::Settlement::Refund(n), _) => {
                 refunded = n;
                 for level in lease.levels.iter().filter(|l| l.charged) {
                     self.levels.with_existing(lease.key(level), |c| {
-                        policy::release::refund_level(c, n, now);
+                        policy::release::refund_level(c, n, lease.granted_at, now);
                     });
                 }
             }
@@ -148,7 +146,7 @@ impl MemoryStore {
         let refund = |i: usize, n: u64| {
             if let Some(level) = charged.get(i) {
                 self.levels.with_existing(lease.key(level), |c| {
-                    policy::release::refund_level(c, n, now);
+                    policy::release::refund_level(c, n, now, now);
                 });
             }
         };

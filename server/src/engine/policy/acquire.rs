@@ -22,6 +22,8 @@ pub struct NewLease<'p, 'a, H, K> {
     pub breaker_key: Option<K>,
     /// The half-open probe this lease is, if one.
     pub probe: Option<u64>,
+    /// When it was granted (what a window's refund is matched with).
+    pub granted_at: Nanos,
     /// When it expires.
     pub expires_at: Nanos,
 }
@@ -146,6 +148,7 @@ pub fn decide<S: AcquireState>(
         held,
         breaker_key,
         probe,
+        granted_at: now,
         expires_at,
     });
     let grant = Grant {

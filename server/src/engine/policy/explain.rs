@@ -12,8 +12,8 @@ use super::{
 use crate::{
     clock::Nanos,
     engine::{
-        AdaptiveSpec, Breaker, BreakerSpec, CircuitView, Denial, EngineError, LeaseId, Name, Plan,
-        Verdict, level::LevelCell,
+        AdaptiveSpec, Algorithm, Breaker, BreakerSpec, CircuitView, Denial, EngineError, LeaseId,
+        Name, Plan, Verdict, level::LevelCell,
     },
 };
 
@@ -51,6 +51,8 @@ pub struct LevelExplained {
     pub rate_per_second: f64,
     /// Its concurrency limit, if any.
     pub max_in_flight: Option<u32>,
+    /// How its rate limit is enforced (none without one).
+    pub algorithm: Option<Algorithm>,
     /// Why this level alone would deny, and for how long.
     pub denies: Option<(Denial, Nanos)>,
 }
@@ -152,6 +154,7 @@ pub fn explain(plan: &Plan<'_>, circuit: CircuitView, read: LevelsRead, now: Nan
                 burst: limit.map_or(0, Limiter::capacity),
                 rate_per_second: spec.rate.map_or(0.0, |r| r.per_second() * read.factor),
                 max_in_flight: spec.max_in_flight,
+                algorithm: spec.rate.map(|r| r.algorithm),
                 denies: level_denial(rule, spec, cell, plan.permits, now),
             }
         })

@@ -56,15 +56,17 @@ pub fn count_outcome(
     }
 }
 
-/// Gives `permits` back at one level the lease was charged at (fewer used than acquired).
-pub fn refund_level(cell: &mut LevelCell, permits: u64, now: Nanos) {
+/// Gives `permits` back at one level the lease was charged at, at `granted_at` (fewer used than acquired).
+pub fn refund_level(cell: &mut LevelCell, permits: u64, granted_at: Nanos, now: Nanos) {
     if let Some(l) = &mut cell.limit {
-        l.credit(now, permits);
+        l.credit(now, permits, granted_at);
     }
 }
 
 /// Charges up to `want` more at one level (synced to `spec` first), going at most the rule's `max_debt`
 /// (else the level's burst) below empty. Returns what it took; `None` for a level without a rate limit.
+/// `rule` and `spec` are the terms the lease was granted under (a reload applies to leases granted after
+/// it; the next acquire retunes the level to the rules in force).
 pub fn charge_level(
     cell: &mut LevelCell,
     (rule, spec): (&Rule, &LevelSpec),
@@ -81,7 +83,7 @@ pub fn charge_level(
 
 /// Charges the excess at each of a lease's `levels` charged levels, the same at every one: `charge(i,
 /// want)` is [`charge_level`] at level `i`, and a level that took more than the least any level had room
-/// for gets the difference back through `refund(i, n)`. Returns what every level was charged.
+/// for gets the difference back through `refund(i, n)` (at the instant it was charged). Returns what every level was charged.
 pub fn charge_excess(
     levels: usize,
     excess: u64,

@@ -3,13 +3,19 @@
 
 use crate::{
     clock::nanos,
-    engine::{AdaptiveSpec, BreakerSpec, EngineError, LevelSpec, RateSpec, Rule, Rules},
+    engine::{AdaptiveSpec, Algorithm, BreakerSpec, EngineError, LevelSpec, RateSpec, Rule, Rules},
 };
 
-/// `limit,period_ns,burst`, or empty without a rate.
+/// `limit,period_ns,burst,algorithm`, or empty without a rate.
 pub fn rate(rate: Option<RateSpec>) -> String {
     rate.map_or_else(String::new, |r| {
-        format!("{},{},{}", r.limit, nanos(r.period), r.burst)
+        format!(
+            "{},{},{},{}",
+            r.limit,
+            nanos(r.period),
+            r.burst,
+            r.algorithm.as_str()
+        )
     })
 }
 
@@ -59,6 +65,11 @@ pub fn largest_deficit(rule: &Rule) -> u128 {
         .filter_map(|l| {
             let r = l.rate?;
             let debt = max_debt(rule, l);
+            if r.algorithm != Algorithm::TokenBucket {
+                // A window keeps its period in nanoseconds and its counts as integers.
+                let count = u128::from(r.limit.saturating_add(debt));
+                return Some(u128::from(nanos(r.period)).max(count));
+            }
             Some(
                 u128::from(r.burst.saturating_add(debt)).saturating_mul(u128::from(
                     r.interval(rule.adaptive.as_ref().map_or(1.0, |a| a.floor)),
@@ -81,8 +92,8 @@ pub fn exact_in_lua(rules: &Rules) -> Result<(), EngineError> {
         Some(rule) => Err(EngineError::invalid(
             "resources",
             format!(
-                "'{}': (burst + max_debt) at its rate spans more than 104 days of refill, more than the Redis \
-                 store keeps exactly; lower burst or max_debt, or use store = \"memory\"",
+                "'{}': a level spans more than 104 days ((burst + max_debt) at its rate, or a window's \
+                 period), more than the Redis store keeps exactly; lower them, or use store = \"memory\"",
                 rule.name
             ),
         )),

@@ -72,9 +72,10 @@ fn divide(n: u64, by: u64) -> u64 {
 
 fn scale_level(l: &LevelSpec, by: u64) -> LevelSpec {
     LevelSpec {
-        rate: l
-            .rate
-            .map(|r| RateSpec::new(divide(r.limit, by), r.period, divide(r.burst, by))),
+        rate: l.rate.map(|r| {
+            RateSpec::new(divide(r.limit, by), r.period, divide(r.burst, by))
+                .with_algorithm(r.algorithm)
+        }),
         max_in_flight: l
             .max_in_flight
             .map(|m| u32::try_from(divide(u64::from(m), by)).unwrap_or(m)),
@@ -244,5 +245,29 @@ impl Fallback {
                 Ok(d)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::engine::Algorithm;
+
+    #[test]
+    fn a_node_share_keeps_the_algorithm() {
+        let window =
+            RateSpec::new(90, Duration::from_secs(60), 90).with_algorithm(Algorithm::FixedWindow);
+        let level = LevelSpec {
+            rate: Some(window),
+            max_in_flight: Some(9),
+        };
+        let share = scale_level(&level, 3).rate.expect("a rate");
+        assert_eq!(
+            (share.limit, share.burst, share.algorithm),
+            (30, 30, Algorithm::FixedWindow)
+        );
+        assert_eq!(scale_level(&level, 3).max_in_flight, Some(3));
     }
 }

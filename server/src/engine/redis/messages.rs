@@ -14,7 +14,8 @@ use crate::{
     engine::{
         EngineError, LeaseId, LevelsRead, Transition,
         level::LevelCell,
-        policy::{Bucket, Limit},
+        policy::{Bucket, Limit, limiter::FixedWindow, limiter::SlidingWindow},
+        rate::Algorithm,
     },
 };
 
@@ -207,21 +208,41 @@ pub fn levels_read(v: Value, now: Nanos) -> Result<LevelsRead, EngineError> {
     Ok(LevelsRead { factor, cells })
 }
 
-/// One `out::level` row: a token bucket full again `deficit` after `now` (none when empty), and the
-/// leases in flight.
+/// One `out::level` row: its limit as stored (a token bucket full again `deficit` after `now`, or a
+/// window whose start the script keeps in ms since the epoch), and the leases in flight.
 fn level_cell(row: &Reply, now: Nanos) -> Result<LevelCell, EngineError> {
     use out::level;
-    let limit = if row.text(level::interval)?.is_empty() {
-        None
-    } else {
-        let deficit = row.uint(level::deficit)?;
-        let tat = if deficit == 0 {
-            0
-        } else {
-            now.saturating_add(deficit)
-        };
-        let bucket = Bucket::from_parts(tat, row.uint(level::interval)?, row.uint(level::burst)?);
-        Some(Limit::TokenBucket(bucket))
+    let start = || Ok::<_, EngineError>(row.uint(level::window_start)?.saturating_mul(1_000_000));
+    let limit = match Algorithm::parse(&row.text(level::algorithm)?) {
+        None => None,
+        Some(Algorithm::TokenBucket) => {
+            let deficit = row.uint(level::deficit)?;
+            let tat = if deficit == 0 {
+                0
+            } else {
+                now.saturating_add(deficit)
+            };
+            let interval = row.uint(level::interval)?;
+            Some(Limit::TokenBucket(Bucket::from_parts(
+                tat,
+                interval,
+                row.uint(level::burst)?,
+            )))
+        }
+        Some(Algorithm::FixedWindow) => Some(Limit::FixedWindow(FixedWindow::from_parts(
+            start()?,
+            row.uint(level::count)?,
+            row.uint(level::period)?,
+        ))),
+        Some(Algorithm::SlidingWindow) => {
+            let counts = (
+                start()?,
+                row.uint(level::count)?,
+                row.uint(level::previous)?,
+            );
+            let window = SlidingWindow::from_parts(counts, row.uint(level::period)?);
+            Some(Limit::SlidingWindow(window))
+        }
     };
     Ok(LevelCell {
         limit,

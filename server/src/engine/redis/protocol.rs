@@ -167,9 +167,11 @@ pub mod out {
         lvl = "lvl": factor
     );
     fields!(
-        /// One level as stored: its limit (`''` without one: the token bucket's deficit at `now` in
-        /// nanoseconds, interval and burst) and its leases in flight.
-        level = "level": deficit, interval, burst, in_flight
+        /// One level as stored: its leases in flight and its limit (`algorithm` `''` without one): a token
+        /// bucket's deficit at `now` in nanoseconds, interval and burst, or a window's start (ms since the
+        /// epoch), count, previous window's count and period (ns).
+        level = "level": deficit, interval, burst, in_flight, algorithm, window_start, count, previous,
+        period
     );
     fields!(
         /// One lease of a listing (the reply is a list of these).
@@ -194,12 +196,20 @@ pub mod out {
 /// two-letter name earlier versions stored. The script reads a hash written either way; it writes the
 /// names [`Layout`] says.
 pub mod stored {
-    /// A level: its limit and its leases in flight.
+    /// A level: its leases in flight, and its limit (a token bucket's TAT, interval and burst, or a
+    /// window's algorithm, start in ms since the epoch, count, previous window's count, period and the
+    /// limit in force).
     pub const LEVEL: &[(&str, &str)] = &[
         ("tat", "t"),
         ("interval", "i"),
         ("burst", "b"),
         ("in_flight", "f"),
+        ("algorithm", "al"),
+        ("window_start", "ws"),
+        ("count", "cn"),
+        ("previous", "pv"),
+        ("period", "pd"),
+        ("limit", "lm"),
     ];
     /// A breaker (`window`: `epoch:calls:failures` per slot, `;`-separated).
     pub const BREAKER: &[(&str, &str)] = &[
@@ -245,6 +255,7 @@ pub mod stored {
         ("probe", "pr"),
         ("failure_reported", "fr"),
         ("ended", "g"),
+        ("granted", "gr"),
     ];
     /// Every hash, as the script names its table of written names.
     pub const ALL: [(&str, &[(&str, &str)]); 4] = [

@@ -31,6 +31,12 @@
     return eff < conf ? el("span", { class: "pause" }, text + " (lowered)") : el("span", {}, text);
   }
 
+  // A window's algorithm, under its gauge (the token bucket, the default, says nothing).
+  function algorithm(r) {
+    return r.algorithm && r.algorithm !== "token_bucket"
+      ? el("span", { class: "muted algorithm" }, " " + r.algorithm.replace("_", " ")) : "";
+  }
+
   function fmt(x) { return x >= 100 ? x.toFixed(0) : x >= 1 ? x.toFixed(2) : x.toFixed(3); }
 
   function row(r) {
@@ -40,7 +46,7 @@
                                          : el("span", { class: "none" }, "none");
     const pause = paused ? el("span", { class: "pause" }, `paused ${(r.pause_left_ms / 1000).toFixed(1)} s`) : "";
     tr.append(el("td", {}, r.resource), el("td", { class: "muted" }, r.rule),
-              el("td", {}, gauge(r.tokens_available ?? 0, r.burst, true)),
+              el("td", {}, gauge(r.tokens_available ?? 0, r.burst, true), algorithm(r)),
               el("td", {}, gauge(r.in_flight, r.max_concurrent, false)),
               el("td", {}, r.live_leases), el("td", {}, breaker), el("td", {}, rate(r)), el("td", {}, pause));
     return tr;

@@ -353,7 +353,8 @@ fn decision(d: i32) -> &'static str {
 
 fn explain_json(e: &pb::ExplainResponse) -> Value {
     let levels: Vec<Value> = e.levels.iter().map(|l| json!({
-        "level": l.level, "has_rate": l.has_rate, "tokens_available": l.tokens_available, "burst": l.burst,
+        "level": l.level, "has_rate": l.has_rate, "algorithm": l.algorithm,
+        "tokens_available": l.tokens_available, "burst": l.burst,
         "rate_per_second": l.rate_per_second, "in_flight": l.in_flight, "max_in_flight": l.max_in_flight,
         "decision": decision(l.decision), "retry_after_seconds": render::secs(l.retry_after.as_ref()),
     })).collect();
@@ -442,7 +443,7 @@ fn explain_levels(levels: &[pb::LevelExplanation]) -> Table {
     ]);
     for l in levels {
         let tokens = if l.has_rate {
-            format!("{}/{}", l.tokens_available, l.burst)
+            format!("{}/{} ({})", l.tokens_available, l.burst, l.algorithm)
         } else {
             "-".into()
         };

@@ -129,6 +129,7 @@ pub fn resource(r: &pb::ResourceUsage) -> Value {
             "rate_limit": l.rate_limit,
             "rate_period_seconds": secs(l.rate_period.as_ref()),
             "burst": l.burst,
+            "algorithm": l.rate_algorithm,
             "max_concurrent": l.max_concurrent,
             "partitions": l.partitions,
         },

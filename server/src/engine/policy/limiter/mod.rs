@@ -4,12 +4,26 @@
 //! to a level's limit only through this trait, so it never knows which algorithm it is.
 //!
 //! - [`token_bucket`]: GCRA, the default.
+//! - [`fixed_window`]: a count per window aligned to the Unix epoch.
+//! - [`sliding_window`]: the two-window weighted counter.
 
+pub mod fixed_window;
+pub mod sliding_window;
 pub mod token_bucket;
 
+pub use fixed_window::FixedWindow;
+pub use sliding_window::SlidingWindow;
 pub use token_bucket::Bucket;
 
-use crate::{clock::Nanos, engine::RateSpec};
+use crate::{
+    clock::Nanos,
+    engine::{RateSpec, rate::Algorithm},
+};
+
+/// The start of the window of `period` holding `now`: windows are aligned to the Unix epoch.
+pub fn window_start(now: Nanos, period: u64) -> Nanos {
+    now.saturating_sub(now.checked_rem(period).unwrap_or(0))
+}
 
 /// What the policy asks of a level's limit. Amounts are permits; waits and instants are nanoseconds on
 /// the engine's clock. Every method is total: arithmetic saturates, nothing panics.
@@ -32,8 +46,9 @@ pub trait Limiter {
     /// below empty. Returns what it took.
     fn debit_bounded(&mut self, now: Nanos, permits: u64, max_debt: u64) -> u64;
 
-    /// Gives back `permits` (a refund), never beyond full.
-    fn credit(&mut self, now: Nanos, permits: u64);
+    /// Gives back `permits` taken at `charged_at` (a refund), never beyond full (a window gives them back
+    /// only while the window they were taken from counts).
+    fn credit(&mut self, now: Nanos, permits: u64, charged_at: Nanos);
 
     /// Whole permits available now.
     fn remaining(&self, now: Nanos) -> u64;
@@ -53,6 +68,21 @@ pub trait Limiter {
 pub enum Limit {
     /// `algorithm = "token_bucket"`.
     TokenBucket(Bucket),
+    /// `algorithm = "fixed_window"`.
+    FixedWindow(FixedWindow),
+    /// `algorithm = "sliding_window"`.
+    SlidingWindow(SlidingWindow),
+}
+
+impl Limit {
+    /// Its algorithm.
+    pub fn algorithm(&self) -> Algorithm {
+        match self {
+            Self::TokenBucket(_) => Algorithm::TokenBucket,
+            Self::FixedWindow(_) => Algorithm::FixedWindow,
+            Self::SlidingWindow(_) => Algorithm::SlidingWindow,
+        }
+    }
 }
 
 /// Runs `$e` on the algorithm inside a [`Limit`].
@@ -60,16 +90,27 @@ macro_rules! each {
     ($limit:expr, $l:ident => $e:expr) => {
         match $limit {
             Limit::TokenBucket($l) => $e,
+            Limit::FixedWindow($l) => $e,
+            Limit::SlidingWindow($l) => $e,
         }
     };
 }
 
 impl Limiter for Limit {
     fn fresh(spec: &RateSpec, factor: f64) -> Self {
-        Self::TokenBucket(Bucket::fresh(spec, factor))
+        match spec.algorithm {
+            Algorithm::TokenBucket => Self::TokenBucket(Bucket::fresh(spec, factor)),
+            Algorithm::FixedWindow => Self::FixedWindow(FixedWindow::fresh(spec, factor)),
+            Algorithm::SlidingWindow => Self::SlidingWindow(SlidingWindow::fresh(spec, factor)),
+        }
     }
 
     fn sync(&mut self, spec: &RateSpec, factor: f64, now: Nanos) {
+        if spec.algorithm != self.algorithm() {
+            // A reload that changes the algorithm starts it fresh.
+            *self = Self::fresh(spec, factor);
+            return;
+        }
         each!(self, l => l.sync(spec, factor, now));
     }
 
@@ -85,8 +126,8 @@ impl Limiter for Limit {
         each!(self, l => l.debit_bounded(now, permits, max_debt))
     }
 
-    fn credit(&mut self, now: Nanos, permits: u64) {
-        each!(self, l => l.credit(now, permits));
+    fn credit(&mut self, now: Nanos, permits: u64, charged_at: Nanos) {
+        each!(self, l => l.credit(now, permits, charged_at));
     }
 
     fn remaining(&self, now: Nanos) -> u64 {

@@ -142,7 +142,7 @@ impl Limiter for Bucket {
     }
 
     /// Gives back `permits` tokens, never beyond a full bucket.
-    fn credit(&mut self, now: Nanos, permits: u64) {
+    fn credit(&mut self, now: Nanos, permits: u64, _charged_at: Nanos) {
         let refund = clamp_u64(u128::from(permits).saturating_mul(u128::from(self.interval)));
         let tat = self.tat.saturating_sub(refund);
         self.tat = if tat <= now { 0 } else { tat };
@@ -218,9 +218,9 @@ mod tests {
         let mut b = Bucket::new(SEC, 10);
         b.debit(0, 4);
         assert_eq!(b.remaining(0), 6);
-        b.credit(0, 2);
+        b.credit(0, 2, 0);
         assert_eq!(b.remaining(0), 8);
-        b.credit(0, 100);
+        b.credit(0, 100, 0);
         assert_eq!(b.remaining(0), 10);
         assert!(b.is_full(0));
     }

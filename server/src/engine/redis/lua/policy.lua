@@ -14,13 +14,21 @@ local function ceil_div(a, b)
   return q
 end
 
--- Exact ceil(a * b / c) for non-negative integers below 2^53 (c > 0) whose quotient is below 2^53, as Rust
--- computes it in 128 bits: a product past 2^53 is carried in 24-bit limbs and divided bit by bit (a double
--- would round it).
--- Twin of u128 multiplication and div_ceil (engine/policy/limiter/token_bucket.rs Bucket::retune).
+-- Exact a * b / c rounded up (`up`) or down, for non-negative integers below 2^53 (c > 0) whose quotient is
+-- below 2^53, as Rust computes it in 128 bits: a product past 2^53 is carried in 24-bit limbs and divided
+-- bit by bit (a double would round it).
+-- Twin of u128 multiplication and div_ceil (engine/policy/limiter/token_bucket.rs Bucket::retune) and of
+-- engine/policy/limiter/sliding_window.rs mul_div.
 local LIMB = 16777216
-local function mul_div_ceil(a, b, c)
-  if a * b < 9007199254740992 then return ceil_div(a * b, c) end
+local function mul_div(a, b, c, up)
+  if a * b < 9007199254740992 then
+    local x = a * b
+    if up then return ceil_div(x, c) end
+    local q = math.floor(x / c)
+    while q * c > x do q = q - 1 end
+    while (q + 1) * c <= x do q = q + 1 end
+    return q
+  end
   local x = { a % LIMB, math.floor(a / LIMB) % LIMB, math.floor(a / LIMB / LIMB) }
   local y = { b % LIMB, math.floor(b / LIMB) % LIMB, math.floor(b / LIMB / LIMB) }
   local p = { 0, 0, 0, 0, 0, 0 }
@@ -41,9 +49,11 @@ local function mul_div_ceil(a, b, c)
       if t + bit >= 0 then r = t + bit; q = q * 2 + 1 else r = r * 2 + bit; q = q * 2 end
     end
   end
-  if r > 0 then q = q + 1 end
+  if r > 0 and up then q = q + 1 end
   return q
 end
+
+local function mul_div_ceil(a, b, c) return mul_div(a, b, c, true) end
 
 -- compiler-rt's __powidf2, which Rust's powi is, so both stores compute the same open period.
 -- Twin of f64::powi (engine/breaker/state.rs Breaker::record).
@@ -115,12 +125,179 @@ local function bucket_remaining(bk)
   return math.floor((cap - def) / bk.i)
 end
 
--- Twin of engine/level.rs LevelCell::sync.
+-- Windows (fixed_window, sliding_window): `s` is the current window's start in milliseconds since the epoch,
+-- `c` its count, `p` the previous window's (sliding only), `w` the period (ns, whole milliseconds), `l` the
+-- limit in force. Windows are aligned to the epoch: a window holds NOW_MS when its start is NOW_MS rounded
+-- down to the period.
+
+-- Twin of engine/policy/limiter/mod.rs window_start (in milliseconds).
+local function window_start(w) local wm = w / 1000000; return NOW_MS - NOW_MS % wm end
+-- The start of the window holding `ms`.
+local function window_of(ms, w) local wm = w / 1000000; return ms - ms % wm end
+-- Nanoseconds into the window holding now.
+local function window_elapsed(w) return (NOW_MS % (w / 1000000)) * 1000000 + NOW_SUB end
+
+-- Twin of engine/rate.rs RateSpec::window_limit.
+local function window_limit(rate, factor)
+  if not (factor > 0 and factor < 1) then return rate.limit end
+  return math.max(math.floor(rate.limit * factor), 1)
+end
+
+-- Twin of engine/policy/limiter/fixed_window.rs FixedWindow::count_at.
+local function fixed_window_count(st) if window_start(st.w) == st.s then return st.c end return 0 end
+-- Twin of engine/policy/limiter/fixed_window.rs FixedWindow::roll.
+local function fixed_window_roll(st)
+  local s = window_start(st.w)
+  if s ~= st.s then st.s = s; st.c = 0 end
+end
+-- Twin of engine/policy/limiter/fixed_window.rs FixedWindow::fresh.
+local function fixed_window_fresh(rate, factor)
+  return { kind = 'fixed_window', s = 0, c = 0, p = 0, w = math.max(rate.period, 1), l = window_limit(rate, factor) }
+end
+-- Twin of engine/policy/limiter/fixed_window.rs FixedWindow::sync.
+local function fixed_window_sync(st, rate, factor)
+  local w = math.max(rate.period, 1)
+  if w ~= st.w then st.c = fixed_window_count(st); st.w = w; st.s = window_start(w) end
+  st.l = window_limit(rate, factor)
+end
+-- Twin of engine/policy/limiter/fixed_window.rs FixedWindow::check.
+local function fixed_window_check(st, permits)
+  if fixed_window_count(st) + permits <= st.l then return nil end
+  return math.max(st.w - window_elapsed(st.w), 1)
+end
+-- Twin of engine/policy/limiter/fixed_window.rs FixedWindow::debit.
+local function fixed_window_debit(st, permits) fixed_window_roll(st); st.c = st.c + permits end
+-- Twin of engine/policy/limiter/fixed_window.rs FixedWindow::debit_bounded.
+local function fixed_window_debit_bounded(st, permits, max_debt)
+  fixed_window_roll(st)
+  local taken = math.min(permits, math.max(st.l + max_debt - st.c, 0))
+  st.c = st.c + taken
+  return taken
+end
+-- Twin of engine/policy/limiter/fixed_window.rs FixedWindow::credit (`charged`: ms since the epoch).
+local function fixed_window_credit(st, permits, charged)
+  fixed_window_roll(st)
+  if charged and window_of(charged, st.w) == st.s then st.c = math.max(st.c - permits, 0) end
+end
+-- Twin of engine/policy/limiter/fixed_window.rs FixedWindow::remaining.
+local function fixed_window_remaining(st) return math.max(st.l - fixed_window_count(st), 0) end
+-- Twin of engine/policy/limiter/fixed_window.rs FixedWindow::reset_after.
+local function fixed_window_reset_after(st)
+  if fixed_window_count(st) > 0 then return st.w - window_elapsed(st.w) end
+  return 0
+end
+-- Twin of engine/policy/limiter/fixed_window.rs FixedWindow::is_full.
+local function fixed_window_is_full(st) return fixed_window_count(st) == 0 end
+
+-- Twin of engine/policy/limiter/sliding_window.rs SlidingWindow::at: previous, current, elapsed.
+local function sliding_window_at(st)
+  local s, e = window_start(st.w), window_elapsed(st.w)
+  if s == st.s then return st.p, st.c, e end
+  if s == st.s + st.w / 1000000 then return st.c, 0, e end
+  return 0, 0, e
+end
+-- Twin of engine/policy/limiter/sliding_window.rs SlidingWindow::weighted.
+local function sliding_window_weighted(st, p, e) return mul_div(p, math.max(st.w - e, 0), st.w, true) end
+-- Twin of engine/policy/limiter/sliding_window.rs SlidingWindow::elapsed_for.
+local function sliding_window_elapsed_for(st, p, room)
+  if p == 0 then return 0 end
+  return math.max(st.w - mul_div(room, st.w, p, false), 0)
+end
+-- Twin of engine/policy/limiter/sliding_window.rs SlidingWindow::roll.
+local function sliding_window_roll(st)
+  local p, c = sliding_window_at(st)
+  st.s = window_start(st.w); st.p = p; st.c = c
+end
+-- Twin of engine/policy/limiter/sliding_window.rs SlidingWindow::fresh.
+local function sliding_window_fresh(rate, factor)
+  return { kind = 'sliding_window', s = 0, c = 0, p = 0, w = math.max(rate.period, 1), l = window_limit(rate, factor) }
+end
+-- Twin of engine/policy/limiter/sliding_window.rs SlidingWindow::sync.
+local function sliding_window_sync(st, rate, factor)
+  local w = math.max(rate.period, 1)
+  if w ~= st.w then sliding_window_roll(st); st.w = w; st.s = window_start(w) end
+  st.l = window_limit(rate, factor)
+end
+-- Twin of engine/policy/limiter/sliding_window.rs SlidingWindow::check.
+local function sliding_window_check(st, permits)
+  local p, c, e = sliding_window_at(st)
+  if c + sliding_window_weighted(st, p, e) + permits <= st.l then return nil end
+  local wait
+  local room = st.l - (c + permits)
+  if room >= 0 then wait = math.max(sliding_window_elapsed_for(st, p, room) - e, 0)
+  else wait = (st.w - e) + sliding_window_elapsed_for(st, c, math.max(st.l - permits, 0)) end
+  return math.max(wait, 1)
+end
+-- Twin of engine/policy/limiter/sliding_window.rs SlidingWindow::debit.
+local function sliding_window_debit(st, permits) sliding_window_roll(st); st.c = st.c + permits end
+-- Twin of engine/policy/limiter/sliding_window.rs SlidingWindow::debit_bounded.
+local function sliding_window_debit_bounded(st, permits, max_debt)
+  local p, c, e = sliding_window_at(st)
+  sliding_window_roll(st)
+  local used = c + sliding_window_weighted(st, p, e)
+  local taken = math.min(permits, math.max(st.l + max_debt - used, 0))
+  st.c = st.c + taken
+  return taken
+end
+-- Twin of engine/policy/limiter/sliding_window.rs SlidingWindow::credit (`charged`: ms since the epoch).
+local function sliding_window_credit(st, permits, charged)
+  sliding_window_roll(st)
+  if not charged then return end
+  local cs = window_of(charged, st.w)
+  if cs == st.s then st.c = math.max(st.c - permits, 0)
+  elseif cs + st.w / 1000000 == st.s then st.p = math.max(st.p - permits, 0) end
+end
+-- Twin of engine/policy/limiter/sliding_window.rs SlidingWindow::remaining.
+local function sliding_window_remaining(st)
+  local p, c, e = sliding_window_at(st)
+  return math.max(st.l - (c + sliding_window_weighted(st, p, e)), 0)
+end
+-- Twin of engine/policy/limiter/sliding_window.rs SlidingWindow::reset_after.
+local function sliding_window_reset_after(st)
+  local p, c, e = sliding_window_at(st)
+  if c > 0 then return (st.w - e) + st.w end
+  if p > 0 then return st.w - e end
+  return 0
+end
+-- Twin of engine/policy/limiter/sliding_window.rs SlidingWindow::is_full.
+local function sliding_window_is_full(st)
+  local p, c = sliding_window_at(st)
+  return c == 0 and p == 0
+end
+
+-- The limiters by algorithm: twin of engine/policy/limiter/mod.rs Limit (each entry a Limiter's methods).
+local LIMITERS = {
+  token_bucket = {
+    fresh = function(rate, factor)
+      return { kind = 'token_bucket', d = -FAR, i = interval(rate, factor), b = rate.burst }
+    end,
+    sync = function(bk, rate, factor) bucket_retune(bk, interval(rate, factor), rate.burst) end,
+    check = bucket_check, debit = bucket_debit, debit_bounded = bucket_debit_bounded,
+    credit = bucket_credit, remaining = bucket_remaining,
+    capacity = function(bk) return bk.b end,
+    reset_after = function(bk) return math.max(bk.d, 0) end,
+    is_full = function(bk) return bk.d <= 0 end,
+  },
+  fixed_window = {
+    fresh = fixed_window_fresh, sync = fixed_window_sync, check = fixed_window_check,
+    debit = fixed_window_debit, debit_bounded = fixed_window_debit_bounded, credit = fixed_window_credit,
+    remaining = fixed_window_remaining, capacity = function(st) return st.l end,
+    reset_after = fixed_window_reset_after, is_full = fixed_window_is_full,
+  },
+  sliding_window = {
+    fresh = sliding_window_fresh, sync = sliding_window_sync, check = sliding_window_check,
+    debit = sliding_window_debit, debit_bounded = sliding_window_debit_bounded, credit = sliding_window_credit,
+    remaining = sliding_window_remaining, capacity = function(st) return st.l end,
+    reset_after = sliding_window_reset_after, is_full = sliding_window_is_full,
+  },
+}
+
+-- Twin of engine/level.rs LevelCell::sync (and of Limit::sync: another algorithm starts fresh).
 local function level_sync(cell, rate, factor)
-  if rate == nil then cell.bucket = nil; return end
-  local i = interval(rate, factor)
-  if cell.bucket == nil then cell.bucket = { d = -FAR, i = i, b = rate.burst }
-  else bucket_retune(cell.bucket, i, rate.burst) end
+  if rate == nil then cell.lim = nil; return end
+  local st = cell.lim
+  if st == nil or st.kind ~= rate.algorithm then cell.lim = LIMITERS[rate.algorithm].fresh(rate, factor)
+  else LIMITERS[st.kind].sync(st, rate, factor) end
 end
 
 
@@ -282,10 +459,11 @@ local function tightest_new() return { remaining = nil, limit = 0, reset = 0, he
 
 -- Twin of engine/policy/levels.rs Tightest::observe.
 local function observe(t, cell, max_in_flight)
-  local bk = cell.bucket
-  if bk then
-    local r = bucket_remaining(bk)
-    if t.remaining == nil or r < t.remaining then t.remaining = r; t.limit = bk.b; t.reset = math.max(bk.d, 0) end
+  local st = cell.lim
+  if st then
+    local L = LIMITERS[st.kind]
+    local r = L.remaining(st)
+    if t.remaining == nil or r < t.remaining then t.remaining = r; t.limit = L.capacity(st); t.reset = L.reset_after(st) end
   end
   if max_in_flight then
     local h = math.max(max_in_flight - cell.f, 0)

@@ -19,7 +19,7 @@
 -- runs only its step. KEYS and A (ARGV) and the time are set at the start of every call.
 local KEYS, A
 
-local NOW_S, NOW_N
+local NOW_S, NOW_N, NOW_MS, NOW_SUB
 
 -- The protocol, by name (engine/redis/protocol.rs declares it; the tables are generated from there):
 -- KEY[step][name] and ARG[step][name] index KEYS and ARGV, OUT[step] lists a reply's fields in order.
@@ -48,6 +48,8 @@ local function init_now(now)
   else
     NOW_S = tonumber(string.sub(now, 1, -10)); NOW_N = tonumber(string.sub(now, -9))
   end
+  -- Milliseconds since the epoch, and the nanoseconds past them (windows are aligned on these).
+  NOW_MS = NOW_S * 1000 + math.floor(NOW_N / 1000000); NOW_SUB = NOW_N % 1000000
 end
 
 local FAR = 4503599627370496 -- 2^52 ns: "long ago" / "far ahead"
@@ -128,7 +130,8 @@ end
 
 local function parse_rate(s)
   local p = split(s, ',')
-  return { limit = tonumber(p[1]), period = tonumber(p[2]), burst = tonumber(p[3]) }
+  return { limit = tonumber(p[1]), period = tonumber(p[2]), burst = tonumber(p[3]),
+           algorithm = p[4] or 'token_bucket' }
 end
 
 local function rate_spec(s)

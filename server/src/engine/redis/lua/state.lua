@@ -8,61 +8,107 @@
 ---------------------------------------------------------------------------------------------------------
 -- A level's hash
 
--- A level's hash holds only these four fields: tat (the bucket's TAT), interval and burst, in_flight (its
--- leases in flight). A hash with the other layout's fields (`other`) is rewritten in this one when saved.
+-- A level's hash holds its leases in flight (in_flight) and its limit: a token bucket's tat (its TAT),
+-- interval and burst, or a window's algorithm, window_start (ms since the epoch), count, previous (the
+-- window before's, sliding only) and period (ns). A hash with the other layout's fields (`other`) is
+-- rewritten in this one when saved.
+local LEVEL_NAMES = { 'tat', 'interval', 'burst', 'in_flight', 'algorithm', 'window_start', 'count', 'previous',
+                      'period', 'limit' }
+
+-- A window's state as one string (what changed, compared with what was stored).
+local function window_key(st) return string.format('%s,%d,%d,%d,%d,%d', st.kind, st.s, st.c, st.p, st.w, st.l) end
+
+local function level_fields(T)
+  local out = {}
+  for k, name in ipairs(LEVEL_NAMES) do out[k] = T[name] end
+  return out
+end
+
 local function level_load(key)
-  local F, O, other = LEVEL_F, LEVEL_O, false
-  local v = redis.call('HMGET', key, F.tat, F.interval, F.burst, F.in_flight)
-  if not (v[1] or v[2] or v[3] or v[4]) then
+  local other = false
+  local v = redis.call('HMGET', key, unpack(level_fields(LEVEL_F)))
+  if not (v[1] or v[2] or v[3] or v[4] or v[5] or v[9]) then
     -- Absent, or written in the other layout (read only then: a live level is in this one).
-    v = redis.call('HMGET', key, O.tat, O.interval, O.burst, O.in_flight)
-    other = (v[1] or v[2] or v[3] or v[4]) and true or false
+    v = redis.call('HMGET', key, unpack(level_fields(LEVEL_O)))
+    other = (v[1] or v[2] or v[3] or v[4] or v[5] or v[9]) and true or false
   end
   local t, i, b, f = v[1], v[2], v[3], v[4]
-  local bucket = nil
-  if i then bucket = { d = rel(t) or -FAR, i = tonumber(i), b = tonumber(b) } end
-  local cell = { key = key, bucket = bucket, f = tonumber(f or '0'), found = (t or i or b or f or other) and true or false,
-                 st = t or nil, other = other }
-  -- The interval and burst as stored (a write leaves them alone when they did not change).
-  if bucket then cell.si = bucket.i; cell.sb = bucket.b end
+  local lim = nil
+  if i then lim = { kind = 'token_bucket', d = rel(t) or -FAR, i = tonumber(i), b = tonumber(b) }
+  elseif v[5] and v[9] then
+    lim = { kind = v[5], s = tonumber(v[6] or '0'), c = tonumber(v[7] or '0'), p = tonumber(v[8] or '0'),
+            w = tonumber(v[9]), l = tonumber(v[10] or '0') }
+  end
+  local cell = { key = key, lim = lim, f = tonumber(f or '0'), st = t or nil, other = other,
+                 found = (t or i or b or f or v[5] or v[9] or other) and true or false }
+  -- The limit as stored (a write leaves it alone when it did not change).
+  if lim and lim.kind == 'token_bucket' then cell.si = lim.i; cell.sb = lim.b
+  elseif lim then cell.sw = window_key(lim) end
   if f then cell.sf = cell.f end
   return cell
 end
 
--- Writes what changed, and only then the TTL: a key's TTL was set, when its TAT was, to a second past the
--- moment its bucket is full again, so a call that leaves the TAT and the leases as they were (a denial,
--- mostly) leaves the TTL right too, and costs no write at all.
+-- The fields to write for a token bucket that changed (`f`, a flat list), and whether a field was deleted.
+local function bucket_save(cell, bk, f)
+  local F, deleted = LEVEL_F, false
+  if cell.sw then
+    redis.call('HDEL', cell.key, F.algorithm, F.window_start, F.count, F.previous, F.period, F.limit); deleted = true
+  end
+  if bk.d > 0 then
+    local t = abs(bk.d)
+    if t ~= cell.st then f[#f + 1] = F.tat; f[#f + 1] = t end
+  elseif cell.st then redis.call('HDEL', cell.key, F.tat); deleted = true end
+  if bk.i ~= cell.si or bk.b ~= cell.sb then
+    f[#f + 1] = F.interval; f[#f + 1] = string.format('%d', bk.i)
+    f[#f + 1] = F.burst; f[#f + 1] = string.format('%d', bk.b)
+  end
+  return deleted
+end
+
+-- The same for a window.
+local function window_save(cell, st, f)
+  local F, deleted = LEVEL_F, false
+  if cell.si or cell.st then redis.call('HDEL', cell.key, F.tat, F.interval, F.burst); deleted = true end
+  if window_key(st) ~= cell.sw then
+    f[#f + 1] = F.algorithm; f[#f + 1] = st.kind
+    f[#f + 1] = F.window_start; f[#f + 1] = string.format('%d', st.s)
+    f[#f + 1] = F.count; f[#f + 1] = string.format('%d', st.c)
+    f[#f + 1] = F.previous; f[#f + 1] = string.format('%d', st.p)
+    f[#f + 1] = F.period; f[#f + 1] = string.format('%d', st.w)
+    f[#f + 1] = F.limit; f[#f + 1] = string.format('%d', st.l)
+  end
+  return deleted
+end
+
+-- Writes what changed, and only then the TTL: a key's TTL was set, when its limit was, to a second past the
+-- moment it is full again, so a call that leaves the limit and the leases as they were (a denial, mostly)
+-- leaves the TTL right too, and costs no write at all.
 local function level_save(cell, hold_ms)
-  local full = cell.bucket == nil or cell.bucket.d <= 0
-  if cell.f <= 0 and full then
+  local st = cell.lim
+  local L = st and LIMITERS[st.kind]
+  if cell.f <= 0 and (st == nil or L.is_full(st)) then
     if cell.found then redis.call('DEL', cell.key) end
     return
   end
-  local F, bk = LEVEL_F, cell.bucket
+  local F = LEVEL_F
   local f, changed = {}, false
   if cell.other then
     -- Written by the other layout: drop its fields, and write every field of this one.
-    local O = LEVEL_O
-    redis.call('HDEL', cell.key, O.tat, O.interval, O.burst, O.in_flight)
-    cell.st, cell.si, cell.sb, cell.sf, cell.other, changed = nil, nil, nil, nil, false, true
+    redis.call('HDEL', cell.key, unpack(level_fields(LEVEL_O)))
+    cell.st, cell.si, cell.sb, cell.sw, cell.sf, cell.other, changed = nil, nil, nil, nil, nil, false, true
   end
-  if bk then
-    if bk.d > 0 then
-      local t = abs(bk.d)
-      if t ~= cell.st then f[1] = F.tat; f[2] = t end
-    elseif cell.st then redis.call('HDEL', cell.key, F.tat); changed = true end
-    if bk.i ~= cell.si or bk.b ~= cell.sb then
-      f[#f + 1] = F.interval; f[#f + 1] = string.format('%d', bk.i)
-      f[#f + 1] = F.burst; f[#f + 1] = string.format('%d', bk.b)
-    end
-  elseif cell.si or cell.st then
-    redis.call('HDEL', cell.key, F.tat, F.interval, F.burst); changed = true
+  if st and st.kind == 'token_bucket' then changed = bucket_save(cell, st, f) or changed
+  elseif st then changed = window_save(cell, st, f) or changed
+  elseif cell.si or cell.st or cell.sw then
+    redis.call('HDEL', cell.key, F.tat, F.interval, F.burst, F.algorithm, F.window_start, F.count, F.previous,
+               F.period, F.limit)
+    changed = true
   end
   if cell.f ~= cell.sf then f[#f + 1] = F.in_flight; f[#f + 1] = cell.f end
   if #f > 0 then redis.call('HSET', cell.key, unpack(f)); changed = true end
   if not changed then return end
   local ms = 1000
-  if bk and bk.d > 0 then ms = ms + bk.d / 1000000 end
+  if st then ms = ms + L.reset_after(st) / 1000000 end
   if cell.f > 0 then ms = math.max(ms, hold_ms or 0) end
   if cell.found then
     -- Every level key is written with a TTL, so it only has to grow: one call.

@@ -79,8 +79,8 @@ OPS.acq = function()
     local function consider(reason, wait)
       if denied == nil or wait > denied.wait then denied = { reason = reason, wait = wait, level = i - 1 } end
     end
-    if cell.bucket then
-      local wait = bucket_check(cell.bucket, permits)
+    if cell.lim then
+      local wait = LIMITERS[cell.lim.kind].check(cell.lim, permits)
       if wait then consider('rate_limited', wait) end
     end
     if lv.max and cell.f >= lv.max then consider('concurrency_limited', math.max(conc_retry, 1000000)) end
@@ -89,7 +89,7 @@ OPS.acq = function()
   if denied then
     for i, lv in ipairs(levels) do
       observe(t, cells[i], lv.max)
-      if cells[i].bucket then level_save(cells[i], 0) end
+      if cells[i].lim then level_save(cells[i], 0) end
     end
     if b then
       if probe then breaker_cancel_probe(b, probe) end
@@ -106,7 +106,7 @@ OPS.acq = function()
   for i, lv in ipairs(levels) do
     local cell = cells[i]
     local charged, slot = '0', '0'
-    if cell.bucket then bucket_debit(cell.bucket, permits); charged = '1' end
+    if cell.lim then LIMITERS[cell.lim.kind].debit(cell.lim, permits); charged = '1' end
     if lv.max then cell.f = cell.f + 1; slot = '1' end
     observe(t, cell, lv.max)
     level_save(cell, hold_ms)
@@ -128,7 +128,8 @@ OPS.acq = function()
   local F = LEASE_F
   local rec = { F.resource, A[I.resource], F.rule, A[I.rule], F.default_ttl, A[I.default_ttl], F.max_ttl,
                 A[I.max_ttl], F.client_id, A[I.client_id], F.owner, A[I.owner], F.permits, A[I.permits],
-                F.expires, expires, F.levels, table.concat(lv_out, '\30'), F.pressure, rkey }
+                F.expires, expires, F.levels, table.concat(lv_out, '\30'), F.pressure, rkey,
+                F.granted, string.format('%d', NOW_MS) }
   local function opt(k, v) if v ~= '' then rec[#rec + 1] = k; rec[#rec + 1] = v end end
   opt(F.adaptive, A[I.adaptive]); opt(F.descriptors, held)
   if bspec then opt(F.breaker, bkey); opt(F.breaker_spec, A[I.breaker]); opt(F.probe, probe or '') end
@@ -154,13 +155,13 @@ local function charge_excess(l, levels, excess)
     if lv.charged and lv.rate then
       local cell = level_load(lv.key)
       level_sync(cell, lv.rate, factor)
-      local got = bucket_debit_bounded(cell.bucket, least, lv.max_debt)
+      local got = LIMITERS[cell.lim.kind].debit_bounded(cell.lim, least, lv.max_debt)
       least = math.min(least, got)
       taken[#taken + 1] = { cell = cell, got = got }
     end
   end
   for _, x in ipairs(taken) do
-    if x.got > least then bucket_credit(x.cell.bucket, x.got - least) end
+    if x.got > least then LIMITERS[x.cell.lim.kind].credit(x.cell.lim, x.got - least, NOW_MS) end
     level_save(x.cell, 0)
   end
   if #taken == 0 then return 0 end
@@ -189,7 +190,10 @@ OPS.rel = function()
     for _, lv in ipairs(levels) do
       if lv.charged then
         local cell = level_load(lv.key)
-        if cell.bucket then bucket_credit(cell.bucket, refunded); level_save(cell, 0) end
+        if cell.lim then
+          LIMITERS[cell.lim.kind].credit(cell.lim, refunded, num(l.granted))
+          level_save(cell, 0)
+        end
       end
     end
   elseif settle == 'charge' then
@@ -335,7 +339,7 @@ OPS.ref = function()
     local cell = level_load(key)
     if cell.found then
       n = n + 1
-      if cell.bucket then cell.bucket.d = -FAR end
+      cell.lim = nil
       level_save(cell, 0)
     end
   end
@@ -367,10 +371,13 @@ OPS.lvl = function()
   for i = 1, tonumber(A[I.levels]) do
     local cell = level_load(KEYS[KEY.lvl.resource + i])
     local t = { in_flight = cell.f }
-    local bk = cell.bucket
-    if bk then
-      t.deficit = string.format('%d', math.max(bk.d, 0)); t.interval = string.format('%d', bk.i)
-      t.burst = string.format('%d', bk.b)
+    local st = cell.lim
+    if st and st.kind == 'token_bucket' then
+      t.algorithm = st.kind; t.deficit = string.format('%d', math.max(st.d, 0))
+      t.interval = string.format('%d', st.i); t.burst = string.format('%d', st.b)
+    elseif st then
+      t.algorithm = st.kind; t.window_start = string.format('%d', st.s); t.count = string.format('%d', st.c)
+      t.previous = string.format('%d', st.p); t.period = string.format('%d', st.w)
     end
     r[#r + 1] = out('level', t)
   end
@@ -385,7 +392,8 @@ OPS.use = function()
   local cell = level_load(KEYS[K.level])
   local rate = rate_spec(A[I.rate])
   local tokens = ''
-  if cell.bucket then tokens = bucket_remaining(cell.bucket) elseif rate then tokens = rate.burst end
+  level_sync(cell, rate, factor)
+  if cell.lim then tokens = LIMITERS[cell.lim.kind].remaining(cell.lim) end
   local state = 'closed'
   if redis.call('EXISTS', KEYS[K.breaker]) == 1 then
     local b = breaker_load(KEYS[K.breaker], { window = 0 })
