@@ -272,6 +272,46 @@ async fn counters_and_gauges_after_known_traffic() {
     }
 }
 
+/// A shadow level never denies: the answer names what it would have denied, the scrape counts it by level
+/// (never by value), and the status page lists the heaviest values.
+#[tokio::test]
+async fn shadow_denials_are_answered_counted_and_shown() {
+    let config = "[[resources]]\nname = \"trial\"\nrate = { limit = 100, period = \"1s\" }\n\
+                  [[resources.partitions]]\ndescriptor = \"tenant\"\n\
+                  rate = { limit = 1, period = \"1m\", algorithm = \"fixed_window\" }\nshadow = true\n";
+    let server = TestServer::start(config, Arc::new(FakeClock::new())).await;
+    let mut c = server.quota().await;
+    let mut shadowed = Vec::new();
+    for _ in 0..3 {
+        let r = c
+            .acquire(pb::AcquireRequest {
+                resource: "trial".into(),
+                descriptors: [("tenant".to_owned(), "acme".to_owned())].into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(r.granted, "a shadow level never denies");
+        shadowed.push(r.shadow_denied_by);
+    }
+    assert_eq!(shadowed, ["", "tenant=acme", "tenant=acme"]);
+    let text = server.scrape().await;
+    assert_eq!(
+        value(
+            &text,
+            "quotad_shadow_denials_total{resource=\"trial\",rule=\"tenant\"}"
+        ),
+        2.0
+    );
+    assert!(!text.contains("acme"), "no value in a label");
+    let (_, status) = server.http_get("/status.json").await;
+    assert!(
+        status.contains("\"shadow_denied\":[{\"by\":\"tenant=acme\",\"denials\":2}]"),
+        "{status}"
+    );
+}
+
 #[tokio::test]
 async fn labels_never_carry_descriptor_values() {
     let clock = Arc::new(FakeClock::new());

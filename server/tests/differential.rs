@@ -62,6 +62,11 @@ name = "fixed"
 rate = { limit = 4, period = "1s", algorithm = "fixed_window" }
 lease_ttl = "2s"
 max_debt = 4
+[[resources.partitions]]
+descriptor = "tenant"
+rate = { limit = 1, period = "1s" }
+concurrency = 1
+shadow = true
 
 [[resources]]
 name = "slide"
@@ -106,7 +111,8 @@ fn late(r: Result<quotad_server::engine::Released, EngineError>) -> String {
 }
 
 /// Answers the trace must reach.
-const COVERAGE: [&str; 15] = [
+const COVERAGE: [&str; 16] = [
+    "shadow=Some(\"tenant=",
     "fixed RateLimited",
     "slide RateLimited",
     "decreased=true",
@@ -169,13 +175,14 @@ fn view(d: &Result<Decision, EngineError>) -> String {
                 }
             };
             format!(
-                "{} {verdict} rem={} limit={} reset={} inf={}/{}",
+                "{} {verdict} rem={} limit={} reset={} inf={}/{} shadow={:?}",
                 d.resource.as_str(),
                 d.remaining,
                 d.limit,
                 d.reset_after,
                 d.in_flight,
-                d.max_in_flight
+                d.max_in_flight,
+                d.shadow_denied_by
             )
         }
         Err(e) => format!("error {}", masked(e)),
@@ -184,7 +191,10 @@ fn view(d: &Result<Decision, EngineError>) -> String {
 
 fn acquire(rng: &mut Rng) -> Acquire {
     let (resource, descriptors) = match rng.below(9) {
-        7 => ("fixed".to_owned(), vec![]),
+        7 => (
+            "fixed".to_owned(),
+            vec![("tenant".to_owned(), format!("t{}", rng.below(2)))],
+        ),
         8 => (
             "slide".to_owned(),
             vec![("tenant".to_owned(), format!("t{}", rng.below(3)))],

@@ -151,6 +151,65 @@ fn a_window_refunds_only_its_own_window<S: Store>(make: &Make<S>) {
     );
 }
 
+const SHADOW: &str = r#"
+[[resources]]
+name = "trial"
+rate = { limit = 10, period = "1s" }
+[[resources.partitions]]
+descriptor = "tenant"
+rate = { limit = 2, period = "1s" }
+concurrency = 1
+shadow = true
+"#;
+
+/// A shadow level never denies: it is debited where it would grant and reported (not debited) where it
+/// would deny; the enforced levels decide, and a denial by one of them debits nothing anywhere.
+fn a_shadow_level_reports_what_it_would_deny_and_never_denies<S: Store>(make: &Make<S>) {
+    let h = Harness::new(SHADOW, make);
+    let first = h.acquire("trial", &[("tenant", "acme")], 1);
+    assert_eq!(
+        (first.granted(), first.shadow_denied_by.as_deref()),
+        (true, None)
+    );
+    assert_eq!(first.remaining, 9, "the figures are the enforced levels'");
+    let second = h.acquire("trial", &[("tenant", "acme")], 1);
+    assert!(second.granted());
+    assert_eq!(
+        second.shadow_denied_by.as_deref(),
+        Some("tenant=acme"),
+        "the tenant's one slot is taken"
+    );
+    h.release(lease(&first), Outcome::Success, None);
+    let third = h.acquire("trial", &[("tenant", "acme")], 1);
+    assert_eq!(
+        third.shadow_denied_by.as_deref(),
+        None,
+        "its slot is free and a token is left"
+    );
+    let fourth = h.acquire("trial", &[("tenant", "acme")], 1);
+    assert_eq!(
+        fourth.shadow_denied_by.as_deref(),
+        Some("tenant=acme"),
+        "out of tokens"
+    );
+    let e = now(h.quota.explain(&acq("trial", &[("tenant", "acme")], 1))).expect("explain");
+    assert!(e.verdict.is_none(), "a shadow level never denies: {e:?}");
+    assert_eq!(e.shadow_denied_by.as_deref(), Some("tenant=acme"));
+    assert_eq!(
+        e.levels[0].state.tokens,
+        Some(6),
+        "every grant took a token resource-wide"
+    );
+    // An enforced denial debits nothing, shadow levels included.
+    let all = h.acquire("trial", &[("tenant", "globex")], 7);
+    assert_eq!(all.denial(), Some(Denial::RateLimited));
+    let e = now(h.quota.explain(&acq("trial", &[("tenant", "globex")], 1))).expect("explain");
+    assert_eq!(
+        (e.levels[1].state.tokens, e.levels[1].state.in_flight),
+        (Some(2), 0)
+    );
+}
+
 fn permits_above_burst_fail_fast<S: Store>(make: &Make<S>) {
     let h = Harness::new(RATE, make);
     let e = now(h.quota.acquire(&acq("api", &[], 6))).unwrap_err();
@@ -1350,6 +1409,7 @@ fn explain_says_what_acquire_then_answers<S: Store>(make: &Make<S>) {
 
 for_each_store!(
     shared: [
+        a_shadow_level_reports_what_it_would_deny_and_never_denies,
         a_fixed_window_admits_its_limit_per_aligned_window,
         a_sliding_window_weighs_the_previous_window,
         a_window_refunds_only_its_own_window,

@@ -238,6 +238,8 @@ pub struct PartitionSection {
     pub rate: Option<RateSection>,
     /// Per-value concurrency limit.
     pub concurrency: Option<u32>,
+    /// The partition's levels are a dry run (checked and debited, never denying).
+    pub shadow: Option<bool>,
 }
 
 /// `breaker = { ... }`.
@@ -311,4 +313,6 @@ pub struct ResourceSection {
     pub max_debt: Option<u64>,
     /// See `[defaults]`.
     pub on_store_error: Option<String>,
+    /// The resource-wide level is a dry run (checked and debited, never denying).
+    pub shadow: Option<bool>,
 }

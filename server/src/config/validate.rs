@@ -334,6 +334,7 @@ fn partition(key: &str, p: &PartitionSection) -> Result<Partition, ConfigError> 
             .map(|r| rate(&format!("{key}.rate"), r))
             .transpose()?,
         max_in_flight: concurrency(&format!("{key}.concurrency"), p.concurrency)?,
+        shadow: p.shadow.unwrap_or(false),
     };
     if limits.rate.is_none() && limits.max_in_flight.is_none() {
         return Err(invalid(
@@ -371,6 +372,7 @@ fn resource(
             .map(|x| rate(&format!("{key}.rate"), x))
             .transpose()?,
         max_in_flight: concurrency(&format!("{key}.concurrency"), r.concurrency)?,
+        shadow: r.shadow.unwrap_or(false),
     };
     let (breaker, breaker_partition) = resource_breaker(&key, r)?;
     let adaptive = resource_adaptive(&key, r, &resource, &partitions)?;

@@ -81,6 +81,9 @@ pub struct Decision {
     /// The transition this acquire made the plan's breaker take (an OPEN breaker turning HALF_OPEN as it
     /// admits; an admission makes at most one): for the engine to count.
     pub transition: Option<Transition>,
+    /// On a grant: the first shadow (dry-run) level that would have denied it, labelled as `denied_by`
+    /// would name it.
+    pub shadow_denied_by: Option<String>,
 }
 
 impl Decision {

@@ -172,8 +172,10 @@ impl<'a> Plan<'a> {
                 partition: Some(i as u32),
             });
         }
+        // (A shadow level never denies: one the request can never pass reports it on every grant.)
         for level in &levels {
-            if let Some(rate) = level.spec(rule).rate
+            let spec = level.spec(rule);
+            if let Some(rate) = spec.rate.filter(|_| !spec.shadow)
                 && req.permits > rate.burst
             {
                 return Err(EngineError::FailedPrecondition(format!(

@@ -19,6 +19,9 @@ pub struct LevelSpec {
     pub rate: Option<RateSpec>,
     /// The most leases in flight, if this level has a concurrency limit.
     pub max_in_flight: Option<u32>,
+    /// A dry run: the level is checked and debited as if enforced, but never denies (what it would have
+    /// denied is reported as `shadow_denied_by` and counted).
+    pub shadow: bool,
 }
 
 /// A partition: each distinct value of the request descriptor `descriptor` gets its own level.

@@ -36,6 +36,7 @@ mod tag {
     pub const MAX_IN_FLIGHT: u32 = 14;
     pub const RULE: u32 = 15;
     pub const CONFIG_VERSION: u32 = 16;
+    pub const SHADOW_DENIED_BY: u32 = 17;
 }
 
 /// What an Acquire answers: the engine's decision, with the lease's expiry as wall-clock time.
@@ -96,6 +97,7 @@ impl AcquireAnswer {
                 out.lease_id = g.lease_id.to_hex_string();
                 out.lease_ttl = Some(duration_out(nanos(g.ttl)));
                 out.replayed = g.replayed;
+                out.shadow_denied_by = d.shadow_denied_by.unwrap_or_default();
             }
             Verdict::Denied {
                 reason,
@@ -147,6 +149,9 @@ impl AcquireAnswer {
         sink.varint(tag::MAX_IN_FLIGHT, d.max_in_flight.into());
         sink.bytes(tag::RULE, d.rule.as_bytes());
         sink.varint(tag::CONFIG_VERSION, self.config_version);
+        if let (Some(_), Some(by)) = (grant, &d.shadow_denied_by) {
+            sink.bytes(tag::SHADOW_DENIED_BY, by.as_bytes());
+        }
     }
 }
 
@@ -345,6 +350,7 @@ mod tests {
             reset_after in prop_oneof![Just(0u64), any::<u64>()],
             in_flight in prop_oneof![Just(0u32), any::<u32>()],
             max_in_flight in prop_oneof![Just(0u32), any::<u32>()],
+            shadow in proptest::option::of("[a-z=._]{0,40}"),
         ) -> Decision {
             let verdict = if granted {
                 Verdict::Granted(Grant {
@@ -371,6 +377,7 @@ mod tests {
                 in_flight,
                 max_in_flight,
                 transition: None,
+                shadow_denied_by: shadow,
             }
         }
     }
@@ -408,6 +415,7 @@ mod tests {
             in_flight: 1,
             max_in_flight: 20,
             transition: None,
+            shadow_denied_by: None,
         };
         let mut answer = AcquireAnswer::new(d, &clock, 7);
         let pb = pb::AcquireResponse::decode(answer.encode_to_vec().as_slice()).unwrap();

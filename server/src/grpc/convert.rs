@@ -286,6 +286,7 @@ fn level_out(l: engine::LevelExplained) -> pb::LevelExplanation {
         algorithm: l
             .algorithm
             .map_or_else(String::new, |a| a.as_str().to_owned()),
+        shadow: l.shadow,
     }
 }
 
@@ -312,6 +313,7 @@ pub fn explain_out(
         effective_rate_per_second: p.effective_rate,
         configured_rate_per_second: p.configured_rate,
         levels: e.levels.into_iter().map(level_out).collect(),
+        shadow_denied_by: e.shadow_denied_by.unwrap_or_default(),
         ..Default::default()
     };
     if let Some((denial, wait, by)) = e.verdict {

@@ -42,6 +42,11 @@ pub struct ResourceCounters {
     pub rate_decreases: AtomicU64,
     /// Denials by partition value ("tenant=acme"), the heaviest few (for the status page).
     pub denied_partitions: Mutex<TopCounts>,
+    /// Grants a shadow level would have denied, by level (`resource` or its descriptor key: bounded by
+    /// the config).
+    pub shadow_denials: Mutex<Vec<(String, u64)>>,
+    /// The same by level and value ("tenant=acme"), the heaviest few (for the status page).
+    pub shadow_denied: Mutex<TopCounts>,
 }
 
 /// The heaviest labels of an unbounded stream in bounded memory (Metwally et al.'s space-saving): at most

@@ -15,6 +15,6 @@ pub mod registry;
 pub mod render;
 
 pub use crate::latency::LatencyHistogram;
-pub use counters::ResourceCounters;
+pub use counters::{ResourceCounters, TopCounts};
 pub use registry::{Metrics, Rpc};
 pub use render::render;

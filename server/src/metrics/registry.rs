@@ -236,6 +236,9 @@ impl Metrics {
                 if d.grant().is_some_and(|g| g.replayed) {
                     bump(&c.idempotent_replays, 1);
                 }
+                if let Some(by) = &d.shadow_denied_by {
+                    shadow_denied(c, by);
+                }
             }),
             Err(e) => self.error(Rpc::Acquire, e),
         }
@@ -303,6 +306,24 @@ impl Metrics {
         self.latency(rpc).observe(elapsed);
         self.error(rpc, e);
     }
+}
+
+/// Counts a grant the shadow level `by` ("resource" or "tenant=acme") would have denied.
+fn shadow_denied(c: &ResourceCounters, by: &str) {
+    let level = by.split_once('=').map_or(by, |(key, _)| key);
+    let mut counts = c
+        .shadow_denials
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    match counts.iter_mut().find(|(l, _)| l == level) {
+        Some((_, n)) => *n += 1,
+        None => counts.push((level.to_owned(), 1)),
+    }
+    drop(counts);
+    c.shadow_denied
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .add(by);
 }
 
 #[cfg(test)]

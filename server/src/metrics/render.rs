@@ -187,11 +187,12 @@ impl Live {
 type Family = fn(&mut Out, &Scrape<'_>);
 
 /// The families, in exposition order.
-const FAMILIES: [Family; 22] = [
+const FAMILIES: [Family; 23] = [
     build_info,
     config,
     acquires,
     replays,
+    shadow_denials,
     releases,
     release_noops,
     settlement,
@@ -299,6 +300,27 @@ fn replays(o: &mut Out, s: &Scrape<'_>) {
         ),
         |c| &c.idempotent_replays,
     );
+}
+
+fn shadow_denials(o: &mut Out, s: &Scrape<'_>) {
+    let name = "quotad_shadow_denials_total";
+    o.family(
+        name,
+        "counter",
+        "Grants a shadow (dry-run) level would have denied, by resource and level (`resource` or the \
+         partition's descriptor key).",
+    );
+    for n in s.names() {
+        let Some(c) = s.counters.get(n) else { continue };
+        let counts = c
+            .shadow_denials
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        for (level, count) in counts {
+            o.sample(name, &[("resource", n), ("rule", &level)], count);
+        }
+    }
 }
 
 fn releases(o: &mut Out, s: &Scrape<'_>) {

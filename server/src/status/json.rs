@@ -148,25 +148,25 @@ fn transitions<S: Store>(quota: &Quota<S>, history: &History) -> Vec<Value> {
     out.into_iter().map(|(_, v)| v).collect()
 }
 
-/// The heaviest partition values by denials, per rule (a few per rule: bounded).
-fn top_denied(metrics: Option<&Metrics>) -> HashMap<&'static str, Value> {
+/// The heaviest partition values by denials, and by shadow denials, per rule (a few per rule: bounded).
+fn top_denied(metrics: Option<&Metrics>) -> HashMap<&'static str, (Value, Value)> {
     let Some(m) = metrics else {
         return HashMap::new();
     };
+    let rows = |top: &std::sync::Mutex<crate::metrics::TopCounts>| {
+        let top = top
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .top(5);
+        let rows: Vec<Value> = top
+            .iter()
+            .map(|(by, n)| json!({ "by": by, "denials": n }))
+            .collect();
+        Value::Array(rows)
+    };
     m.resources()
         .into_iter()
-        .map(|(rule, c)| {
-            let top = c
-                .denied_partitions
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .top(5);
-            let rows: Vec<Value> = top
-                .iter()
-                .map(|(by, n)| json!({ "by": by, "denials": n }))
-                .collect();
-            (rule, Value::Array(rows))
-        })
+        .map(|(rule, c)| (rule, (rows(&c.denied_partitions), rows(&c.shadow_denied))))
         .collect()
 }
 
@@ -220,11 +220,11 @@ pub async fn snapshot<S: Store>(
         .samples()
         .iter()
         .map(|(r, s)| {
-            let top = top
+            let (top, shadow) = top
                 .get(r)
                 .cloned()
-                .unwrap_or_else(|| Value::Array(Vec::new()));
-            json!({ "rule": r, "samples": samples(s), "top_denied": top })
+                .unwrap_or_else(|| (Value::Array(Vec::new()), Value::Array(Vec::new())));
+            json!({ "rule": r, "samples": samples(s), "top_denied": top, "shadow_denied": shadow })
         })
         .collect();
     let transitions = transitions(quota, history);

@@ -241,7 +241,7 @@ class ExplainRequest(_message.Message):
     def __init__(self, resource: _Optional[str] = ..., descriptors: _Optional[_Mapping[str, str]] = ..., permits: _Optional[int] = ...) -> None: ...
 
 class LevelExplanation(_message.Message):
-    __slots__ = ("level", "has_rate", "tokens_available", "burst", "rate_per_second", "in_flight", "max_in_flight", "decision", "retry_after", "algorithm")
+    __slots__ = ("level", "has_rate", "tokens_available", "burst", "rate_per_second", "in_flight", "max_in_flight", "decision", "retry_after", "algorithm", "shadow")
     LEVEL_FIELD_NUMBER: _ClassVar[int]
     HAS_RATE_FIELD_NUMBER: _ClassVar[int]
     TOKENS_AVAILABLE_FIELD_NUMBER: _ClassVar[int]
@@ -252,6 +252,7 @@ class LevelExplanation(_message.Message):
     DECISION_FIELD_NUMBER: _ClassVar[int]
     RETRY_AFTER_FIELD_NUMBER: _ClassVar[int]
     ALGORITHM_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_FIELD_NUMBER: _ClassVar[int]
     level: str
     has_rate: bool
     tokens_available: int
@@ -262,10 +263,11 @@ class LevelExplanation(_message.Message):
     decision: _quota_pb2.Decision
     retry_after: _duration_pb2.Duration
     algorithm: str
-    def __init__(self, level: _Optional[str] = ..., has_rate: bool = ..., tokens_available: _Optional[int] = ..., burst: _Optional[int] = ..., rate_per_second: _Optional[float] = ..., in_flight: _Optional[int] = ..., max_in_flight: _Optional[int] = ..., decision: _Optional[_Union[_quota_pb2.Decision, str]] = ..., retry_after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., algorithm: _Optional[str] = ...) -> None: ...
+    shadow: bool
+    def __init__(self, level: _Optional[str] = ..., has_rate: bool = ..., tokens_available: _Optional[int] = ..., burst: _Optional[int] = ..., rate_per_second: _Optional[float] = ..., in_flight: _Optional[int] = ..., max_in_flight: _Optional[int] = ..., decision: _Optional[_Union[_quota_pb2.Decision, str]] = ..., retry_after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., algorithm: _Optional[str] = ..., shadow: bool = ...) -> None: ...
 
 class ExplainResponse(_message.Message):
-    __slots__ = ("resource", "rule", "config_version", "permits", "would_grant", "decision", "retry_after", "denied_by", "circuit_state", "breaker_configured", "half_open_at", "half_open_probes_left", "paused_until", "effective_rate_per_second", "configured_rate_per_second", "levels")
+    __slots__ = ("resource", "rule", "config_version", "permits", "would_grant", "decision", "retry_after", "denied_by", "circuit_state", "breaker_configured", "half_open_at", "half_open_probes_left", "paused_until", "effective_rate_per_second", "configured_rate_per_second", "levels", "shadow_denied_by")
     RESOURCE_FIELD_NUMBER: _ClassVar[int]
     RULE_FIELD_NUMBER: _ClassVar[int]
     CONFIG_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -282,6 +284,7 @@ class ExplainResponse(_message.Message):
     EFFECTIVE_RATE_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
     CONFIGURED_RATE_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
     LEVELS_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_DENIED_BY_FIELD_NUMBER: _ClassVar[int]
     resource: str
     rule: str
     config_version: int
@@ -298,4 +301,5 @@ class ExplainResponse(_message.Message):
     effective_rate_per_second: float
     configured_rate_per_second: float
     levels: _containers.RepeatedCompositeFieldContainer[LevelExplanation]
-    def __init__(self, resource: _Optional[str] = ..., rule: _Optional[str] = ..., config_version: _Optional[int] = ..., permits: _Optional[int] = ..., would_grant: bool = ..., decision: _Optional[_Union[_quota_pb2.Decision, str]] = ..., retry_after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., denied_by: _Optional[str] = ..., circuit_state: _Optional[_Union[_quota_pb2.CircuitState, str]] = ..., breaker_configured: bool = ..., half_open_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., half_open_probes_left: _Optional[int] = ..., paused_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., effective_rate_per_second: _Optional[float] = ..., configured_rate_per_second: _Optional[float] = ..., levels: _Optional[_Iterable[_Union[LevelExplanation, _Mapping]]] = ...) -> None: ...
+    shadow_denied_by: str
+    def __init__(self, resource: _Optional[str] = ..., rule: _Optional[str] = ..., config_version: _Optional[int] = ..., permits: _Optional[int] = ..., would_grant: bool = ..., decision: _Optional[_Union[_quota_pb2.Decision, str]] = ..., retry_after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., denied_by: _Optional[str] = ..., circuit_state: _Optional[_Union[_quota_pb2.CircuitState, str]] = ..., breaker_configured: bool = ..., half_open_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., half_open_probes_left: _Optional[int] = ..., paused_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., effective_rate_per_second: _Optional[float] = ..., configured_rate_per_second: _Optional[float] = ..., levels: _Optional[_Iterable[_Union[LevelExplanation, _Mapping]]] = ..., shadow_denied_by: _Optional[str] = ...) -> None: ...

@@ -212,6 +212,7 @@ mod tests {
             in_flight: 0,
             max_in_flight: 0,
             transition: None,
+            shadow_denied_by: None,
         })
     }
 

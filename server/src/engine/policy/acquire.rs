@@ -157,5 +157,8 @@ pub fn decide<S: AcquireState>(
         ttl: plan.ttl,
         replayed: false,
     };
-    Ok(tightest.decision(resource, rule.name, Verdict::Granted(grant), transition))
+    let shadow = tightest.shadow().map(|i| plan.levels[i].label(rule));
+    let mut decision = tightest.decision(resource, rule.name, Verdict::Granted(grant), transition);
+    decision.shadow_denied_by = shadow;
+    Ok(decision)
 }

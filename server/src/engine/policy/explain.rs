@@ -53,6 +53,8 @@ pub struct LevelExplained {
     pub max_in_flight: Option<u32>,
     /// How its rate limit is enforced (none without one).
     pub algorithm: Option<Algorithm>,
+    /// A dry run: it never denies (`denies` says what it would do).
+    pub shadow: bool,
     /// Why this level alone would deny, and for how long.
     pub denies: Option<(Denial, Nanos)>,
 }
@@ -73,6 +75,8 @@ pub struct Explanation {
     /// What the acquire would answer: `None` for a grant, or the denial, its wait, and what denied
     /// (`pause`, `breaker`, or a level's label).
     pub verdict: Option<(Denial, Nanos, String)>,
+    /// On a grant: the first shadow level that would have denied.
+    pub shadow_denied_by: Option<String>,
 }
 
 /// The state an explanation reads, answering an acquire's steps without writing anything.
@@ -155,6 +159,7 @@ pub fn explain(plan: &Plan<'_>, circuit: CircuitView, read: LevelsRead, now: Nan
                 rate_per_second: spec.rate.map_or(0.0, |r| r.per_second() * read.factor),
                 max_in_flight: spec.max_in_flight,
                 algorithm: spec.rate.map(|r| r.algorithm),
+                shadow: spec.shadow,
                 denies: level_denial(rule, spec, cell, plan.permits, now),
             }
         })
@@ -164,8 +169,10 @@ pub fn explain(plan: &Plan<'_>, circuit: CircuitView, read: LevelsRead, now: Nan
         factor: read.factor,
         cells: RefCell::new(cells),
     };
-    let verdict = match decide(&view, plan, now).map(|d| d.verdict) {
-        Ok(Verdict::Denied {
+    let decided = decide(&view, plan, now).ok();
+    let shadow_denied_by = decided.as_ref().and_then(|d| d.shadow_denied_by.clone());
+    let verdict = match decided.map(|d| d.verdict) {
+        Some(Verdict::Denied {
             reason,
             retry_after,
             denied_by,
@@ -179,5 +186,6 @@ pub fn explain(plan: &Plan<'_>, circuit: CircuitView, read: LevelsRead, now: Nan
         circuit,
         levels,
         verdict,
+        shadow_denied_by,
     }
 }

@@ -20,6 +20,8 @@ pub struct Tightest {
     headroom: Option<u32>,
     in_flight: u32,
     max_in_flight: u32,
+    /// The first shadow level (its index in the plan) that would have denied.
+    shadow: Option<usize>,
 }
 
 impl Tightest {
@@ -43,6 +45,11 @@ impl Tightest {
         }
     }
 
+    /// The first shadow level that would have denied (its index in the plan).
+    pub fn shadow(&self) -> Option<usize> {
+        self.shadow
+    }
+
     /// The answer, with these figures (and the breaker transition the acquire made, if any).
     pub fn decision(
         self,
@@ -61,6 +68,7 @@ impl Tightest {
             in_flight: self.in_flight,
             max_in_flight: self.max_in_flight,
             transition,
+            shadow_denied_by: None,
         }
     }
 }
@@ -112,7 +120,9 @@ pub struct Taken {
 }
 
 /// Checks every level (locked by the caller, in plan order) and debits all or none; on a grant, tells
-/// `taken` what was taken at each level, in order.
+/// `taken` what was taken at each level, in order. A shadow level never denies: on a grant it is debited
+/// where it would have granted and left as it is where it would have denied (the first such is reported);
+/// the figures are the enforced levels'.
 pub fn judge(
     plan: &Plan<'_>,
     cells: &mut [&mut LevelCell],
@@ -122,12 +132,16 @@ pub fn judge(
 ) -> Judged {
     let rule = plan.rule;
     let mut denied: Option<Denied> = None;
+    let mut shadow = None;
     for (i, (level, cell)) in plan.levels.iter().zip(cells.iter_mut()).enumerate() {
         let spec = level.spec(rule);
         cell.sync(spec, factor, now);
-        if let Some((reason, retry_after)) = level_denial(rule, spec, cell, plan.permits, now)
-            && denied.as_ref().is_none_or(|d| retry_after > d.retry_after)
-        {
+        let Some((reason, retry_after)) = level_denial(rule, spec, cell, plan.permits, now) else {
+            continue;
+        };
+        if spec.shadow {
+            shadow = shadow.or(Some(i));
+        } else if denied.as_ref().is_none_or(|d| retry_after > d.retry_after) {
             denied = Some(Denied {
                 reason,
                 retry_after,
@@ -139,12 +153,19 @@ pub fn judge(
     let mut tightest = Tightest::default();
     if let Some(d) = denied {
         for (level, cell) in plan.levels.iter().zip(cells.iter()) {
-            tightest.observe(cell, level.spec(rule).max_in_flight, now);
+            let spec = level.spec(rule);
+            if !spec.shadow {
+                tightest.observe(cell, spec.max_in_flight, now);
+            }
         }
         return (tightest, Err(d));
     }
     for (i, (level, cell)) in plan.levels.iter().zip(cells.iter_mut()).enumerate() {
         let spec = level.spec(rule);
+        if spec.shadow && level_denial(rule, spec, cell, plan.permits, now).is_some() {
+            taken(i, Taken::default());
+            continue;
+        }
         let charged = cell.limit.is_some();
         if let Some(l) = &mut cell.limit {
             l.debit(now, plan.permits);
@@ -153,8 +174,11 @@ pub fn judge(
         if slot {
             cell.in_flight = cell.in_flight.saturating_add(1);
         }
-        tightest.observe(cell, spec.max_in_flight, now);
+        if !spec.shadow {
+            tightest.observe(cell, spec.max_in_flight, now);
+        }
         taken(i, Taken { slot, charged });
     }
+    tightest.shadow = shadow;
     (tightest, Ok(()))
 }

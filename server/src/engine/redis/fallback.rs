@@ -79,6 +79,7 @@ fn scale_level(l: &LevelSpec, by: u64) -> LevelSpec {
         max_in_flight: l
             .max_in_flight
             .map(|m| u32::try_from(divide(u64::from(m), by)).unwrap_or(m)),
+        shadow: l.shadow,
     }
 }
 
@@ -203,6 +204,7 @@ impl Fallback {
                     );
                 }
                 Ok(Decision {
+                    shadow_denied_by: None,
                     resource: crate::engine::Name::Given(plan.resource.into()),
                     rule: rule.name,
                     verdict: Verdict::Granted(Grant {
@@ -262,6 +264,7 @@ mod tests {
         let level = LevelSpec {
             rate: Some(window),
             max_in_flight: Some(9),
+            shadow: false,
         };
         let share = scale_level(&level, 3).rate.expect("a rate");
         assert_eq!(

@@ -30,6 +30,8 @@ pub struct LevelArgs {
     pub max_in_flight: Option<u32>,
     /// How far below empty a settlement may take it.
     pub max_debt: u64,
+    /// A dry run: checked and debited, never denying.
+    pub shadow: bool,
 }
 
 /// An acquire step's arguments (the keys are set by the caller).
@@ -97,7 +99,8 @@ impl AcquireArgs<'_> {
             call.arg(l.partition.map_or_else(String::new, |p| p.to_string()))
                 .arg(&l.rate)
                 .arg(l.max_in_flight.map_or_else(String::new, |m| m.to_string()))
-                .arg(l.max_debt);
+                .arg(l.max_debt)
+                .arg(if l.shadow { "1" } else { "" });
         }
     }
 }
@@ -134,6 +137,8 @@ pub enum AcquireReply {
         figures: Figures,
         /// What the breaker did (a half-open probe taken).
         transitions: Vec<Transition>,
+        /// The first shadow level that would have denied (its index in the plan).
+        shadow: Option<usize>,
     },
     /// Denied: `reason` (paused, circuit_open, rate_limited, concurrency_limited), the wait, and the level
     /// that denied (-1 for the pause or the breaker).
@@ -191,6 +196,7 @@ impl AcquireReply {
             ttl: if replayed { r.uint(o::ttl).ok() } else { None },
             figures,
             transitions,
+            shadow: r.uint(o::shadow).ok().and_then(|i| usize::try_from(i).ok()),
         })
     }
 }

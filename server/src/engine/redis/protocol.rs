@@ -56,7 +56,7 @@ pub mod arg {
     );
     fields!(
         /// One level of an acquire, after [`acq`]'s fields.
-        level = "level": partition, rate, max_in_flight, max_debt
+        level = "level": partition, rate, max_in_flight, max_debt, shadow
     );
     fields!(rel = "rel": step, now, prefix, lease, outcome, used, caller);
     fields!(ren = "ren": step, now, prefix, lease, ttl, caller);
@@ -140,9 +140,10 @@ pub mod out {
 
     fields!(
         /// `status`: 1 granted, 0 denied, -1 refused (`reason`: `conflict`, a request_id reused with other
-        /// parameters; `collide`, the lease id is taken: retry with another).
+        /// parameters; `collide`, the lease id is taken: retry with another). `shadow`: on a grant, the
+        /// index of the first shadow level that would have denied.
         acq = "acq": status, reason, lease, expires, retry_after, level, remaining, limit, reset_after,
-        in_flight, max_in_flight, replayed, ttl, transitions
+        in_flight, max_in_flight, replayed, ttl, transitions, shadow
     );
     fields!(
         /// `status`: 1 released, 0 not (`reason`: already_released, expired, unknown_lease), -1 refused
@@ -427,7 +428,7 @@ mod tests {
             (0, 3, 18)
         );
         assert_eq!(arg::acq::FIELDS.names[arg::acq::held], "held");
-        assert_eq!(out::acq::FIELDS.names.len(), out::acq::transitions + 1);
+        assert_eq!(out::acq::FIELDS.names.len(), out::acq::shadow + 1);
     }
 
     #[test]

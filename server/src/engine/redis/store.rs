@@ -98,6 +98,7 @@ impl RedisStore {
                         rate: args::rate(spec.rate),
                         max_in_flight: spec.max_in_flight,
                         max_debt: args::max_debt(rule, spec),
+                        shadow: spec.shadow,
                     }
                 })
                 .collect(),
@@ -394,7 +395,7 @@ fn acquired(plan: &Plan<'_>, answer: AcquireReply, now: Nanos) -> Result<Decisio
     } else {
         crate::engine::Name::Given(plan.resource.into())
     };
-    let (verdict, figures, transitions) = match answer {
+    let (verdict, figures, transitions, shadow_denied_by) = match answer {
         AcquireReply::Granted {
             lease,
             expires,
@@ -402,6 +403,7 @@ fn acquired(plan: &Plan<'_>, answer: AcquireReply, now: Nanos) -> Result<Decisio
             ttl,
             figures,
             transitions,
+            shadow,
         } => {
             let expires_at = expires.unwrap_or(now);
             // A replay carries the TTL it was granted with.
@@ -416,7 +418,10 @@ fn acquired(plan: &Plan<'_>, answer: AcquireReply, now: Nanos) -> Result<Decisio
                 ttl,
                 replayed,
             };
-            (Verdict::Granted(grant), figures, transitions)
+            let shadow = shadow
+                .and_then(|i| plan.levels.get(i))
+                .map(|l| l.label(rule));
+            (Verdict::Granted(grant), figures, transitions, shadow)
         }
         AcquireReply::Denied {
             reason,
@@ -428,6 +433,7 @@ fn acquired(plan: &Plan<'_>, answer: AcquireReply, now: Nanos) -> Result<Decisio
             denial(plan, &reason, retry_after, level),
             figures,
             transitions,
+            None,
         ),
         AcquireReply::Refused(why) => {
             return Err(EngineError::Unavailable(format!(
@@ -449,6 +455,7 @@ fn acquired(plan: &Plan<'_>, answer: AcquireReply, now: Nanos) -> Result<Decisio
             .breaker_key
             .as_ref()
             .and_then(|_| transitions.into_iter().next()),
+        shadow_denied_by,
     })
 }
 

@@ -74,10 +74,10 @@
     } else {
       entry.plot.setData(data);
     }
-    const top = c.top_denied || [];
-    entry.top.textContent = top.length
-      ? "most denied: " + top.map((t) => `${t.by} (${t.denials})`).join(", ")
-      : "";
+    const top = c.top_denied || [], shadow = c.shadow_denied || [];
+    const list = (rows) => rows.map((t) => `${t.by} (${t.denials})`).join(", ");
+    entry.top.textContent = [top.length ? "most denied: " + list(top) : "",
+                             shadow.length ? "shadow would deny: " + list(shadow) : ""].filter(Boolean).join("; ");
   }
 
   // A shared store (Redis): whether it answers, the nodes sharing it, and what makes its limits inexact.

@@ -353,7 +353,7 @@ fn decision(d: i32) -> &'static str {
 
 fn explain_json(e: &pb::ExplainResponse) -> Value {
     let levels: Vec<Value> = e.levels.iter().map(|l| json!({
-        "level": l.level, "has_rate": l.has_rate, "algorithm": l.algorithm,
+        "level": l.level, "has_rate": l.has_rate, "algorithm": l.algorithm, "shadow": l.shadow,
         "tokens_available": l.tokens_available, "burst": l.burst,
         "rate_per_second": l.rate_per_second, "in_flight": l.in_flight, "max_in_flight": l.max_in_flight,
         "decision": decision(l.decision), "retry_after_seconds": render::secs(l.retry_after.as_ref()),
@@ -362,6 +362,7 @@ fn explain_json(e: &pb::ExplainResponse) -> Value {
         "resource": e.resource, "rule": e.rule, "config_version": e.config_version, "permits": e.permits,
         "would_grant": e.would_grant, "decision": decision(e.decision),
         "retry_after_seconds": render::secs(e.retry_after.as_ref()), "denied_by": e.denied_by,
+        "shadow_denied_by": e.shadow_denied_by,
         "circuit_state": render::state(e.circuit_state), "breaker_configured": e.breaker_configured,
         "half_open_at": render::time(e.half_open_at.as_ref()), "half_open_probes_left": e.half_open_probes_left,
         "paused_until": render::time(e.paused_until.as_ref()),
@@ -402,6 +403,9 @@ fn print_explanation(e: &pb::ExplainResponse) {
             e.config_version,
             e.permits
         );
+        if !e.shadow_denied_by.is_empty() {
+            say!("(shadow level {} would have denied it)", e.shadow_denied_by);
+        }
     } else {
         say!(
             "{} (rule {}, config version {}): {} permit(s) would be DENIED: {} by {}, retry in {wait:.3} s",
@@ -455,7 +459,11 @@ fn explain_levels(levels: &[pb::LevelExplanation]) -> Table {
         let retry =
             render::secs(l.retry_after.as_ref()).map_or_else(String::new, |s| format!("{s:.3} s"));
         table.row(vec![
-            l.level.clone(),
+            if l.shadow {
+                format!("{} (shadow)", l.level)
+            } else {
+                l.level.clone()
+            },
             tokens,
             format!("{:.3}", l.rate_per_second),
             inflight,

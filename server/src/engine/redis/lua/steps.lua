@@ -8,7 +8,7 @@
 -- table built whole: growing it field by field costs Redis a rehash or two on every call).
 local function decided(r, t)
   return out('acq', { status = r.status, reason = r.reason, lease = r.lease, expires = r.expires,
-                      retry_after = r.retry_after, level = r.level, replayed = r.replayed,
+                      retry_after = r.retry_after, level = r.level, replayed = r.replayed, shadow = r.shadow,
                       remaining = t.remaining or 0, limit = t.limit, reset_after = t.reset, in_flight = t.inf,
                       max_in_flight = t.max, transitions = table.concat(transitions, ';') })
 end
@@ -29,7 +29,8 @@ OPS.acq = function()
     local base, L = ACQ_ARGS + (i - 1) * LEVEL_ARGS, ARG.level
     local rate = A[base + L.rate]
     levels[i] = { key = KEYS[ACQ_KEYS + i], part = A[base + L.partition], rate_s = rate, rate = rate_spec(rate),
-                  max = num(A[base + L.max_in_flight]), max_debt = A[base + L.max_debt] }
+                  max = num(A[base + L.max_in_flight]), max_debt = A[base + L.max_debt],
+                  shadow = A[base + L.shadow] == '1' }
   end
 
   if fingerprint ~= '' then
@@ -39,7 +40,7 @@ OPS.acq = function()
       if s[1] ~= fingerprint then return out('acq', { status = -1, reason = 'conflict' }) end
       return out('acq', { status = 1, lease = s[2], expires = s[3], remaining = tonumber(s[4]),
                           limit = tonumber(s[5]), reset_after = tonumber(s[6]), in_flight = tonumber(s[7]),
-                          max_in_flight = tonumber(s[8]), replayed = 1, ttl = s[10] })
+                          max_in_flight = tonumber(s[8]), replayed = 1, ttl = s[10], shadow = s[11] })
     end
   end
   reclaim_expired(8)
@@ -71,24 +72,24 @@ OPS.acq = function()
     end
   end
 
-  local cells, denied = {}, nil
+  -- Twin of engine/policy/levels.rs judge: every level checked, a shadow level never denying.
+  local cells, denied, shadow = {}, nil, nil
   for i, lv in ipairs(levels) do
     local cell = level_load(lv.key)
     level_sync(cell, lv.rate, factor)
     cells[i] = cell
-    local function consider(reason, wait)
-      if denied == nil or wait > denied.wait then denied = { reason = reason, wait = wait, level = i - 1 } end
+    local reason, wait = level_denial(cell, lv.max, permits, conc_retry)
+    if reason and lv.shadow then
+      lv.shadow_denied = true
+      if shadow == nil then shadow = i - 1 end
+    elseif reason and (denied == nil or wait > denied.wait) then
+      denied = { reason = reason, wait = wait, level = i - 1 }
     end
-    if cell.lim then
-      local wait = LIMITERS[cell.lim.kind].check(cell.lim, permits)
-      if wait then consider('rate_limited', wait) end
-    end
-    if lv.max and cell.f >= lv.max then consider('concurrency_limited', math.max(conc_retry, 1000000)) end
   end
   local t = tightest_new()
   if denied then
     for i, lv in ipairs(levels) do
-      observe(t, cells[i], lv.max)
+      if not lv.shadow then observe(t, cells[i], lv.max) end
       if cells[i].lim then level_save(cells[i], 0) end
     end
     if b then
@@ -106,9 +107,11 @@ OPS.acq = function()
   for i, lv in ipairs(levels) do
     local cell = cells[i]
     local charged, slot = '0', '0'
-    if cell.lim then LIMITERS[cell.lim.kind].debit(cell.lim, permits); charged = '1' end
-    if lv.max then cell.f = cell.f + 1; slot = '1' end
-    observe(t, cell, lv.max)
+    if not lv.shadow_denied then
+      if cell.lim then LIMITERS[cell.lim.kind].debit(cell.lim, permits); charged = '1' end
+      if lv.max then cell.f = cell.f + 1; slot = '1' end
+    end
+    if not lv.shadow then observe(t, cell, lv.max) end
     level_save(cell, hold_ms)
     lv_out[#lv_out + 1] = table.concat({ lv.key, slot, charged, lv.rate_s, lv.max_debt }, '\31')
   end
@@ -139,10 +142,11 @@ OPS.acq = function()
   redis.call('ZADD', IDS, 0, hex)
   local f = figures(t)
   if fingerprint ~= '' then
-    local rec = table.concat({ fingerprint, hex, expires, f[1], f[2], f[3], f[4], f[5], abs(window), ttl }, '|')
+    local rec = table.concat({ fingerprint, hex, expires, f[1], f[2], f[3], f[4], f[5], abs(window), ttl,
+                               shadow or '' }, '|')
     redis.call('SET', ikey, rec, 'PX', math.max(math.ceil(window / 1000000), 1))
   end
-  return decided({ status = 1, lease = hex, expires = expires, replayed = 0 }, t)
+  return decided({ status = 1, lease = hex, expires = expires, replayed = 0, shadow = shadow }, t)
 end
 
 -- Twin of engine/policy/release.rs charge_excess (with charge_level and refund_level): up to `excess` more at
