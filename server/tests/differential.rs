@@ -182,7 +182,7 @@ fn view(d: &Result<Decision, EngineError>) -> String {
                 d.reset_after,
                 d.in_flight,
                 d.max_in_flight,
-                d.shadow_denied_by
+                d.shadow_denied_by()
             )
         }
         Err(e) => format!("error {}", masked(e)),

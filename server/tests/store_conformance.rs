@@ -167,28 +167,25 @@ shadow = true
 fn a_shadow_level_reports_what_it_would_deny_and_never_denies<S: Store>(make: &Make<S>) {
     let h = Harness::new(SHADOW, make);
     let first = h.acquire("trial", &[("tenant", "acme")], 1);
-    assert_eq!(
-        (first.granted(), first.shadow_denied_by.as_deref()),
-        (true, None)
-    );
+    assert_eq!((first.granted(), first.shadow_denied_by()), (true, None));
     assert_eq!(first.remaining, 9, "the figures are the enforced levels'");
     let second = h.acquire("trial", &[("tenant", "acme")], 1);
     assert!(second.granted());
     assert_eq!(
-        second.shadow_denied_by.as_deref(),
+        second.shadow_denied_by(),
         Some("tenant=acme"),
         "the tenant's one slot is taken"
     );
     h.release(lease(&first), Outcome::Success, None);
     let third = h.acquire("trial", &[("tenant", "acme")], 1);
     assert_eq!(
-        third.shadow_denied_by.as_deref(),
+        third.shadow_denied_by(),
         None,
         "its slot is free and a token is left"
     );
     let fourth = h.acquire("trial", &[("tenant", "acme")], 1);
     assert_eq!(
-        fourth.shadow_denied_by.as_deref(),
+        fourth.shadow_denied_by(),
         Some("tenant=acme"),
         "out of tokens"
     );

@@ -78,6 +78,14 @@ pub struct Decision {
     pub in_flight: u32,
     /// That level's concurrency limit (0 when none).
     pub max_in_flight: u32,
+    /// What an answer rarely carries (a breaker transition, a shadow level's would-be denial), boxed so
+    /// the common answer stays small enough to move without a memcpy.
+    pub notes: Option<Box<Notes>>,
+}
+
+/// The rare parts of a [`Decision`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Notes {
     /// The transition this acquire made the plan's breaker take (an OPEN breaker turning HALF_OPEN as it
     /// admits; an admission makes at most one): for the engine to count.
     pub transition: Option<Transition>,
@@ -87,6 +95,32 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// The transition this acquire made the plan's breaker take, if any.
+    pub fn transition(&self) -> Option<Transition> {
+        self.notes.as_ref().and_then(|n| n.transition)
+    }
+
+    /// The first shadow level that would have denied this grant, if any.
+    pub fn shadow_denied_by(&self) -> Option<&str> {
+        self.notes
+            .as_ref()
+            .and_then(|n| n.shadow_denied_by.as_deref())
+    }
+
+    /// Sets (or clears) the transition.
+    pub fn set_transition(&mut self, transition: Option<Transition>) {
+        if transition.is_some() || self.notes.is_some() {
+            self.notes.get_or_insert_default().transition = transition;
+        }
+    }
+
+    /// Sets (or clears) the shadow level that would have denied.
+    pub fn set_shadow_denied_by(&mut self, by: Option<String>) {
+        if by.is_some() || self.notes.is_some() {
+            self.notes.get_or_insert_default().shadow_denied_by = by;
+        }
+    }
+
     /// True when granted.
     pub fn granted(&self) -> bool {
         matches!(self.verdict, Verdict::Granted(_))

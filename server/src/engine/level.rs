@@ -19,15 +19,17 @@ pub struct LevelCell {
 
 impl LevelCell {
     /// Brings the limit in line with `spec` at `factor` × its rate, keeping what is owed.
+    #[inline]
     pub fn sync(&mut self, spec: &LevelSpec, factor: f64, now: Nanos) {
-        match (spec.rate, &mut self.limit) {
-            (Some(rate), Some(l)) => l.sync(&rate, factor, now),
-            (Some(rate), None) => self.limit = Some(Limit::fresh(&rate, factor)),
+        match (&spec.rate, &mut self.limit) {
+            (Some(rate), Some(l)) => l.sync(rate, factor, now),
+            (Some(rate), None) => self.limit = Some(Limit::fresh(rate, factor)),
             (None, _) => self.limit = None,
         }
     }
 
     /// True when nothing is held and the limit is full: a fresh cell would be identical.
+    #[inline]
     pub fn is_idle(&self, now: Nanos) -> bool {
         self.in_flight == 0 && self.limit.is_none_or(|l| l.is_full(now))
     }

@@ -44,8 +44,8 @@ pub use breaker::{
     Admission, Breaker, BreakerSnapshot, BreakerSpec, BreakerState, Reason, Transition,
 };
 pub use decision::{
-    BreakerChanges, CircuitView, Decision, Denial, Grant, NotReleased, Pressure, Released, Renewed,
-    Reported, Verdict,
+    BreakerChanges, CircuitView, Decision, Denial, Grant, NotReleased, Notes, Pressure, Released,
+    Renewed, Reported, Verdict,
 };
 pub use error::EngineError;
 pub use lease_id::{LeaseId, LeaseIds};

@@ -77,12 +77,11 @@ impl<S: Store> Quota<S> {
     /// Counts an acquire's transition (nearly always none: one branch on the hot path).
     fn count_decided(&self, plan: &Plan<'_>, decided: &Result<Decision, EngineError>) {
         match decided {
-            Ok(Decision {
-                transition: Some(t),
-                rule,
-                ..
-            }) => self.count(rule, plan.breaker_key.as_deref(), &[*t]),
-            Ok(_) => {}
+            Ok(d) => {
+                if let Some(t) = d.transition() {
+                    self.count(d.rule, plan.breaker_key.as_deref(), &[t]);
+                }
+            }
             Err(e) => {
                 if let Some(t) = e.made() {
                     self.count(plan.rule.name, plan.breaker_key.as_deref(), &[t]);

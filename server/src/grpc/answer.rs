@@ -90,6 +90,7 @@ impl AcquireAnswer {
             lease_expires_at: self.expires_at,
             ..Default::default()
         };
+        let shadow = d.shadow_denied_by().unwrap_or_default().to_owned();
         match d.verdict {
             Verdict::Granted(g) => {
                 out.granted = true;
@@ -97,7 +98,7 @@ impl AcquireAnswer {
                 out.lease_id = g.lease_id.to_hex_string();
                 out.lease_ttl = Some(duration_out(nanos(g.ttl)));
                 out.replayed = g.replayed;
-                out.shadow_denied_by = d.shadow_denied_by.unwrap_or_default();
+                out.shadow_denied_by = shadow;
             }
             Verdict::Denied {
                 reason,
@@ -149,7 +150,7 @@ impl AcquireAnswer {
         sink.varint(tag::MAX_IN_FLIGHT, d.max_in_flight.into());
         sink.bytes(tag::RULE, d.rule.as_bytes());
         sink.varint(tag::CONFIG_VERSION, self.config_version);
-        if let (Some(_), Some(by)) = (grant, &d.shadow_denied_by) {
+        if let (Some(_), Some(by)) = (grant, d.shadow_denied_by()) {
             sink.bytes(tag::SHADOW_DENIED_BY, by.as_bytes());
         }
     }
@@ -376,8 +377,7 @@ mod tests {
                 reset_after,
                 in_flight,
                 max_in_flight,
-                transition: None,
-                shadow_denied_by: shadow,
+                notes: shadow.map(|s| Box::new(crate::engine::Notes { transition: None, shadow_denied_by: Some(s) })),
             }
         }
     }
@@ -414,8 +414,7 @@ mod tests {
             reset_after: 100_000_000,
             in_flight: 1,
             max_in_flight: 20,
-            transition: None,
-            shadow_denied_by: None,
+            notes: None,
         };
         let mut answer = AcquireAnswer::new(d, &clock, 7);
         let pb = pb::AcquireResponse::decode(answer.encode_to_vec().as_slice()).unwrap();

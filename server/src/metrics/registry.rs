@@ -236,7 +236,7 @@ impl Metrics {
                 if d.grant().is_some_and(|g| g.replayed) {
                     bump(&c.idempotent_replays, 1);
                 }
-                if let Some(by) = &d.shadow_denied_by {
+                if let Some(by) = d.shadow_denied_by() {
                     shadow_denied(c, by);
                 }
             }),

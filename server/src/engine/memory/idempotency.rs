@@ -211,8 +211,7 @@ mod tests {
             reset_after: 0,
             in_flight: 0,
             max_in_flight: 0,
-            transition: None,
-            shadow_denied_by: None,
+            notes: None,
         })
     }
 

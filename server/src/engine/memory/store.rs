@@ -539,10 +539,16 @@ mod tests {
         at_once(quota.release(&release(first, Outcome::Failure))).unwrap();
         clock.advance(std::time::Duration::from_secs(2));
         let probe = at_once(quota.acquire(&acquire(Some("p")))).unwrap();
-        assert!(probe.transition.is_some(), "OPEN -> HALF_OPEN as it admits");
+        assert!(
+            probe.transition().is_some(),
+            "OPEN -> HALF_OPEN as it admits"
+        );
         let replay = at_once(quota.acquire(&acquire(Some("p")))).unwrap();
         assert!(replay.grant().unwrap().replayed);
-        assert!(replay.transition.is_none(), "a replay makes no transition");
+        assert!(
+            replay.transition().is_none(),
+            "a replay makes no transition"
+        );
         at_once(quota.release(&release(lease(probe), Outcome::Success))).unwrap();
         for edge in [(Closed, Open), (Open, HalfOpen), (HalfOpen, Closed)] {
             let stats = quota.stats().snapshot();

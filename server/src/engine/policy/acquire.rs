@@ -159,6 +159,6 @@ pub fn decide<S: AcquireState>(
     };
     let shadow = tightest.shadow().map(|i| plan.levels[i].label(rule));
     let mut decision = tightest.decision(resource, rule.name, Verdict::Granted(grant), transition);
-    decision.shadow_denied_by = shadow;
+    decision.set_shadow_denied_by(shadow);
     Ok(decision)
 }

@@ -170,7 +170,9 @@ pub fn explain(plan: &Plan<'_>, circuit: CircuitView, read: LevelsRead, now: Nan
         cells: RefCell::new(cells),
     };
     let decided = decide(&view, plan, now).ok();
-    let shadow_denied_by = decided.as_ref().and_then(|d| d.shadow_denied_by.clone());
+    let shadow_denied_by = decided
+        .as_ref()
+        .and_then(|d| d.shadow_denied_by().map(str::to_owned));
     let verdict = match decided.map(|d| d.verdict) {
         Some(Verdict::Denied {
             reason,

@@ -7,7 +7,7 @@ use super::Limiter;
 use crate::{
     clock::{Nanos, nanos},
     engine::{
-        Decision, Denial, LevelSpec, Name, Plan, Rule, Transition, Verdict, level::LevelCell,
+        Decision, Denial, LevelSpec, Name, Notes, Plan, Rule, Transition, Verdict, level::LevelCell,
     },
 };
 
@@ -21,11 +21,12 @@ pub struct Tightest {
     in_flight: u32,
     max_in_flight: u32,
     /// The first shadow level (its index in the plan) that would have denied.
-    shadow: Option<usize>,
+    shadow: Option<u32>,
 }
 
 impl Tightest {
     /// Takes one level's figures into account.
+    #[inline]
     pub fn observe(&mut self, cell: &LevelCell, max_in_flight: Option<u32>, now: Nanos) {
         if let Some(l) = &cell.limit {
             let remaining = l.remaining(now);
@@ -46,11 +47,13 @@ impl Tightest {
     }
 
     /// The first shadow level that would have denied (its index in the plan).
+    #[inline]
     pub fn shadow(&self) -> Option<usize> {
-        self.shadow
+        self.shadow.map(|i| i as usize)
     }
 
     /// The answer, with these figures (and the breaker transition the acquire made, if any).
+    #[inline]
     pub fn decision(
         self,
         resource: Name,
@@ -67,8 +70,12 @@ impl Tightest {
             reset_after: self.reset_after,
             in_flight: self.in_flight,
             max_in_flight: self.max_in_flight,
-            transition,
-            shadow_denied_by: None,
+            notes: transition.map(|t| {
+                Box::new(Notes {
+                    transition: Some(t),
+                    shadow_denied_by: None,
+                })
+            }),
         }
     }
 }
@@ -83,6 +90,7 @@ pub struct Denied {
 
 /// Why one level (synced to `now`) would deny `permits`, and the wait: its limit's exact wait, or the
 /// rule's concurrency wait when it is full; the longer when both (the rate among equals).
+#[inline]
 pub fn level_denial(
     rule: &Rule,
     spec: &LevelSpec,
@@ -123,6 +131,7 @@ pub struct Taken {
 /// `taken` what was taken at each level, in order. A shadow level never denies: on a grant it is debited
 /// where it would have granted and left as it is where it would have denied (the first such is reported);
 /// the figures are the enforced levels'.
+#[inline]
 pub fn judge(
     plan: &Plan<'_>,
     cells: &mut [&mut LevelCell],
@@ -140,7 +149,8 @@ pub fn judge(
             continue;
         };
         if spec.shadow {
-            shadow = shadow.or(Some(i));
+            // Levels are few (config-bounded).
+            shadow = shadow.or(Some(i as u32));
         } else if denied.as_ref().is_none_or(|d| retry_after > d.retry_after) {
             denied = Some(Denied {
                 reason,

@@ -23,7 +23,7 @@ pub fn replay(
     if let Verdict::Granted(g) = &mut again.verdict {
         g.replayed = true;
     }
-    again.transition = None;
+    again.set_transition(None);
     Ok(again)
 }
 
@@ -82,7 +82,8 @@ mod tests {
         assert!(g.replayed);
         assert_eq!(g.lease_id, crate::engine::LeaseId(7), "the same lease");
         assert_eq!(
-            again.transition, None,
+            again.transition(),
+            None,
             "the first call made and reported it"
         );
         let refused = replay(&answer(true), 42, ("r", "id-1", 43)).unwrap_err();

@@ -204,7 +204,6 @@ impl Fallback {
                     );
                 }
                 Ok(Decision {
-                    shadow_denied_by: None,
                     resource: crate::engine::Name::Given(plan.resource.into()),
                     rule: rule.name,
                     verdict: Verdict::Granted(Grant {
@@ -218,7 +217,7 @@ impl Fallback {
                     reset_after: 0,
                     in_flight: 0,
                     max_in_flight: 0,
-                    transition: None,
+                    notes: None,
                 })
             }
             OnStoreError::Local => {

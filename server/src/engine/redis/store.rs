@@ -441,7 +441,7 @@ fn acquired(plan: &Plan<'_>, answer: AcquireReply, now: Nanos) -> Result<Decisio
             )));
         }
     };
-    Ok(Decision {
+    let mut decision = Decision {
         resource,
         rule: rule.name,
         verdict,
@@ -450,13 +450,16 @@ fn acquired(plan: &Plan<'_>, answer: AcquireReply, now: Nanos) -> Result<Decisio
         reset_after: figures.reset_after,
         in_flight: figures.in_flight,
         max_in_flight: figures.max_in_flight,
-        // An admission makes at most one transition (OPEN turning HALF_OPEN).
-        transition: plan
-            .breaker_key
+        notes: None,
+    };
+    // An admission makes at most one transition (OPEN turning HALF_OPEN).
+    decision.set_transition(
+        plan.breaker_key
             .as_ref()
             .and_then(|_| transitions.into_iter().next()),
-        shadow_denied_by,
-    })
+    );
+    decision.set_shadow_denied_by(shadow_denied_by);
+    Ok(decision)
 }
 
 /// A denial as the script named it: the reason, the wait, and the level that denied (-1: the pause or the

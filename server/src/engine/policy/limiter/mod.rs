@@ -97,6 +97,7 @@ macro_rules! each {
 }
 
 impl Limiter for Limit {
+    #[inline]
     fn fresh(spec: &RateSpec, factor: f64) -> Self {
         match spec.algorithm {
             Algorithm::TokenBucket => Self::TokenBucket(Bucket::fresh(spec, factor)),
@@ -105,6 +106,7 @@ impl Limiter for Limit {
         }
     }
 
+    #[inline]
     fn sync(&mut self, spec: &RateSpec, factor: f64, now: Nanos) {
         if spec.algorithm != self.algorithm() {
             // A reload that changes the algorithm starts it fresh.
@@ -114,34 +116,42 @@ impl Limiter for Limit {
         each!(self, l => l.sync(spec, factor, now));
     }
 
+    #[inline]
     fn check(&self, now: Nanos, permits: u64) -> Result<(), Nanos> {
         each!(self, l => l.check(now, permits))
     }
 
+    #[inline]
     fn debit(&mut self, now: Nanos, permits: u64) {
         each!(self, l => l.debit(now, permits));
     }
 
+    #[inline]
     fn debit_bounded(&mut self, now: Nanos, permits: u64, max_debt: u64) -> u64 {
         each!(self, l => l.debit_bounded(now, permits, max_debt))
     }
 
+    #[inline]
     fn credit(&mut self, now: Nanos, permits: u64, charged_at: Nanos) {
         each!(self, l => l.credit(now, permits, charged_at));
     }
 
+    #[inline]
     fn remaining(&self, now: Nanos) -> u64 {
         each!(self, l => l.remaining(now))
     }
 
+    #[inline]
     fn capacity(&self) -> u64 {
         each!(self, l => l.capacity())
     }
 
+    #[inline]
     fn reset_after(&self, now: Nanos) -> Nanos {
         each!(self, l => l.reset_after(now))
     }
 
+    #[inline]
     fn is_full(&self, now: Nanos) -> bool {
         each!(self, l => l.is_full(now))
     }

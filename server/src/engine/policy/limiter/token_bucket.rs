@@ -19,6 +19,7 @@ pub struct Bucket {
 
 impl Bucket {
     /// A full bucket refilling one token per `interval` nanoseconds, holding at most `burst`.
+    #[inline]
     pub fn new(interval: u64, burst: u64) -> Self {
         Self {
             tat: 0,
@@ -28,20 +29,24 @@ impl Bucket {
     }
 
     /// The current refill interval (nanoseconds per token).
+    #[inline]
     pub fn interval(&self) -> u64 {
         self.interval
     }
 
     /// The capacity.
+    #[inline]
     pub fn burst(&self) -> u64 {
         self.burst
     }
 
+    #[inline]
     fn deficit(&self, now: Nanos) -> u128 {
         u128::from(self.tat.saturating_sub(now))
     }
 
     /// The bucket's span: burst × interval, the deficit at which it is empty.
+    #[inline]
     fn span(&self) -> u128 {
         u128::from(self.burst).saturating_mul(u128::from(self.interval))
     }
@@ -49,6 +54,7 @@ impl Bucket {
     /// Applies new parameters (a config reload or an adaptive rate change) without losing state: the tokens
     /// owed are kept, re-timed at the new interval, and the tokens available are clamped to the new burst
     /// (a larger burst does not hand out extra tokens at once).
+    #[inline]
     pub fn retune(&mut self, now: Nanos, interval: u64, burst: u64) {
         let interval = interval.max(1);
         if interval == self.interval && burst == self.burst {
@@ -83,6 +89,7 @@ impl Bucket {
     }
 
     /// A bucket as a store holds it: full again at `tat`, one token per `interval`, `burst` at most.
+    #[inline]
     pub fn from_parts(tat: Nanos, interval: u64, burst: u64) -> Self {
         Self {
             tat,
@@ -93,19 +100,23 @@ impl Bucket {
 }
 
 impl Limiter for Bucket {
+    #[inline]
     fn fresh(spec: &RateSpec, factor: f64) -> Self {
         Self::new(spec.interval(factor), spec.burst)
     }
 
+    #[inline]
     fn sync(&mut self, spec: &RateSpec, factor: f64, now: Nanos) {
         self.retune(now, spec.interval(factor), spec.burst);
     }
 
+    #[inline]
     fn capacity(&self) -> u64 {
         self.burst
     }
 
     /// `Ok` when `permits` tokens are available now; otherwise the exact wait until they will be.
+    #[inline]
     fn check(&self, now: Nanos, permits: u64) -> Result<(), Nanos> {
         let needed = self
             .deficit(now)
@@ -120,6 +131,7 @@ impl Limiter for Bucket {
 
     /// Takes `permits` tokens, going into debt if there are not enough (callers [`check`](Self::check)
     /// first, except when settling a cost that was already incurred).
+    #[inline]
     fn debit(&mut self, now: Nanos, permits: u64) {
         let cost = u128::from(permits).saturating_mul(u128::from(self.interval));
         self.tat = clamp_u64(u128::from(self.tat.max(now)).saturating_add(cost));
@@ -127,6 +139,7 @@ impl Limiter for Bucket {
 
     /// Takes up to `permits` tokens for a cost already incurred (settlement), never putting the bucket more
     /// than `max_debt` tokens below empty. Returns the tokens taken.
+    #[inline]
     fn debit_bounded(&mut self, now: Nanos, permits: u64, max_debt: u64) -> u64 {
         let base = u128::from(self.tat.max(now));
         let interval = u128::from(self.interval);
@@ -142,6 +155,7 @@ impl Limiter for Bucket {
     }
 
     /// Gives back `permits` tokens, never beyond a full bucket.
+    #[inline]
     fn credit(&mut self, now: Nanos, permits: u64, _charged_at: Nanos) {
         let refund = clamp_u64(u128::from(permits).saturating_mul(u128::from(self.interval)));
         let tat = self.tat.saturating_sub(refund);
@@ -149,6 +163,7 @@ impl Limiter for Bucket {
     }
 
     /// Whole tokens available now (0 while in debt).
+    #[inline]
     fn remaining(&self, now: Nanos) -> u64 {
         if let Some(capacity) = self.burst.checked_mul(self.interval) {
             // The usual sizes fit in 64 bits: no 128-bit division.
@@ -172,11 +187,13 @@ impl Limiter for Bucket {
     }
 
     /// Time until the bucket is full.
+    #[inline]
     fn reset_after(&self, now: Nanos) -> Nanos {
         self.tat.saturating_sub(now)
     }
 
     /// True when the bucket is full, so it is identical to a fresh one and may be dropped.
+    #[inline]
     fn is_full(&self, now: Nanos) -> bool {
         self.tat <= now
     }
