@@ -6,16 +6,15 @@ use crate::{
     engine::{AdaptiveSpec, Algorithm, BreakerSpec, EngineError, LevelSpec, RateSpec, Rule, Rules},
 };
 
-/// `limit,period_ns,burst,algorithm`, or empty without a rate.
+/// `limit,period_ns,burst` and, for a window, `,algorithm` (a token bucket, the default, says nothing), or
+/// empty without a rate.
 pub fn rate(rate: Option<RateSpec>) -> String {
     rate.map_or_else(String::new, |r| {
-        format!(
-            "{},{},{},{}",
-            r.limit,
-            nanos(r.period),
-            r.burst,
-            r.algorithm.as_str()
-        )
+        let (limit, period, burst) = (r.limit, nanos(r.period), r.burst);
+        match r.algorithm {
+            Algorithm::TokenBucket => format!("{limit},{period},{burst}"),
+            window => format!("{limit},{period},{burst},{}", window.as_str()),
+        }
     })
 }
 

@@ -18,19 +18,35 @@ local LEVEL_NAMES = { 'tat', 'interval', 'burst', 'in_flight', 'algorithm', 'win
 -- A window's state as one string (what changed, compared with what was stored).
 local function window_key(st) return string.format('%s,%d,%d,%d,%d,%d', st.kind, st.s, st.c, st.p, st.w, st.l) end
 
-local function level_fields(T)
+-- (Called while the library loads, where Redis offers no `ipairs`.)
+local function level_fields(T, names)
   local out = {}
-  for k, name in ipairs(LEVEL_NAMES) do out[k] = T[name] end
+  for k = 1, #names do out[k] = T[names[k]] end
   return out
 end
 
-local function level_load(key)
+-- The stored names of every level field, and of a token bucket's (with `algorithm`, which says a window is
+-- stored instead), in this layout and the other: made once, when the library loads.
+local LEVEL_ALL = { level_fields(LEVEL_F, LEVEL_NAMES), level_fields(LEVEL_O, LEVEL_NAMES) }
+local BUCKET_NAMES = { 'tat', 'interval', 'burst', 'in_flight', 'algorithm' }
+local LEVEL_BUCKET = { level_fields(LEVEL_F, BUCKET_NAMES), level_fields(LEVEL_O, BUCKET_NAMES) }
+
+-- A level whose rule has `kind` (nil: unknown) as its algorithm. A token bucket reads only its own fields:
+-- a window stored there instead (the rule changed) reads as no limit, and its fields go when saved.
+local function level_load(key, kind)
   local other = false
-  local v = redis.call('HMGET', key, unpack(level_fields(LEVEL_F)))
+  local names = LEVEL_ALL
+  if kind == 'token_bucket' then names = LEVEL_BUCKET end
+  local v = redis.call('HMGET', key, unpack(names[1]))
   if not (v[1] or v[2] or v[3] or v[4] or v[5] or v[9]) then
     -- Absent, or written in the other layout (read only then: a live level is in this one).
-    v = redis.call('HMGET', key, unpack(level_fields(LEVEL_O)))
+    v = redis.call('HMGET', key, unpack(names[2]))
     other = (v[1] or v[2] or v[3] or v[4] or v[5] or v[9]) and true or false
+  end
+  if names == LEVEL_BUCKET and v[5] then
+    local cell = level_load(key, nil)
+    cell.lim = nil
+    return cell
   end
   local t, i, b, f = v[1], v[2], v[3], v[4]
   local lim = nil
@@ -94,7 +110,7 @@ local function level_save(cell, hold_ms)
   local f, changed = {}, false
   if cell.other then
     -- Written by the other layout: drop its fields, and write every field of this one.
-    redis.call('HDEL', cell.key, unpack(level_fields(LEVEL_O)))
+    redis.call('HDEL', cell.key, unpack(LEVEL_ALL[2]))
     cell.st, cell.si, cell.sb, cell.sw, cell.sf, cell.other, changed = nil, nil, nil, nil, nil, false, true
   end
   if st and st.kind == 'token_bucket' then changed = bucket_save(cell, st, f) or changed

@@ -50,7 +50,7 @@ OPS.acq = function()
   local function peek()
     local t = tightest_new()
     for _, lv in ipairs(levels) do
-      local cell = level_load(lv.key)
+      local cell = level_load(lv.key, lv.rate and lv.rate.algorithm)
       level_sync(cell, lv.rate, factor)
       observe(t, cell, lv.max)
     end
@@ -75,7 +75,7 @@ OPS.acq = function()
   -- Twin of engine/policy/levels.rs judge: every level checked, a shadow level never denying.
   local cells, denied, shadow = {}, nil, nil
   for i, lv in ipairs(levels) do
-    local cell = level_load(lv.key)
+    local cell = level_load(lv.key, lv.rate and lv.rate.algorithm)
     level_sync(cell, lv.rate, factor)
     cells[i] = cell
     local reason, wait = level_denial(cell, lv.max, permits, conc_retry)
@@ -103,7 +103,7 @@ OPS.acq = function()
   if redis.call('EXISTS', lkey) == 1 then return out('acq', { status = -1, reason = 'collide' }) end
 
   local hold_ms = ttl / 1000000 + TOMBSTONE_MS
-  local lv_out = {}
+  local lv_out, windowed = {}, false
   for i, lv in ipairs(levels) do
     local cell = cells[i]
     local charged, slot = '0', '0'
@@ -112,6 +112,7 @@ OPS.acq = function()
       if lv.max then cell.f = cell.f + 1; slot = '1' end
     end
     if not lv.shadow then observe(t, cell, lv.max) end
+    if cell.lim and cell.lim.kind ~= 'token_bucket' then windowed = true end
     level_save(cell, hold_ms)
     lv_out[#lv_out + 1] = table.concat({ lv.key, slot, charged, lv.rate_s, lv.max_debt }, '\31')
   end
@@ -131,9 +132,10 @@ OPS.acq = function()
   local F = LEASE_F
   local rec = { F.resource, A[I.resource], F.rule, A[I.rule], F.default_ttl, A[I.default_ttl], F.max_ttl,
                 A[I.max_ttl], F.client_id, A[I.client_id], F.owner, A[I.owner], F.permits, A[I.permits],
-                F.expires, expires, F.levels, table.concat(lv_out, '\30'), F.pressure, rkey,
-                F.granted, string.format('%d', NOW_MS) }
+                F.expires, expires, F.levels, table.concat(lv_out, '\30'), F.pressure, rkey }
   local function opt(k, v) if v ~= '' then rec[#rec + 1] = k; rec[#rec + 1] = v end end
+  -- When it was granted: only a window's refund needs it.
+  if windowed then opt(F.granted, string.format('%d', NOW_MS)) end
   opt(F.adaptive, A[I.adaptive]); opt(F.descriptors, held)
   if bspec then opt(F.breaker, bkey); opt(F.breaker_spec, A[I.breaker]); opt(F.probe, probe or '') end
   redis.call('HSET', lkey, unpack(rec))
