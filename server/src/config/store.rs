@@ -181,6 +181,10 @@ mod tests {
             err("store = \"redis\"\n[[resources]]\nname = \"slow\"\nrate = { limit = 1, period = \"1d\", burst = 200 }\n")
                 .contains("104 days")
         );
+        // A window keeps its period in nanoseconds: 200 days is past them too (the memory store keeps it).
+        let window = "[[resources]]\nname = \"w\"\nrate = { limit = 5, period = \"4800h\", algorithm = \"fixed_window\" }\n";
+        assert!(err(&format!("store = \"redis\"\n{window}")).contains("104 days"));
+        assert!(crate::config::load_str(window).is_ok());
     }
 
     #[test]
