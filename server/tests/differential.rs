@@ -36,6 +36,7 @@ lease_ttl = "3s"
 descriptor = "tenant"
 rate = { limit = 10, period = "1s", burst = 4 }
 concurrency = 3
+overrides = [{ value = "t1", rate = { limit = 3, period = "1s", burst = 2 }, concurrency = 1 }]
 
 [[resources]]
 name = "down"

@@ -207,6 +207,60 @@ fn a_shadow_level_reports_what_it_would_deny_and_never_denies<S: Store>(make: &M
     );
 }
 
+const OVERRIDES: &str = r#"
+[[resources]]
+name = "tiers"
+[[resources.partitions]]
+descriptor = "tenant"
+rate = { limit = 2, period = "1s" }
+concurrency = 5
+overrides = [
+  { value = "acme", rate = { limit = 4, period = "1s" }, concurrency = 1 },
+  { value = "free", rate = { limit = 1, period = "1m", algorithm = "fixed_window" } },
+]
+"#;
+
+/// An override replaces a partition's limits for its value only; Explain says which level is overridden;
+/// a reload that lowers an override clamps the state it left.
+fn an_override_gives_one_value_its_own_limits<S: Store>(make: &Make<S>) {
+    let h = Harness::new(OVERRIDES, make);
+    let acme = h.acquire("tiers", &[("tenant", "acme")], 4);
+    assert!(acme.granted(), "acme's burst is 4: {acme:?}");
+    let d = h.acquire("tiers", &[("tenant", "acme")], 1);
+    assert_eq!(d.denial(), Some(Denial::RateLimited));
+    h.clock.advance_nanos(SEC);
+    let d = h.acquire("tiers", &[("tenant", "acme")], 1);
+    assert_eq!(
+        (d.denial(), denied_by(&d)),
+        (Some(Denial::ConcurrencyLimited), "tenant=acme"),
+        "acme's concurrency is 1"
+    );
+    assert!(
+        now(h.quota.acquire(&acq("tiers", &[("tenant", "globex")], 3))).is_err(),
+        "the default burst is 2"
+    );
+    assert!(h.acquire("tiers", &[("tenant", "globex")], 2).granted());
+    assert!(h.acquire("tiers", &[("tenant", "free")], 1).granted());
+    let d = h.acquire("tiers", &[("tenant", "free")], 1);
+    assert_eq!(retry_after(&d), 59 * SEC, "free's window is the minute");
+    let e = now(h.quota.explain(&acq("tiers", &[("tenant", "acme")], 1))).expect("explain");
+    assert!(e.levels[0].overridden && e.levels[0].label == "tenant=acme");
+    let e = now(h.quota.explain(&acq("tiers", &[("tenant", "globex")], 1))).expect("explain");
+    assert!(!e.levels[0].overridden);
+    // Lowered to a burst of 1: acme's bucket (full again after a second) is clamped, not reset.
+    h.release(lease(&acme), Outcome::Success, None);
+    h.clock.advance_nanos(SEC);
+    let lowered = OVERRIDES.replace(
+        "{ value = \"acme\", rate = { limit = 4, period = \"1s\" }, concurrency = 1 }",
+        "{ value = \"acme\", rate = { limit = 1, period = \"1s\" }, concurrency = 1 }",
+    );
+    h.quota
+        .replace_rules(common::rules(&lowered))
+        .expect("reload");
+    let d = h.acquire("tiers", &[("tenant", "acme")], 1);
+    assert_eq!((d.granted(), d.remaining, d.limit), (true, 0, 1), "{d:?}");
+}
+
 fn permits_above_burst_fail_fast<S: Store>(make: &Make<S>) {
     let h = Harness::new(RATE, make);
     let e = now(h.quota.acquire(&acq("api", &[], 6))).unwrap_err();
@@ -1406,6 +1460,7 @@ fn explain_says_what_acquire_then_answers<S: Store>(make: &Make<S>) {
 
 for_each_store!(
     shared: [
+        an_override_gives_one_value_its_own_limits,
         a_shadow_level_reports_what_it_would_deny_and_never_denies,
         a_fixed_window_admits_its_limit_per_aligned_window,
         a_sliding_window_weighs_the_previous_window,

@@ -240,6 +240,23 @@ pub struct PartitionSection {
     pub concurrency: Option<u32>,
     /// The partition's levels are a dry run (checked and debited, never denying).
     pub shadow: Option<bool>,
+    /// Named values with limits of their own.
+    #[serde(default)]
+    pub overrides: Vec<OverrideSection>,
+}
+
+/// One of a partition's `overrides`: `value` gets these limits instead of the partition's.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverrideSection {
+    /// The descriptor value, e.g. `acme`.
+    pub value: String,
+    /// Its rate limit (none: unlimited by rate).
+    pub rate: Option<RateSection>,
+    /// Its concurrency limit (none: unlimited).
+    pub concurrency: Option<u32>,
+    /// Its level is a dry run (default: the partition's).
+    pub shadow: Option<bool>,
 }
 
 /// `breaker = { ... }`.

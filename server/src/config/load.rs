@@ -113,6 +113,29 @@ mod tests {
     }
 
     #[test]
+    fn overrides_are_checked_naming_the_key() {
+        let err = |overrides: &str| {
+            load_str(&format!(
+                "[[resources]]\nname = \"a\"\n[[resources.partitions]]\ndescriptor = \"t\"\n\
+                 rate = {{ limit = 2 }}\noverrides = [{overrides}]"
+            ))
+            .unwrap_err()
+            .to_string()
+        };
+        let e = err("{ value = \"x\", concurrency = 1 }, { value = \"x\", concurrency = 2 }");
+        assert!(
+            e.contains("partitions[0].overrides[1].value") && e.contains("twice"),
+            "{e}"
+        );
+        let e = err("{ value = \"\", concurrency = 1 }");
+        assert!(e.contains("overrides[0].value"), "{e}");
+        let e = err("{ value = \"x\", rate = { limit = 0 } }");
+        assert!(e.contains("overrides[0].rate.limit"), "{e}");
+        let e = err("{ value = \"x\", burst = 3 }");
+        assert!(e.contains("burst"), "an unknown key is named: {e}");
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let err = |toml: &str| load_str(toml).unwrap_err().to_string();
         assert!(

@@ -342,10 +342,52 @@ fn partition(key: &str, p: &PartitionSection) -> Result<Partition, ConfigError> 
             "a partition needs a rate, a concurrency limit, or both",
         ));
     }
+    let (overrides, by_value) = overrides(key, p)?;
     Ok(Partition {
         descriptor: descriptor_key(&format!("{key}.descriptor"), &p.descriptor)?,
         limits,
+        overrides,
+        by_value,
     })
+}
+
+/// A partition's `overrides`: each value once, each with limits of its own (a value with neither a rate
+/// nor a concurrency limit is unlimited at this level; its shadow flag defaults to the partition's).
+type Overrides = (
+    Vec<(Arc<str>, LevelSpec)>,
+    std::collections::HashMap<Arc<str>, u32>,
+);
+
+fn overrides(key: &str, p: &PartitionSection) -> Result<Overrides, ConfigError> {
+    let (mut list, mut by_value) = (Vec::new(), std::collections::HashMap::new());
+    for (k, o) in p.overrides.iter().enumerate() {
+        let okey = format!("{key}.overrides[{k}]");
+        if o.value.is_empty() || o.value.len() > 256 || o.value.chars().any(char::is_control) {
+            return Err(invalid(
+                format!("{okey}.value"),
+                "must be 1..=256 bytes with no control characters",
+            ));
+        }
+        let value: Arc<str> = Arc::from(o.value.as_str());
+        let index = u32::try_from(list.len()).unwrap_or(u32::MAX);
+        if by_value.insert(value.clone(), index).is_some() {
+            return Err(invalid(
+                format!("{okey}.value"),
+                format!("'{}' is overridden twice", o.value),
+            ));
+        }
+        let spec = LevelSpec {
+            rate: o
+                .rate
+                .as_ref()
+                .map(|r| rate(&format!("{okey}.rate"), r))
+                .transpose()?,
+            max_in_flight: concurrency(&format!("{okey}.concurrency"), o.concurrency)?,
+            shadow: o.shadow.or(p.shadow).unwrap_or(false),
+        };
+        list.push((value, spec));
+    }
+    Ok((list, by_value))
 }
 
 fn resource(

@@ -26,13 +26,15 @@ pub struct LevelPlan<'a> {
     pub key: Cow<'a, str>,
     /// Index into the rule's partitions; `None` for the resource-wide level.
     pub partition: Option<u32>,
+    /// The partition's override for this value (its index), if it has one.
+    pub over: Option<u32>,
 }
 
 impl LevelPlan<'_> {
     /// The level's limits.
     pub fn spec<'r>(&self, rule: &'r Rule) -> &'r LevelSpec {
         match self.partition {
-            Some(i) => &rule.partitions[i as usize].limits,
+            Some(i) => rule.partitions[i as usize].spec(self.over),
             None => &rule.resource,
         }
     }
@@ -162,6 +164,7 @@ impl<'a> Plan<'a> {
             levels.push(LevelPlan {
                 key: Cow::Borrowed(resource),
                 partition: None,
+                over: None,
             });
         }
         for (i, p) in rule.partitions.iter().enumerate() {
@@ -170,6 +173,7 @@ impl<'a> Plan<'a> {
                 key: Cow::Owned(partition_key(resource, &p.descriptor, value)),
                 // Partitions are few (config-bounded).
                 partition: Some(i as u32),
+                over: p.override_of(value),
             });
         }
         // (A shadow level never denies: one the request can never pass reports it on every grant.)

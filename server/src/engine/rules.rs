@@ -31,6 +31,36 @@ pub struct Partition {
     pub descriptor: Arc<str>,
     /// Limits applied to each value.
     pub limits: LevelSpec,
+    /// Named values with limits of their own (`overrides`), in config order.
+    pub overrides: Vec<(Arc<str>, LevelSpec)>,
+    /// Each override's index by value.
+    pub by_value: std::collections::HashMap<Arc<str>, u32>,
+}
+
+impl Partition {
+    /// The override for `value`, if it has one (its index in `overrides`).
+    pub fn override_of(&self, value: &str) -> Option<u32> {
+        if self.by_value.is_empty() {
+            return None;
+        }
+        self.by_value.get(value).copied()
+    }
+
+    /// The limits of override `over`, or the partition's own.
+    pub fn spec(&self, over: Option<u32>) -> &LevelSpec {
+        over.and_then(|i| self.overrides.get(i as usize))
+            .map_or(&self.limits, |(_, spec)| spec)
+    }
+
+    /// The limits a value gets.
+    pub fn spec_for(&self, value: &str) -> &LevelSpec {
+        self.spec(self.override_of(value))
+    }
+
+    /// Every level spec it holds: its own, then each override's.
+    pub fn specs(&self) -> impl Iterator<Item = &LevelSpec> {
+        std::iter::once(&self.limits).chain(self.overrides.iter().map(|(_, s)| s))
+    }
 }
 
 /// Everything configured for one resource (or one pattern of resources).

@@ -58,7 +58,20 @@ fn limits(rule: &Rule) -> pb::ResourceLimits {
             .iter()
             .map(|p| p.descriptor.to_string())
             .collect(),
+        overrides: overrides(rule),
     }
+}
+
+/// A rule's overridden values, as "tenant=acme".
+pub fn overrides(rule: &Rule) -> Vec<String> {
+    rule.partitions
+        .iter()
+        .flat_map(|p| {
+            p.overrides
+                .iter()
+                .map(move |(v, _)| format!("{}={v}", p.descriptor))
+        })
+        .collect()
 }
 
 fn resource_usage(u: &ResourceUsage, rule: &Rule, clock: &dyn Clock) -> pb::ResourceUsage {

@@ -287,6 +287,7 @@ fn level_out(l: engine::LevelExplained) -> pb::LevelExplanation {
             .algorithm
             .map_or_else(String::new, |a| a.as_str().to_owned()),
         shadow: l.shadow,
+        overridden: l.overridden,
     }
 }
 

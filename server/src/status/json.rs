@@ -101,6 +101,7 @@ fn resource(u: &ResourceUsage, rule: &Rule, clock: &dyn Clock) -> Value {
         "max_concurrent": rule.resource.max_in_flight,
         "live_leases": u.live_leases,
         "partitions": rule.partitions.iter().map(|p| p.descriptor.to_string()).collect::<Vec<_>>(),
+        "overrides": crate::grpc::admin_service::overrides(rule),
         "breaker": state(u.breaker),
         "breaker_configured": rule.breaker.is_some(),
         "effective_rate_per_second": configured * u.rate_factor,

@@ -24,20 +24,22 @@ class ListResourcesRequest(_message.Message):
     def __init__(self, prefix: _Optional[str] = ..., rule: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ResourceLimits(_message.Message):
-    __slots__ = ("rate_limit", "rate_period", "burst", "max_concurrent", "partitions", "rate_algorithm")
+    __slots__ = ("rate_limit", "rate_period", "burst", "max_concurrent", "partitions", "rate_algorithm", "overrides")
     RATE_LIMIT_FIELD_NUMBER: _ClassVar[int]
     RATE_PERIOD_FIELD_NUMBER: _ClassVar[int]
     BURST_FIELD_NUMBER: _ClassVar[int]
     MAX_CONCURRENT_FIELD_NUMBER: _ClassVar[int]
     PARTITIONS_FIELD_NUMBER: _ClassVar[int]
     RATE_ALGORITHM_FIELD_NUMBER: _ClassVar[int]
+    OVERRIDES_FIELD_NUMBER: _ClassVar[int]
     rate_limit: int
     rate_period: _duration_pb2.Duration
     burst: int
     max_concurrent: int
     partitions: _containers.RepeatedScalarFieldContainer[str]
     rate_algorithm: str
-    def __init__(self, rate_limit: _Optional[int] = ..., rate_period: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., burst: _Optional[int] = ..., max_concurrent: _Optional[int] = ..., partitions: _Optional[_Iterable[str]] = ..., rate_algorithm: _Optional[str] = ...) -> None: ...
+    overrides: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, rate_limit: _Optional[int] = ..., rate_period: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., burst: _Optional[int] = ..., max_concurrent: _Optional[int] = ..., partitions: _Optional[_Iterable[str]] = ..., rate_algorithm: _Optional[str] = ..., overrides: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ResourceUsage(_message.Message):
     __slots__ = ("resource", "rule", "limits", "tokens_available", "in_flight", "live_leases", "circuit_state", "effective_rate_per_second", "configured_rate_per_second", "paused_until")
@@ -241,7 +243,7 @@ class ExplainRequest(_message.Message):
     def __init__(self, resource: _Optional[str] = ..., descriptors: _Optional[_Mapping[str, str]] = ..., permits: _Optional[int] = ...) -> None: ...
 
 class LevelExplanation(_message.Message):
-    __slots__ = ("level", "has_rate", "tokens_available", "burst", "rate_per_second", "in_flight", "max_in_flight", "decision", "retry_after", "algorithm", "shadow")
+    __slots__ = ("level", "has_rate", "tokens_available", "burst", "rate_per_second", "in_flight", "max_in_flight", "decision", "retry_after", "algorithm", "shadow", "overridden")
     LEVEL_FIELD_NUMBER: _ClassVar[int]
     HAS_RATE_FIELD_NUMBER: _ClassVar[int]
     TOKENS_AVAILABLE_FIELD_NUMBER: _ClassVar[int]
@@ -253,6 +255,7 @@ class LevelExplanation(_message.Message):
     RETRY_AFTER_FIELD_NUMBER: _ClassVar[int]
     ALGORITHM_FIELD_NUMBER: _ClassVar[int]
     SHADOW_FIELD_NUMBER: _ClassVar[int]
+    OVERRIDDEN_FIELD_NUMBER: _ClassVar[int]
     level: str
     has_rate: bool
     tokens_available: int
@@ -264,7 +267,8 @@ class LevelExplanation(_message.Message):
     retry_after: _duration_pb2.Duration
     algorithm: str
     shadow: bool
-    def __init__(self, level: _Optional[str] = ..., has_rate: bool = ..., tokens_available: _Optional[int] = ..., burst: _Optional[int] = ..., rate_per_second: _Optional[float] = ..., in_flight: _Optional[int] = ..., max_in_flight: _Optional[int] = ..., decision: _Optional[_Union[_quota_pb2.Decision, str]] = ..., retry_after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., algorithm: _Optional[str] = ..., shadow: bool = ...) -> None: ...
+    overridden: bool
+    def __init__(self, level: _Optional[str] = ..., has_rate: bool = ..., tokens_available: _Optional[int] = ..., burst: _Optional[int] = ..., rate_per_second: _Optional[float] = ..., in_flight: _Optional[int] = ..., max_in_flight: _Optional[int] = ..., decision: _Optional[_Union[_quota_pb2.Decision, str]] = ..., retry_after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., algorithm: _Optional[str] = ..., shadow: bool = ..., overridden: bool = ...) -> None: ...
 
 class ExplainResponse(_message.Message):
     __slots__ = ("resource", "rule", "config_version", "permits", "would_grant", "decision", "retry_after", "denied_by", "circuit_state", "breaker_configured", "half_open_at", "half_open_probes_left", "paused_until", "effective_rate_per_second", "configured_rate_per_second", "levels", "shadow_denied_by")

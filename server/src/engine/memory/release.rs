@@ -128,7 +128,14 @@ impl MemoryStore {
             let level = charged.get(i)?;
             let spec = match &level.partition {
                 None => Some(&rule.resource),
-                Some((p, _)) => rule.partitions.get(*p as usize).map(|p| &p.limits),
+                Some((p, key)) => {
+                    // The value is the key's last part: an override's limits are that value's.
+                    let value = key
+                        .rsplit(crate::engine::plan::KEY_SEP)
+                        .next()
+                        .unwrap_or_default();
+                    rule.partitions.get(*p as usize).map(|p| p.spec_for(value))
+                }
             }?;
             let settled = self
                 .levels

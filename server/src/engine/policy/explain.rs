@@ -55,6 +55,8 @@ pub struct LevelExplained {
     pub algorithm: Option<Algorithm>,
     /// A dry run: it never denies (`denies` says what it would do).
     pub shadow: bool,
+    /// Its value has an override of its own (these are the override's limits).
+    pub overridden: bool,
     /// Why this level alone would deny, and for how long.
     pub denies: Option<(Denial, Nanos)>,
 }
@@ -160,6 +162,7 @@ pub fn explain(plan: &Plan<'_>, circuit: CircuitView, read: LevelsRead, now: Nan
                 max_in_flight: spec.max_in_flight,
                 algorithm: spec.rate.map(|r| r.algorithm),
                 shadow: spec.shadow,
+                overridden: level.over.is_some(),
                 denies: level_denial(rule, spec, cell, plan.permits, now),
             }
         })

@@ -59,7 +59,8 @@ pub fn max_debt(rule: &Rule, spec: &LevelSpec) -> u64 {
 /// script keeps deficits in doubles, exact below 2^53 ns (104 days); a rule past that is refused by
 /// [`exact_in_lua`] (when the Redis store is told the rules, and by a config check).
 pub fn largest_deficit(rule: &Rule) -> u128 {
-    let levels = std::iter::once(&rule.resource).chain(rule.partitions.iter().map(|p| &p.limits));
+    let levels =
+        std::iter::once(&rule.resource).chain(rule.partitions.iter().flat_map(|p| p.specs()));
     levels
         .filter_map(|l| {
             let r = l.rate?;

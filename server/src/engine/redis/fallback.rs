@@ -93,6 +93,9 @@ fn scale(rules: &Rules, by: u64) -> Rules {
             rule.resource = scale_level(&r.resource, by);
             for p in &mut rule.partitions {
                 p.limits = scale_level(&p.limits, by);
+                for (_, spec) in &mut p.overrides {
+                    *spec = scale_level(spec, by);
+                }
             }
             rule
         })
@@ -234,6 +237,7 @@ impl Fallback {
                         .map(|l| crate::engine::plan::LevelPlan {
                             key: std::borrow::Cow::Borrowed(&*l.key),
                             partition: l.partition,
+                            over: l.over,
                         })
                         .collect(),
                     breaker_key: plan.breaker_key.as_deref().map(std::borrow::Cow::Borrowed),

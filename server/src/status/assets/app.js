@@ -45,7 +45,9 @@
     const breaker = r.breaker_configured ? el("span", { class: "badge " + r.breaker }, r.breaker)
                                          : el("span", { class: "none" }, "none");
     const pause = paused ? el("span", { class: "pause" }, `paused ${(r.pause_left_ms / 1000).toFixed(1)} s`) : "";
-    tr.append(el("td", {}, r.resource), el("td", { class: "muted" }, r.rule),
+    const overrides = r.overrides && r.overrides.length
+      ? el("div", { class: "muted overrides" }, "overrides: " + r.overrides.join(", ")) : "";
+    tr.append(el("td", {}, r.resource, overrides), el("td", { class: "muted" }, r.rule),
               el("td", {}, gauge(r.tokens_available ?? 0, r.burst, true), algorithm(r)),
               el("td", {}, gauge(r.in_flight, r.max_concurrent, false)),
               el("td", {}, r.live_leases), el("td", {}, breaker), el("td", {}, rate(r)), el("td", {}, pause));

@@ -354,6 +354,7 @@ fn decision(d: i32) -> &'static str {
 fn explain_json(e: &pb::ExplainResponse) -> Value {
     let levels: Vec<Value> = e.levels.iter().map(|l| json!({
         "level": l.level, "has_rate": l.has_rate, "algorithm": l.algorithm, "shadow": l.shadow,
+        "overridden": l.overridden,
         "tokens_available": l.tokens_available, "burst": l.burst,
         "rate_per_second": l.rate_per_second, "in_flight": l.in_flight, "max_in_flight": l.max_in_flight,
         "decision": decision(l.decision), "retry_after_seconds": render::secs(l.retry_after.as_ref()),
@@ -459,10 +460,11 @@ fn explain_levels(levels: &[pb::LevelExplanation]) -> Table {
         let retry =
             render::secs(l.retry_after.as_ref()).map_or_else(String::new, |s| format!("{s:.3} s"));
         table.row(vec![
-            if l.shadow {
-                format!("{} (shadow)", l.level)
-            } else {
-                l.level.clone()
+            match (l.shadow, l.overridden) {
+                (true, true) => format!("{} (override, shadow)", l.level),
+                (true, false) => format!("{} (shadow)", l.level),
+                (false, true) => format!("{} (override)", l.level),
+                (false, false) => l.level.clone(),
             },
             tokens,
             format!("{:.3}", l.rate_per_second),

@@ -130,6 +130,7 @@ pub fn resource(r: &pb::ResourceUsage) -> Value {
             "rate_period_seconds": secs(l.rate_period.as_ref()),
             "burst": l.burst,
             "algorithm": l.rate_algorithm,
+            "overrides": l.overrides,
             "max_concurrent": l.max_concurrent,
             "partitions": l.partitions,
         },
