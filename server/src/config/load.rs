@@ -133,6 +133,21 @@ mod tests {
         assert!(e.contains("overrides[0].rate.limit"), "{e}");
         let e = err("{ value = \"x\", burst = 3 }");
         assert!(e.contains("burst"), "an unknown key is named: {e}");
+        // An override's shadow flag: its own, else the partition's.
+        let s = load_str(
+            "[[resources]]\nname = \"a\"\n[[resources.partitions]]\ndescriptor = \"t\"\n\
+             rate = { limit = 2 }\nshadow = true\noverrides = [{ value = \"x\", concurrency = 1 }, \
+             { value = \"y\", concurrency = 1, shadow = false }]",
+        )
+        .unwrap();
+        let p = &s.rules.resolve("a").unwrap().partitions[0];
+        assert!(p.spec_for("x").shadow && !p.spec_for("y").shadow && p.spec_for("z").shadow);
+        assert_eq!(p.spec_for("x").max_in_flight, Some(1));
+        assert_eq!(
+            p.spec_for("z").max_in_flight,
+            None,
+            "the partition's own limits"
+        );
     }
 
     #[test]
