@@ -350,6 +350,7 @@ impl Client {
             // One id for every retry of this logical acquire: a lost reply is replayed, not charged again.
             request_id: options.request_id.clone().unwrap_or_else(new_request_id),
             client_id: settings.client_id.clone(),
+            priority: options.priority.clone().unwrap_or_default(),
         }
     }
 
@@ -373,15 +374,7 @@ impl Client {
 
     /// A granted answer as the caller's permit.
     fn permit(&self, resource: &str, r: pb::AcquireResponse) -> Permit {
-        Permit::lease(
-            self.inner.clone(),
-            resource,
-            r.lease_id,
-            types::timestamp(r.lease_expires_at),
-            types::duration(r.lease_ttl),
-            r.remaining,
-            r.replayed,
-        )
+        Permit::lease(self.inner.clone(), resource, r)
     }
 
     /// quotad is unreachable beyond the policy: follow the configured [`Unreachable`] policy.

@@ -16,6 +16,8 @@ pub struct AcquireOptions {
     pub max_wait: Option<Duration>,
     /// Idempotency key for this logical acquire (default: a fresh random id, reused on every retry).
     pub request_id: Option<String>,
+    /// The priority class, one of the resource's `priority.classes` (default: the resource's default class).
+    pub priority: Option<String>,
 }
 
 impl AcquireOptions {
@@ -45,6 +47,13 @@ impl AcquireOptions {
     /// Sets `max_wait`.
     pub fn max_wait(mut self, wait: Duration) -> Self {
         self.max_wait = Some(wait);
+        self
+    }
+
+    /// Sets the priority class (e.g. `"critical"`): a class may use a level's capacity only down to what is
+    /// reserved for the classes above it, and waits behind no lower class.
+    pub fn priority(mut self, class: impl Into<String>) -> Self {
+        self.priority = Some(class.into());
         self
     }
 

@@ -9,7 +9,9 @@ use std::{
 
 use tokio::{sync::OwnedSemaphorePermit, task::JoinHandle};
 
-use crate::{Error, Outcome, client::Inner};
+use quotad_api::v1 as pb;
+
+use crate::{Error, Outcome, client::Inner, types};
 
 /// Where a permit came from.
 #[derive(Debug)]
@@ -29,28 +31,23 @@ pub struct Permit {
     ttl: Option<Duration>,
     remaining: u64,
     replayed: bool,
+    bypassed: bool,
     inner: Arc<Inner>,
     renewer: Option<JoinHandle<()>>,
     done: bool,
 }
 
 impl Permit {
-    pub(crate) fn lease(
-        inner: Arc<Inner>,
-        resource: &str,
-        id: String,
-        expires_at: Option<SystemTime>,
-        ttl: Option<Duration>,
-        remaining: u64,
-        replayed: bool,
-    ) -> Self {
+    /// The permit a granting answer `r` hands out.
+    pub(crate) fn lease(inner: Arc<Inner>, resource: &str, r: pb::AcquireResponse) -> Self {
         Self {
             resource: resource.to_owned(),
-            source: Source::Lease { id },
-            expires_at: Arc::new(Mutex::new(expires_at)),
-            ttl,
-            remaining,
-            replayed,
+            source: Source::Lease { id: r.lease_id },
+            expires_at: Arc::new(Mutex::new(types::timestamp(r.lease_expires_at))),
+            ttl: types::duration(r.lease_ttl),
+            remaining: r.remaining,
+            replayed: r.replayed,
+            bypassed: r.bypassed,
             inner,
             renewer: None,
             done: false,
@@ -69,6 +66,7 @@ impl Permit {
             ttl: None,
             remaining: 0,
             replayed: false,
+            bypassed: false,
             inner,
             renewer: None,
             done: false,
@@ -109,6 +107,12 @@ impl Permit {
     /// True when quotad replayed an earlier grant for the same request_id (a retry after a lost reply).
     pub fn replayed(&self) -> bool {
         self.replayed
+    }
+
+    /// True when quotad granted it bypassing every limit (the caller's identity, or a descriptor value,
+    /// is configured `bypass = true`): no tokens were taken.
+    pub fn bypassed(&self) -> bool {
+        self.bypassed
     }
 
     fn finish(&mut self) {

@@ -27,6 +27,7 @@ rate = { limit = 10, period = "1s", burst = 5 }
 concurrency = 3
 breaker = { failure_rate = 0.5, min_calls = 2, window = "10s", open_duration = "5s", half_open_probes = 1 }
 adaptive = {}
+priority = { classes = ["high", "low"], reserve = { high = 0.4 } }
 
 [[resources]]
 name = "tenants.*"
@@ -149,10 +150,24 @@ fn call() -> impl Strategy<Value = Call> {
             duration(),
             duration(),
             rare(text()),
-            rare(text())
+            rare(text()),
+            rare(prop_oneof![
+                Just("high".to_owned()),
+                Just("low".to_owned()),
+                text()
+            ])
         )
             .prop_map(
-                |(resource, descriptors, permits, lease_ttl, max_wait, request_id, client_id)| {
+                |(
+                    resource,
+                    descriptors,
+                    permits,
+                    lease_ttl,
+                    max_wait,
+                    request_id,
+                    client_id,
+                    priority,
+                )| {
                     // On the test's paused runtime a waiting call costs no real time.
                     Call::Acquire(pb::AcquireRequest {
                         resource,
@@ -162,6 +177,7 @@ fn call() -> impl Strategy<Value = Call> {
                         max_wait,
                         request_id,
                         client_id,
+                        priority,
                     })
                 }
             ),

@@ -115,6 +115,7 @@ impl Authenticator {
             identity: Some(identity.name),
             tenant: identity.tenant.clone(),
             tenant_descriptor: settings.tenant_descriptor.clone(),
+            bypass: identity.bypass,
         }))
     }
 }

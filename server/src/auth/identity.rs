@@ -16,6 +16,8 @@ pub struct Identity {
     pub worker: bool,
     /// May call QuotaAdmin.
     pub admin: bool,
+    /// Its Acquires are never limited (`bypass = true`): granted, counted, holding a lease.
+    pub bypass: bool,
     /// The tenant it is bound to, if any.
     pub tenant: Option<Arc<str>>,
     /// SHA-256 of its bearer token, if it has one.
@@ -51,6 +53,8 @@ pub struct Caller {
     pub tenant: Option<Arc<str>>,
     /// The descriptor that names tenants.
     pub tenant_descriptor: Arc<str>,
+    /// The identity's Acquires are never limited.
+    pub bypass: bool,
 }
 
 impl Caller {
@@ -60,6 +64,7 @@ impl Caller {
             identity: None,
             tenant: None,
             tenant_descriptor: Arc::from("tenant"),
+            bypass: false,
         }
     }
 
@@ -94,6 +99,7 @@ mod tests {
             identity: Some("acme-worker"),
             tenant: Some(Arc::from("acme")),
             tenant_descriptor: Arc::from("tenant"),
+            bypass: false,
         };
         let mut d = vec![];
         caller.bind_tenant(&mut d).unwrap();

@@ -114,10 +114,17 @@ fn identity(key: &str, s: &IdentitySection) -> Result<Identity, ConfigError> {
         }
         Some(t) => Some(Arc::from(t)),
     };
+    if s.bypass == Some(true) && !worker {
+        return Err(invalid(
+            format!("{key}.bypass"),
+            "only a worker acquires: give the identity the worker role, or drop bypass",
+        ));
+    }
     Ok(Identity {
         name: crate::engine::intern(&s.name),
         worker,
         admin,
+        bypass: s.bypass.unwrap_or(false),
         tenant,
         token,
         certificate_names,

@@ -141,6 +141,8 @@ pub struct IdentitySection {
     /// or the subject common name (CN).
     #[serde(default)]
     pub certificate_names: Vec<String>,
+    /// Its Acquires are never limited (granted, counted, holding a lease): for internal callers.
+    pub bypass: Option<bool>,
 }
 
 /// `[metrics]`.
@@ -257,6 +259,8 @@ pub struct OverrideSection {
     pub concurrency: Option<u32>,
     /// Its level is a dry run (default: the partition's).
     pub shadow: Option<bool>,
+    /// Traffic with this value is never limited (granted, counted, holding a lease): takes no limits.
+    pub bypass: Option<bool>,
 }
 
 /// `breaker = { ... }`.
@@ -332,4 +336,19 @@ pub struct ResourceSection {
     pub on_store_error: Option<String>,
     /// The resource-wide level is a dry run (checked and debited, never denying).
     pub shadow: Option<bool>,
+    /// Priority classes and the capacity reserved for the higher ones.
+    pub priority: Option<PrioritySection>,
+}
+
+/// `priority = { classes, default, reserve }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrioritySection {
+    /// Class names, highest first.
+    pub classes: Vec<String>,
+    /// The class of a request that names none. Default: the lowest.
+    pub default: Option<String>,
+    /// Fraction (0..1) of every level's capacity reserved for a class: the classes below it may not use it.
+    #[serde(default)]
+    pub reserve: std::collections::BTreeMap<String, f64>,
 }

@@ -5,11 +5,12 @@ use std::{collections::HashSet, net::SocketAddr, sync::Arc, time::Duration};
 
 use super::file::{
     AdaptiveSection, BreakerSection, CapacitySection, ConfigFile, DefaultsSection, LimitsSection,
-    MetricsSection, PartitionSection, RateSection, ResourceSection, ServerSection, TracingSection,
+    MetricsSection, PartitionSection, PrioritySection, RateSection, ResourceSection, ServerSection,
+    TracingSection,
 };
 use crate::engine::{
-    AdaptiveSpec, Algorithm, BreakerSpec, Capacity, LevelSpec, OnStoreError, Partition, RateSpec,
-    RequestLimits, Rule, Rules, glob,
+    AdaptiveSpec, Algorithm, BreakerSpec, Capacity, LevelSpec, OnStoreError, Partition, Priority,
+    RateSpec, RequestLimits, Rule, Rules, glob, priority::PPM,
 };
 
 /// A config that cannot be used, and why.
@@ -335,6 +336,7 @@ fn partition(key: &str, p: &PartitionSection) -> Result<Partition, ConfigError> 
             .transpose()?,
         max_in_flight: concurrency(&format!("{key}.concurrency"), p.concurrency)?,
         shadow: p.shadow.unwrap_or(false),
+        bypass: false,
     };
     if limits.rate.is_none() && limits.max_in_flight.is_none() {
         return Err(invalid(
@@ -384,7 +386,16 @@ fn overrides(key: &str, p: &PartitionSection) -> Result<Overrides, ConfigError> 
                 .transpose()?,
             max_in_flight: concurrency(&format!("{okey}.concurrency"), o.concurrency)?,
             shadow: o.shadow.or(p.shadow).unwrap_or(false),
+            bypass: o.bypass.unwrap_or(false),
         };
+        if spec.bypass
+            && (spec.rate.is_some() || spec.max_in_flight.is_some() || o.shadow.is_some())
+        {
+            return Err(invalid(
+                format!("{okey}.bypass"),
+                "a bypassed value is never limited: give it no rate, concurrency or shadow",
+            ));
+        }
         list.push((value, spec));
     }
     Ok((list, by_value))
@@ -415,11 +426,17 @@ fn resource(
             .transpose()?,
         max_in_flight: concurrency(&format!("{key}.concurrency"), r.concurrency)?,
         shadow: r.shadow.unwrap_or(false),
+        bypass: false,
     };
     let (breaker, breaker_partition) = resource_breaker(&key, r)?;
     let adaptive = resource_adaptive(&key, r, &resource, &partitions)?;
     Ok(Rule {
         on_store_error: on_store_error(&key, r, defaults)?,
+        priority: r
+            .priority
+            .as_ref()
+            .map(|p| priority(&format!("{key}.priority"), p))
+            .transpose()?,
         max_debt: r.max_debt,
         name: crate::engine::intern(&r.name),
         resource,
@@ -533,6 +550,79 @@ fn resource_adaptive(
         ));
     }
     Ok(spec)
+}
+
+/// `priority`: distinct class names (at most 255), a default among them, and reserves for classes that
+/// have a class below them, together leaving the lowest class something.
+fn priority(key: &str, p: &PrioritySection) -> Result<Priority, ConfigError> {
+    if p.classes.is_empty() || p.classes.len() > 255 {
+        return Err(invalid(
+            format!("{key}.classes"),
+            "needs 1..=255 class names",
+        ));
+    }
+    let mut classes: Vec<Arc<str>> = Vec::with_capacity(p.classes.len());
+    for (i, c) in p.classes.iter().enumerate() {
+        if c.is_empty() || c.len() > 64 || c.chars().any(char::is_control) {
+            return Err(invalid(
+                format!("{key}.classes[{i}]"),
+                "must be 1..=64 bytes with no control characters",
+            ));
+        }
+        if classes.iter().any(|x| **x == **c) {
+            return Err(invalid(
+                format!("{key}.classes[{i}]"),
+                format!("'{c}' is named twice"),
+            ));
+        }
+        classes.push(Arc::from(c.as_str()));
+    }
+    let index = |field: String, name: &str| {
+        classes.iter().position(|c| **c == *name).ok_or_else(|| {
+            invalid(
+                field,
+                format!(
+                    "'{name}' is not one of the classes: {}",
+                    p.classes.join(", ")
+                ),
+            )
+        })
+    };
+    let default = match &p.default {
+        Some(d) => index(format!("{key}.default"), d)?,
+        None => classes.len() - 1,
+    };
+    let mut reserve = vec![0u32; classes.len()];
+    for (name, fraction) in &p.reserve {
+        let field = format!("{key}.reserve.{name}");
+        let i = index(field.clone(), name)?;
+        if !(fraction.is_finite() && (0.0..1.0).contains(fraction)) {
+            return Err(invalid(
+                field,
+                "must be a fraction of capacity, at least 0 and below 1",
+            ));
+        }
+        if i + 1 == classes.len() {
+            return Err(invalid(
+                field,
+                "is the lowest class: no class below it could be kept out of a reserve for it",
+            ));
+        }
+        reserve[i] = (fraction * f64::from(PPM)).round() as u32;
+    }
+    let total: u64 = reserve.iter().map(|r| u64::from(*r)).sum();
+    if total >= u64::from(PPM) {
+        return Err(invalid(
+            format!("{key}.reserve"),
+            "reserves add up to the whole capacity: the lowest class could never be granted",
+        ));
+    }
+    Ok(Priority {
+        classes,
+        // At most 255 classes (checked above).
+        default: default as u8,
+        reserve,
+    })
 }
 
 fn on_store_error(

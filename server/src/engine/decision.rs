@@ -41,6 +41,9 @@ pub struct Grant {
     pub ttl: Duration,
     /// True when replaying an earlier grant for the same request_id.
     pub replayed: bool,
+    /// Every limit was bypassed (its identity or a level's value is configured `bypass = true`): no
+    /// tokens were taken.
+    pub bypassed: bool,
 }
 
 /// Granted or denied.

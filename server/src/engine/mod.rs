@@ -10,6 +10,7 @@
 //! - [`plan`]: a request resolved into the state keys it touches; [`level`]: one level's state.
 //! - [`policy`]: every decision, written once over the state steps a store provides: the acquire's order,
 //!   the level kinds ([`policy::Limiter`]), settlement, reports, replay, explain.
+//! - [`priority`]: priority classes and the capacity reserved for the higher ones.
 //! - [`pressure`]: what throttle reports have done to a resource (adaptive rate, pause, reporters).
 //! - [`reporters`]: one identity's flood of throttle reports acts as one report.
 //! - [`stats`]: what the engine counts about itself (breaker transitions, expiries, evictions).
@@ -29,6 +30,7 @@ pub mod name;
 pub mod plan;
 pub mod policy;
 pub mod pressure;
+pub mod priority;
 pub mod quota;
 pub mod rate;
 pub mod redis;
@@ -50,8 +52,9 @@ pub use decision::{
 pub use error::EngineError;
 pub use lease_id::{LeaseId, LeaseIds};
 pub use name::{Name, intern};
-pub use plan::Plan;
+pub use plan::{Bypass, Plan};
 pub use policy::{Bucket, Explanation, LevelExplained, LevelState, LevelsRead};
+pub use priority::{Priority, Reserve};
 pub use quota::Quota;
 pub use rate::{Algorithm, RateSpec};
 pub use request::{Acquire, BreakerTarget, Outcome, Release, Renew, Report, ThrottleKind};

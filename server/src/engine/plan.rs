@@ -14,7 +14,7 @@ use std::{
 
 use smallvec::SmallVec;
 
-use super::{Acquire, EngineError, LevelSpec, Rule, rules::Resolution};
+use super::{Acquire, EngineError, LevelSpec, Reserve, Rule, rules::Resolution};
 
 /// Separates the parts of a state key. Control characters are refused in names, so keys cannot collide.
 pub const KEY_SEP: char = '\u{1f}';
@@ -131,6 +131,21 @@ pub struct Plan<'a> {
     pub client_id: Option<&'a str>,
     /// The authenticated identity that will own the lease.
     pub owner: Option<&'static str>,
+    /// Why the acquire is never limited, if it is not.
+    pub bypass: Option<Bypass>,
+    /// Its priority class (an index into the rule's classes; 0 without classes).
+    pub class: u8,
+    /// What its class may not use of each level, in millionths (the reserves of the classes above it).
+    pub held_back: u32,
+}
+
+/// Why an acquire bypasses every limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bypass {
+    /// Its identity is configured `bypass = true`.
+    Identity,
+    /// The value at this level (its index in the plan) has an override with `bypass = true`.
+    Level(u32),
 }
 
 impl<'a> Plan<'a> {
@@ -144,6 +159,27 @@ impl<'a> Plan<'a> {
             key.push_str(part);
         }
         key
+    }
+
+    /// How a denial names level `level` (its index); `reserve`: it denied only because of the capacity
+    /// reserved for higher classes (then the answer says for which).
+    pub fn denied_by(&self, level: usize, reserve: bool) -> String {
+        let label = self
+            .levels
+            .get(level)
+            .map_or_else(|| "resource".to_owned(), |l| l.label(self.rule));
+        match (&self.rule.priority, reserve) {
+            (Some(p), true) => format!("{label} (reserved for {})", p.above(self.class)),
+            _ => label,
+        }
+    }
+
+    /// What bypassed the limits, named for answers and Explain: `identity` or the level's label.
+    pub fn bypassed_by(&self) -> Option<String> {
+        self.bypass.map(|b| match b {
+            Bypass::Identity => "identity".to_owned(),
+            Bypass::Level(i) => self.denied_by(i as usize, false),
+        })
     }
 
     /// True when the rule is the resource's own exact rule: the resource is handed out by its configured
@@ -176,19 +212,28 @@ impl<'a> Plan<'a> {
                 over: p.override_of(value),
             });
         }
-        // (A shadow level never denies: one the request can never pass reports it on every grant.)
-        for level in &levels {
-            let spec = level.spec(rule);
-            if let Some(rate) = spec.rate.filter(|_| !spec.shadow)
-                && req.permits > rate.burst
-            {
-                return Err(EngineError::FailedPrecondition(format!(
-                    "permits: {} can never be granted: level '{}' of resource '{resource}' has burst {}",
-                    req.permits,
-                    level.label(rule),
-                    rate.burst
-                )));
+        let bypass = if req.bypass {
+            Some(Bypass::Identity)
+        } else {
+            // Levels are few (config-bounded).
+            levels
+                .iter()
+                .position(|l| l.spec(rule).bypass)
+                .map(|i| Bypass::Level(i as u32))
+        };
+        let class = match &rule.priority {
+            Some(p) => p.class(req.priority.as_deref())?,
+            None if req.priority.is_some() => {
+                return Err(EngineError::invalid(
+                    "priority",
+                    format!("resource '{resource}' has no priority classes: leave it empty"),
+                ));
             }
+            None => 0,
+        };
+        let held_back = rule.priority.as_ref().map_or(0, |p| p.held_back(class));
+        if bypass.is_none() {
+            never_grantable(rule, &levels, req.permits, held_back, resource)?;
         }
         let ttl = req
             .lease_ttl
@@ -202,6 +247,7 @@ impl<'a> Plan<'a> {
                 // Another identity reusing a request_id is a conflict, never a replay of someone else's lease.
                 req.owner.hash(&mut h);
                 req.lease_ttl.hash(&mut h);
+                class.hash(&mut h);
                 let mut d: Vec<_> = req.descriptors.iter().collect();
                 d.sort();
                 d.hash(&mut h);
@@ -221,6 +267,41 @@ impl<'a> Plan<'a> {
             fingerprint,
             client_id: req.client_id.as_deref(),
             owner: req.owner,
+            bypass,
+            class,
+            held_back,
         })
     }
+}
+
+/// Refuses permits a level could never grant: more than its burst, less the reserve held back from the
+/// request's class. (A shadow level never denies: one the request can never pass reports it on every
+/// grant.)
+fn never_grantable(
+    rule: &Rule,
+    levels: &[LevelPlan<'_>],
+    permits: u64,
+    held_back: u32,
+    resource: &str,
+) -> Result<(), EngineError> {
+    for level in levels {
+        let spec = level.spec(rule);
+        let Some(rate) = spec.rate.filter(|_| !spec.shadow) else {
+            continue;
+        };
+        let reserved = Reserve::of(spec, held_back).tokens;
+        if permits > rate.burst.saturating_sub(reserved) {
+            let reserve = if reserved > 0 {
+                format!(" ({reserved} of them reserved for higher priority classes)")
+            } else {
+                String::new()
+            };
+            return Err(EngineError::FailedPrecondition(format!(
+                "permits: {permits} can never be granted: level '{}' of resource '{resource}' has burst {}{reserve}",
+                level.label(rule),
+                rate.burst
+            )));
+        }
+    }
+    Ok(())
 }

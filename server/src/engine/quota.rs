@@ -185,11 +185,13 @@ impl<S: Store> Quota<S> {
         }
     }
 
-    /// The FIFO queue a `max_wait` acquire waits in: the state keys it would touch (so two requests that
-    /// differ only in descriptors the rule ignores wait in one queue). Validates `req` first.
-    pub fn wait_key(&self, req: &Acquire) -> Result<String, EngineError> {
+    /// The queue a `max_wait` acquire waits in: the state keys it would touch (so two requests that differ
+    /// only in descriptors the rule ignores wait in one queue), and its priority class (its place in that
+    /// queue: 0 first). Validates `req` first.
+    pub fn wait_key(&self, req: &Acquire) -> Result<(String, u8), EngineError> {
         let rules = self.rules.load();
-        Ok(Self::plan(&rules, req)?.wait_key())
+        let plan = Self::plan(&rules, req)?;
+        Ok((plan.wait_key(), plan.class))
     }
 
     /// Validates `req` and resolves it against the rules in force.

@@ -27,6 +27,10 @@ pub struct Acquire {
     pub client_id: Option<String>,
     /// The authenticated identity asking (its configured name), who will own the lease; `None` without auth.
     pub owner: Option<&'static str>,
+    /// The caller's identity bypasses limits (`[[auth.identities]] bypass = true`).
+    pub bypass: bool,
+    /// The priority class asked for; `None`: the resource's default.
+    pub priority: Option<String>,
 }
 
 /// How a call made under a lease ended.
@@ -224,6 +228,9 @@ impl Acquire {
         }
         if let Some(id) = &self.client_id {
             check_text("client_id", id, limits.max_name_bytes)?;
+        }
+        if let Some(p) = &self.priority {
+            check_text("priority", p, limits.max_name_bytes)?;
         }
         // `max_wait` past the server's limit is capped where the wait is held (`waiting`), not refused.
         Ok(())

@@ -22,6 +22,9 @@ pub struct LevelSpec {
     /// A dry run: the level is checked and debited as if enforced, but never denies (what it would have
     /// denied is reported as `shadow_denied_by` and counted).
     pub shadow: bool,
+    /// Traffic at this level is never limited (an override's `bypass = true`): an acquire through it is
+    /// granted without checking or taking tokens, holding a lease as usual.
+    pub bypass: bool,
 }
 
 /// A partition: each distinct value of the request descriptor `descriptor` gets its own level.
@@ -92,6 +95,8 @@ pub struct Rule {
     pub max_debt: Option<u64>,
     /// What a shared store's outage means for this resource.
     pub on_store_error: OnStoreError,
+    /// Priority classes and their reserves, if any.
+    pub priority: Option<super::Priority>,
 }
 
 /// How a resource name found its rule.

@@ -58,18 +58,38 @@ fn limits(rule: &Rule) -> pb::ResourceLimits {
             .iter()
             .map(|p| p.descriptor.to_string())
             .collect(),
-        overrides: overrides(rule),
+        overrides: overrides(rule, false),
+        bypassed: overrides(rule, true),
+        priority_classes: priority_classes(rule),
     }
 }
 
-/// A rule's overridden values, as "tenant=acme".
-pub fn overrides(rule: &Rule) -> Vec<String> {
+/// A rule's overridden values, as "tenant=acme" (only those that bypass every limit: `bypass`).
+pub fn overrides(rule: &Rule, bypass: bool) -> Vec<String> {
     rule.partitions
         .iter()
         .flat_map(|p| {
             p.overrides
                 .iter()
+                .filter(move |(_, s)| s.bypass || !bypass)
                 .map(move |(v, _)| format!("{}={v}", p.descriptor))
+        })
+        .collect()
+}
+
+/// A rule's priority classes, highest first.
+pub fn priority_classes(rule: &Rule) -> Vec<pb::PriorityClass> {
+    let Some(p) = &rule.priority else {
+        return Vec::new();
+    };
+    p.classes
+        .iter()
+        .zip(&p.reserve)
+        .enumerate()
+        .map(|(i, (name, reserve))| pb::PriorityClass {
+            name: name.to_string(),
+            reserve: f64::from(*reserve) / f64::from(crate::engine::priority::PPM),
+            default: i == usize::from(p.default),
         })
         .collect()
 }
@@ -158,6 +178,7 @@ impl<S: Store> QuotaAdmin for AdminGrpc<S> {
             resource: r.resource,
             descriptors: r.descriptors,
             permits: r.permits,
+            priority: r.priority,
             ..Default::default()
         })?;
         let e = self.quota.explain(&req).await?;

@@ -37,6 +37,7 @@ mod tag {
     pub const RULE: u32 = 15;
     pub const CONFIG_VERSION: u32 = 16;
     pub const SHADOW_DENIED_BY: u32 = 17;
+    pub const BYPASSED: u32 = 18;
 }
 
 /// What an Acquire answers: the engine's decision, with the lease's expiry as wall-clock time.
@@ -99,6 +100,7 @@ impl AcquireAnswer {
                 out.lease_ttl = Some(duration_out(nanos(g.ttl)));
                 out.replayed = g.replayed;
                 out.shadow_denied_by = shadow;
+                out.bypassed = g.bypassed;
             }
             Verdict::Denied {
                 reason,
@@ -153,6 +155,7 @@ impl AcquireAnswer {
         if let (Some(_), Some(by)) = (grant, d.shadow_denied_by()) {
             sink.bytes(tag::SHADOW_DENIED_BY, by.as_bytes());
         }
+        sink.varint(tag::BYPASSED, grant.is_some_and(|g| g.bypassed).into());
     }
 }
 
@@ -352,6 +355,7 @@ mod tests {
             in_flight in prop_oneof![Just(0u32), any::<u32>()],
             max_in_flight in prop_oneof![Just(0u32), any::<u32>()],
             shadow in proptest::option::of("[a-z=._]{0,40}"),
+            bypassed: bool,
         ) -> Decision {
             let verdict = if granted {
                 Verdict::Granted(Grant {
@@ -359,6 +363,7 @@ mod tests {
                     expires_at,
                     ttl: Duration::from_nanos(ttl),
                     replayed,
+                    bypassed,
                 })
             } else {
                 Verdict::Denied { reason: denial(reason), retry_after, denied_by }
@@ -408,6 +413,7 @@ mod tests {
                 expires_at: 1_700_000_000_123_456_789,
                 ttl: Duration::from_secs(30),
                 replayed: true,
+                bypassed: false,
             }),
             remaining: 9,
             limit: 10,

@@ -94,6 +94,8 @@ impl TryFrom<pb::AcquireRequest> for engine::Acquire {
             max_wait: duration_in("max_wait", r.max_wait)?.unwrap_or_default(),
             request_id: optional(r.request_id),
             client_id: optional(r.client_id),
+            bypass: false,
+            priority: optional(r.priority),
         })
     }
 }
@@ -288,6 +290,8 @@ fn level_out(l: engine::LevelExplained) -> pb::LevelExplanation {
             .map_or_else(String::new, |a| a.as_str().to_owned()),
         shadow: l.shadow,
         overridden: l.overridden,
+        reserved_tokens: l.reserve.tokens,
+        reserved_in_flight: l.reserve.slots,
     }
 }
 
@@ -315,6 +319,8 @@ pub fn explain_out(
         configured_rate_per_second: p.configured_rate,
         levels: e.levels.into_iter().map(level_out).collect(),
         shadow_denied_by: e.shadow_denied_by.unwrap_or_default(),
+        bypassed_by: e.bypassed_by.unwrap_or_default(),
+        priority: e.priority.unwrap_or_default(),
         ..Default::default()
     };
     if let Some((denial, wait, by)) = e.verdict {

@@ -183,6 +183,7 @@ impl<S: Store> QuotaGrpc<S> {
         let mut req = engine::Acquire::try_from(request.into_inner())?;
         bind(caller.as_ref(), &mut req.descriptors)?;
         req.owner = caller.as_ref().and_then(|c| c.identity);
+        req.bypass = caller.as_ref().is_some_and(|c| c.bypass);
         if !span.is_disabled() {
             span.record("resource", req.resource.as_str());
             span.record("client_id", req.client_id.as_deref().unwrap_or(""));

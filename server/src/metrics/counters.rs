@@ -30,6 +30,8 @@ pub struct ResourceCounters {
     pub acquires: [AtomicU64; 5],
     /// Acquires answered from the idempotency cache (a retried request_id).
     pub idempotent_replays: AtomicU64,
+    /// Acquires granted bypassing every limit (replays not counted again).
+    pub bypassed: AtomicU64,
     /// Leases released, by outcome ([`OUTCOMES`]).
     pub releases: [AtomicU64; 4],
     /// Tokens refunded by settlement (used_permits below what was acquired).

@@ -233,8 +233,10 @@ impl Metrics {
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
                         .add(denied_by);
                 }
-                if d.grant().is_some_and(|g| g.replayed) {
-                    bump(&c.idempotent_replays, 1);
+                match d.grant() {
+                    Some(g) if g.replayed => bump(&c.idempotent_replays, 1),
+                    Some(g) if g.bypassed => bump(&c.bypassed, 1),
+                    _ => {}
                 }
                 if let Some(by) = d.shadow_denied_by() {
                     shadow_denied(c, by);

@@ -187,11 +187,12 @@ impl Live {
 type Family = fn(&mut Out, &Scrape<'_>);
 
 /// The families, in exposition order.
-const FAMILIES: [Family; 23] = [
+const FAMILIES: [Family; 24] = [
     build_info,
     config,
     acquires,
     replays,
+    bypassed,
     shadow_denials,
     releases,
     release_noops,
@@ -299,6 +300,19 @@ fn replays(o: &mut Out, s: &Scrape<'_>) {
             "Acquires answered from the idempotency cache: a retried request_id, not charged again.",
         ),
         |c| &c.idempotent_replays,
+    );
+}
+
+fn bypassed(o: &mut Out, s: &Scrape<'_>) {
+    per_resource(
+        o,
+        s,
+        (
+            "quotad_bypassed_total",
+            "Acquires granted bypassing every limit (an identity or a descriptor value configured \
+             `bypass = true`): no tokens taken, a lease held.",
+        ),
+        |c| &c.bypassed,
     );
 }
 

@@ -101,7 +101,12 @@ fn resource(u: &ResourceUsage, rule: &Rule, clock: &dyn Clock) -> Value {
         "max_concurrent": rule.resource.max_in_flight,
         "live_leases": u.live_leases,
         "partitions": rule.partitions.iter().map(|p| p.descriptor.to_string()).collect::<Vec<_>>(),
-        "overrides": crate::grpc::admin_service::overrides(rule),
+        "overrides": crate::grpc::admin_service::overrides(rule, false),
+        "bypassed": crate::grpc::admin_service::overrides(rule, true),
+        "priority": crate::grpc::admin_service::priority_classes(rule)
+            .iter()
+            .map(|c| json!({ "class": c.name, "reserve": c.reserve, "default": c.default }))
+            .collect::<Vec<_>>(),
         "breaker": state(u.breaker),
         "breaker_configured": rule.breaker.is_some(),
         "effective_rate_per_second": configured * u.rate_factor,
@@ -149,8 +154,9 @@ fn transitions<S: Store>(quota: &Quota<S>, history: &History) -> Vec<Value> {
     out.into_iter().map(|(_, v)| v).collect()
 }
 
-/// The heaviest partition values by denials, and by shadow denials, per rule (a few per rule: bounded).
-fn top_denied(metrics: Option<&Metrics>) -> HashMap<&'static str, (Value, Value)> {
+/// The heaviest partition values by denials, and by shadow denials, and the bypassed grants, per rule (a
+/// few per rule: bounded).
+fn top_denied(metrics: Option<&Metrics>) -> HashMap<&'static str, (Value, Value, u64)> {
     let Some(m) = metrics else {
         return HashMap::new();
     };
@@ -167,7 +173,13 @@ fn top_denied(metrics: Option<&Metrics>) -> HashMap<&'static str, (Value, Value)
     };
     m.resources()
         .into_iter()
-        .map(|(rule, c)| (rule, (rows(&c.denied_partitions), rows(&c.shadow_denied))))
+        .map(|(rule, c)| {
+            let bypassed = c.bypassed.load(std::sync::atomic::Ordering::Relaxed);
+            (
+                rule,
+                (rows(&c.denied_partitions), rows(&c.shadow_denied), bypassed),
+            )
+        })
         .collect()
 }
 
@@ -221,11 +233,12 @@ pub async fn snapshot<S: Store>(
         .samples()
         .iter()
         .map(|(r, s)| {
-            let (top, shadow) = top
+            let (top, shadow, bypassed) = top
                 .get(r)
                 .cloned()
-                .unwrap_or_else(|| (Value::Array(Vec::new()), Value::Array(Vec::new())));
-            json!({ "rule": r, "samples": samples(s), "top_denied": top, "shadow_denied": shadow })
+                .unwrap_or_else(|| (Value::Array(Vec::new()), Value::Array(Vec::new()), 0));
+            json!({ "rule": r, "samples": samples(s), "top_denied": top, "shadow_denied": shadow,
+                    "bypassed": bypassed })
         })
         .collect();
     let transitions = transitions(quota, history);

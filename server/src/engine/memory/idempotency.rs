@@ -205,6 +205,7 @@ mod tests {
                 expires_at: 0,
                 ttl: Duration::from_secs(1),
                 replayed: false,
+                bypassed: false,
             }),
             remaining: 0,
             limit: 0,

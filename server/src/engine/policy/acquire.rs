@@ -90,6 +90,9 @@ pub fn decide<S: AcquireState>(
     let (paused_until, factor) = pressure
         .as_ref()
         .map_or((0, 1.0), |p| store.pause_and_factor(p, plan));
+    if plan.bypass.is_some() {
+        return bypassed(store, plan, resource, factor, now);
+    }
     let early = |reason, retry_after, by: &'static str, transition| {
         let verdict = Verdict::Denied {
             reason,
@@ -134,13 +137,29 @@ pub fn decide<S: AcquireState>(
         let verdict = Verdict::Denied {
             reason: denied.reason,
             retry_after: denied.retry_after,
-            denied_by: plan.levels[denied.level].label(rule),
+            denied_by: plan.denied_by(denied.level, denied.reserve),
         };
         return Ok(tightest.decision(resource, rule.name, verdict, transition));
     }
     if let (Some(spec), Some(p)) = (&rule.adaptive, &pressure) {
         store.raise(p, spec, &resource, now);
     }
+    let grant = lease(store, plan, &resource, held, (breaker_key, probe), now);
+    let shadow = tightest.shadow().map(|i| plan.levels[i].label(rule));
+    let mut decision = tightest.decision(resource, rule.name, Verdict::Granted(grant), transition);
+    decision.set_shadow_denied_by(shadow);
+    Ok(decision)
+}
+
+/// Stores a granted lease; the grant that answers for it.
+fn lease<S: AcquireState>(
+    store: &S,
+    plan: &Plan<'_>,
+    resource: &Name,
+    held: S::Held,
+    (breaker_key, probe): (Option<S::BreakerKey>, Option<u64>),
+    now: Nanos,
+) -> Grant {
     let expires_at = now.saturating_add(nanos(plan.ttl));
     let lease_id = store.insert(NewLease {
         plan,
@@ -151,14 +170,30 @@ pub fn decide<S: AcquireState>(
         granted_at: now,
         expires_at,
     });
-    let grant = Grant {
+    Grant {
         lease_id,
         expires_at,
         ttl: plan.ttl,
         replayed: false,
+        bypassed: plan.bypass.is_some(),
+    }
+}
+
+/// A bypassed acquire: never paused, never refused by its breaker or its levels, taking no tokens; its
+/// lease takes a slot at every level with a concurrency limit and its outcome counts on the breaker.
+fn bypassed<S: AcquireState>(
+    store: &S,
+    plan: &Plan<'_>,
+    resource: Name,
+    factor: f64,
+    now: Nanos,
+) -> Result<Decision, EngineError> {
+    let breaker_key = match (&plan.rule.breaker, &plan.breaker_key) {
+        (Some(spec), Some(key)) => Some(store.with_breaker(spec, key, now, |_| ())?.1),
+        _ => None,
     };
-    let shadow = tightest.shadow().map(|i| plan.levels[i].label(rule));
-    let mut decision = tightest.decision(resource, rule.name, Verdict::Granted(grant), transition);
-    decision.set_shadow_denied_by(shadow);
-    Ok(decision)
+    let mut held = S::Held::default();
+    let (tightest, _) = store.debit(plan, factor, now, &mut held)?;
+    let grant = lease(store, plan, &resource, held, (breaker_key, None), now);
+    Ok(tightest.decision(resource, plan.rule.name, Verdict::Granted(grant), None))
 }

@@ -13,7 +13,7 @@ use crate::{
     clock::Nanos,
     engine::{
         AdaptiveSpec, Algorithm, Breaker, BreakerSpec, CircuitView, Denial, EngineError, LeaseId,
-        Name, Plan, Verdict, level::LevelCell,
+        Name, Plan, Reserve, Verdict, level::LevelCell,
     },
 };
 
@@ -57,6 +57,8 @@ pub struct LevelExplained {
     pub shadow: bool,
     /// Its value has an override of its own (these are the override's limits).
     pub overridden: bool,
+    /// What it holds back from the request's priority class for the classes above it.
+    pub reserve: Reserve,
     /// Why this level alone would deny, and for how long.
     pub denies: Option<(Denial, Nanos)>,
 }
@@ -79,6 +81,10 @@ pub struct Explanation {
     pub verdict: Option<(Denial, Nanos, String)>,
     /// On a grant: the first shadow level that would have denied.
     pub shadow_denied_by: Option<String>,
+    /// What makes it bypass every limit (a level whose value is configured `bypass = true`), if anything.
+    pub bypassed_by: Option<String>,
+    /// The request's priority class, on a resource with classes.
+    pub priority: Option<String>,
 }
 
 /// The state an explanation reads, answering an acquire's steps without writing anything.
@@ -149,6 +155,7 @@ pub fn explain(plan: &Plan<'_>, circuit: CircuitView, read: LevelsRead, now: Nan
         .map(|(level, cell)| {
             let spec = level.spec(rule);
             cell.sync(spec, read.factor, now);
+            let reserve = Reserve::of(spec, plan.held_back);
             let limit = cell.limit.as_ref();
             LevelExplained {
                 label: level.label(rule),
@@ -163,7 +170,8 @@ pub fn explain(plan: &Plan<'_>, circuit: CircuitView, read: LevelsRead, now: Nan
                 algorithm: spec.rate.map(|r| r.algorithm),
                 shadow: spec.shadow,
                 overridden: level.over.is_some(),
-                denies: level_denial(rule, spec, cell, plan.permits, now),
+                reserve,
+                denies: level_denial(rule, spec, cell, plan.permits, reserve, now),
             }
         })
         .collect();
@@ -192,5 +200,11 @@ pub fn explain(plan: &Plan<'_>, circuit: CircuitView, read: LevelsRead, now: Nan
         levels,
         verdict,
         shadow_denied_by,
+        bypassed_by: plan.bypassed_by(),
+        priority: rule
+            .priority
+            .as_ref()
+            .and_then(|p| p.classes.get(usize::from(plan.class)))
+            .map(|c| c.to_string()),
     }
 }

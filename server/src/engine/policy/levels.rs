@@ -7,7 +7,8 @@ use super::Limiter;
 use crate::{
     clock::{Nanos, nanos},
     engine::{
-        Decision, Denial, LevelSpec, Name, Notes, Plan, Rule, Transition, Verdict, level::LevelCell,
+        Decision, Denial, LevelSpec, Name, Notes, Plan, Reserve, Rule, Transition, Verdict,
+        level::LevelCell,
     },
 };
 
@@ -86,24 +87,31 @@ pub struct Denied {
     pub(super) reason: Denial,
     pub(super) retry_after: Nanos,
     pub(super) level: usize,
+    /// Only the capacity reserved for higher priority classes denied it.
+    pub(super) reserve: bool,
 }
 
-/// Why one level (synced to `now`) would deny `permits`, and the wait: its limit's exact wait, or the
-/// rule's concurrency wait when it is full; the longer when both (the rate among equals).
+/// Why one level (synced to `now`) would deny `permits` to a class it holds `reserve` back from, and the
+/// wait: its limit's exact wait until `permits` plus the reserved tokens are there, or the rule's
+/// concurrency wait when its leases in flight reach the limit less the reserved ones; the longer when
+/// both (the rate among equals).
 #[inline]
 pub fn level_denial(
     rule: &Rule,
     spec: &LevelSpec,
     cell: &LevelCell,
     permits: u64,
+    reserve: Reserve,
     now: Nanos,
 ) -> Option<(Denial, Nanos)> {
     let rate = cell
         .limit
         .as_ref()
-        .and_then(|l| l.check(now, permits).err())
+        .and_then(|l| l.check(now, permits.saturating_add(reserve.tokens)).err())
         .map(|wait| (Denial::RateLimited, wait));
-    let full = spec.max_in_flight.is_some_and(|max| cell.in_flight >= max);
+    let full = spec
+        .max_in_flight
+        .is_some_and(|max| cell.in_flight.saturating_add(reserve.slots) >= max);
     let concurrency = full.then(|| {
         let wait = nanos(rule.concurrency_retry_after.max(Duration::from_millis(1)));
         (Denial::ConcurrencyLimited, wait)
@@ -130,7 +138,8 @@ pub struct Taken {
 /// Checks every level (locked by the caller, in plan order) and debits all or none; on a grant, tells
 /// `taken` what was taken at each level, in order. A shadow level never denies: on a grant it is debited
 /// where it would have granted and left as it is where it would have denied (the first such is reported);
-/// the figures are the enforced levels'.
+/// the figures are the enforced levels'. A bypassed plan is never denied and takes no tokens: it takes a
+/// slot at every level with a concurrency limit (its lease counts in flight there).
 #[inline]
 pub fn judge(
     plan: &Plan<'_>,
@@ -140,22 +149,31 @@ pub fn judge(
     mut taken: impl FnMut(usize, Taken),
 ) -> Judged {
     let rule = plan.rule;
+    if plan.bypass.is_some() {
+        return (take_slots(plan, cells, factor, now, taken), Ok(()));
+    }
     let mut denied: Option<Denied> = None;
     let mut shadow = None;
     for (i, (level, cell)) in plan.levels.iter().zip(cells.iter_mut()).enumerate() {
         let spec = level.spec(rule);
         cell.sync(spec, factor, now);
-        let Some((reason, retry_after)) = level_denial(rule, spec, cell, plan.permits, now) else {
+        let reserve = Reserve::of(spec, plan.held_back);
+        let Some((reason, retry_after)) =
+            level_denial(rule, spec, cell, plan.permits, reserve, now)
+        else {
             continue;
         };
         if spec.shadow {
             // Levels are few (config-bounded).
             shadow = shadow.or(Some(i as u32));
         } else if denied.as_ref().is_none_or(|d| retry_after > d.retry_after) {
+            let reserve = !reserve.is_none()
+                && level_denial(rule, spec, cell, plan.permits, Reserve::default(), now).is_none();
             denied = Some(Denied {
                 reason,
                 retry_after,
                 level: i,
+                reserve,
             });
         }
     }
@@ -172,9 +190,12 @@ pub fn judge(
     }
     for (i, (level, cell)) in plan.levels.iter().zip(cells.iter_mut()).enumerate() {
         let spec = level.spec(rule);
-        if spec.shadow && level_denial(rule, spec, cell, plan.permits, now).is_some() {
-            taken(i, Taken::default());
-            continue;
+        if spec.shadow && shadow.is_some() {
+            let reserve = Reserve::of(spec, plan.held_back);
+            if level_denial(rule, spec, cell, plan.permits, reserve, now).is_some() {
+                taken(i, Taken::default());
+                continue;
+            }
         }
         let charged = cell.limit.is_some();
         if let Some(l) = &mut cell.limit {
@@ -191,4 +212,34 @@ pub fn judge(
     }
     tightest.shadow = shadow;
     (tightest, Ok(()))
+}
+
+/// A bypassed grant at every level: synced, a slot taken where there is a concurrency limit, no tokens.
+fn take_slots(
+    plan: &Plan<'_>,
+    cells: &mut [&mut LevelCell],
+    factor: f64,
+    now: Nanos,
+    mut taken: impl FnMut(usize, Taken),
+) -> Tightest {
+    let mut tightest = Tightest::default();
+    for (i, (level, cell)) in plan.levels.iter().zip(cells.iter_mut()).enumerate() {
+        let spec = level.spec(plan.rule);
+        cell.sync(spec, factor, now);
+        let slot = spec.max_in_flight.is_some();
+        if slot {
+            cell.in_flight = cell.in_flight.saturating_add(1);
+        }
+        if !spec.shadow {
+            tightest.observe(cell, spec.max_in_flight, now);
+        }
+        taken(
+            i,
+            Taken {
+                slot,
+                charged: false,
+            },
+        );
+    }
+    tightest
 }

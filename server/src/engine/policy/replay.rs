@@ -55,6 +55,7 @@ mod tests {
                 expires_at: SEC,
                 ttl: Duration::from_secs(1),
                 replayed: false,
+                bypassed: false,
             })
         } else {
             Verdict::Denied {

@@ -80,6 +80,7 @@ fn scale_level(l: &LevelSpec, by: u64) -> LevelSpec {
             .max_in_flight
             .map(|m| u32::try_from(divide(u64::from(m), by)).unwrap_or(m)),
         shadow: l.shadow,
+        bypass: l.bypass,
     }
 }
 
@@ -195,8 +196,9 @@ impl Fallback {
     ) -> Result<Decision, EngineError> {
         let rule = plan.rule;
         match rule.on_store_error {
-            OnStoreError::FailClosed => Err(why),
-            OnStoreError::FailOpen => {
+            // A bypassed acquire is never limited, by an outage either: it is granted as fail_open grants.
+            OnStoreError::FailClosed if plan.bypass.is_none() => Err(why),
+            OnStoreError::FailOpen | OnStoreError::FailClosed => {
                 self.open_grants.fetch_add(1, Ordering::Relaxed);
                 let second = self.ms() / 1000;
                 if self.last_warn_s.swap(second, Ordering::Relaxed) != second {
@@ -214,6 +216,7 @@ impl Fallback {
                         expires_at: now.saturating_add(nanos(plan.ttl)),
                         ttl: plan.ttl,
                         replayed: false,
+                        bypassed: plan.bypass.is_some(),
                     }),
                     remaining: 0,
                     limit: 0,
@@ -268,6 +271,7 @@ mod tests {
             rate: Some(window),
             max_in_flight: Some(9),
             shadow: false,
+            bypass: false,
         };
         let share = scale_level(&level, 3).rate.expect("a rate");
         assert_eq!(

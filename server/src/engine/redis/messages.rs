@@ -12,7 +12,7 @@ use super::{
 use crate::{
     clock::Nanos,
     engine::{
-        EngineError, LeaseId, LevelsRead, Transition,
+        EngineError, LeaseId, LevelsRead, Reserve, Transition,
         level::LevelCell,
         policy::{Bucket, Limit, limiter::FixedWindow, limiter::SlidingWindow},
         rate::Algorithm,
@@ -32,6 +32,8 @@ pub struct LevelArgs {
     pub max_debt: u64,
     /// A dry run: checked and debited, never denying.
     pub shadow: bool,
+    /// What it holds back from the request's priority class.
+    pub reserve: Reserve,
 }
 
 /// An acquire step's arguments (the keys are set by the caller).
@@ -67,6 +69,8 @@ pub struct AcquireArgs<'a> {
     pub concurrency_retry_after: Nanos,
     /// The partition values the lease holds (for listings).
     pub held: String,
+    /// Every limit is bypassed: nothing is checked and no tokens taken.
+    pub bypass: bool,
     /// Every level, in check order.
     pub levels: Vec<LevelArgs>,
 }
@@ -93,6 +97,7 @@ impl AcquireArgs<'_> {
             .set(a::breaker, &self.breaker)
             .set(a::concurrency_retry_after, self.concurrency_retry_after)
             .set(a::held, &self.held)
+            .set(a::bypass, if self.bypass { "1" } else { "" })
             .set(a::levels, self.levels.len());
         // In protocol::arg::level's order.
         for l in &self.levels {
@@ -100,9 +105,16 @@ impl AcquireArgs<'_> {
                 .arg(&l.rate)
                 .arg(l.max_in_flight.map_or_else(String::new, |m| m.to_string()))
                 .arg(l.max_debt)
-                .arg(if l.shadow { "1" } else { "" });
+                .arg(if l.shadow { "1" } else { "" })
+                .arg(optional(l.reserve.tokens))
+                .arg(optional(u64::from(l.reserve.slots)));
         }
     }
+}
+
+/// A count the script reads as absent when zero (`''`).
+fn optional(n: u64) -> String {
+    if n == 0 { String::new() } else { n.to_string() }
 }
 
 /// The tightest levels' figures an acquire reports.
@@ -139,6 +151,8 @@ pub enum AcquireReply {
         transitions: Vec<Transition>,
         /// The first shadow level that would have denied (its index in the plan).
         shadow: Option<usize>,
+        /// Every limit was bypassed.
+        bypassed: bool,
     },
     /// Denied: `reason` (paused, circuit_open, rate_limited, concurrency_limited), the wait, and the level
     /// that denied (-1 for the pause or the breaker).
@@ -153,6 +167,8 @@ pub enum AcquireReply {
         figures: Figures,
         /// What the breaker did.
         transitions: Vec<Transition>,
+        /// Only the capacity reserved for higher priority classes denied.
+        reserve: bool,
     },
     /// Refused before deciding: `conflict` (a request_id reused with other parameters) or `collide` (the
     /// lease id is taken; try another).
@@ -183,6 +199,7 @@ impl AcquireReply {
                 level: r.int(o::level)?,
                 figures,
                 transitions,
+                reserve: r.int(o::reserve).is_ok_and(|x| x == 1),
             });
         }
         let replayed = r.int(o::replayed)? == 1;
@@ -197,6 +214,7 @@ impl AcquireReply {
             figures,
             transitions,
             shadow: r.uint(o::shadow).ok().and_then(|i| usize::try_from(i).ok()),
+            bypassed: r.int(o::bypassed).is_ok_and(|x| x == 1),
         })
     }
 }

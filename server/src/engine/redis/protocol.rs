@@ -52,11 +52,12 @@ pub mod arg {
     fields!(
         /// Acquire; then [`level`] for each of `levels`.
         acq = "acq": step, now, prefix, permits, ttl, lease, resource, rule, default_ttl, max_ttl,
-        client_id, owner, fingerprint, window, adaptive, breaker, concurrency_retry_after, held, levels
+        client_id, owner, fingerprint, window, adaptive, breaker, concurrency_retry_after, held, bypass,
+        levels
     );
     fields!(
         /// One level of an acquire, after [`acq`]'s fields.
-        level = "level": partition, rate, max_in_flight, max_debt, shadow
+        level = "level": partition, rate, max_in_flight, max_debt, shadow, reserve_tokens, reserve_slots
     );
     fields!(rel = "rel": step, now, prefix, lease, outcome, used, caller);
     fields!(ren = "ren": step, now, prefix, lease, ttl, caller);
@@ -141,9 +142,10 @@ pub mod out {
     fields!(
         /// `status`: 1 granted, 0 denied, -1 refused (`reason`: `conflict`, a request_id reused with other
         /// parameters; `collide`, the lease id is taken: retry with another). `shadow`: on a grant, the
-        /// index of the first shadow level that would have denied.
+        /// index of the first shadow level that would have denied. `reserve`: on a denial, 1 when only
+        /// the capacity reserved for higher priority classes denied. `bypassed`: a bypassed grant.
         acq = "acq": status, reason, lease, expires, retry_after, level, remaining, limit, reset_after,
-        in_flight, max_in_flight, replayed, ttl, transitions, shadow
+        in_flight, max_in_flight, replayed, ttl, transitions, shadow, reserve, bypassed
     );
     fields!(
         /// `status`: 1 released, 0 not (`reason`: already_released, expired, unknown_lease), -1 refused
@@ -425,10 +427,10 @@ mod tests {
     fn fields_are_numbered_in_order() {
         assert_eq!(
             (arg::acq::step, arg::acq::permits, arg::acq::levels),
-            (0, 3, 18)
+            (0, 3, 19)
         );
         assert_eq!(arg::acq::FIELDS.names[arg::acq::held], "held");
-        assert_eq!(out::acq::FIELDS.names.len(), out::acq::shadow + 1);
+        assert_eq!(out::acq::FIELDS.names.len(), out::acq::bypassed + 1);
     }
 
     #[test]

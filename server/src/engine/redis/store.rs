@@ -18,7 +18,7 @@ use crate::{
     engine::{
         BreakerChanges, BreakerRef, BreakerSnapshot, BreakerState, CircuitView, Decision, Denial,
         EngineError, Expired, Grant, LeaseId, LeaseQuery, LeaseView, LevelsRead, NotReleased,
-        Outcome, Plan, Pressure, Release, Released, Renew, Renewed, ReportPlan, Reported,
+        Outcome, Plan, Pressure, Release, Released, Renew, Renewed, ReportPlan, Reported, Reserve,
         ResourceUsage, Rule, Rules, Store, StoreUsage, Sweep, ThrottleKind, UsageQuery, Verdict,
     },
 };
@@ -88,6 +88,7 @@ impl RedisStore {
             breaker: args::breaker(rule.breaker.as_ref()),
             concurrency_retry_after: nanos(rule.concurrency_retry_after),
             held: descriptors(plan),
+            bypass: plan.bypass.is_some(),
             levels: plan
                 .levels
                 .iter()
@@ -99,6 +100,7 @@ impl RedisStore {
                         max_in_flight: spec.max_in_flight,
                         max_debt: args::max_debt(rule, spec),
                         shadow: spec.shadow,
+                        reserve: Reserve::of(spec, plan.held_back),
                     }
                 })
                 .collect(),
@@ -404,6 +406,7 @@ fn acquired(plan: &Plan<'_>, answer: AcquireReply, now: Nanos) -> Result<Decisio
             figures,
             transitions,
             shadow,
+            bypassed,
         } => {
             let expires_at = expires.unwrap_or(now);
             // A replay carries the TTL it was granted with.
@@ -417,6 +420,7 @@ fn acquired(plan: &Plan<'_>, answer: AcquireReply, now: Nanos) -> Result<Decisio
                 expires_at,
                 ttl,
                 replayed,
+                bypassed,
             };
             let shadow = shadow
                 .and_then(|i| plan.levels.get(i))
@@ -429,8 +433,9 @@ fn acquired(plan: &Plan<'_>, answer: AcquireReply, now: Nanos) -> Result<Decisio
             level,
             figures,
             transitions,
+            reserve,
         } => (
-            denial(plan, &reason, retry_after, level),
+            denial(plan, &reason, retry_after, (level, reserve)),
             figures,
             transitions,
             None,
@@ -464,8 +469,12 @@ fn acquired(plan: &Plan<'_>, answer: AcquireReply, now: Nanos) -> Result<Decisio
 
 /// A denial as the script named it: the reason, the wait, and the level that denied (-1: the pause or the
 /// breaker).
-fn denial(plan: &Plan<'_>, reason: &str, retry_after: Nanos, level: i64) -> Verdict {
-    let rule = plan.rule;
+fn denial(
+    plan: &Plan<'_>,
+    reason: &str,
+    retry_after: Nanos,
+    (level, reserve): (i64, bool),
+) -> Verdict {
     let reason = match reason {
         "paused" => Denial::Paused,
         "circuit_open" => Denial::CircuitOpen,
@@ -475,10 +484,7 @@ fn denial(plan: &Plan<'_>, reason: &str, retry_after: Nanos, level: i64) -> Verd
     let denied_by = match reason {
         Denial::Paused => "pause".to_owned(),
         Denial::CircuitOpen => "breaker".to_owned(),
-        _ => usize::try_from(level)
-            .ok()
-            .and_then(|i| plan.levels.get(i))
-            .map_or_else(|| "resource".to_owned(), |l| l.label(rule)),
+        _ => plan.denied_by(usize::try_from(level).unwrap_or(usize::MAX), reserve),
     };
     Verdict::Denied {
         reason,

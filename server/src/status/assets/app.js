@@ -46,8 +46,13 @@
                                          : el("span", { class: "none" }, "none");
     const pause = paused ? el("span", { class: "pause" }, `paused ${(r.pause_left_ms / 1000).toFixed(1)} s`) : "";
     const overrides = r.overrides && r.overrides.length
-      ? el("div", { class: "muted overrides" }, "overrides: " + r.overrides.join(", ")) : "";
-    tr.append(el("td", {}, r.resource, overrides), el("td", { class: "muted" }, r.rule),
+      ? el("div", { class: "muted overrides" }, "overrides: " + r.overrides.join(", ")
+           + (r.bypassed && r.bypassed.length ? " (bypass: " + r.bypassed.join(", ") + ")" : "")) : "";
+    const reserve = (c) => c.reserve ? ` ${Math.round(c.reserve * 100)}% reserved` : "";
+    const priority = r.priority && r.priority.length
+      ? el("div", { class: "muted priority" }, "priority: " + r.priority.map((c) =>
+          c.class + reserve(c) + (c.default ? " (default)" : "")).join(" > ")) : "";
+    tr.append(el("td", {}, r.resource, overrides, priority), el("td", { class: "muted" }, r.rule),
               el("td", {}, gauge(r.tokens_available ?? 0, r.burst, true), algorithm(r)),
               el("td", {}, gauge(r.in_flight, r.max_concurrent, false)),
               el("td", {}, r.live_leases), el("td", {}, breaker), el("td", {}, rate(r)), el("td", {}, pause));
@@ -79,7 +84,8 @@
     const top = c.top_denied || [], shadow = c.shadow_denied || [];
     const list = (rows) => rows.map((t) => `${t.by} (${t.denials})`).join(", ");
     entry.top.textContent = [top.length ? "most denied: " + list(top) : "",
-                             shadow.length ? "shadow would deny: " + list(shadow) : ""].filter(Boolean).join("; ");
+                             shadow.length ? "shadow would deny: " + list(shadow) : "",
+                             c.bypassed ? `bypassed: ${c.bypassed}` : ""].filter(Boolean).join("; ");
   }
 
   // A shared store (Redis): whether it answers, the nodes sharing it, and what makes its limits inexact.

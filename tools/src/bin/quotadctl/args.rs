@@ -60,6 +60,9 @@ pub enum Command {
         /// Tokens to ask for.
         #[arg(long, default_value = "1")]
         permits: u64,
+        /// The priority class to ask as (default: the resource's default class).
+        #[arg(long, default_value = "")]
+        priority: String,
     },
     /// A live table of the resources, refreshed every --every (Ctrl-C to stop).
     Watch {

@@ -354,7 +354,8 @@ fn decision(d: i32) -> &'static str {
 fn explain_json(e: &pb::ExplainResponse) -> Value {
     let levels: Vec<Value> = e.levels.iter().map(|l| json!({
         "level": l.level, "has_rate": l.has_rate, "algorithm": l.algorithm, "shadow": l.shadow,
-        "overridden": l.overridden,
+        "overridden": l.overridden, "reserved_tokens": l.reserved_tokens,
+        "reserved_in_flight": l.reserved_in_flight,
         "tokens_available": l.tokens_available, "burst": l.burst,
         "rate_per_second": l.rate_per_second, "in_flight": l.in_flight, "max_in_flight": l.max_in_flight,
         "decision": decision(l.decision), "retry_after_seconds": render::secs(l.retry_after.as_ref()),
@@ -363,7 +364,7 @@ fn explain_json(e: &pb::ExplainResponse) -> Value {
         "resource": e.resource, "rule": e.rule, "config_version": e.config_version, "permits": e.permits,
         "would_grant": e.would_grant, "decision": decision(e.decision),
         "retry_after_seconds": render::secs(e.retry_after.as_ref()), "denied_by": e.denied_by,
-        "shadow_denied_by": e.shadow_denied_by,
+        "shadow_denied_by": e.shadow_denied_by, "bypassed_by": e.bypassed_by, "priority": e.priority,
         "circuit_state": render::state(e.circuit_state), "breaker_configured": e.breaker_configured,
         "half_open_at": render::time(e.half_open_at.as_ref()), "half_open_probes_left": e.half_open_probes_left,
         "paused_until": render::time(e.paused_until.as_ref()),
@@ -372,11 +373,17 @@ fn explain_json(e: &pb::ExplainResponse) -> Value {
     })
 }
 
-pub async fn explain_acquire(c: &mut Conn, t: &Target, permits: u64, json_out: bool) -> Out {
+pub async fn explain_acquire(
+    c: &mut Conn,
+    t: &Target,
+    (permits, priority): (u64, &str),
+    json_out: bool,
+) -> Out {
     let req = pb::ExplainRequest {
         resource: t.resource.clone(),
         descriptors: descriptors(t),
         permits,
+        priority: priority.to_owned(),
     };
     let e = c
         .admin
@@ -407,6 +414,12 @@ fn print_explanation(e: &pb::ExplainResponse) {
         if !e.shadow_denied_by.is_empty() {
             say!("(shadow level {} would have denied it)", e.shadow_denied_by);
         }
+        if !e.bypassed_by.is_empty() {
+            say!(
+                "(bypassing every limit: {} is configured bypass = true)",
+                e.bypassed_by
+            );
+        }
     } else {
         say!(
             "{} (rule {}, config version {}): {} permit(s) would be DENIED: {} by {}, retry in {wait:.3} s",
@@ -417,6 +430,9 @@ fn print_explanation(e: &pb::ExplainResponse) {
             decision(e.decision),
             e.denied_by
         );
+    }
+    if !e.priority.is_empty() {
+        say!("priority class {}", e.priority);
     }
     let breaker = if e.breaker_configured {
         render::state(e.circuit_state)
@@ -447,13 +463,22 @@ fn explain_levels(levels: &[pb::LevelExplanation]) -> Table {
         "retry in",
     ]);
     for l in levels {
+        let reserved = |n: u64| {
+            if n > 0 {
+                format!(", {n} reserved")
+            } else {
+                String::new()
+            }
+        };
         let tokens = if l.has_rate {
-            format!("{}/{} ({})", l.tokens_available, l.burst, l.algorithm)
+            let r = reserved(l.reserved_tokens);
+            format!("{}/{} ({}{r})", l.tokens_available, l.burst, l.algorithm)
         } else {
             "-".into()
         };
         let inflight = if l.max_in_flight > 0 {
-            format!("{}/{}", l.in_flight, l.max_in_flight)
+            let r = reserved(u64::from(l.reserved_in_flight));
+            format!("{}/{}{r}", l.in_flight, l.max_in_flight)
         } else {
             "-".into()
         };

@@ -91,8 +91,13 @@ fn remote(cli: &Cli) -> Result<(), Failure> {
                 count,
             } => watch(&mut c, filter, *every, *count, cli.json).await,
             Command::Reload => commands::reload(&mut c, cli.json).await,
-            Command::Explain { target, permits } => {
-                commands::explain_acquire(&mut c, target, *permits, cli.json).await
+            Command::Explain {
+                target,
+                permits,
+                priority,
+            } => {
+                let ask = (*permits, priority.as_str());
+                commands::explain_acquire(&mut c, target, ask, cli.json).await
             }
             Command::Config(_) | Command::Completions { .. } => Ok(()),
         }

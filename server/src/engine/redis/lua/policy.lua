@@ -471,11 +471,12 @@ local function observe(t, cell, max_in_flight)
   end
 end
 
--- Twin of engine/policy/levels.rs level_denial: why one level (synced) would deny `permits`, and the wait
--- (the rate's, or the concurrency wait when it is full; the longer, the rate among equals). nil: it grants.
-local function level_denial(cell, max_in_flight, permits, conc_retry)
-  local rate = cell.lim and LIMITERS[cell.lim.kind].check(cell.lim, permits)
-  local full = max_in_flight and cell.f >= max_in_flight
+-- Twin of engine/policy/levels.rs level_denial: why one level (synced) would deny `permits` to a class it
+-- holds `rtok` tokens and `rslot` leases back from, and the wait (the rate's, or the concurrency wait when it
+-- is full; the longer, the rate among equals). nil: it grants.
+local function level_denial(cell, max_in_flight, permits, conc_retry, rtok, rslot)
+  local rate = cell.lim and LIMITERS[cell.lim.kind].check(cell.lim, permits + rtok)
+  local full = max_in_flight and cell.f + rslot >= max_in_flight
   local cwait = math.max(conc_retry, 1000000)
   if full and (not rate or cwait > rate) then return 'concurrency_limited', cwait end
   if rate then return 'rate_limited', rate end

@@ -9,6 +9,7 @@
 local function decided(r, t)
   return out('acq', { status = r.status, reason = r.reason, lease = r.lease, expires = r.expires,
                       retry_after = r.retry_after, level = r.level, replayed = r.replayed, shadow = r.shadow,
+                      reserve = r.reserve, bypassed = r.bypassed,
                       remaining = t.remaining or 0, limit = t.limit, reset_after = t.reset, in_flight = t.inf,
                       max_in_flight = t.max, transitions = table.concat(transitions, ';') })
 end
@@ -23,14 +24,15 @@ OPS.acq = function()
   local fingerprint, window = A[I.fingerprint], tonumber(A[I.window])
   local adaptive, bspec = adaptive_spec(A[I.adaptive]), breaker_spec(A[I.breaker])
   local conc_retry = tonumber(A[I.concurrency_retry_after])
-  local held = A[I.held]
+  local held, bypass = A[I.held], A[I.bypass] == '1'
   local levels = {}
   for i = 1, tonumber(A[I.levels]) do
     local base, L = ACQ_ARGS + (i - 1) * LEVEL_ARGS, ARG.level
     local rate = A[base + L.rate]
     levels[i] = { key = KEYS[ACQ_KEYS + i], part = A[base + L.partition], rate_s = rate, rate = rate_spec(rate),
                   max = num(A[base + L.max_in_flight]), max_debt = A[base + L.max_debt],
-                  shadow = A[base + L.shadow] == '1' }
+                  shadow = A[base + L.shadow] == '1', rtok = num(A[base + L.reserve_tokens]) or 0,
+                  rslot = num(A[base + L.reserve_slots]) or 0 }
   end
 
   if fingerprint ~= '' then
@@ -40,7 +42,8 @@ OPS.acq = function()
       if s[1] ~= fingerprint then return out('acq', { status = -1, reason = 'conflict' }) end
       return out('acq', { status = 1, lease = s[2], expires = s[3], remaining = tonumber(s[4]),
                           limit = tonumber(s[5]), reset_after = tonumber(s[6]), in_flight = tonumber(s[7]),
-                          max_in_flight = tonumber(s[8]), replayed = 1, ttl = s[10], shadow = s[11] })
+                          max_in_flight = tonumber(s[8]), replayed = 1, ttl = s[10], shadow = s[11],
+                          bypassed = s[12] })
     end
   end
   reclaim_expired(8)
@@ -56,14 +59,16 @@ OPS.acq = function()
     end
     return t
   end
-  if p.pu > 0 then
+  -- A bypassed acquire is never paused nor refused by its breaker (its outcome still counts there).
+  if p.pu > 0 and not bypass then
     return decided({ status = 0, reason = 'paused', retry_after = p.pu, level = -1 }, peek())
   end
 
   local b, probe = nil, nil
   if bspec then
     b = breaker_load(bkey, bspec)
-    local admission, x = breaker_admit(b, bspec)
+    local admission, x = 'allowed', nil
+    if not bypass then admission, x = breaker_admit(b, bspec) end
     if admission == 'rejected' then
       breaker_save(bkey, b)
       return decided({ status = 0, reason = 'circuit_open', retry_after = x, level = -1 }, peek())
@@ -72,18 +77,21 @@ OPS.acq = function()
     end
   end
 
-  -- Twin of engine/policy/levels.rs judge: every level checked, a shadow level never denying.
+  -- Twin of engine/policy/levels.rs judge: every level checked, a shadow level never denying; a bypassed
+  -- acquire checks none (take_slots).
   local cells, denied, shadow = {}, nil, nil
   for i, lv in ipairs(levels) do
     local cell = level_load(lv.key, lv.rate and lv.rate.algorithm)
     level_sync(cell, lv.rate, factor)
     cells[i] = cell
-    local reason, wait = level_denial(cell, lv.max, permits, conc_retry)
+    local reason, wait = nil, nil
+    if not bypass then reason, wait = level_denial(cell, lv.max, permits, conc_retry, lv.rtok, lv.rslot) end
     if reason and lv.shadow then
       lv.shadow_denied = true
       if shadow == nil then shadow = i - 1 end
     elseif reason and (denied == nil or wait > denied.wait) then
-      denied = { reason = reason, wait = wait, level = i - 1 }
+      local reserve = (lv.rtok > 0 or lv.rslot > 0) and level_denial(cell, lv.max, permits, conc_retry, 0, 0) == nil
+      denied = { reason = reason, wait = wait, level = i - 1, reserve = reserve and 1 or 0 }
     end
   end
   local t = tightest_new()
@@ -96,7 +104,8 @@ OPS.acq = function()
       if probe then breaker_cancel_probe(b, probe) end
       breaker_save(bkey, b)
     end
-    return decided({ status = 0, reason = denied.reason, retry_after = denied.wait, level = denied.level }, t)
+    return decided({ status = 0, reason = denied.reason, retry_after = denied.wait, level = denied.level,
+                     reserve = denied.reserve }, t)
   end
   -- A grant: its (random) lease id must be new. Nothing this call changed is written yet but the reclaim of
   -- expired leases, which stands whoever calls, so the caller can retry with another id.
@@ -108,7 +117,7 @@ OPS.acq = function()
     local cell = cells[i]
     local charged, slot = '0', '0'
     if not lv.shadow_denied then
-      if cell.lim then LIMITERS[cell.lim.kind].debit(cell.lim, permits); charged = '1' end
+      if cell.lim and not bypass then LIMITERS[cell.lim.kind].debit(cell.lim, permits); charged = '1' end
       if lv.max then cell.f = cell.f + 1; slot = '1' end
     end
     if not lv.shadow then observe(t, cell, lv.max) end
@@ -117,7 +126,7 @@ OPS.acq = function()
     lv_out[#lv_out + 1] = table.concat({ lv.key, slot, charged, lv.rate_s, lv.max_debt }, '\31')
   end
   if b then breaker_save(bkey, b) end
-  if adaptive then adaptive_on_grant(p, adaptive) end
+  if adaptive and not bypass then adaptive_on_grant(p, adaptive) end
   if p.dirty then
     p.n = p.n + 1
     pressure_save(p, 0)
@@ -145,10 +154,11 @@ OPS.acq = function()
   local f = figures(t)
   if fingerprint ~= '' then
     local rec = table.concat({ fingerprint, hex, expires, f[1], f[2], f[3], f[4], f[5], abs(window), ttl,
-                               shadow or '' }, '|')
+                               shadow or '', bypass and 1 or '' }, '|')
     redis.call('SET', ikey, rec, 'PX', math.max(math.ceil(window / 1000000), 1))
   end
-  return decided({ status = 1, lease = hex, expires = expires, replayed = 0, shadow = shadow }, t)
+  return decided({ status = 1, lease = hex, expires = expires, replayed = 0, shadow = shadow,
+                   bypassed = bypass and 1 or '' }, t)
 end
 
 -- Twin of engine/policy/release.rs charge_excess (with charge_level and refund_level): up to `excess` more at
