@@ -357,3 +357,66 @@ async fn a_reload_revokes_a_removed_token_at_once() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An identity configured `bypass = true` is never limited: granted past the rate and the concurrency
+/// limit (`bypassed`), its leases counted in flight, each grant counted in `quotad_bypassed_total`; another
+/// worker on the same resource is limited as usual, and an override's bypass shows in ListResources.
+#[tokio::test]
+async fn a_bypass_identity_is_granted_counted_and_others_are_limited() {
+    let config = format!(
+        "[[resources]]\nname = \"voice\"\nrate = {{ limit = 2, period = \"1m\" }}\nconcurrency = 3\n\
+         [[resources.partitions]]\ndescriptor = \"tenant\"\nconcurrency = 10\n\
+         overrides = [{{ value = \"internal\", bypass = true }}]\n{}{}bypass = true\n{}",
+        identity("worker-a", "\"worker\"", None),
+        identity("internal", "\"worker\"", None),
+        identity("ops", "\"admin\"", None),
+    );
+    let server = TestServer::start(&config, Arc::new(FakeClock::new())).await;
+    let mut worker = server.quota_as(&token_of("worker-a")).await;
+    let mut internal = server.quota_as(&token_of("internal")).await;
+    let ask = || pb::AcquireRequest {
+        resource: "voice".into(),
+        descriptors: [("tenant".to_owned(), "acme".to_owned())].into(),
+        ..Default::default()
+    };
+    for _ in 0..5 {
+        let r = internal.acquire(ask()).await.unwrap().into_inner();
+        assert!(r.granted && r.bypassed, "{r:?}");
+    }
+    let r = worker.acquire(ask()).await.unwrap().into_inner();
+    assert!(
+        !r.granted && !r.bypassed,
+        "the bypassed leases fill the concurrency: {r:?}"
+    );
+    assert_eq!(r.denied_by, "resource");
+    assert_eq!(r.in_flight, 5, "bypassed leases count in flight");
+    // The worker through the bypassed tenant value is not limited either.
+    let mut via = ask();
+    via.descriptors = [("tenant".to_owned(), "internal".to_owned())].into();
+    let r = worker.acquire(via).await.unwrap().into_inner();
+    assert!(r.granted && r.bypassed, "{r:?}");
+    let text = server.scrape().await;
+    assert!(
+        text.lines()
+            .any(|l| l == "quotad_bypassed_total{resource=\"voice\"} 6"),
+        "{text}"
+    );
+    let mut admin = server.admin_as(&token_of("ops")).await;
+    let listed = admin
+        .list_resources(pb::ListResourcesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let limits = listed.resources[0].limits.clone().unwrap();
+    assert_eq!(limits.bypassed, ["tenant=internal"]);
+}
+
+/// `bypass` is for workers only: an admin-only identity with it is refused at start-up, naming the key.
+#[test]
+fn bypass_on_an_identity_that_cannot_acquire_is_refused() {
+    let config = format!("{}bypass = true\n", identity("ops", "\"admin\"", None));
+    let e = quotad_server::config::load_str(&config)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("auth.identities[0].bypass"), "{e}");
+}

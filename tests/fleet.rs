@@ -32,6 +32,18 @@ concurrency = 50
 lease_ttl = "30s"
 
 [[resources]]
+name = "bedrock"
+rate = {{ limit = 100, period = "1s" }}
+concurrency = 20
+lease_ttl = "30s"
+priority = {{ classes = ["critical", "normal", "batch"], default = "normal", reserve = {{ critical = 0.2, normal = 0.1 }} }}
+
+[[resources]]
+name = "bedrock.tokens"
+rate = {{ limit = 50, period = "1s" }}
+priority = {{ classes = ["critical", "normal", "batch"], reserve = {{ critical = 0.2, normal = 0.1 }} }}
+
+[[resources]]
 name = "down"
 concurrency = 1000
 breaker = {{ failure_rate = 0.5, min_calls = 4, window = "10s", open_duration = "30s" }}
@@ -127,6 +139,91 @@ async fn three_nodes_admit_one_rate() {
             "demand fell below 1000/s in some second ({denied} denials): lower bound not checked"
         );
     }
+}
+
+/// `attempts` acquires of `class` on `resource`, spread over the nodes and made at once; the granted ones.
+async fn acquire_as(
+    nodes: &[TestServer],
+    resource: &str,
+    (class, attempts): (&str, usize),
+) -> Vec<pb::AcquireResponse> {
+    let mut calls = Vec::new();
+    for i in 0..attempts {
+        let mut client = nodes[i % nodes.len()].quota().await;
+        let mut req = acquire(resource);
+        req.priority = class.to_owned();
+        calls.push(tokio::spawn(async move {
+            client.acquire(req).await.expect("acquire").into_inner()
+        }));
+    }
+    let mut granted = Vec::new();
+    for c in calls {
+        let r = c.await.unwrap();
+        if r.granted {
+            granted.push(r);
+        } else if class == "batch" {
+            assert!(
+                r.denied_by.starts_with("resource (reserved for critical"),
+                "{r:?}"
+            );
+        }
+    }
+    granted
+}
+
+/// Batch saturating the resource from every node still leaves critical its reserve, of tokens and of
+/// leases, fleet-wide; the totals stay within the limits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_higher_class_keeps_its_reserve_across_the_fleet() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let redis = RedisServer::start();
+    let nodes = fleet(&redis).await;
+    // Leases: batch may hold 14 of the 20, normal 16; critical all 20.
+    let batch = acquire_as(&nodes, "bedrock", ("batch", 30)).await;
+    assert_eq!(batch.len(), 14, "batch keeps out of 30 % of the slots");
+    assert_eq!(acquire_as(&nodes, "bedrock", ("normal", 10)).await.len(), 2);
+    let critical = acquire_as(&nodes, "bedrock", ("critical", 10)).await;
+    assert_eq!(
+        critical.len(),
+        4,
+        "critical gets its reserve, and no more than the limit"
+    );
+    assert!(critical.iter().all(|r| r.in_flight <= 20));
+    // A batch lease ends: its slot goes to critical, never to batch (19 in flight + 6 reserved).
+    let mut admin = nodes[1].quota().await;
+    let released = admin
+        .release(pb::ReleaseRequest {
+            lease_id: batch[0].lease_id.clone(),
+            outcome: pb::Outcome::Success as i32,
+            ..Default::default()
+        })
+        .await
+        .expect("release")
+        .into_inner();
+    assert!(released.released);
+    assert!(acquire_as(&nodes, "bedrock", ("batch", 6)).await.is_empty());
+    assert_eq!(
+        acquire_as(&nodes, "bedrock", ("critical", 3)).await.len(),
+        1
+    );
+    // Tokens: batch, asking for far more than there is, leaves critical's and normal's 15 of the 50.
+    let start = Instant::now();
+    let batch = acquire_as(&nodes, "bedrock.tokens", ("batch", 90))
+        .await
+        .len();
+    let critical = acquire_as(&nodes, "bedrock.tokens", ("critical", 15))
+        .await
+        .len();
+    let elapsed = start.elapsed().as_secs_f64();
+    assert_eq!(
+        critical, 15,
+        "critical's reserve was there ({batch} batch grants)"
+    );
+    let most = 50.0 + 50.0 * elapsed;
+    assert!(
+        (batch + critical) as f64 <= most,
+        "{batch} + {critical} granted in {elapsed:.2} s, at most {most:.0}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

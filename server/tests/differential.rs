@@ -36,7 +36,7 @@ lease_ttl = "3s"
 descriptor = "tenant"
 rate = { limit = 10, period = "1s", burst = 4 }
 concurrency = 3
-overrides = [{ value = "t1", rate = { limit = 3, period = "1s", burst = 2 }, concurrency = 1 }]
+overrides = [{ value = "t1", rate = { limit = 3, period = "1s", burst = 2 }, concurrency = 1 }, { value = "t3", bypass = true }]
 
 [[resources]]
 name = "down"
@@ -68,6 +68,13 @@ descriptor = "tenant"
 rate = { limit = 1, period = "1s" }
 concurrency = 1
 shadow = true
+
+[[resources]]
+name = "prio"
+rate = { limit = 20, period = "1s", burst = 10 }
+concurrency = 6
+lease_ttl = "2s"
+priority = { classes = ["high", "mid", "low"], default = "mid", reserve = { high = 0.3, mid = 0.2 } }
 
 [[resources]]
 name = "slide"
@@ -112,8 +119,11 @@ fn late(r: Result<quotad_server::engine::Released, EngineError>) -> String {
 }
 
 /// Answers the trace must reach.
-const COVERAGE: [&str; 16] = [
+const COVERAGE: [&str; 19] = [
     "shadow=Some(\"tenant=",
+    "bypassed=true",
+    "(reserved for high, mid)",
+    "(reserved for high)",
     "fixed RateLimited",
     "slide RateLimited",
     "decreased=true",
@@ -164,8 +174,8 @@ fn view(d: &Result<Decision, EngineError>) -> String {
         Ok(d) => {
             let verdict = match &d.verdict {
                 Verdict::Granted(g) => format!(
-                    "granted exp={} ttl={:?} replayed={}",
-                    g.expires_at, g.ttl, g.replayed
+                    "granted exp={} ttl={:?} replayed={} bypassed={}",
+                    g.expires_at, g.ttl, g.replayed, g.bypassed
                 ),
                 Verdict::Denied {
                     reason,
@@ -191,7 +201,8 @@ fn view(d: &Result<Decision, EngineError>) -> String {
 }
 
 fn acquire(rng: &mut Rng) -> Acquire {
-    let (resource, descriptors) = match rng.below(9) {
+    let (resource, descriptors) = match rng.below(10) {
+        9 => ("prio".to_owned(), vec![]),
         7 => (
             "fixed".to_owned(),
             vec![("tenant".to_owned(), format!("t{}", rng.below(2)))],
@@ -211,13 +222,19 @@ fn acquire(rng: &mut Rng) -> Acquire {
         5 => ("late".to_owned(), vec![]),
         _ => (format!("partner.{}", rng.below(3)), vec![]),
     };
+    let owner = who(rng);
     Acquire {
-        resource,
         descriptors,
         permits: 1 + rng.below(2),
         lease_ttl: (rng.below(4) == 0).then(|| Duration::from_millis(500 + rng.below(3000))),
         request_id: (rng.below(6) == 0).then(|| format!("r{}", rng.below(50))),
-        owner: who(rng),
+        owner,
+        // The third worker is an internal caller: its identity bypasses every limit.
+        bypass: owner == Some("w3"),
+        priority: [None, Some("high"), Some("mid"), Some("low")][rng.below(4) as usize]
+            .map(str::to_owned)
+            .filter(|_| resource == "prio"),
+        resource,
         ..Default::default()
     }
 }

@@ -70,6 +70,73 @@ on_every_store! {
         requests in prop::collection::vec((0usize..2, 0usize..3, 1u64..4), 1..120),
     );
     a_retried_request_id_never_charges_twice(attempts in prop::collection::vec(0usize..6, 1..100));
+    priority_classes_keep_out_of_the_reserves_and_the_bound_holds(
+        limits in (1u64..200, 1u32..12, 0usize..4, 0usize..4),
+        ops in prop::collection::vec((0u8..4, 0u8..3, 0u64..100_000_000, 1u64..4), 1..200),
+    );
+}
+
+/// With priority classes: every grant leaves each class's reserve above it (tokens and slots), and the total
+/// admitted still never exceeds burst + rate × elapsed, nor in flight the limit.
+fn priority_classes_keep_out_of_the_reserves_and_the_bound_holds<S: Store>(
+    make: &dyn Fn(&Rules) -> S,
+    (burst, max, high, mid): (u64, u32, usize, usize),
+    ops: Vec<(u8, u8, u64, u64)>,
+) -> Result<(), TestCaseError> {
+    const FRACTIONS: [(f64, u128); 4] = [(0.0, 0), (0.1, 100_000), (0.25, 250_000), (0.3, 300_000)];
+    let h = Harness::new(
+        &format!(
+            "[[resources]]\nname = \"p\"\nrate = {{ limit = {burst}, period = \"1s\", burst = {burst} }}\n\
+             concurrency = {max}\nlease_ttl = \"60s\"\npriority = {{ classes = [\"high\", \"mid\", \"low\"], \
+             reserve = {{ high = {}, mid = {} }} }}",
+            FRACTIONS[high].0, FRACTIONS[mid].0
+        ),
+        make,
+    );
+    // What each class is kept out of: ceil(capacity × held back / 10^6).
+    let held_back = [0, FRACTIONS[high].1, FRACTIONS[high].1 + FRACTIONS[mid].1];
+    let reserve =
+        |n: u64, class: usize| (u128::from(n) * held_back[class]).div_ceil(1_000_000) as u64;
+    let (mut elapsed, mut admitted) = (0u128, 0u128);
+    let mut live: Vec<LeaseId> = Vec::new();
+    for (op, class, advance, permits) in ops {
+        let class = usize::from(class);
+        match op {
+            0 if !live.is_empty() => {
+                let id = live.remove(advance as usize % live.len());
+                prop_assert!(h.release(id, Outcome::Success, None).result.is_ok());
+            }
+            1 => {
+                h.clock.advance_nanos(advance);
+                elapsed += u128::from(advance);
+            }
+            _ => {
+                let permits = 1 + (permits - 1) % burst;
+                let mut req = acq("p", &[], permits);
+                req.priority = Some(["high", "mid", "low"][class].to_owned());
+                let Ok(d) = now(h.quota.acquire(&req)) else {
+                    // Never grantable for this class (permits above its share of the burst): refused up front.
+                    prop_assert!(permits + reserve(burst, class) > burst);
+                    continue;
+                };
+                if d.granted() {
+                    admitted += u128::from(permits);
+                    live.push(lease(&d));
+                    prop_assert!(d.remaining >= reserve(burst, class), "{d:?}");
+                    prop_assert!(
+                        d.in_flight as u64 + reserve(u64::from(max), class) <= u64::from(max),
+                        "{d:?}"
+                    );
+                }
+            }
+        }
+        prop_assert!(
+            admitted * 1_000_000_000
+                <= u128::from(burst) * 1_000_000_000 + u128::from(burst) * elapsed
+        );
+        prop_assert!(live.len() <= max as usize);
+    }
+    Ok(())
 }
 
 fn admitted_never_exceeds_burst_plus_rate_times_elapsed<S: Store>(

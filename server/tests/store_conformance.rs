@@ -261,6 +261,181 @@ fn an_override_gives_one_value_its_own_limits<S: Store>(make: &Make<S>) {
     assert_eq!((d.granted(), d.remaining, d.limit), (true, 0, 1), "{d:?}");
 }
 
+const BYPASS: &str = r#"
+[[resources]]
+name = "voice"
+rate = { limit = 2, period = "1s" }
+concurrency = 3
+breaker = { consecutive_failures = 1, open_duration = "10s" }
+[[resources.partitions]]
+descriptor = "tenant"
+rate = { limit = 1, period = "1s" }
+overrides = [{ value = "internal", bypass = true }]
+"#;
+
+/// A bypassed acquire (an override with `bypass = true`, or an identity's) is granted whatever the limits,
+/// the breaker or the pause say, takes no tokens, and holds a lease counted in flight (so it crowds out
+/// others); its outcome counts on the breaker; Explain names what bypassed; a replay stays bypassed.
+fn a_bypassed_acquire_is_granted_counted_and_takes_no_tokens<S: Store>(make: &Make<S>) {
+    let h = Harness::new(BYPASS, make);
+    let internal = [("tenant", "internal")];
+    let a = h.acquire("voice", &internal, 1);
+    assert!(a.grant().is_some_and(|g| g.bypassed), "{a:?}");
+    assert_eq!(
+        (a.remaining, a.in_flight, a.max_in_flight),
+        (2, 1, 3),
+        "no token taken, a slot held"
+    );
+    // More than the burst, and after the others are out of tokens: still granted.
+    assert!(h.acquire("voice", &[("tenant", "acme")], 1).granted());
+    assert!(h.acquire("voice", &[("tenant", "globex")], 1).granted());
+    assert_eq!(
+        h.acquire("voice", &[("tenant", "x")], 1).denial(),
+        Some(Denial::RateLimited)
+    );
+    let b = h.acquire("voice", &internal, 2);
+    assert!(b.grant().is_some_and(|g| g.bypassed), "{b:?}");
+    assert_eq!(
+        b.in_flight, 4,
+        "a bypassed lease counts in flight even past the limit"
+    );
+    h.clock.advance_nanos(SEC);
+    let d = h.acquire("voice", &[("tenant", "acme")], 1);
+    assert_eq!(
+        (d.denial(), denied_by(&d)),
+        (Some(Denial::ConcurrencyLimited), "resource"),
+        "the bypassed leases crowd the others out"
+    );
+    // Its failure opens the breaker; a bypassed acquire is still granted while it is open.
+    h.release(lease(&a), Outcome::Failure, None);
+    assert_eq!(
+        h.acquire("voice", &[("tenant", "acme")], 1).denial(),
+        Some(Denial::CircuitOpen)
+    );
+    let c = h.acquire("voice", &internal, 1);
+    assert!(c.grant().is_some_and(|g| g.bypassed), "{c:?}");
+    let e = now(h.quota.explain(&acq("voice", &internal, 1))).expect("explain");
+    assert_eq!(
+        (e.verdict.clone(), e.bypassed_by.as_deref()),
+        (None, Some("tenant=internal"))
+    );
+    // An identity's bypass, and its replay.
+    let mut req = acq("voice", &[("tenant", "acme")], 1);
+    req.bypass = true;
+    req.request_id = Some("once".into());
+    let d = h.acquire_req(&req);
+    assert!(
+        d.grant().is_some_and(|g| g.bypassed && !g.replayed),
+        "{d:?}"
+    );
+    let again = h.acquire_req(&req);
+    assert!(
+        again.grant().is_some_and(|g| g.bypassed && g.replayed),
+        "{again:?}"
+    );
+    // Settled above what they asked, the bypassed leases are charged nothing (they took no tokens).
+    for id in [lease(&b), lease(&c), lease(&d)] {
+        assert_eq!(h.release(id, Outcome::Success, Some(5)).charged, 0);
+    }
+}
+
+const PRIORITY: &str = r#"
+[[resources]]
+name = "bedrock.invoke"
+rate = { limit = 10, period = "1s" }
+concurrency = 100
+concurrency_retry_after = "250ms"
+priority = { classes = ["critical", "normal", "batch"], default = "normal", reserve = { critical = 0.2, normal = 0.1 } }
+[[resources.partitions]]
+descriptor = "tenant"
+concurrency = 5
+"#;
+
+fn with_class(tenant: &str, class: &str) -> Acquire {
+    let mut req = acq("bedrock.invoke", &[("tenant", tenant)], 1);
+    req.priority = (!class.is_empty()).then(|| class.to_owned());
+    req
+}
+
+/// Each class uses a level's capacity only down to the reserves of the classes above it: of tokens and of
+/// leases in flight, at every level; a reserve's denial names it and its wait is when the class could be
+/// granted; the default class is used when none is named, an unknown one is refused.
+fn priority_classes_keep_out_of_the_reserves_above_them<S: Store>(make: &Make<S>) {
+    let h = Harness::new(PRIORITY, make);
+    // Batch may use 7 of the 10 tokens.
+    for i in 0..7 {
+        assert!(
+            h.acquire_req(&with_class(&format!("t{i}"), "batch"))
+                .granted()
+        );
+    }
+    let d = h.acquire_req(&with_class("t7", "batch"));
+    assert_eq!(
+        (d.denial(), denied_by(&d), retry_after(&d)),
+        (
+            Some(Denial::RateLimited),
+            "resource (reserved for critical, normal)",
+            100 * MS
+        ),
+        "a token more must be left for the reserve: one refill away"
+    );
+    let e = now(h.quota.explain(&with_class("d", "batch"))).expect("explain");
+    assert_eq!(
+        (e.priority.as_deref(), e.levels[0].reserve.tokens),
+        (Some("batch"), 3)
+    );
+    assert_eq!(
+        e.verdict.as_ref().map(|v| v.2.as_str()),
+        Some("resource (reserved for critical, normal)")
+    );
+    // Normal (the default) one more, critical the last two.
+    assert!(h.acquire_req(&with_class("n", "")).granted());
+    let d = h.acquire_req(&with_class("n", "normal"));
+    assert_eq!(
+        (d.denial(), denied_by(&d)),
+        (
+            Some(Denial::RateLimited),
+            "resource (reserved for critical)"
+        )
+    );
+    assert!(h.acquire_req(&with_class("c1", "critical")).granted());
+    assert!(h.acquire_req(&with_class("c2", "critical")).granted());
+    let d = h.acquire_req(&with_class("c3", "critical"));
+    assert_eq!(
+        (d.denial(), denied_by(&d)),
+        (Some(Denial::RateLimited), "resource"),
+        "nothing is reserved from it"
+    );
+    // Concurrency at the tenant level (5): batch may hold 3, normal 4, critical all 5.
+    h.clock.advance_nanos(10 * SEC);
+    for _ in 0..3 {
+        assert!(h.acquire_req(&with_class("a", "batch")).granted());
+    }
+    let d = h.acquire_req(&with_class("a", "batch"));
+    assert_eq!(
+        (d.denial(), denied_by(&d), retry_after(&d)),
+        (
+            Some(Denial::ConcurrencyLimited),
+            "tenant=a (reserved for critical, normal)",
+            250 * MS
+        )
+    );
+    assert!(h.acquire_req(&with_class("a", "normal")).granted());
+    assert_eq!(
+        h.acquire_req(&with_class("a", "normal")).denial(),
+        Some(Denial::ConcurrencyLimited)
+    );
+    assert!(h.acquire_req(&with_class("a", "critical")).granted());
+    assert_eq!(
+        denied_by(&h.acquire_req(&with_class("a", "critical"))),
+        "tenant=a"
+    );
+    assert!(matches!(
+        now(h.quota.acquire(&with_class("a", "urgent"))),
+        Err(EngineError::InvalidArgument { .. })
+    ));
+}
+
 fn permits_above_burst_fail_fast<S: Store>(make: &Make<S>) {
     let h = Harness::new(RATE, make);
     let e = now(h.quota.acquire(&acq("api", &[], 6))).unwrap_err();
@@ -1460,6 +1635,8 @@ fn explain_says_what_acquire_then_answers<S: Store>(make: &Make<S>) {
 
 for_each_store!(
     shared: [
+        a_bypassed_acquire_is_granted_counted_and_takes_no_tokens,
+        priority_classes_keep_out_of_the_reserves_above_them,
         an_override_gives_one_value_its_own_limits,
         a_shadow_level_reports_what_it_would_deny_and_never_denies,
         a_fixed_window_admits_its_limit_per_aligned_window,

@@ -47,13 +47,8 @@ pub fn auth(a: &AuthSection) -> Result<AuthSettings, ConfigError> {
     })
 }
 
-fn identity(key: &str, s: &IdentitySection) -> Result<Identity, ConfigError> {
-    if s.name.is_empty() || s.name.len() > 128 || s.name.chars().any(char::is_control) {
-        return Err(invalid(
-            format!("{key}.name"),
-            "must be 1..=128 bytes with no control characters",
-        ));
-    }
+/// An identity's roles: (worker, admin), at least one.
+fn roles(key: &str, s: &IdentitySection) -> Result<(bool, bool), ConfigError> {
     let (mut worker, mut admin) = (false, false);
     for role in &s.roles {
         match role.as_str() {
@@ -73,6 +68,17 @@ fn identity(key: &str, s: &IdentitySection) -> Result<Identity, ConfigError> {
             "needs worker, admin or both",
         ));
     }
+    Ok((worker, admin))
+}
+
+fn identity(key: &str, s: &IdentitySection) -> Result<Identity, ConfigError> {
+    if s.name.is_empty() || s.name.len() > 128 || s.name.chars().any(char::is_control) {
+        return Err(invalid(
+            format!("{key}.name"),
+            "must be 1..=128 bytes with no control characters",
+        ));
+    }
+    let (worker, admin) = roles(key, s)?;
     let token = s
         .token_sha256
         .as_deref()

@@ -186,6 +186,67 @@ mod tests {
     }
 
     #[test]
+    fn priority_and_bypass_errors_name_the_key() {
+        let err = |toml: &str| load_str(toml).unwrap_err().to_string();
+        let prio = |p: &str| {
+            err(&format!(
+                "[[resources]]\nname = \"a\"\nconcurrency = 5\npriority = {p}"
+            ))
+        };
+        let key = "resources[0] (\"a\").priority";
+        assert!(prio("{ classes = [] }").contains(&format!("{key}.classes")));
+        assert!(
+            prio("{ classes = [\"x\", \"x\"] }")
+                .contains(&format!("{key}.classes[1]: 'x' is named twice"))
+        );
+        assert!(
+            prio("{ classes = [\"x\", \"y\"], default = \"z\" }")
+                .contains(&format!("{key}.default"))
+        );
+        assert!(
+            prio("{ classes = [\"x\", \"y\"], reserve = { z = 0.1 } }")
+                .contains(&format!("{key}.reserve.z"))
+        );
+        assert!(
+            prio("{ classes = [\"x\", \"y\"], reserve = { x = 1.0 } }")
+                .contains(&format!("{key}.reserve.x"))
+        );
+        assert!(
+            prio("{ classes = [\"x\", \"y\"], reserve = { x = -0.1 } }")
+                .contains(&format!("{key}.reserve.x"))
+        );
+        assert!(
+            prio("{ classes = [\"x\", \"y\"], reserve = { y = 0.1 } }").contains("lowest class")
+        );
+        assert!(
+            prio("{ classes = [\"x\", \"y\", \"z\"], reserve = { x = 0.5, y = 0.5 } }").contains(
+                &format!("{key}.reserve: reserves add up to the whole capacity")
+            )
+        );
+        assert!(prio("{ classes = [\"x\"], bogus = 1 }").contains("bogus"));
+        let over = |o: &str| {
+            err(&format!(
+                "[[resources]]\nname = \"a\"\n[[resources.partitions]]\ndescriptor = \"t\"\nconcurrency = 1\n\
+                 overrides = [{o}]"
+            ))
+        };
+        let okey = "resources[0] (\"a\").partitions[0].overrides[0].bypass";
+        assert!(over("{ value = \"v\", bypass = true, concurrency = 2 }").contains(okey));
+        assert!(over("{ value = \"v\", bypass = true, shadow = true }").contains(okey));
+        let ok = load_str(
+            "[[resources]]\nname = \"a\"\nconcurrency = 5\n\
+             priority = { classes = [\"hi\", \"mid\", \"lo\"], reserve = { hi = 0.2, mid = 0.1 } }",
+        )
+        .unwrap();
+        let p = ok.rules.resolve("a").unwrap().priority.clone().unwrap();
+        assert_eq!(
+            (p.default, p.reserve),
+            (2, vec![200_000, 100_000, 0]),
+            "the default is the lowest"
+        );
+    }
+
+    #[test]
     fn shipped_examples_are_valid() {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
         let mut n = 0;
