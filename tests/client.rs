@@ -117,6 +117,48 @@ async fn a_reported_pause_holds_the_whole_fleet() {
     assert!(start.elapsed() >= Duration::from_secs(3));
 }
 
+/// The builder's priority reaches the server: batch keeps out of critical's reserve, critical gets it; a
+/// bypassed descriptor value says so on the permit.
+#[tokio::test(start_paused = true)]
+async fn priority_classes_and_bypass_through_the_client() {
+    let toml = "[[resources]]\nname = \"p\"\nrate = { limit = 4, period = \"1h\" }\n\
+                priority = { classes = [\"critical\", \"batch\"], reserve = { critical = 0.5 } }\n\
+                [[resources]]\nname = \"t\"\n[[resources.partitions]]\ndescriptor = \"tenant\"\n\
+                rate = { limit = 1, period = \"1h\" }\noverrides = [{ value = \"ops\", bypass = true }]";
+    let (client, _) = in_process_client(toml, RetryPolicy::no_retries());
+    let batch = || AcquireOptions::new().priority("batch");
+    for _ in 0..2 {
+        client
+            .acquire("p", batch())
+            .await
+            .unwrap()
+            .release(Outcome::Success)
+            .await
+            .unwrap();
+    }
+    match client.acquire("p", batch()).await {
+        Err(Error::Denied { denied_by, .. }) => {
+            assert_eq!(denied_by, "resource (reserved for critical)");
+        }
+        other => panic!("expected a reserve denial, got {other:?}"),
+    }
+    for _ in 0..2 {
+        let p = client
+            .acquire("p", AcquireOptions::new().priority("critical"))
+            .await
+            .unwrap();
+        assert!(!p.bypassed());
+    }
+    assert!(matches!(
+        client.acquire("p", AcquireOptions::new().priority("urgent")).await,
+        Err(Error::InvalidArgument(m)) if m.contains("priority")
+    ));
+    for _ in 0..3 {
+        let ops = AcquireOptions::new().descriptor("tenant", "ops");
+        assert!(client.acquire("t", ops).await.unwrap().bypassed());
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn bad_requests_are_returned_at_once() {
     let (client, _) = in_process_client(RATE, fast_policy());

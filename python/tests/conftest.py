@@ -77,6 +77,13 @@ name = "py.tenant.*"
 [[resources.partitions]]
 descriptor = "tenant"
 rate = {{ limit = 1, period = "1h", burst = 1 }}
+overrides = [{{ value = "internal", bypass = true }}]
+
+# Ten tokens an hour, three held back from batch.
+[[resources]]
+name = "py.prio.*"
+rate = {{ limit = 10, period = "1h" }}
+priority = {{ classes = ["critical", "batch"], reserve = {{ critical = 0.3 }} }}
 """
 
 

@@ -117,6 +117,15 @@ def test_async_denied_and_unreachable(server: Quotad) -> None:
             await (await c.acquire(res)).release()
             with pytest.raises(quotad.Denied):
                 await c.acquire(res, retry=RetryPolicy.no_retries())
+            prio = fresh("prio")
+            for _ in range(7):
+                await (await c.acquire(prio, priority="batch")).release()
+            with pytest.raises(quotad.Denied) as denied:
+                await c.acquire(prio, priority="batch", retry=RetryPolicy.no_retries())
+            assert denied.value.denied_by == "resource (reserved for critical)"
+            p = await c.acquire(prio, priority="critical", retry=RetryPolicy.no_retries())
+            assert not p.bypassed
+            await p.release()
         retry = RetryPolicy(max_attempts=2, initial_backoff=0.01, max_backoff=0.01, deadline=2.0)
         async with quotad.AsyncClient("127.0.0.1:1", retry=retry, call_timeout=0.5, on_unreachable="fail_open") as c:
             p = await c.acquire("anything")

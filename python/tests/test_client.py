@@ -168,6 +168,31 @@ def test_partitions_by_descriptor_keyword(client: quotad.Client) -> None:
     assert denied.value.denied_by == "tenant=acme"
 
 
+def test_priority_keyword_and_bypassed_permits(client: quotad.Client) -> None:
+    res = fresh("prio")
+    for _ in range(7):
+        client.acquire(res).release()  # the default class is the lowest: batch
+    with pytest.raises(quotad.Denied) as denied:
+        client.acquire(res, priority="batch", retry=RetryPolicy.no_retries())
+    assert denied.value.denied_by == "resource (reserved for critical)"
+    for _ in range(3):
+        client.acquire(res, priority="critical", retry=RetryPolicy.no_retries()).release()
+    with pytest.raises(quotad.InvalidRequest, match="priority"):
+        client.acquire(res, priority="urgent")
+    # run takes the class too: batch has nothing left of a fresh resource's 7, critical has its 3.
+    other = fresh("prio")
+    for _ in range(7):
+        client.acquire(other, priority="batch").release()
+    assert client.run(other, lambda: 7, priority="critical", retry=RetryPolicy.no_retries()) == 7
+    # A bypassed descriptor value: granted past the tenant's one token an hour, and says so.
+    tenant = fresh("tenant")
+    for _ in range(3):
+        with client.acquire(tenant, tenant="internal", retry=RetryPolicy.no_retries()) as p:
+            assert p.bypassed and not p.replayed
+    with client.acquire(tenant, tenant="acme") as p:
+        assert not p.bypassed
+
+
 def test_bad_requests_are_not_retried(client: quotad.Client) -> None:
     seen: List[Progress] = []
     with pytest.raises(quotad.NotFound):

@@ -127,8 +127,11 @@ def acquire_request(
     descriptors: Dict[str, str],
     lease_ttl: Optional[float],
     max_wait: Optional[float],
-    request_id: Optional[str],
+    ids: Tuple[Optional[str], Optional[str]],
 ) -> pb.AcquireRequest:
+    """The request for one logical acquire; ``ids`` is its request_id (None: a fresh one) and priority class
+    (None: the resource's default)."""
+    request_id, priority = ids
     if not isinstance(resource, str) or not resource:
         raise ValueError("resource must be a non-empty str")
     if isinstance(permits, bool) or not isinstance(permits, int) or permits < 1:
@@ -141,6 +144,10 @@ def acquire_request(
         request_id=request_id or new_request_id(),
         client_id=s.client_id,
     )
+    if priority is not None:
+        if not isinstance(priority, str):
+            raise TypeError(f"priority must be a str naming one of the resource's classes, not {priority!r}")
+        req.priority = priority
     ttl = check_seconds("lease_ttl", lease_ttl)
     ttl = ttl if ttl is not None else s.default_lease_ttl
     if ttl is not None:
@@ -372,6 +379,8 @@ class PermitState:
         self.remaining = r.remaining if r is not None else 0
         self.limit = r.limit if r is not None else 0
         self.replayed = r.replayed if r is not None else False
+        #: True when quotad granted it bypassing every limit (a bypass identity or descriptor value).
+        self.bypassed = r.bypassed if r is not None else False
         #: The rule that granted it (the pattern of a glob rule) and the config version in force; "" and 0 locally.
         self.rule = r.rule if r is not None else ""
         self.config_version = r.config_version if r is not None else 0

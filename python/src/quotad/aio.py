@@ -22,6 +22,7 @@ from typing import (
     Optional,
     Sequence,
     Set,
+    Tuple,
     Type,
     TypeVar,
     cast,
@@ -253,6 +254,7 @@ class AsyncClient:
         lease_ttl: Optional[float] = None,
         max_wait: Optional[float] = None,
         request_id: Optional[str] = None,
+        priority: Optional[str] = None,
         auto_renew: bool = False,
         retry: Optional[RetryPolicy] = None,
         on_progress: Optional[core.ProgressHook] = None,
@@ -261,7 +263,7 @@ class AsyncClient:
         """See :meth:`quotad.Client.acquire`."""
         tries = core.Tries(retry or self._s.policy, on_progress or self._s.on_progress, resource)
         d = core.descriptors_of(descriptors, descriptor_values)
-        return _Acquiring(lambda: self._acquire(resource, permits, d, lease_ttl, max_wait, request_id, auto_renew, tries))
+        return _Acquiring(lambda: self._acquire(resource, permits, d, lease_ttl, max_wait, (request_id, priority), auto_renew, tries))
 
     async def _acquire(
         self,
@@ -270,11 +272,11 @@ class AsyncClient:
         descriptors: Dict[str, str],
         lease_ttl: Optional[float],
         max_wait: Optional[float],
-        request_id: Optional[str],
+        ids: Tuple[Optional[str], Optional[str]],
         auto_renew: bool,
         tries: core.Tries,
     ) -> AsyncPermit:
-        req = core.acquire_request(self._s, resource, permits, descriptors, lease_ttl, max_wait, request_id)
+        req = core.acquire_request(self._s, resource, permits, descriptors, lease_ttl, max_wait, ids)
         flow = core.acquire_flow(
             self._s, self._known.refusal, self._local, self._counters, tries, resource, permits, req, max_wait
         )
@@ -332,6 +334,7 @@ class AsyncClient:
         descriptors: Optional[Mapping[str, str]] = None,
         lease_ttl: Optional[float] = None,
         max_wait: Optional[float] = None,
+        priority: Optional[str] = None,
         retry: Optional[RetryPolicy] = None,
         on_progress: Optional[core.ProgressHook] = None,
         **descriptor_values: str,
@@ -349,7 +352,7 @@ class AsyncClient:
                 return cast(T, done.value)
             got = None
             if step is core.GET_PERMIT:
-                permit = got = await self._acquire(resource, permits, d, lease_ttl, max_wait, None, False, tries)
+                permit = got = await self._acquire(resource, permits, d, lease_ttl, max_wait, (None, priority), False, tries)
             elif step is core.INVOKE:
                 try:
                     got = (True, await fn())

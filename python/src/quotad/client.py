@@ -11,7 +11,7 @@ import queue
 import threading
 import time
 from types import TracebackType
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Type, TypeVar, cast
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple, Type, TypeVar, cast
 
 import grpc
 
@@ -258,6 +258,7 @@ class Client:
         lease_ttl: Optional[float] = None,
         max_wait: Optional[float] = None,
         request_id: Optional[str] = None,
+        priority: Optional[str] = None,
         auto_renew: bool = False,
         retry: Optional[RetryPolicy] = None,
         on_progress: Optional[core.ProgressHook] = None,
@@ -265,11 +266,12 @@ class Client:
     ) -> Permit:
         """Acquires a permit on ``resource``, waiting out denials (at least the server's ``retry_after``, plus
         jitter) and retrying transport errors with the same ``request_id``, within the retry policy. Extra
-        keyword arguments are descriptors (``tenant="acme"``). Raises :class:`~quotad.Denied` beyond the
+        keyword arguments are descriptors (``tenant="acme"``); ``priority`` names the request's class, one of the
+        resource's ``priority.classes`` (None: its default class). Raises :class:`~quotad.Denied` beyond the
         policy; when quotad is unreachable, follows ``on_unreachable``."""
         tries = core.Tries(retry or self._s.policy, on_progress or self._s.on_progress, resource)
         d = core.descriptors_of(descriptors, descriptor_values)
-        return self._acquire(resource, permits, d, lease_ttl, max_wait, request_id, auto_renew, tries)
+        return self._acquire(resource, permits, d, lease_ttl, max_wait, (request_id, priority), auto_renew, tries)
 
     def _acquire(
         self,
@@ -278,11 +280,11 @@ class Client:
         descriptors: Dict[str, str],
         lease_ttl: Optional[float],
         max_wait: Optional[float],
-        request_id: Optional[str],
+        ids: Tuple[Optional[str], Optional[str]],
         auto_renew: bool,
         tries: core.Tries,
     ) -> Permit:
-        req = core.acquire_request(self._s, resource, permits, descriptors, lease_ttl, max_wait, request_id)
+        req = core.acquire_request(self._s, resource, permits, descriptors, lease_ttl, max_wait, ids)
         flow = core.acquire_flow(
             self._s, self._known.refusal, self._local, self._counters, tries, resource, permits, req, max_wait
         )
@@ -347,6 +349,7 @@ class Client:
         descriptors: Optional[Mapping[str, str]] = None,
         lease_ttl: Optional[float] = None,
         max_wait: Optional[float] = None,
+        priority: Optional[str] = None,
         retry: Optional[RetryPolicy] = None,
         on_progress: Optional[core.ProgressHook] = None,
         **descriptor_values: str,
@@ -367,7 +370,7 @@ class Client:
                 return cast(T, done.value)
             got = None
             if step is core.GET_PERMIT:
-                permit = got = self._acquire(resource, permits, d, lease_ttl, max_wait, None, False, tries)
+                permit = got = self._acquire(resource, permits, d, lease_ttl, max_wait, (None, priority), False, tries)
             elif step is core.INVOKE:
                 try:
                     got = (True, fn())

@@ -24,7 +24,7 @@ class ListResourcesRequest(_message.Message):
     def __init__(self, prefix: _Optional[str] = ..., rule: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ResourceLimits(_message.Message):
-    __slots__ = ("rate_limit", "rate_period", "burst", "max_concurrent", "partitions", "rate_algorithm", "overrides")
+    __slots__ = ("rate_limit", "rate_period", "burst", "max_concurrent", "partitions", "rate_algorithm", "overrides", "bypassed", "priority_classes")
     RATE_LIMIT_FIELD_NUMBER: _ClassVar[int]
     RATE_PERIOD_FIELD_NUMBER: _ClassVar[int]
     BURST_FIELD_NUMBER: _ClassVar[int]
@@ -32,6 +32,8 @@ class ResourceLimits(_message.Message):
     PARTITIONS_FIELD_NUMBER: _ClassVar[int]
     RATE_ALGORITHM_FIELD_NUMBER: _ClassVar[int]
     OVERRIDES_FIELD_NUMBER: _ClassVar[int]
+    BYPASSED_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_CLASSES_FIELD_NUMBER: _ClassVar[int]
     rate_limit: int
     rate_period: _duration_pb2.Duration
     burst: int
@@ -39,7 +41,19 @@ class ResourceLimits(_message.Message):
     partitions: _containers.RepeatedScalarFieldContainer[str]
     rate_algorithm: str
     overrides: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, rate_limit: _Optional[int] = ..., rate_period: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., burst: _Optional[int] = ..., max_concurrent: _Optional[int] = ..., partitions: _Optional[_Iterable[str]] = ..., rate_algorithm: _Optional[str] = ..., overrides: _Optional[_Iterable[str]] = ...) -> None: ...
+    bypassed: _containers.RepeatedScalarFieldContainer[str]
+    priority_classes: _containers.RepeatedCompositeFieldContainer[PriorityClass]
+    def __init__(self, rate_limit: _Optional[int] = ..., rate_period: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., burst: _Optional[int] = ..., max_concurrent: _Optional[int] = ..., partitions: _Optional[_Iterable[str]] = ..., rate_algorithm: _Optional[str] = ..., overrides: _Optional[_Iterable[str]] = ..., bypassed: _Optional[_Iterable[str]] = ..., priority_classes: _Optional[_Iterable[_Union[PriorityClass, _Mapping]]] = ...) -> None: ...
+
+class PriorityClass(_message.Message):
+    __slots__ = ("name", "reserve", "default")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    RESERVE_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    reserve: float
+    default: bool
+    def __init__(self, name: _Optional[str] = ..., reserve: _Optional[float] = ..., default: bool = ...) -> None: ...
 
 class ResourceUsage(_message.Message):
     __slots__ = ("resource", "rule", "limits", "tokens_available", "in_flight", "live_leases", "circuit_state", "effective_rate_per_second", "configured_rate_per_second", "paused_until")
@@ -226,7 +240,7 @@ class ReloadConfigResponse(_message.Message):
     def __init__(self, config_version: _Optional[int] = ..., resources: _Optional[int] = ...) -> None: ...
 
 class ExplainRequest(_message.Message):
-    __slots__ = ("resource", "descriptors", "permits")
+    __slots__ = ("resource", "descriptors", "permits", "priority")
     class DescriptorsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -237,13 +251,15 @@ class ExplainRequest(_message.Message):
     RESOURCE_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTORS_FIELD_NUMBER: _ClassVar[int]
     PERMITS_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
     resource: str
     descriptors: _containers.ScalarMap[str, str]
     permits: int
-    def __init__(self, resource: _Optional[str] = ..., descriptors: _Optional[_Mapping[str, str]] = ..., permits: _Optional[int] = ...) -> None: ...
+    priority: str
+    def __init__(self, resource: _Optional[str] = ..., descriptors: _Optional[_Mapping[str, str]] = ..., permits: _Optional[int] = ..., priority: _Optional[str] = ...) -> None: ...
 
 class LevelExplanation(_message.Message):
-    __slots__ = ("level", "has_rate", "tokens_available", "burst", "rate_per_second", "in_flight", "max_in_flight", "decision", "retry_after", "algorithm", "shadow", "overridden")
+    __slots__ = ("level", "has_rate", "tokens_available", "burst", "rate_per_second", "in_flight", "max_in_flight", "decision", "retry_after", "algorithm", "shadow", "overridden", "reserved_tokens", "reserved_in_flight")
     LEVEL_FIELD_NUMBER: _ClassVar[int]
     HAS_RATE_FIELD_NUMBER: _ClassVar[int]
     TOKENS_AVAILABLE_FIELD_NUMBER: _ClassVar[int]
@@ -256,6 +272,8 @@ class LevelExplanation(_message.Message):
     ALGORITHM_FIELD_NUMBER: _ClassVar[int]
     SHADOW_FIELD_NUMBER: _ClassVar[int]
     OVERRIDDEN_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
     level: str
     has_rate: bool
     tokens_available: int
@@ -268,10 +286,12 @@ class LevelExplanation(_message.Message):
     algorithm: str
     shadow: bool
     overridden: bool
-    def __init__(self, level: _Optional[str] = ..., has_rate: bool = ..., tokens_available: _Optional[int] = ..., burst: _Optional[int] = ..., rate_per_second: _Optional[float] = ..., in_flight: _Optional[int] = ..., max_in_flight: _Optional[int] = ..., decision: _Optional[_Union[_quota_pb2.Decision, str]] = ..., retry_after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., algorithm: _Optional[str] = ..., shadow: bool = ..., overridden: bool = ...) -> None: ...
+    reserved_tokens: int
+    reserved_in_flight: int
+    def __init__(self, level: _Optional[str] = ..., has_rate: bool = ..., tokens_available: _Optional[int] = ..., burst: _Optional[int] = ..., rate_per_second: _Optional[float] = ..., in_flight: _Optional[int] = ..., max_in_flight: _Optional[int] = ..., decision: _Optional[_Union[_quota_pb2.Decision, str]] = ..., retry_after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., algorithm: _Optional[str] = ..., shadow: bool = ..., overridden: bool = ..., reserved_tokens: _Optional[int] = ..., reserved_in_flight: _Optional[int] = ...) -> None: ...
 
 class ExplainResponse(_message.Message):
-    __slots__ = ("resource", "rule", "config_version", "permits", "would_grant", "decision", "retry_after", "denied_by", "circuit_state", "breaker_configured", "half_open_at", "half_open_probes_left", "paused_until", "effective_rate_per_second", "configured_rate_per_second", "levels", "shadow_denied_by")
+    __slots__ = ("resource", "rule", "config_version", "permits", "would_grant", "decision", "retry_after", "denied_by", "circuit_state", "breaker_configured", "half_open_at", "half_open_probes_left", "paused_until", "effective_rate_per_second", "configured_rate_per_second", "levels", "shadow_denied_by", "bypassed_by", "priority")
     RESOURCE_FIELD_NUMBER: _ClassVar[int]
     RULE_FIELD_NUMBER: _ClassVar[int]
     CONFIG_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -289,6 +309,8 @@ class ExplainResponse(_message.Message):
     CONFIGURED_RATE_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
     LEVELS_FIELD_NUMBER: _ClassVar[int]
     SHADOW_DENIED_BY_FIELD_NUMBER: _ClassVar[int]
+    BYPASSED_BY_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
     resource: str
     rule: str
     config_version: int
@@ -306,4 +328,6 @@ class ExplainResponse(_message.Message):
     configured_rate_per_second: float
     levels: _containers.RepeatedCompositeFieldContainer[LevelExplanation]
     shadow_denied_by: str
-    def __init__(self, resource: _Optional[str] = ..., rule: _Optional[str] = ..., config_version: _Optional[int] = ..., permits: _Optional[int] = ..., would_grant: bool = ..., decision: _Optional[_Union[_quota_pb2.Decision, str]] = ..., retry_after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., denied_by: _Optional[str] = ..., circuit_state: _Optional[_Union[_quota_pb2.CircuitState, str]] = ..., breaker_configured: bool = ..., half_open_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., half_open_probes_left: _Optional[int] = ..., paused_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., effective_rate_per_second: _Optional[float] = ..., configured_rate_per_second: _Optional[float] = ..., levels: _Optional[_Iterable[_Union[LevelExplanation, _Mapping]]] = ..., shadow_denied_by: _Optional[str] = ...) -> None: ...
+    bypassed_by: str
+    priority: str
+    def __init__(self, resource: _Optional[str] = ..., rule: _Optional[str] = ..., config_version: _Optional[int] = ..., permits: _Optional[int] = ..., would_grant: bool = ..., decision: _Optional[_Union[_quota_pb2.Decision, str]] = ..., retry_after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., denied_by: _Optional[str] = ..., circuit_state: _Optional[_Union[_quota_pb2.CircuitState, str]] = ..., breaker_configured: bool = ..., half_open_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., half_open_probes_left: _Optional[int] = ..., paused_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., effective_rate_per_second: _Optional[float] = ..., configured_rate_per_second: _Optional[float] = ..., levels: _Optional[_Iterable[_Union[LevelExplanation, _Mapping]]] = ..., shadow_denied_by: _Optional[str] = ..., bypassed_by: _Optional[str] = ..., priority: _Optional[str] = ...) -> None: ...

@@ -62,7 +62,7 @@ CIRCUIT_STATE_OPEN: CircuitState
 CIRCUIT_STATE_HALF_OPEN: CircuitState
 
 class AcquireRequest(_message.Message):
-    __slots__ = ("resource", "descriptors", "permits", "lease_ttl", "max_wait", "request_id", "client_id")
+    __slots__ = ("resource", "descriptors", "permits", "lease_ttl", "max_wait", "request_id", "client_id", "priority")
     class DescriptorsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -77,6 +77,7 @@ class AcquireRequest(_message.Message):
     MAX_WAIT_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
     resource: str
     descriptors: _containers.ScalarMap[str, str]
     permits: int
@@ -84,10 +85,11 @@ class AcquireRequest(_message.Message):
     max_wait: _duration_pb2.Duration
     request_id: str
     client_id: str
-    def __init__(self, resource: _Optional[str] = ..., descriptors: _Optional[_Mapping[str, str]] = ..., permits: _Optional[int] = ..., lease_ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., request_id: _Optional[str] = ..., client_id: _Optional[str] = ...) -> None: ...
+    priority: str
+    def __init__(self, resource: _Optional[str] = ..., descriptors: _Optional[_Mapping[str, str]] = ..., permits: _Optional[int] = ..., lease_ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., request_id: _Optional[str] = ..., client_id: _Optional[str] = ..., priority: _Optional[str] = ...) -> None: ...
 
 class AcquireResponse(_message.Message):
-    __slots__ = ("granted", "decision", "lease_id", "lease_expires_at", "lease_ttl", "retry_after", "remaining", "limit", "reset_after", "denied_by", "replayed", "resource", "in_flight", "max_in_flight", "rule", "config_version", "shadow_denied_by")
+    __slots__ = ("granted", "decision", "lease_id", "lease_expires_at", "lease_ttl", "retry_after", "remaining", "limit", "reset_after", "denied_by", "replayed", "resource", "in_flight", "max_in_flight", "rule", "config_version", "shadow_denied_by", "bypassed")
     GRANTED_FIELD_NUMBER: _ClassVar[int]
     DECISION_FIELD_NUMBER: _ClassVar[int]
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -105,6 +107,7 @@ class AcquireResponse(_message.Message):
     RULE_FIELD_NUMBER: _ClassVar[int]
     CONFIG_VERSION_FIELD_NUMBER: _ClassVar[int]
     SHADOW_DENIED_BY_FIELD_NUMBER: _ClassVar[int]
+    BYPASSED_FIELD_NUMBER: _ClassVar[int]
     granted: bool
     decision: Decision
     lease_id: str
@@ -122,7 +125,8 @@ class AcquireResponse(_message.Message):
     rule: str
     config_version: int
     shadow_denied_by: str
-    def __init__(self, granted: bool = ..., decision: _Optional[_Union[Decision, str]] = ..., lease_id: _Optional[str] = ..., lease_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lease_ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retry_after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., remaining: _Optional[int] = ..., limit: _Optional[int] = ..., reset_after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., denied_by: _Optional[str] = ..., replayed: bool = ..., resource: _Optional[str] = ..., in_flight: _Optional[int] = ..., max_in_flight: _Optional[int] = ..., rule: _Optional[str] = ..., config_version: _Optional[int] = ..., shadow_denied_by: _Optional[str] = ...) -> None: ...
+    bypassed: bool
+    def __init__(self, granted: bool = ..., decision: _Optional[_Union[Decision, str]] = ..., lease_id: _Optional[str] = ..., lease_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lease_ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retry_after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., remaining: _Optional[int] = ..., limit: _Optional[int] = ..., reset_after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., denied_by: _Optional[str] = ..., replayed: bool = ..., resource: _Optional[str] = ..., in_flight: _Optional[int] = ..., max_in_flight: _Optional[int] = ..., rule: _Optional[str] = ..., config_version: _Optional[int] = ..., shadow_denied_by: _Optional[str] = ..., bypassed: bool = ...) -> None: ...
 
 class ReleaseRequest(_message.Message):
     __slots__ = ("lease_id", "outcome", "used_permits")

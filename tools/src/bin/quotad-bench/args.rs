@@ -22,6 +22,7 @@ OPTIONS:
     --descriptor NAME     descriptor key for --keys (default tenant)
     --with KEY=VALUE      a fixed descriptor on every acquire (repeatable), e.g. --with endpoint=/v1/chat
     --permits N           permits per acquire (default 1)
+    --priority C[,C...]   priority class of each acquire; several are taken in turn, e.g. critical,batch,batch
     --threads T           load generator worker threads (default: all cores)
     --json                print the summary as JSON
     --no-progress         no progress bar
@@ -61,6 +62,7 @@ pub struct Args {
     pub descriptor: String,
     pub fixed: Vec<(String, String)>,
     pub permits: u64,
+    pub priorities: Vec<String>,
     pub threads: usize,
     pub json: bool,
     pub progress: bool,
@@ -80,6 +82,17 @@ fn number<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
         .map_err(|_| format!("{flag}: '{v}' is not a valid number"))
 }
 
+fn call_kind(v: &str) -> Result<CallKind, String> {
+    match v {
+        "acquire" => Ok(CallKind::Acquire),
+        "acquire-release" => Ok(CallKind::AcquireRelease),
+        "health" => Ok(CallKind::Health),
+        other => Err(format!(
+            "--call: '{other}' is not one of acquire, acquire-release, health"
+        )),
+    }
+}
+
 pub fn parse(mut it: impl Iterator<Item = String>) -> Result<Parsed, String> {
     let mut a = Args {
         target: "http://127.0.0.1:50051".into(),
@@ -95,6 +108,7 @@ pub fn parse(mut it: impl Iterator<Item = String>) -> Result<Parsed, String> {
         descriptor: "tenant".into(),
         fixed: Vec::new(),
         permits: 1,
+        priorities: Vec::new(),
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         json: false,
         progress: true,
@@ -104,18 +118,7 @@ pub fn parse(mut it: impl Iterator<Item = String>) -> Result<Parsed, String> {
         match flag.as_str() {
             "-h" | "--help" => return Ok(Parsed::Help),
             "--target" => a.target = value()?,
-            "--call" => {
-                a.call = match value()?.as_str() {
-                    "acquire" => CallKind::Acquire,
-                    "acquire-release" => CallKind::AcquireRelease,
-                    "health" => CallKind::Health,
-                    other => {
-                        return Err(format!(
-                            "--call: '{other}' is not one of acquire, acquire-release, health"
-                        ));
-                    }
-                }
-            }
+            "--call" => a.call = call_kind(&value()?)?,
             "--concurrency" => a.concurrency = number(&flag, &value()?)?,
             "--connections" => a.connections = number(&flag, &value()?)?,
             "--rate" => a.rate = Some(number(&flag, &value()?)?),
@@ -133,6 +136,13 @@ pub fn parse(mut it: impl Iterator<Item = String>) -> Result<Parsed, String> {
                 a.fixed.push((k.to_owned(), val.to_owned()));
             }
             "--permits" => a.permits = number(&flag, &value()?)?,
+            "--priority" => {
+                let v = value()?;
+                a.priorities = v.split(',').map(str::to_owned).collect();
+                if a.priorities.iter().any(String::is_empty) {
+                    return Err(format!("--priority: '{v}' has an empty class"));
+                }
+            }
             "--threads" => a.threads = number(&flag, &value()?)?,
             "--json" => a.json = true,
             "--no-progress" => a.progress = false,
@@ -187,5 +197,12 @@ mod tests {
         assert_eq!(a.fixed.len(), 2);
         assert!(run("--with nope").is_err());
         assert!(run("--duration").unwrap_err().contains("needs a value"));
+        let a = run("--priority critical,batch,batch").unwrap();
+        assert_eq!(a.priorities, ["critical", "batch", "batch"]);
+        assert!(
+            run("--priority critical,")
+                .unwrap_err()
+                .contains("--priority")
+        );
     }
 }

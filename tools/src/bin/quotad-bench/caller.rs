@@ -35,6 +35,8 @@ pub struct Caller {
     /// Descriptor values, built once (`--keys`).
     values: Vec<String>,
     permits: u64,
+    /// Priority classes, taken in turn (`--priority`).
+    priorities: Vec<String>,
 }
 
 impl Caller {
@@ -53,11 +55,20 @@ impl Caller {
             fixed: args.fixed.clone(),
             values: (0..args.keys).map(|k| format!("k{k}")).collect(),
             permits: args.permits,
+            priorities: args.priorities.clone(),
         })
     }
 
     fn channel(&self, n: u64) -> Channel {
         self.channels[(n % self.channels.len() as u64) as usize].clone()
+    }
+
+    /// Call number `n`'s priority class (empty: the resource's default).
+    fn priority(&self, n: u64) -> String {
+        if self.priorities.is_empty() {
+            return String::new();
+        }
+        self.priorities[(n % self.priorities.len() as u64) as usize].clone()
     }
 
     /// Call number `n` (which picks the connection and the descriptor value).
@@ -86,6 +97,7 @@ impl Caller {
                         resource: self.resource.clone(),
                         descriptors,
                         permits: self.permits,
+                        priority: self.priority(n),
                         ..Default::default()
                     })
                     .await
