@@ -25,6 +25,11 @@ try {
   if (took > 2000) fail(`the pause took ${took} ms to show (more than 2 s)`);
   const text = await row.innerText();
   if (!/paused/.test(text) || !/lowered/.test(text)) fail(`bedrock.invoke's row does not show the pause and rate: ${text}`);
+  if (!/priority: critical 20% reserved \(default\) > normal 10% reserved > batch/.test(text)) {
+    fail(`bedrock.invoke's row does not show its priority classes: ${text}`);
+  }
+  const partner = await page.locator('tr[data-resource="partner.stripe"]').innerText();
+  if (!/overrides: tenant=internal \(bypass\)/.test(partner)) fail(`partner.stripe's row does not show the bypass: ${partner}`);
   if (await page.evaluate(() => performance.getEntriesByType("navigation").length) !== loads) fail("the page reloaded");
 
   // Search narrows the table; clearing it brings everything back.

@@ -262,6 +262,7 @@ fn clear(status: &tonic::Status) -> Result<(), String> {
         "max_wait",
         "request_id",
         "client_id",
+        "priority",
         "lease_id",
         "outcome",
         "kind",

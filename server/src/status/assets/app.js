@@ -45,9 +45,10 @@
     const breaker = r.breaker_configured ? el("span", { class: "badge " + r.breaker }, r.breaker)
                                          : el("span", { class: "none" }, "none");
     const pause = paused ? el("span", { class: "pause" }, `paused ${(r.pause_left_ms / 1000).toFixed(1)} s`) : "";
+    const bypassed = new Set(r.bypassed || []);
     const overrides = r.overrides && r.overrides.length
-      ? el("div", { class: "muted overrides" }, "overrides: " + r.overrides.join(", ")
-           + (r.bypassed && r.bypassed.length ? " (bypass: " + r.bypassed.join(", ") + ")" : "")) : "";
+      ? el("div", { class: "muted overrides" }, "overrides: "
+           + r.overrides.map((o) => bypassed.has(o) ? o + " (bypass)" : o).join(", ")) : "";
     const reserve = (c) => c.reserve ? ` ${Math.round(c.reserve * 100)}% reserved` : "";
     const priority = r.priority && r.priority.length
       ? el("div", { class: "muted priority" }, "priority: " + r.priority.map((c) =>
