@@ -34,7 +34,7 @@ run() {
   redis-benchmark -p "$port" -c 4 -P 1 -n "$1" -r 100000000 -q \
     FCALL quotad_bench 5 'b{q1}R4:rate' 'b{q1}R4:rate' 'b{q1}l:__rand_int__' 'b{q1}R4:rate' 'b{q1}L4:rate' \
     acq '' 'b{q1}' 1 "$ttl" '__rand_int__' rate rate 1000000000 3600000000000 '' '' '' 300000000000 '' '' \
-    100000000 '' 1 '' "$rate" '' 1000000000 >/dev/null 2>&1
+    100000000 '' '' 1 '' "$rate" '' 1000000000 '' '' '' >/dev/null 2>&1
 }
 run 2000
 callgrind_control -z "$redis" >/dev/null 2>&1

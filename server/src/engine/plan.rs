@@ -218,7 +218,7 @@ impl<'a> Plan<'a> {
             // Levels are few (config-bounded).
             levels
                 .iter()
-                .position(|l| l.spec(rule).bypass)
+                .position(|l| l.over.is_some() && l.spec(rule).bypass)
                 .map(|i| Bypass::Level(i as u32))
         };
         let class = match &rule.priority {

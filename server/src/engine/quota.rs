@@ -175,14 +175,15 @@ impl<S: Store> Quota<S> {
     pub fn acquire_ready(&self, req: &Acquire) -> Option<Result<Decision, EngineError>> {
         // A borrowed load of the rules (no reference count), held only while the store decides.
         let rules = self.rules.load();
-        match Self::plan(&rules, req) {
-            Ok(plan) => {
-                let decided = self.store.acquire_ready(&plan, self.clock.now())?;
-                self.count_decided(&plan, &decided);
-                Some(decided)
-            }
-            Err(e) => Some(Err(e)),
-        }
+        // The plan is used where it was built (it is large: a move is a copy).
+        let planned = Self::plan(&rules, req);
+        let plan = match planned {
+            Ok(ref plan) => plan,
+            Err(e) => return Some(Err(e)),
+        };
+        let decided = self.store.acquire_ready(plan, self.clock.now())?;
+        self.count_decided(plan, &decided);
+        Some(decided)
     }
 
     /// The queue a `max_wait` acquire waits in: the state keys it would touch (so two requests that differ

@@ -79,20 +79,21 @@ impl Shard {
     }
 
     /// Takes the lease with this id out of its slot if `take` agrees, freeing the slot.
+    #[inline(always)]
     fn take_if(
         &mut self,
         index: usize,
         id: LeaseId,
         take: impl FnOnce(&Lease) -> bool,
     ) -> Option<Lease> {
-        let slot = self.slots.get_mut(index).filter(|s| s.id == id)?;
-        if !take(slot.lease.as_ref()?) {
+        let slot = self.slots.get_mut(index)?;
+        if slot.id != id || !slot.lease.as_ref().is_some_and(take) {
             return None;
         }
-        let lease = slot.lease.take()?;
         // Indexes fit in u32: a shard holds at most SHARD_SLOTS.
         self.free.push(index as u32);
-        Some(lease)
+        // Taken straight into the caller's place (a lease is large: each move is a copy).
+        slot.lease.take()
     }
 
     /// Indexes an expiry. Entries of released or renewed leases stay in the index until they surface, so a
@@ -383,15 +384,16 @@ impl LeaseTable {
         Some(lease)
     }
 
-    /// [`end`](Self::end), for `caller` only: a live lease owned by another identity is left as it was, and
-    /// the answer is PERMISSION_DENIED.
-    pub fn end_owned(
+    /// [`end`](Self::end), for `caller` only, handing the lease to `then` (after the shard's lock is
+    /// released; taken straight from its slot, the large lease moves once): a live lease owned by another
+    /// identity is left as it was, and the answer is PERMISSION_DENIED.
+    #[inline(always)]
+    pub fn end_owned<R>(
         &self,
         id: LeaseId,
-        caller: Option<&'static str>,
-        why: NotReleased,
-        now: Nanos,
-    ) -> Result<Option<Lease>, EngineError> {
+        (caller, why, now): (Option<&'static str>, NotReleased, Nanos),
+        then: impl FnOnce(Lease) -> R,
+    ) -> Result<Option<R>, EngineError> {
         let (shard, index) = self.locate(id);
         let mut foreign = false;
         let lease = lock(shard).take_if(index, id, |l| {
@@ -401,12 +403,13 @@ impl LeaseTable {
         if foreign {
             return Err(EngineError::not_owner(id));
         }
-        let Some(lease) = lease else { return Ok(None) };
-        self.count.fetch_sub(1, Ordering::AcqRel);
-        if why != NotReleased::AlreadyReleased {
-            self.tombstone(id, why, now);
+        if lease.is_some() {
+            self.count.fetch_sub(1, Ordering::AcqRel);
+            if why != NotReleased::AlreadyReleased {
+                self.tombstone(id, why, now);
+            }
         }
-        Ok(Some(lease))
+        Ok(lease.map(then))
     }
 
     /// Rewrites the tombstone of an ended lease.

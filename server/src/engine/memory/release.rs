@@ -13,8 +13,22 @@ use crate::{
     },
 };
 
+/// A release that found no lease to end, and why.
+fn gone(why: NotReleased) -> Released {
+    Released {
+        result: Err(why),
+        refunded: 0,
+        charged: 0,
+        breaker: BreakerState::Closed,
+        resource: None,
+        rule: None,
+        changed: None,
+    }
+}
+
 impl MemoryStore {
     /// Frees the lease's concurrency slots.
+    #[inline]
     fn free_slots(&self, lease: &Lease) {
         for level in lease.levels.iter().filter(|l| l.slot) {
             self.levels.with_existing(lease.key(level), |c| {
@@ -36,31 +50,27 @@ impl MemoryStore {
         r: &Release,
         now: Nanos,
     ) -> Result<Released, EngineError> {
-        let gone = |why| Released {
-            result: Err(why),
-            refunded: 0,
-            charged: 0,
-            breaker: BreakerState::Closed,
-            resource: None,
-            rule: None,
-            changed: None,
-        };
-        let Some(lease) =
-            self.leases
-                .end_owned(r.lease_id, r.caller, NotReleased::AlreadyReleased, now)?
-        else {
-            return Ok(gone(self.why_gone(r.lease_id)));
-        };
+        // The lease is settled where it is taken out of its slot (one move: it is large).
+        let settled = self.leases.end_owned(
+            r.lease_id,
+            (r.caller, NotReleased::AlreadyReleased, now),
+            |lease| self.settle(r, lease, now),
+        )?;
+        Ok(settled.unwrap_or_else(|| gone(self.why_gone(r.lease_id))))
+    }
+
+    /// A taken lease's release: its slots freed, its tokens settled and its outcome counted under the rule
+    /// it was granted under (an expired one is reclaimed as the sweeper would, and said so).
+    fn settle(&self, r: &Release, lease: Lease, now: Nanos) -> Released {
         if lease.expires_at <= now {
-            // Expired but not yet swept: reclaim it as the sweeper would, and say so.
             self.leases.end_as(r.lease_id, NotReleased::Expired, now);
             self.free_slots(&lease);
             self.return_probe(&lease);
-            return Ok(Released {
+            return Released {
                 rule: Some(lease.rule),
                 resource: Some(lease.resource),
                 ..gone(NotReleased::Expired)
-            });
+            };
         }
         self.free_slots(&lease);
 
@@ -105,7 +115,7 @@ impl MemoryStore {
                 Err(e) => tracing::warn!(error = %e, "release outcome not counted by the breaker"),
             }
         }
-        Ok(Released {
+        Released {
             result: Ok(()),
             refunded,
             charged,
@@ -113,7 +123,7 @@ impl MemoryStore {
             rule: Some(lease.rule),
             resource: Some(lease.resource),
             changed,
-        })
+        }
     }
 
     /// Charges the excess at every level the lease was charged at ([`policy::charge_excess`]); this

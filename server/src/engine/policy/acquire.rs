@@ -152,6 +152,7 @@ pub fn decide<S: AcquireState>(
 }
 
 /// Stores a granted lease; the grant that answers for it.
+#[inline(always)]
 fn lease<S: AcquireState>(
     store: &S,
     plan: &Plan<'_>,
@@ -181,6 +182,8 @@ fn lease<S: AcquireState>(
 
 /// A bypassed acquire: never paused, never refused by its breaker or its levels, taking no tokens; its
 /// lease takes a slot at every level with a concurrency limit and its outcome counts on the breaker.
+#[cold]
+#[inline(never)]
 fn bypassed<S: AcquireState>(
     store: &S,
     plan: &Plan<'_>,

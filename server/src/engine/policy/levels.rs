@@ -27,7 +27,7 @@ pub struct Tightest {
 
 impl Tightest {
     /// Takes one level's figures into account.
-    #[inline]
+    #[inline(always)]
     pub fn observe(&mut self, cell: &LevelCell, max_in_flight: Option<u32>, now: Nanos) {
         if let Some(l) = &cell.limit {
             let remaining = l.remaining(now);
@@ -215,6 +215,8 @@ pub fn judge(
 }
 
 /// A bypassed grant at every level: synced, a slot taken where there is a concurrency limit, no tokens.
+#[cold]
+#[inline(never)]
 fn take_slots(
     plan: &Plan<'_>,
     cells: &mut [&mut LevelCell],
