@@ -108,6 +108,34 @@ def rewatch_delay() -> float:
     return random.uniform(*REWATCH)
 
 
+class WatchFlow:
+    """One watch's loop, written once for both clients: each stream's events update what the client knows;
+    when a stream ends or breaks, what it said may be stale, so it is forgotten and the watch opens a new
+    stream after a short random delay. The sync client drives it from a thread, the asyncio one from a task."""
+
+    def __init__(self, known: "Known", resources: List[str]) -> None:
+        self.known = known
+        self.resources = resources
+        self._log = WatchLog(resources)
+
+    def seen(self, event: pb.CircuitStateEvent) -> None:
+        """One event of the stream."""
+        if event.HasField("state"):
+            self.known.update(event.state)
+
+    def ended(self, error: Optional[grpc.RpcError]) -> float:
+        """The stream ended (``error``: how it broke, if it did); returns how long to wait before watching
+        again."""
+        if error is not None:
+            self._log.broke(error)
+        self.known.forget(self.resources)
+        return rewatch_delay()
+
+    def stopped(self) -> None:
+        """The watch is over: forget what it said."""
+        self.known.forget(self.resources)
+
+
 class Known:
     """What the client knows without asking quotad. Thread-safe."""
 

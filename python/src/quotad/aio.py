@@ -35,7 +35,7 @@ from quotad import classify as cls
 from quotad._channel import ROLES, ChannelOption, Endpoint, Pem, multicallable, role_of
 from quotad._errors import QuotadError, Unavailable, from_rpc_error
 from quotad._types import CircuitStatus, Outcome, ThrottleKind, ThrottleReport, opt_time
-from quotad._local import Known, WatchLog, rewatch_delay, unreachable, watch_request
+from quotad._local import Known, WatchFlow, unreachable, watch_request
 from quotad._trace import metadata as trace_metadata
 from quotad.fallback import FAIL_CLOSED, LocalLimiters, LocalSlot, Unreachable
 from quotad.retry import RetryBudget, RetryPolicy
@@ -406,20 +406,18 @@ class AsyncWatch:
         client._watches.add(self)
 
     async def _follow(self) -> None:
-        known, notes = self._client._known, WatchLog(self.resources)
+        flow = WatchFlow(self._client._known, self.resources)
         try:
             while True:
+                error: Optional[grpc.RpcError] = None
                 try:
                     async for event in self._client._call("WatchCircuitState")(self._request):
-                        if event.HasField("state"):
-                            known.update(event.state)
+                        flow.seen(event)
                 except grpc.RpcError as e:
-                    notes.broke(e)
-                # The stream ended or broke: what it said may be stale.
-                known.forget(self.resources)
-                await asyncio.sleep(rewatch_delay())
+                    error = e
+                await asyncio.sleep(flow.ended(error))
         finally:
-            known.forget(self.resources)
+            flow.stopped()
 
     def stop(self) -> None:
         """Ends the watch and forgets what it learnt."""

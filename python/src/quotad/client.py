@@ -19,7 +19,7 @@ from quotad import _core as core
 from quotad import classify as cls
 from quotad._channel import ROLES, ChannelOption, Endpoint, Pem, multicallable, role_of
 from quotad._errors import QuotadError, Unavailable, from_rpc_error
-from quotad._local import Known, WatchLog, rewatch_delay, unreachable, watch_request
+from quotad._local import Known, WatchFlow, unreachable, watch_request
 from quotad._trace import metadata as trace_metadata
 from quotad._types import CircuitStatus, Outcome, ThrottleKind, ThrottleReport, opt_time
 from quotad.fallback import FAIL_CLOSED, LocalLimiters, LocalSlot, Unreachable
@@ -432,23 +432,21 @@ class Watch:
         self._thread.start()
 
     def _follow(self) -> None:
-        known, notes = self._client._known, WatchLog(self.resources)
+        flow = WatchFlow(self._client._known, self.resources)
         while not self._stopped.is_set():
+            error: Optional[grpc.RpcError] = None
             try:
                 with self._lock:
                     if self._stopped.is_set():
                         break
                     stream = self._stream = self._client._call("WatchCircuitState")(self._request)
                 for event in stream:
-                    if event.HasField("state"):
-                        known.update(event.state)
+                    flow.seen(event)
             except grpc.RpcError as e:
                 if not self._stopped.is_set():
-                    notes.broke(e)
-            # The stream ended or broke: what it said may be stale.
-            known.forget(self.resources)
-            self._stopped.wait(rewatch_delay())
-        known.forget(self.resources)
+                    error = e
+            self._stopped.wait(flow.ended(error))
+        flow.stopped()
 
     def stop(self) -> None:
         """Ends the watch (waits up to 5 s for its thread) and forgets what it learnt."""
