@@ -18,28 +18,28 @@
 //!   [`stores`] the one chosen by config.
 //! - [`quota`]: [`Quota`], the front door.
 
-pub mod adaptive;
-pub mod breaker;
-pub mod decision;
-pub mod error;
-pub mod glob;
-pub mod lease_id;
-pub mod level;
-pub mod memory;
-pub mod name;
-pub mod plan;
+pub(crate) mod adaptive;
+pub(crate) mod breaker;
+pub(crate) mod decision;
+pub(crate) mod error;
+pub(crate) mod glob;
+pub(crate) mod lease_id;
+pub(crate) mod level;
+pub(crate) mod memory;
+pub(crate) mod name;
+pub(crate) mod plan;
 pub mod policy;
-pub mod pressure;
-pub mod priority;
-pub mod quota;
-pub mod rate;
+pub(crate) mod pressure;
+pub(crate) mod priority;
+pub(crate) mod quota;
+pub(crate) mod rate;
 pub mod redis;
 pub mod reporters;
-pub mod request;
-pub mod rules;
-pub mod stats;
-pub mod store;
-pub mod stores;
+pub(crate) mod request;
+pub(crate) mod rules;
+pub(crate) mod stats;
+pub(crate) mod store;
+pub(crate) mod stores;
 
 pub use adaptive::{AdaptiveRate, AdaptiveSpec};
 pub use breaker::{

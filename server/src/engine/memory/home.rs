@@ -51,6 +51,7 @@ impl Homes {
     }
 
     /// The cell, once found.
+    #[cfg(test)]
     pub fn get(&self, how: Resolution) -> Option<&Shared<LevelCell>> {
         self.slot(how)?.get()
     }

@@ -291,6 +291,7 @@ impl LeaseTable {
     }
 
     /// True with no live lease.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -437,6 +438,7 @@ impl LeaseTable {
     }
 
     /// Tombstones held.
+    #[cfg(test)]
     pub fn tombstones(&self) -> usize {
         lock(&self.ended_order).len()
     }

@@ -28,7 +28,7 @@ pub mod report;
 
 pub use acquire::{AcquireState, NewLease, decide};
 pub use explain::{Explanation, LevelExplained, LevelState, LevelsRead, explain};
-pub use levels::{Denied, Judged, Taken, Tightest, judge};
+pub use levels::{Judged, Tightest, judge};
 pub use limiter::{Bucket, Limit, Limiter};
 pub use release::{Settlement, charge_excess, count_outcome, settlement};
 pub use replay::{remembered, replay, request_id_conflict};
