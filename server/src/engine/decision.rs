@@ -188,6 +188,21 @@ pub struct Released {
     pub changed: Option<Box<BreakerChanges>>,
 }
 
+impl Released {
+    /// A release that ended no lease, and why.
+    pub fn gone(why: NotReleased) -> Self {
+        Self {
+            result: Err(why),
+            refunded: 0,
+            charged: 0,
+            breaker: BreakerState::Closed,
+            resource: None,
+            rule: None,
+            changed: None,
+        }
+    }
+}
+
 /// Transitions a call made one breaker take, and that breaker's state key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BreakerChanges {

@@ -13,19 +13,6 @@ use crate::{
     },
 };
 
-/// A release that found no lease to end, and why.
-fn gone(why: NotReleased) -> Released {
-    Released {
-        result: Err(why),
-        refunded: 0,
-        charged: 0,
-        breaker: BreakerState::Closed,
-        resource: None,
-        rule: None,
-        changed: None,
-    }
-}
-
 impl MemoryStore {
     /// Frees the lease's concurrency slots.
     #[inline]
@@ -56,7 +43,7 @@ impl MemoryStore {
             (r.caller, NotReleased::AlreadyReleased, now),
             |lease| self.settle(r, lease, now),
         )?;
-        Ok(settled.unwrap_or_else(|| gone(self.why_gone(r.lease_id))))
+        Ok(settled.unwrap_or_else(|| Released::gone(self.why_gone(r.lease_id))))
     }
 
     /// A taken lease's release: its slots freed, its tokens settled and its outcome counted under the rule
@@ -69,7 +56,7 @@ impl MemoryStore {
             return Released {
                 rule: Some(lease.rule),
                 resource: Some(lease.resource),
-                ..gone(NotReleased::Expired)
+                ..Released::gone(NotReleased::Expired)
             };
         }
         self.free_slots(&lease);

@@ -509,18 +509,6 @@ fn descriptors(plan: &Plan<'_>) -> String {
     held.join("\u{1e}")
 }
 
-fn gone(why: NotReleased) -> Released {
-    Released {
-        result: Err(why),
-        refunded: 0,
-        charged: 0,
-        breaker: BreakerState::Closed,
-        resource: None,
-        rule: None,
-        changed: None,
-    }
-}
-
 fn not_released(s: &str) -> NotReleased {
     match s {
         "expired" => NotReleased::Expired,
@@ -566,7 +554,7 @@ impl Store for RedisStore {
             Some(true) => {
                 return Ok(Released {
                     result: Ok(()),
-                    ..gone(NotReleased::UnknownLease)
+                    ..Released::gone(NotReleased::UnknownLease)
                 });
             }
             Some(false) => {
@@ -599,7 +587,7 @@ impl Store for RedisStore {
         match v.int(o::status)? {
             -1 => Err(EngineError::not_owner(r.lease_id)),
             0 => {
-                let mut gone = gone(not_released(&v.text(o::reason)?));
+                let mut gone = Released::gone(not_released(&v.text(o::reason)?));
                 let res = v.text(o::resource)?;
                 if !res.is_empty() {
                     gone.rule = Some(reply::rule_name(Some(rules), &res, &v.text(o::rule)?));
