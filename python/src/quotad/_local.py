@@ -14,7 +14,8 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 import grpc
 
-from quotad._errors import Unavailable
+from quotad._errors import QuotadError, Unavailable, from_rpc_error
+from quotad.retry import RetryBudget
 from quotad.v1 import quota_pb2 as pb
 
 log = logging.getLogger("quotad")
@@ -102,6 +103,35 @@ class WatchLog:
             log.warning("quotad refused to watch %s (retrying every second or so): %s", self.resources, why)
         else:
             log.debug("circuit-state watch of %s broke; watching again: %s", self.resources, why)
+
+
+class Attempts:
+    """What one attempt's end means to a client, written once for both: a transport failure costs the
+    retry budget, quotad found unreachable is not called again for a moment (``Known``), and a success puts
+    both back."""
+
+    def __init__(self, budget: RetryBudget, known: "Known") -> None:
+        self._budget = budget
+        self._known = known
+
+    def before(self) -> None:
+        """Raises at once while quotad was found unreachable a moment ago."""
+        not_trying = self._known.not_trying()
+        if not_trying is not None:
+            raise not_trying
+
+    def failed(self, e: grpc.RpcError) -> QuotadError:
+        """The error to raise for a failed attempt."""
+        err = from_rpc_error(e)
+        if isinstance(err, Unavailable):
+            self._budget.on_failure()
+        if unreachable(e):
+            self._known.mark_down()
+        return err
+
+    def succeeded(self) -> None:
+        self._budget.on_success()
+        self._known.mark_up()
 
 
 def rewatch_delay() -> float:

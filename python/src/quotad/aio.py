@@ -33,9 +33,9 @@ import grpc
 from quotad import _core as core
 from quotad import classify as cls
 from quotad._channel import ROLES, ChannelOption, Endpoint, Pem, multicallable, role_of
-from quotad._errors import QuotadError, Unavailable, from_rpc_error
+from quotad._errors import QuotadError, Unavailable
 from quotad._types import CircuitStatus, Outcome, ThrottleKind, ThrottleReport, opt_time
-from quotad._local import Known, WatchFlow, unreachable, watch_request
+from quotad._local import Attempts, Known, WatchFlow, watch_request
 from quotad._trace import metadata as trace_metadata
 from quotad.fallback import FAIL_CLOSED, LocalLimiters, LocalSlot, Unreachable
 from quotad.retry import RetryBudget, RetryPolicy
@@ -158,6 +158,7 @@ class AsyncClient:
         self._endpoint = Endpoint.make(target, ca, cert, key, token, server_name, channel_options)
         self._local = LocalLimiters()
         self._known = Known()
+        self._attempts = Attempts(self._s.budget, self._known)
         self._counters = core.Counters()
         self._channels: Dict[str, grpc.aio.Channel] = {}
         self._calls: Dict[str, Any] = {}
@@ -174,22 +175,14 @@ class AsyncClient:
         return found
 
     async def _once(self, method: str, request: Any, timeout: Optional[float] = None) -> Any:
-        not_trying = self._known.not_trying()
-        if not_trying is not None:
-            raise not_trying
+        self._attempts.before()
         try:
             r = await self._call(method)(
                 request, timeout=timeout or self._s.call_timeout, metadata=trace_metadata()
             )
         except grpc.RpcError as e:
-            err = from_rpc_error(e)
-            if isinstance(err, Unavailable):
-                self._s.budget.on_failure()
-            if unreachable(e):
-                self._known.mark_down()
-            raise err from None
-        self._s.budget.on_success()
-        self._known.mark_up()
+            raise self._attempts.failed(e) from None
+        self._attempts.succeeded()
         return r
 
     async def _drive(self, flow: "core.Flow[T]") -> T:

@@ -18,8 +18,8 @@ import grpc
 from quotad import _core as core
 from quotad import classify as cls
 from quotad._channel import ROLES, ChannelOption, Endpoint, Pem, multicallable, role_of
-from quotad._errors import QuotadError, Unavailable, from_rpc_error
-from quotad._local import Known, WatchFlow, unreachable, watch_request
+from quotad._errors import QuotadError, Unavailable
+from quotad._local import Attempts, Known, WatchFlow, watch_request
 from quotad._trace import metadata as trace_metadata
 from quotad._types import CircuitStatus, Outcome, ThrottleKind, ThrottleReport, opt_time
 from quotad.fallback import FAIL_CLOSED, LocalLimiters, LocalSlot, Unreachable
@@ -136,6 +136,7 @@ class Client:
         self._endpoint = Endpoint.make(target, ca, cert, key, token, server_name, channel_options)
         self._local = LocalLimiters()
         self._known = Known()
+        self._attempts = Attempts(self._s.budget, self._known)
         self._counters = core.Counters()
         self._lock = threading.Lock()
         self._pid = -1
@@ -162,22 +163,14 @@ class Client:
     def _once(self, method: str, request: Any, timeout: Optional[float] = None) -> Any:
         """One attempt, bounded by the call timeout, counted by the retry budget. While quotad was found
         unreachable a moment ago, fails at once without calling (see quotad._local)."""
-        not_trying = self._known.not_trying()
-        if not_trying is not None:
-            raise not_trying
+        self._attempts.before()
         try:
             r = self._call(method)(
                 request, timeout=timeout or self._s.call_timeout, metadata=trace_metadata()
             )
         except grpc.RpcError as e:
-            err = from_rpc_error(e)
-            if isinstance(err, Unavailable):
-                self._s.budget.on_failure()
-            if unreachable(e):
-                self._known.mark_down()
-            raise err from None
-        self._s.budget.on_success()
-        self._known.mark_up()
+            raise self._attempts.failed(e) from None
+        self._attempts.succeeded()
         return r
 
     def _drive(self, flow: "core.Flow[T]") -> T:
