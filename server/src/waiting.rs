@@ -277,32 +277,30 @@ mod tests {
         assert!(waiting.lines.is_empty(), "queues are dropped when idle");
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn waiters_are_served_highest_class_first_and_fifo_within_a_class() {
-        let q = quota(
-            "[[resources]]\nname = \"r\"\nrate = { limit = 10, period = \"1s\", burst = 1 }\n\
-             priority = { classes = [\"critical\", \"normal\", \"batch\"], default = \"normal\" }",
-        );
+    /// Waiters of `classes` (each with its own `max_wait`), arriving in that order once the bucket of a
+    /// rule with those classes is empty: (arrival, class, granted, when answered), in answer order.
+    async fn waiters(
+        classes: &str,
+        arrivals: &[(&'static str, u64)],
+    ) -> Vec<(usize, &'static str, bool, Duration)> {
+        let q = quota(&format!(
+            "[[resources]]\nname = \"r\"\nrate = {{ limit = 10, period = \"1s\", burst = 1 }}\n\
+             priority = {{ {classes} }}"
+        ));
         let waiting = Arc::new(Waiting::default());
-        assert!(
-            waiting
-                .acquire(&q, &req(Duration::ZERO))
-                .await
-                .unwrap()
-                .granted()
-        );
+        let first = waiting.acquire(&q, &req(Duration::ZERO)).await.unwrap();
+        assert!(first.granted());
         let start = Instant::now();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        // Arrivals, lowest class first: the batch waiter takes the turn, then every higher one outranks it.
-        let arrivals = ["batch", "batch", "normal", "critical", "normal", "critical"];
-        for (i, class) in arrivals.into_iter().enumerate() {
+        for (i, &(class, wait_ms)) in arrivals.iter().enumerate() {
             let (q, w, tx) = (q.clone(), waiting.clone(), tx.clone());
             tokio::spawn(async move {
-                let mut r = req(Duration::from_secs(10));
+                let mut r = req(Duration::from_millis(wait_ms));
                 r.priority = Some(class.to_owned());
                 let d = w.acquire(&q, &r).await.unwrap();
                 tx.send((i, class, d.granted(), start.elapsed())).unwrap();
             });
+            // Let each waiter take its place in the line before the next arrives.
             tokio::task::yield_now().await;
         }
         drop(tx);
@@ -310,61 +308,49 @@ mod tests {
         while let Some(x) = rx.recv().await {
             got.push(x);
         }
+        assert!(waiting.lines.is_empty(), "lines are dropped when idle");
+        got
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiters_are_served_highest_class_first_and_fifo_within_a_class() {
+        // Arrivals, lowest class first: the batch waiter takes the turn, then every higher one outranks it.
+        let arrivals =
+            ["batch", "batch", "normal", "critical", "normal", "critical"].map(|c| (c, 10_000));
+        let classes = "classes = [\"critical\", \"normal\", \"batch\"], default = \"normal\"";
+        let got = waiters(classes, &arrivals).await;
         let order: Vec<_> = got.iter().map(|(i, class, ..)| (*i, *class)).collect();
-        assert_eq!(
-            order,
-            vec![
-                (3, "critical"),
-                (5, "critical"),
-                (2, "normal"),
-                (4, "normal"),
-                (0, "batch"),
-                (1, "batch")
-            ]
-        );
+        let expected = [
+            (3, "critical"),
+            (5, "critical"),
+            (2, "normal"),
+            (4, "normal"),
+            (0, "batch"),
+            (1, "batch"),
+        ];
+        assert_eq!(order, expected);
         assert!(got.iter().all(|(_, _, granted, _)| *granted));
         let times: Vec<_> = got.iter().map(|(.., t)| t.as_millis()).collect();
         assert_eq!(
             times,
-            vec![100, 200, 300, 400, 500, 600],
+            [100, 200, 300, 400, 500, 600],
             "one per refill, none lost"
         );
-        assert!(waiting.lines.is_empty(), "queues are dropped when idle");
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_waiter_out_of_time_leaves_the_line_to_the_next() {
-        let q = quota(
-            "[[resources]]\nname = \"r\"\nrate = { limit = 10, period = \"1s\", burst = 1 }\n\
-             priority = { classes = [\"high\", \"low\"] }",
-        );
-        let waiting = Arc::new(Waiting::default());
-        assert!(
-            waiting
-                .acquire(&q, &req(Duration::ZERO))
-                .await
-                .unwrap()
-                .granted()
-        );
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         // A high waiter with 50 ms can never get the token at 100 ms; the low one behind it can.
-        for (class, wait) in [("high", 50), ("low", 1000)] {
-            let (q, w, tx) = (q.clone(), waiting.clone(), tx.clone());
-            tokio::spawn(async move {
-                let mut r = req(Duration::from_millis(wait));
-                r.priority = Some(class.to_owned());
-                let d = w.acquire(&q, &r).await.unwrap();
-                tx.send((class, d.granted())).unwrap();
-            });
-            tokio::task::yield_now().await;
-        }
-        drop(tx);
-        let mut got = Vec::new();
-        while let Some(x) = rx.recv().await {
-            got.push(x);
-        }
-        assert_eq!(got, vec![("high", false), ("low", true)]);
-        assert!(waiting.lines.is_empty());
+        let got = waiters(
+            "classes = [\"high\", \"low\"]",
+            &[("high", 50), ("low", 1000)],
+        )
+        .await;
+        let answers: Vec<_> = got
+            .iter()
+            .map(|(_, class, granted, _)| (*class, *granted))
+            .collect();
+        assert_eq!(answers, [("high", false), ("low", true)]);
     }
 
     #[tokio::test(start_paused = true)]
