@@ -409,6 +409,33 @@ async fn a_bypass_identity_is_granted_counted_and_others_are_limited() {
         .into_inner();
     let limits = listed.resources[0].limits.clone().unwrap();
     assert_eq!(limits.bypassed, ["tenant=internal"]);
+    // Explain as an identity: its bypass; an unknown name is refused, naming the field.
+    let explain = |identity: &str| pb::ExplainRequest {
+        resource: "voice".into(),
+        descriptors: [("tenant".to_owned(), "acme".to_owned())].into(),
+        identity: identity.into(),
+        ..Default::default()
+    };
+    let e = admin
+        .explain(explain("internal"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(e.would_grant, "{e:?}");
+    assert_eq!(e.bypassed_by, "identity 'internal'");
+    let e = admin
+        .explain(explain("worker-a"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!e.would_grant && e.bypassed_by.is_empty(), "{e:?}");
+    let refused = admin.explain(explain("nobody")).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(
+        refused.message().starts_with("identity: 'nobody'"),
+        "{}",
+        refused.message()
+    );
 }
 
 /// `bypass` is for workers only: an admin-only identity with it is refused at start-up, naming the key.

@@ -361,8 +361,10 @@ impl Quotad {
         let quota_auth = AuthLayer::new(self.auth.clone(), Service::Quota, self.metrics.clone());
         let admin_service = AuthLayer::new(self.auth.clone(), Service::Admin, self.metrics.clone())
             .around(
-                QuotaAdminServer::new(AdminGrpc::new(self.quota.clone(), reload))
-                    .max_decoding_message_size(settings.max_request_bytes),
+                QuotaAdminServer::new(
+                    AdminGrpc::new(self.quota.clone(), reload).with_auth(self.auth.clone()),
+                )
+                .max_decoding_message_size(settings.max_request_bytes),
             );
         let routes = Routes::new(quota_auth.around(quota.clone()))
             .add_service(admin_service)

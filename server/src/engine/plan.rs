@@ -174,10 +174,10 @@ impl<'a> Plan<'a> {
         }
     }
 
-    /// What bypassed the limits, named for answers and Explain: `identity` or the level's label.
+    /// What bypassed the limits, named for answers and Explain: `identity 'ops'` or the level's label.
     pub fn bypassed_by(&self) -> Option<String> {
         self.bypass.map(|b| match b {
-            Bypass::Identity => "identity".to_owned(),
+            Bypass::Identity => format!("identity '{}'", self.owner.unwrap_or_default()),
             Bypass::Level(i) => self.denied_by(i as usize, false),
         })
     }

@@ -21,6 +21,8 @@ pub type Reloader = Arc<dyn Fn() -> Result<u64, ConfigError> + Send + Sync>;
 pub struct AdminGrpc<S: Store> {
     quota: Arc<Quota<S>>,
     reload: Reloader,
+    /// The identities in force (Explain may ask as one of them).
+    auth: Option<Arc<crate::auth::Authenticator>>,
 }
 
 impl<S: Store> std::fmt::Debug for AdminGrpc<S> {
@@ -32,7 +34,39 @@ impl<S: Store> std::fmt::Debug for AdminGrpc<S> {
 impl<S: Store> AdminGrpc<S> {
     /// Serves admin operations on `quota`; `reload` backs ReloadConfig.
     pub fn new(quota: Arc<Quota<S>>, reload: Reloader) -> Self {
-        Self { quota, reload }
+        Self {
+            quota,
+            reload,
+            auth: None,
+        }
+    }
+
+    /// Lets Explain ask as one of `auth`'s identities (its tenant binding and bypass).
+    pub fn with_auth(mut self, auth: Arc<crate::auth::Authenticator>) -> Self {
+        self.auth = Some(auth);
+        self
+    }
+
+    /// `req` as the configured identity `name` would send it: its tenant bound, its bypass, its ownership.
+    fn as_identity(&self, name: &str, req: &mut crate::engine::Acquire) -> Result<(), Status> {
+        let settings = self.auth.as_ref().map(|a| a.settings()).unwrap_or_default();
+        let Some(id) = settings.identities.iter().find(|i| i.name == name) else {
+            return Err(Status::invalid_argument(format!(
+                "identity: '{name}' is not a configured identity"
+            )));
+        };
+        let caller = crate::auth::Caller {
+            identity: Some(id.name),
+            tenant: id.tenant.clone(),
+            tenant_descriptor: settings.tenant_descriptor.clone(),
+            bypass: id.bypass,
+        };
+        caller
+            .bind_tenant(&mut req.descriptors)
+            .map_err(Status::invalid_argument)?;
+        req.owner = caller.identity;
+        req.bypass = caller.bypass;
+        Ok(())
     }
 }
 
@@ -174,13 +208,16 @@ impl<S: Store> QuotaAdmin for AdminGrpc<S> {
         request: Request<pb::ExplainRequest>,
     ) -> Result<Response<pb::ExplainResponse>, Status> {
         let r = request.into_inner();
-        let req = crate::engine::Acquire::try_from(pb::AcquireRequest {
+        let mut req = crate::engine::Acquire::try_from(pb::AcquireRequest {
             resource: r.resource,
             descriptors: r.descriptors,
             permits: r.permits,
             priority: r.priority,
             ..Default::default()
         })?;
+        if !r.identity.is_empty() {
+            self.as_identity(&r.identity, &mut req)?;
+        }
         let e = self.quota.explain(&req).await?;
         let clock = self.quota.clock();
         Ok(Response::new(convert::explain_out(

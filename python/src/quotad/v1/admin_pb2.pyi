@@ -240,7 +240,7 @@ class ReloadConfigResponse(_message.Message):
     def __init__(self, config_version: _Optional[int] = ..., resources: _Optional[int] = ...) -> None: ...
 
 class ExplainRequest(_message.Message):
-    __slots__ = ("resource", "descriptors", "permits", "priority")
+    __slots__ = ("resource", "descriptors", "permits", "priority", "identity")
     class DescriptorsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -252,11 +252,13 @@ class ExplainRequest(_message.Message):
     DESCRIPTORS_FIELD_NUMBER: _ClassVar[int]
     PERMITS_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
     resource: str
     descriptors: _containers.ScalarMap[str, str]
     permits: int
     priority: str
-    def __init__(self, resource: _Optional[str] = ..., descriptors: _Optional[_Mapping[str, str]] = ..., permits: _Optional[int] = ..., priority: _Optional[str] = ...) -> None: ...
+    identity: str
+    def __init__(self, resource: _Optional[str] = ..., descriptors: _Optional[_Mapping[str, str]] = ..., permits: _Optional[int] = ..., priority: _Optional[str] = ..., identity: _Optional[str] = ...) -> None: ...
 
 class LevelExplanation(_message.Message):
     __slots__ = ("level", "has_rate", "tokens_available", "burst", "rate_per_second", "in_flight", "max_in_flight", "decision", "retry_after", "algorithm", "shadow", "overridden", "reserved_tokens", "reserved_in_flight")

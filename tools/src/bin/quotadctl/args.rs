@@ -63,6 +63,9 @@ pub enum Command {
         /// The priority class to ask as (default: the resource's default class).
         #[arg(long, default_value = "")]
         priority: String,
+        /// Explain as this configured identity (its tenant binding and bypass).
+        #[arg(long, default_value = "")]
+        identity: String,
     },
     /// A live table of the resources, refreshed every --every (Ctrl-C to stop).
     Watch {

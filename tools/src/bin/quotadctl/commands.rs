@@ -376,7 +376,7 @@ fn explain_json(e: &pb::ExplainResponse) -> Value {
 pub async fn explain_acquire(
     c: &mut Conn,
     t: &Target,
-    (permits, priority): (u64, &str),
+    (permits, priority, identity): (u64, &str, &str),
     json_out: bool,
 ) -> Out {
     let req = pb::ExplainRequest {
@@ -384,6 +384,7 @@ pub async fn explain_acquire(
         descriptors: descriptors(t),
         permits,
         priority: priority.to_owned(),
+        identity: identity.to_owned(),
     };
     let e = c
         .admin

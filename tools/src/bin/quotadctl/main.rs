@@ -95,8 +95,9 @@ fn remote(cli: &Cli) -> Result<(), Failure> {
                 target,
                 permits,
                 priority,
+                identity,
             } => {
-                let ask = (*permits, priority.as_str());
+                let ask = (*permits, priority.as_str(), identity.as_str());
                 commands::explain_acquire(&mut c, target, ask, cli.json).await
             }
             Command::Config(_) | Command::Completions { .. } => Ok(()),
