@@ -1705,12 +1705,29 @@ fn redis_a_resource_lease_count_outlives_its_leases() {
         keys
     };
     let ttl = || -> u64 { redis().cli(&["PTTL", &key()]).parse().unwrap() };
-    assert!(h.acquire("count-ttl", &[], 1).granted());
+    let kept = || redis().cli(&["HGET", &key(), "kept"]);
+    let first = h.acquire("count-ttl", &[], 1);
+    assert!(first.granted());
     assert!(
         ttl() > 39 * 3_600_000,
         "kept past the lease's hold: {} ms",
         ttl()
     );
+    // An hour later the TTL still covers the next lease: it is not pushed again (one PEXPIRE a day).
+    let pushed = kept();
+    h.advance(Duration::from_secs(3600));
+    let second = h.acquire("count-ttl", &[], 1);
+    assert!(second.granted());
+    assert_eq!(kept(), pushed, "not pushed again within the day");
+    for d in [&first, &second] {
+        h.release(lease(d), Outcome::Success, None);
+    }
+    assert_eq!(
+        redis().cli(&["KEYS", "*}R9:count-ttl"]).trim(),
+        "",
+        "with no lease live the count hash goes"
+    );
+    assert!(h.acquire("count-ttl", &[], 1).granted());
     // 39 hours later (Redis told so by cutting the TTL to what would be left), the lease still live:
     // the next Acquire extends the hash again, so the count is still there when the second lease ends.
     h.advance(Duration::from_secs(39 * 3600));

@@ -236,6 +236,7 @@ pub mod stored {
         ("paused_until", "pu"),
         ("leases", "n"),
         ("quiet", "qw"),
+        ("kept", "kp"),
     ];
     /// The prefix of a reporter's field in a pressure hash (readable, then earlier).
     pub const REPORTER: (&str, &str) = ("reporter:", "q:");

@@ -175,7 +175,7 @@ local function pressure_load(key)
   local h, found = hgetall(key)
   local p = { key = key, found = found, fa = tonumber(h.factor or '1'), ld = rel(h.last_decrease),
               ls = rel(h.last_step) or -FAR, pu = rel(h.paused_until) or -FAR, n = tonumber(h.leases or '0'),
-              qw = tonumber(h.quiet or '0'), rep = {}, dirty = false }
+              qw = tonumber(h.quiet or '0'), kept = tonumber(h.kept or '0'), rep = {}, dirty = false }
   -- Reporters (this layout's prefix wins where both layouts hold one).
   local wlen, olen = #REPORTER_W, #REPORTER_O
   for k, v in pairs(h) do
@@ -269,27 +269,38 @@ local function return_probe(l)
 end
 
 -- Counts a resource's live leases (what listings show), in its pressure hash, which must outlive them: an
--- Acquire (`found`: the hash existed when this call loaded it) keeps it a day past the grant, or past the
--- lease's hold if longer. (A TTL given only when the hash is made lost the count of a resource whose leases
--- stayed live for over a day; one PEXPIRE per Acquire costs less than reading back when it was last given.)
+-- Acquire keeps it a day past the grant, or past the lease's hold if longer. The hash records how far its TTL
+-- was last pushed (`kept`, ms since the epoch; the Acquire read it with the rest of the hash), and the TTL is
+-- pushed a day further only when that no longer covers a day from now: a PEXPIRE costs Redis as much as the
+-- rest of a grant's writes to this hash, so it is paid once a day, not once a grant. (`p`: the hash as this
+-- call loaded it; nil for a release, which only counts down.)
 local DAY_MS = 86400000
 
-local function count_lease(rkey, delta, found, hold_ms)
+local function count_lease(rkey, delta, p, hold_ms)
+  local F = PRESSURE_F
   if delta > 0 then
-    local ms = math.ceil(math.max(DAY_MS, hold_ms))
-    if found then
-      redis.call('HINCRBY', rkey, PRESSURE_F.leases, delta)
+    local need = NOW_MS + math.max(DAY_MS, hold_ms)
+    if p.found and p.kept >= need then
+      redis.call('HINCRBY', rkey, F.leases, delta)
+      return
+    end
+    local kept = math.ceil(need + DAY_MS)
+    local ms = kept - NOW_MS
+    if p.found then
+      redis.call('HINCRBY', rkey, F.leases, delta)
+      redis.call('HSET', rkey, F.kept, string.format('%d', kept))
       redis.call('PEXPIRE', rkey, ms, 'GT')
     else
-      redis.call('HSET', rkey, PRESSURE_F.leases, delta)
+      redis.call('HSET', rkey, F.leases, delta, F.kept, string.format('%d', kept))
       redis.call('PEXPIRE', rkey, ms)
     end
     return
   end
-  if redis.call('HINCRBY', rkey, PRESSURE_F.leases, delta) <= 0 then
-    -- Nothing live: a hash that held only the count goes.
+  if redis.call('HINCRBY', rkey, F.leases, delta) <= 0 then
+    -- Nothing live: a hash that held only the count (and how far its TTL went) goes.
+    redis.call('HDEL', rkey, F.kept)
     if redis.call('HLEN', rkey) == 1 then redis.call('DEL', rkey); return end
-    redis.call('HSET', rkey, PRESSURE_F.leases, 0)
+    redis.call('HSET', rkey, F.leases, 0)
   end
 end
 

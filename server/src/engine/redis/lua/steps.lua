@@ -46,7 +46,12 @@ OPS.acq = function()
                           bypassed = s[12] })
     end
   end
-  reclaim_expired(8)
+  -- Expired leases are reclaimed here only where one could be holding what this acquire needs: a slot at
+  -- one of its levels, or its breaker's half-open probe (each reclaim costs Redis a call; the sweep takes the
+  -- rest on its cadence).
+  local needs_reclaim = bspec ~= nil
+  for _, lv in ipairs(levels) do if lv.max then needs_reclaim = true end end
+  if needs_reclaim then reclaim_expired(8) end
 
   local p = pressure_load(rkey)
   local factor = pressure_factor(p, adaptive)
@@ -133,7 +138,7 @@ OPS.acq = function()
     -- (It keeps the hash a day while leases are live; a longer lease needs longer.)
     if hold_ms > DAY_MS then keep(rkey, hold_ms) end
   else
-    count_lease(rkey, 1, p.found, hold_ms)
+    count_lease(rkey, 1, p, hold_ms)
   end
 
   local expires = abs(ttl)
