@@ -22,7 +22,7 @@ pub(crate) mod adaptive;
 pub(crate) mod breaker;
 pub(crate) mod decision;
 pub(crate) mod error;
-pub(crate) mod glob;
+pub mod glob;
 pub(crate) mod lease_id;
 pub(crate) mod level;
 pub(crate) mod memory;

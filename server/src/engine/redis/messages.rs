@@ -1,6 +1,9 @@
-//! The acquire step's arguments and reply as typed values: [`AcquireArgs`] writes itself into a call by the
-//! names [`protocol`](super::protocol) declares, and [`AcquireReply`] reads the step's answer by them. A field
-//! added to the step is a field here and a name there; the compiler finds every place that must set or read it.
+//! The steps' arguments and replies as typed values: [`AcquireArgs`], [`ReleaseArgs`] and [`RenewArgs`] write
+//! themselves into a call by the names [`protocol`](super::protocol) declares, and [`AcquireReply`],
+//! [`ReleaseReply`] and [`RenewReply`] read the step's answer by them (the levels step's answer is
+//! [`levels_read`]). A field added to a step is a field here and a name there; the compiler finds every place
+//! that must set or read it. (The report, circuit and housekeeping steps are set and read by name in
+//! `store.rs`, each in one place.)
 
 use ::redis::Value;
 
@@ -12,7 +15,7 @@ use super::{
 use crate::{
     clock::Nanos,
     engine::{
-        EngineError, LeaseId, LevelsRead, Reserve, Transition,
+        EngineError, LeaseId, LevelsRead, Outcome, Reserve, Transition,
         level::LevelCell,
         policy::{Bucket, Limit, limiter::FixedWindow, limiter::SlidingWindow},
         rate::Algorithm,
@@ -215,6 +218,152 @@ impl AcquireReply {
             transitions,
             shadow: r.uint(o::shadow).ok().and_then(|i| usize::try_from(i).ok()),
             bypassed: r.int(o::bypassed).is_ok_and(|x| x == 1),
+        })
+    }
+}
+
+/// A release step's arguments (the lease's key is set by the caller).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleaseArgs<'a> {
+    /// The lease.
+    pub lease: LeaseId,
+    /// How the call under it ended.
+    pub outcome: Outcome,
+    /// The permits actually used (settlement), if given.
+    pub used: Option<u64>,
+    /// The identity releasing (the lease's owner may; empty without auth).
+    pub caller: &'a str,
+}
+
+impl ReleaseArgs<'_> {
+    /// Sets every argument of `call` (a release step's) by name.
+    pub fn write(&self, call: &mut Call) {
+        use arg::rel as a;
+        let outcome = match self.outcome {
+            Outcome::Success => "s",
+            Outcome::Failure => "f",
+            Outcome::Throttled => "t",
+            Outcome::Unknown => "u",
+        };
+        call.set(a::lease, self.lease.to_string())
+            .set(a::outcome, outcome)
+            .set(
+                a::used,
+                self.used.map_or_else(String::new, |u| u.to_string()),
+            )
+            .set(a::caller, self.caller);
+    }
+}
+
+/// A release step's answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReleaseReply {
+    /// Released: what settlement refunded and charged, the breaker after the outcome counted (its key as
+    /// stored, and what it did), and the lease's resource and rule.
+    Released {
+        /// Tokens given back.
+        refunded: u64,
+        /// Tokens charged beyond those acquired.
+        charged: u64,
+        /// The breaker's state name.
+        state: String,
+        /// The breaker's stored key, when the outcome moved it.
+        breaker: Option<String>,
+        /// What the outcome did to the breaker.
+        transitions: Vec<Transition>,
+        /// The lease's resource and rule.
+        resource: String,
+        /// See `resource`.
+        rule: String,
+    },
+    /// Not released (`reason`: already_released, expired, unknown_lease), with the lease's resource and
+    /// rule where the store still knew them (empty otherwise).
+    Gone {
+        /// See the variant.
+        reason: String,
+        /// See the variant.
+        resource: String,
+        /// See the variant.
+        rule: String,
+    },
+    /// Another identity's lease: refused, nothing changed.
+    NotOwner,
+}
+
+impl ReleaseReply {
+    /// Reads the step's answer by name.
+    pub fn read(v: Value) -> Result<Self, EngineError> {
+        use out::rel as o;
+        let r = Reply::new(v)?;
+        Ok(match r.int(o::status)? {
+            -1 => Self::NotOwner,
+            0 => Self::Gone {
+                reason: r.text(o::reason)?,
+                resource: r.text(o::resource)?,
+                rule: r.text(o::rule)?,
+            },
+            _ => Self::Released {
+                refunded: r.uint(o::refunded)?,
+                charged: r.uint(o::charged)?,
+                state: r.text(o::state)?,
+                breaker: r.text(o::breaker).ok().filter(|b| !b.is_empty()),
+                transitions: reply::transitions(r.get(o::transitions)),
+                resource: r.text(o::resource)?,
+                rule: r.text(o::rule)?,
+            },
+        })
+    }
+}
+
+/// A renew step's arguments (the lease's key is set by the caller).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenewArgs<'a> {
+    /// The lease.
+    pub lease: LeaseId,
+    /// The TTL asked for, ns (`None`: the lease's default).
+    pub ttl: Option<Nanos>,
+    /// The identity renewing.
+    pub caller: &'a str,
+}
+
+impl RenewArgs<'_> {
+    /// Sets every argument of `call` (a renew step's) by name.
+    pub fn write(&self, call: &mut Call) {
+        use arg::ren as a;
+        call.set(a::lease, self.lease.to_string())
+            .set(a::ttl, self.ttl.map_or_else(String::new, |t| t.to_string()))
+            .set(a::caller, self.caller);
+    }
+}
+
+/// A renew step's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RenewReply {
+    /// Renewed: the new expiry (absent: an unreadable instant) and the TTL granted, ns.
+    Renewed {
+        /// See the variant.
+        expires: Option<Nanos>,
+        /// See the variant.
+        ttl: Nanos,
+    },
+    /// Not renewed (`reason`: already_released, expired, unknown_lease).
+    Gone(String),
+    /// Another identity's lease: refused, nothing changed.
+    NotOwner,
+}
+
+impl RenewReply {
+    /// Reads the step's answer by name.
+    pub fn read(v: Value) -> Result<Self, EngineError> {
+        use out::ren as o;
+        let r = Reply::new(v)?;
+        Ok(match r.int(o::status)? {
+            -1 => Self::NotOwner,
+            0 => Self::Gone(r.text(o::reason)?),
+            _ => Self::Renewed {
+                expires: r.instant(o::expires)?,
+                ttl: r.uint(o::ttl)?,
+            },
         })
     }
 }

@@ -10,16 +10,18 @@ use super::{
     reply::{self, int, items, text, uint},
 };
 use super::{
-    messages::{AcquireArgs, AcquireReply, LevelArgs},
+    messages::{
+        AcquireArgs, AcquireReply, LevelArgs, ReleaseArgs, ReleaseReply, RenewArgs, RenewReply,
+    },
     protocol::{Fields, Reply, arg, key, out},
 };
 use crate::{
     clock::{Nanos, nanos},
     engine::{
         BreakerChanges, BreakerRef, BreakerSnapshot, BreakerState, CircuitView, Decision, Denial,
-        EngineError, Expired, Grant, LeaseId, LeaseQuery, LeaseView, LevelsRead, NotReleased,
-        Outcome, Plan, Pressure, Release, Released, Renew, Renewed, ReportPlan, Reported, Reserve,
-        ResourceUsage, Rule, Rules, Store, StoreUsage, Sweep, ThrottleKind, UsageQuery, Verdict,
+        EngineError, Expired, Grant, LeaseId, LeaseQuery, LeaseView, LevelsRead, NotReleased, Plan,
+        Pressure, Release, Released, Renew, Renewed, ReportPlan, Reported, Reserve, ResourceUsage,
+        Rule, Rules, Store, StoreUsage, Sweep, ThrottleKind, UsageQuery, Verdict,
     },
 };
 
@@ -568,54 +570,58 @@ impl Store for RedisStore {
         }
         let shard = shard_of_lease(r.lease_id);
         let mut inv = self.invocation(arg::rel::FIELDS, Some(key::rel::FIELDS), now, shard);
-        let outcome = match r.outcome {
-            Outcome::Success => "s",
-            Outcome::Failure => "f",
-            Outcome::Throttled => "t",
-            Outcome::Unknown => "u",
+        inv.set_key(key::rel::lease, self.keys.lease(r.lease_id));
+        ReleaseArgs {
+            lease: r.lease_id,
+            outcome: r.outcome,
+            used: r.used_permits,
+            caller: r.caller.unwrap_or(""),
+        }
+        .write(&mut inv);
+        let names = |resource: &str, rule: &str| {
+            let rule = reply::rule_name(Some(rules), resource, rule);
+            (Some(reply::name(Some(rules), resource)), Some(rule))
         };
-        inv.set_key(key::rel::lease, self.keys.lease(r.lease_id))
-            .set(arg::rel::lease, r.lease_id.to_string())
-            .set(arg::rel::outcome, outcome)
-            .set(
-                arg::rel::used,
-                r.used_permits.map_or_else(String::new, |u| u.to_string()),
-            )
-            .set(arg::rel::caller, r.caller.unwrap_or(""));
-        let v = Reply::new(self.call(&inv).await?)?;
-        use out::rel as o;
-        match v.int(o::status)? {
-            -1 => Err(EngineError::not_owner(r.lease_id)),
-            0 => {
-                let mut gone = Released::gone(not_released(&v.text(o::reason)?));
-                let res = v.text(o::resource)?;
-                if !res.is_empty() {
-                    gone.rule = Some(reply::rule_name(Some(rules), &res, &v.text(o::rule)?));
-                    gone.resource = Some(reply::name(Some(rules), &res));
+        match ReleaseReply::read(self.call(&inv).await?)? {
+            ReleaseReply::NotOwner => Err(EngineError::not_owner(r.lease_id)),
+            ReleaseReply::Gone {
+                reason,
+                resource,
+                rule,
+            } => {
+                let mut gone = Released::gone(not_released(&reason));
+                if !resource.is_empty() {
+                    (gone.resource, gone.rule) = names(&resource, &rule);
                 }
                 Ok(gone)
             }
-            _ => {
-                let res = v.text(o::resource)?;
-                let rule = reply::rule_name(Some(rules), &res, &v.text(o::rule)?);
-                let transitions = reply::transitions(v.get(o::transitions));
+            ReleaseReply::Released {
+                refunded,
+                charged,
+                state,
+                breaker,
+                transitions,
+                resource,
+                rule,
+            } => {
+                let (named, rule) = names(&resource, &rule);
+                // Named by the breaker's engine key (a partition's, when partitioned), as the in-memory store
+                // names it.
+                let changed = (!transitions.is_empty()).then(|| {
+                    let key = breaker.as_deref().and_then(|k| self.keys.breaker_of(k));
+                    Box::new(BreakerChanges {
+                        key: key.unwrap_or(resource).into(),
+                        transitions,
+                    })
+                });
                 Ok(Released {
                     result: Ok(()),
-                    refunded: v.uint(o::refunded)?,
-                    charged: v.uint(o::charged)?,
-                    breaker: reply::state(&v.text(o::state)?),
-                    resource: Some(reply::name(Some(rules), &res)),
-                    rule: Some(rule),
-                    // Named by the breaker's engine key (a partition's, when partitioned), as the
-                    // in-memory store names it.
-                    changed: (!transitions.is_empty()).then(|| {
-                        let key = v.text(o::breaker).ok();
-                        let key = key.as_deref().and_then(|k| self.keys.breaker_of(k));
-                        Box::new(BreakerChanges {
-                            key: key.unwrap_or(res).into(),
-                            transitions,
-                        })
-                    }),
+                    refunded,
+                    charged,
+                    breaker: reply::state(&state),
+                    resource: named,
+                    rule,
+                    changed,
                 })
             }
         }
@@ -636,19 +642,16 @@ impl Store for RedisStore {
         }
         let (args, keys) = (arg::ren::FIELDS, Some(key::ren::FIELDS));
         let mut inv = self.invocation(args, keys, now, shard_of_lease(id));
-        inv.set_key(key::ren::lease, self.keys.lease(id))
-            .set(arg::ren::lease, id.to_string())
-            .set(
-                arg::ren::ttl,
-                renew
-                    .lease_ttl
-                    .map_or_else(String::new, |t| nanos(t).to_string()),
-            )
-            .set(arg::ren::caller, renew.caller.unwrap_or(""));
-        let v = Reply::new(self.call(&inv).await?)?;
-        match v.int(out::ren::status)? {
-            -1 => Err(EngineError::not_owner(id)),
-            0 => Err(match not_released(&v.text(out::ren::reason)?) {
+        inv.set_key(key::ren::lease, self.keys.lease(id));
+        RenewArgs {
+            lease: id,
+            ttl: renew.lease_ttl.map(nanos),
+            caller: renew.caller.unwrap_or(""),
+        }
+        .write(&mut inv);
+        match RenewReply::read(self.call(&inv).await?)? {
+            RenewReply::NotOwner => Err(EngineError::not_owner(id)),
+            RenewReply::Gone(reason) => Err(match not_released(&reason) {
                 NotReleased::UnknownLease => EngineError::UnknownLease(id.to_string()),
                 why => EngineError::FailedPrecondition(format!(
                     "lease_id: lease {id} can no longer be renewed ({}); acquire a new one",
@@ -659,9 +662,9 @@ impl Store for RedisStore {
                     }
                 )),
             }),
-            _ => Ok(Renewed {
-                expires_at: v.instant(out::ren::expires)?.unwrap_or(now),
-                ttl: Duration::from_nanos(v.uint(out::ren::ttl)?),
+            RenewReply::Renewed { expires, ttl } => Ok(Renewed {
+                expires_at: expires.unwrap_or(now),
+                ttl: Duration::from_nanos(ttl),
             }),
         }
     }
