@@ -51,8 +51,14 @@ impl<S: Store> AdminGrpc<S> {
     fn as_identity(&self, name: &str, req: &mut crate::engine::Acquire) -> Result<(), Status> {
         let settings = self.auth.as_ref().map(|a| a.settings()).unwrap_or_default();
         let Some(id) = settings.identities.iter().find(|i| i.name == name) else {
+            // Identity names are at most 128 bytes: a longer one is not echoed back.
+            let shown = if name.len() <= 128 {
+                name
+            } else {
+                "(too long)"
+            };
             return Err(Status::invalid_argument(format!(
-                "identity: '{name}' is not a configured identity"
+                "identity: '{shown}' is not a configured identity"
             )));
         };
         let caller = crate::auth::Caller {
