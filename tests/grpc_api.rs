@@ -758,6 +758,7 @@ async fn reflection_lists_the_services_v1_and_v1alpha() {
             "quotad.v1.QuotaService",
             "quotad.v1.QuotaAdmin",
             "grpc.health.v1.Health",
+            "envoy.service.ratelimit.v3.RateLimitService",
         ] {
             assert!(names.contains(&want), "{want} missing from {names:?}");
         }

@@ -39,6 +39,7 @@ pub mod grpc;
 pub mod latency;
 pub mod listen;
 pub mod metrics;
+pub mod rls;
 pub mod server;
 pub mod status;
 pub mod sweeper;

@@ -73,8 +73,9 @@ fn main() -> ExitCode {
     };
     if check {
         println!(
-            "config OK: {} resources, listen {}",
+            "config OK: {} resources, {} Envoy rate limit domains, listen {}",
             settings.rules.len(),
+            settings.rls.domains().len(),
             settings.server.listen
         );
         return ExitCode::SUCCESS;

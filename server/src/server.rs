@@ -1,11 +1,13 @@
-//! Serving: QuotaService, QuotaAdmin, grpc.health.v1 and server reflection (v1 and v1alpha) on one
-//! listener, plus the sweeper, until a shutdown signal; then health goes NOT_SERVING, new connections stop,
+//! Serving: QuotaService, QuotaAdmin, Envoy's RateLimitService, grpc.health.v1 and server reflection (v1 and
+//! v1alpha) on one listener, plus the sweeper, until a shutdown signal; then health goes NOT_SERVING, new connections stop,
 //! and in-flight calls get `shutdown_grace` to finish.
 
 use std::{future::Future, path::PathBuf, pin::Pin, sync::Arc, time::Duration};
 
-use quotad_api::v1::{
-    quota_admin_server::QuotaAdminServer, quota_service_server::QuotaServiceServer,
+use arc_swap::ArcSwap;
+use quotad_api::{
+    envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer,
+    v1::{quota_admin_server::QuotaAdminServer, quota_service_server::QuotaServiceServer},
 };
 use tokio::net::TcpListener;
 use tonic::{
@@ -24,7 +26,7 @@ use crate::{
     config::{self, ConfigError, ServerSettings, Settings},
     engine::{AnyStore, MemoryStore, Quota, RedisStore, Store},
     grpc::{
-        AdminGrpc, QuotaGrpc, QuotaServer,
+        AdminGrpc, QuotaGrpc, QuotaServer, RlsGrpc,
         admin_service::Reloader,
         front::{Calls, Front},
     },
@@ -91,6 +93,8 @@ pub struct Quotad {
     auth: Arc<Authenticator>,
     tls: Option<Arc<TlsReloader>>,
     metrics: Option<Arc<Metrics>>,
+    /// The `[rls]` config files in force (swapped on reload).
+    rls: Arc<ArcSwap<crate::rls::RlsConfig>>,
     settings: Settings,
     config_path: Option<PathBuf>,
 }
@@ -164,11 +168,14 @@ impl Quotad {
             .listen
             .is_some()
             .then(|| Arc::new(Metrics::new()));
+        let rls = Arc::new(ArcSwap::new(settings.rls.clone()));
+        log_rls(&settings.rls);
         Ok(Self {
             quota,
             auth: Arc::new(Authenticator::new(settings.auth.clone())),
             tls,
             metrics,
+            rls,
             settings,
             config_path,
         })
@@ -225,6 +232,8 @@ impl Quotad {
             .replace_rules(fresh.rules)
             .map_err(|e| ConfigError::Source(e.to_string()))?;
         self.auth.replace(fresh.auth);
+        log_rls(&fresh.rls);
+        self.rls.store(fresh.rls);
         tracing::info!(version, resources, "config reloaded");
         Ok(version)
     }
@@ -366,7 +375,15 @@ impl Quotad {
                 )
                 .max_decoding_message_size(settings.max_request_bytes),
             );
+        let mut rls = RlsGrpc::new(self.quota.clone(), self.rls.clone());
+        if let Some(m) = &self.metrics {
+            rls = rls.with_metrics(m.clone());
+        }
+        let rls = quota_auth.around(
+            RateLimitServiceServer::new(rls).max_decoding_message_size(settings.max_request_bytes),
+        );
         let routes = Routes::new(quota_auth.around(quota.clone()))
+            .add_service(rls)
             .add_service(admin_service)
             .add_service(health)
             .add_service(reflection::v1()?)
@@ -460,6 +477,18 @@ async fn bind(addr: std::net::SocketAddr, key: &'static str) -> Result<TcpListen
     TcpListener::bind(addr)
         .await
         .map_err(|source| ServeError::Listen { key, addr, source })
+}
+
+/// Says which `[rls]` files and domains are in force.
+fn log_rls(rls: &crate::rls::RlsConfig) {
+    if rls.is_empty() {
+        return;
+    }
+    tracing::info!(
+        files = ?rls.files,
+        domains = ?rls.domains(),
+        "Envoy rate limit service: config files read"
+    );
 }
 
 /// Server reflection (v1 and v1alpha) over quotad's protos and grpc.health.v1, so grpcurl needs no files.

@@ -27,6 +27,19 @@ pub struct ConfigFile {
     pub auth: AuthSection,
     /// `[[resources]]`.
     pub resources: Vec<ResourceSection>,
+    /// `[rls]`: Envoy's rate limit service and its config files.
+    pub rls: RlsSection,
+}
+
+/// `[rls]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RlsSection {
+    /// envoyproxy/ratelimit config files: paths, directories (every `*.yaml`/`*.yml` in them) or globs of
+    /// files, relative to the config file's folder.
+    pub config: Vec<String>,
+    /// Answers carry `x-ratelimit-limit`, `x-ratelimit-remaining` and `x-ratelimit-reset` (default false).
+    pub response_headers: Option<bool>,
 }
 
 /// `[redis]`.

@@ -27,13 +27,14 @@ fn environment() -> Environment {
 
 fn finish(
     builder: config::ConfigBuilder<config::builder::DefaultState>,
+    base: &Path,
 ) -> Result<Settings, ConfigError> {
     let file: ConfigFile = builder
         .add_source(environment())
         .build()
         .and_then(Config::try_deserialize)
         .map_err(|e| ConfigError::Source(e.to_string()))?;
-    file.validate()
+    file.validate_in(base)
 }
 
 /// Loads `path` (or the embedded default when `None`), applies the environment, and validates.
@@ -50,7 +51,11 @@ pub fn load(path: Option<&Path>) -> Result<Settings, ConfigError> {
         }
         None => Config::builder().add_source(File::from_str(DEFAULT_CONFIG, FileFormat::Toml)),
     };
-    finish(builder)
+    let base = path
+        .and_then(Path::parent)
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    finish(builder, base)
 }
 
 /// Loads TOML text (no environment overrides): for tests and `--check`.

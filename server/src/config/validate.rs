@@ -106,6 +106,8 @@ pub struct Settings {
     pub auth: crate::auth::AuthSettings,
     /// Where quota state lives.
     pub store: super::StoreSettings,
+    /// Envoy's rate limit service: its config files, read.
+    pub rls: std::sync::Arc<crate::rls::RlsConfig>,
 }
 
 pub(super) fn duration(
@@ -649,6 +651,17 @@ fn on_store_error(
 impl ConfigFile {
     /// Validates the file into typed settings, section by section.
     pub fn validate(&self) -> Result<Settings, ConfigError> {
+        self.validate_in(std::path::Path::new("."))
+    }
+
+    /// Validates, reading the files the config names (`[rls] config`) relative to `base`.
+    pub fn validate_in(&self, base: &std::path::Path) -> Result<Settings, ConfigError> {
+        let rls = crate::rls::RlsConfig::load(
+            &self.rls.config,
+            base,
+            self.rls.response_headers.unwrap_or(false),
+        )
+        .map_err(ConfigError::Source)?;
         let limits = limits(&self.limits)?;
         let rules = Rules::new(self.rules(&limits)?, limits, capacity(&self.capacity)?);
         Ok(Settings {
@@ -658,6 +671,7 @@ impl ConfigFile {
             store: super::store::store(self.store.as_deref(), &self.redis, &rules)?,
             rules,
             auth: super::auth::auth(&self.auth)?,
+            rls: std::sync::Arc::new(rls),
         })
     }
 

@@ -186,6 +186,15 @@ impl<S: Store> Quota<S> {
         Some(decided)
     }
 
+    /// Counts a gateway's request against its counters (see [`crate::engine::policy::hits`]) at the
+    /// clock's now: one store step.
+    pub async fn hits(
+        &self,
+        plan: &crate::engine::policy::HitPlan<'_>,
+    ) -> Result<crate::engine::policy::Hits, EngineError> {
+        self.store.hits(plan, self.clock.now()).await
+    }
+
     /// The queue a `max_wait` acquire waits in: the state keys it would touch (so two requests that differ
     /// only in descriptors the rule ignores wait in one queue), and its priority class (its place in that
     /// queue: 0 first). Validates `req` first.

@@ -14,7 +14,10 @@ use super::{
     BreakerState, CircuitView, Decision, EngineError, LeaseId, LevelsRead, Name, Plan, Release,
     Released, Renew, Renewed, Reported, Rule, Rules, ThrottleKind,
 };
-use crate::clock::Nanos;
+use crate::{
+    clock::Nanos,
+    engine::policy::{HitPlan, Hits},
+};
 
 /// A breaker named by rule and key, for reads and admin operations.
 #[derive(Debug, Clone)]
@@ -281,6 +284,14 @@ pub trait Store: Send + Sync + 'static {
         query: &UsageQuery<'_>,
         now: Nanos,
     ) -> impl Future<Output = Result<StoreUsage, EngineError>> + Send;
+
+    /// Counts a gateway's request against its counters in one atomic step, all or none, keeping no lease
+    /// (see [`super::policy::hits`]). Every counter's key has the same first part: one shard.
+    fn hits(
+        &self,
+        plan: &HitPlan<'_>,
+        now: Nanos,
+    ) -> impl Future<Output = Result<Hits, EngineError>> + Send;
 
     /// Refills the buckets at these level keys (an operator's reset: clears debt too). Returns how many
     /// levels had state.

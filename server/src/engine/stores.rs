@@ -17,7 +17,10 @@ pub use super::{
     memory::MemoryStore,
     redis::{Layout as RedisLayout, RedisSettings, RedisStore, TimeSource},
 };
-use crate::clock::Nanos;
+use crate::{
+    clock::Nanos,
+    engine::policy::{HitPlan, Hits},
+};
 
 /// The in-memory store or the Redis store.
 // The in-memory store is held inline: it is the hot path, and one indirection per call costs more than
@@ -146,6 +149,13 @@ impl Store for AnyStore {
         match self {
             Self::Memory(s) => s.usage(rules, query, now).await,
             Self::Redis(s) => s.usage(rules, query, now).await,
+        }
+    }
+
+    async fn hits(&self, plan: &HitPlan<'_>, now: Nanos) -> Result<Hits, EngineError> {
+        match self {
+            Self::Memory(s) => s.hits(plan, now).await,
+            Self::Redis(s) => s.hits(plan, now).await,
         }
     }
 

@@ -94,6 +94,36 @@ pub struct Metrics {
     reloads_failed: AtomicU64,
     auth_refusals: [AtomicU64; 2],
     connections: Arc<Penalties>,
+    rls: Mutex<RlsCounts>,
+}
+
+/// The most distinct label values the rate limit service's metrics keep per family; the rest count as
+/// `(other)` (a domain or a detailed descriptor comes from the wire).
+pub const RLS_MAX_LABELS: usize = 1000;
+
+/// What the rate limit service counts: answers by (domain, code), descriptors by (limit, result).
+#[derive(Debug, Default, Clone)]
+pub struct RlsCounts {
+    /// `ShouldRateLimit` answers by domain and overall code.
+    pub requests: HashMap<(String, &'static str), u64>,
+    /// Counted descriptors by limit (its path, or the descriptor's with values for a detailed metric) and
+    /// result (`ok`, `over_limit`, `shadow_over_limit`).
+    pub descriptors: HashMap<(String, &'static str), u64>,
+}
+
+/// Adds one to `key` in `map`, or to `(other)` once `map` holds [`RLS_MAX_LABELS`] label values.
+fn bump_capped(map: &mut HashMap<(String, &'static str), u64>, name: &str, result: &'static str) {
+    let key = (name.to_owned(), result);
+    if let Some(n) = map.get_mut(&key) {
+        *n += 1;
+        return;
+    }
+    let key = if map.len() < RLS_MAX_LABELS {
+        key
+    } else {
+        ("(other)".to_owned(), result)
+    };
+    *map.entry(key).or_default() += 1;
 }
 
 /// Why the auth interceptor refused a call, as `quotad_auth_refusals_total` labels it.
@@ -103,6 +133,25 @@ impl Metrics {
     /// Empty metrics.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A `ShouldRateLimit` answer for `domain`: each counted descriptor's metric name and result, and
+    /// whether the request was over the limit.
+    pub fn rls_answered(&self, domain: &str, descriptors: &[(&str, &'static str)], over: bool) {
+        let mut rls = self.rls.lock().unwrap_or_else(PoisonError::into_inner);
+        let code = if over { "over_limit" } else { "ok" };
+        bump_capped(&mut rls.requests, domain, code);
+        for (name, result) in descriptors {
+            bump_capped(&mut rls.descriptors, name, result);
+        }
+    }
+
+    /// What the rate limit service has counted.
+    pub fn rls(&self) -> RlsCounts {
+        self.rls
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Runs `f` on `rule`'s counters, creating them on first use.

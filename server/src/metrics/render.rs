@@ -187,7 +187,7 @@ impl Live {
 type Family = fn(&mut Out, &Scrape<'_>);
 
 /// The families, in exposition order.
-const FAMILIES: [Family; 24] = [
+const FAMILIES: [Family; 25] = [
     build_info,
     config,
     acquires,
@@ -211,6 +211,7 @@ const FAMILIES: [Family; 24] = [
     breaker_state,
     capacity,
     auth_refusals,
+    rls,
     connections_and_evictions,
 ];
 
@@ -636,6 +637,35 @@ fn auth_refusals(o: &mut Out, s: &Scrape<'_>) {
     );
     for (reason, n) in AUTH_REFUSALS.iter().zip(s.metrics.auth_refusals()) {
         o.sample("quotad_auth_refusals_total", &[("reason", reason)], n);
+    }
+}
+
+fn rls(o: &mut Out, s: &Scrape<'_>) {
+    let counts = s.metrics.rls();
+    let families = [
+        (
+            "quotad_rls_requests_total",
+            "Envoy rate limit service answers, by domain and overall code (at most 1,000 domains; then `(other)`).",
+            "domain",
+            "code",
+            &counts.requests,
+        ),
+        (
+            "quotad_rls_descriptors_total",
+            "Descriptors counted by the Envoy rate limit service, by limit (its config path, or the descriptor's \
+             values for detailed_metric and value_to_metric; at most 1,000, then `(other)`) and result.",
+            "limit",
+            "result",
+            &counts.descriptors,
+        ),
+    ];
+    for (name, help, first, second, map) in families {
+        o.family(name, "counter", help);
+        let mut rows: Vec<_> = map.iter().collect();
+        rows.sort();
+        for ((label, result), n) in rows {
+            o.sample(name, &[(first, label), (second, result)], *n);
+        }
     }
 }
 

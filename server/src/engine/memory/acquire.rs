@@ -205,15 +205,34 @@ impl MemoryStore {
                 },
             );
         }
+        let keys = plan.levels.iter().map(|l| &*l.key);
+        self.with_cells(keys, |cells, values| {
+            judge(plan, values, factor, now, |i, taken| {
+                held.push(LeaseLevel {
+                    partition: plan.levels[i].partition.map(|p| (p, cells[i].0.clone())),
+                    slot: taken.slot,
+                    charged: taken.charged,
+                });
+            })
+        })
+    }
+
+    /// Runs `f` on the level cells of `keys` (distinct), created where absent and locked together: in
+    /// address order, so two calls touching the same cells can never deadlock. `f` gets each key's cell
+    /// handle and its locked value, in `keys`' order.
+    pub(super) fn with_cells<'k, R>(
+        &self,
+        keys: impl Iterator<Item = &'k str> + Clone,
+        f: impl FnOnce(&[(Arc<str>, Shared<LevelCell>)], &mut [&mut LevelCell]) -> R,
+    ) -> Result<R, EngineError> {
         loop {
             // Levels are few (resource-wide plus a partition or two): keep the bookkeeping on the stack.
             let mut cells: SmallVec<[(Arc<str>, Shared<LevelCell>); 4]> = SmallVec::new();
-            for level in &plan.levels {
-                cells.push(self.levels.get_or_insert(
-                    &level.key,
-                    &self.keys,
-                    LevelCell::default,
-                )?);
+            for key in keys.clone() {
+                cells.push(
+                    self.levels
+                        .get_or_insert(key, &self.keys, LevelCell::default)?,
+                );
             }
             // Lock in address order, then index the guards by level again (moving a guard keeps it locked).
             let mut order: SmallVec<[usize; 4]> = (0..cells.len()).collect();
@@ -229,13 +248,7 @@ impl MemoryStore {
             }
             let mut values: SmallVec<[&mut LevelCell; 4]> =
                 guards.iter_mut().map(|g| &mut g.value).collect();
-            return Ok(judge(plan, &mut values, factor, now, |i, taken| {
-                held.push(LeaseLevel {
-                    partition: plan.levels[i].partition.map(|p| (p, cells[i].0.clone())),
-                    slot: taken.slot,
-                    charged: taken.charged,
-                });
-            }));
+            return Ok(f(&cells, &mut values));
         }
     }
 

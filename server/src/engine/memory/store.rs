@@ -12,7 +12,10 @@ use std::{
 
 use arc_swap::ArcSwap;
 
-use crate::engine::level::LevelCell;
+use crate::engine::{
+    level::LevelCell,
+    policy::{HitPlan, Hits, judge_hits},
+};
 
 use super::{
     home::Homes, idempotency::Idempotency, leases::LeaseTable, table::KeyBudget, table::Table,
@@ -427,6 +430,17 @@ impl Store for MemoryStore {
         now: Nanos,
     ) -> impl Future<Output = Result<StoreUsage, EngineError>> + Send {
         ready(Ok(self.usage_now(rules, query, now)))
+    }
+
+    fn hits(
+        &self,
+        plan: &HitPlan<'_>,
+        now: Nanos,
+    ) -> impl Future<Output = Result<Hits, EngineError>> + Send {
+        let (keys, index) = plan.cells();
+        ready(self.with_cells(keys.iter().copied(), |_, cells| {
+            judge_hits(plan, cells, &index, now)
+        }))
     }
 
     fn refill(

@@ -8,7 +8,8 @@
 //! - [`report`]: a throttle report's path: the lease it names, the flood of its reporter, the adaptive
 //!   rate, the pause, the breaker;
 //! - [`replay`]: what a retried `request_id` is answered;
-//! - [`explain`]: [`decide`] run over a read-only view of the state.
+//! - [`explain`]: [`decide`] run over a read-only view of the state;
+//! - [`hits`]: a gateway's request counted against several counters at once, all or none, no lease.
 //!
 //! The in-memory store runs these functions on its own state. The Redis store runs their Lua twins
 //! (`engine/redis/lua/policy.lua`, each function named after its Rust twin) inside one script call for
@@ -20,6 +21,7 @@
 
 pub mod acquire;
 pub mod explain;
+pub mod hits;
 pub mod levels;
 pub mod limiter;
 pub mod release;
@@ -28,6 +30,7 @@ pub mod report;
 
 pub use acquire::{AcquireState, NewLease, decide};
 pub use explain::{Explanation, LevelExplained, LevelState, LevelsRead, explain};
+pub use hits::{Hit, HitMode, HitPlan, HitStatus, Hits, judge_hits};
 pub use levels::{Judged, Tightest, judge};
 pub use limiter::{Bucket, Limit, Limiter};
 pub use release::{Settlement, charge_excess, count_outcome, settlement};

@@ -17,7 +17,7 @@ use crate::{
     engine::{
         EngineError, LeaseId, LevelsRead, Outcome, Reserve, Transition,
         level::LevelCell,
-        policy::{Bucket, Limit, limiter::FixedWindow, limiter::SlidingWindow},
+        policy::{Bucket, HitStatus, Hits, Limit, limiter::FixedWindow, limiter::SlidingWindow},
         rate::Algorithm,
     },
 };
@@ -379,6 +379,27 @@ pub fn levels_read(v: Value, now: Nanos) -> Result<LevelsRead, EngineError> {
         .map(|row| level_cell(&Reply::row(row)?, now))
         .collect::<Result<_, _>>()?;
     Ok(LevelsRead { factor, cells })
+}
+
+/// A hit step's answer: whether the request is over, then an `out::counter` row per counter.
+pub fn hits_read(v: Value) -> Result<Hits, EngineError> {
+    let mut rows = Reply::new(v)?.into_items().into_iter();
+    let head = rows
+        .next()
+        .ok_or_else(|| EngineError::Unavailable("an empty reply to a hit step".into()))?;
+    let over = Reply::row(&head)?.uint(out::hit::over)? == 1;
+    let statuses = rows
+        .map(|row| {
+            let row = Reply::row(&row)?;
+            Ok(HitStatus {
+                over: row.uint(out::counter::over)? == 1,
+                remaining: row.uint(out::counter::remaining)?,
+                limit: row.uint(out::counter::limit)?,
+                reset_after: row.uint(out::counter::reset_after)?,
+            })
+        })
+        .collect::<Result<_, EngineError>>()?;
+    Ok(Hits { over, statuses })
 }
 
 /// One `out::level` row: its limit as stored (a token bucket full again `deficit` after `now`, or a

@@ -79,9 +79,19 @@ pub mod arg {
     );
     fields!(usage = "use": step, now, prefix, rate, adaptive);
     fields!(lst = "lst": step, now, prefix, after, limit);
+    fields!(
+        /// A gateway's hits; then [`counter`] for each of `counters`.
+        hit = "hit": step, now, prefix, counters
+    );
+    fields!(
+        /// One counter of a hit, after [`hit`]'s fields: `cell`, the 1-based index of its key in `KEYS`
+        /// (counters on one key share it); `mode` `enforced`, `quota` or `shadow`; `negative` `1` gives
+        /// `permits` back.
+        counter = "counter": cell, rate, permits, mode, negative
+    );
 
     /// Every list, for the script's `ARG` table.
-    pub const ALL: [Fields; 14] = [
+    pub const ALL: [Fields; 16] = [
         acq::FIELDS,
         level::FIELDS,
         rel::FIELDS,
@@ -96,6 +106,8 @@ pub mod arg {
         lvl::FIELDS,
         usage::FIELDS,
         lst::FIELDS,
+        hit::FIELDS,
+        counter::FIELDS,
     ];
 }
 
@@ -181,8 +193,18 @@ pub mod out {
         lst = "lst": lease, resource, rule, permits, expires, client_id, owner, probe, descriptors
     );
 
+    fields!(
+        /// A gateway's hits: `over` 1 when the request is over the limit; then a [`counter`] row per counter.
+        hit = "hit": over
+    );
+    fields!(
+        /// One counter after a hit: `over` 1 when it was over its limit, what remains, its limit, and the
+        /// time until its window ends (ns).
+        counter = "counter": over, remaining, limit, reset_after
+    );
+
     /// Every list, for the script's `OUT` table.
-    pub const ALL: [Fields; 9] = [
+    pub const ALL: [Fields; 11] = [
         acq::FIELDS,
         rel::FIELDS,
         ren::FIELDS,
@@ -192,6 +214,8 @@ pub mod out {
         lvl::FIELDS,
         level::FIELDS,
         lst::FIELDS,
+        hit::FIELDS,
+        counter::FIELDS,
     ];
 }
 

@@ -22,6 +22,8 @@ use crate::{
         EngineError, Expired, Grant, LeaseId, LeaseQuery, LeaseView, LevelsRead, NotReleased, Plan,
         Pressure, Release, Released, Renew, Renewed, ReportPlan, Reported, Reserve, ResourceUsage,
         Rule, Rules, Store, StoreUsage, Sweep, ThrottleKind, UsageQuery, Verdict,
+        plan::KEY_SEP,
+        policy::{HitMode, HitPlan, Hits},
     },
 };
 
@@ -915,6 +917,32 @@ impl Store for RedisStore {
             request_ids: 0,
             request_ids_dropped: 0,
         })
+    }
+
+    async fn hits(&self, plan: &HitPlan<'_>, now: Nanos) -> Result<Hits, EngineError> {
+        let Some(first) = plan.hits.first() else {
+            return Ok(Hits::default());
+        };
+        let tag = first.key.split(KEY_SEP).next().unwrap_or_default();
+        let mut inv = self.invocation(arg::hit::FIELDS, None, now, shard_of(tag));
+        let (keys, index) = plan.cells();
+        for key in keys {
+            inv.key(self.keys.level(key));
+        }
+        inv.set(arg::hit::counters, plan.hits.len());
+        for (hit, cell) in plan.hits.iter().zip(index) {
+            let mode = match hit.mode {
+                HitMode::Enforced => "enforced",
+                HitMode::Quota => "quota",
+                HitMode::Shadow => "shadow",
+            };
+            inv.arg(cell.saturating_add(1))
+                .arg(args::rate(hit.spec.rate))
+                .arg(hit.permits)
+                .arg(mode)
+                .arg(if hit.negative { "1" } else { "0" });
+        }
+        super::messages::hits_read(self.call(&inv).await?)
     }
 
     async fn refill(&self, keys: &[String], now: Nanos) -> Result<u32, EngineError> {

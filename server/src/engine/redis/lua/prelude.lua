@@ -27,6 +27,7 @@ __QUOTAD_PROTOCOL__
 
 -- LEN[step] counts a step's named keys and arguments ({ keys, args }).
 local ACQ_KEYS, ACQ_ARGS, LEVEL_ARGS = LEN.acq[1], LEN.acq[2], LEN.level[2]
+local HIT_ARGS, COUNTER_ARGS = LEN.hit[2], LEN.counter[2]
 
 -- A reply: `t`'s fields in the order OUT[step] declares ('' for a field `t` lacks).
 local function out(step, t)

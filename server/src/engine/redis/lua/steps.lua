@@ -443,6 +443,56 @@ OPS.lst = function()
   return rows
 end
 
+-- KEYS: each distinct counter's level key. ARG.hit, then ARG.counter per counter. A gateway's request: every
+-- counter checked, all debited or none (a shadow counter whenever it has room), no lease kept. Twin of
+-- judge_hits and request_over in engine/policy/hits.rs.
+OPS.hit = function()
+  local C, n = ARG.counter, tonumber(A[ARG.hit.counters])
+  local cells, pending, hits = {}, {}, {}
+  local quotas, quotas_over, denied = 0, 0, false
+  for i = 1, n do
+    local base = HIT_ARGS + (i - 1) * COUNTER_ARGS
+    local h = { c = tonumber(A[base + C.cell]), rate = rate_spec(A[base + C.rate]), permits = tonumber(A[base + C.permits]),
+                mode = A[base + C.mode], negative = A[base + C.negative] == '1', over = false }
+    local cell = cells[h.c]
+    if cell == nil then
+      cell = level_load(KEYS[h.c], h.rate and h.rate.algorithm); cells[h.c] = cell; pending[h.c] = 0
+    end
+    level_sync(cell, h.rate, 1)
+    if not h.negative and cell.lim then
+      h.over = LIMITERS[cell.lim.kind].check(cell.lim, pending[h.c] + h.permits) ~= nil
+    end
+    if not h.over and not h.negative then pending[h.c] = pending[h.c] + h.permits end
+    if h.mode == 'enforced' and h.over then denied = true end
+    if h.mode == 'quota' then
+      quotas = quotas + 1
+      if h.over then quotas_over = quotas_over + 1 end
+    end
+    hits[i] = h
+  end
+  if quotas > 0 and quotas == quotas_over then denied = true end
+  local rows = { out('hit', { over = denied and 1 or 0 }) }
+  for i, h in ipairs(hits) do
+    local cell = cells[h.c]
+    local st = cell.lim
+    if st == nil then
+      rows[i + 1] = out('counter', { over = 0, remaining = 0, limit = 0, reset_after = 0 })
+    else
+      local L = LIMITERS[st.kind]
+      if h.negative then L.credit(st, h.permits, NOW_MS)
+      elseif not h.over and (h.mode == 'shadow' or not denied) then L.debit(st, h.permits) end
+      local reset = L.reset_after(st)
+      if st.kind ~= 'token_bucket' then reset = st.w - window_elapsed(st.w) end
+      local remaining = 0
+      if not h.over then remaining = L.remaining(st) end
+      rows[i + 1] = out('counter', { over = h.over and 1 or 0, remaining = string.format('%d', remaining),
+                                     limit = string.format('%d', L.capacity(st)), reset_after = string.format('%d', reset) })
+    end
+  end
+  for _, cell in pairs(cells) do level_save(cell, 0) end
+  return rows
+end
+
 local function run(keys, args)
   KEYS = keys; A = args
   -- Every step's arguments start with its name, the time and the shard's prefix (protocol.rs).
