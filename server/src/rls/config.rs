@@ -490,6 +490,13 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_loads() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let c = RlsConfig::load(&["examples/ratelimit".into()], &root, false).unwrap();
+        assert_eq!(c.domains(), ["edge"]);
+    }
+
+    #[test]
     fn every_upstream_key_loads() {
         let (domain, root) = parsed(
             "domain: d\ndescriptors:\n  - key: k\n    value: '*'\n    share_threshold: true\n    shadow_mode: true\n    quota_mode: false\n    detailed_metric: true\n    value_to_metric: true\n    metadata: {team: edge, n: 3}\n    rate_limit:\n      unit: MINUTE\n      requests_per_unit: 5\n      name: a\n      replaces:\n        - name: b\n    descriptors:\n      - key: z\n        rate_limit: {unlimited: true}\n",
