@@ -494,3 +494,89 @@ async fn the_metrics_count_domains_and_limits() {
         text.contains("quotad_rls_descriptors_total{limit=\"edge.user\",result=\"over_limit\"} 1")
     );
 }
+
+/// A route sends a gateway's descriptor to a quotad resource: its hits and workers' Acquires draw on one
+/// bucket, on both stores.
+async fn one_bucket_for_the_edge_and_the_workers(store: Store) {
+    let routes = r#"
+[[rls.routes]]
+domain = "edge"
+entries = [{ key = "upstream", value = "partner" }, { key = "user" }]
+resource = "partner.api"
+
+[[resources]]
+name = "partner.api"
+rate = { limit = 5, period = "1s" }
+"#;
+    let rls = Rls::start(store, routes).await;
+    let mut quota = rls.server.quota().await;
+    for _ in 0..3 {
+        let a = quota
+            .acquire(quotad_e2e::acquire("partner.api"))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(a.decision, quotad_api::v1::Decision::Granted as i32);
+    }
+    let partner: &[&[(&str, &str)]] = &[&[("upstream", "partner"), ("user", "u1")]];
+    for left in [1, 0] {
+        let r = rls.ask("edge", partner).await;
+        assert!(!over(&r));
+        assert_eq!(
+            (limit_of(&r.statuses[0]), r.statuses[0].limit_remaining),
+            (Some(5), left)
+        );
+    }
+    assert!(
+        over(&rls.ask("edge", partner).await),
+        "the bucket is the workers' too"
+    );
+    let a = quota
+        .acquire(quotad_e2e::acquire("partner.api"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(a.decision, quotad_api::v1::Decision::RateLimited as i32);
+    // Another user's descriptor takes the same route (a route entry without a value matches any).
+    assert!(over(
+        &rls.ask("edge", &[&[("upstream", "partner"), ("user", "u2")]])
+            .await
+    ));
+    rls.clock.advance(Duration::from_millis(400));
+    let r = rls
+        .ask(
+            "edge",
+            &[&[("upstream", "partner"), ("user", "u2")], &[("user", "x")]],
+        )
+        .await;
+    assert!(!over(&r), "two tokens back after 400 ms");
+}
+
+#[tokio::test]
+async fn one_bucket_for_the_edge_and_the_workers_in_memory() {
+    one_bucket_for_the_edge_and_the_workers(Store::Memory).await;
+}
+
+#[tokio::test]
+async fn one_bucket_for_the_edge_and_the_workers_on_redis() {
+    one_bucket_for_the_edge_and_the_workers(Store::Redis).await;
+}
+
+#[test]
+fn a_route_names_a_resource_with_a_rate() {
+    let err = |toml: &str| {
+        quotad_server::config::load_str(toml)
+            .unwrap_err()
+            .to_string()
+    };
+    let e =
+        err("[[rls.routes]]\ndomain = \"d\"\nentries = [{ key = \"k\" }]\nresource = \"nope\"\n");
+    assert!(
+        e.contains("rls.routes[0].resource") && e.contains("nope"),
+        "{e}"
+    );
+    let e = err(
+        "[[rls.routes]]\ndomain = \"d\"\nentries = []\nresource = \"r\"\n[[resources]]\nname = \"r\"\nconcurrency = 2\n",
+    );
+    assert!(e.contains("rls.routes[0].entries"), "{e}");
+}

@@ -40,6 +40,31 @@ pub struct RlsSection {
     pub config: Vec<String>,
     /// Answers carry `x-ratelimit-limit`, `x-ratelimit-remaining` and `x-ratelimit-reset` (default false).
     pub response_headers: Option<bool>,
+    /// `[[rls.routes]]`: descriptors that draw on a quotad resource's bucket.
+    pub routes: Vec<RlsRouteSection>,
+}
+
+/// `[[rls.routes]]`: a gateway's descriptor of `domain` whose entries are `entries` (in order) draws on
+/// `resource`'s resource-wide bucket, the one workers' Acquires draw on.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RlsRouteSection {
+    /// The RLS domain.
+    pub domain: String,
+    /// The descriptor's entries; an entry without a value matches any value.
+    pub entries: Vec<RlsRouteEntry>,
+    /// The quotad resource (a concrete name; it may match a pattern rule).
+    pub resource: String,
+}
+
+/// One entry of a route's descriptor.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RlsRouteEntry {
+    /// The entry's key.
+    pub key: String,
+    /// Its value; absent: any.
+    pub value: Option<String>,
 }
 
 /// `[redis]`.

@@ -3,13 +3,14 @@
 //! and [`ServerSettings`]. A bad config fails with a message naming the key and the problem.
 //!
 //! - [`file`]: the file's shape (serde).
-//! - [`validate`]: checking it and building typed values; [`auth`], [`store`] and [`transport`] for those
-//!   sections.
+//! - [`validate`]: checking it and building typed values; [`auth`], [`store`], [`transport`] and [`rls`] for
+//!   those sections.
 //! - [`load`]: where it comes from (file, embedded default, environment).
 
 pub mod auth;
 pub mod file;
 pub mod load;
+pub mod rls;
 pub mod store;
 pub mod transport;
 pub mod validate;

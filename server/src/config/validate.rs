@@ -656,7 +656,7 @@ impl ConfigFile {
 
     /// Validates, reading the files the config names (`[rls] config`) relative to `base`.
     pub fn validate_in(&self, base: &std::path::Path) -> Result<Settings, ConfigError> {
-        let rls = crate::rls::RlsConfig::load(
+        let mut rls = crate::rls::RlsConfig::load(
             &self.rls.config,
             base,
             self.rls.response_headers.unwrap_or(false),
@@ -664,6 +664,7 @@ impl ConfigFile {
         .map_err(ConfigError::Source)?;
         let limits = limits(&self.limits)?;
         let rules = Rules::new(self.rules(&limits)?, limits, capacity(&self.capacity)?);
+        rls.routes = super::rls::routes(&self.rls.routes, &rules, !self.redis.cluster.is_empty())?;
         Ok(Settings {
             server: server(&self.server)?,
             metrics: metrics(&self.metrics)?,

@@ -86,9 +86,23 @@ impl<S: Store> RateLimitService for RlsGrpc<S> {
         validate(&req)?;
         let config = self.config.load();
         let counted = limits(&config, &req)?;
+        let tag = config.shard_tag(&req.domain);
         let mut plan = HitPlan::default();
         let mut kinds = Vec::with_capacity(counted.len());
         for (d, found) in req.descriptors.iter().zip(counted) {
+            let entries = entries(d);
+            if d.limit.is_none()
+                && let Some(route) = config.route_for(&req.domain, &entries)
+            {
+                let (h, limit) = routed(&self.quota.rules(), &req, d, route)?;
+                kinds.push(Counted::Hit {
+                    hit: plan.hits.len(),
+                    metric: limit.path.to_string(),
+                    limit,
+                });
+                plan.hits.push(h);
+                continue;
+            }
             let Some((matched, limit)) = found else {
                 kinds.push(Counted::Nothing);
                 continue;
@@ -97,7 +111,6 @@ impl<S: Store> RateLimitService for RlsGrpc<S> {
                 kinds.push(Counted::Unlimited);
                 continue;
             }
-            let entries = entries(d);
             let metric = if limit.detailed_metric || matched.value_to_metric {
                 rls::config::descriptor_path(&req.domain, &entries)
             } else {
@@ -108,7 +121,8 @@ impl<S: Store> RateLimitService for RlsGrpc<S> {
                 limit: limit.clone(),
                 metric,
             });
-            plan.hits.push(hit(&req, d, &entries, &matched, &limit));
+            plan.hits
+                .push(hit(&req, tag, d, &entries, &matched, &limit));
         }
         let hits = if plan.hits.is_empty() {
             Default::default()
@@ -241,15 +255,13 @@ fn limits(
 /// The counter a descriptor hits.
 fn hit<'a>(
     req: &RateLimitRequest,
+    tag: &str,
     d: &RateLimitDescriptor,
     entries: &[(&str, &str)],
     matched: &Matched,
     limit: &RlsLimit,
 ) -> Hit<'a> {
-    let permits = match d.hits_addend {
-        Some(n) => n,
-        None => u64::from(req.hits_addend.max(1)),
-    };
+    let permits = hits_of(req, d);
     let rpu = u64::from(limit.requests_per_unit);
     let rate = RateSpec::new(rpu, limit.unit.period(), rpu).with_algorithm(Algorithm::FixedWindow);
     let mode = if limit.shadow {
@@ -260,17 +272,79 @@ fn hit<'a>(
         HitMode::Enforced
     };
     Hit {
-        key: Cow::Owned(rls::counter_key(&req.domain, entries, &matched.shared)),
+        key: Cow::Owned(rls::counter_key(tag, &req.domain, entries, &matched.shared)),
         spec: LevelSpec {
             rate: Some(rate),
             max_in_flight: None,
             shadow: limit.shadow,
             bypass: false,
         },
-        permits: permits.min(MAX_HITS),
+        permits,
         mode,
         negative: d.is_negative_hits,
     }
+}
+
+/// A descriptor's hits: its own `hits_addend` (0 only checks), else the request's (0 means 1), capped.
+fn hits_of(req: &RateLimitRequest, d: &RateLimitDescriptor) -> u64 {
+    let hits = match d.hits_addend {
+        Some(n) => n,
+        None => u64::from(req.hits_addend.max(1)),
+    };
+    hits.min(MAX_HITS)
+}
+
+/// The hit of a descriptor a route sends to a quotad resource: its resource-wide level, the very bucket
+/// workers' Acquires draw on (its rate only: a gateway's hit holds no lease).
+fn routed<'a>(
+    rules: &crate::engine::Rules,
+    req: &RateLimitRequest,
+    d: &RateLimitDescriptor,
+    route: &rls::Route,
+) -> Result<(Hit<'a>, Arc<RlsLimit>), Status> {
+    let rate = rules
+        .resolve(&route.resource)
+        .and_then(|r| r.resource.rate)
+        .ok_or_else(|| {
+            Status::failed_precondition(format!(
+                "resource '{}' of this domain's route has no rate",
+                route.resource
+            ))
+        })?;
+    let unit = [
+        Unit::Second,
+        Unit::Minute,
+        Unit::Hour,
+        Unit::Day,
+        Unit::Week,
+        Unit::Month,
+        Unit::Year,
+    ]
+    .into_iter()
+    .find(|u| u.period() == rate.period);
+    // A period that is no unit is reported per second (rounded down).
+    let (per_unit, unit) = match unit {
+        Some(u) => (rate.limit, u),
+        None => (rate.per_second() as u64, Unit::Second),
+    };
+    let limit = Arc::new(RlsLimit::overriding(
+        u32::try_from(per_unit).unwrap_or(u32::MAX),
+        unit,
+        format!("{}.route:{}", req.domain, route.resource),
+    ));
+    let hit = Hit {
+        key: Cow::Owned(route.resource.clone()),
+        spec: LevelSpec {
+            rate: Some(rate),
+            max_in_flight: None,
+            shadow: false,
+            bypass: false,
+        },
+        permits: hits_of(req, d),
+        mode: HitMode::Enforced,
+        negative: d.is_negative_hits,
+    };
+    Ok((hit, limit))
 }
 
 /// The answer: one status per descriptor, the overall code, and the headers and metadata asked for.

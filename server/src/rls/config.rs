@@ -189,6 +189,31 @@ pub struct RlsConfig {
     pub response_headers: bool,
     /// The files read, in order.
     pub files: Vec<PathBuf>,
+    /// `[[rls.routes]]`: descriptors that draw on a quotad resource's bucket (checked before the files).
+    pub routes: Vec<Route>,
+}
+
+/// A gateway descriptor that draws on a quotad resource's resource-wide bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Its domain.
+    pub domain: String,
+    /// Its entries, in order: (key, value); a value of `None` matches any.
+    pub entries: Vec<(String, Option<String>)>,
+    /// The resource.
+    pub resource: String,
+}
+
+impl Route {
+    /// Whether `entries` is this route's descriptor.
+    pub fn matches(&self, entries: &[(&str, &str)]) -> bool {
+        self.entries.len() == entries.len()
+            && self
+                .entries
+                .iter()
+                .zip(entries)
+                .all(|((k, v), (ek, ev))| k == ek && v.as_ref().is_none_or(|v| v == ev))
+    }
 }
 
 /// Where a config error is.
@@ -220,9 +245,25 @@ impl RlsConfig {
         Ok(config)
     }
 
-    /// True when no file is configured.
+    /// True when no file and no route is configured.
     pub fn is_empty(&self) -> bool {
-        self.domains.is_empty()
+        self.domains.is_empty() && self.routes.is_empty()
+    }
+
+    /// The route `entries` of `domain` takes, if any.
+    pub fn route_for(&self, domain: &str, entries: &[(&str, &str)]) -> Option<&Route> {
+        self.routes
+            .iter()
+            .find(|r| r.domain == domain && r.matches(entries))
+    }
+
+    /// What a domain's counters are placed by (their shard): the resource its routes name, so a request's
+    /// counters and its routed bucket share one Redis Cluster slot; else the domain.
+    pub fn shard_tag<'a>(&'a self, domain: &'a str) -> &'a str {
+        self.routes
+            .iter()
+            .find(|r| r.domain == domain)
+            .map_or(domain, |r| r.resource.as_str())
     }
 
     /// The domains configured, sorted.

@@ -17,7 +17,7 @@ pub mod metadata;
 
 use std::{fmt::Write as _, sync::Arc};
 
-pub use config::{RlsConfig, RlsLimit};
+pub use config::{RlsConfig, RlsLimit, Route};
 
 use crate::engine::plan::KEY_SEP;
 
@@ -135,14 +135,20 @@ impl RlsConfig {
 /// Marks a state key as a gateway counter's (a control character: no resource name can hold it).
 pub const COUNTER_MARK: char = '\u{1d}';
 
-/// The state key of a descriptor's counter in `domain`: the domain (which picks the shard: every counter of
-/// a request shares it), then each entry's key and value (or its shared wildcard), each length-prefixed so
-/// no two descriptors share a counter by accident.
-pub fn counter_key(domain: &str, entries: &[(&str, &str)], shared: &[Option<String>]) -> String {
-    let mut key = String::with_capacity(domain.len() + 16 * entries.len() + 2);
+/// The state key of a descriptor's counter in `domain`: first the shard tag ([`RlsConfig::shard_tag`]: every
+/// counter of a request shares it), then the domain and each entry's key and value (or its shared
+/// wildcard), each length-prefixed so no two descriptors share a counter by accident.
+pub fn counter_key(
+    tag: &str,
+    domain: &str,
+    entries: &[(&str, &str)],
+    shared: &[Option<String>],
+) -> String {
+    let mut key = String::with_capacity(tag.len() + domain.len() + 16 * entries.len() + 8);
     key.push(COUNTER_MARK);
-    key.push_str(domain);
+    key.push_str(tag);
     key.push(KEY_SEP);
+    let _ = write!(key, "{}:{domain}", domain.len());
     for (i, (k, v)) in entries.iter().enumerate() {
         let v = shared.get(i).and_then(Option::as_deref).unwrap_or(v);
         // Writing to a String cannot fail.
@@ -215,13 +221,13 @@ descriptors:
 
     #[test]
     fn counter_keys_differ_by_every_entry_and_share_wildcards() {
-        let a = counter_key("d", &[("k", "a\u{1f}b")], &[None]);
-        let b = counter_key("d", &[("k", "a"), ("b", "")], &[None, None]);
+        let a = counter_key("d", "d", &[("k", "a\u{1f}b")], &[None]);
+        let b = counter_key("d", "d", &[("k", "a"), ("b", "")], &[None, None]);
         assert_ne!(a, b);
         let shared = [Some("a*".to_owned())];
         assert_eq!(
-            counter_key("d", &[("files", "abc")], &shared),
-            counter_key("d", &[("files", "axy")], &shared)
+            counter_key("d", "d", &[("files", "abc")], &shared),
+            counter_key("d", "d", &[("files", "axy")], &shared)
         );
         assert!(a.starts_with("\u{1d}d\u{1f}"));
     }

@@ -26,6 +26,11 @@ pub fn shard_of(resource: &str) -> u64 {
     h % SHARDS
 }
 
+/// The shard of a state key (a level's or a breaker's): its resource's.
+pub fn shard_of_key(state_key: &str) -> u64 {
+    shard_of(first(state_key))
+}
+
 /// The shard a lease id was issued in.
 pub fn shard_of_lease(id: LeaseId) -> u64 {
     id.0 >> SHARD_SHIFT
@@ -142,8 +147,11 @@ impl Keys {
     }
 }
 
+/// The part of a state key that picks its shard: the resource name (a gateway counter's shard tag, which is
+/// a resource name or a domain, without its mark: a counter of a routed domain shares its resource's shard).
 fn first(key: &str) -> &str {
-    key.split(KEY_SEP).next().unwrap_or(key)
+    let first = key.split(KEY_SEP).next().unwrap_or(key);
+    first.strip_prefix('\u{1d}').unwrap_or(first)
 }
 
 #[cfg(test)]

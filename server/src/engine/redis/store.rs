@@ -22,7 +22,6 @@ use crate::{
         EngineError, Expired, Grant, LeaseId, LeaseQuery, LeaseView, LevelsRead, NotReleased, Plan,
         Pressure, Release, Released, Renew, Renewed, ReportPlan, Reported, Reserve, ResourceUsage,
         Rule, Rules, Store, StoreUsage, Sweep, ThrottleKind, UsageQuery, Verdict,
-        plan::KEY_SEP,
         policy::{HitMode, HitPlan, Hits},
     },
 };
@@ -923,8 +922,8 @@ impl Store for RedisStore {
         let Some(first) = plan.hits.first() else {
             return Ok(Hits::default());
         };
-        let tag = first.key.split(KEY_SEP).next().unwrap_or_default();
-        let mut inv = self.invocation(arg::hit::FIELDS, None, now, shard_of(tag));
+        let shard = super::keys::shard_of_key(&first.key);
+        let mut inv = self.invocation(arg::hit::FIELDS, None, now, shard);
         let (keys, index) = plan.cells();
         for key in keys {
             inv.key(self.keys.level(key));
