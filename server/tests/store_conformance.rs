@@ -1507,6 +1507,99 @@ macro_rules! for_each_store {
     };
 }
 
+/// A gateway's request (Envoy's rate limit service): counters and a resource's own bucket checked and
+/// debited in one step, all or none; on a Cluster every key of the request shares the routed resource's
+/// slot.
+fn hits_are_counted_all_or_none_with_a_resource_bucket<S: Store>(make: &Make<S>) {
+    use std::borrow::Cow;
+
+    use quotad_server::engine::{
+        Algorithm, LevelSpec, RateSpec,
+        policy::{Hit, HitMode, HitPlan},
+    };
+    let h = Harness::new(RATE, make);
+    let window = |limit: u64, mode: HitMode, key: &str| Hit {
+        key: Cow::Owned(quotad_server::rls::counter_key(
+            "api",
+            "edge",
+            &[("user", key)],
+            &[None],
+        )),
+        spec: LevelSpec {
+            rate: Some(
+                RateSpec::new(limit, Duration::from_secs(60), limit)
+                    .with_algorithm(Algorithm::FixedWindow),
+            ),
+            max_in_flight: None,
+            shadow: mode == HitMode::Shadow,
+            bypass: false,
+        },
+        permits: 1,
+        mode,
+        negative: false,
+    };
+    let bucket = Hit {
+        key: Cow::Borrowed("api"),
+        spec: LevelSpec {
+            rate: Some(RateSpec::new(10, Duration::from_secs(1), 5)),
+            max_in_flight: None,
+            shadow: false,
+            bypass: false,
+        },
+        permits: 1,
+        mode: HitMode::Enforced,
+        negative: false,
+    };
+    let plan = HitPlan {
+        hits: [
+            window(2, HitMode::Enforced, "a"),
+            window(1, HitMode::Shadow, "s"),
+            bucket.clone(),
+        ]
+        .into_iter()
+        .collect(),
+    };
+    let hits = |p: &HitPlan<'_>| now(h.quota.hits(p)).expect("hits");
+    let first = hits(&plan);
+    assert!(!first.over);
+    assert_eq!(
+        first
+            .statuses
+            .iter()
+            .map(|s| s.remaining)
+            .collect::<Vec<_>>(),
+        [1, 0, 4]
+    );
+    assert_eq!(first.statuses[0].reset_after, 60 * SEC);
+    // The shadow counter is now over: it says so, and never refuses.
+    let second = hits(&plan);
+    assert!(!second.over && second.statuses[1].over);
+    // The window is spent: the request is over, and the bucket is not debited.
+    let third = hits(&plan);
+    assert!(third.over && third.statuses[0].over);
+    assert_eq!(third.statuses[2].remaining, 3);
+    // The bucket is the resource's own: an Acquire sees what the hits took.
+    let d = h.acquire("api", &[], 1);
+    assert!(d.granted());
+    assert_eq!(d.remaining, 2);
+    let quota_plan = HitPlan {
+        hits: [
+            window(1, HitMode::Quota, "q1"),
+            window(2, HitMode::Quota, "q2"),
+        ]
+        .into_iter()
+        .map(|mut hit| {
+            hit.permits = 2;
+            hit
+        })
+        .collect(),
+    };
+    let q = hits(&quota_plan);
+    assert!(!q.over, "q2 has room");
+    assert_eq!((q.statuses[0].over, q.statuses[1].remaining), (true, 0));
+    assert!(hits(&quota_plan).over, "every quota counter is over");
+}
+
 const EXPLAINED: &str = r#"
 [[resources]]
 name = "x"
@@ -1635,6 +1728,7 @@ fn explain_says_what_acquire_then_answers<S: Store>(make: &Make<S>) {
 
 for_each_store!(
     shared: [
+        hits_are_counted_all_or_none_with_a_resource_bucket,
         a_bypassed_acquire_is_granted_counted_and_takes_no_tokens,
         priority_classes_keep_out_of_the_reserves_above_them,
         an_override_gives_one_value_its_own_limits,
