@@ -9,6 +9,7 @@
 #   QUOTAD_METRICS__ENABLED=false scripts/bench-instructions.sh   # the same with metrics off
 #   KINDS="health acquire release" scripts/bench-instructions.sh   # Release too (of a lease never issued:
 #                                                                    the path's cost, the engine's least)
+#   KINDS="acquire rls" scripts/bench-instructions.sh  # Envoy's ShouldRateLimit, one descriptor
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${N:-20000}
@@ -20,6 +21,8 @@ printf '\x00\x00\x00\x00\x0e\x0a\x0abench.rate\x18\x01' >"$out/acquire.bin"
 printf '\x00\x00\x00\x00\x00' >"$out/health.bin"
 # ReleaseRequest{lease_id: "0000000000000001"} (field 1): a well-formed id no server issued.
 printf '\x00\x00\x00\x00\x12\x0a\x100000000000000001' >"$out/release.bin"
+# RateLimitRequest{domain: "bench", descriptors: [{entries: [{key: "client", value: "a"}]}]} (KINDS=rls).
+printf '\x00\x00\x00\x00\x16\x0a\x05bench\x12\x0d\x0a\x0b\x0a\x06client\x12\x01a' >"$out/rls.bin"
 
 count() { # kind calls -> instructions
   QUOTAD_SERVER__DRAIN_DELAY=0s valgrind --tool=callgrind --callgrind-out-file="$out/$1-$2.out" \
@@ -33,6 +36,7 @@ count() { # kind calls -> instructions
   local path=/grpc.health.v1.Health/Check
   [ "$1" = acquire ] && path=/quotad.v1.QuotaService/Acquire
   [ "$1" = release ] && path=/quotad.v1.QuotaService/Release
+  [ "$1" = rls ] && path=/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit
   h2load -n "$2" -c 4 -m 16 -t 1 -H 'content-type: application/grpc' -H 'te: trailers' \
     -d "$out/$1.bin" "http://127.0.0.1:50051$path" >"$out/$1-$2.h2load"
   grep -q " $2 succeeded" "$out/$1-$2.h2load" || { echo "h2load: not every call succeeded"; exit 1; }

@@ -366,7 +366,11 @@ impl Quotad {
         if let Some(m) = &self.metrics {
             quota_grpc = quota_grpc.with_metrics(m.clone());
         }
-        let quota = QuotaServer::new(quota_grpc, settings.max_request_bytes);
+        let mut rls = RlsGrpc::new(self.quota.clone(), self.rls.clone());
+        if let Some(m) = &self.metrics {
+            rls = rls.with_metrics(m.clone());
+        }
+        let quota = QuotaServer::new(quota_grpc, settings.max_request_bytes).with_rls(rls);
         let quota_auth = AuthLayer::new(self.auth.clone(), Service::Quota, self.metrics.clone());
         let admin_service = AuthLayer::new(self.auth.clone(), Service::Admin, self.metrics.clone())
             .around(
@@ -375,15 +379,12 @@ impl Quotad {
                 )
                 .max_decoding_message_size(settings.max_request_bytes),
             );
-        let mut rls = RlsGrpc::new(self.quota.clone(), self.rls.clone());
-        if let Some(m) = &self.metrics {
-            rls = rls.with_metrics(m.clone());
-        }
-        let rls = quota_auth.around(
-            RateLimitServiceServer::new(rls).max_decoding_message_size(settings.max_request_bytes),
-        );
+        // ShouldRateLimit is answered on its unary path (grpc/front.rs); the router knows the service too,
+        // so its other paths get tonic's UNIMPLEMENTED.
+        let rls_routed =
+            RateLimitServiceServer::new(RlsGrpc::new(self.quota.clone(), self.rls.clone()));
         let routes = Routes::new(quota_auth.around(quota.clone()))
-            .add_service(rls)
+            .add_service(quota_auth.around(rls_routed))
             .add_service(admin_service)
             .add_service(health)
             .add_service(reflection::v1()?)

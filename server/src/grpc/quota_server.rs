@@ -1,5 +1,6 @@
 //! `quotad.v1.QuotaService` as served: Acquire and Release, the calls every protected downstream call
-//! makes, on unary paths of their own ([`unary`]); every other method by the generated server. The
+//! makes, and Envoy's ShouldRateLimit, the call every request through a gateway makes, on unary paths of
+//! their own ([`unary`]); every other method by the generated server. The
 //! generated path runs tonic's streaming codec, boxes two more futures around the trait's `async fn` and
 //! moves the request and the generated response through each. Acquire here decides synchronously when the
 //! store answers at once (no future of ours) and encodes the decision straight from the engine's types
@@ -21,17 +22,19 @@ use tonic::{
     server::NamedService,
 };
 
-use super::{QuotaGrpc, deadline, quota_service::AcquireStep, unary};
+use super::{QuotaGrpc, RlsGrpc, deadline, quota_service::AcquireStep, unary};
 use crate::engine::Store;
 
 const ACQUIRE: &str = "/quotad.v1.QuotaService/Acquire";
 const RELEASE: &str = "/quotad.v1.QuotaService/Release";
+const SHOULD_RATE_LIMIT: &str = "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit";
 
 /// The QuotaService's tower service (what the router serves).
 #[derive(Debug)]
 pub struct QuotaServer<S: Store> {
     grpc: Arc<QuotaGrpc<S>>,
     generated: QuotaServiceServer<QuotaGrpc<S>>,
+    rls: Option<Arc<RlsGrpc<S>>>,
     max_request_bytes: usize,
 }
 
@@ -44,8 +47,15 @@ impl<S: Store> QuotaServer<S> {
         Self {
             grpc,
             generated,
+            rls: None,
             max_request_bytes,
         }
+    }
+
+    /// Also serves Envoy's ShouldRateLimit with `rls`.
+    pub fn with_rls(mut self, rls: RlsGrpc<S>) -> Self {
+        self.rls = Some(Arc::new(rls));
+        self
     }
 }
 
@@ -54,6 +64,7 @@ impl<S: Store> Clone for QuotaServer<S> {
         Self {
             grpc: self.grpc.clone(),
             generated: self.generated.clone(),
+            rls: self.rls.clone(),
             max_request_bytes: self.max_request_bytes,
         }
     }
@@ -94,6 +105,8 @@ pub enum Unary {
     Acquire,
     /// `/quotad.v1.QuotaService/Release`
     Release,
+    /// `/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit`
+    ShouldRateLimit,
 }
 
 impl Unary {
@@ -102,13 +115,14 @@ impl Unary {
         match path {
             ACQUIRE => Some(Self::Acquire),
             RELEASE => Some(Self::Release),
+            SHOULD_RATE_LIMIT => Some(Self::ShouldRateLimit),
             _ => None,
         }
     }
 }
 
 impl<S: Store> QuotaServer<S> {
-    /// The answer to `req`, an Acquire or a Release (`which`), with its body unboxed. Callers check
+    /// The answer to `req`, an Acquire, a Release or a ShouldRateLimit (`which`), with its body unboxed. Callers check
     /// authentication first (the tower service is wrapped in [`crate::auth::Authed`]).
     pub fn unary<B>(
         &self,
@@ -120,10 +134,12 @@ impl<S: Store> QuotaServer<S> {
         B::Error: Into<StdError> + Send + 'static,
     {
         let (grpc, limit) = (self.grpc.clone(), self.max_request_bytes);
+        let rls = self.rls.clone();
         async move {
             match which {
                 Unary::Acquire => acquire(&grpc, req, limit).await,
                 Unary::Release => release(&grpc, req, limit).await,
+                Unary::ShouldRateLimit => should_rate_limit(rls.as_deref(), req, limit).await,
             }
         }
     }
@@ -176,4 +192,31 @@ where
         Err(status) => Err(status),
     };
     unary::respond(answer)
+}
+
+/// Envoy's ShouldRateLimit on its own path.
+async fn should_rate_limit<S: Store, B>(
+    rls: Option<&RlsGrpc<S>>,
+    req: http::Request<B>,
+    limit: usize,
+) -> http::Response<unary::Reply>
+where
+    B: Body,
+    B::Error: Into<StdError>,
+{
+    use quotad_api::envoy::service::ratelimit::v3::RateLimitRequest;
+    let Some(rls) = rls else {
+        return unary::respond::<RateLimitRequest>(Err(tonic::Status::unimplemented(
+            "this server does not serve envoy.service.ratelimit.v3.RateLimitService",
+        )));
+    };
+    let answer = match unary::read::<_, RateLimitRequest>(req, limit).await {
+        Ok(request) => {
+            let timeout = deadline::grpc_timeout(request.metadata().as_ref());
+            let answered = rls.answer(request.into_inner());
+            deadline::within(timeout, answered, || Err(deadline::expired())).await
+        }
+        Err(status) => Err(status),
+    };
+    unary::respond(answer.map(tonic::Response::new))
 }

@@ -72,7 +72,7 @@ enum Counted {
     Hit {
         hit: usize,
         limit: Arc<RlsLimit>,
-        metric: String,
+        metric: Arc<str>,
     },
 }
 
@@ -82,7 +82,13 @@ impl<S: Store> RateLimitService for RlsGrpc<S> {
         &self,
         request: Request<RateLimitRequest>,
     ) -> Result<Response<RateLimitResponse>, Status> {
-        let req = request.into_inner();
+        self.answer(request.into_inner()).await.map(Response::new)
+    }
+}
+
+impl<S: Store> RlsGrpc<S> {
+    /// The answer to `req` (served on the unary path; the generated service's method calls it too).
+    pub async fn answer(&self, req: RateLimitRequest) -> Result<RateLimitResponse, Status> {
         validate(&req)?;
         let config = self.config.load();
         let counted = limits(&config, &req)?;
@@ -97,7 +103,7 @@ impl<S: Store> RateLimitService for RlsGrpc<S> {
                 let (h, limit) = routed(&self.quota.rules(), &req, d, route)?;
                 kinds.push(Counted::Hit {
                     hit: plan.hits.len(),
-                    metric: limit.path.to_string(),
+                    metric: limit.path.clone(),
                     limit,
                 });
                 plan.hits.push(h);
@@ -112,9 +118,9 @@ impl<S: Store> RateLimitService for RlsGrpc<S> {
                 continue;
             }
             let metric = if limit.detailed_metric || matched.value_to_metric {
-                rls::config::descriptor_path(&req.domain, &entries)
+                Arc::from(rls::config::descriptor_path(&req.domain, &entries))
             } else {
-                limit.path.to_string()
+                limit.path.clone()
             };
             kinds.push(Counted::Hit {
                 hit: plan.hits.len(),
@@ -131,13 +137,9 @@ impl<S: Store> RateLimitService for RlsGrpc<S> {
         };
         let answer = answer(&config, &req, &kinds, &hits.statuses, hits.over);
         if let Some(m) = &self.metrics {
-            m.rls_answered(
-                &req.domain,
-                &kinds_results(&kinds, &hits.statuses),
-                hits.over,
-            );
+            m.rls_answered(&req.domain, results(&kinds, &hits.statuses), hits.over);
         }
-        Ok(Response::new(answer))
+        Ok(answer)
     }
 }
 
@@ -225,7 +227,7 @@ fn limits(
                 let path = rls::config::descriptor_path(&req.domain, &entries);
                 Some(Matched {
                     limit: Arc::new(RlsLimit::overriding(over.requests_per_unit, unit, path)),
-                    shared: vec![None; entries.len()],
+                    shared: Vec::new(),
                     value_to_metric: false,
                 })
             }
@@ -465,21 +467,22 @@ fn duration(ns: u64) -> prost_types::Duration {
     }
 }
 
-/// Each counted descriptor's metric name and result, for the metrics.
-fn kinds_results<'a>(kinds: &'a [Counted], statuses: &[HitStatus]) -> Vec<(&'a str, &'static str)> {
-    kinds
-        .iter()
-        .filter_map(|k| match k {
-            Counted::Hit { hit, limit, metric } => {
-                let over = statuses.get(*hit).is_some_and(|s| s.over);
-                let result = match (over, limit.shadow) {
-                    (false, _) => "ok",
-                    (true, true) => "shadow_over_limit",
-                    (true, false) => "over_limit",
-                };
-                Some((metric.as_str(), result))
-            }
-            _ => None,
-        })
-        .collect()
+/// Each counted descriptor's metric name and result (an index into the metrics' `RLS_RESULTS`: ok, over
+/// the limit, a shadow limit over).
+fn results<'a>(
+    kinds: &'a [Counted],
+    statuses: &'a [HitStatus],
+) -> impl Iterator<Item = (&'a str, usize)> {
+    kinds.iter().filter_map(|k| match k {
+        Counted::Hit { hit, limit, metric } => {
+            let over = statuses.get(*hit).is_some_and(|s| s.over);
+            let result = match (over, limit.shadow) {
+                (false, _) => 0,
+                (true, false) => 1,
+                (true, true) => 2,
+            };
+            Some((&**metric, result))
+        }
+        _ => None,
+    })
 }

@@ -101,29 +101,38 @@ pub struct Metrics {
 /// `(other)` (a domain or a detailed descriptor comes from the wire).
 pub const RLS_MAX_LABELS: usize = 1000;
 
-/// What the rate limit service counts: answers by (domain, code), descriptors by (limit, result).
+/// The codes a `ShouldRateLimit` answer is counted by, in label order.
+pub const RLS_CODES: [&str; 2] = ["ok", "over_limit"];
+/// What a counted descriptor came to, in label order.
+pub const RLS_RESULTS: [&str; 3] = ["ok", "over_limit", "shadow_over_limit"];
+
+/// What the rate limit service counts: answers by domain (per [`RLS_CODES`]), descriptors by limit (its
+/// path, or the descriptor's with values for a detailed metric; per [`RLS_RESULTS`]).
 #[derive(Debug, Default, Clone)]
 pub struct RlsCounts {
-    /// `ShouldRateLimit` answers by domain and overall code.
-    pub requests: HashMap<(String, &'static str), u64>,
-    /// Counted descriptors by limit (its path, or the descriptor's with values for a detailed metric) and
-    /// result (`ok`, `over_limit`, `shadow_over_limit`).
-    pub descriptors: HashMap<(String, &'static str), u64>,
+    /// `ShouldRateLimit` answers by domain.
+    pub requests: HashMap<String, [u64; 2], foldhash::fast::RandomState>,
+    /// Counted descriptors by limit.
+    pub descriptors: HashMap<String, [u64; 3], foldhash::fast::RandomState>,
 }
 
-/// Adds one to `key` in `map`, or to `(other)` once `map` holds [`RLS_MAX_LABELS`] label values.
-fn bump_capped(map: &mut HashMap<(String, &'static str), u64>, name: &str, result: &'static str) {
-    let key = (name.to_owned(), result);
-    if let Some(n) = map.get_mut(&key) {
-        *n += 1;
+/// Adds one at `index` to `name`'s counts, or to `(other)`'s once `map` holds [`RLS_MAX_LABELS`] names
+/// (a name already there is found without allocating).
+fn bump_capped<const N: usize>(
+    map: &mut HashMap<String, [u64; N], foldhash::fast::RandomState>,
+    name: &str,
+    index: usize,
+) {
+    if let Some(n) = map.get_mut(name) {
+        n[index] += 1;
         return;
     }
-    let key = if map.len() < RLS_MAX_LABELS {
-        key
+    let name = if map.len() < RLS_MAX_LABELS {
+        name
     } else {
-        ("(other)".to_owned(), result)
+        "(other)"
     };
-    *map.entry(key).or_default() += 1;
+    map.entry(name.to_owned()).or_insert([0; N])[index] += 1;
 }
 
 /// Why the auth interceptor refused a call, as `quotad_auth_refusals_total` labels it.
@@ -135,12 +144,16 @@ impl Metrics {
         Self::default()
     }
 
-    /// A `ShouldRateLimit` answer for `domain`: each counted descriptor's metric name and result, and
-    /// whether the request was over the limit.
-    pub fn rls_answered(&self, domain: &str, descriptors: &[(&str, &'static str)], over: bool) {
+    /// A `ShouldRateLimit` answer for `domain`: each counted descriptor's metric name and result (an
+    /// index into [`RLS_RESULTS`]), and whether the request was over the limit.
+    pub fn rls_answered<'a>(
+        &self,
+        domain: &str,
+        descriptors: impl Iterator<Item = (&'a str, usize)>,
+        over: bool,
+    ) {
         let mut rls = self.rls.lock().unwrap_or_else(PoisonError::into_inner);
-        let code = if over { "over_limit" } else { "ok" };
-        bump_capped(&mut rls.requests, domain, code);
+        bump_capped(&mut rls.requests, domain, usize::from(over));
         for (name, result) in descriptors {
             bump_capped(&mut rls.descriptors, name, result);
         }

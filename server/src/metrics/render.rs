@@ -17,7 +17,7 @@ use std::{
 use super::{
     Metrics, ResourceCounters, Rpc,
     counters::{DECISIONS, KINDS, OUTCOMES},
-    registry::{AUTH_REFUSALS, RELEASE_NOOPS},
+    registry::{AUTH_REFUSALS, RELEASE_NOOPS, RLS_CODES, RLS_RESULTS},
 };
 use crate::{
     engine::{BreakerState, EngineError, Quota, Rule, Rules, StatsSnapshot, Store, StoreUsage},
@@ -642,29 +642,31 @@ fn auth_refusals(o: &mut Out, s: &Scrape<'_>) {
 
 fn rls(o: &mut Out, s: &Scrape<'_>) {
     let counts = s.metrics.rls();
-    let families = [
-        (
-            "quotad_rls_requests_total",
-            "Envoy rate limit service answers, by domain and overall code (at most 1,000 domains; then `(other)`).",
-            "domain",
-            "code",
-            &counts.requests,
-        ),
-        (
-            "quotad_rls_descriptors_total",
-            "Descriptors counted by the Envoy rate limit service, by limit (its config path, or the descriptor's \
-             values for detailed_metric and value_to_metric; at most 1,000, then `(other)`) and result.",
-            "limit",
-            "result",
-            &counts.descriptors,
-        ),
-    ];
-    for (name, help, first, second, map) in families {
-        o.family(name, "counter", help);
-        let mut rows: Vec<_> = map.iter().collect();
-        rows.sort();
-        for ((label, result), n) in rows {
-            o.sample(name, &[(first, label), (second, result)], *n);
+    let requests = "quotad_rls_requests_total";
+    o.family(
+        requests,
+        "counter",
+        "Envoy rate limit service answers, by domain and overall code (at most 1,000 domains; then `(other)`).",
+    );
+    let mut rows: Vec<_> = counts.requests.iter().collect();
+    rows.sort();
+    for (domain, n) in rows {
+        for (code, n) in RLS_CODES.iter().zip(n) {
+            o.sample(requests, &[("domain", domain), ("code", code)], *n);
+        }
+    }
+    let descriptors = "quotad_rls_descriptors_total";
+    o.family(
+        descriptors,
+        "counter",
+        "Descriptors counted by the Envoy rate limit service, by limit (its config path, or the descriptor's \
+         values for detailed_metric and value_to_metric; at most 1,000, then `(other)`) and result.",
+    );
+    let mut rows: Vec<_> = counts.descriptors.iter().collect();
+    rows.sort();
+    for (limit, n) in rows {
+        for (result, n) in RLS_RESULTS.iter().zip(n) {
+            o.sample(descriptors, &[("limit", limit), ("result", result)], *n);
         }
     }
 }

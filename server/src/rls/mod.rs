@@ -75,7 +75,8 @@ impl Unit {
 pub struct Matched {
     /// The limit of the node its last entry reached.
     pub limit: Arc<RlsLimit>,
-    /// Per entry, the wildcard value its counter uses instead of the entry's own (`share_threshold`).
+    /// Per entry, the wildcard value its counter uses instead of the entry's own (`share_threshold`);
+    /// empty when none does.
     pub shared: Vec<Option<String>>,
     /// A node on its path asked for values in its metric name (`value_to_metric`).
     pub value_to_metric: bool,
@@ -93,19 +94,26 @@ impl RlsConfig {
     /// stops above any limit, has none.
     pub fn limit_for(&self, domain: &str, entries: &[(&str, &str)]) -> Option<Matched> {
         let mut node = self.domains.get(domain)?;
-        let mut shared = vec![None; entries.len()];
+        // Allocated only when a shared wildcard matched.
+        let mut shared = Vec::new();
         let mut found = None;
         let mut value_to_metric = false;
+        let mut key_value = String::new();
         for (i, (key, value)) in entries.iter().enumerate() {
-            let key_value = format!("{key}_{value}");
+            key_value.clear();
+            key_value.push_str(key);
+            key_value.push('_');
+            key_value.push_str(value);
             let mut next = node.children.get(&key_value);
             if next.is_none() {
                 for w in &node.wildcards {
                     if w.matches(&key_value) {
                         next = node.children.get(&w.pattern);
                         if next.is_some_and(|n| n.share_threshold) {
-                            let prefix = format!("{key}_");
-                            let pattern = w.pattern.strip_prefix(&prefix).unwrap_or(&w.pattern);
+                            let pattern = (w.pattern.strip_prefix(key))
+                                .and_then(|p| p.strip_prefix('_'))
+                                .unwrap_or(&w.pattern);
+                            shared.resize(entries.len(), None);
                             shared[i] = Some(pattern.to_owned());
                         }
                         break;

@@ -60,9 +60,9 @@ pub struct HitPlan<'a> {
 
 impl HitPlan<'_> {
     /// The distinct state keys, in first-seen order, and each hit's index among them.
-    pub fn cells(&self) -> (Vec<&str>, Vec<usize>) {
-        let mut keys: Vec<&str> = Vec::new();
-        let mut index = Vec::with_capacity(self.hits.len());
+    pub fn cells(&self) -> (Cells<'_>, CellIndex) {
+        let mut keys = Cells::new();
+        let mut index = CellIndex::with_capacity(self.hits.len());
         for hit in &self.hits {
             match keys.iter().position(|k| *k == hit.key) {
                 Some(i) => index.push(i),
@@ -75,6 +75,11 @@ impl HitPlan<'_> {
         (keys, index)
     }
 }
+
+/// A plan's distinct state keys (on the stack for up to four).
+pub type Cells<'a> = SmallVec<[&'a str; 4]>;
+/// Each hit's index among its plan's [`Cells`].
+pub type CellIndex = SmallVec<[usize; 4]>;
 
 /// One counter after the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -106,9 +111,9 @@ pub fn judge_hits(
     index: &[usize],
     now: Nanos,
 ) -> Hits {
-    let mut over = Vec::with_capacity(plan.hits.len());
+    let mut over: SmallVec<[bool; 4]> = SmallVec::with_capacity(plan.hits.len());
     // What the earlier hits of this request would take from each cell.
-    let mut pending = vec![0u64; cells.len()];
+    let mut pending: SmallVec<[u64; 4]> = SmallVec::from_elem(0, cells.len());
     for (hit, &c) in plan.hits.iter().zip(index) {
         let cell = &mut *cells[c];
         cell.sync(&hit.spec, 1.0, now);
