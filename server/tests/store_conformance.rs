@@ -1776,6 +1776,41 @@ for_each_store!(
     ],
 );
 
+/// A fixed window's level key expires a second after its window ends: set by the window's first write, left
+/// alone by the writes after it in the same window (which write the count alone), set again by the next
+/// window's.
+#[test]
+fn redis_a_fixed_window_key_expires_after_its_window() {
+    let h = Harness::new(
+        "[[resources]]\nname = \"win\"\nrate = { limit = 100, period = \"1m\", algorithm = \"fixed_window\" }\n",
+        &|_: &Rules| common::redis_store(&[redis().url()]),
+    );
+    let key = || {
+        let keys = redis().cli(&["KEYS", "*}L3:win"]);
+        assert_eq!(keys.lines().count(), 1, "one level: {keys}");
+        keys.trim().to_owned()
+    };
+    let ttl = || -> u64 { redis().cli(&["PTTL", &key()]).trim().parse().unwrap() };
+    h.advance(Duration::from_secs(10));
+    assert!(h.acquire("win", &[], 1).granted());
+    let first = ttl();
+    assert!(
+        (45_000..=51_000).contains(&first),
+        "50 s left in the window, and a second: {first} ms"
+    );
+    assert!(h.acquire("win", &[], 2).granted());
+    assert_eq!(redis().cli(&["HGET", &key(), "count"]).trim(), "3");
+    assert!(ttl() <= first, "not pushed within the window");
+    h.advance(Duration::from_secs(60));
+    assert!(h.acquire("win", &[], 1).granted());
+    assert_eq!(redis().cli(&["HGET", &key(), "count"]).trim(), "1");
+    let next = ttl();
+    assert!(
+        (45_000..=51_000).contains(&next),
+        "the next window's: {next} ms"
+    );
+}
+
 /// A resource's live-lease count (its Redis hash, what listings show) outlives leases that stay live for
 /// days: each Acquire keeps the hash at least a day, re-extending it when less than 23 hours are left (a
 /// day after its first lease it used to expire, however many leases were still live).

@@ -15,8 +15,6 @@
 local LEVEL_NAMES = { 'tat', 'interval', 'burst', 'in_flight', 'algorithm', 'window_start', 'count', 'previous',
                       'period', 'limit' }
 
--- A window's state as one string (what changed, compared with what was stored).
-local function window_key(st) return string.format('%s,%d,%d,%d,%d,%d', st.kind, st.s, st.c, st.p, st.w, st.l) end
 
 -- (Called while the library loads, where Redis offers no `ipairs`.)
 local function level_fields(T, names)
@@ -59,7 +57,7 @@ local function level_load(key, kind)
                  found = (t or i or b or f or v[5] or v[9] or other) and true or false }
   -- The limit as stored (a write leaves it alone when it did not change).
   if lim and lim.kind == 'token_bucket' then cell.si = lim.i; cell.sb = lim.b
-  elseif lim then cell.sw = window_key(lim) end
+  elseif lim then cell.sw = { kind = lim.kind, s = lim.s, c = lim.c, p = lim.p, w = lim.w, l = lim.l } end
   if f then cell.sf = cell.f end
   return cell
 end
@@ -81,18 +79,17 @@ local function bucket_save(cell, bk, f)
   return deleted
 end
 
--- The same for a window.
+-- The same for a window: only the fields that changed (a grant in the same window writes its count alone).
 local function window_save(cell, st, f)
   local F, deleted = LEVEL_F, false
   if cell.si or cell.st then redis.call('HDEL', cell.key, F.tat, F.interval, F.burst); deleted = true end
-  if window_key(st) ~= cell.sw then
-    f[#f + 1] = F.algorithm; f[#f + 1] = st.kind
-    f[#f + 1] = F.window_start; f[#f + 1] = string.format('%d', st.s)
-    f[#f + 1] = F.count; f[#f + 1] = string.format('%d', st.c)
-    f[#f + 1] = F.previous; f[#f + 1] = string.format('%d', st.p)
-    f[#f + 1] = F.period; f[#f + 1] = string.format('%d', st.w)
-    f[#f + 1] = F.limit; f[#f + 1] = string.format('%d', st.l)
-  end
+  local was = cell.sw or {}
+  if st.kind ~= was.kind then f[#f + 1] = F.algorithm; f[#f + 1] = st.kind end
+  if st.s ~= was.s then f[#f + 1] = F.window_start; f[#f + 1] = string.format('%d', st.s) end
+  if st.c ~= was.c then f[#f + 1] = F.count; f[#f + 1] = string.format('%d', st.c) end
+  if st.p ~= was.p then f[#f + 1] = F.previous; f[#f + 1] = string.format('%d', st.p) end
+  if st.w ~= was.w then f[#f + 1] = F.period; f[#f + 1] = string.format('%d', st.w) end
+  if st.l ~= was.l then f[#f + 1] = F.limit; f[#f + 1] = string.format('%d', st.l) end
   return deleted
 end
 
@@ -123,6 +120,13 @@ local function level_save(cell, hold_ms)
   if cell.f ~= cell.sf then f[#f + 1] = F.in_flight; f[#f + 1] = cell.f end
   if #f > 0 then redis.call('HSET', cell.key, unpack(f)); changed = true end
   if not changed then return end
+  -- A fixed window's key expires a second after its window ends: set when its window was first written, so
+  -- a write in the same window (same start and period, the same leases in flight) leaves it as it is.
+  local was = cell.sw
+  if st and st.kind == 'fixed_window' and was and was.kind == st.kind and was.s == st.s and was.w == st.w
+     and cell.f == (cell.sf or 0) then
+    return
+  end
   local ms = 1000
   if st then ms = ms + L.reset_after(st) / 1000000 end
   if cell.f > 0 then ms = math.max(ms, hold_ms or 0) end

@@ -485,8 +485,9 @@ OPS.hit = function()
       if st.kind ~= 'token_bucket' then reset = st.w - window_elapsed(st.w) end
       local remaining = 0
       if not h.over then remaining = L.remaining(st) end
-      rows[i + 1] = out('counter', { over = h.over and 1 or 0, remaining = string.format('%d', remaining),
-                                     limit = string.format('%d', L.capacity(st)), reset_after = string.format('%d', reset) })
+      -- Plain numbers (integers below 2^53: Redis replies them as integers).
+      rows[i + 1] = out('counter', { over = h.over and 1 or 0, remaining = remaining, limit = L.capacity(st),
+                                     reset_after = reset })
     end
   end
   for _, cell in pairs(cells) do level_save(cell, 0) end
