@@ -28,6 +28,10 @@ done
 for t in $(printf "acme %.0s" $(seq 14)) $(printf "globex %.0s" $(seq 12)); do
   grpcurl -plaintext -d "{\"resource\": \"partner.stripe\", \"descriptors\": {\"tenant\": \"$t\"}}" "127.0.0.1:$port" quotad.v1.QuotaService/Acquire >/dev/null
 done
+for _ in 1 2 3; do
+  grpcurl -plaintext -d '{"domain": "edge", "descriptors": [{"entries": [{"key": "user", "value": "a"}]}]}' \
+    "127.0.0.1:$port" envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit >/dev/null
+done
 export THROTTLE_CMD="grpcurl -plaintext -d '{\"resource\": \"bedrock.invoke\", \"retry_after\": \"20s\", \"message\": \"HTTP 429 from the browser test\"}' 127.0.0.1:$port quotad.v1.QuotaService/ReportThrottle >/dev/null"
 timeout 120 node scripts/browser/status-page.mjs "http://127.0.0.1:$metrics/status" "$PWD/target/status-page.png"
 

@@ -493,6 +493,17 @@ async fn the_metrics_count_domains_and_limits() {
     assert!(
         text.contains("quotad_rls_descriptors_total{limit=\"edge.user\",result=\"over_limit\"} 1")
     );
+    // The status page shows the same.
+    let (code, body) = rls.server.http_get("/status.json").await;
+    assert_eq!(code, 200);
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let domains = &status["rls"]["domains"];
+    assert_eq!(domains[0]["domain"], "edge");
+    assert_eq!(
+        (domains[0]["ok"].as_u64(), domains[0]["over_limit"].as_u64()),
+        (Some(2), Some(1))
+    );
+    assert_eq!(status["rls"]["limits"].as_array().unwrap().len(), 2);
 }
 
 /// A route sends a gateway's descriptor to a quotad resource: its hits and workers' Acquires draw on one

@@ -2,7 +2,7 @@
 //   node status-page.mjs URL SCREENSHOT  (with THROTTLE_CMD: a shell command that sends a ReportThrottle)
 // Checks: the page loads with no console errors or page errors; it lists the resources; after THROTTLE_CMD
 // reports a throttle on bedrock.invoke, the page shows the pause and the lowered rate within 2 s, without
-// reloading; a screenshot is saved. Exits non-zero on any failure.
+// reloading; the Envoy rate limit section shows the domain the script asked about; a screenshot is saved. Exits non-zero on any failure.
 import { execSync } from "node:child_process";
 import { open } from "./browser.mjs";
 
@@ -31,6 +31,9 @@ try {
   const partner = await page.locator('tr[data-resource="partner.stripe"]').innerText();
   if (!/overrides: tenant=internal \(bypass\)/.test(partner)) fail(`partner.stripe's row does not show the bypass: ${partner}`);
   if (await page.evaluate(() => performance.getEntriesByType("navigation").length) !== loads) fail("the page reloaded");
+  // Envoy's rate limit service answered (the script sent ShouldRateLimit calls first): its section shows them.
+  const rls = await page.locator("#rls").innerText();
+  if (!/edge\s+3\s+0/.test(rls)) fail(`the rate limit section does not show domain edge's 3 answers: ${rls}`);
 
   // Search narrows the table; clearing it brings everything back.
   await page.fill("#prefix", "bedrock");

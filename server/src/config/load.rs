@@ -258,8 +258,8 @@ mod tests {
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "toml") {
-                let text = std::fs::read_to_string(&path).unwrap();
-                load_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                // As quotad loads it: files it names are relative to its folder.
+                load(Some(&path)).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
                 n += 1;
             }
         }

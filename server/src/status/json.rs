@@ -202,6 +202,33 @@ fn store(h: &crate::engine::StoreHealth) -> Value {
     })
 }
 
+/// What Envoy's rate limit service has answered: the domains (by answers, most first) and the limits (by
+/// refusals, most first), 20 of each.
+fn rls(metrics: Option<&Metrics>) -> Value {
+    let Some(m) = metrics else {
+        return Value::Null;
+    };
+    let counts = m.rls();
+    if counts.requests.is_empty() {
+        return Value::Null;
+    }
+    let mut domains: Vec<_> = counts.requests.iter().collect();
+    domains.sort_by(|a, b| (b.1[0] + b.1[1]).cmp(&(a.1[0] + a.1[1])).then(a.0.cmp(b.0)));
+    let mut limits: Vec<_> = counts.descriptors.iter().collect();
+    limits.sort_by(|a, b| {
+        (b.1[1] + b.1[2], b.1[0])
+            .cmp(&(a.1[1] + a.1[2], a.1[0]))
+            .then(a.0.cmp(b.0))
+    });
+    json!({
+        "domains": domains.iter().take(20).map(|(d, n)| json!({ "domain": d, "ok": n[0], "over_limit": n[1] }))
+            .collect::<Vec<_>>(),
+        "limits": limits.iter().take(20)
+            .map(|(l, n)| json!({ "limit": l, "ok": n[0], "over_limit": n[1], "shadow_over_limit": n[2] }))
+            .collect::<Vec<_>>(),
+    })
+}
+
 /// The whole snapshot, as JSON text.
 pub async fn snapshot<S: Store>(
     quota: &Quota<S>,
@@ -255,6 +282,7 @@ pub async fn snapshot<S: Store>(
         "next_after": next_after,
         "charts": charts,
         "transitions": transitions,
+        "rls": rls(metrics),
     });
     Ok(v.to_string())
 }

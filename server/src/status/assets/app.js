@@ -123,6 +123,16 @@
       el("b", {}, t.resource), "  ", el("span", { class: "badge " + t.from }, t.from), " → ",
       el("span", { class: "badge " + t.to }, t.to), "  ", el("span", { class: "muted" }, t.reason)));
     $("transitions").replaceChildren(...(list.length ? list : [el("li", { class: "muted" }, "none yet")]));
+    $("rls").hidden = !d.rls;
+    if (d.rls) {
+      $("rls-domains").tBodies[0].replaceChildren(...d.rls.domains.map((r) =>
+        el("tr", {}, el("td", {}, r.domain), el("td", {}, r.ok), el("td", {}, r.over_limit))));
+      const limits = d.rls.limits.map((r) =>
+        el("tr", {}, el("td", {}, r.limit), el("td", {}, r.ok), el("td", {}, r.over_limit),
+          el("td", {}, r.shadow_over_limit)));
+      $("rls-limits").tBodies[0].replaceChildren(...(limits.length ? limits
+        : [el("tr", {}, el("td", { class: "muted", colspan: "4" }, "no descriptor matched a limit yet"))]));
+    }
   }
 
   async function refresh() {
