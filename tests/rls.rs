@@ -395,6 +395,40 @@ async fn bad_input(rls: &Rls) {
         .await
         .unwrap_err();
     assert!(e.message().contains("1000 descriptors"), "{}", e.message());
+    let long = "v".repeat(1025);
+    let e = c
+        .should_rate_limit(request("edge", &[&[("user", &long)]]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Status::InvalidArgument);
+    assert!(
+        e.message().starts_with("descriptors[0].entries[0]"),
+        "{}",
+        e.message()
+    );
+    let e = c
+        .should_rate_limit(request(
+            "edge",
+            &[&[("user", "hostile")], &[("user", "a"), ("", "b")]],
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.message(),
+        "descriptors[1].entries[1].key: must not be empty"
+    );
+    let e = c
+        .should_rate_limit(request(&"d".repeat(1025), &[&[("user", "a")]]))
+        .await
+        .unwrap_err();
+    assert!(e.message().starts_with("domain:"), "{}", e.message());
+    let mut empty = request("edge", &[&[("user", "a")]]);
+    empty.descriptors[0].entries.clear();
+    let e = c.should_rate_limit(empty).await.unwrap_err();
+    assert_eq!(e.message(), "descriptors[0].entries: must not be empty");
+    // Nothing of a refused request is counted: user=hostile, in the one above, has its whole 2 a minute.
+    let r = rls.ask("edge", &[&[("user", "hostile")]]).await;
+    assert_eq!(r.statuses[0].limit_remaining, 1);
     let mut req = request("edge", &[&[("user", "a")]]);
     req.descriptors[0].limit = Some(RateLimitOverride {
         requests_per_unit: 1,
