@@ -31,7 +31,7 @@ struct Rls {
     server: TestServer,
     clock: Arc<FakeClock>,
     dir: PathBuf,
-    _redis: Option<RedisServer>,
+    redis: Option<RedisServer>,
 }
 
 impl Rls {
@@ -65,7 +65,7 @@ impl Rls {
             server,
             clock,
             dir,
-            _redis: redis,
+            redis,
         }
     }
 
@@ -624,4 +624,36 @@ fn a_route_names_a_resource_with_a_rate() {
         "[[rls.routes]]\ndomain = \"d\"\nentries = []\nresource = \"r\"\n[[resources]]\nname = \"r\"\nconcurrency = 2\n",
     );
     assert!(e.contains("rls.routes[0].entries"), "{e}");
+}
+
+/// Redis stopped: ShouldRateLimit answers UNAVAILABLE (Envoy's `failure_mode_deny` decides what the gateway
+/// does), and answers again once Redis is back.
+#[tokio::test]
+async fn with_redis_down_the_answer_is_unavailable_until_it_is_back() {
+    let mut rls = Rls::start(Store::Redis, "").await;
+    assert!(!over(&rls.ask("edge", &[&[("user", "r")]]).await));
+    let redis = rls.redis.as_mut().unwrap();
+    redis.kill();
+    let mut c = rls.client().await;
+    let e = c
+        .should_rate_limit(request("edge", &[&[("user", "r")]]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Status::Unavailable, "{e:?}");
+    rls.redis.as_mut().unwrap().restart();
+    let mut answered = None;
+    for _ in 0..100 {
+        if let Ok(r) = c
+            .should_rate_limit(request("edge", &[&[("user", "r")]]))
+            .await
+        {
+            answered = Some(r.into_inner());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        answered.is_some_and(|r| r.overall_code == OK),
+        "answers again"
+    );
 }

@@ -91,7 +91,7 @@ impl<S: Store> RlsGrpc<S> {
     pub async fn answer(&self, req: RateLimitRequest) -> Result<RateLimitResponse, Status> {
         validate(&req)?;
         let config = self.config.load();
-        let counted = limits(&config, &req)?;
+        let counted = limits(&config, &req);
         let tag = config.shard_tag(&req.domain);
         let mut plan = HitPlan::default();
         let mut kinds = Vec::with_capacity(counted.len());
@@ -109,10 +109,11 @@ impl<S: Store> RlsGrpc<S> {
                 plan.hits.push(h);
                 continue;
             }
-            let Some((matched, limit)) = found else {
+            let Some(matched) = found else {
                 kinds.push(Counted::Nothing);
                 continue;
             };
+            let limit = matched.limit.clone();
             if limit.unlimited {
                 kinds.push(Counted::Unlimited);
                 continue;
@@ -210,18 +211,13 @@ fn entries(d: &RateLimitDescriptor) -> SmallVec<[(&str, &str); 4]> {
         .collect()
 }
 
-/// Each descriptor's matched limit (a descriptor's own `limit` wins), with `replaces` applied: a limit
-/// whose `name` another matched limit replaces is not counted.
-#[allow(clippy::type_complexity)]
-fn limits(
-    config: &RlsConfig,
-    req: &RateLimitRequest,
-) -> Result<Vec<Option<(Matched, Arc<RlsLimit>)>>, Status> {
-    let mut found: Vec<Option<(Matched, Arc<RlsLimit>)>> =
-        Vec::with_capacity(req.descriptors.len());
+/// Each descriptor's matched limit (a descriptor's own `limit` wins; a routed descriptor has none here),
+/// with `replaces` applied: a limit whose `name` another matched limit replaces is not counted.
+fn limits(config: &RlsConfig, req: &RateLimitRequest) -> Vec<Option<Matched>> {
+    let mut found: Vec<Option<Matched>> = Vec::with_capacity(req.descriptors.len());
     for d in &req.descriptors {
         let entries = entries(d);
-        let matched = match &d.limit {
+        found.push(match &d.limit {
             Some(over) => {
                 let unit = Unit::from_wire(over.unit).unwrap_or(Unit::Second);
                 let path = rls::config::descriptor_path(&req.domain, &entries);
@@ -231,27 +227,30 @@ fn limits(
                     value_to_metric: false,
                 })
             }
+            None if config.route_for(&req.domain, &entries).is_some() => None,
             None => config.limit_for(&req.domain, &entries),
-        };
-        found.push(matched.map(|m| {
-            let limit = m.limit.clone();
-            (m, limit)
-        }));
+        });
     }
-    let replaced: Vec<String> = found
+    let replaced: Vec<&str> = found
         .iter()
         .flatten()
-        .flat_map(|(_, l)| l.replaces.iter().cloned())
+        .flat_map(|m| m.limit.replaces.iter().map(String::as_str))
         .collect();
-    if !replaced.is_empty() {
-        for f in &mut found {
-            let named = f.as_ref().and_then(|(_, l)| l.name.as_deref());
-            if named.is_some_and(|n| replaced.iter().any(|r| r == n)) {
-                *f = None;
-            }
-        }
+    if replaced.is_empty() {
+        return found;
     }
-    Ok(found)
+    let keep: Vec<bool> = found
+        .iter()
+        .map(|f| {
+            let named = f.as_ref().and_then(|m| m.limit.name.as_deref());
+            !named.is_some_and(|n| replaced.contains(&n))
+        })
+        .collect();
+    found
+        .into_iter()
+        .zip(keep)
+        .map(|(f, keep)| f.filter(|_| keep))
+        .collect()
 }
 
 /// The counter a descriptor hits.
