@@ -183,15 +183,8 @@ where
     B: Body,
     B::Error: Into<StdError>,
 {
-    let answer = match unary::read::<_, pb::ReleaseRequest>(req, limit).await {
-        Ok(request) => {
-            let timeout = deadline::grpc_timeout(request.metadata().as_ref());
-            let released = grpc.release_call(request);
-            deadline::within(timeout, released, || Err(deadline::expired())).await
-        }
-        Err(status) => Err(status),
-    };
-    unary::respond(answer)
+    read_and_answer::<pb::ReleaseRequest, _, _, _>(req, limit, |request| grpc.release_call(request))
+        .await
 }
 
 /// Envoy's ShouldRateLimit on its own path.
@@ -210,13 +203,33 @@ where
             "this server does not serve envoy.service.ratelimit.v3.RateLimitService",
         )));
     };
-    let answer = match unary::read::<_, RateLimitRequest>(req, limit).await {
+    read_and_answer::<RateLimitRequest, _, _, _>(req, limit, |request| async move {
+        rls.answer(request.into_inner())
+            .await
+            .map(tonic::Response::new)
+    })
+    .await
+}
+
+/// Reads `req`'s message `M`, answers it with `call` within the client's deadline, and writes the answer.
+async fn read_and_answer<M, R, F, B>(
+    req: http::Request<B>,
+    limit: usize,
+    call: impl FnOnce(tonic::Request<M>) -> F,
+) -> http::Response<unary::Reply>
+where
+    M: prost::Message + Default,
+    R: prost::Message,
+    F: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
+    B: Body,
+    B::Error: Into<StdError>,
+{
+    let answer = match unary::read::<_, M>(req, limit).await {
         Ok(request) => {
             let timeout = deadline::grpc_timeout(request.metadata().as_ref());
-            let answered = rls.answer(request.into_inner());
-            deadline::within(timeout, answered, || Err(deadline::expired())).await
+            deadline::within(timeout, call(request), || Err(deadline::expired())).await
         }
         Err(status) => Err(status),
     };
-    unary::respond(answer.map(tonic::Response::new))
+    unary::respond(answer)
 }
