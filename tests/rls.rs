@@ -657,3 +657,34 @@ async fn with_redis_down_the_answer_is_unavailable_until_it_is_back() {
         "answers again"
     );
 }
+
+/// A flood of distinct descriptor values meets the store's cap on live keys: the excess is
+/// RESOURCE_EXHAUSTED, counters already live keep answering, nothing panics.
+#[tokio::test]
+async fn a_flood_of_names_meets_the_key_cap() {
+    let rls = Rls::start(Store::Memory, "[capacity]\nmax_live_keys = 8\n").await;
+    let mut c = rls.client().await;
+    let mut refused = 0;
+    for i in 0..40 {
+        let user = format!("flood-{i}");
+        match c
+            .should_rate_limit(request("edge", &[&[("user", &user)]]))
+            .await
+        {
+            Ok(r) => assert_eq!(r.into_inner().overall_code, OK),
+            Err(e) => {
+                assert_eq!(e.code(), Status::ResourceExhausted, "{e:?}");
+                refused += 1;
+            }
+        }
+    }
+    assert!(
+        refused >= 30,
+        "at most 8 keys live: {refused} of 40 refused"
+    );
+    let r = rls.ask("edge", &[&[("user", "flood-0")]]).await;
+    assert_eq!(
+        r.statuses[0].limit_remaining, 0,
+        "a live counter still counts"
+    );
+}
