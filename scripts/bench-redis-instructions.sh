@@ -10,9 +10,12 @@
 # first of each second (the cost of a denial). redis-benchmark gives each __rand_int__ its own number, so the
 # lease key and the id inside it differ: the expiry set still trims, but finds no lease to reclaim.
 #   RATE=1,1000000000,1 scripts/bench-redis-instructions.sh
-# STEP: what each call runs. `acq` (default) the Acquire step above; `hit` the step of Envoy's ShouldRateLimit
-# (one descriptor's fixed-window counter, never over); `gcra` a minimal exact GCRA function (TIME, GET, the
-# arithmetic, SET PX), the floor any rate decision in Redis costs.
+# STEP: what each call runs. `acq` (default) the Acquire step above; `rate` the Acquire step of a grant that
+# holds nothing (the same level, `settlement = false`: no lease record); `hit` the step of Envoy's
+# ShouldRateLimit (one descriptor's fixed-window counter, never over); `gcra` a minimal exact GCRA function
+# (TIME, GET, the arithmetic, SET PX), the floor any rate decision in Redis costs.
+# `rate-id` the same with a fresh request_id each call (its replay record written).
+#   STEP=rate scripts/bench-redis-instructions.sh
 #   STEP=hit scripts/bench-redis-instructions.sh
 #   STEP=gcra scripts/bench-redis-instructions.sh
 set -euo pipefail
@@ -56,13 +59,18 @@ run() {
   case "$step" in
     gcra) redis-benchmark -p "$port" -c 4 -P 1 -n "$1" -q FCALL quotad_bench 1 'b{q1}G' 1 1000000000 \
       >/dev/null 2>&1; return ;;
+    rate) redis-benchmark -p "$port" -c 4 -P 1 -n "$1" -q FCALL quotad_bench 3 'b{q1}R4:rate' 'b{q1}R4:rate' \
+      'b{q1}L4:rate' rate '' 'b{q1}' 1 '' 1 "$rate" >/dev/null 2>&1; return ;;
+    rate-id) redis-benchmark -p "$port" -c 4 -P 1 -n "$1" -r 100000000 -q FCALL quotad_bench 3 'b{q1}R4:rate' \
+      'b{q1}I__rand_int__' 'b{q1}L4:rate' rate '' 'b{q1}' 1 "7|00000000000000aa|$ttl|300000000000" 1 "$rate" \
+      >/dev/null 2>&1; return ;;
     hit) redis-benchmark -p "$port" -c 4 -P 1 -n "$1" -q FCALL quotad_bench 1 'b{q1}L6:bench' hit '' 'b{q1}' 1 \
       1 4000000000,1000000000,4000000000,fixed_window 1 enforced 0 >/dev/null 2>&1; return ;;
   esac
   redis-benchmark -p "$port" -c 4 -P 1 -n "$1" -r 100000000 -q \
     FCALL quotad_bench 5 'b{q1}R4:rate' 'b{q1}R4:rate' 'b{q1}l:__rand_int__' 'b{q1}R4:rate' 'b{q1}L4:rate' \
     acq '' 'b{q1}' 1 "$ttl" '__rand_int__' rate rate 1000000000 3600000000000 '' '' '' 300000000000 '' '' \
-    100000000 '' '' 1 '' "$rate" '' 1000000000 '' '' '' >/dev/null 2>&1
+    100000000 '' '' '' 1 '' "$rate" '' 1000000000 '' '' '' >/dev/null 2>&1
 }
 run 2000
 callgrind_control -z "$redis" >/dev/null 2>&1

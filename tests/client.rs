@@ -117,6 +117,36 @@ async fn a_reported_pause_holds_the_whole_fleet() {
     assert!(start.elapsed() >= Duration::from_secs(3));
 }
 
+/// A grant that holds nothing (`settlement = false`, rate only) says so; its release and renewal send
+/// nothing and succeed, and the limit is still the server's.
+#[tokio::test(start_paused = true)]
+async fn a_permit_that_holds_nothing_is_not_released() {
+    let toml = "[[resources]]\nname = \"f\"\nrate = { limit = 2, period = \"1h\" }\nsettlement = false\n\
+                [[resources]]\nname = \"s\"\nrate = { limit = 2, period = \"1h\" }";
+    let (client, quota) = in_process_client(toml, RetryPolicy::no_retries());
+    let mut p = client.acquire("f", AcquireOptions::new()).await.unwrap();
+    assert!(p.holds_nothing() && p.lease_id().is_some());
+    p.renew(None).await.unwrap();
+    p.auto_renew();
+    p.release_used(Outcome::Success, 0).await.unwrap();
+    drop(client.acquire("f", AcquireOptions::new()).await.unwrap());
+    assert!(
+        matches!(
+            client.acquire("f", AcquireOptions::new()).await,
+            Err(Error::Denied { .. })
+        ),
+        "two of two taken: nothing was refunded"
+    );
+    let kept = client.acquire("s", AcquireOptions::new()).await.unwrap();
+    assert!(!kept.holds_nothing());
+    assert_eq!(
+        quota.usage().await.unwrap().live_leases,
+        1,
+        "only the settled resource's lease"
+    );
+    kept.release(Outcome::Success).await.unwrap();
+}
+
 /// The builder's priority reaches the server: batch keeps out of critical's reserve, critical gets it; a
 /// bypassed descriptor value says so on the permit.
 #[tokio::test(start_paused = true)]

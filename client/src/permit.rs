@@ -16,8 +16,9 @@ use crate::{Error, Outcome, client::Inner, types};
 /// Where a permit came from.
 #[derive(Debug)]
 enum Source {
-    /// A lease granted by quotad.
-    Lease { id: String },
+    /// A lease granted by quotad; `kept`: quotad stores it (false when the grant holds nothing to give
+    /// back, so its release and renewal are skipped).
+    Lease { id: String, kept: bool },
     /// Granted locally while quotad was unreachable (fail-open has no slot; local fallback holds one).
     Local { _slot: Option<OwnedSemaphorePermit> },
 }
@@ -42,7 +43,10 @@ impl Permit {
     pub(crate) fn lease(inner: Arc<Inner>, resource: &str, r: pb::AcquireResponse) -> Self {
         Self {
             resource: resource.to_owned(),
-            source: Source::Lease { id: r.lease_id },
+            source: Source::Lease {
+                id: r.lease_id,
+                kept: !r.nothing_to_release,
+            },
             expires_at: Arc::new(Mutex::new(types::timestamp(r.lease_expires_at))),
             ttl: types::duration(r.lease_ttl),
             remaining: r.remaining,
@@ -81,7 +85,7 @@ impl Permit {
     /// The lease id (`None` for a permit granted locally while quotad was unreachable).
     pub fn lease_id(&self) -> Option<&str> {
         match &self.source {
-            Source::Lease { id } => Some(id),
+            Source::Lease { id, .. } => Some(id),
             Source::Local { .. } => None,
         }
     }
@@ -115,6 +119,13 @@ impl Permit {
         self.bypassed
     }
 
+    /// True when quotad kept no record of the grant: it holds nothing to give back (the resource is
+    /// `settlement = false` with rate limits only, or quotad granted it `fail_open`). Releasing or renewing
+    /// it then sends nothing.
+    pub fn holds_nothing(&self) -> bool {
+        matches!(self.source, Source::Lease { kept: false, .. })
+    }
+
     fn finish(&mut self) {
         self.done = true;
         if let Some(r) = self.renewer.take() {
@@ -126,8 +137,8 @@ impl Permit {
     pub async fn release(mut self, outcome: Outcome) -> Result<(), Error> {
         self.finish();
         match &self.source {
-            Source::Lease { id } => self.inner.release(id, outcome, None).await,
-            Source::Local { .. } => Ok(()),
+            Source::Lease { id, kept: true } => self.inner.release(id, outcome, None).await,
+            Source::Lease { .. } | Source::Local { .. } => Ok(()),
         }
     }
 
@@ -136,14 +147,16 @@ impl Permit {
     pub async fn release_used(mut self, outcome: Outcome, used_permits: u64) -> Result<(), Error> {
         self.finish();
         match &self.source {
-            Source::Lease { id } => self.inner.release(id, outcome, Some(used_permits)).await,
-            Source::Local { .. } => Ok(()),
+            Source::Lease { id, kept: true } => {
+                self.inner.release(id, outcome, Some(used_permits)).await
+            }
+            Source::Lease { .. } | Source::Local { .. } => Ok(()),
         }
     }
 
     /// Extends the lease by its TTL (or `ttl`).
     pub async fn renew(&mut self, ttl: Option<Duration>) -> Result<(), Error> {
-        let Source::Lease { id } = &self.source else {
+        let Source::Lease { id, kept: true } = &self.source else {
             return Ok(());
         };
         let expires = self.inner.renew(id, ttl.or(self.ttl)).await?;
@@ -157,7 +170,7 @@ impl Permit {
     /// Renews in the background at half the TTL while the permit is held; stops when it is released or
     /// dropped, or when a renewal is refused (the lease expired).
     pub fn auto_renew(&mut self) {
-        let (Source::Lease { id }, Some(ttl)) = (&self.source, self.ttl) else {
+        let (Source::Lease { id, kept: true }, Some(ttl)) = (&self.source, self.ttl) else {
             return;
         };
         if self.renewer.is_some() {
@@ -189,7 +202,7 @@ impl Drop for Permit {
             return;
         }
         self.finish();
-        if let Source::Lease { id } = &self.source {
+        if let Source::Lease { id, kept: true } = &self.source {
             let (inner, id) = (self.inner.clone(), id.clone());
             match tokio::runtime::Handle::try_current() {
                 Ok(handle) => {

@@ -71,6 +71,12 @@ name = "py.breaker.*"
 rate = {{ limit = 1000, period = "1s", burst = 1000 }}
 breaker = {{ failure_rate = 0.5, min_calls = 2, window = "60s", open_duration = "60s", half_open_probes = 1 }}
 
+# Final grants: two an hour, rate only, nothing stored.
+[[resources]]
+name = "py.final.*"
+rate = {{ limit = 2, period = "1h", burst = 2 }}
+settlement = false
+
 # One token per tenant per hour.
 [[resources]]
 name = "py.tenant.*"

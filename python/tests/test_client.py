@@ -193,6 +193,23 @@ def test_priority_keyword_and_bypassed_permits(client: quotad.Client) -> None:
         assert not p.bypassed
 
 
+def test_a_permit_that_holds_nothing_sends_no_release(client: quotad.Client) -> None:
+    res = fresh("final")
+    with client.acquire(res) as p:
+        assert p.holds_nothing and p.lease_id is not None
+        assert p.renew() is None
+    p2 = client.acquire(res)
+    p2.settle(0)
+    assert p2.release() is None, "nothing sent"
+    with pytest.raises(quotad.Denied):
+        client.acquire(res, retry=RetryPolicy.no_retries())  # both tokens taken, nothing refunded
+    # The server answers a Release of it anyway: released, nothing settled.
+    r = client.release(p2.lease_id or "", used=0)
+    assert r.released
+    with client.acquire(fresh("plain")) as kept:
+        assert not kept.holds_nothing
+
+
 def test_bad_requests_are_not_retried(client: quotad.Client) -> None:
     seen: List[Progress] = []
     with pytest.raises(quotad.NotFound):

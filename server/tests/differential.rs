@@ -49,6 +49,7 @@ breaker = { failure_rate = 0.5, min_calls = 4, window = "10s", open_duration = "
 name = "partner.*"
 rate = { limit = 20, period = "1s", burst = 5 }
 lease_ttl = "1s"
+settlement = false
 
 [[resources]]
 name = "adapt"
@@ -119,7 +120,8 @@ fn late(r: Result<quotad_server::engine::Released, EngineError>) -> String {
 }
 
 /// Answers the trace must reach.
-const COVERAGE: [&str; 19] = [
+const COVERAGE: [&str; 20] = [
+    "nothing_held=true",
     "shadow=Some(\"tenant=",
     "bypassed=true",
     "(reserved for high, mid)",
@@ -174,8 +176,8 @@ fn view(d: &Result<Decision, EngineError>) -> String {
         Ok(d) => {
             let verdict = match &d.verdict {
                 Verdict::Granted(g) => format!(
-                    "granted exp={} ttl={:?} replayed={} bypassed={}",
-                    g.expires_at, g.ttl, g.replayed, g.bypassed
+                    "granted exp={} ttl={:?} replayed={} bypassed={} nothing_held={}",
+                    g.expires_at, g.ttl, g.replayed, g.bypassed, g.nothing_held
                 ),
                 Verdict::Denied {
                     reason,
@@ -529,9 +531,13 @@ fn seeded_traces_get_the_same_answers_from_memory_and_a_redis_cluster() {
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let cluster = common::redis_server::RedisCluster::start();
     let urls = cluster.urls();
-    let traces: Vec<_> = [0x5157_4f54_4144_0013, 0x0bad_5eed_0000_0007]
-        .iter()
-        .map(|&s| trace(s, 5_000, &urls, Some(CLUSTER_PACE)))
-        .collect();
+    let traces: Vec<_> = [
+        0x5157_4f54_4144_0013,
+        0x0bad_5eed_0000_0007,
+        0x9e37_79b9_7f4a_7c15,
+    ]
+    .iter()
+    .map(|&s| trace(s, 5_000, &urls, Some(CLUSTER_PACE)))
+    .collect();
     covered(&traces, 3);
 }

@@ -824,6 +824,110 @@ fn renew_extends_and_caps_and_refuses_expired<S: Store>(make: &Make<S>) {
     assert!(matches!(e, EngineError::UnknownLease(_)));
 }
 
+const FINAL: &str = r#"
+[[resources]]
+name = "final"
+rate = { limit = 10, period = "1s", burst = 3 }
+settlement = false
+[[resources.partitions]]
+descriptor = "tenant"
+rate = { limit = 1, period = "1s", burst = 2 }
+
+[[resources]]
+name = "final.slots"
+rate = { limit = 10, period = "1s", burst = 10 }
+concurrency = 1
+settlement = false
+"#;
+
+fn holds_nothing(d: &Decision) -> bool {
+    d.grant().expect("granted").nothing_held
+}
+
+/// `settlement = false`: a rate-only grant holds nothing and is not stored (its Release and Renew answer
+/// and change nothing; a replayable grant is still stored), and a stored lease's release ignores
+/// `used_permits`. The limits stay exact whatever is released.
+fn a_final_grant_holds_nothing_and_its_release_changes_nothing<S: Store>(make: &Make<S>) {
+    let h = Harness::new(FINAL, make);
+    let a = h.acquire("final", &[("tenant", "a")], 1);
+    assert!(holds_nothing(&a));
+    assert_eq!(
+        (a.remaining, a.limit),
+        (1, 2),
+        "the tenant's level is the tightest"
+    );
+    let b = h.acquire("final", &[("tenant", "a")], 1);
+    assert!(holds_nothing(&b));
+    assert_ne!(lease(&a), lease(&b));
+    let d = h.acquire("final", &[("tenant", "a")], 1);
+    assert_eq!(d.denial(), Some(Denial::RateLimited));
+    assert_eq!(denied_by(&d), "tenant=a");
+    assert_eq!(retry_after(&d), SEC);
+    for _ in 0..2 {
+        let r = h.release(lease(&a), Outcome::Failure, Some(0));
+        assert_eq!(r.result, Ok(()), "released, any number of times");
+        assert_eq!((r.refunded, r.charged), (0, 0));
+    }
+    let r = h.release(lease(&b), Outcome::Success, Some(100));
+    assert_eq!((r.refunded, r.charged), (0, 0), "used_permits is ignored");
+    assert!(
+        !h.acquire("final", &[("tenant", "a")], 1).granted(),
+        "nothing came back"
+    );
+    let renewed = now(h.quota.renew(&Renew {
+        caller: None,
+        lease_id: lease(&a),
+        lease_ttl: Some(Duration::from_secs(5)),
+    }))
+    .expect("renewed");
+    assert_eq!(renewed.ttl, Duration::from_secs(5));
+    // A request_id keeps its replay record, not a lease: a retry replays the grant, charged once; the id
+    // reused with other parameters is refused.
+    let req = Acquire {
+        request_id: Some("once".into()),
+        ..acq("final", &[("tenant", "b")], 1)
+    };
+    let first = h.acquire_req(&req);
+    assert!(holds_nothing(&first));
+    let again = h.acquire_req(&req);
+    let g = again.grant().expect("replayed");
+    assert!(g.replayed && g.nothing_held);
+    assert_eq!(
+        (g.lease_id, g.expires_at),
+        (lease(&first), first.grant().unwrap().expires_at)
+    );
+    assert_eq!(g.ttl, first.grant().unwrap().ttl);
+    assert_eq!(again.remaining, first.remaining);
+    assert!(matches!(
+        now(h.quota.acquire(&Acquire {
+            request_id: Some("once".into()),
+            ..acq("final", &[("tenant", "b")], 2)
+        })),
+        Err(EngineError::FailedPrecondition(_))
+    ));
+    assert_eq!(
+        h.acquire("final", &[("tenant", "c")], 1).remaining,
+        0,
+        "3 taken of 3"
+    );
+    assert!(!h.acquire("final", &[("tenant", "d")], 1).granted());
+    let usage = now(h.quota.usage()).expect("usage");
+    assert_eq!(usage.live_leases, 0, "no grant of it is a lease");
+    // A concurrency slot is held and freed; its release settles nothing.
+    let s = h.acquire("final.slots", &[], 2);
+    assert!(!holds_nothing(&s));
+    assert_eq!(
+        h.acquire("final.slots", &[], 1).denial(),
+        Some(Denial::ConcurrencyLimited)
+    );
+    let r = h.release(lease(&s), Outcome::Success, Some(0));
+    assert_eq!((r.result, r.refunded), (Ok(()), 0));
+    assert_eq!(h.acquire("final.slots", &[], 1).remaining, 7, "10 - 2 - 1");
+    // An id never issued is still unknown.
+    let r = h.release(LeaseId(7), Outcome::Success, None);
+    assert_eq!(r.result, Err(NotReleased::UnknownLease));
+}
+
 const SETTLE: &str = r#"
 [[resources]]
 name = "llm"
@@ -1728,6 +1832,7 @@ fn explain_says_what_acquire_then_answers<S: Store>(make: &Make<S>) {
 
 for_each_store!(
     shared: [
+        a_final_grant_holds_nothing_and_its_release_changes_nothing,
         hits_are_counted_all_or_none_with_a_resource_bucket,
         a_bypassed_acquire_is_granted_counted_and_takes_no_tokens,
         priority_classes_keep_out_of_the_reserves_above_them,

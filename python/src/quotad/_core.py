@@ -381,6 +381,9 @@ class PermitState:
         self.replayed = r.replayed if r is not None else False
         #: True when quotad granted it bypassing every limit (a bypass identity or descriptor value).
         self.bypassed = r.bypassed if r is not None else False
+        #: True when quotad kept no record of the grant: it holds nothing to give back (a rate-only resource
+        #: configured ``settlement = false``, or a grant quotad made ``fail_open``). Release and renew send nothing.
+        self.holds_nothing = r.nothing_to_release if r is not None else False
         #: The rule that granted it (the pattern of a glob rule) and the config version in force; "" and 0 locally.
         self.rule = r.rule if r is not None else ""
         self.config_version = r.config_version if r is not None else 0
@@ -388,6 +391,11 @@ class PermitState:
         self._used: Optional[int] = None
         self._done = False
         self._lock = threading.Lock()
+
+    @property
+    def _kept(self) -> Optional[str]:
+        """The lease id a release or renewal must send; None when there is nothing to send."""
+        return None if self.holds_nothing else self.lease_id
 
     @property
     def local(self) -> bool:

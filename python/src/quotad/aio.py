@@ -69,24 +69,26 @@ class AsyncPermit(core.PermitState):
         await self._client._settle(self, outcome, meaning, exc)
 
     async def release(self, outcome: Outcome = Outcome.SUCCESS, used: Optional[int] = None) -> Optional[core.Released]:
-        """Releases with ``outcome`` (and the settled cost); None if already released or granted locally."""
+        """Releases with ``outcome`` (and the settled cost); None if already released, granted locally or holding nothing."""
         if not self._finish():
             return None
         self._stop_renewing()
-        if self.lease_id is None:
+        lease_id = self._kept
+        if lease_id is None:
             return None
-        return await self._client.release(self.lease_id, outcome, used if used is not None else self._used)
+        return await self._client.release(lease_id, outcome, used if used is not None else self._used)
 
     async def renew(self, ttl: Optional[float] = None) -> Optional[datetime.datetime]:
         """Extends the lease by its TTL (or ``ttl`` seconds)."""
-        if self.lease_id is None:
+        lease_id = self._kept
+        if lease_id is None:
             return None
-        self.expires_at = await self._client.renew(self.lease_id, ttl if ttl is not None else self.ttl)
+        self.expires_at = await self._client.renew(lease_id, ttl if ttl is not None else self.ttl)
         return self.expires_at
 
     def start_auto_renew(self, every: Optional[float] = None) -> None:
         """Renews in a task every ``every`` seconds (default half the TTL) until released."""
-        if self.lease_id is None or self._renewer is not None or self._done:
+        if self._kept is None or self._renewer is not None or self._done:
             return
         period = every if every is not None else max((self.ttl or 60.0) / 2, 0.01)
 

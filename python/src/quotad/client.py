@@ -55,25 +55,27 @@ class Permit(core.PermitState):
 
     def release(self, outcome: Outcome = Outcome.SUCCESS, used: Optional[int] = None) -> Optional[core.Released]:
         """Releases with ``outcome`` (and the settled cost, from ``used`` or :meth:`settle`). None when the
-        permit was already released or was granted locally."""
+        permit was already released, was granted locally or holds nothing (see ``holds_nothing``)."""
         if not self._finish():
             return None
         self._stop_renewing()
-        if self.lease_id is None:
+        lease_id = self._kept
+        if lease_id is None:
             return None
-        return self._client.release(self.lease_id, outcome, used if used is not None else self._used)
+        return self._client.release(lease_id, outcome, used if used is not None else self._used)
 
     def renew(self, ttl: Optional[float] = None) -> Optional[datetime.datetime]:
         """Extends the lease by its TTL (or ``ttl`` seconds); returns the new expiry."""
-        if self.lease_id is None:
+        lease_id = self._kept
+        if lease_id is None:
             return None
-        self.expires_at = self._client.renew(self.lease_id, ttl if ttl is not None else self.ttl)
+        self.expires_at = self._client.renew(lease_id, ttl if ttl is not None else self.ttl)
         return self.expires_at
 
     def start_auto_renew(self, every: Optional[float] = None) -> None:
         """Renews on a background thread every ``every`` seconds (default: half the TTL) until released; stops
         by itself if a renewal is refused (the lease expired)."""
-        if self.lease_id is None or self._renewer is not None or self._done:
+        if self._kept is None or self._renewer is not None or self._done:
             return
         period = every if every is not None else max((self.ttl or 60.0) / 2, 0.01)
         stop = self._renewer = threading.Event()
@@ -95,9 +97,10 @@ class Permit(core.PermitState):
             self._renewer.set()
 
     def __del__(self) -> None:
-        if not getattr(self, "_done", True) and self.lease_id is not None:
+        lease_id = getattr(self, "lease_id", None) if not getattr(self, "holds_nothing", False) else None
+        if not getattr(self, "_done", True) and lease_id is not None:
             self._stop_renewing()
-            self._client._release_later(self.lease_id)
+            self._client._release_later(lease_id)
 
 
 class Client:

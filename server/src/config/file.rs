@@ -370,6 +370,8 @@ pub struct ResourceSection {
     pub concurrency_retry_after: Option<String>,
     /// Most tokens a settlement may put a level below empty (default: the level's burst).
     pub max_debt: Option<u64>,
+    /// False: grants are final (Release's `used_permits` is ignored; a rate-only grant is not stored).
+    pub settlement: Option<bool>,
     /// See `[defaults]`.
     pub on_store_error: Option<String>,
     /// The resource-wide level is a dry run (checked and debited, never denying).

@@ -176,6 +176,15 @@ mod tests {
             err("[[resources]]\nname = \"a\"\nrate = { limit = 1 }\non_store_error = \"maybe\"\n")
                 .contains("resources[0] (\"a\").on_store_error")
         );
+        // Final grants are never charged: a debt bound for them is a mistake, named.
+        assert!(
+            err("[[resources]]\nname = \"a\"\nrate = { limit = 1 }\nsettlement = false\nmax_debt = 3\n")
+                .contains("resources[0] (\"a\").max_debt: settlement = false")
+        );
+        assert!(
+            err("[[resources]]\nname = \"a\"\nrate = { limit = 1 }\nsettlement = \"maybe\"\n")
+                .contains("settlement")
+        );
         // One token a day with a burst of 200 and as much debt: 400 days of refill, past exact doubles.
         assert!(
             err("store = \"redis\"\n[[resources]]\nname = \"slow\"\nrate = { limit = 1, period = \"1d\", burst = 200 }\n")

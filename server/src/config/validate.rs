@@ -432,6 +432,12 @@ fn resource(
     };
     let (breaker, breaker_partition) = resource_breaker(&key, r)?;
     let adaptive = resource_adaptive(&key, r, &resource, &partitions)?;
+    if r.settlement == Some(false) && r.max_debt.is_some() {
+        return Err(invalid(
+            format!("{key}.max_debt"),
+            "settlement = false: a release never charges, so max_debt would do nothing; remove one",
+        ));
+    }
     Ok(Rule {
         on_store_error: on_store_error(&key, r, defaults)?,
         priority: r
@@ -440,6 +446,7 @@ fn resource(
             .map(|p| priority(&format!("{key}.priority"), p))
             .transpose()?,
         max_debt: r.max_debt,
+        settlement: r.settlement.unwrap_or(true),
         name: crate::engine::intern(&r.name),
         resource,
         partitions,

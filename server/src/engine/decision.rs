@@ -44,6 +44,11 @@ pub struct Grant {
     /// Every limit was bypassed (its identity or a level's value is configured `bypass = true`): no
     /// tokens were taken.
     pub bypassed: bool,
+    /// The grant holds nothing to give back and was not stored ([`Plan::holds_nothing`]): its Release
+    /// and Renew change nothing, so a client may skip them.
+    ///
+    /// [`Plan::holds_nothing`]: super::Plan::holds_nothing
+    pub nothing_held: bool,
 }
 
 /// Granted or denied.
@@ -201,6 +206,16 @@ impl Released {
             changed: None,
         }
     }
+
+    /// The release of a lease no store keeps (a grant that held nothing: see
+    /// [`Plan::holds_nothing`](super::Plan::holds_nothing), or a `fail_open` grant made while the store was
+    /// down): released, nothing settled, freed or counted.
+    pub fn nothing_held() -> Self {
+        Self {
+            result: Ok(()),
+            ..Self::gone(NotReleased::UnknownLease)
+        }
+    }
 }
 
 /// Transitions a call made one breaker take, and that breaker's state key.
@@ -219,6 +234,22 @@ pub struct Renewed {
     pub expires_at: Nanos,
     /// New TTL from now.
     pub ttl: Duration,
+}
+
+impl Renewed {
+    /// The TTL a renewal of a lease no store keeps answers when the request names none (its rule's
+    /// default is not known: the lease was not stored).
+    pub const NOTHING_HELD_TTL: Duration = Duration::from_secs(30);
+
+    /// The renewal of a lease no store keeps (see [`Released::nothing_held`]): the TTL asked for (or
+    /// [`NOTHING_HELD_TTL`](Self::NOTHING_HELD_TTL)) from `now`, nothing changed.
+    pub fn nothing_held(ttl: Option<Duration>, now: Nanos) -> Self {
+        let ttl = ttl.unwrap_or(Self::NOTHING_HELD_TTL);
+        Self {
+            expires_at: now.saturating_add(crate::clock::nanos(ttl)),
+            ttl,
+        }
+    }
 }
 
 /// The adaptive rate and pause of a resource.

@@ -182,6 +182,25 @@ impl<'a> Plan<'a> {
         })
     }
 
+    /// True when a grant of this plan needs nothing at its release, so no store keeps it: the rule is
+    /// `settlement = false` (nothing to refund or charge), has no breaker (no outcome to count) and no
+    /// adaptive rate or priority classes, no level has a concurrency limit (no slot to free) or is a dry run,
+    /// and the request bypasses nothing. (A `request_id` keeps its replay record, not a lease.) Its lease id
+    /// still answers Release and Renew (see [`Released::nothing_held`](super::Released::nothing_held)).
+    #[inline]
+    pub fn holds_nothing(&self) -> bool {
+        let rule = self.rule;
+        !rule.settlement
+            && self.bypass.is_none()
+            && rule.breaker.is_none()
+            && rule.adaptive.is_none()
+            && rule.priority.is_none()
+            && self.levels.iter().all(|l| {
+                let spec = l.spec(rule);
+                spec.max_in_flight.is_none() && !spec.shadow
+            })
+    }
+
     /// True when the rule is the resource's own exact rule: the resource is handed out by its configured
     /// (interned) name.
     pub fn is_exact(&self) -> bool {

@@ -97,6 +97,9 @@ pub struct Rule {
     pub on_store_error: OnStoreError,
     /// Priority classes and their reserves, if any.
     pub priority: Option<super::Priority>,
+    /// False: grants are final. A Release's `used_permits` is ignored, and a grant that needs nothing at
+    /// its release (see [`Plan::holds_nothing`](super::Plan::holds_nothing)) is not stored at all.
+    pub settlement: bool,
 }
 
 /// How a resource name found its rule.

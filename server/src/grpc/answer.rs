@@ -38,6 +38,7 @@ mod tag {
     pub const CONFIG_VERSION: u32 = 16;
     pub const SHADOW_DENIED_BY: u32 = 17;
     pub const BYPASSED: u32 = 18;
+    pub const NOTHING_TO_RELEASE: u32 = 19;
 }
 
 /// What an Acquire answers: the engine's decision, with the lease's expiry as wall-clock time.
@@ -101,6 +102,7 @@ impl AcquireAnswer {
                 out.replayed = g.replayed;
                 out.shadow_denied_by = shadow;
                 out.bypassed = g.bypassed;
+                out.nothing_to_release = g.nothing_held;
             }
             Verdict::Denied {
                 reason,
@@ -156,6 +158,10 @@ impl AcquireAnswer {
             sink.bytes(tag::SHADOW_DENIED_BY, by.as_bytes());
         }
         sink.varint(tag::BYPASSED, grant.is_some_and(|g| g.bypassed).into());
+        sink.varint(
+            tag::NOTHING_TO_RELEASE,
+            grant.is_some_and(|g| g.nothing_held).into(),
+        );
     }
 }
 
@@ -356,6 +362,7 @@ mod tests {
             max_in_flight in prop_oneof![Just(0u32), any::<u32>()],
             shadow in proptest::option::of("[a-z=._]{0,40}"),
             bypassed: bool,
+            nothing_held: bool,
         ) -> Decision {
             let verdict = if granted {
                 Verdict::Granted(Grant {
@@ -364,6 +371,7 @@ mod tests {
                     ttl: Duration::from_nanos(ttl),
                     replayed,
                     bypassed,
+                    nothing_held,
                 })
             } else {
                 Verdict::Denied { reason: denial(reason), retry_after, denied_by }
@@ -414,6 +422,7 @@ mod tests {
                 ttl: Duration::from_secs(30),
                 replayed: true,
                 bypassed: false,
+                nothing_held: false,
             }),
             remaining: 9,
             limit: 10,

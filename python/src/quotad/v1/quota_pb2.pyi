@@ -89,7 +89,7 @@ class AcquireRequest(_message.Message):
     def __init__(self, resource: _Optional[str] = ..., descriptors: _Optional[_Mapping[str, str]] = ..., permits: _Optional[int] = ..., lease_ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., request_id: _Optional[str] = ..., client_id: _Optional[str] = ..., priority: _Optional[str] = ...) -> None: ...
 
 class AcquireResponse(_message.Message):
-    __slots__ = ("granted", "decision", "lease_id", "lease_expires_at", "lease_ttl", "retry_after", "remaining", "limit", "reset_after", "denied_by", "replayed", "resource", "in_flight", "max_in_flight", "rule", "config_version", "shadow_denied_by", "bypassed")
+    __slots__ = ("granted", "decision", "lease_id", "lease_expires_at", "lease_ttl", "retry_after", "remaining", "limit", "reset_after", "denied_by", "replayed", "resource", "in_flight", "max_in_flight", "rule", "config_version", "shadow_denied_by", "bypassed", "nothing_to_release")
     GRANTED_FIELD_NUMBER: _ClassVar[int]
     DECISION_FIELD_NUMBER: _ClassVar[int]
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -108,6 +108,7 @@ class AcquireResponse(_message.Message):
     CONFIG_VERSION_FIELD_NUMBER: _ClassVar[int]
     SHADOW_DENIED_BY_FIELD_NUMBER: _ClassVar[int]
     BYPASSED_FIELD_NUMBER: _ClassVar[int]
+    NOTHING_TO_RELEASE_FIELD_NUMBER: _ClassVar[int]
     granted: bool
     decision: Decision
     lease_id: str
@@ -126,7 +127,8 @@ class AcquireResponse(_message.Message):
     config_version: int
     shadow_denied_by: str
     bypassed: bool
-    def __init__(self, granted: bool = ..., decision: _Optional[_Union[Decision, str]] = ..., lease_id: _Optional[str] = ..., lease_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lease_ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retry_after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., remaining: _Optional[int] = ..., limit: _Optional[int] = ..., reset_after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., denied_by: _Optional[str] = ..., replayed: bool = ..., resource: _Optional[str] = ..., in_flight: _Optional[int] = ..., max_in_flight: _Optional[int] = ..., rule: _Optional[str] = ..., config_version: _Optional[int] = ..., shadow_denied_by: _Optional[str] = ..., bypassed: bool = ...) -> None: ...
+    nothing_to_release: bool
+    def __init__(self, granted: bool = ..., decision: _Optional[_Union[Decision, str]] = ..., lease_id: _Optional[str] = ..., lease_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lease_ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retry_after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., remaining: _Optional[int] = ..., limit: _Optional[int] = ..., reset_after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., denied_by: _Optional[str] = ..., replayed: bool = ..., resource: _Optional[str] = ..., in_flight: _Optional[int] = ..., max_in_flight: _Optional[int] = ..., rule: _Optional[str] = ..., config_version: _Optional[int] = ..., shadow_denied_by: _Optional[str] = ..., bypassed: bool = ..., nothing_to_release: bool = ...) -> None: ...
 
 class ReleaseRequest(_message.Message):
     __slots__ = ("lease_id", "outcome", "used_permits")

@@ -87,6 +87,9 @@ impl AcquireState for MemoryStore {
         now: Nanos,
         held: &mut Self::Held,
     ) -> Result<Judged, EngineError> {
+        if plan.holds_nothing() {
+            return self.debit_levels(plan, factor, now, held);
+        }
         self.leases.reserve()?;
         let outcome = self.debit_levels(plan, factor, now, held);
         if !matches!(outcome, Ok((_, Ok(())))) {
@@ -122,6 +125,11 @@ impl AcquireState for MemoryStore {
             owner: plan.owner,
             terms: rule.clone(),
         })
+    }
+
+    #[inline]
+    fn held_nothing(&self, _plan: &Plan<'_>) -> LeaseId {
+        self.held_nothing.issue()
     }
 }
 

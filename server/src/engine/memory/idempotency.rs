@@ -201,6 +201,7 @@ mod tests {
                 ttl: Duration::from_secs(1),
                 replayed: false,
                 bypassed: false,
+                nothing_held: false,
             }),
             remaining: 0,
             limit: 0,

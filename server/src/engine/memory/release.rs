@@ -43,7 +43,13 @@ impl MemoryStore {
             (r.caller, NotReleased::AlreadyReleased, now),
             |lease| self.settle(r, lease, now),
         )?;
-        Ok(settled.unwrap_or_else(|| Released::gone(self.why_gone(r.lease_id))))
+        Ok(settled.unwrap_or_else(|| {
+            if self.held_nothing.was_issued(r.lease_id) {
+                Released::nothing_held()
+            } else {
+                Released::gone(self.why_gone(r.lease_id))
+            }
+        }))
     }
 
     /// A taken lease's release: its slots freed, its tokens settled and its outcome counted under the rule
@@ -61,8 +67,9 @@ impl MemoryStore {
         }
         self.free_slots(&lease);
 
-        let settle = policy::settlement(lease.permits, r.used_permits);
-        // Settled and counted under the rule it was granted under.
+        // Settled and counted under the rule it was granted under (`settlement = false`: grants are final).
+        let used = r.used_permits.filter(|_| lease.terms.settlement);
+        let settle = policy::settlement(lease.permits, used);
         let rule = Some(&*lease.terms);
         let (mut refunded, mut charged) = (0, 0);
         match (settle, rule) {

@@ -44,6 +44,8 @@ pub struct MemoryStore {
     kept: RwLock<HashSet<&'static str, super::Hasher>>,
     /// The exact rules' handles on their resource-wide cells, for the rule set in force.
     pub(super) homes: ArcSwap<Homes>,
+    /// Issues the ids of grants that hold nothing (not stored; their Release and Renew are told by id).
+    pub(super) held_nothing: crate::engine::LeaseIds,
 }
 
 impl MemoryStore {
@@ -53,7 +55,7 @@ impl MemoryStore {
 
     /// True when this store issued lease `id` (a shared store's local fallback routes by it).
     pub fn issued(&self, id: crate::engine::LeaseId) -> bool {
-        self.leases.was_issued(id)
+        self.leases.was_issued(id) || self.held_nothing.was_issued(id)
     }
 
     /// An empty store sized by `rules.capacity`.
@@ -68,6 +70,7 @@ impl MemoryStore {
             idempotency_window: AtomicU64::new(nanos(rules.capacity.idempotency_window)),
             kept: RwLock::default(),
             homes: ArcSwap::from_pointee(Homes::new(rules)),
+            held_nothing: crate::engine::LeaseIds::default(),
         };
         store.keep_resource_levels(rules);
         store.idempotency.set_cap(rules.capacity.max_request_ids);
@@ -94,6 +97,9 @@ impl MemoryStore {
             .transpose()?
             .flatten();
         let Some(ttl) = ttl else {
+            if self.held_nothing.was_issued(id) {
+                return Ok(Renewed::nothing_held(renew.lease_ttl, now));
+            }
             // Expired but not yet swept is still in the table: say expired, not released.
             let why = if self.is_expired_live(id, now) {
                 crate::engine::NotReleased::Expired

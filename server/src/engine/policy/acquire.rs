@@ -75,6 +75,10 @@ pub trait AcquireState {
 
     /// Stores the lease (room for it was reserved by [`debit`](Self::debit)).
     fn insert(&self, lease: NewLease<'_, '_, Self::Held, Self::BreakerKey>) -> LeaseId;
+
+    /// The id of a grant that holds nothing ([`Plan::holds_nothing`]): not stored, but its Release and
+    /// Renew must be told from an unknown lease's by this store.
+    fn held_nothing(&self, plan: &Plan<'_>) -> LeaseId;
 }
 
 /// One acquire, in the policy's order: a pause denies first, then an open breaker (a half-open one hands
@@ -162,6 +166,17 @@ fn lease<S: AcquireState>(
     now: Nanos,
 ) -> Grant {
     let expires_at = now.saturating_add(nanos(plan.ttl));
+    let nothing_held = plan.holds_nothing();
+    if nothing_held {
+        return Grant {
+            lease_id: store.held_nothing(plan),
+            expires_at,
+            ttl: plan.ttl,
+            replayed: false,
+            bypassed: false,
+            nothing_held,
+        };
+    }
     let lease_id = store.insert(NewLease {
         plan,
         resource: resource.clone(),
@@ -177,6 +192,7 @@ fn lease<S: AcquireState>(
         ttl: plan.ttl,
         replayed: false,
         bypassed: plan.bypass.is_some(),
+        nothing_held,
     }
 }
 

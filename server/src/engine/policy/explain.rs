@@ -141,6 +141,10 @@ impl AcquireState for View<'_> {
     fn insert(&self, _: NewLease<'_, '_, (), ()>) -> LeaseId {
         LeaseId(0)
     }
+
+    fn held_nothing(&self, _: &Plan<'_>) -> LeaseId {
+        LeaseId(0)
+    }
 }
 
 /// The explanation of `plan` given the store's reads.

@@ -56,6 +56,7 @@ mod tests {
                 ttl: Duration::from_secs(1),
                 replayed: false,
                 bypassed: false,
+                nothing_held: false,
             })
         } else {
             Verdict::Denied {

@@ -217,6 +217,7 @@ impl Fallback {
                         ttl: plan.ttl,
                         replayed: false,
                         bypassed: plan.bypass.is_some(),
+                        nothing_held: true,
                     }),
                     remaining: 0,
                     limit: 0,

@@ -36,9 +36,40 @@ pub fn shard_of_lease(id: LeaseId) -> u64 {
     id.0 >> SHARD_SHIFT
 }
 
-/// A lease id in `shard` from 58 random bits.
+/// A lease id in `shard` from 58 random bits, never of the form [`held_nothing_in`] issues (where the
+/// random bits would make one, the lowest is flipped).
 pub fn lease_in(shard: u64, random: u64) -> LeaseId {
-    LeaseId((shard << SHARD_SHIFT) | (random & ((1 << SHARD_SHIFT) - 1)))
+    let id = LeaseId((shard << SHARD_SHIFT) | (random & ((1 << SHARD_SHIFT) - 1)));
+    if holds_nothing(id) {
+        LeaseId(id.0 ^ 1)
+    } else {
+        id
+    }
+}
+
+/// Low bits of a held-nothing lease id: a check of the bits above them.
+const CHECK_BITS: u32 = 24;
+const CHECK_MASK: u64 = (1 << CHECK_BITS) - 1;
+
+fn check(high: u64) -> u64 {
+    let mut z = high ^ 0x6e6f_7468_696e_6721;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (z ^ (z >> 31)) & CHECK_MASK
+}
+
+/// The id of a grant no store keeps (it holds nothing: see `Plan::holds_nothing`), in `shard`, from
+/// random bits: its low 24 bits check the rest, so every node of a fleet tells such an id from a stored
+/// lease's without asking Redis (no stored lease has one, see [`lease_in`]; a random id has one with
+/// chance 2^-24 and is then answered as holding nothing, which changes nothing).
+pub fn held_nothing_in(shard: u64, random: u64) -> LeaseId {
+    let high = ((shard << SHARD_SHIFT) | (random & ((1 << SHARD_SHIFT) - 1))) >> CHECK_BITS;
+    LeaseId((high << CHECK_BITS) | check(high))
+}
+
+/// True when `id` has the form [`held_nothing_in`] issues.
+pub fn holds_nothing(id: LeaseId) -> bool {
+    check(id.0 >> CHECK_BITS) == id.0 & CHECK_MASK
 }
 
 /// Key names under one deployment prefix.
@@ -207,6 +238,23 @@ mod tests {
             assert_eq!(shard_of_lease(id), shard);
             assert!(k_lease(id).starts_with(&Keys::new("p").shard(shard)));
         }
+    }
+
+    #[test]
+    fn a_held_nothing_id_is_told_from_a_stored_leases() {
+        let mut told = 0;
+        for i in 0..200_000u64 {
+            let random = i.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            let shard = i % SHARDS;
+            let stored = lease_in(shard, random);
+            assert!(!holds_nothing(stored));
+            assert_eq!(shard_of_lease(stored), shard);
+            let none = held_nothing_in(shard, random);
+            assert!(holds_nothing(none));
+            assert_eq!(shard_of_lease(none), shard);
+            told += usize::from(holds_nothing(LeaseId(random)));
+        }
+        assert!(told <= 2, "{told} random ids looked held-nothing");
     }
 
     fn k_lease(id: LeaseId) -> String {

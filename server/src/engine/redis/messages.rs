@@ -74,6 +74,8 @@ pub struct AcquireArgs<'a> {
     pub held: String,
     /// Every limit is bypassed: nothing is checked and no tokens taken.
     pub bypass: bool,
+    /// The rule is `settlement = false`: the lease's release ignores `used_permits`.
+    pub final_grant: bool,
     /// Every level, in check order.
     pub levels: Vec<LevelArgs>,
 }
@@ -101,6 +103,7 @@ impl AcquireArgs<'_> {
             .set(a::concurrency_retry_after, self.concurrency_retry_after)
             .set(a::held, &self.held)
             .set(a::bypass, if self.bypass { "1" } else { "" })
+            .set(a::final_grant, if self.final_grant { "1" } else { "" })
             .set(a::levels, self.levels.len());
         // In protocol::arg::level's order.
         for l in &self.levels {
@@ -150,6 +153,8 @@ pub enum AcquireReply {
         ttl: Option<Nanos>,
         /// The tightest levels after the grant.
         figures: Figures,
+        /// The grant was not stored (it holds nothing).
+        nothing_held: bool,
         /// What the breaker did (a half-open probe taken).
         transitions: Vec<Transition>,
         /// The first shadow level that would have denied (its index in the plan).
@@ -179,6 +184,61 @@ pub enum AcquireReply {
 }
 
 impl AcquireReply {
+    /// Reads the answer of the step of an acquire that holds nothing (`rate`, [`out::rate`]): a grant's
+    /// lease is `id`, which the step was not told.
+    pub fn read_held_nothing(v: Value, id: LeaseId) -> Result<Self, EngineError> {
+        use out::rate as o;
+        let r = Reply::new(v)?;
+        let status = r.int(o::status)?;
+        if status < 0 {
+            return Ok(Self::Refused(r.text(o::reason)?));
+        }
+        let figures = Figures {
+            remaining: r.uint(o::remaining)?,
+            limit: r.uint(o::limit)?,
+            reset_after: r.uint(o::reset_after)?,
+            ..Figures::default()
+        };
+        if status == 0 {
+            return Ok(Self::Denied {
+                reason: r.text(o::reason)?,
+                retry_after: r.uint(o::retry_after)?,
+                level: r.int(o::level)?,
+                figures,
+                transitions: Vec::new(),
+                reserve: false,
+            });
+        }
+        // A fresh grant's reply ends at its figures; a replay's carries the grant it replays.
+        if r.get(o::lease).is_none() {
+            return Ok(Self::Granted {
+                lease: id,
+                expires: None,
+                replayed: false,
+                ttl: None,
+                figures,
+                transitions: Vec::new(),
+                shadow: None,
+                bypassed: false,
+                nothing_held: true,
+            });
+        }
+        Ok(Self::Granted {
+            lease: r
+                .text(o::lease)?
+                .parse()
+                .map_err(|()| EngineError::Unavailable("redis: bad lease id".into()))?,
+            expires: r.instant(o::expires)?,
+            replayed: true,
+            ttl: r.uint(o::ttl).ok(),
+            figures,
+            transitions: Vec::new(),
+            shadow: None,
+            bypassed: false,
+            nothing_held: r.int(o::held)? == 0,
+        })
+    }
+
     /// Reads the step's answer by name.
     pub fn read(v: Value) -> Result<Self, EngineError> {
         use out::acq as o;
@@ -218,6 +278,7 @@ impl AcquireReply {
             transitions,
             shadow: r.uint(o::shadow).ok().and_then(|i| usize::try_from(i).ok()),
             bypassed: r.int(o::bypassed).is_ok_and(|x| x == 1),
+            nothing_held: false,
         })
     }
 }

@@ -53,7 +53,7 @@ pub mod arg {
         /// Acquire; then [`level`] for each of `levels`.
         acq = "acq": step, now, prefix, permits, ttl, lease, resource, rule, default_ttl, max_ttl,
         client_id, owner, fingerprint, window, adaptive, breaker, concurrency_retry_after, held, bypass,
-        levels
+        final_grant, levels
     );
     fields!(
         /// One level of an acquire, after [`acq`]'s fields.
@@ -90,9 +90,19 @@ pub mod arg {
         counter = "counter": cell, rate, permits, mode, negative
     );
 
+    fields!(
+        /// An acquire that holds nothing (`Plan::holds_nothing`: rate levels only, nothing stored but
+        /// them and, with a request_id, its replay record); then each level's rate (`args::rate`).
+        /// `replay`: '' without a request_id, else `fingerprint|lease|ttl|window` (the request's
+        /// fingerprint, and the lease id, TTL and window a grant is remembered with; one argument, so a
+        /// request without an id pays for none of them).
+        rate = "rate": step, now, prefix, permits, replay, levels
+    );
+
     /// Every list, for the script's `ARG` table.
-    pub const ALL: [Fields; 16] = [
+    pub const ALL: [Fields; 17] = [
         acq::FIELDS,
+        rate::FIELDS,
         level::FIELDS,
         rel::FIELDS,
         ren::FIELDS,
@@ -131,10 +141,16 @@ pub mod key {
         lvl = "lvl": resource
     );
     fields!(usage = "use": resource, level, breaker);
+    fields!(
+        /// An acquire that holds nothing; then each level's key (`request_id`: the resource's key without
+        /// one).
+        rate = "rate": resource, request_id
+    );
 
     /// Every list, for the script's `KEY` table.
-    pub const ALL: [Fields; 10] = [
+    pub const ALL: [Fields; 11] = [
         acq::FIELDS,
+        rate::FIELDS,
         rel::FIELDS,
         ren::FIELDS,
         rep::FIELDS,
@@ -203,9 +219,20 @@ pub mod out {
         counter = "counter": over, remaining, limit, reset_after
     );
 
+    fields!(
+        /// An acquire that holds nothing: `status` 1 granted, 0 denied (`reason`, `retry_after`, and the
+        /// `level` that denied, -1 the pause), -1 refused (`reason` `conflict`: a request_id reused with other
+        /// parameters); the tightest rate level's figures, plain numbers. A replay of a request_id's grant
+        /// adds its `lease`, `expires`, `ttl` and `held` (1: the lease it replays was stored); a fresh grant
+        /// ends at `reset_after`.
+        rate = "rate": status, reason, retry_after, level, remaining, limit, reset_after, lease, expires, ttl,
+        held
+    );
+
     /// Every list, for the script's `OUT` table.
-    pub const ALL: [Fields; 11] = [
+    pub const ALL: [Fields; 12] = [
         acq::FIELDS,
+        rate::FIELDS,
         rel::FIELDS,
         ren::FIELDS,
         rep::FIELDS,
@@ -225,7 +252,8 @@ pub mod out {
 pub mod stored {
     /// A level: its leases in flight, and its limit (a token bucket's TAT, interval and burst, or a
     /// window's algorithm, start in ms since the epoch, count, previous window's count, period and the
-    /// limit in force).
+    /// limit in force); `kept`, when the step of an acquire that holds nothing last pushed its TTL, how
+    /// far (ms since the epoch).
     pub const LEVEL: &[(&str, &str)] = &[
         ("tat", "t"),
         ("interval", "i"),
@@ -237,6 +265,7 @@ pub mod stored {
         ("previous", "pv"),
         ("period", "pd"),
         ("limit", "lm"),
+        ("kept", "kp"),
     ];
     /// A breaker (`window`: `epoch:calls:failures` per slot, `;`-separated).
     pub const BREAKER: &[(&str, &str)] = &[
@@ -284,6 +313,7 @@ pub mod stored {
         ("failure_reported", "fr"),
         ("ended", "g"),
         ("granted", "gr"),
+        ("final", "fi"),
     ];
     /// Every hash, as the script names its table of written names.
     pub const ALL: [(&str, &[(&str, &str)]); 4] = [
@@ -452,7 +482,24 @@ mod tests {
     fn fields_are_numbered_in_order() {
         assert_eq!(
             (arg::acq::step, arg::acq::permits, arg::acq::levels),
-            (0, 3, 19)
+            (0, 3, 20)
+        );
+        // `rated` in steps.lua builds this reply by position.
+        assert_eq!(
+            out::rate::FIELDS.names,
+            [
+                "status",
+                "reason",
+                "retry_after",
+                "level",
+                "remaining",
+                "limit",
+                "reset_after",
+                "lease",
+                "expires",
+                "ttl",
+                "held"
+            ]
         );
         assert_eq!(arg::acq::FIELDS.names[arg::acq::held], "held");
         assert_eq!(out::acq::FIELDS.names.len(), out::acq::bypassed + 1);

@@ -6,7 +6,7 @@ use futures_util::future::join_all;
 
 use super::{
     Call, RedisStore, args,
-    keys::{SHARDS, lease_in, shard_of, shard_of_lease},
+    keys::{SHARDS, held_nothing_in, holds_nothing, lease_in, shard_of, shard_of_lease},
     reply::{self, int, items, text, uint},
 };
 use super::{
@@ -54,6 +54,42 @@ impl RedisStore {
         }
     }
 
+    /// An acquire that holds nothing ([`Plan::holds_nothing`]): the `rate` step, which reads and writes
+    /// the levels alone; its lease id is told from a stored lease's by its form (`keys::holds_nothing`).
+    async fn acquire_held_nothing(
+        &self,
+        plan: &Plan<'_>,
+        now: Nanos,
+    ) -> Result<Decision, EngineError> {
+        let shard = shard_of(plan.resource);
+        let id = held_nothing_in(shard, self.random());
+        let rkey = self.keys.resource(plan.resource);
+        let mut inv = self.invocation(arg::rate::FIELDS, Some(key::rate::FIELDS), now, shard);
+        let replay = plan.request_id.map_or_else(String::new, |_| {
+            let window = self.window.load(Ordering::Relaxed);
+            format!("{}|{id}|{}|{window}", plan.fingerprint, nanos(plan.ttl))
+        });
+        let ikey = plan
+            .request_id
+            .map_or_else(|| rkey.clone(), |r| self.keys.request_id(plan.resource, r));
+        inv.set_key(key::rate::request_id, ikey)
+            .set_key(key::rate::resource, rkey)
+            .set(arg::rate::permits, plan.permits)
+            .set(arg::rate::replay, replay)
+            .set(arg::rate::levels, plan.levels.len());
+        for level in &plan.levels {
+            inv.key(self.keys.level(&level.key))
+                .arg(args::rate(level.spec(plan.rule).rate));
+        }
+        match AcquireReply::read_held_nothing(self.call(&inv).await?, id)? {
+            AcquireReply::Refused(_) => Err(crate::engine::policy::request_id_conflict(
+                plan.resource,
+                plan.request_id.unwrap_or_default(),
+            )),
+            answer => acquired(plan, answer, now),
+        }
+    }
+
     /// The acquire step for `plan`, granting lease `id` if it grants.
     fn acquire_call(&self, plan: &Plan<'_>, id: LeaseId, shard: u64, now: Nanos) -> Call {
         let rule = plan.rule;
@@ -92,6 +128,7 @@ impl RedisStore {
             concurrency_retry_after: nanos(rule.concurrency_retry_after),
             held: descriptors(plan),
             bypass: plan.bypass.is_some(),
+            final_grant: !rule.settlement,
             levels: plan
                 .levels
                 .iter()
@@ -410,6 +447,7 @@ fn acquired(plan: &Plan<'_>, answer: AcquireReply, now: Nanos) -> Result<Decisio
             transitions,
             shadow,
             bypassed,
+            nothing_held,
         } => {
             let expires_at = expires.unwrap_or(now);
             // A replay carries the TTL it was granted with.
@@ -420,10 +458,16 @@ fn acquired(plan: &Plan<'_>, answer: AcquireReply, now: Nanos) -> Result<Decisio
             };
             let grant = Grant {
                 lease_id: lease,
-                expires_at,
+                // The step that stores nothing answers no expiry for a fresh grant: the engine's clock
+                // gives it.
+                expires_at: match expires {
+                    None if nothing_held && !replayed => now.saturating_add(nanos(plan.ttl)),
+                    _ => expires_at,
+                },
                 ttl,
                 replayed,
                 bypassed,
+                nothing_held,
             };
             let shadow = shadow
                 .and_then(|i| plan.levels.get(i))
@@ -527,6 +571,18 @@ impl Store for RedisStore {
                 EngineError::Unavailable("redis: unreachable (retried within a second)".into());
             return self.fallback.acquire(plan, now, why).await;
         }
+        if plan.holds_nothing() {
+            return match self.acquire_held_nothing(plan, now).await {
+                Ok(d) => {
+                    if d.granted() {
+                        self.index(plan.resource).await;
+                    }
+                    Ok(d)
+                }
+                Err(e @ EngineError::Unavailable(_)) => self.fallback.acquire(plan, now, e).await,
+                Err(e) => Err(e),
+            };
+        }
         for _ in 0..4 {
             match self.acquire_once(plan, now).await {
                 Ok(Some(d)) => {
@@ -554,12 +610,7 @@ impl Store for RedisStore {
         now: Nanos,
     ) -> Result<Released, EngineError> {
         match self.fallback.owns(r.lease_id) {
-            Some(true) => {
-                return Ok(Released {
-                    result: Ok(()),
-                    ..Released::gone(NotReleased::UnknownLease)
-                });
-            }
+            Some(true) => return Ok(Released::nothing_held()),
             Some(false) => {
                 return self
                     .fallback
@@ -567,6 +618,7 @@ impl Store for RedisStore {
                     .release(&self.fallback.rules(), r, now)
                     .await;
             }
+            None if holds_nothing(r.lease_id) => return Ok(Released::nothing_held()),
             None => {}
         }
         let shard = shard_of_lease(r.lease_id);
@@ -631,14 +683,9 @@ impl Store for RedisStore {
     async fn renew(&self, renew: &Renew, now: Nanos) -> Result<Renewed, EngineError> {
         let id = renew.lease_id;
         match self.fallback.owns(id) {
-            Some(true) => {
-                let ttl = renew.lease_ttl.unwrap_or(Duration::from_secs(30));
-                return Ok(Renewed {
-                    expires_at: now.saturating_add(nanos(ttl)),
-                    ttl,
-                });
-            }
+            Some(true) => return Ok(Renewed::nothing_held(renew.lease_ttl, now)),
             Some(false) => return self.fallback.local.renew(renew, now).await,
+            None if holds_nothing(id) => return Ok(Renewed::nothing_held(renew.lease_ttl, now)),
             None => {}
         }
         let (args, keys) = (arg::ren::FIELDS, Some(key::ren::FIELDS));

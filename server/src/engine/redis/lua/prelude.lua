@@ -28,6 +28,7 @@ __QUOTAD_PROTOCOL__
 -- LEN[step] counts a step's named keys and arguments ({ keys, args }).
 local ACQ_KEYS, ACQ_ARGS, LEVEL_ARGS = LEN.acq[1], LEN.acq[2], LEN.level[2]
 local HIT_ARGS, COUNTER_ARGS = LEN.hit[2], LEN.counter[2]
+local RATE_KEYS, RATE_ARGS = LEN.rate[1], LEN.rate[2]
 
 -- A reply: `t`'s fields in the order OUT[step] declares ('' for a field `t` lacks).
 local function out(step, t)
@@ -115,17 +116,17 @@ local function keep(key, ms)
 end
 
 -- Specs come from the config, so few distinct ones recur on every call: each is parsed once and kept (never
--- changed after parsing), the memo emptied when it holds more than MEMO_MAX (a flood of rules costs a
+-- changed after parsing but to cache what is derived from it alone), the memo emptied when it holds more than MEMO_MAX (a flood of rules costs a
 -- parse, never memory).
-local MEMO_MAX, memo, memo_n = 512, {}, 0
+-- One memo per kind of spec, keyed by the spec's own string (no key is built per call).
+local MEMO_MAX, memo, memo_n = 512, { r = {}, a = {}, b = {} }, 0
 
 local function memoized(kind, s, parse)
-  local key = kind .. s
-  local hit = memo[key]
+  local hit = memo[kind][s]
   if hit ~= nil then return hit end
-  if memo_n >= MEMO_MAX then memo = {}; memo_n = 0 end
+  if memo_n >= MEMO_MAX then memo = { r = {}, a = {}, b = {} }; memo_n = 0 end
   hit = parse(s)
-  memo[key] = hit; memo_n = memo_n + 1
+  memo[kind][s] = hit; memo_n = memo_n + 1
   return hit
 end
 

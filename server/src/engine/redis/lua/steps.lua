@@ -150,7 +150,7 @@ OPS.acq = function()
   local function opt(k, v) if v ~= '' then rec[#rec + 1] = k; rec[#rec + 1] = v end end
   -- When it was granted: only a window's refund needs it.
   if windowed then opt(F.granted, string.format('%d', NOW_MS)) end
-  opt(F.adaptive, A[I.adaptive]); opt(F.descriptors, held)
+  opt(F.adaptive, A[I.adaptive]); opt(F.descriptors, held); opt(F.final, A[I.final_grant])
   if bspec then opt(F.breaker, bkey); opt(F.breaker_spec, A[I.breaker]); opt(F.probe, probe or '') end
   redis.call('HSET', lkey, unpack(rec))
   redis.call('PEXPIRE', lkey, math.ceil(hold_ms))
@@ -205,6 +205,8 @@ OPS.rel = function()
   local levels = lease_levels(l)
   local permits = tonumber(l.permits)
   local refunded, charged = 0, 0
+  -- A grant under `settlement = false` is final.
+  if l.final == '1' then used = nil end
   local settle, n = settlement(permits, used)
   if settle == 'refund' then
     refunded = n
@@ -494,13 +496,132 @@ OPS.hit = function()
   return rows
 end
 
+-- An acquire that holds nothing: its reply (OUT.rate, in its order; plain numbers), with the tightest
+-- level's figures.
+local function rated(status, reason, wait, level, remaining, limit, reset)
+  return { status, reason, wait, level, remaining, limit, reset }
+end
+
+local function rated_by(status, reason, wait, level, t)
+  return rated(status, reason or '', wait or 0, level or 0, t.remaining or 0, t.limit, t.reset)
+end
+
+-- A bucket's TTL, pushed by the step below only when it no longer covers the moment the bucket is full again
+-- and a second (as level_save sets it), and then a minute further: a grant costs Redis one write, not two.
+local KEEP_AHEAD_MS = 60000
+
+-- The one-bucket case of OPS.rate, the common one: a token bucket stored in this layout with the rule's
+-- interval and burst. It reads the bucket's fields and the pause in two calls and writes its TAT alone (the
+-- TTL once a minute), allocating little (Redis's Lua collects garbage as it goes: every table and string
+-- costs twice). Its figures are Tightest::observe's for one bucket. nil when the bucket is not such (absent,
+-- another layout or algorithm, retimed): the general path decides then, the same way.
+local function rate_one_bucket(lkey, rkey, rate, permits)
+  if rate == nil or rate.algorithm ~= 'token_bucket' then return nil end
+  local F = LEVEL_F
+  local v = redis.call('HMGET', lkey, F.tat, F.interval, F.burst, F.kept)
+  -- The interval and burst as bucket_save writes them, made once per spec (the spec is memoized).
+  if rate.stored_i == nil then
+    rate.i1 = interval(rate, 1)
+    rate.stored_i = string.format('%d', rate.i1); rate.stored_b = string.format('%d', rate.burst)
+  end
+  if v[2] ~= rate.stored_i or v[3] ~= rate.stored_b then return nil end
+  local bk = { kind = 'token_bucket', d = rel(v[1]) or -FAR, i = rate.i1, b = rate.burst }
+  local pu = redis.call('HMGET', rkey, PRESSURE_F.paused_until, PRESSURE_O.paused_until)
+  pu = rel(pu[1] or pu[2]) or -FAR
+  local wait = nil
+  if pu > 0 then wait = pu else wait = bucket_check(bk, permits) end
+  if wait then
+    return rated(0, pu > 0 and 'paused' or 'rate_limited', wait, pu > 0 and -1 or 0, bucket_remaining(bk), bk.b,
+                 math.max(bk.d, 0))
+  end
+  bucket_debit(bk, permits)
+  local need = NOW_MS + math.ceil(bk.d / 1000000) + 1000
+  if need > tonumber(v[4] or '0') then
+    local kept = need + KEEP_AHEAD_MS
+    redis.call('HSET', lkey, F.tat, abs(bk.d), F.kept, string.format('%d', kept))
+    redis.call('PEXPIRE', lkey, kept - NOW_MS, 'GT')
+  else
+    redis.call('HSET', lkey, F.tat, abs(bk.d))
+  end
+  return rated(1, '', 0, 0, bucket_remaining(bk), bk.b, bk.d)
+end
+
+local rate_decide
+
+-- KEY.rate and ARG.rate, then each level's key and rate. An acquire that holds nothing (engine/plan.rs
+-- holds_nothing: rate levels only, no breaker, adaptive rate, slot, replay or settlement): twin of
+-- engine/policy/acquire.rs decide for such a plan, which stores no lease. The pause denies first, then every
+-- level all or none; only the levels are written. Replies OUT.rate.
+OPS.rate = function()
+  local replay = A[ARG.rate.replay]
+  if replay == '' then return rate_decide() end
+  local q = split(replay, '|')
+  local fingerprint, hex, ttl, window = q[1], q[2], tonumber(q[3]), tonumber(q[4])
+  -- A request_id: a live record replays its grant (twin of engine/policy/replay.rs), else the grant made
+  -- now is remembered, in OPS.acq's record with a 13th field, 1: nothing stored.
+  local ikey = KEYS[KEY.rate.request_id]
+  local seen = redis.call('GET', ikey)
+  local s = split(seen or '', '|')
+  if seen and (rel(s[9]) or 0) > 0 then
+    if s[1] ~= fingerprint then return { -1, 'conflict' } end
+    return { 1, '', 0, 0, tonumber(s[4]), tonumber(s[5]), tonumber(s[6]), s[2], s[3], s[10],
+             s[13] == '1' and 0 or 1 }
+  end
+  local r = rate_decide()
+  if r[1] == 1 then
+    local rec = table.concat({ fingerprint, hex, abs(ttl), r[5], r[6], r[7], 0, 0, abs(window), ttl, '', '',
+                               '1' }, '|')
+    redis.call('SET', ikey, rec, 'PX', math.max(math.ceil(window / 1000000), 1))
+  end
+  return r
+end
+
+-- The decision of OPS.rate.
+rate_decide = function()
+  local n, permits = tonumber(A[ARG.rate.levels]), tonumber(A[ARG.rate.permits])
+  local rkey = KEYS[KEY.rate.resource]
+  if n == 1 then
+    local r = rate_one_bucket(KEYS[RATE_KEYS + 1], rkey, rate_spec(A[RATE_ARGS + 1]), permits)
+    if r then return r end
+  end
+  local cells = {}
+  for i = 1, n do
+    local rate = rate_spec(A[RATE_ARGS + i])
+    local cell = level_load(KEYS[RATE_KEYS + i], rate and rate.algorithm)
+    level_sync(cell, rate, 1)
+    cells[i] = cell
+  end
+  local t = tightest_new()
+  local pu = redis.call('HMGET', rkey, PRESSURE_F.paused_until, PRESSURE_O.paused_until)
+  pu = rel(pu[1] or pu[2]) or -FAR
+  if pu > 0 then
+    for _, cell in ipairs(cells) do observe(t, cell, nil) end
+    return rated_by(0, 'paused', pu, -1, t)
+  end
+  local denied = nil
+  for i, cell in ipairs(cells) do
+    local reason, wait = level_denial(cell, nil, permits, 0, 0, 0)
+    if reason and (denied == nil or wait > denied.wait) then denied = { reason = reason, wait = wait, level = i - 1 } end
+  end
+  for _, cell in ipairs(cells) do
+    if cell.lim and not denied then LIMITERS[cell.lim.kind].debit(cell.lim, permits) end
+    observe(t, cell, nil)
+    if cell.lim then level_save(cell, 0) end
+  end
+  if denied then return rated_by(0, denied.reason, denied.wait, denied.level, t) end
+  return rated_by(1, nil, 0, 0, t)
+end
+
 local function run(keys, args)
   KEYS = keys; A = args
   -- Every step's arguments start with its name, the time and the shard's prefix (protocol.rs).
   local head = ARG.rel
   init_now(A[head.now] or '')
-  transitions = {}
-  use_shard(A[head.prefix] or '')
+  -- (Kept from the last call when nothing was added, as the shard's names are when it is the same shard:
+  -- a table or string made per call costs Redis its making and its collection.)
+  if #transitions > 0 then transitions = {} end
+  local prefix = A[head.prefix] or ''
+  if prefix ~= PREFIX then use_shard(prefix) end
   local op = OPS[A[head.step]]
   if op == nil then return redis.error_reply('quotad: unknown step ' .. tostring(A[head.step])) end
   return op()
