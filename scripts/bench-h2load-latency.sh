@@ -36,7 +36,7 @@ if [ "${STORE:-memory}" = redis ]; then
   until redis-cli -p "$rport" PING >/dev/null 2>&1; do sleep 0.1; done
   config="$out/redis.toml"
   { printf 'store = "redis"\n[redis]\nurl = "redis://127.0.0.1:%s"\nprefix = "lat:"\n' "$rport"
-    cat examples/bench.toml; } >"$config"
+    sed "s|\"bench-rls\"|\"$PWD/examples/bench-rls\"|" examples/bench.toml; } >"$config"
 fi
 $(pin "${QUOTAD_CPU:-0}") "$server" --config "$config" >"$out/server.log" 2>&1 &
 pid=$!

@@ -59,10 +59,10 @@ run() {
   case "$step" in
     gcra) redis-benchmark -p "$port" -c 4 -P 1 -n "$1" -q FCALL quotad_bench 1 'b{q1}G' 1 1000000000 \
       >/dev/null 2>&1; return ;;
-    rate) redis-benchmark -p "$port" -c 4 -P 1 -n "$1" -q FCALL quotad_bench 3 'b{q1}R4:rate' 'b{q1}R4:rate' \
+    rate) redis-benchmark -p "$port" -c 4 -P 1 -n "$1" -q FCALL quotad_bench 2 'b{q1}R4:rate' \
       'b{q1}L4:rate' rate '' 'b{q1}' 1 '' 1 "$rate" >/dev/null 2>&1; return ;;
     rate-id) redis-benchmark -p "$port" -c 4 -P 1 -n "$1" -r 100000000 -q FCALL quotad_bench 3 'b{q1}R4:rate' \
-      'b{q1}I__rand_int__' 'b{q1}L4:rate' rate '' 'b{q1}' 1 "7|00000000000000aa|$ttl|300000000000" 1 "$rate" \
+      'b{q1}L4:rate' 'b{q1}I__rand_int__' rate '' 'b{q1}' 1 "7|00000000000000aa|$ttl|300000000000" 1 "$rate" \
       >/dev/null 2>&1; return ;;
     hit) redis-benchmark -p "$port" -c 4 -P 1 -n "$1" -q FCALL quotad_bench 1 'b{q1}L6:bench' hit '' 'b{q1}' 1 \
       1 4000000000,1000000000,4000000000,fixed_window 1 enforced 0 >/dev/null 2>&1; return ;;

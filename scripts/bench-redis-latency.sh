@@ -29,7 +29,8 @@ until redis-cli -p "$port" PING >/dev/null 2>&1; do sleep 0.1; done
   [ "${STORE:-redis}" = memory ] ||
     printf 'store = "redis"\n[redis]\nurl = "redis://127.0.0.1:%s"\nprefix = "lat:"\n' "$port"
   sed -e 's/127.0.0.1:50051/127.0.0.1:50081/' -e 's/127.0.0.1:9464/127.0.0.1:9481/' \
-    -e "s/^\[server\]/[server]\nworker_threads = ${WORKERS:-1}/" examples/bench.toml
+    -e "s/^\[server\]/[server]\nworker_threads = ${WORKERS:-1}/" \
+    -e "s|\"bench-rls\"|\"$PWD/examples/bench-rls\"|" examples/bench.toml
 } >"$out/node.toml"
 RUST_LOG=warn $(pin "${QUOTAD_CPU:-0}") target/release/quotad --config "$out/node.toml" >"$out/node.log" 2>&1 &
 quotad=$!

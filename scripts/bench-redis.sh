@@ -10,6 +10,7 @@
 # quotad, set the ceiling. Needs redis-server, redis-cli, redis-benchmark (apt-get install redis-server
 # redis-tools). About 2 minutes.
 #   scripts/bench-redis.sh                 # DURATION=10s, PORT=6390
+#   RESOURCE=bench.final scripts/bench-redis.sh   # grants that hold nothing (the lean `rate` step)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 port=${PORT:-6390}
@@ -30,25 +31,39 @@ cpu() { # pid -> CPU seconds used so far
   awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"
 }
 
-echo "== redis-benchmark: FCALL of the Redis store's Acquire step, 64 connections, no pipelining"
+resource=${RESOURCE:-bench.rate}
+echo "== redis-benchmark: FCALL of the Redis store's Acquire step for $resource, 64 connections, no pipelining"
 { echo '#!lua name=quotad_bench'; cargo run -q --release -p quotad-server --example redis_script quotad_bench; } >"$out/library.lua"
 redis-cli -p "$port" -x FUNCTION LOAD REPLACE <"$out/library.lua" >/dev/null
 r0=$(cpu "$redis")
-# KEYS: resource hash, breaker (none: the resource hash), lease (random), request id (none), the level.
-# ARGV: acq, now (empty: Redis TIME), shard prefix, permits, ttl, lease hex, resource, rule, default and max
-# ttl, client id, owner, fingerprint, window, adaptive, breaker, concurrency retry, held, 1 level: partition,
-# rate, max in flight, max debt. The rate and burst are those of examples/bench.toml's bench.rate.
-redis-benchmark -p "$port" -c 64 -P 1 -n 300000 -r 100000000 -q \
-  FCALL quotad_bench 5 'b{q1}R4:rate' 'b{q1}R4:rate' 'b{q1}l:__rand_int__' 'b{q1}R4:rate' 'b{q1}L4:rate' \
-  acq '' 'b{q1}' 1 1000000000 '__rand_int__' rate rate 1000000000 3600000000000 '' '' '' 300000000000 '' '' \
-  100000000 '' 1 '' '1000000000,1000000000,1000000000' '' 1000000000 | tee "$out/redis-benchmark.txt"
+if [ "$resource" = bench.final ]; then
+  # KEYS: resource hash, the level. ARGV: rate, now (empty: Redis TIME), shard prefix, permits, replay (none),
+  # 1 level: its rate.
+  redis-benchmark -p "$port" -c 64 -P 1 -n 300000 -q \
+    FCALL quotad_bench 2 'b{q1}R4:rate' 'b{q1}L4:rate' \
+    rate '' 'b{q1}' 1 '' 1 '1000000000,1000000000,1000000000' | tr '\r' '\n' | tail -1 \
+    | tee "$out/redis-benchmark.txt"
+else
+  # KEYS: resource hash, breaker (none: the resource hash), lease (random), request id (none), the level.
+  # ARGV: acq, now (empty: Redis TIME), shard prefix, permits, ttl, lease hex, resource, rule, default and max
+  # ttl, client id, owner, fingerprint, window, adaptive, breaker, concurrency retry, held, bypass, final,
+  # 1 level: partition, rate, max in flight, max debt, shadow, reserved tokens and slots. The rate and burst
+  # are those of examples/bench.toml's bench.rate.
+  redis-benchmark -p "$port" -c 64 -P 1 -n 300000 -r 100000000 -q \
+    FCALL quotad_bench 5 'b{q1}R4:rate' 'b{q1}R4:rate' 'b{q1}l:__rand_int__' 'b{q1}R4:rate' 'b{q1}L4:rate' \
+    acq '' 'b{q1}' 1 1000000000 '__rand_int__' rate rate 1000000000 3600000000000 '' '' '' 300000000000 '' '' \
+    100000000 '' '' '' 1 '' '1000000000,1000000000,1000000000' '' 1000000000 '' '' '' \
+    | tr '\r' '\n' | tail -1 | tee "$out/redis-benchmark.txt"
+fi
 echo "   redis CPU: $(awk -v a="$r0" -v b="$(cpu "$redis")" 'BEGIN { printf "%.2f s", b - a }')"
 redis-cli -p "$port" FLUSHALL >/dev/null
 
 node() { # port -> starts a quotad node on the Redis, prints its pid
   {
     printf 'store = "redis"\n[redis]\nurl = "redis://127.0.0.1:%s"\nprefix = "bench:"\n' "$port"
-    sed -e "s/127.0.0.1:50051/127.0.0.1:$1/" -e "s/127.0.0.1:9464/127.0.0.1:$(($1 + 1000))/" examples/bench.toml
+    # (The config lands in another folder: its relative paths are made absolute.)
+    sed -e "s/127.0.0.1:50051/127.0.0.1:$1/" -e "s/127.0.0.1:9464/127.0.0.1:$(($1 + 1000))/" \
+      -e "s|\"bench-rls\"|\"$PWD/examples/bench-rls\"|" examples/bench.toml
   } >"$out/node-$1.toml"
   RUST_LOG=warn target/release/quotad --config "$out/node-$1.toml" >"$out/node-$1.log" 2>&1 &
   echo $!
@@ -63,7 +78,7 @@ wait_port() {
 }
 
 bench() { # port extra-args... -> JSON summary
-  target/release/quotad-bench --target "http://127.0.0.1:$1" --resource bench.rate --duration "$dur" \
+  target/release/quotad-bench --target "http://127.0.0.1:$1" --resource "$resource" --duration "$dur" \
     --no-progress --json "${@:2}"
 }
 

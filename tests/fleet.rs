@@ -81,6 +81,7 @@ async fn three_nodes_admit_one_rate() {
     let _one = ONE_AT_A_TIME.lock().await;
     let redis = RedisServer::start();
     let nodes = fleet(&redis).await;
+    let fcalls_before = fcalls(&redis);
     let window = Duration::from_secs(10);
     let start = Instant::now();
     // Denials seen in each second of the window: a second without one was not saturated.
@@ -116,7 +117,16 @@ async fn three_nodes_admit_one_rate() {
         denied += d;
     }
     let elapsed = start.elapsed().as_secs_f64();
-    eprintln!("three nodes: {granted} granted, {denied} denied in {elapsed:.2} s");
+    // 12 calls in flight per node: a node's calls queue behind the one in flight and go as one batch.
+    let made = fcalls(&redis) - fcalls_before;
+    eprintln!(
+        "three nodes: {granted} granted, {denied} denied in {elapsed:.2} s, {made} Redis calls"
+    );
+    assert!(
+        made < granted + denied,
+        "{made} Redis calls for {} decisions: none batched",
+        granted + denied
+    );
     // Never more than burst + rate × elapsed, whatever the load.
     let most = 200.0 + 1000.0 * elapsed;
     assert!(
@@ -139,6 +149,23 @@ async fn three_nodes_admit_one_rate() {
             "demand fell below 1000/s in some second ({denied} denials): lower bound not checked"
         );
     }
+}
+
+/// Script calls Redis has run so far (`INFO commandstats`).
+fn fcalls(redis: &RedisServer) -> u64 {
+    let stats = redis.cli(&["INFO", "commandstats"]);
+    stats
+        .lines()
+        .filter(|l| l.starts_with("cmdstat_fcall:"))
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
 }
 
 /// `attempts` acquires of `class` on `resource`, spread over the nodes and made at once; the granted ones.
@@ -531,21 +558,7 @@ async fn script_and_function_flush_under_load_reach_no_client_and_each_call_is_o
     );
     let node = TestServer::start(&toml, Arc::new(MonotonicClock::new())).await;
     assert!(code(&node, "api").await.unwrap().granted);
-    let calls = |redis: &RedisServer| -> u64 {
-        let stats = redis.cli(&["INFO", "commandstats"]);
-        ["cmdstat_fcall:"]
-            .iter()
-            .filter_map(|k| stats.lines().find(|l| l.starts_with(k)))
-            .filter_map(|l| {
-                l.split("calls=")
-                    .nth(1)?
-                    .split(',')
-                    .next()?
-                    .parse::<u64>()
-                    .ok()
-            })
-            .sum()
-    };
+    let calls = fcalls;
     // One script call per Acquire and per Release, plus the sweeper's one call a second.
     let before = calls(&redis);
     let started = Instant::now();

@@ -838,6 +838,11 @@ name = "final.slots"
 rate = { limit = 10, period = "1s", burst = 10 }
 concurrency = 1
 settlement = false
+
+[[resources]]
+name = "final.one"
+rate = { limit = 10, period = "1s", burst = 2 }
+settlement = false
 "#;
 
 fn holds_nothing(d: &Decision) -> bool {
@@ -926,6 +931,43 @@ fn a_final_grant_holds_nothing_and_its_release_changes_nothing<S: Store>(make: &
     // An id never issued is still unknown.
     let r = h.release(LeaseId(7), Outcome::Success, None);
     assert_eq!(r.result, Err(NotReleased::UnknownLease));
+    a_final_bucket_is_exact_and_paused(&h);
+}
+
+/// One bucket of final grants (Redis decides it on its one-bucket path once the bucket exists): exact
+/// figures and retry_after, and a throttle report naming such a lease pauses it like any other.
+fn a_final_bucket_is_exact_and_paused<S: Store>(h: &Harness<S>) {
+    for left in [1, 0] {
+        let d = h.acquire("final.one", &[], 1);
+        assert!(holds_nothing(&d));
+        assert_eq!(
+            (d.remaining, d.limit, d.reset_after),
+            (left, 2, (2 - left) * 100 * MS)
+        );
+    }
+    let d = h.acquire("final.one", &[], 1);
+    assert_eq!(d.denial(), Some(Denial::RateLimited));
+    assert_eq!(
+        (retry_after(&d), d.remaining, d.reset_after),
+        (100 * MS, 0, 200 * MS)
+    );
+    h.advance(Duration::from_millis(100));
+    let granted = h.acquire("final.one", &[], 1);
+    assert_eq!(granted.remaining, 0);
+    let mut r = report(
+        "final.one",
+        ThrottleKind::Throttled,
+        Some(Duration::from_secs(2)),
+    );
+    r.lease_id = Some(lease(&granted));
+    now(h.quota.report(&r)).expect("reported as naming no lease");
+    let d = h.acquire("final.one", &[], 1);
+    assert_eq!(d.denial(), Some(Denial::Paused));
+    assert_eq!((retry_after(&d), denied_by(&d)), (2 * SEC, "pause"));
+    h.advance(Duration::from_secs(2));
+    let d = h.acquire("final.one", &[], 2);
+    assert!(holds_nothing(&d));
+    assert_eq!(d.remaining, 0);
 }
 
 const SETTLE: &str = r#"
@@ -1914,6 +1956,145 @@ fn redis_a_fixed_window_key_expires_after_its_window() {
         (45_000..=51_000).contains(&next),
         "the next window's: {next} ms"
     );
+}
+
+/// A bucket of final grants keeps a TTL (pushed a minute ahead at a time, not on every grant) and no lease
+/// key: what expires it is the same as for any bucket, a second past full, give or take that minute.
+#[test]
+fn redis_a_final_bucket_keeps_a_ttl_and_no_lease() {
+    let h = Harness::new(
+        "[[resources]]\nname = \"lean\"\nrate = { limit = 1, period = \"1s\", burst = 100 }\nsettlement = false\n",
+        &|_: &Rules| {
+            common::redis_store_with(&[redis().url()], &RedisSettings::default(), Some("lean:"))
+        },
+    );
+    for _ in 0..50 {
+        assert!(h.acquire("lean", &[], 1).granted());
+    }
+    let keys = redis().cli(&["KEYS", "lean:*}L4:lean"]);
+    let key = keys.trim();
+    let ttl: u64 = redis().cli(&["PTTL", key]).trim().parse().unwrap();
+    assert!(
+        (51_000..=111_000).contains(&ttl),
+        "50 s to full, a second, and up to a minute ahead: {ttl} ms"
+    );
+    assert!(!redis().cli(&["HGET", key, "kept"]).trim().is_empty());
+    assert_eq!(
+        redis().cli(&["KEYS", "lean:*}l:*"]).trim(),
+        "",
+        "no lease stored"
+    );
+}
+
+/// Calls of one shard made while one is in flight go to Redis together: 64 threads acquiring and releasing
+/// at once take fewer Redis calls than decisions, and every answer is each call's own (the bound is exact,
+/// every grant's lease releases once).
+#[test]
+fn redis_concurrent_calls_share_batches_and_stay_exact() {
+    let h = Arc::new(Harness::new(
+        "[[resources]]\nname = \"busy\"\nrate = { limit = 1, period = \"1h\", burst = 1000 }\n\
+         [[resources]]\nname = \"busy.final\"\nrate = { limit = 1, period = \"1h\", burst = 1000 }\n\
+         settlement = false\n",
+        &|_: &Rules| common::redis_store(&[redis().url()]),
+    ));
+    let before = h.quota.store().health().unwrap().calls;
+    let (granted, released) = thread::scope(|s| {
+        let workers: Vec<_> = (0..64)
+            .map(|_| {
+                let h = h.clone();
+                s.spawn(move || {
+                    let (mut granted, mut released) = (0, 0);
+                    for i in 0..40 {
+                        let resource = if i % 2 == 0 { "busy" } else { "busy.final" };
+                        let d = h.acquire(resource, &[], 1);
+                        if let Some(g) = d.grant() {
+                            granted += 1;
+                            let r = h.release(g.lease_id, Outcome::Success, None);
+                            released += usize::from(r.result.is_ok());
+                        }
+                    }
+                    (granted, released)
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap())
+            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+    });
+    assert_eq!(granted, 2000, "1,000 of each: every burst taken, none more");
+    assert_eq!(released, granted, "each grant's own lease, released once");
+    let calls = h.quota.store().health().unwrap().calls - before;
+    // 2,560 acquires and 2,000 releases (a release of a final grant asks nothing of Redis).
+    assert!(
+        calls < 2560 + 1000,
+        "{calls} Redis calls for 3,560 that needed one"
+    );
+}
+
+/// One call of a batch that fails answers its error in its place; the others run and answer as alone.
+#[test]
+fn redis_a_failing_call_in_a_batch_fails_alone() {
+    let h = Harness::new(RATE, &|_: &Rules| {
+        common::redis_store_with(&[redis().url()], &RedisSettings::default(), Some("batch:"))
+    });
+    assert!(h.acquire("api", &[], 1).granted(), "loads the library");
+    let list = redis().cli(&["FUNCTION", "LIST"]);
+    let function = list
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("quotad_") && !l.ends_with("_end"))
+        .expect("the library's function")
+        .to_owned();
+    let key = redis().cli(&["KEYS", "batch:*L3:api"]);
+    // A step the library does not have between two `ref` steps (which read the shard's levels), then one
+    // the `_end` function would refuse: each answers on its own.
+    let out = redis().cli(&[
+        "FCALL",
+        &function,
+        "1",
+        &key,
+        "batch",
+        "3",
+        "0",
+        "3",
+        "0",
+        "3",
+        "1",
+        "3",
+        "ref",
+        "",
+        "batch:{q0}",
+        "nope",
+        "",
+        "batch:{q0}",
+        "ref",
+        "",
+        "batch:{q0}",
+    ]);
+    let lines: Vec<&str> = out.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(
+        lines.iter().any(|l| l.contains("unknown step nope")),
+        "the failing call's error: {out}"
+    );
+    assert_eq!(
+        lines,
+        ["0", "quotad: unknown step nope", "1"],
+        "three answers: {out}"
+    );
+    let end = redis().cli(&[
+        "FCALL",
+        &format!("{function}_end"),
+        "0",
+        "batch",
+        "1",
+        "0",
+        "3",
+        "acq",
+        "",
+        "batch:{q0}",
+    ]);
+    assert!(end.contains("may grow memory"), "{end}");
 }
 
 /// A resource's live-lease count (its Redis hash, what listings show) outlives leases that stay live for

@@ -97,10 +97,10 @@ class Permit(core.PermitState):
             self._renewer.set()
 
     def __del__(self) -> None:
-        lease_id = getattr(self, "lease_id", None) if not getattr(self, "holds_nothing", False) else None
-        if not getattr(self, "_done", True) and lease_id is not None:
+        # (A permit whose construction failed has no `_done`: nothing to release.)
+        if not getattr(self, "_done", True) and self._kept is not None:
             self._stop_renewing()
-            self._client._release_later(lease_id)
+            self._client._release_later(self._kept)
 
 
 class Client:

@@ -155,7 +155,8 @@ fn unsplitmix64(z: u64) -> u64 {
     x.wrapping_sub(0x9e37_79b9_7f4a_7c15)
 }
 
-fn splitmix64(x: u64) -> u64 {
+/// The splitmix64 finalizer over `x` plus the golden ratio: a bijection that scatters every bit.
+pub(crate) fn splitmix64(x: u64) -> u64 {
     let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);

@@ -128,7 +128,7 @@ impl AcquireState for MemoryStore {
     }
 
     #[inline]
-    fn held_nothing(&self, _plan: &Plan<'_>) -> LeaseId {
+    fn held_nothing(&self) -> LeaseId {
         self.held_nothing.issue()
     }
 }

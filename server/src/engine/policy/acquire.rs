@@ -78,7 +78,7 @@ pub trait AcquireState {
 
     /// The id of a grant that holds nothing ([`Plan::holds_nothing`]): not stored, but its Release and
     /// Renew must be told from an unknown lease's by this store.
-    fn held_nothing(&self, plan: &Plan<'_>) -> LeaseId;
+    fn held_nothing(&self) -> LeaseId;
 }
 
 /// One acquire, in the policy's order: a pause denies first, then an open breaker (a half-open one hands
@@ -169,7 +169,7 @@ fn lease<S: AcquireState>(
     let nothing_held = plan.holds_nothing();
     if nothing_held {
         return Grant {
-            lease_id: store.held_nothing(plan),
+            lease_id: store.held_nothing(),
             expires_at,
             ttl: plan.ttl,
             replayed: false,

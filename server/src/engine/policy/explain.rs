@@ -142,7 +142,7 @@ impl AcquireState for View<'_> {
         LeaseId(0)
     }
 
-    fn held_nothing(&self, _: &Plan<'_>) -> LeaseId {
+    fn held_nothing(&self) -> LeaseId {
         LeaseId(0)
     }
 }

@@ -52,10 +52,7 @@ const CHECK_BITS: u32 = 24;
 const CHECK_MASK: u64 = (1 << CHECK_BITS) - 1;
 
 fn check(high: u64) -> u64 {
-    let mut z = high ^ 0x6e6f_7468_696e_6721;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    (z ^ (z >> 31)) & CHECK_MASK
+    crate::engine::lease_id::splitmix64(high ^ 0x6e6f_7468_696e_6721) & CHECK_MASK
 }
 
 /// The id of a grant no store keeps (it holds nothing: see `Plan::holds_nothing`), in `shard`, from

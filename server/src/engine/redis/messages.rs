@@ -184,61 +184,6 @@ pub enum AcquireReply {
 }
 
 impl AcquireReply {
-    /// Reads the answer of the step of an acquire that holds nothing (`rate`, [`out::rate`]): a grant's
-    /// lease is `id`, which the step was not told.
-    pub fn read_held_nothing(v: Value, id: LeaseId) -> Result<Self, EngineError> {
-        use out::rate as o;
-        let r = Reply::new(v)?;
-        let status = r.int(o::status)?;
-        if status < 0 {
-            return Ok(Self::Refused(r.text(o::reason)?));
-        }
-        let figures = Figures {
-            remaining: r.uint(o::remaining)?,
-            limit: r.uint(o::limit)?,
-            reset_after: r.uint(o::reset_after)?,
-            ..Figures::default()
-        };
-        if status == 0 {
-            return Ok(Self::Denied {
-                reason: r.text(o::reason)?,
-                retry_after: r.uint(o::retry_after)?,
-                level: r.int(o::level)?,
-                figures,
-                transitions: Vec::new(),
-                reserve: false,
-            });
-        }
-        // A fresh grant's reply ends at its figures; a replay's carries the grant it replays.
-        if r.get(o::lease).is_none() {
-            return Ok(Self::Granted {
-                lease: id,
-                expires: None,
-                replayed: false,
-                ttl: None,
-                figures,
-                transitions: Vec::new(),
-                shadow: None,
-                bypassed: false,
-                nothing_held: true,
-            });
-        }
-        Ok(Self::Granted {
-            lease: r
-                .text(o::lease)?
-                .parse()
-                .map_err(|()| EngineError::Unavailable("redis: bad lease id".into()))?,
-            expires: r.instant(o::expires)?,
-            replayed: true,
-            ttl: r.uint(o::ttl).ok(),
-            figures,
-            transitions: Vec::new(),
-            shadow: None,
-            bypassed: false,
-            nothing_held: r.int(o::held)? == 0,
-        })
-    }
-
     /// Reads the step's answer by name.
     pub fn read(v: Value) -> Result<Self, EngineError> {
         use out::acq as o;
@@ -248,29 +193,19 @@ impl AcquireReply {
             return Ok(Self::Refused(r.text(o::reason)?));
         }
         let figures = Figures {
-            remaining: r.uint(o::remaining)?,
-            limit: r.uint(o::limit)?,
-            reset_after: r.uint(o::reset_after)?,
             in_flight: r.count(o::in_flight)?,
             max_in_flight: r.count(o::max_in_flight)?,
+            ..Figures::read(&r, [o::remaining, o::limit, o::reset_after])?
         };
         let transitions = reply::transitions(r.get(o::transitions));
         if status == 0 {
-            return Ok(Self::Denied {
-                reason: r.text(o::reason)?,
-                retry_after: r.uint(o::retry_after)?,
-                level: r.int(o::level)?,
-                figures,
-                transitions,
-                reserve: r.int(o::reserve).is_ok_and(|x| x == 1),
-            });
+            let reserve = r.int(o::reserve).is_ok_and(|x| x == 1);
+            let at = [o::reason, o::retry_after, o::level];
+            return Self::denied(&r, at, figures, transitions, reserve);
         }
         let replayed = r.int(o::replayed)? == 1;
         Ok(Self::Granted {
-            lease: r
-                .text(o::lease)?
-                .parse()
-                .map_err(|()| EngineError::Unavailable("redis: bad lease id".into()))?,
+            lease: lease(&r, o::lease)?,
             expires: r.instant(o::expires)?,
             replayed,
             ttl: if replayed { r.uint(o::ttl).ok() } else { None },
@@ -281,6 +216,76 @@ impl AcquireReply {
             nothing_held: false,
         })
     }
+
+    /// Reads the answer of the step of an acquire that holds nothing (`rate`, [`out::rate`]): a fresh
+    /// grant's lease is `id`, which the step was not told; a replay's is the one it remembered.
+    pub fn read_held_nothing(v: Value, id: LeaseId) -> Result<Self, EngineError> {
+        use out::rate as o;
+        let r = Reply::new(v)?;
+        let status = r.int(o::status)?;
+        if status < 0 {
+            return Ok(Self::Refused(r.text(o::reason)?));
+        }
+        let figures = Figures::read(&r, [o::remaining, o::limit, o::reset_after])?;
+        if status == 0 {
+            let at = [o::reason, o::retry_after, o::level];
+            return Self::denied(&r, at, figures, Vec::new(), false);
+        }
+        // A fresh grant's reply ends at its figures; a replay's carries the grant it replays.
+        let replayed = r.get(o::lease).is_some();
+        Ok(Self::Granted {
+            lease: if replayed { lease(&r, o::lease)? } else { id },
+            expires: if replayed {
+                r.instant(o::expires)?
+            } else {
+                None
+            },
+            replayed,
+            ttl: if replayed { r.uint(o::ttl).ok() } else { None },
+            figures,
+            transitions: Vec::new(),
+            shadow: None,
+            bypassed: false,
+            nothing_held: !replayed || r.int(o::held)? == 0,
+        })
+    }
+
+    /// A denial, its reason, wait and level read from the fields at `at`.
+    fn denied(
+        r: &Reply,
+        [reason, retry_after, level]: [usize; 3],
+        figures: Figures,
+        transitions: Vec<Transition>,
+        reserve: bool,
+    ) -> Result<Self, EngineError> {
+        Ok(Self::Denied {
+            reason: r.text(reason)?,
+            retry_after: r.uint(retry_after)?,
+            level: r.int(level)?,
+            figures,
+            transitions,
+            reserve,
+        })
+    }
+}
+
+impl Figures {
+    /// The tightest rate level's figures, from the fields at `at` (no concurrency level).
+    fn read(r: &Reply, [remaining, limit, reset_after]: [usize; 3]) -> Result<Self, EngineError> {
+        Ok(Self {
+            remaining: r.uint(remaining)?,
+            limit: r.uint(limit)?,
+            reset_after: r.uint(reset_after)?,
+            ..Self::default()
+        })
+    }
+}
+
+/// The lease id in field `at`.
+fn lease(r: &Reply, at: usize) -> Result<LeaseId, EngineError> {
+    r.text(at)?
+        .parse()
+        .map_err(|()| EngineError::Unavailable("redis: bad lease id".into()))
 }
 
 /// A release step's arguments (the lease's key is set by the caller).

@@ -11,6 +11,7 @@
 //! that a call fails at once as UNAVAILABLE instead of queueing behind a stalled Redis.
 
 pub mod args;
+mod batch;
 pub mod eviction;
 pub mod fallback;
 pub mod keys;
@@ -78,7 +79,7 @@ const ENDING: [&str; 4] = ["rel", "ren", "rvk", "swp"];
 
 /// One call's keys and arguments (`FCALL <function> <numkeys> keys... args...`): the step's named fields
 /// ([`protocol`]) set by name, then any list that follows them (a level's keys, a shard's prefix).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Call {
     keys: Vec<Vec<u8>>,
     args: Vec<Vec<u8>>,
@@ -89,6 +90,8 @@ pub struct Call {
     names: (protocol::Fields, Option<protocol::Fields>),
     /// One of [`ENDING`]: called through the `_end` function.
     ending: bool,
+    /// The shard every key is in, when the call may share a batch with that shard's others.
+    shard: Option<u64>,
 }
 
 impl Call {
@@ -103,6 +106,7 @@ impl Call {
             unset_args: (1u64 << nargs) - 1,
             names: (args, keys),
             ending: ENDING.contains(&args.step),
+            shard: None,
         };
         call.set(0, args.step);
         call
@@ -130,6 +134,44 @@ impl Call {
     pub fn key(&mut self, key: impl ToRedisArgs) -> &mut Self {
         key.write_redis_args(&mut self.keys);
         self
+    }
+
+    /// Lets the call share a batch with `shard`'s others (every key it names is in that shard).
+    pub fn in_shard(&mut self, shard: u64) -> &mut Self {
+        self.shard = Some(shard);
+        self
+    }
+
+    /// One call that runs `calls` (all of one lane) in order, each on its own (steps.lua `run_batch`):
+    /// `batch`, their count, each one's key and argument counts, then their arguments in order; their keys
+    /// in order.
+    fn batch<'c>(calls: impl Iterator<Item = &'c Call> + Clone) -> Self {
+        let (mut keys, mut args) = (Vec::new(), vec![b"batch".to_vec()]);
+        let mut first = None;
+        let mut n = 0usize;
+        for c in calls.clone() {
+            first.get_or_insert((c.names, c.ending));
+            n += 1;
+        }
+        args.push(one(n));
+        for c in calls.clone() {
+            args.push(one(c.keys.len()));
+            args.push(one(c.args.len()));
+        }
+        for c in calls {
+            keys.extend(c.keys.iter().cloned());
+            args.extend(c.args.iter().cloned());
+        }
+        let (names, ending) = first.unwrap_or(((protocol::arg::rel::FIELDS, None), false));
+        Self {
+            keys,
+            args,
+            unset_keys: 0,
+            unset_args: 0,
+            names,
+            ending,
+            shard: None,
+        }
     }
 
     /// Adds an argument after the named ones.
@@ -210,8 +252,22 @@ enum Conn {
     Cluster(ClusterConnection),
 }
 
-/// The Redis store. See the module docs.
+/// The Redis store. See the module docs. Its state is shared ([`Inner`]), so a batch in flight is carried to
+/// its end by a task of its own even when the call that sent it is cancelled.
 pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+impl std::ops::Deref for RedisStore {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.inner
+    }
+}
+
+/// What a [`RedisStore`] holds.
+pub struct Inner {
     conn: Conn,
     function: String,
     /// `function` + `_end`: the steps of [`ENDING`], which run on a Redis at its `maxmemory`.
@@ -237,6 +293,8 @@ pub struct RedisStore {
     pub(crate) counts: [AtomicU64; 5],
     /// Script call latency.
     pub(crate) latency: crate::latency::LatencyHistogram,
+    /// Each shard's calls queued behind the one in flight.
+    batcher: Arc<batch::Batcher>,
     /// Shards (a bit each) whose last sweep left expired leases behind: swept alone until done.
     backlog: AtomicU64,
     /// When (the sweep's clock) every shard was last swept.
@@ -288,6 +346,14 @@ enum CallError {
 
 use CallError::{Failed, Missing};
 
+/// One call's answer within a batch's: an error there is that call's alone.
+fn item(v: Value) -> Result<Value, EngineError> {
+    match v {
+        Value::ServerError(e) => Err(unavailable(format!("{e:?}"))),
+        v => Ok(v),
+    }
+}
+
 fn unavailable(e: impl std::fmt::Display) -> EngineError {
     EngineError::Unavailable(format!("redis: {e}"))
 }
@@ -325,28 +391,31 @@ impl RedisStore {
             std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), 0x7175_6f74_u64);
         let (function, library) = library(settings.layout);
         Ok(Self {
-            conn,
-            ending_function: format!("{function}_end"),
-            function,
-            library,
-            keys: Keys::new(&settings.prefix),
-            in_flight: Semaphore::new(settings.max_in_flight.max(1)),
-            settings,
-            window: AtomicU64::new(300_000_000_000),
-            indexed: DashSet::new(),
-            indexed_day: AtomicU64::new(0),
-            seed,
-            counter: AtomicU64::new(1),
-            fallback: fallback::Fallback::default(),
-            node: format!("{seed:016x}"),
-            counts: Default::default(),
-            latency: Default::default(),
-            backlog: AtomicU64::new(0),
-            last_full_sweep: AtomicU64::new(0),
-            full: AtomicBool::new(false),
-            evicting: AtomicBool::new(false),
-            eviction_checked_ms: AtomicU64::new(0),
-            eviction_warned_ms: AtomicU64::new(0),
+            inner: Arc::new(Inner {
+                conn,
+                ending_function: format!("{function}_end"),
+                function,
+                library,
+                keys: Keys::new(&settings.prefix),
+                in_flight: Semaphore::new(settings.max_in_flight.max(1)),
+                settings,
+                window: AtomicU64::new(300_000_000_000),
+                indexed: DashSet::new(),
+                indexed_day: AtomicU64::new(0),
+                seed,
+                counter: AtomicU64::new(1),
+                fallback: fallback::Fallback::default(),
+                node: format!("{seed:016x}"),
+                counts: Default::default(),
+                latency: Default::default(),
+                batcher: Arc::default(),
+                backlog: AtomicU64::new(0),
+                last_full_sweep: AtomicU64::new(0),
+                full: AtomicBool::new(false),
+                evicting: AtomicBool::new(false),
+                eviction_checked_ms: AtomicU64::new(0),
+                eviction_warned_ms: AtomicU64::new(0),
+            }),
         })
     }
 
@@ -369,12 +438,10 @@ impl RedisStore {
     /// A fresh random 64-bit value (ids): splitmix64 over a per-process seed and a counter.
     fn random(&self) -> u64 {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let mut z = self
-            .seed
-            .wrapping_add(n.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        crate::engine::lease_id::splitmix64(
+            self.seed
+                .wrapping_add(n.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+        )
     }
 
     /// The `now` argument of a call: empty for Redis's clock.
@@ -390,17 +457,10 @@ impl RedisStore {
     /// client ever sees the miss. A failure marks Redis down for a moment (see [`fallback`]).
     async fn call(&self, inv: &Call) -> Result<Value, EngineError> {
         let started = std::time::Instant::now();
-        let mut result = self.call_once(inv).await;
-        if matches!(&result, Err(Missing)) {
-            result = match self.load().await {
-                Ok(()) => self.call_once(inv).await,
-                Err(e) => Err(Failed(e)),
-            };
-        }
-        let result = result.map_err(|e| match e {
-            Missing => unavailable("the quotad function could not be loaded"),
-            Failed(e) => e,
-        });
+        let result = match inv.shard {
+            Some(shard) => self.call_batched(shard, inv).await,
+            None => self.call_alone(inv).await,
+        };
         self.latency.observe(started.elapsed());
         match &result {
             Ok(_) => self.up(),
@@ -409,91 +469,57 @@ impl RedisStore {
         result
     }
 
-    async fn call_once(&self, inv: &Call) -> Result<Value, CallError> {
-        if let Some(unset) = inv.unset() {
-            return Err(Failed(unavailable(format!("{unset} was not set"))));
+    /// `inv` sent now, or with the calls of its shard that queued behind the one in flight (see `batch`).
+    async fn call_batched(&self, shard: u64, inv: &Call) -> Result<Value, EngineError> {
+        match self.batcher.enter(shard, inv) {
+            batch::Entry::Send(_lane) => self.call_alone(inv).await,
+            batch::Entry::Wait(turn) => match turn.await {
+                Ok(batch::Turn::Done(result)) => result,
+                Ok(batch::Turn::Lead(others, lane)) => self.send_batch(inv, others, lane).await,
+                // The call leading the lane went away before sending this one: it goes alone.
+                Err(_) => self.call_alone(inv).await,
+            },
         }
-        self.counts[0].fetch_add(1, Ordering::Relaxed);
-        let Ok(_permit) = self.in_flight.try_acquire() else {
-            self.counts[2].fetch_add(1, Ordering::Relaxed);
-            return Err(Failed(unavailable(
-                "too many calls outstanding (Redis is slow or unreachable)",
-            )));
-        };
-        let function = if inv.ending {
-            &self.ending_function
-        } else {
-            &self.function
-        };
-        let mut cmd = ::redis::cmd("FCALL");
-        cmd.arg(function).arg(inv.keys.len());
-        for k in &inv.keys {
-            cmd.arg(k.as_slice());
+    }
+
+    /// `own` and `others` in one call; each of `others` is answered, `own`'s answer returned. The call is
+    /// carried by a task of its own (holding the lane), so that `own`'s caller going away never leaves the
+    /// others without the answer Redis gave them.
+    async fn send_batch(
+        &self,
+        own: &Call,
+        others: Vec<batch::Waiter>,
+        lane: batch::HandOff,
+    ) -> Result<Value, EngineError> {
+        if others.is_empty() {
+            let answer = self.call_alone(own).await;
+            drop(lane);
+            return answer;
         }
-        for a in &inv.args {
-            cmd.arg(a.as_slice());
-        }
-        let out = match tokio::time::timeout(self.settings.timeout, self.query(&cmd)).await {
-            Ok(Ok(Value::ServerError(e))) if e.code() == "OOM" => return Err(self.refused(&e)),
-            Ok(Ok(Value::ServerError(e))) => Err(unavailable(format!("{e:?}"))),
-            Ok(Ok(v)) => {
-                // (Read first: otherwise every call, on every worker thread, writes one shared cache line.)
-                if !inv.ending && self.full.load(Ordering::Relaxed) {
-                    self.full.store(false, Ordering::Relaxed);
+        let call = Call::batch(std::iter::once(own).chain(others.iter().map(|w| &w.call)));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            let n = others.len() + 1;
+            let mut items: Vec<Result<Value, EngineError>> = match inner.call_alone(&call).await {
+                Ok(Value::Array(items)) if items.len() == n => {
+                    items.into_iter().map(item).collect()
                 }
-                return Ok(v);
+                Ok(other) => {
+                    vec![Err(unavailable(format!("a batch of {n} answered {other:?}"))); n]
+                }
+                Err(e) => vec![Err(e); n],
+            };
+            drop(lane);
+            for (w, r) in others.into_iter().zip(items.drain(1..)) {
+                w.answer(r);
             }
-            Ok(Err(e)) if e.to_string().contains("Function not found") => return Err(Missing),
-            Ok(Err(e)) if e.code() == Some("OOM") => return Err(self.refused(&e)),
-            Ok(Err(e)) if e.is_timeout() => {
-                self.counts[1].fetch_add(1, Ordering::Relaxed);
-                return Err(Failed(unavailable(e)));
-            }
-            Ok(Err(e)) => Err(unavailable(e)),
-            Err(_) => {
-                self.counts[1].fetch_add(1, Ordering::Relaxed);
-                return Err(Failed(unavailable(format!(
-                    "no answer within {:?}",
-                    self.settings.timeout
-                ))));
-            }
-        };
-        self.counts[3].fetch_add(1, Ordering::Relaxed);
-        out.map_err(Failed)
-    }
-
-    /// Redis is at its `maxmemory` (policy noeviction) and refused a step that could grow it: it is up, so
-    /// the sweep still runs (its steps are allowed), while decisions go to each resource's `on_store_error`.
-    fn refused(&self, e: &impl std::fmt::Debug) -> CallError {
-        self.counts[4].fetch_add(1, Ordering::Relaxed);
-        self.full.store(true, Ordering::Relaxed);
-        Failed(unavailable(format!(
-            "Redis is at its maxmemory and refused the call: {e:?}"
-        )))
-    }
-
-    async fn query(&self, cmd: &::redis::Cmd) -> ::redis::RedisResult<Value> {
-        match &self.conn {
-            Conn::Single(c) => cmd.query_async::<Value>(&mut c.clone()).await,
-            Conn::Cluster(c) => cmd.query_async::<Value>(&mut c.clone()).await,
-        }
-    }
-
-    /// Loads the library (on every primary of a Cluster).
-    async fn load(&self) -> Result<(), EngineError> {
-        let cmd = ::redis::cmd("FUNCTION")
-            .arg("LOAD")
-            .arg("REPLACE")
-            .arg(&self.library)
-            .to_owned();
-        match tokio::time::timeout(self.settings.timeout, self.query(&cmd)).await {
-            Ok(Ok(_)) => {
-                tracing::info!(function = %self.function, "quotad's function loaded into Redis");
-                Ok(())
-            }
-            Ok(Err(e)) => Err(unavailable(format!("loading the quotad function: {e}"))),
-            Err(_) => Err(unavailable("loading the quotad function timed out")),
-        }
+            let _ = tx.send(items.pop());
+        });
+        rx.await
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| Err(unavailable("a batch's call ended without an answer")))
     }
 
     /// Says this node is alive and counts the live ones (heartbeats within 5 s), for `local`'s share. The
@@ -616,6 +642,110 @@ impl RedisStore {
             }
             Ok(Err(e)) => tracing::debug!(error = %e, "resource index not updated"),
             Err(_) => tracing::debug!("resource index not updated: timed out"),
+        }
+    }
+}
+
+impl Inner {
+    /// One call on its own (the library loaded first if Redis lost it).
+    async fn call_alone(&self, inv: &Call) -> Result<Value, EngineError> {
+        let mut result = self.call_once(inv).await;
+        if matches!(&result, Err(Missing)) {
+            result = match self.load().await {
+                Ok(()) => self.call_once(inv).await,
+                Err(e) => Err(Failed(e)),
+            };
+        }
+        result.map_err(|e| match e {
+            Missing => unavailable("the quotad function could not be loaded"),
+            Failed(e) => e,
+        })
+    }
+
+    async fn call_once(&self, inv: &Call) -> Result<Value, CallError> {
+        if let Some(unset) = inv.unset() {
+            return Err(Failed(unavailable(format!("{unset} was not set"))));
+        }
+        self.counts[0].fetch_add(1, Ordering::Relaxed);
+        let Ok(_permit) = self.in_flight.try_acquire() else {
+            self.counts[2].fetch_add(1, Ordering::Relaxed);
+            return Err(Failed(unavailable(
+                "too many calls outstanding (Redis is slow or unreachable)",
+            )));
+        };
+        let function = if inv.ending {
+            &self.ending_function
+        } else {
+            &self.function
+        };
+        let mut cmd = ::redis::cmd("FCALL");
+        cmd.arg(function).arg(inv.keys.len());
+        for k in &inv.keys {
+            cmd.arg(k.as_slice());
+        }
+        for a in &inv.args {
+            cmd.arg(a.as_slice());
+        }
+        let out = match tokio::time::timeout(self.settings.timeout, self.query(&cmd)).await {
+            Ok(Ok(Value::ServerError(e))) if e.code() == "OOM" => return Err(self.refused(&e)),
+            Ok(Ok(Value::ServerError(e))) => Err(unavailable(format!("{e:?}"))),
+            Ok(Ok(v)) => {
+                // (Read first: otherwise every call, on every worker thread, writes one shared cache line.)
+                if !inv.ending && self.full.load(Ordering::Relaxed) {
+                    self.full.store(false, Ordering::Relaxed);
+                }
+                return Ok(v);
+            }
+            Ok(Err(e)) if e.to_string().contains("Function not found") => return Err(Missing),
+            Ok(Err(e)) if e.code() == Some("OOM") => return Err(self.refused(&e)),
+            Ok(Err(e)) if e.is_timeout() => {
+                self.counts[1].fetch_add(1, Ordering::Relaxed);
+                return Err(Failed(unavailable(e)));
+            }
+            Ok(Err(e)) => Err(unavailable(e)),
+            Err(_) => {
+                self.counts[1].fetch_add(1, Ordering::Relaxed);
+                return Err(Failed(unavailable(format!(
+                    "no answer within {:?}",
+                    self.settings.timeout
+                ))));
+            }
+        };
+        self.counts[3].fetch_add(1, Ordering::Relaxed);
+        out.map_err(Failed)
+    }
+
+    /// Redis is at its `maxmemory` (policy noeviction) and refused a step that could grow it: it is up, so
+    /// the sweep still runs (its steps are allowed), while decisions go to each resource's `on_store_error`.
+    fn refused(&self, e: &impl std::fmt::Debug) -> CallError {
+        self.counts[4].fetch_add(1, Ordering::Relaxed);
+        self.full.store(true, Ordering::Relaxed);
+        Failed(unavailable(format!(
+            "Redis is at its maxmemory and refused the call: {e:?}"
+        )))
+    }
+
+    async fn query(&self, cmd: &::redis::Cmd) -> ::redis::RedisResult<Value> {
+        match &self.conn {
+            Conn::Single(c) => cmd.query_async::<Value>(&mut c.clone()).await,
+            Conn::Cluster(c) => cmd.query_async::<Value>(&mut c.clone()).await,
+        }
+    }
+
+    /// Loads the library (on every primary of a Cluster).
+    async fn load(&self) -> Result<(), EngineError> {
+        let cmd = ::redis::cmd("FUNCTION")
+            .arg("LOAD")
+            .arg("REPLACE")
+            .arg(&self.library)
+            .to_owned();
+        match tokio::time::timeout(self.settings.timeout, self.query(&cmd)).await {
+            Ok(Ok(_)) => {
+                tracing::info!(function = %self.function, "quotad's function loaded into Redis");
+                Ok(())
+            }
+            Ok(Err(e)) => Err(unavailable(format!("loading the quotad function: {e}"))),
+            Err(_) => Err(unavailable("loading the quotad function timed out")),
         }
     }
 }

@@ -142,9 +142,9 @@ pub mod key {
     );
     fields!(usage = "use": resource, level, breaker);
     fields!(
-        /// An acquire that holds nothing; then each level's key (`request_id`: the resource's key without
-        /// one).
-        rate = "rate": resource, request_id
+        /// An acquire that holds nothing; then each level's key, then the request_id's record when it has
+        /// one (a request without pays for no key).
+        rate = "rate": resource
     );
 
     /// Every list, for the script's `KEY` table.

@@ -65,21 +65,21 @@ impl RedisStore {
         let id = held_nothing_in(shard, self.random());
         let rkey = self.keys.resource(plan.resource);
         let mut inv = self.invocation(arg::rate::FIELDS, Some(key::rate::FIELDS), now, shard);
+        inv.in_shard(shard);
         let replay = plan.request_id.map_or_else(String::new, |_| {
             let window = self.window.load(Ordering::Relaxed);
             format!("{}|{id}|{}|{window}", plan.fingerprint, nanos(plan.ttl))
         });
-        let ikey = plan
-            .request_id
-            .map_or_else(|| rkey.clone(), |r| self.keys.request_id(plan.resource, r));
-        inv.set_key(key::rate::request_id, ikey)
-            .set_key(key::rate::resource, rkey)
+        inv.set_key(key::rate::resource, rkey)
             .set(arg::rate::permits, plan.permits)
             .set(arg::rate::replay, replay)
             .set(arg::rate::levels, plan.levels.len());
         for level in &plan.levels {
             inv.key(self.keys.level(&level.key))
                 .arg(args::rate(level.spec(plan.rule).rate));
+        }
+        if let Some(r) = plan.request_id {
+            inv.key(self.keys.request_id(plan.resource, r));
         }
         match AcquireReply::read_held_nothing(self.call(&inv).await?, id)? {
             AcquireReply::Refused(_) => Err(crate::engine::policy::request_id_conflict(
@@ -95,6 +95,7 @@ impl RedisStore {
         let rule = plan.rule;
         let rkey = self.keys.resource(plan.resource);
         let mut inv = self.invocation(arg::acq::FIELDS, Some(key::acq::FIELDS), now, shard);
+        inv.in_shard(shard);
         inv.set_key(
             key::acq::breaker,
             plan.breaker_key
@@ -623,6 +624,7 @@ impl Store for RedisStore {
         }
         let shard = shard_of_lease(r.lease_id);
         let mut inv = self.invocation(arg::rel::FIELDS, Some(key::rel::FIELDS), now, shard);
+        inv.in_shard(shard);
         inv.set_key(key::rel::lease, self.keys.lease(r.lease_id));
         ReleaseArgs {
             lease: r.lease_id,

@@ -116,9 +116,9 @@ local function keep(key, ms)
 end
 
 -- Specs come from the config, so few distinct ones recur on every call: each is parsed once and kept (never
--- changed after parsing but to cache what is derived from it alone), the memo emptied when it holds more than MEMO_MAX (a flood of rules costs a
--- parse, never memory).
--- One memo per kind of spec, keyed by the spec's own string (no key is built per call).
+-- changed after parsing but to cache what is derived from it alone), the memo emptied when it holds more than
+-- MEMO_MAX (a flood of rules costs a parse, never memory). One memo per kind of spec, keyed by the spec's own
+-- string (no key is built per call).
 local MEMO_MAX, memo, memo_n = 512, { r = {}, a = {}, b = {} }, 0
 
 local function memoized(kind, s, parse)

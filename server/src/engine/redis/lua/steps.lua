@@ -14,6 +14,25 @@ local function decided(r, t)
                       max_in_flight = t.max, transitions = table.concat(transitions, ';') })
 end
 
+-- A request_id's replay record (twin of engine/policy/replay.rs): `fingerprint|lease|expires|remaining|limit|
+-- reset_after|in_flight|max_in_flight|window end|ttl|shadow|bypassed|held nothing (1)`, kept for the window.
+-- The live record at `ikey` as its fields, or nil; 'conflict' when it was made with another fingerprint.
+local function remembered(ikey, fingerprint)
+  local seen = redis.call('GET', ikey)
+  if not seen then return nil end
+  local s = split(seen, '|')
+  if (rel(s[9]) or 0) <= 0 then return nil end
+  if s[1] ~= fingerprint then return 'conflict' end
+  return s
+end
+
+-- Remembers a grant (`f`: its figures, as `figures` lists them) at `ikey` for `window` ns.
+local function remember(ikey, fingerprint, hex, expires, f, window, ttl, shadow, bypassed, held_nothing)
+  local rec = table.concat({ fingerprint, hex, expires, f[1], f[2], f[3], f[4], f[5], abs(window), ttl, shadow,
+                             bypassed, held_nothing }, '|')
+  redis.call('SET', ikey, rec, 'PX', math.max(math.ceil(window / 1000000), 1))
+end
+
 local OPS = {}
 
 -- KEYS and ARGV: KEY.acq and ARG.acq, then each level's key and ARG.level (engine/redis/protocol.rs).
@@ -36,10 +55,9 @@ OPS.acq = function()
   end
 
   if fingerprint ~= '' then
-    local seen = redis.call('GET', ikey)
-    local s = split(seen or '', '|')
-    if seen and (rel(s[9]) or 0) > 0 then
-      if s[1] ~= fingerprint then return out('acq', { status = -1, reason = 'conflict' }) end
+    local s = remembered(ikey, fingerprint)
+    if s == 'conflict' then return out('acq', { status = -1, reason = 'conflict' }) end
+    if s then
       return out('acq', { status = 1, lease = s[2], expires = s[3], remaining = tonumber(s[4]),
                           limit = tonumber(s[5]), reset_after = tonumber(s[6]), in_flight = tonumber(s[7]),
                           max_in_flight = tonumber(s[8]), replayed = 1, ttl = s[10], shadow = s[11],
@@ -158,9 +176,7 @@ OPS.acq = function()
   redis.call('ZADD', IDS, 0, hex)
   local f = figures(t)
   if fingerprint ~= '' then
-    local rec = table.concat({ fingerprint, hex, expires, f[1], f[2], f[3], f[4], f[5], abs(window), ttl,
-                               shadow or '', bypass and 1 or '' }, '|')
-    redis.call('SET', ikey, rec, 'PX', math.max(math.ceil(window / 1000000), 1))
+    remember(ikey, fingerprint, hex, expires, f, window, ttl, shadow or '', bypass and 1 or '', '')
   end
   return decided({ status = 1, lease = hex, expires = expires, replayed = 0, shadow = shadow,
                    bypassed = bypass and 1 or '' }, t)
@@ -548,7 +564,7 @@ end
 
 local rate_decide
 
--- KEY.rate and ARG.rate, then each level's key and rate. An acquire that holds nothing (engine/plan.rs
+-- KEY.rate and ARG.rate, then each level's key and rate (and the request_id's key after the levels'). An acquire that holds nothing (engine/plan.rs
 -- holds_nothing: rate levels only, no breaker, adaptive rate, slot, replay or settlement): twin of
 -- engine/policy/acquire.rs decide for such a plan, which stores no lease. The pause denies first, then every
 -- level all or none; only the levels are written. Replies OUT.rate.
@@ -557,21 +573,17 @@ OPS.rate = function()
   if replay == '' then return rate_decide() end
   local q = split(replay, '|')
   local fingerprint, hex, ttl, window = q[1], q[2], tonumber(q[3]), tonumber(q[4])
-  -- A request_id: a live record replays its grant (twin of engine/policy/replay.rs), else the grant made
-  -- now is remembered, in OPS.acq's record with a 13th field, 1: nothing stored.
-  local ikey = KEYS[KEY.rate.request_id]
-  local seen = redis.call('GET', ikey)
-  local s = split(seen or '', '|')
-  if seen and (rel(s[9]) or 0) > 0 then
-    if s[1] ~= fingerprint then return { -1, 'conflict' } end
+  -- A request_id: a live record replays its grant, else the grant made now is remembered (held nothing).
+  local ikey = KEYS[RATE_KEYS + tonumber(A[ARG.rate.levels]) + 1]
+  local s = remembered(ikey, fingerprint)
+  if s == 'conflict' then return { -1, 'conflict' } end
+  if s then
     return { 1, '', 0, 0, tonumber(s[4]), tonumber(s[5]), tonumber(s[6]), s[2], s[3], s[10],
              s[13] == '1' and 0 or 1 }
   end
   local r = rate_decide()
   if r[1] == 1 then
-    local rec = table.concat({ fingerprint, hex, abs(ttl), r[5], r[6], r[7], 0, 0, abs(window), ttl, '', '',
-                               '1' }, '|')
-    redis.call('SET', ikey, rec, 'PX', math.max(math.ceil(window / 1000000), 1))
+    remember(ikey, fingerprint, hex, abs(ttl), { r[5], r[6], r[7], 0, 0 }, window, ttl, '', '', '1')
   end
   return r
 end
@@ -601,7 +613,9 @@ rate_decide = function()
   local denied = nil
   for i, cell in ipairs(cells) do
     local reason, wait = level_denial(cell, nil, permits, 0, 0, 0)
-    if reason and (denied == nil or wait > denied.wait) then denied = { reason = reason, wait = wait, level = i - 1 } end
+    if reason and (denied == nil or wait > denied.wait) then
+      denied = { reason = reason, wait = wait, level = i - 1 }
+    end
   end
   for _, cell in ipairs(cells) do
     if cell.lim and not denied then LIMITERS[cell.lim.kind].debit(cell.lim, permits) end
@@ -627,7 +641,33 @@ local function run(keys, args)
   return op()
 end
 
-redis.register_function('__QUOTAD_FUNCTION__', run)
+-- Several calls of one shard in one (engine/redis/batch.rs): ARGV `batch`, their count n, each one's key and
+-- argument counts (2n numbers), then their arguments in order; KEYS theirs in order. Each runs on its own, in
+-- order, as if called alone (its own time, shard and step), and is answered in its place: one that fails
+-- (an error raised, or a step `allowed` refuses) answers its error, and the others go on.
+local function run_batch(keys, args, allowed)
+  local n, out, ki, ai = tonumber(args[2]), {}, 1, 3 + 2 * tonumber(args[2])
+  for c = 1, n do
+    local nk, na = tonumber(args[1 + 2 * c]), tonumber(args[2 + 2 * c])
+    local k, a = {}, {}
+    for i = 1, nk do k[i] = keys[ki]; ki = ki + 1 end
+    for i = 1, na do a[i] = args[ai]; ai = ai + 1 end
+    if allowed and not allowed[a[1]] then
+      out[c] = redis.error_reply('quotad: step ' .. tostring(a[1]) .. ' may grow memory: not in the _end function')
+    else
+      local ok, r = pcall(run, k, a)
+      if ok then out[c] = r
+      elseif type(r) == 'table' and r.err then out[c] = r
+      else out[c] = redis.error_reply(tostring(r)) end
+    end
+  end
+  return out
+end
+
+redis.register_function('__QUOTAD_FUNCTION__', function(keys, args)
+  if args[1] == 'batch' then return run_batch(keys, args, nil) end
+  return run(keys, args)
+end)
 
 -- The steps that end or extend what is already there: a Redis at its `maxmemory` (policy noeviction)
 -- refuses every other step (a write that could grow it), but still lets leases be released, renewed,
@@ -638,6 +678,7 @@ local ENDING = { rel = true, ren = true, rvk = true, swp = true }
 redis.register_function{
   function_name = '__QUOTAD_FUNCTION___end',
   callback = function(keys, args)
+    if args[1] == 'batch' then return run_batch(keys, args, ENDING) end
     if not ENDING[args[1]] then
       return redis.error_reply('quotad: step ' .. tostring(args[1]) .. ' may grow memory: not in the _end function')
     end
