@@ -491,6 +491,16 @@ impl RedisStore {
         others: Vec<batch::Waiter>,
         lane: batch::HandOff,
     ) -> Result<Value, EngineError> {
+        // The call before this batch found Redis unreachable: every decision waiting behind it is answered
+        // at once (as an Acquire made now would be), instead of each batch waiting out its own timeout.
+        // (Releases still try: each one that lands frees what it holds.)
+        if !own.ending && self.is_down() {
+            let down = || Err(unavailable("unreachable (retried within a second)"));
+            for w in others {
+                w.answer(down());
+            }
+            return down();
+        }
         if others.is_empty() {
             let answer = self.call_alone(own).await;
             drop(lane);
