@@ -849,6 +849,99 @@ fn holds_nothing(d: &Decision) -> bool {
     d.grant().expect("granted").nothing_held
 }
 
+const SHARED: &str = r#"
+[[resources]]
+name = "hot"
+rate = { limit = 10, period = "1s", burst = 100 }
+local_share = { max_fraction = 0.5, ttl = "200ms" }
+
+[[resources]]
+name = "hot.tenants"
+rate = { limit = 1000, period = "1s", burst = 1000 }
+local_share = { max_fraction = 1.0 }
+[[resources.partitions]]
+descriptor = "tenant"
+rate = { limit = 1, period = "1s", burst = 3 }
+"#;
+
+/// `local_share`: grants come from slices, yet the bucket's bound is exact to the permit (a node's slice
+/// is taken from it before any of it is granted), a denial's wait is the bucket's, a request_id is
+/// charged once and a pause holds at once; every level bounds a slice. (With one store there is one node:
+/// the in-memory store decides each request itself, the same way.)
+fn a_shared_resource_admits_exactly_its_bound<S: Store>(make: &Make<S>) {
+    let h = Harness::new(SHARED, make);
+    let mut granted = 0;
+    for _ in 0..130 {
+        let d = h.acquire("hot", &[], 1);
+        if d.granted() {
+            assert!(holds_nothing(&d));
+            granted += 1;
+        } else {
+            assert_eq!(d.denial(), Some(Denial::RateLimited));
+            assert_eq!(retry_after(&d), 100 * MS, "one permit's wait at 10/s");
+            assert_eq!(denied_by(&d), "resource");
+        }
+    }
+    assert_eq!(granted, 100, "the burst, not a permit more");
+    if let Some(health) = h.quota.store().health() {
+        assert!(
+            health.shares.local >= 60 && health.shares.slices >= 1,
+            "most answers came from a slice: {:?}",
+            health.shares
+        );
+    }
+    h.advance(Duration::from_millis(250));
+    let (a, b, c) = (
+        h.acquire("hot", &[], 1),
+        h.acquire("hot", &[], 1),
+        h.acquire("hot", &[], 1),
+    );
+    assert!(a.granted() && b.granted(), "two permits refilled in 250 ms");
+    assert_eq!(retry_after(&c), 50 * MS, "the third is 50 ms away");
+
+    // A request_id is charged once: its retry replays the grant.
+    h.advance(Duration::from_secs(1));
+    let req = Acquire {
+        request_id: Some("once".into()),
+        ..acq("hot", &[], 2)
+    };
+    let first = h.acquire_req(&req);
+    let again = h.acquire_req(&req);
+    assert_eq!(lease(&first), lease(&again));
+    assert!(again.grant().unwrap().replayed);
+    let other = Acquire {
+        permits: 3,
+        ..req.clone()
+    };
+    assert!(matches!(
+        now(h.quota.acquire(&other)),
+        Err(EngineError::FailedPrecondition(_))
+    ));
+    let mut left = 0;
+    while h.acquire("hot", &[], 1).granted() {
+        left += 1;
+    }
+    assert_eq!(left, 10 - 2, "10 refilled in a second, 2 taken once");
+
+    // A pause reported on this node holds at once, whatever its slices hold.
+    h.advance(Duration::from_secs(10));
+    assert!(h.acquire("hot", &[], 1).granted());
+    now(h.quota.report(&report(
+        "hot",
+        ThrottleKind::Throttled,
+        Some(Duration::from_secs(2)),
+    )))
+    .unwrap();
+    let d = h.acquire("hot", &[], 1);
+    assert_eq!(d.denial(), Some(Denial::Paused));
+    assert_eq!(retry_after(&d), 2 * SEC);
+
+    // The tighter level bounds what a slice may take: a tenant gets its burst of 3, not a permit more.
+    let tenant = |t: &str| h.acquire("hot.tenants", &[("tenant", t)], 1).granted();
+    assert_eq!((0..10).filter(|_| tenant("a")).count(), 3);
+    assert_eq!((0..10).filter(|_| tenant("b")).count(), 3);
+}
+
 /// `settlement = false`: a rate-only grant holds nothing and is not stored (its Release and Renew answer
 /// and change nothing; a replayable grant is still stored), and a stored lease's release ignores
 /// `used_permits`. The limits stay exact whatever is released.
@@ -1874,6 +1967,7 @@ fn explain_says_what_acquire_then_answers<S: Store>(make: &Make<S>) {
 
 for_each_store!(
     shared: [
+        a_shared_resource_admits_exactly_its_bound,
         a_final_grant_holds_nothing_and_its_release_changes_nothing,
         hits_are_counted_all_or_none_with_a_resource_bucket,
         a_bypassed_acquire_is_granted_counted_and_takes_no_tokens,
@@ -2403,4 +2497,63 @@ fn redis_an_evicting_policy_is_noticed() {
     node.cli(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
     node.cli(&["CONFIG", "SET", "maxmemory", "0"]);
     assert!(seen, "one primary of three evicts");
+}
+
+/// Three nodes (stores) granting one bucket from slices at once admit exactly its burst between them: a
+/// slice is taken before it is granted, and what a node still holds when its time is up goes back (here
+/// by the sweep), so nothing is lost either.
+#[test]
+fn redis_nodes_sharing_one_bucket_admit_exactly_its_burst_and_give_back_the_rest() {
+    const TOML: &str = "[[resources]]\nname = \"hot\"\nrate = { limit = 1, period = \"1h\", burst = 600 }\n\
+                        local_share = { max_fraction = 0.1, ttl = \"100ms\" }\n";
+    let nodes: Vec<_> = (0..3)
+        .map(|_| {
+            Arc::new(Harness::new(TOML, &|_: &Rules| {
+                common::redis_store_with(
+                    &[redis().url()],
+                    &RedisSettings::default(),
+                    Some("share:"),
+                )
+            }))
+        })
+        .collect();
+    let granted: usize = thread::scope(|s| {
+        let workers: Vec<_> = (0..12)
+            .map(|i| {
+                let h = nodes[i % 3].clone();
+                // Uneven: node 0 has six workers, node 1 four, node 2 two.
+                let n = [6, 4, 2][i % 3];
+                s.spawn(move || {
+                    if i / 3 >= n / 2 {
+                        return 0;
+                    }
+                    (0..150)
+                        .filter(|_| h.acquire("hot", &[], 1).granted())
+                        .count()
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).sum()
+    });
+    assert!(granted <= 600, "never past the burst: {granted}");
+    // Each node's slice, its time up, goes back with the sweep (a fraction of a permit refills meanwhile).
+    let mut given = 0;
+    for h in &nodes {
+        h.advance(Duration::from_millis(200));
+        now(h.quota.sweep_some(512)).unwrap();
+        given += h.quota.store().health().unwrap().shares.given_back;
+    }
+    let after = (0..700)
+        .filter(|_| nodes[0].acquire("hot", &[], 1).granted())
+        .count();
+    assert_eq!(
+        granted + after,
+        600,
+        "exactly the burst: {granted} + {after}; given back {given}"
+    );
+    let slices: u64 = nodes
+        .iter()
+        .map(|h| h.quota.store().health().unwrap().shares.slices)
+        .sum();
+    assert!(slices >= 3, "the nodes took slices: {slices}");
 }

@@ -1,7 +1,7 @@
 //! The policy's primitives run in Rust and in Lua on the same random states and inputs, with the same
 //! answers required: the token bucket (`engine/rate.rs` and `lua/policy.lua`'s `bucket_*`), the breaker's
 //! window and transitions (`engine/breaker/` and `breaker_*`, `window_*`), the adaptive rate
-//! (`engine/adaptive.rs` and `adaptive_*`), settlement (`engine/policy.rs` and `settlement`) and the
+//! (`engine/adaptive.rs` and `adaptive_*`), a node's slice (`engine/policy/share.rs` and `slice_*`), settlement (`engine/policy.rs` and `settlement`) and the
 //! de-duplication of an identity's flood of throttle reports (`engine/reporters.rs` and `reporters_admit`). The Lua side
 //! runs on a real redis-server, in a library of its own (`prelude.lua`, `policy.lua` and the test step
 //! `tests/twins/harness.lua`), one call per random case.
@@ -16,7 +16,10 @@ use quotad_server::{
     engine::{
         AdaptiveRate, AdaptiveSpec, Admission, Algorithm, Breaker, BreakerSpec, Bucket, RateSpec,
         Transition,
-        policy::{Limit, Limiter, Settlement, settlement},
+        policy::{
+            Limit, Limiter, Settlement, settlement,
+            share::{slice_give, slice_take},
+        },
         redis::{args, protocol},
         reporters::Reporters,
     },
@@ -79,6 +82,9 @@ enum BucketOp {
     Debit(u64),
     DebitBounded(u64, u64),
     Credit(u64),
+    /// A slice of `permits` and up to `want` more.
+    Slice(u64, u64),
+    Give(u64),
     Remaining,
     Retune(u64, u64),
 }
@@ -90,6 +96,8 @@ fn bucket_op() -> impl Strategy<Value = BucketOp> {
         (1u64..40).prop_map(BucketOp::Debit),
         (1u64..40, 0u64..40).prop_map(|(p, d)| BucketOp::DebitBounded(p, d)),
         (1u64..40).prop_map(BucketOp::Credit),
+        (1u64..40, 0u64..60).prop_map(|(p, w)| BucketOp::Slice(p, w)),
+        (1u64..40).prop_map(BucketOp::Give),
         Just(BucketOp::Remaining),
         (1u64..50_000_000, 1u64..40).prop_map(|(i, b)| BucketOp::Retune(i, b)),
     ]
@@ -104,6 +112,8 @@ fn bucket_args(interval: u64, burst: u64, ops: &[BucketOp]) -> Vec<String> {
             BucketOp::Debit(p) => ("deb", p, 0),
             BucketOp::DebitBounded(p, d) => ("bnd", p, d),
             BucketOp::Credit(p) => ("crd", p, 0),
+            BucketOp::Slice(p, w) => ("sli", p, w),
+            BucketOp::Give(p) => ("giv", p, 0),
             BucketOp::Remaining => ("rem", 0, 0),
             BucketOp::Retune(i, b) => ("ret", i, b),
         };
@@ -134,6 +144,14 @@ fn bucket_rust(interval: u64, burst: u64, ops: &[BucketOp]) -> Vec<String> {
             BucketOp::DebitBounded(p, d) => b.debit_bounded(now, p, d).to_string(),
             BucketOp::Credit(p) => {
                 b.credit(now, p, now);
+                String::new()
+            }
+            BucketOp::Slice(p, w) => match b.check(now, p) {
+                Err(_) => "-1".to_owned(),
+                Ok(()) => slice_take(&mut [&mut b], now, p, w).to_string(),
+            },
+            BucketOp::Give(p) => {
+                slice_give(&mut [&mut b], now, p, now);
                 String::new()
             }
             BucketOp::Remaining => b.remaining(now).to_string(),
@@ -328,6 +346,10 @@ enum WindowOp {
     DebitBounded(u64, u64),
     /// Permits taken this long ago.
     Credit(u64, u64),
+    /// A slice of `permits` and up to `want` more.
+    Slice(u64, u64),
+    /// A slice's permits given back, taken this long ago.
+    Give(u64, u64),
     Remaining,
     ResetAfter,
     /// A reload: limit, period (whole ms, in ns).
@@ -341,6 +363,8 @@ fn window_op(period: u64) -> impl Strategy<Value = WindowOp> {
         3 => (1u64..12).prop_map(WindowOp::Debit),
         1 => (1u64..12, 0u64..12).prop_map(|(p, d)| WindowOp::DebitBounded(p, d)),
         1 => (1u64..12, 0..period * 2).prop_map(|(p, ago)| WindowOp::Credit(p, ago)),
+        2 => (1u64..12, 0u64..20).prop_map(|(p, w)| WindowOp::Slice(p, w)),
+        1 => (1u64..12, 0..period * 2).prop_map(|(p, ago)| WindowOp::Give(p, ago)),
         1 => Just(WindowOp::Remaining),
         1 => Just(WindowOp::ResetAfter),
         1 => (1u64..30, 1u64..3_000).prop_map(|(l, ms)| WindowOp::Sync(l, ms * 1_000_000)),
@@ -362,6 +386,8 @@ fn window_lua(algorithm: Algorithm, limit: u64, period: u64, ops: &[WindowOp]) -
             WindowOp::Debit(p) => ("deb", p, 0),
             WindowOp::DebitBounded(p, d) => ("bnd", p, d),
             WindowOp::Credit(p, ago) => ("crd", p, ago),
+            WindowOp::Slice(p, w) => ("sli", p, w),
+            WindowOp::Give(p, ago) => ("giv", p, ago),
             WindowOp::Remaining => ("rem", 0, 0),
             WindowOp::ResetAfter => ("rst", 0, 0),
             WindowOp::Sync(l, w) => ("syn", l, w),
@@ -396,6 +422,14 @@ fn window_rust(algorithm: Algorithm, limit: u64, period: u64, ops: &[WindowOp]) 
             WindowOp::DebitBounded(p, d) => w.debit_bounded(now, p, d).to_string(),
             WindowOp::Credit(p, ago) => {
                 w.credit(now, p, now - ago);
+                String::new()
+            }
+            WindowOp::Slice(p, want) => match w.check(now, p) {
+                Err(_) => "-1".to_owned(),
+                Ok(()) => slice_take(&mut [&mut w], now, p, want).to_string(),
+            },
+            WindowOp::Give(p, ago) => {
+                slice_give(&mut [&mut w], now, p, now - ago);
                 String::new()
             }
             WindowOp::Remaining => w.remaining(now).to_string(),

@@ -378,6 +378,19 @@ pub struct ResourceSection {
     pub shadow: Option<bool>,
     /// Priority classes and the capacity reserved for the higher ones.
     pub priority: Option<PrioritySection>,
+    /// With a shared store: each node takes slices of the rate levels' permits and grants from them
+    /// locally.
+    pub local_share: Option<LocalShareSection>,
+}
+
+/// `local_share = { max_fraction, ttl }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalShareSection {
+    /// The largest slice one node holds, as a fraction (0..=1) of the smallest burst among the levels.
+    pub max_fraction: f64,
+    /// How long a node grants from one slice before giving back what is left. Default `"200ms"`.
+    pub ttl: Option<String>,
 }
 
 /// `priority = { classes, default, reserve }`.

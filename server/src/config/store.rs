@@ -185,6 +185,58 @@ mod tests {
             err("[[resources]]\nname = \"a\"\nrate = { limit = 1 }\nsettlement = \"maybe\"\n")
                 .contains("settlement")
         );
+        // local_share: its keys' ranges, and what its grants cannot hold, named.
+        let shared = |rest: &str| {
+            err(&format!(
+                "[[resources]]\nname = \"h\"\nrate = {{ limit = 9 }}\n{rest}"
+            ))
+        };
+        assert!(
+            shared("local_share = { max_fraction = 0 }")
+                .contains("resources[0] (\"h\").local_share.max_fraction: 0 is out of range")
+        );
+        assert!(shared("local_share = { max_fraction = 1.5 }").contains("max_fraction"));
+        assert!(
+            shared("local_share = { max_fraction = 0.1, ttl = \"0s\" }")
+                .contains("local_share.ttl: must be greater than zero")
+        );
+        assert!(
+            shared("local_share = { max_fraction = 0.1, ttl = \"1m\" }")
+                .contains("local_share.ttl: must be at most 10s")
+        );
+        assert!(shared("local_share = { max_fraction = 0.1, size = 3 }").contains("size"));
+        for (key, what) in [
+            ("concurrency = 3", "a concurrency limit"),
+            ("settlement = true", "settlement = true"),
+            ("shadow = true", "shadow = true"),
+            ("breaker = { consecutive_failures = 1 }", "a breaker"),
+        ] {
+            let e = shared(&format!("{key}\nlocal_share = {{ max_fraction = 0.1 }}"));
+            assert!(
+                e.contains("resources[0] (\"h\").local_share: a slice's grants are final")
+                    && e.contains(what),
+                "{key}: {e}"
+            );
+        }
+        assert!(
+            err("[[resources]]\nname = \"c\"\nconcurrency = 2\nlocal_share = { max_fraction = 0.1 }\n")
+                .contains("local_share")
+        );
+        assert!(
+            shared("local_share = { max_fraction = 0.1 }\nmax_debt = 3")
+                .contains("max_debt: settlement = false")
+        );
+        let ok = crate::config::load_str(
+            "[[resources]]\nname = \"partner.hot\"\nrate = { limit = 100000, period = \"1s\" }\n\
+             local_share = { max_fraction = 0.05, ttl = \"200ms\" }\n",
+        )
+        .expect("the documented example loads");
+        let rule = ok.rules.resolve("partner.hot").expect("its rule");
+        assert!(!rule.settlement, "a slice's grants are final");
+        assert_eq!(
+            rule.local_share.map(|s| (s.max_fraction, s.ttl)),
+            Some((0.05, std::time::Duration::from_millis(200)))
+        );
         // One token a day with a burst of 200 and as much debt: 400 days of refill, past exact doubles.
         assert!(
             err("store = \"redis\"\n[[resources]]\nname = \"slow\"\nrate = { limit = 1, period = \"1d\", burst = 200 }\n")

@@ -9,8 +9,8 @@ use super::file::{
     TracingSection,
 };
 use crate::engine::{
-    AdaptiveSpec, Algorithm, BreakerSpec, Capacity, LevelSpec, OnStoreError, Partition, Priority,
-    RateSpec, RequestLimits, Rule, Rules, glob, priority::PPM,
+    AdaptiveSpec, Algorithm, BreakerSpec, Capacity, LevelSpec, LocalShare, OnStoreError, Partition,
+    Priority, RateSpec, RequestLimits, Rule, Rules, glob, priority::PPM,
 };
 
 /// A config that cannot be used, and why.
@@ -432,7 +432,10 @@ fn resource(
     };
     let (breaker, breaker_partition) = resource_breaker(&key, r)?;
     let adaptive = resource_adaptive(&key, r, &resource, &partitions)?;
-    if r.settlement == Some(false) && r.max_debt.is_some() {
+    let local_share = local_share(&key, r, &resource, &partitions)?;
+    // A slice's grants are final: settlement is off unless asked for, and then refused.
+    let settlement = r.settlement.unwrap_or(local_share.is_none());
+    if !settlement && r.max_debt.is_some() {
         return Err(invalid(
             format!("{key}.max_debt"),
             "settlement = false: a release never charges, so max_debt would do nothing; remove one",
@@ -446,7 +449,8 @@ fn resource(
             .map(|p| priority(&format!("{key}.priority"), p))
             .transpose()?,
         max_debt: r.max_debt,
-        settlement: r.settlement.unwrap_or(true),
+        settlement,
+        local_share,
         name: crate::engine::intern(&r.name),
         resource,
         partitions,
@@ -538,6 +542,59 @@ fn resource_breaker(
 }
 
 /// A resource's adaptive rate, which needs a rate limit somewhere to adapt.
+/// `local_share`: only for a resource whose grants can come from a slice (rate levels, nothing held).
+fn local_share(
+    key: &str,
+    r: &ResourceSection,
+    resource: &LevelSpec,
+    partitions: &[Partition],
+) -> Result<Option<LocalShare>, ConfigError> {
+    let Some(s) = &r.local_share else {
+        return Ok(None);
+    };
+    let k = format!("{key}.local_share");
+    let max_fraction = fraction(&format!("{k}.max_fraction"), s.max_fraction, true)?;
+    let ttl = positive(
+        &format!("{k}.ttl"),
+        duration(
+            &format!("{k}.ttl"),
+            s.ttl.as_ref(),
+            Duration::from_millis(200),
+        )?,
+    )?;
+    if ttl > Duration::from_secs(10) {
+        return Err(invalid(
+            format!("{k}.ttl"),
+            "must be at most 10s: a node's slice hides a pause and a reload from it for that long",
+        ));
+    }
+    let per_call = [
+        (r.breaker.is_some(), "a breaker"),
+        (r.adaptive.is_some(), "an adaptive rate"),
+        (r.priority.is_some(), "priority classes"),
+        (resource.max_in_flight.is_some(), "a concurrency limit"),
+        (resource.shadow, "shadow = true"),
+        (r.settlement == Some(true), "settlement = true"),
+    ];
+    if let Some((_, what)) = per_call.iter().find(|(has, _)| *has) {
+        return Err(invalid(
+            k,
+            format!(
+                "a slice's grants are final and hold nothing, but the resource has {what} (decided per \
+                 call): put it on a resource of its own, or remove local_share"
+            ),
+        ));
+    }
+    let rated = resource.rate.is_some()
+        || partitions
+            .iter()
+            .any(|p| p.specs().any(|spec| spec.rate.is_some()));
+    if !rated {
+        return Err(invalid(k, "the resource has no rate to share: give it one"));
+    }
+    Ok(Some(LocalShare { max_fraction, ttl }))
+}
+
 fn resource_adaptive(
     key: &str,
     r: &ResourceSection,

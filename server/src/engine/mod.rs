@@ -59,11 +59,12 @@ pub use quota::Quota;
 pub use rate::{Algorithm, RateSpec};
 pub use request::{Acquire, BreakerTarget, Outcome, Release, Renew, Report, ThrottleKind};
 pub use rules::{
-    Capacity, LevelSpec, OnStoreError, Partition, RequestLimits, Resolution, Rule, Rules,
+    Capacity, LevelSpec, LocalShare, OnStoreError, Partition, RequestLimits, Resolution, Rule,
+    Rules,
 };
 pub use stats::{EngineStats, RecentTransition, StatsSnapshot};
 pub use store::{
-    BreakerRef, Expired, LeaseQuery, LeaseView, ReportPlan, ResourceUsage, Store, StoreHealth,
-    StoreUsage, Sweep, UsageQuery,
+    BreakerRef, Expired, HeldSlice, LeaseQuery, LeaseView, ReportPlan, ResourceUsage, ShareStats,
+    Store, StoreHealth, StoreUsage, Sweep, UsageQuery,
 };
 pub use stores::{AnyStore, MemoryStore, RedisLayout, RedisSettings, RedisStore, TimeSource};

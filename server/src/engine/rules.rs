@@ -100,6 +100,18 @@ pub struct Rule {
     /// False: grants are final. A Release's `used_permits` is ignored, and a grant that needs nothing at
     /// its release (see [`Plan::holds_nothing`](super::Plan::holds_nothing)) is not stored at all.
     pub settlement: bool,
+    /// With a shared store, each node grants from slices of the rate levels' permits.
+    pub local_share: Option<LocalShare>,
+}
+
+/// `local_share`: a node takes a slice of a level's permits from the shared store in one call and grants
+/// from it locally until it runs out or `ttl` passes, then gives back what is left.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LocalShare {
+    /// The largest slice a node holds, as a fraction of the smallest burst among the plan's levels.
+    pub max_fraction: f64,
+    /// How long a node grants from one slice.
+    pub ttl: Duration,
 }
 
 /// How a resource name found its rule.

@@ -190,6 +190,40 @@ pub struct StoreHealth {
     pub fallback_grants: [(&'static str, u64); 2],
     /// Call latency.
     pub latency: crate::latency::HistogramSnapshot,
+    /// The slices of levels' permits this node holds (`local_share`), and what they did.
+    pub shares: ShareStats,
+}
+
+/// One slice of levels' permits a node holds (`local_share`), as the status page and metrics show it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeldSlice {
+    /// The resource.
+    pub resource: Arc<str>,
+    /// The levels' keys beyond the resource's (partition values), joined by `,`.
+    pub levels: String,
+    /// Permits held now.
+    pub tokens: u64,
+    /// Time left to grant from it.
+    pub ttl_left: Nanos,
+    /// Permits beyond its request the next take asks for.
+    pub want: u64,
+}
+
+/// A node's slices and what they did, for metrics and the status page.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ShareStats {
+    /// Live slices (those holding permits), most permits first.
+    pub held: Vec<HeldSlice>,
+    /// Keys with slice state.
+    pub keys: usize,
+    /// Slices taken.
+    pub slices: u64,
+    /// Permits taken in slices beyond the requests that took them.
+    pub taken: u64,
+    /// Permits given back.
+    pub given_back: u64,
+    /// Requests answered from a slice (or a remembered denial) without a Redis call.
+    pub local: u64,
 }
 
 /// Shared quota state. See the module docs.

@@ -15,9 +15,10 @@ end
 local function int(v) if v == nil or v == '' then return '' end return string.format('%d', v) end
 
 -- ARGV: 'bucket', interval, burst, then (op, x, y): adv ns, chk permits, deb permits, bnd permits max_debt,
--- crd permits, rem, ret interval burst. Answers the op's result and the deficit after it.
+-- crd permits, sli permits want (a slice: -1 when `permits` are refused), giv permits, rem, ret interval
+-- burst. Answers the op's result and the deficit after it.
 local function twin_bucket(args)
-  local bk = { d = -FAR, i = tonumber(args[2]), b = tonumber(args[3]) }
+  local bk = { kind = 'token_bucket', d = -FAR, i = tonumber(args[2]), b = tonumber(args[3]) }
   local r = {}
   for j = 4, #args, 3 do
     local op, x, y = args[j], tonumber(args[j + 1]), tonumber(args[j + 2])
@@ -27,6 +28,8 @@ local function twin_bucket(args)
     elseif op == 'deb' then bucket_debit(bk, x)
     elseif op == 'bnd' then v = bucket_debit_bounded(bk, x, y)
     elseif op == 'crd' then bucket_credit(bk, x)
+    elseif op == 'sli' then v = bucket_check(bk, x) and -1 or slice_take({ bk }, x, y)
+    elseif op == 'giv' then slice_give({ bk }, x, nil)
     elseif op == 'rem' then v = bucket_remaining(bk)
     elseif op == 'ret' then bucket_retune(bk, x, y) end
     r[#r + 1] = int(v); r[#r + 1] = int(math.max(bk.d, 0))
@@ -106,7 +109,8 @@ local function twin_reporters(args)
 end
 
 -- ARGV: 'window', algorithm, limit, period ns, start (ns since 1970), then (op, x, y): adv ns, chk permits,
--- deb permits, bnd permits max_debt, crd permits ago (taken `ago` ns before now), rem, rst, syn limit period
+-- deb permits, bnd permits max_debt, crd permits ago (taken `ago` ns before now), sli permits want, giv
+-- permits ago, rem, rst, syn limit period
 -- (a reload). Answers the op's result and the window's start (ms), count and previous count after it.
 local function twin_window(args)
   init_now(args[5])
@@ -123,6 +127,8 @@ local function twin_window(args)
     elseif op == 'deb' then L.debit(st, x)
     elseif op == 'bnd' then v = L.debit_bounded(st, x, y)
     elseif op == 'crd' then L.credit(st, x, NOW_MS + math.floor((NOW_SUB - y) / 1000000))
+    elseif op == 'sli' then v = L.check(st, x) and -1 or slice_take({ st }, x, y)
+    elseif op == 'giv' then slice_give({ st }, x, NOW_MS + math.floor((NOW_SUB - y) / 1000000))
     elseif op == 'rem' then v = L.remaining(st)
     elseif op == 'rst' then v = L.reset_after(st)
     elseif op == 'syn' then

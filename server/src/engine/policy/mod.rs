@@ -9,7 +9,8 @@
 //!   rate, the pause, the breaker;
 //! - [`replay`]: what a retried `request_id` is answered;
 //! - [`explain`]: [`decide`] run over a read-only view of the state;
-//! - [`hits`]: a gateway's request counted against several counters at once, all or none, no lease.
+//! - [`hits`]: a gateway's request counted against several counters at once, all or none, no lease;
+//! - [`share`]: a node's slice of its levels' permits (`local_share`), taken and given back.
 //!
 //! The in-memory store runs these functions on its own state. The Redis store runs their Lua twins
 //! (`engine/redis/lua/policy.lua`, each function named after its Rust twin) inside one script call for
@@ -27,6 +28,7 @@ pub mod limiter;
 pub mod release;
 pub mod replay;
 pub mod report;
+pub mod share;
 
 pub use acquire::{AcquireState, NewLease, decide};
 pub use explain::{Explanation, LevelExplained, LevelState, LevelsRead, explain};

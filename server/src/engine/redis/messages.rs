@@ -281,6 +281,48 @@ impl Figures {
     }
 }
 
+/// Redis's answer to a take.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Taken {
+    /// Granted: the permits taken (the request's and the slice's); denied: `None`.
+    pub taken: Option<u64>,
+    /// A denial's reason, wait and level.
+    pub reason: String,
+    /// See `reason`.
+    pub retry_after: Nanos,
+    /// See `reason`.
+    pub level: i64,
+    /// The tightest level after it.
+    pub figures: Figures,
+    /// When Redis took it (ms since the epoch).
+    pub at_ms: u64,
+}
+
+impl Taken {
+    /// Reads the `take` step's answer by name.
+    pub fn read(v: Value) -> Result<Self, EngineError> {
+        use out::take as o;
+        let r = Reply::new(v)?;
+        let granted = r.int(o::status)? == 1;
+        Ok(Self {
+            taken: if granted {
+                Some(r.uint(o::taken)?)
+            } else {
+                None
+            },
+            reason: if granted {
+                String::new()
+            } else {
+                r.text(o::reason)?
+            },
+            retry_after: r.uint(o::retry_after)?,
+            level: r.int(o::level)?,
+            figures: Figures::read(&r, [o::remaining, o::limit, o::reset_after])?,
+            at_ms: r.uint(o::at)?,
+        })
+    }
+}
+
 /// The lease id in field `at`.
 fn lease(r: &Reply, at: usize) -> Result<LeaseId, EngineError> {
     r.text(at)?

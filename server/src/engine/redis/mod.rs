@@ -18,6 +18,7 @@ pub mod keys;
 pub mod messages;
 pub mod protocol;
 pub mod reply;
+pub mod share;
 pub mod store;
 
 use std::{
@@ -266,6 +267,15 @@ impl std::ops::Deref for RedisStore {
     }
 }
 
+impl Clone for RedisStore {
+    /// Another handle on the same store (for a task that must outlive its caller).
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
 /// What a [`RedisStore`] holds.
 pub struct Inner {
     conn: Conn,
@@ -295,6 +305,8 @@ pub struct Inner {
     pub(crate) latency: crate::latency::LatencyHistogram,
     /// Each shard's calls queued behind the one in flight.
     batcher: Arc<batch::Batcher>,
+    /// The slices of levels' permits this node holds (`local_share`).
+    pub(crate) shares: share::Shares,
     /// Shards (a bit each) whose last sweep left expired leases behind: swept alone until done.
     backlog: AtomicU64,
     /// When (the sweep's clock) every shard was last swept.
@@ -409,6 +421,7 @@ impl RedisStore {
                 counts: Default::default(),
                 latency: Default::default(),
                 batcher: Arc::default(),
+                shares: share::Shares::default(),
                 backlog: AtomicU64::new(0),
                 last_full_sweep: AtomicU64::new(0),
                 full: AtomicBool::new(false),

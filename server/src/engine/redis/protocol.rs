@@ -98,11 +98,18 @@ pub mod arg {
         /// request without an id pays for none of them).
         rate = "rate": step, now, prefix, permits, replay, levels
     );
+    fields!(
+        /// A node's slice (`local_share`, `engine/redis/share.rs`): gives back `give` permits of a slice
+        /// taken at `given_at` (ms since the epoch; '' with nothing to give), then decides `permits` as
+        /// [`rate`] does and, when they are granted, takes up to `want` more; then each level's rate.
+        take = "take": step, now, prefix, permits, want, give, given_at, levels
+    );
 
     /// Every list, for the script's `ARG` table.
-    pub const ALL: [Fields; 17] = [
+    pub const ALL: [Fields; 18] = [
         acq::FIELDS,
         rate::FIELDS,
+        take::FIELDS,
         level::FIELDS,
         rel::FIELDS,
         ren::FIELDS,
@@ -146,11 +153,16 @@ pub mod key {
         /// one (a request without pays for no key).
         rate = "rate": resource
     );
+    fields!(
+        /// A node's slice; then each level's key.
+        take = "take": resource
+    );
 
     /// Every list, for the script's `KEY` table.
-    pub const ALL: [Fields; 11] = [
+    pub const ALL: [Fields; 12] = [
         acq::FIELDS,
         rate::FIELDS,
+        take::FIELDS,
         rel::FIELDS,
         ren::FIELDS,
         rep::FIELDS,
@@ -228,11 +240,18 @@ pub mod out {
         rate = "rate": status, reason, retry_after, level, remaining, limit, reset_after, lease, expires, ttl,
         held
     );
+    fields!(
+        /// A node's slice: `status` 1 granted (`taken` permits, the request's and the slice's, at `at`, ms
+        /// since the epoch), 0 denied (`reason`, `retry_after`, the `level` that denied, -1 the pause); the
+        /// tightest level's figures after it, plain numbers.
+        take = "take": status, reason, retry_after, level, remaining, limit, reset_after, taken, at
+    );
 
     /// Every list, for the script's `OUT` table.
-    pub const ALL: [Fields; 12] = [
+    pub const ALL: [Fields; 13] = [
         acq::FIELDS,
         rate::FIELDS,
+        take::FIELDS,
         rel::FIELDS,
         ren::FIELDS,
         rep::FIELDS,

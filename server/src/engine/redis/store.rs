@@ -90,6 +90,27 @@ impl RedisStore {
         }
     }
 
+    /// An acquire that holds nothing in one step (the fallback decides while Redis is down).
+    pub(super) async fn acquire_one_step(
+        &self,
+        plan: &Plan<'_>,
+        now: Nanos,
+    ) -> Result<Decision, EngineError> {
+        if self.fallback.is_down() {
+            return self.fallback.acquire(plan, now, down()).await;
+        }
+        match self.acquire_held_nothing(plan, now).await {
+            Ok(d) => {
+                if d.granted() {
+                    self.index(plan.resource).await;
+                }
+                Ok(d)
+            }
+            Err(e @ EngineError::Unavailable(_)) => self.fallback.acquire(plan, now, e).await,
+            Err(e) => Err(e),
+        }
+    }
+
     /// The acquire step for `plan`, granting lease `id` if it grants.
     fn acquire_call(&self, plan: &Plan<'_>, id: LeaseId, shard: u64, now: Nanos) -> Call {
         let rule = plan.rule;
@@ -431,7 +452,11 @@ fn reported(rp: &ReportPlan<'_>, v: &Reply) -> Result<Reported, EngineError> {
 }
 
 /// An acquire's decision from the step's answer (granted or denied).
-fn acquired(plan: &Plan<'_>, answer: AcquireReply, now: Nanos) -> Result<Decision, EngineError> {
+pub(super) fn acquired(
+    plan: &Plan<'_>,
+    answer: AcquireReply,
+    now: Nanos,
+) -> Result<Decision, EngineError> {
     let rule = plan.rule;
     let resource = if plan.is_exact() {
         crate::engine::Name::Configured(rule.name)
@@ -557,6 +582,11 @@ fn descriptors(plan: &Plan<'_>) -> String {
     held.join("\u{1e}")
 }
 
+/// Why a call is not made while Redis is down.
+pub(super) fn down() -> EngineError {
+    EngineError::Unavailable("redis: unreachable (retried within a second)".into())
+}
+
 fn not_released(s: &str) -> NotReleased {
     match s {
         "expired" => NotReleased::Expired,
@@ -567,22 +597,15 @@ fn not_released(s: &str) -> NotReleased {
 
 impl Store for RedisStore {
     async fn acquire(&self, plan: &Plan<'_>, now: Nanos) -> Result<Decision, EngineError> {
+        // A slice already taken is granted from while Redis is down, too.
+        if let Some(share) = plan.rule.local_share.filter(|_| plan.holds_nothing()) {
+            return self.acquire_shared(plan, share, now).await;
+        }
         if self.fallback.is_down() {
-            let why =
-                EngineError::Unavailable("redis: unreachable (retried within a second)".into());
-            return self.fallback.acquire(plan, now, why).await;
+            return self.fallback.acquire(plan, now, down()).await;
         }
         if plan.holds_nothing() {
-            return match self.acquire_held_nothing(plan, now).await {
-                Ok(d) => {
-                    if d.granted() {
-                        self.index(plan.resource).await;
-                    }
-                    Ok(d)
-                }
-                Err(e @ EngineError::Unavailable(_)) => self.fallback.acquire(plan, now, e).await,
-                Err(e) => Err(e),
-            };
+            return self.acquire_one_step(plan, now).await;
         }
         for _ in 0..4 {
             match self.acquire_once(plan, now).await {
@@ -720,6 +743,8 @@ impl Store for RedisStore {
     }
 
     async fn report(&self, rp: &ReportPlan<'_>, now: Nanos) -> Result<Reported, EngineError> {
+        // A pause reported here holds on this node at once: its slices of the resource go back.
+        self.shares.expire(rp.target.resource);
         match self.report_redis(rp, now).await {
             Err(EngineError::Unavailable(why)) => match self.local_target(&rp.target) {
                 Some(target) => {
@@ -1017,6 +1042,9 @@ impl Store for RedisStore {
         if self.fallback.is_down() && !self.is_full() {
             return Ok(local);
         }
+        for g in self.shares.lapsed(now) {
+            self.give(&g, now).await;
+        }
         let mut sweep = local;
         let (shards, per_shard) = self.sweep_plan(now, limit);
         let results = if self.settings.cluster.is_empty() {
@@ -1054,6 +1082,7 @@ impl Store for RedisStore {
         self.fallback.apply(rules)?;
         self.window
             .store(nanos(rules.capacity.idempotency_window), Ordering::Relaxed);
+        self.shares.apply(rules.capacity.max_request_ids);
         Ok(())
     }
 
@@ -1078,6 +1107,7 @@ impl Store for RedisStore {
                 ("local", self.fallback.local_grants.load(Ordering::Relaxed)),
             ],
             latency: self.latency.snapshot(),
+            shares: self.shares.stats(),
         })
     }
 }

@@ -292,6 +292,29 @@ local LIMITERS = {
   },
 }
 
+-- A node's slice of its levels' permits (capacity leasing)
+
+-- Twin of engine/policy/share.rs slice_size.
+local function slice_size(available, permits, want) return math.max(math.min(available, permits + want), permits) end
+
+-- Twin of engine/policy/share.rs slice_take: `lims` are limiter states (each with its `kind`), every one
+-- granting `permits` now.
+local function slice_take(lims, permits, want)
+  local available = nil
+  for _, st in ipairs(lims) do
+    local r = LIMITERS[st.kind].remaining(st)
+    if available == nil or r < available then available = r end
+  end
+  local taken = slice_size(available or (permits + want), permits, want)
+  for _, st in ipairs(lims) do LIMITERS[st.kind].debit(st, taken) end
+  return taken
+end
+
+-- Twin of engine/policy/share.rs slice_give (`taken_at`: ms since the epoch, as a window's credit takes it).
+local function slice_give(lims, permits, taken_at)
+  for _, st in ipairs(lims) do LIMITERS[st.kind].credit(st, permits, taken_at) end
+end
+
 -- Twin of engine/level.rs LevelCell::sync (and of Limit::sync: another algorithm starts fresh).
 local function level_sync(cell, rate, factor)
   if rate == nil then cell.lim = nil; return end

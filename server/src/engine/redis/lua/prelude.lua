@@ -29,6 +29,7 @@ __QUOTAD_PROTOCOL__
 local ACQ_KEYS, ACQ_ARGS, LEVEL_ARGS = LEN.acq[1], LEN.acq[2], LEN.level[2]
 local HIT_ARGS, COUNTER_ARGS = LEN.hit[2], LEN.counter[2]
 local RATE_KEYS, RATE_ARGS = LEN.rate[1], LEN.rate[2]
+local TAKE_KEYS, TAKE_ARGS = LEN.take[1], LEN.take[2]
 
 -- A reply: `t`'s fields in the order OUT[step] declares ('' for a field `t` lacks).
 local function out(step, t)

@@ -626,6 +626,47 @@ rate_decide = function()
   return rated_by(1, nil, 0, 0, t)
 end
 
+-- KEY.take and ARG.take, then each level's key and rate. A node's slice of its levels' permits
+-- (engine/redis/share.rs; the plan holds nothing, as OPS.rate's): first `give` permits of its last slice go
+-- back (slice_give), then `permits` are decided as rate_decide does (the pause first, then every level all
+-- or none) and, when granted, up to `want` more are taken with them (slice_take). Replies OUT.take.
+OPS.take = function()
+  local n, permits = tonumber(A[ARG.take.levels]), tonumber(A[ARG.take.permits])
+  local want, give = tonumber(A[ARG.take.want]), tonumber(A[ARG.take.give])
+  local cells, lims = {}, {}
+  for i = 1, n do
+    local rate = rate_spec(A[TAKE_ARGS + i])
+    local cell = level_load(KEYS[TAKE_KEYS + i], rate and rate.algorithm)
+    level_sync(cell, rate, 1)
+    cells[i] = cell
+    if cell.lim then lims[#lims + 1] = cell.lim end
+  end
+  if give > 0 then slice_give(lims, give, num(A[ARG.take.given_at])) end
+  local pu = redis.call('HMGET', KEYS[KEY.take.resource], PRESSURE_F.paused_until, PRESSURE_O.paused_until)
+  pu = rel(pu[1] or pu[2]) or -FAR
+  local denied = nil
+  if pu > 0 then denied = { reason = 'paused', wait = pu, level = -1 } end
+  for i, cell in ipairs(cells) do
+    local reason, wait = level_denial(cell, nil, permits, 0, 0, 0)
+    if reason and denied == nil or (reason and wait > denied.wait and denied.level >= 0) then
+      denied = { reason = reason, wait = wait, level = i - 1 }
+    end
+  end
+  local taken = 0
+  if not denied and permits > 0 then taken = slice_take(lims, permits, want) end
+  local t = tightest_new()
+  for _, cell in ipairs(cells) do
+    observe(t, cell, nil)
+    if cell.lim then level_save(cell, 0) end
+  end
+  local r = { status = 1, remaining = t.remaining or 0, limit = t.limit, reset_after = t.reset,
+              taken = taken, at = NOW_MS, level = 0, retry_after = 0 }
+  if denied then
+    r.status = 0; r.reason = denied.reason; r.retry_after = denied.wait; r.level = denied.level
+  end
+  return out('take', r)
+end
+
 local function run(keys, args)
   KEYS = keys; A = args
   -- Every step's arguments start with its name, the time and the shard's prefix (protocol.rs).

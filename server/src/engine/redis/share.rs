@@ -1,0 +1,743 @@
+//! Capacity leasing (`local_share`): the slices of levels' permits this node holds, and how big a slice it
+//! asks for. A slice is taken from Redis in one step (`take` in `lua/steps.lua`: the request's permits and
+//! up to `want` more, debited at every level before any is granted), granted from here until it runs out or
+//! its `ttl` passes, and what is left then goes back (with the next take, or by a timer when none comes).
+//! So the fleet never admits more than its levels allow; a node that dies loses at most its slice.
+//!
+//! How big: a node asks for what it granted over the last slice's life, scaled to one `ttl`, at most
+//! `max_fraction` of the smallest burst among the levels; a key whose traffic would not use two permits in
+//! a `ttl` gets no slice (each request is one step, as without `local_share`). A denial is remembered until
+//! its wait ends, so a node over its limit asks Redis about once per wait, not once per request. One take
+//! per key is in flight at a time; requests that find the slice empty meanwhile wait for it.
+
+// Wire-facing: every value here may come from a request, so arithmetic is checked or saturating.
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects))]
+
+use std::{
+    collections::HashMap,
+    hash::{BuildHasher, Hash, Hasher},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use dashmap::DashMap;
+
+use super::{
+    Call, RedisStore, args,
+    keys::{held_nothing_in, shard_of},
+    messages::{AcquireReply, Figures, Taken},
+    protocol::{arg, key},
+    store::{acquired, down},
+};
+use crate::{
+    clock::{Nanos, nanos},
+    engine::{
+        Decision, EngineError, HeldSlice, LeaseId, LocalShare, Plan, ShareStats,
+        policy::request_id_conflict,
+    },
+};
+
+/// Most keys with slice state on one node; past it, a key's requests are single steps.
+const MAX_KEYS: usize = 100_000;
+
+/// A key with no slice and no request for this long is forgotten.
+const IDLE: Nanos = 60_000_000_000;
+
+/// The slices this node holds, per plan (the levels' keys), and the grants it remembers by request_id.
+#[derive(Default)]
+pub struct Shares {
+    keys: DashMap<u64, Arc<Share>>,
+    hasher: std::hash::RandomState,
+    replays: Mutex<HashMap<(Arc<str>, Box<str>), Remembered>>,
+    max_replays: AtomicUsize,
+    /// Slices taken (steps that took more than their request), permits taken in them beyond the requests,
+    /// permits given back, requests answered here without Redis.
+    counts: [AtomicU64; 4],
+    /// The engine's clock at the last request or sweep (for the figures `stats` shows).
+    now: AtomicU64,
+}
+
+/// One plan's slice on this node.
+pub struct Share {
+    /// The resource and its levels' keys (told apart from another plan's with the same hash).
+    pub resource: Arc<str>,
+    levels: Box<[Box<str>]>,
+    /// The rule it was taken under.
+    pub rule: &'static str,
+    state: Mutex<Slice>,
+    /// Held while a take is in flight (by the task that makes it, so a cancelled caller's take is still
+    /// recorded).
+    pub(super) taking: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// What a [`Share`] holds.
+#[derive(Debug, Clone, Default)]
+struct Slice {
+    /// Permits left to grant here.
+    tokens: u64,
+    /// Grants from it until then (engine clock).
+    until: Nanos,
+    /// When Redis took it (ms since the epoch; a window takes permits back only while that window counts).
+    taken_at_ms: u64,
+    /// Its permits beyond the request that took it.
+    extra: u64,
+    /// The take's own request.
+    first: u64,
+    /// When it was taken (engine clock); 0: never.
+    taken_at: Nanos,
+    /// Permits beyond its request the next take asks for.
+    want: u64,
+    /// Bumped by every take, so a timer gives back only the slice it was set for.
+    generation: u64,
+    /// The figures Redis answered with the take, and when the levels will be full.
+    figures: Figures,
+    reset_at: Nanos,
+    /// Requests of at least `denied_permits` are denied here until `denied_until` (the last denial's wait).
+    denied: Option<Denied>,
+    /// The last request (engine clock), for forgetting idle keys.
+    used_at: Nanos,
+    /// The levels' Redis keys and rates the last take named (a give-back names them again).
+    call: Option<Arc<(Vec<String>, Vec<String>)>>,
+}
+
+#[derive(Debug, Clone)]
+struct Denied {
+    /// Denied here until then: the wait, at most one `ttl` (another node may give permits back sooner).
+    recheck_at: Nanos,
+    /// The wait's end.
+    until: Nanos,
+    permits: u64,
+    reason: String,
+    level: i64,
+}
+
+/// A request answered from this node's slice.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Local {
+    /// Granted from the slice: the figures to answer with.
+    Granted(Figures),
+    /// Denied as the last take was: its reason, the wait left, the level.
+    Denied {
+        /// `rate_limited` or `paused`.
+        reason: String,
+        /// The wait left.
+        retry_after: Nanos,
+        /// The level that denied (-1: the pause).
+        level: i64,
+        /// The figures as last read.
+        figures: Figures,
+    },
+}
+
+/// What a take asks Redis for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ask {
+    /// Permits beyond the request.
+    pub want: u64,
+    /// Permits of the last slice given back, and when (ms since the epoch) it was taken.
+    pub give: u64,
+    /// See `give`.
+    pub given_at_ms: u64,
+}
+
+/// A slice's leftovers on their way back.
+#[derive(Debug, Clone)]
+pub struct GiveBack {
+    /// The resource.
+    pub resource: Arc<str>,
+    /// The permits and when they were taken (ms since the epoch).
+    pub permits: u64,
+    /// See `permits`.
+    pub taken_at_ms: u64,
+    /// The levels' Redis keys and rates.
+    pub call: Arc<(Vec<String>, Vec<String>)>,
+}
+
+/// A grant remembered by its request_id.
+#[derive(Debug, Clone)]
+struct Remembered {
+    fingerprint: u64,
+    lease: LeaseId,
+    expires_at: Nanos,
+    ttl: Duration,
+    figures: Figures,
+    forget_at: Nanos,
+}
+
+/// A remembered grant, replayed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Replay {
+    /// The lease it was granted.
+    pub lease: LeaseId,
+    /// Its expiry and TTL as granted.
+    pub expires_at: Nanos,
+    /// See `expires_at`.
+    pub ttl: Duration,
+    /// Its figures.
+    pub figures: Figures,
+}
+
+impl Shares {
+    /// The share of `plan`'s levels, made on first use; `None` when this node holds as many keys as it may
+    /// (or two plans' keys hash alike): the request is then a single step.
+    pub fn of(&self, plan: &Plan<'_>, now: Nanos) -> Option<Arc<Share>> {
+        self.now.store(now, Ordering::Relaxed);
+        let mut h = self.hasher.build_hasher();
+        plan.resource.hash(&mut h);
+        for l in &plan.levels {
+            l.key.hash(&mut h);
+        }
+        let hash = h.finish();
+        if let Some(s) = self.keys.get(&hash) {
+            return s.is_of(plan).then(|| s.clone());
+        }
+        if self.keys.len() >= MAX_KEYS {
+            return None;
+        }
+        let share = self
+            .keys
+            .entry(hash)
+            .or_insert_with(|| {
+                Arc::new(Share {
+                    resource: Arc::from(plan.resource),
+                    levels: plan.levels.iter().map(|l| Box::from(&*l.key)).collect(),
+                    rule: plan.rule.name,
+                    state: Mutex::new(Slice {
+                        used_at: now,
+                        ..Slice::default()
+                    }),
+                    taking: Arc::default(),
+                })
+            })
+            .clone();
+        share.is_of(plan).then_some(share)
+    }
+
+    /// Sets how many request_ids may be remembered.
+    pub fn apply(&self, max_request_ids: usize) {
+        self.max_replays.store(max_request_ids, Ordering::Relaxed);
+        // A reload may change the levels: every slice is given back at its next take.
+        for s in &self.keys {
+            s.expire();
+        }
+    }
+
+    /// The grant remembered for `plan`'s request_id: `Ok(None)` when there is none, `Err(())` when it was
+    /// remembered with other parameters (a conflict).
+    pub fn replayed(&self, plan: &Plan<'_>, now: Nanos) -> Result<Option<Replay>, ()> {
+        let Some(id) = plan.request_id else {
+            return Ok(None);
+        };
+        let replays = self.replays.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(r) = replays.get(&(Arc::from(plan.resource), Box::from(id))) else {
+            return Ok(None);
+        };
+        if r.forget_at <= now {
+            return Ok(None);
+        }
+        if r.fingerprint != plan.fingerprint {
+            return Err(());
+        }
+        Ok(Some(Replay {
+            lease: r.lease,
+            expires_at: r.expires_at,
+            ttl: r.ttl,
+            figures: r.figures,
+        }))
+    }
+
+    /// True when `plan`'s request_id (if any) can be remembered here; false when the table is full even
+    /// after forgetting what lapsed (the request is then a single step, remembered by Redis).
+    pub fn has_room(&self, plan: &Plan<'_>, now: Nanos) -> bool {
+        if plan.request_id.is_none() {
+            return true;
+        }
+        let mut replays = self.replays.lock().unwrap_or_else(|p| p.into_inner());
+        let max = self.max_replays.load(Ordering::Relaxed);
+        if replays.len() >= max {
+            replays.retain(|_, r| r.forget_at > now);
+        }
+        replays.len() < max
+    }
+
+    /// Remembers a grant to `plan` for its request_id (for `window`).
+    pub fn remember(&self, plan: &Plan<'_>, replay: &Replay, now: Nanos, window: Nanos) {
+        let Some(id) = plan.request_id else { return };
+        let mut replays = self.replays.lock().unwrap_or_else(|p| p.into_inner());
+        replays.insert(
+            (Arc::from(plan.resource), Box::from(id)),
+            Remembered {
+                fingerprint: plan.fingerprint,
+                lease: replay.lease,
+                expires_at: replay.expires_at,
+                ttl: replay.ttl,
+                figures: replay.figures,
+                forget_at: now.saturating_add(window),
+            },
+        );
+    }
+
+    /// The engine's clock at the last request or sweep.
+    pub fn now(&self) -> Nanos {
+        self.now.load(Ordering::Relaxed)
+    }
+
+    /// Counts a request answered here.
+    pub fn count_local(&self) {
+        self.counts[3].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a take's slice and what it gave back.
+    pub fn count_take(&self, extra: u64, given: u64) {
+        if extra > 0 {
+            self.counts[0].fetch_add(1, Ordering::Relaxed);
+            self.counts[1].fetch_add(extra, Ordering::Relaxed);
+        }
+        self.counts[2].fetch_add(given, Ordering::Relaxed);
+    }
+
+    /// Every slice of `resource` is given back at its next take (a pause reported here applies at once).
+    pub fn expire(&self, resource: &str) {
+        for s in self.keys.iter().filter(|s| &*s.resource == resource) {
+            s.expire();
+        }
+    }
+
+    /// Slices whose time is up with permits left (to give back), and keys idle long enough forgotten;
+    /// lapsed request_ids forgotten.
+    pub fn lapsed(&self, now: Nanos) -> Vec<GiveBack> {
+        self.now.store(now, Ordering::Relaxed);
+        let mut out = Vec::new();
+        self.keys.retain(|_, s| {
+            let lapsed = {
+                let st = s.lock();
+                st.tokens > 0 && st.until <= now
+            };
+            if lapsed {
+                out.extend(s.give_back(None));
+            }
+            let st = s.lock();
+            st.tokens > 0 || now.saturating_sub(st.used_at) < IDLE
+        });
+        let mut replays = self.replays.lock().unwrap_or_else(|p| p.into_inner());
+        replays.retain(|_, r| r.forget_at > now);
+        out
+    }
+
+    /// What this node holds and did.
+    pub fn stats(&self) -> ShareStats {
+        let now = self.now.load(Ordering::Relaxed);
+        let mut held: Vec<HeldSlice> = self
+            .keys
+            .iter()
+            .filter_map(|s| {
+                let st = s.lock();
+                (st.tokens > 0 && st.until > now).then(|| HeldSlice {
+                    resource: s.resource.clone(),
+                    levels: s
+                        .levels
+                        .iter()
+                        .skip(1)
+                        .map(|l| l.replace('\u{1f}', "="))
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    tokens: st.tokens,
+                    ttl_left: st.until.saturating_sub(now),
+                    want: st.want,
+                })
+            })
+            .collect();
+        held.sort_by(|a, b| {
+            b.tokens
+                .cmp(&a.tokens)
+                .then_with(|| a.resource.cmp(&b.resource))
+        });
+        let n = |i: usize| self.counts[i].load(Ordering::Relaxed);
+        ShareStats {
+            held,
+            keys: self.keys.len(),
+            slices: n(0),
+            taken: n(1),
+            given_back: n(2),
+            local: n(3),
+        }
+    }
+}
+
+impl Share {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Slice> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn is_of(&self, plan: &Plan<'_>) -> bool {
+        *self.resource == *plan.resource
+            && self.levels.len() == plan.levels.len()
+            && self
+                .levels
+                .iter()
+                .zip(&plan.levels)
+                .all(|(a, b)| **a == *b.key)
+    }
+
+    /// Answers `permits` from the slice when it can: granted while the slice is live and holds them, denied
+    /// while the last denial's wait lasts (for at least as many permits). `None`: a take decides.
+    pub fn local(&self, permits: u64, now: Nanos) -> Option<Local> {
+        let mut st = self.lock();
+        st.used_at = now;
+        if let Some(d) = &st.denied {
+            if now < d.recheck_at && permits >= d.permits {
+                return Some(Local::Denied {
+                    reason: d.reason.clone(),
+                    retry_after: d.until.saturating_sub(now),
+                    level: d.level,
+                    figures: st.figures(now),
+                });
+            }
+        }
+        if now < st.until && st.tokens >= permits {
+            st.tokens = st.tokens.saturating_sub(permits);
+            return Some(Local::Granted(st.figures(now)));
+        }
+        None
+    }
+
+    /// Its time is up now: what it holds goes back with the next take.
+    fn expire(&self) {
+        let mut st = self.lock();
+        st.until = 0;
+        st.denied = None;
+    }
+
+    /// What the next take asks for, `permits` its request, under `share` at most `max` permits in all: what
+    /// was granted over the last slice's life scaled to one `ttl`, none when that is under two permits.
+    /// The slice's leftovers come out of it to be given back (so no one grants them meanwhile).
+    pub fn ask(&self, permits: u64, share: LocalShare, max: u64, now: Nanos) -> Ask {
+        let mut st = self.lock();
+        let ttl = nanos(share.ttl).max(1);
+        let give = std::mem::take(&mut st.tokens);
+        let want = if st.taken_at == 0 {
+            0
+        } else {
+            let used = st.first.saturating_add(st.extra.saturating_sub(give));
+            let elapsed = now.saturating_sub(st.taken_at).max(1);
+            let per_ttl = u128::from(used).saturating_mul(u128::from(ttl)) / u128::from(elapsed);
+            let per_ttl = u64::try_from(per_ttl).unwrap_or(u64::MAX);
+            if per_ttl < 2 { 0 } else { per_ttl }
+        };
+        st.want = want.min(max.saturating_sub(permits));
+        Ask {
+            want: st.want,
+            give,
+            given_at_ms: st.taken_at_ms,
+        }
+    }
+
+    /// Records a take's answer (for `permits`, at `now`, slices living `ttl`); the generation of the slice
+    /// it made, if any permits are left in it.
+    pub fn record(&self, taken: &Taken, permits: u64, ttl: Duration, now: Nanos) -> Option<u64> {
+        let mut st = self.lock();
+        st.figures = taken.figures;
+        st.reset_at = now.saturating_add(taken.figures.reset_after);
+        match taken.taken {
+            Some(n) => {
+                let extra = n.saturating_sub(permits);
+                st.generation = st.generation.wrapping_add(1);
+                st.tokens = extra;
+                st.extra = extra;
+                st.first = permits;
+                st.taken_at = now;
+                st.taken_at_ms = taken.at_ms;
+                st.until = now.saturating_add(nanos(ttl));
+                st.denied = None;
+                (extra > 0).then_some(st.generation)
+            }
+            None => {
+                st.denied = Some(Denied {
+                    recheck_at: now.saturating_add(taken.retry_after.min(nanos(ttl))),
+                    until: now.saturating_add(taken.retry_after),
+                    permits: if taken.level < 0 { 0 } else { permits },
+                    reason: taken.reason.clone(),
+                    level: taken.level,
+                });
+                None
+            }
+        }
+    }
+
+    /// The slice of `generation` (any, when `None`), if it is still the one held and has permits left:
+    /// they come out to be given back.
+    pub fn give_back(&self, generation: Option<u64>) -> Option<GiveBack> {
+        let mut st = self.lock();
+        if generation.is_some_and(|g| g != st.generation) || st.tokens == 0 {
+            return None;
+        }
+        let call = st.call.clone()?;
+        st.until = 0;
+        Some(GiveBack {
+            resource: self.resource.clone(),
+            permits: std::mem::take(&mut st.tokens),
+            taken_at_ms: st.taken_at_ms,
+            call,
+        })
+    }
+
+    /// Notes the Redis keys and rates a take names.
+    pub fn set_call(&self, call: Arc<(Vec<String>, Vec<String>)>) {
+        self.lock().call = Some(call);
+    }
+}
+
+impl Slice {
+    /// The figures a request answered here carries: the levels as the last take left them, plus what this
+    /// node still holds of them.
+    fn figures(&self, now: Nanos) -> Figures {
+        let f = self.figures;
+        Figures {
+            remaining: f.remaining.saturating_add(self.tokens).min(f.limit),
+            reset_after: self.reset_at.saturating_sub(now),
+            ..f
+        }
+    }
+}
+
+/// The largest slice for `plan` under `share`: `max_fraction` of the smallest burst among its levels.
+pub fn max_slice(plan: &Plan<'_>, share: LocalShare) -> u64 {
+    let burst = plan
+        .levels
+        .iter()
+        .filter_map(|l| l.spec(plan.rule).rate.map(|r| r.burst))
+        .min()
+        .unwrap_or(0);
+    // A fraction of a count: rounding down is the bound the config promises.
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
+    let max = (burst as f64 * share.max_fraction).floor() as u64;
+    max
+}
+
+impl RedisStore {
+    /// An acquire of a `local_share` resource whose plan holds nothing: a request_id's remembered grant,
+    /// else an answer from this node's slice, else a take (one at a time per key; the others wait for it and
+    /// then look at the slice again).
+    pub(super) async fn acquire_shared(
+        &self,
+        plan: &Plan<'_>,
+        share: LocalShare,
+        now: Nanos,
+    ) -> Result<Decision, EngineError> {
+        match self.shares.replayed(plan, now) {
+            Err(()) => {
+                return Err(request_id_conflict(
+                    plan.resource,
+                    plan.request_id.unwrap_or_default(),
+                ));
+            }
+            Ok(Some(r)) => return Ok(self.granted(plan, &r, true)),
+            Ok(None) => {}
+        }
+        let entry = match self.shares.of(plan, now) {
+            Some(e) if self.shares.has_room(plan, now) => e,
+            _ => return self.acquire_one_step(plan, now).await,
+        };
+        if let Some(d) = self.answer_here(plan, &entry, now) {
+            return Ok(d);
+        }
+        if self.fallback.is_down() {
+            return self.fallback.acquire(plan, now, down()).await;
+        }
+        let taking = entry.taking.clone().lock_owned().await;
+        if let Some(d) = self.answer_here(plan, &entry, now) {
+            return Ok(d);
+        }
+        let ask = entry.ask(plan.permits, share, max_slice(plan, share), now);
+        let (inv, call) = self.take_call(plan, ask, now);
+        entry.set_call(call);
+        let (store, e, permits) = (self.clone(), entry.clone(), plan.permits);
+        // Carried by a task holding the key's turn, so the answer is recorded even if this caller goes.
+        let task = tokio::spawn(async move {
+            let _turn = taking;
+            let taken = store.call(&inv).await.and_then(Taken::read);
+            if let Ok(t) = &taken {
+                store
+                    .shares
+                    .count_take(t.taken.map_or(0, |n| n.saturating_sub(permits)), ask.give);
+                if let Some(generation) = e.record(t, permits, share.ttl, now) {
+                    store.give_back_after(e, generation, share.ttl);
+                }
+            }
+            taken
+        });
+        let taken = task
+            .await
+            .map_err(|e| EngineError::Unavailable(format!("redis: a take did not finish: {e}")))?;
+        match taken {
+            Ok(t) => Ok(self.took(plan, t, now).await),
+            Err(e @ EngineError::Unavailable(_)) => self.fallback.acquire(plan, now, e).await,
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `plan` answered from `entry`'s slice or remembered denial, if it can be.
+    fn answer_here(&self, plan: &Plan<'_>, entry: &Share, now: Nanos) -> Option<Decision> {
+        let local = entry.local(plan.permits, now)?;
+        self.shares.count_local();
+        Some(match local {
+            Local::Granted(figures) => {
+                let replay = Replay {
+                    lease: held_nothing_in(shard_of(plan.resource), self.random()),
+                    expires_at: now.saturating_add(nanos(plan.ttl)),
+                    ttl: plan.ttl,
+                    figures,
+                };
+                self.remember(plan, &replay, now);
+                self.granted(plan, &replay, false)
+            }
+            Local::Denied {
+                reason,
+                retry_after,
+                level,
+                figures,
+            } => self.denied(plan, &reason, retry_after, level, figures, now),
+        })
+    }
+
+    /// The decision a take's answer makes.
+    async fn took(&self, plan: &Plan<'_>, t: Taken, now: Nanos) -> Decision {
+        if t.taken.is_none() {
+            return self.denied(plan, &t.reason, t.retry_after, t.level, t.figures, now);
+        }
+        self.index(plan.resource).await;
+        let replay = Replay {
+            lease: held_nothing_in(shard_of(plan.resource), self.random()),
+            expires_at: now.saturating_add(nanos(plan.ttl)),
+            ttl: plan.ttl,
+            figures: t.figures,
+        };
+        self.remember(plan, &replay, now);
+        self.granted(plan, &replay, false)
+    }
+
+    fn remember(&self, plan: &Plan<'_>, replay: &Replay, now: Nanos) {
+        let window = self.window.load(Ordering::Relaxed);
+        self.shares.remember(plan, replay, now, window);
+    }
+
+    fn granted(&self, plan: &Plan<'_>, r: &Replay, replayed: bool) -> Decision {
+        let answer = AcquireReply::Granted {
+            lease: r.lease,
+            expires: Some(r.expires_at),
+            replayed,
+            ttl: Some(nanos(r.ttl)),
+            figures: r.figures,
+            nothing_held: true,
+            transitions: Vec::new(),
+            shadow: None,
+            bypassed: false,
+        };
+        // A reply built here always reads back as a decision.
+        acquired(plan, answer, r.expires_at.saturating_sub(nanos(r.ttl)))
+            .unwrap_or_else(|_| unreachable!("a grant is a decision"))
+    }
+
+    fn denied(
+        &self,
+        plan: &Plan<'_>,
+        reason: &str,
+        retry_after: Nanos,
+        level: i64,
+        figures: Figures,
+        now: Nanos,
+    ) -> Decision {
+        let answer = AcquireReply::Denied {
+            reason: reason.to_owned(),
+            retry_after,
+            level,
+            figures,
+            transitions: Vec::new(),
+            reserve: false,
+        };
+        acquired(plan, answer, now).unwrap_or_else(|_| unreachable!("a denial is a decision"))
+    }
+
+    /// The take step for `plan` asking `ask`, and the levels' keys and rates it names.
+    fn take_call(
+        &self,
+        plan: &Plan<'_>,
+        ask: Ask,
+        now: Nanos,
+    ) -> (Call, Arc<(Vec<String>, Vec<String>)>) {
+        let keys: Vec<String> = plan
+            .levels
+            .iter()
+            .map(|l| self.keys.level(&l.key))
+            .collect();
+        let rates: Vec<String> = plan
+            .levels
+            .iter()
+            .map(|l| args::rate(l.spec(plan.rule).rate))
+            .collect();
+        let call = Arc::new((keys, rates));
+        let inv = self.take_inv(plan.resource, plan.permits, ask, &call, now);
+        (inv, call)
+    }
+
+    fn take_inv(
+        &self,
+        resource: &str,
+        permits: u64,
+        ask: Ask,
+        call: &(Vec<String>, Vec<String>),
+        now: Nanos,
+    ) -> Call {
+        let shard = shard_of(resource);
+        let mut inv = Call::new(arg::take::FIELDS, Some(key::take::FIELDS));
+        inv.set(arg::NOW, self.now_arg(now))
+            .set(arg::PREFIX, self.keys.shard(shard))
+            .in_shard(shard);
+        inv.set_key(key::take::resource, self.keys.resource(resource))
+            .set(arg::take::permits, permits)
+            .set(arg::take::want, ask.want)
+            .set(arg::take::give, ask.give)
+            .set(arg::take::given_at, ask.given_at_ms)
+            .set(arg::take::levels, call.0.len());
+        for (k, r) in call.0.iter().zip(&call.1) {
+            inv.key(k).arg(r);
+        }
+        inv
+    }
+
+    /// Gives back what is left of `entry`'s slice `generation` when its time is up, unless a take has
+    /// replaced it by then.
+    fn give_back_after(&self, entry: Arc<Share>, generation: u64, ttl: Duration) {
+        let store = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(ttl).await;
+            let _turn = entry.taking.lock().await;
+            if let Some(g) = entry.give_back(Some(generation)) {
+                store.give(&g, store.shares.now()).await;
+            }
+        });
+    }
+
+    /// Gives `g`'s permits back to its levels (lost if Redis cannot be reached: the bucket refills them).
+    pub(super) async fn give(&self, g: &GiveBack, now: Nanos) {
+        let ask = Ask {
+            want: 0,
+            give: g.permits,
+            given_at_ms: g.taken_at_ms,
+        };
+        let inv = self.take_inv(&g.resource, 0, ask, &g.call, now);
+        match self.call(&inv).await {
+            Ok(_) => self.shares.count_take(0, g.permits),
+            Err(e) => {
+                tracing::debug!(error = %e, permits = g.permits, "a slice's permits were not given back")
+            }
+        }
+    }
+}
