@@ -4,7 +4,8 @@
 # ReportThrottle with grpcurl while the page is open, and saves a screenshot to target/status-page.png.
 # Needs: a built quotad (QUOTAD_BIN, default target/debug/quotad), chromium (apt-get install chromium), node
 # and npm, grpcurl on the PATH (.ci/run puts it in .venv), redis-server and redis-cli. Then the header again
-# on a Redis store whose maxmemory-policy evicts (scripts/browser/status-store.mjs).
+# on a Redis store whose maxmemory-policy evicts, with the slices a node holds of the default config's
+# local_share resource (scripts/browser/status-store.mjs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${QUOTAD_BIN:-target/debug/quotad}
@@ -53,4 +54,8 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 up "$metrics" || { echo "quotad on Redis did not start:"; cat target/status-page-quotad-redis.log; exit 1; }
+# Traffic on the default config's local_share resource, so this node holds a slice of it when the page looks.
+(for _ in $(seq 1 60); do
+  grpcurl -plaintext -d '{"resource": "maps.geocode"}' "127.0.0.1:$port" quotad.v1.QuotaService/Acquire >/dev/null
+done) &
 timeout 60 node scripts/browser/status-store.mjs "http://127.0.0.1:$metrics/status" "$PWD/target/status-page-redis.png"

@@ -44,6 +44,11 @@ rate = {{ limit = 50, period = "1s" }}
 priority = {{ classes = ["critical", "normal", "batch"], reserve = {{ critical = 0.2, normal = 0.1 }} }}
 
 [[resources]]
+name = "hot"
+rate = {{ limit = 1000, period = "1s", burst = 1000 }}
+local_share = {{ max_fraction = 0.1, ttl = "200ms" }}
+
+[[resources]]
 name = "down"
 concurrency = 1000
 breaker = {{ failure_rate = 0.5, min_calls = 4, window = "10s", open_duration = "30s" }}
@@ -149,6 +154,185 @@ async fn three_nodes_admit_one_rate() {
             "demand fell below 1000/s in some second ({denied} denials): lower bound not checked"
         );
     }
+}
+
+/// `local_share`: three nodes under uneven load (18, 12 and 6 callers) grant one hot bucket from slices.
+/// The fleet never admits more than burst + rate × elapsed, asks Redis for a small fraction of its
+/// decisions, and every node gets a share; each node's metrics show the slices it took.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_grant_a_hot_bucket_from_slices_within_its_bound() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let redis = RedisServer::start();
+    let nodes = fleet(&redis).await;
+    let fcalls_before = fcalls(&redis);
+    let window = Duration::from_secs(5);
+    let start = Instant::now();
+    let mut workers = Vec::new();
+    for (node, callers) in [(0usize, 18), (1, 12), (2, 6)] {
+        for _ in 0..callers {
+            let mut client = nodes[node].quota().await;
+            workers.push(tokio::spawn(async move {
+                let (mut granted, mut denied) = (0u64, 0u64);
+                while start.elapsed() < window {
+                    let r = client
+                        .acquire(acquire("hot"))
+                        .await
+                        .expect("acquire")
+                        .into_inner();
+                    if r.granted {
+                        assert!(r.nothing_to_release, "a slice's grant holds nothing");
+                        granted += 1;
+                    } else {
+                        assert!(r.retry_after.is_some(), "a denial says when");
+                        denied += 1;
+                    }
+                }
+                (node, granted, denied)
+            }));
+        }
+    }
+    let (mut per_node, mut denied) = ([0u64; 3], 0);
+    for w in workers {
+        let (node, g, d) = w.await.unwrap();
+        per_node[node] += g;
+        denied += d;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let granted: u64 = per_node.iter().sum();
+    let made = fcalls(&redis) - fcalls_before;
+    let decisions = granted + denied;
+    eprintln!(
+        "hot: {granted} granted ({per_node:?} by node, 18/12/6 callers), {denied} denied in {elapsed:.2} s; \
+         {made} Redis calls for {decisions} decisions ({:.4} per decision)",
+        made as f64 / decisions as f64
+    );
+    let most = 1000.0 + 1000.0 * elapsed;
+    assert!(
+        (granted as f64) <= most,
+        "admitted {granted} in {elapsed:.2} s, at most {most:.0}"
+    );
+    assert!(
+        (made as f64) < 0.2 * decisions as f64,
+        "{made} Redis calls for {decisions} decisions"
+    );
+    assert!(
+        per_node.iter().all(|&g| g > 0),
+        "every node is served: {per_node:?}"
+    );
+    for node in &nodes {
+        let m = node.scrape().await;
+        let taken = m
+            .lines()
+            .find_map(|l| l.strip_prefix("quotad_share_slices_taken_total "))
+            .and_then(|v| v.parse::<u64>().ok())
+            .expect("quotad_share_slices_taken_total");
+        assert!(taken > 0, "each node took slices");
+    }
+}
+
+/// A node killed (SIGKILL) while it holds a slice loses at most that slice: the fleet admits no more than
+/// the bucket allows, and no less than its burst less one slice; the bucket refills what was lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_holding_a_slice_loses_at_most_that_slice() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let redis = RedisServer::start();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // Burst 200, slices of at most 50 (a quarter), held up to 10 s: the killed node's slice is not given
+    // back by a timer before the kill.
+    let toml = format!(
+        "store = \"redis\"\n[server]\nlisten = \"127.0.0.1:{port}\"\n[metrics]\nenabled = false\n\
+         [redis]\nurl = \"{}\"\n[[resources]]\nname = \"hot\"\n\
+         rate = {{ limit = 20, period = \"1s\", burst = 200 }}\n\
+         local_share = {{ max_fraction = 0.25, ttl = \"10s\" }}\n",
+        redis.url()
+    );
+    let dir = std::env::temp_dir().join(format!("quotad-share-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("node.toml");
+    std::fs::write(&path, &toml).unwrap();
+    let mut child = std::process::Command::new(quotad_binary())
+        .arg("--config")
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the quotad binary runs");
+    let url = format!("http://127.0.0.1:{port}");
+    let mut a = loop {
+        match pb::quota_service_client::QuotaServiceClient::connect(url.clone()).await {
+            Ok(c) => break c,
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    let start = Instant::now();
+    let mut by_a = 0;
+    for _ in 0..30 {
+        by_a += u64::from(
+            a.acquire(acquire("hot"))
+                .await
+                .unwrap()
+                .into_inner()
+                .granted,
+        );
+    }
+    assert_eq!(by_a, 30);
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let b = TestServer::start(
+        &toml.replace(&format!("127.0.0.1:{port}"), "127.0.0.1:0"),
+        Arc::new(MonotonicClock::new()),
+    )
+    .await;
+    let mut client = b.quota().await;
+    let mut by_b = 0;
+    for _ in 0..400 {
+        if client
+            .acquire(acquire("hot"))
+            .await
+            .unwrap()
+            .into_inner()
+            .granted
+        {
+            by_b += 1;
+        } else {
+            break;
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let most = 200.0 + 20.0 * elapsed;
+    eprintln!(
+        "killed holding a slice: {by_a} granted before the kill, {by_b} after, in {elapsed:.2} s \
+         (bucket: at most {most:.0}; one slice: at most 50)"
+    );
+    assert!(((by_a + by_b) as f64) <= most, "never past the bucket");
+    assert!(by_a + by_b >= 200 - 50, "at most one slice lost");
+    assert!(
+        by_a + by_b < 200,
+        "the killed node's slice was lost, not given back"
+    );
+    // The bucket refills what was lost: at 20/s, a slice of 50 is back within 2.5 s.
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    let mut refilled = 0;
+    for _ in 0..100 {
+        if client
+            .acquire(acquire("hot"))
+            .await
+            .unwrap()
+            .into_inner()
+            .granted
+        {
+            refilled += 1;
+        } else {
+            break;
+        }
+    }
+    assert!(refilled >= 50, "a slice's worth refilled: {refilled}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Script calls Redis has run so far (`INFO commandstats`).

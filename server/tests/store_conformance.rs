@@ -870,6 +870,9 @@ rate = { limit = 1, period = "1s", burst = 3 }
 /// the in-memory store decides each request itself, the same way.)
 fn a_shared_resource_admits_exactly_its_bound<S: Store>(make: &Make<S>) {
     let h = Harness::new(SHARED, make);
+    // A node granting from slices asks again no sooner than its slice could refill (at most one ttl): its
+    // denials say so. A store without slices answers one permit's wait exactly.
+    let sliced = h.quota.store().health().is_some();
     let mut granted = 0;
     for _ in 0..130 {
         let d = h.acquire("hot", &[], 1);
@@ -878,7 +881,12 @@ fn a_shared_resource_admits_exactly_its_bound<S: Store>(make: &Make<S>) {
             granted += 1;
         } else {
             assert_eq!(d.denial(), Some(Denial::RateLimited));
-            assert_eq!(retry_after(&d), 100 * MS, "one permit's wait at 10/s");
+            let wait = retry_after(&d);
+            if sliced {
+                assert!((100 * MS..=200 * MS).contains(&wait), "{wait}");
+            } else {
+                assert_eq!(wait, 100 * MS, "one permit's wait at 10/s");
+            }
             assert_eq!(denied_by(&d), "resource");
         }
     }
@@ -897,7 +905,10 @@ fn a_shared_resource_admits_exactly_its_bound<S: Store>(make: &Make<S>) {
         h.acquire("hot", &[], 1),
     );
     assert!(a.granted() && b.granted(), "two permits refilled in 250 ms");
-    assert_eq!(retry_after(&c), 50 * MS, "the third is 50 ms away");
+    if !sliced {
+        assert_eq!(retry_after(&c), 50 * MS, "the third is 50 ms away");
+    }
+    assert!(retry_after(&c) >= 50 * MS && !c.granted());
 
     // A request_id is charged once: its retry replays the grant.
     h.advance(Duration::from_secs(1));

@@ -756,4 +756,56 @@ fn store_health(o: &mut Out, h: &crate::engine::StoreHealth) {
         "Time of one store call, from send to answer.",
     );
     histogram(o, "quotad_store_duration_seconds", &[], &h.latency);
+    shares(o, &h.shares);
+}
+
+/// The slices of `local_share` resources this node holds, and what they did.
+fn shares(o: &mut Out, s: &crate::engine::ShareStats) {
+    o.family(
+        "quotad_share_permits_held",
+        "gauge",
+        "Permits this node holds in live slices of local_share resources, per resource (the 100 holding most).",
+    );
+    let mut held: Vec<(&str, u64)> = Vec::new();
+    for slice in &s.held {
+        match held.iter_mut().find(|(r, _)| *r == &*slice.resource) {
+            Some((_, n)) => *n = n.saturating_add(slice.tokens),
+            None => held.push((&slice.resource, slice.tokens)),
+        }
+    }
+    held.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    for (resource, n) in held.iter().take(100) {
+        o.sample("quotad_share_permits_held", &[("resource", resource)], n);
+    }
+    o.family(
+        "quotad_share_slices",
+        "gauge",
+        "Live slices this node holds (one per resource and partition values).",
+    );
+    o.sample("quotad_share_slices", &[], s.held.len());
+    for (name, help, n) in [
+        (
+            "quotad_share_slices_taken_total",
+            "Slices taken from the store (steps that took more than their own request).",
+            s.slices,
+        ),
+        (
+            "quotad_share_permits_taken_total",
+            "Permits taken in slices beyond the requests that took them.",
+            s.taken,
+        ),
+        (
+            "quotad_share_permits_given_back_total",
+            "Permits of slices given back to the store unused.",
+            s.given_back,
+        ),
+        (
+            "quotad_share_local_decisions_total",
+            "Acquires answered from a slice or a remembered denial, without a store call.",
+            s.local,
+        ),
+    ] {
+        o.family(name, "counter", help);
+        o.sample(name, &[], n);
+    }
 }

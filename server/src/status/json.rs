@@ -199,6 +199,34 @@ fn store(h: &crate::engine::StoreHealth) -> Value {
         "calls": h.calls,
         "errors": pairs(&h.errors),
         "fallback_grants": pairs(&h.fallback_grants),
+        "shares": shares(&h.shares),
+    })
+}
+
+/// The slices of `local_share` resources this node holds (the 20 holding most) and what they did.
+fn shares(s: &crate::engine::ShareStats) -> Value {
+    let held: Vec<Value> = s
+        .held
+        .iter()
+        .take(20)
+        .map(|h| {
+            json!({
+                "resource": &*h.resource,
+                "levels": h.levels,
+                "permits": h.tokens,
+                "ttl_left_ms": h.ttl_left / 1_000_000,
+                "next_ask": h.want,
+            })
+        })
+        .collect();
+    json!({
+        "held": held,
+        "live": s.held.len(),
+        "keys": s.keys,
+        "slices_taken": s.slices,
+        "permits_taken": s.taken,
+        "given_back": s.given_back,
+        "local_decisions": s.local,
     })
 }
 

@@ -296,9 +296,18 @@ pub struct Taken {
     pub figures: Figures,
     /// When Redis took it (ms since the epoch).
     pub at_ms: u64,
+    /// A denial's wait until the whole slice asked for could be taken (at least `retry_after`).
+    pub refill_after: Nanos,
 }
 
 impl Taken {
+    /// A denial's wait on a node granting from slices of `ttl`: the request's own, or until the slice asked
+    /// for refills when that is sooner than one `ttl` (the node asks no sooner).
+    pub fn wait(&self, ttl: std::time::Duration) -> Nanos {
+        let ttl = crate::clock::nanos(ttl);
+        self.retry_after.max(self.refill_after.min(ttl))
+    }
+
     /// Reads the `take` step's answer by name.
     pub fn read(v: Value) -> Result<Self, EngineError> {
         use out::take as o;
@@ -319,6 +328,7 @@ impl Taken {
             level: r.int(o::level)?,
             figures: Figures::read(&r, [o::remaining, o::limit, o::reset_after])?,
             at_ms: r.uint(o::at)?,
+            refill_after: if granted { 0 } else { r.uint(o::refill_after)? },
         })
     }
 }

@@ -242,9 +242,11 @@ pub mod out {
     );
     fields!(
         /// A node's slice: `status` 1 granted (`taken` permits, the request's and the slice's, at `at`, ms
-        /// since the epoch), 0 denied (`reason`, `retry_after`, the `level` that denied, -1 the pause); the
-        /// tightest level's figures after it, plain numbers.
-        take = "take": status, reason, retry_after, level, remaining, limit, reset_after, taken, at
+        /// since the epoch), 0 denied (`reason`, `retry_after`, the `level` that denied, -1 the pause, and
+        /// `refill_after`, the wait until the slice asked for could be taken whole); the tightest level's
+        /// figures after it, plain numbers.
+        take = "take": status, reason, retry_after, level, remaining, limit, reset_after, taken, at,
+        refill_after
     );
 
     /// Every list, for the script's `OUT` table.

@@ -7,8 +7,12 @@
 //! How big: a node asks for what it granted over the last slice's life, scaled to one `ttl`, at most
 //! `max_fraction` of the smallest burst among the levels; a key whose traffic would not use two permits in
 //! a `ttl` gets no slice (each request is one step, as without `local_share`). A denial is remembered until
-//! its wait ends, so a node over its limit asks Redis about once per wait, not once per request. One take
-//! per key is in flight at a time; requests that find the slice empty meanwhile wait for it.
+//! the slice it asked for could be taken whole (at most one `ttl`: another node may give permits back
+//! sooner), so a node over its limit asks Redis about once per slice, not once per request; the levels keep
+//! what refills meanwhile, so the fleet loses no permits by it. A denial's `retry_after` is when this node
+//! will grant again at the soonest: the request's own wait, or up to the time its slice refills (at most
+//! one `ttl` more). One take per key is in flight at a time; requests that find the slice empty
+//! meanwhile wait for it.
 
 // Wire-facing: every value here may come from a request, so arithmetic is checked or saturating.
 #![cfg_attr(not(test), deny(clippy::arithmetic_side_effects))]
@@ -455,9 +459,10 @@ impl Share {
                 (extra > 0).then_some(st.generation)
             }
             None => {
+                let wait = taken.wait(ttl);
                 st.denied = Some(Denied {
-                    recheck_at: now.saturating_add(taken.retry_after.min(nanos(ttl))),
-                    until: now.saturating_add(taken.retry_after),
+                    recheck_at: now.saturating_add(wait.min(nanos(ttl))),
+                    until: now.saturating_add(wait),
                     permits: if taken.level < 0 { 0 } else { permits },
                     reason: taken.reason.clone(),
                     level: taken.level,
@@ -577,7 +582,7 @@ impl RedisStore {
             .await
             .map_err(|e| EngineError::Unavailable(format!("redis: a take did not finish: {e}")))?;
         match taken {
-            Ok(t) => Ok(self.took(plan, t, now).await),
+            Ok(t) => Ok(self.took(plan, t, share.ttl, now).await),
             Err(e @ EngineError::Unavailable(_)) => self.fallback.acquire(plan, now, e).await,
             Err(e) => Err(e),
         }
@@ -608,9 +613,10 @@ impl RedisStore {
     }
 
     /// The decision a take's answer makes.
-    async fn took(&self, plan: &Plan<'_>, t: Taken, now: Nanos) -> Decision {
+    async fn took(&self, plan: &Plan<'_>, t: Taken, ttl: Duration, now: Nanos) -> Decision {
         if t.taken.is_none() {
-            return self.denied(plan, &t.reason, t.retry_after, t.level, t.figures, now);
+            let wait = t.wait(ttl);
+            return self.denied(plan, &t.reason, wait, t.level, t.figures, now);
         }
         self.index(plan.resource).await;
         let replay = Replay {

@@ -123,6 +123,16 @@
       el("b", {}, t.resource), "  ", el("span", { class: "badge " + t.from }, t.from), " → ",
       el("span", { class: "badge " + t.to }, t.to), "  ", el("span", { class: "muted" }, t.reason)));
     $("transitions").replaceChildren(...(list.length ? list : [el("li", { class: "muted" }, "none yet")]));
+    const sh = d.store && d.store.shares;
+    $("shares").hidden = !(sh && (sh.keys > 0 || sh.slices_taken > 0));
+    if (sh) {
+      $("shares-summary").textContent = `${sh.live} live of ${sh.keys} keys · ${sh.slices_taken} slices taken · ` +
+        `${sh.permits_taken} permits taken, ${sh.given_back} given back · ${sh.local_decisions} acquires answered here`;
+      const held = sh.held.map((h) => el("tr", {}, el("td", {}, h.resource), el("td", {}, h.levels || "—"),
+        el("td", {}, h.permits), el("td", {}, `${h.ttl_left_ms} ms`), el("td", {}, h.next_ask)));
+      $("shares-held").tBodies[0].replaceChildren(...(held.length ? held
+        : [el("tr", {}, el("td", { class: "muted", colspan: "5" }, "no live slice now"))]));
+    }
     $("rls").hidden = !d.rls;
     if (d.rls) {
       $("rls-domains").tBodies[0].replaceChildren(...d.rls.domains.map((r) =>

@@ -652,8 +652,15 @@ OPS.take = function()
       denied = { reason = reason, wait = wait, level = i - 1 }
     end
   end
-  local taken = 0
+  local taken, refill = 0, 0
   if not denied and permits > 0 then taken = slice_take(lims, permits, want) end
+  if denied then
+    -- How long until the whole slice could be taken: a node denied waits that long before asking again,
+    -- and loses nothing by it while the levels hold what refills meanwhile.
+    for _, st in ipairs(lims) do
+      refill = math.max(refill, LIMITERS[st.kind].check(st, math.min(permits + want, LIMITERS[st.kind].capacity(st))) or 0)
+    end
+  end
   local t = tightest_new()
   for _, cell in ipairs(cells) do
     observe(t, cell, nil)
@@ -663,6 +670,7 @@ OPS.take = function()
               taken = taken, at = NOW_MS, level = 0, retry_after = 0 }
   if denied then
     r.status = 0; r.reason = denied.reason; r.retry_after = denied.wait; r.level = denied.level
+    r.refill_after = math.max(refill, denied.wait)
   end
   return out('take', r)
 end
