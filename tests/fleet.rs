@@ -231,7 +231,8 @@ async fn three_nodes_grant_a_hot_bucket_from_slices_within_its_bound() {
 }
 
 /// A node killed (SIGKILL) while it holds a slice loses at most that slice: the fleet admits no more than
-/// the bucket allows, and no less than its burst less one slice; the bucket refills what was lost.
+/// the bucket allows, and no less than its burst less one slice; the bucket refills what was lost. A node
+/// stopped gracefully gives its slice back: nothing is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_holding_a_slice_loses_at_most_that_slice() {
     let _one = ONE_AT_A_TIME.lock().await;
@@ -332,6 +333,49 @@ async fn a_node_killed_holding_a_slice_loses_at_most_that_slice() {
         }
     }
     assert!(refilled >= 50, "a slice's worth refilled: {refilled}");
+
+    // A node stopped gracefully gives its slice back: nothing is lost.
+    redis.cli(&["FLUSHALL"]);
+    let fresh = toml.replace(&format!("127.0.0.1:{port}"), "127.0.0.1:0");
+    let c = TestServer::start(&fresh, Arc::new(MonotonicClock::new())).await;
+    let mut to_c = c.quota().await;
+    let start = Instant::now();
+    for _ in 0..30 {
+        assert!(
+            to_c.acquire(acquire("hot"))
+                .await
+                .unwrap()
+                .into_inner()
+                .granted
+        );
+    }
+    drop(to_c);
+    c.stop().await;
+    let d = TestServer::start(&fresh, Arc::new(MonotonicClock::new())).await;
+    let mut to_d = d.quota().await;
+    let mut after = 0;
+    for _ in 0..400 {
+        if to_d
+            .acquire(acquire("hot"))
+            .await
+            .unwrap()
+            .into_inner()
+            .granted
+        {
+            after += 1;
+        } else {
+            break;
+        }
+    }
+    let refill = (20.0 * start.elapsed().as_secs_f64()).ceil() as u64;
+    eprintln!(
+        "stopped gracefully: 30 granted before, {after} after (burst 200, {refill} refilled meanwhile at most)"
+    );
+    assert!(
+        30 + after >= 200,
+        "the stopped node's slice came back: {after}"
+    );
+    assert!(30 + after <= 200 + refill, "never past the bucket");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -348,6 +348,8 @@ impl Quotad {
         for task in background {
             task.abort();
         }
+        // What this node holds of the fleet's buckets goes back before it stops.
+        self.quota.close().await;
         result
     }
 

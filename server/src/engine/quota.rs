@@ -108,6 +108,11 @@ impl<S: Store> Quota<S> {
         }
     }
 
+    /// Before this node stops: the store gives back what it holds for this node alone (slices).
+    pub async fn close(&self) {
+        self.store.close(self.clock.now()).await;
+    }
+
     /// The clock decisions are made at.
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock

@@ -357,4 +357,11 @@ pub trait Store: Send + Sync + 'static {
     fn health(&self) -> Option<StoreHealth> {
         None
     }
+
+    /// Before this node stops: gives back what it holds of the shared state for itself alone (the Redis
+    /// store's slices of `local_share` resources). Nothing for a store in this process.
+    fn close(&self, now: Nanos) -> impl Future<Output = ()> + Send {
+        let _ = now;
+        std::future::ready(())
+    }
 }

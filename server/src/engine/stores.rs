@@ -193,4 +193,11 @@ impl Store for AnyStore {
             Self::Redis(s) => s.health(),
         }
     }
+
+    async fn close(&self, now: Nanos) {
+        match self {
+            Self::Memory(s) => s.close(now).await,
+            Self::Redis(s) => s.close(now).await,
+        }
+    }
 }

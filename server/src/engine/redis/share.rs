@@ -331,6 +331,11 @@ impl Shares {
         out
     }
 
+    /// Every slice's leftovers, to give back (this node stops).
+    pub fn all_back(&self) -> Vec<GiveBack> {
+        self.keys.iter().filter_map(|s| s.give_back(None)).collect()
+    }
+
     /// What this node holds and did.
     pub fn stats(&self) -> ShareStats {
         let now = self.now.load(Ordering::Relaxed);

@@ -1086,6 +1086,11 @@ impl Store for RedisStore {
         Ok(())
     }
 
+    async fn close(&self, now: Nanos) {
+        let held = self.shares.all_back();
+        join_all(held.iter().map(|g| self.give(g, now))).await;
+    }
+
     fn health(&self) -> Option<crate::engine::StoreHealth> {
         let n = |i: usize| self.counts[i].load(Ordering::Relaxed);
         Some(crate::engine::StoreHealth {
