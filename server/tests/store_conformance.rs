@@ -2568,3 +2568,32 @@ fn redis_nodes_sharing_one_bucket_admit_exactly_its_burst_and_give_back_the_rest
         .sum();
     assert!(slices >= 3, "the nodes took slices: {slices}");
 }
+
+/// A node remembers the request_ids it granted from slices up to `capacity.max_request_ids`; past that, a
+/// request is one Redis step and Redis remembers it: every retry replays its grant, none is charged twice.
+#[test]
+fn redis_request_ids_past_a_nodes_cap_are_remembered_by_redis() {
+    let h = Harness::new(
+        "[capacity]\nmax_request_ids = 2\n[[resources]]\nname = \"hot\"\n\
+         rate = { limit = 1, period = \"1h\", burst = 10 }\nlocal_share = { max_fraction = 0.5 }\n",
+        &|_: &Rules| common::redis_store(&[redis().url()]),
+    );
+    let req = |id: &str| Acquire {
+        request_id: Some(id.into()),
+        ..acq("hot", &[], 1)
+    };
+    let first: Vec<_> = ["a", "b", "c", "d"]
+        .iter()
+        .map(|id| lease(&h.acquire_req(&req(id))))
+        .collect();
+    for (id, lease_id) in ["a", "b", "c", "d"].iter().zip(&first) {
+        let again = h.acquire_req(&req(id));
+        assert_eq!(lease(&again), *lease_id, "{id}");
+        assert!(again.grant().unwrap().replayed, "{id}");
+    }
+    let mut left = 0;
+    while h.acquire("hot", &[], 1).granted() {
+        left += 1;
+    }
+    assert_eq!(left, 10 - 4, "four charged once each");
+}

@@ -18,7 +18,6 @@
 #![cfg_attr(not(test), deny(clippy::arithmetic_side_effects))]
 
 use std::{
-    collections::HashMap,
     hash::{BuildHasher, Hash, Hasher},
     sync::{
         Arc, Mutex,
@@ -55,7 +54,8 @@ const IDLE: Nanos = 60_000_000_000;
 pub struct Shares {
     keys: DashMap<u64, Arc<Share>>,
     hasher: std::hash::RandomState,
-    replays: Mutex<HashMap<(Arc<str>, Box<str>), Remembered>>,
+    /// Grants by the hash of (resource, request_id); each holds both, so a hash shared by two is told apart.
+    replays: DashMap<u64, Remembered>,
     max_replays: AtomicUsize,
     /// Slices taken (steps that took more than their request), permits taken in them beyond the requests,
     /// permits given back, requests answered here without Redis.
@@ -163,6 +163,8 @@ pub struct GiveBack {
 /// A grant remembered by its request_id.
 #[derive(Debug, Clone)]
 struct Remembered {
+    resource: Box<str>,
+    request_id: Box<str>,
     fingerprint: u64,
     lease: LeaseId,
     expires_at: Nanos,
@@ -235,11 +237,10 @@ impl Shares {
         let Some(id) = plan.request_id else {
             return Ok(None);
         };
-        let replays = self.replays.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(r) = replays.get(&(Arc::from(plan.resource), Box::from(id))) else {
+        let Some(r) = self.replays.get(&self.replay_key(plan.resource, id)) else {
             return Ok(None);
         };
-        if r.forget_at <= now {
+        if r.forget_at <= now || *r.resource != *plan.resource || *r.request_id != *id {
             return Ok(None);
         }
         if r.fingerprint != plan.fingerprint {
@@ -253,27 +254,34 @@ impl Shares {
         }))
     }
 
+    fn replay_key(&self, resource: &str, request_id: &str) -> u64 {
+        let mut h = self.hasher.build_hasher();
+        resource.hash(&mut h);
+        request_id.hash(&mut h);
+        h.finish()
+    }
+
     /// True when `plan`'s request_id (if any) can be remembered here; false when the table is full even
     /// after forgetting what lapsed (the request is then a single step, remembered by Redis).
     pub fn has_room(&self, plan: &Plan<'_>, now: Nanos) -> bool {
         if plan.request_id.is_none() {
             return true;
         }
-        let mut replays = self.replays.lock().unwrap_or_else(|p| p.into_inner());
         let max = self.max_replays.load(Ordering::Relaxed);
-        if replays.len() >= max {
-            replays.retain(|_, r| r.forget_at > now);
+        if self.replays.len() >= max {
+            self.replays.retain(|_, r| r.forget_at > now);
         }
-        replays.len() < max
+        self.replays.len() < max
     }
 
     /// Remembers a grant to `plan` for its request_id (for `window`).
     pub fn remember(&self, plan: &Plan<'_>, replay: &Replay, now: Nanos, window: Nanos) {
         let Some(id) = plan.request_id else { return };
-        let mut replays = self.replays.lock().unwrap_or_else(|p| p.into_inner());
-        replays.insert(
-            (Arc::from(plan.resource), Box::from(id)),
+        self.replays.insert(
+            self.replay_key(plan.resource, id),
             Remembered {
+                resource: Box::from(plan.resource),
+                request_id: Box::from(id),
                 fingerprint: plan.fingerprint,
                 lease: replay.lease,
                 expires_at: replay.expires_at,
@@ -326,8 +334,7 @@ impl Shares {
             let st = s.lock();
             st.tokens > 0 || now.saturating_sub(st.used_at) < IDLE
         });
-        let mut replays = self.replays.lock().unwrap_or_else(|p| p.into_inner());
-        replays.retain(|_, r| r.forget_at > now);
+        self.replays.retain(|_, r| r.forget_at > now);
         out
     }
 
