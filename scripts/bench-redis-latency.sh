@@ -10,8 +10,9 @@
 #   QUOTAD_CPU=all BENCH_CPU=all REDIS_CPU=all WORKERS=0 RATES=5776 scripts/bench-redis-latency.sh
 #   RESOURCE=bench.final RATES=14000 scripts/bench-redis-latency.sh   # grants that hold nothing
 # Each rate also prints the server's own Acquire latency: quotad_request_duration_seconds{rpc="Acquire"} over
-# the run (two scrapes of /metrics), its p50 and p99 interpolated within the buckets as Prometheus's
-# histogram_quantile does. QUOTAD_BIN runs another quotad build (e.g. an earlier commit's, to compare).
+# the measured run (two scrapes of /metrics: after quotad-bench's 1 s warm-up, and at its end), its p50 and p99 interpolated within the buckets as Prometheus's
+# histogram_quantile does. QUOTAD_BIN runs another quotad build (e.g. an earlier commit's, to compare), with
+# BENCH_CONFIG its examples/bench.toml.
 # STORE=memory: the same node, generator and cores on the in-memory store (the baseline: what the machine
 # gives without Redis; Redis still runs, idle).
 #   STORE=memory QUOTAD_CPU=all BENCH_CPU=all WORKERS=0 RATES="1000 2000 4700" scripts/bench-redis-latency.sh
@@ -34,7 +35,7 @@ until redis-cli -p "$port" PING >/dev/null 2>&1; do sleep 0.1; done
     printf 'store = "redis"\n[redis]\nurl = "redis://127.0.0.1:%s"\nprefix = "lat:"\n' "$port"
   sed -e 's/127.0.0.1:50051/127.0.0.1:50081/' -e 's/127.0.0.1:9464/127.0.0.1:9481/' \
     -e "s/^\[server\]/[server]\nworker_threads = ${WORKERS:-1}/" \
-    -e "s|\"bench-rls\"|\"$PWD/examples/bench-rls\"|" examples/bench.toml
+    -e "s|\"bench-rls\"|\"$PWD/examples/bench-rls\"|" "${BENCH_CONFIG:-examples/bench.toml}"
 } >"$out/node.toml"
 RUST_LOG=warn $(pin "${QUOTAD_CPU:-0}") "${QUOTAD_BIN:-target/release/quotad}" --config "$out/node.toml" >"$out/node.log" 2>&1 &
 quotad=$!
@@ -74,7 +75,9 @@ PY
 }
 for rate in ${RATES:-2000 4000 5776}; do
   redis-cli -p "$port" CONFIG RESETSTAT >/dev/null
-  curl -sf http://127.0.0.1:9481/metrics >"$out/metrics-before.txt"
+  # The server's histogram from the end of quotad-bench's 1 s warm-up.
+  (sleep 1; curl -sf http://127.0.0.1:9481/metrics >"$out/metrics-before.txt") &
+  scrape=$!
   r0=$(cpu "$redis"); q0=$(cpu "$quotad")
   # bash's `time` gives the generator's own user + system CPU seconds.
   TIMEFORMAT='%U %S'
@@ -86,6 +89,7 @@ for rate in ${RATES:-2000 4000 5776}; do
   echo "$rate/s:$line | CPU redis $(awk -v a="$r0" -v b="$(cpu "$redis")" 'BEGIN { printf "%.2f", b - a }') s," \
     "quotad $(awk -v a="$q0" -v b="$(cpu "$quotad")" 'BEGIN { printf "%.2f", b - a }') s," \
     "quotad-bench $(echo "$gen" | awk '{ printf "%.2f", $1 + $2 }') s; FCALL ${fcall} µs"
+  wait "$scrape"
   curl -sf http://127.0.0.1:9481/metrics >"$out/metrics-after.txt"
   echo "   $(server_latency "$out/metrics-before.txt" "$out/metrics-after.txt")"
 done

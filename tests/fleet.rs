@@ -122,7 +122,7 @@ async fn three_nodes_admit_one_rate() {
         denied += d;
     }
     let elapsed = start.elapsed().as_secs_f64();
-    // 12 calls in flight per node: a node's calls queue behind the one in flight and go as one batch.
+    // 12 calls in flight per node: past four in flight, a node's calls queue and go as one batch.
     let made = fcalls(&redis) - fcalls_before;
     eprintln!(
         "three nodes: {granted} granted, {denied} denied in {elapsed:.2} s, {made} Redis calls"

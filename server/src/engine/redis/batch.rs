@@ -1,7 +1,7 @@
-//! Batching: while a call for a shard is in flight, that shard's next calls wait, and go together as one
-//! `batch` call when it returns: Nagle without a timer, so a lone call is sent at once and never held for
-//! company. The first waiter becomes the batch's sender (no task is spawned), and hands the shard on when
-//! its batch returns. Each call in a batch runs on its own in the script, in arrival order, and is answered
+//! Batching: while [`DEPTH`] calls for a shard are in flight, that shard's next calls wait, and go together
+//! as one `batch` call when one of them returns: Nagle without a timer, so a call is sent at once whenever
+//! fewer are in flight, never held for company. The first waiter becomes the batch's sender (no task is
+//! spawned), and hands its place on when its batch returns. Each call in a batch runs on its own in the script, in arrival order, and is answered
 //! on its own: one that fails fails alone (steps.lua `run_batch`).
 
 use std::{
@@ -19,6 +19,12 @@ use crate::engine::EngineError;
 /// milliseconds, far inside `redis.timeout`.
 pub const MAX_BATCH: usize = 64;
 
+/// Calls (or batches) of one lane in flight at once before the next ones wait to go as a batch: enough that
+/// a moderately busy shard's calls seldom wait behind another's round trip (one in flight made the median
+/// at half of one node's rate twice as long), few enough that a saturated shard's calls still go by the
+/// dozen.
+pub const DEPTH: usize = 4;
+
 /// Which calls may share a batch: one shard's (a Cluster slot), through one function (the `_end` one runs
 /// on a full Redis, the other does not).
 type Lane = (u64, bool);
@@ -29,9 +35,10 @@ pub(super) struct Batcher {
     lanes: Mutex<HashMap<Lane, Queue>>,
 }
 
-/// A lane with a call (or batch) in flight, and the calls waiting behind it.
+/// A lane with calls (or batches) in flight, and the calls waiting behind them.
 #[derive(Debug, Default)]
 struct Queue {
+    in_flight: usize,
     waiting: VecDeque<Waiter>,
 }
 
@@ -94,14 +101,15 @@ impl Batcher {
     pub(super) fn enter(self: &Arc<Self>, shard: u64, call: &Call) -> Entry {
         let lane = (shard, call.ending);
         let mut lanes = self.lanes();
-        let Some(queue) = lanes.get_mut(&lane) else {
-            lanes.insert(lane, Queue::default());
+        let queue = lanes.entry(lane).or_default();
+        if queue.in_flight < DEPTH {
+            queue.in_flight += 1;
             return Entry::Send(HandOff {
                 batcher: self.clone(),
                 lane,
                 armed: true,
             });
-        };
+        }
         let (tx, rx) = oneshot::channel();
         queue.waiting.push_back(Waiter {
             call: call.clone(),
@@ -110,8 +118,8 @@ impl Batcher {
         Entry::Wait(rx)
     }
 
-    /// The lane's call returned: its first live waiter leads the next batch (with up to
-    /// [`MAX_BATCH`]` - 1` more behind it), or the lane is free. Waiters whose callers went away are
+    /// One of the lane's calls returned: its place goes to the first live waiter, which leads the next batch
+    /// (with up to [`MAX_BATCH`]` - 1` more behind it), or is free. Waiters whose callers went away are
     /// dropped unsent.
     fn hand_off(self: &Arc<Self>, lane: Lane) {
         let mut lanes = self.lanes();
@@ -151,8 +159,11 @@ impl Batcher {
                 Err(Turn::Done(_)) => {}
             }
         }
-        // Idle, and nobody waiting: the lane goes (a free lane is an absent one).
-        lanes.remove(&lane);
+        // Nobody waiting: the place is free, and an idle lane goes (a free lane is an absent one).
+        queue.in_flight = queue.in_flight.saturating_sub(1);
+        if queue.in_flight == 0 {
+            lanes.remove(&lane);
+        }
     }
 }
 
@@ -178,6 +189,13 @@ mod tests {
         let Entry::Send(first) = b.enter(1, &call()) else {
             panic!("a free lane sends at once");
         };
+        // Up to DEPTH calls go at once; the next ones wait.
+        let others: Vec<_> = (1..DEPTH)
+            .map(|_| match b.enter(1, &call()) {
+                Entry::Send(h) => h,
+                Entry::Wait(_) => panic!("fewer than DEPTH in flight: sent at once"),
+            })
+            .collect();
         let mut waiting: Vec<_> = (0..100)
             .map(|_| match b.enter(1, &call()) {
                 Entry::Wait(rx) => rx,
@@ -209,6 +227,11 @@ mod tests {
         );
         drop(rest);
         drop(lane);
+        assert!(
+            b.lanes().get(&(1, false)).is_some(),
+            "the others are still in flight"
+        );
+        drop(others);
         assert!(b.lanes().get(&(1, false)).is_none(), "an idle lane is gone");
     }
 
@@ -218,6 +241,7 @@ mod tests {
         let Entry::Send(first) = b.enter(7, &call()) else {
             panic!("free");
         };
+        let others: Vec<_> = (1..DEPTH).map(|_| b.enter(7, &call())).collect();
         let Entry::Wait(a) = b.enter(7, &call()) else {
             panic!("busy");
         };
@@ -228,9 +252,10 @@ mod tests {
         // `a` was made leader (with `c` behind it) and went away unread: `c` is told to go alone.
         drop(a);
         assert!(c.try_recv().is_err());
+        drop(others);
         assert!(
             b.lanes().is_empty(),
-            "the lane was freed when the leader's turn was dropped"
+            "the place was freed when the leader's turn was dropped"
         );
     }
 }

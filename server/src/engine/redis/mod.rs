@@ -303,7 +303,7 @@ pub struct Inner {
     pub(crate) counts: [AtomicU64; 5],
     /// Script call latency.
     pub(crate) latency: crate::latency::LatencyHistogram,
-    /// Each shard's calls queued behind the one in flight.
+    /// Each shard's calls queued behind those in flight.
     batcher: Arc<batch::Batcher>,
     /// The slices of levels' permits this node holds (`local_share`).
     pub(crate) shares: share::Shares,
@@ -482,7 +482,7 @@ impl RedisStore {
         result
     }
 
-    /// `inv` sent now, or with the calls of its shard that queued behind the one in flight (see `batch`).
+    /// `inv` sent now, or with the calls of its shard that queued behind those in flight (see `batch`).
     async fn call_batched(&self, shard: u64, inv: &Call) -> Result<Value, EngineError> {
         match self.batcher.enter(shard, inv) {
             batch::Entry::Send(_lane) => self.call_alone(inv).await,
