@@ -132,6 +132,20 @@ async fn three_nodes_admit_one_rate() {
         "{made} Redis calls for {} decisions: none batched",
         granted + denied
     );
+    let mut batched = 0;
+    for node in &nodes {
+        batched += node
+            .scrape()
+            .await
+            .lines()
+            .find_map(|l| l.strip_prefix("quotad_store_batched_calls_total "))
+            .and_then(|v| v.parse::<u64>().ok())
+            .expect("quotad_store_batched_calls_total");
+    }
+    assert!(
+        batched > 0,
+        "the nodes' metrics count the calls that went in batches"
+    );
     // Never more than burst + rate × elapsed, whatever the load.
     let most = 200.0 + 1000.0 * elapsed;
     assert!(

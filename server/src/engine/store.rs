@@ -184,6 +184,10 @@ pub struct StoreHealth {
     /// Calls made, and failed ones by kind: `timeout`, `busy` (too many outstanding), `error`, `full`
     /// (the store at its memory limit refused it).
     pub calls: u64,
+    /// Calls that carried a batch of several (each counted once in `calls`), and the calls they carried.
+    pub batches: u64,
+    /// See `batches`.
+    pub batched_calls: u64,
     /// Failed calls, per kind in the order above.
     pub errors: [(&'static str, u64); 4],
     /// Grants made without the store, by policy: `fail_open`, `local`.

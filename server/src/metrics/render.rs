@@ -731,6 +731,18 @@ fn store_health(o: &mut Out, h: &crate::engine::StoreHealth) {
     );
     o.sample("quotad_store_calls_total", &[], h.calls);
     o.family(
+        "quotad_store_batches_total",
+        "counter",
+        "Store calls that carried a batch of a shard's queued calls (each also counted once in quotad_store_calls_total).",
+    );
+    o.sample("quotad_store_batches_total", &[], h.batches);
+    o.family(
+        "quotad_store_batched_calls_total",
+        "counter",
+        "Calls that went to the store inside a batch.",
+    );
+    o.sample("quotad_store_batched_calls_total", &[], h.batched_calls);
+    o.family(
         "quotad_store_errors_total",
         "counter",
         "Failed store calls by kind: timeout, busy (too many outstanding), error, full (Redis at its maxmemory refused it).",

@@ -197,6 +197,8 @@ fn store(h: &crate::engine::StoreHealth) -> Value {
         "nodes": h.nodes,
         "evicting": h.evicting,
         "calls": h.calls,
+        "batches": h.batches,
+        "batched_calls": h.batched_calls,
         "errors": pairs(&h.errors),
         "fallback_grants": pairs(&h.fallback_grants),
         "shares": shares(&h.shares),

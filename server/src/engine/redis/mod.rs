@@ -305,6 +305,8 @@ pub struct Inner {
     pub(crate) latency: crate::latency::LatencyHistogram,
     /// Each shard's calls queued behind those in flight.
     batcher: Arc<batch::Batcher>,
+    /// Batches sent, and the calls they carried.
+    pub(crate) batched: [AtomicU64; 2],
     /// The slices of levels' permits this node holds (`local_share`).
     pub(crate) shares: share::Shares,
     /// Shards (a bit each) whose last sweep left expired leases behind: swept alone until done.
@@ -421,6 +423,7 @@ impl RedisStore {
                 counts: Default::default(),
                 latency: Default::default(),
                 batcher: Arc::default(),
+                batched: Default::default(),
                 shares: share::Shares::default(),
                 backlog: AtomicU64::new(0),
                 last_full_sweep: AtomicU64::new(0),
@@ -524,6 +527,8 @@ impl RedisStore {
         let inner = self.inner.clone();
         tokio::spawn(async move {
             let n = others.len() + 1;
+            inner.batched[0].fetch_add(1, Ordering::Relaxed);
+            inner.batched[1].fetch_add(n as u64, Ordering::Relaxed);
             let mut items: Vec<Result<Value, EngineError>> = match inner.call_alone(&call).await {
                 Ok(Value::Array(items)) if items.len() == n => {
                     items.into_iter().map(item).collect()

@@ -759,3 +759,108 @@ impl RedisStore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Nanos = 1_000_000;
+
+    fn share() -> Share {
+        Share {
+            resource: Arc::from("hot"),
+            levels: Box::new([Box::from("hot")]),
+            rule: "hot",
+            state: Mutex::new(Slice::default()),
+            taking: Arc::default(),
+        }
+    }
+
+    fn granted(n: u64) -> Taken {
+        Taken {
+            taken: Some(n),
+            reason: String::new(),
+            retry_after: 0,
+            level: 0,
+            figures: Figures {
+                remaining: 100,
+                limit: 1000,
+                ..Figures::default()
+            },
+            at_ms: 1,
+            refill_after: 0,
+        }
+    }
+
+    const SHARE: LocalShare = LocalShare {
+        max_fraction: 0.1,
+        ttl: Duration::from_millis(200),
+    };
+
+    /// Grants `n` from the slice at `now`, one by one; how many it had.
+    fn drain(s: &Share, n: u64, now: Nanos) -> u64 {
+        (0..n)
+            .filter(|_| matches!(s.local(1, now), Some(Local::Granted(_))))
+            .count() as u64
+    }
+
+    #[test]
+    fn a_slice_grows_while_drained_fast_shrinks_when_idle_and_is_none_for_little_traffic() {
+        let s = share();
+        // The first take asks for the request alone.
+        assert_eq!(s.ask(1, SHARE, 100, 1_000 * MS).want, 0);
+        s.record(&granted(1), 1, SHARE.ttl, 1_000 * MS);
+        // One request 10 ms later: 2 permits in 10 ms is 40 per ttl.
+        assert_eq!(s.local(1, 1_010 * MS), None, "nothing left in it");
+        let a = s.ask(1, SHARE, 100, 1_010 * MS);
+        assert_eq!(a.want, 20, "one permit per 10 ms is 20 per 200 ms");
+        s.record(&granted(21), 1, SHARE.ttl, 1_010 * MS);
+        // Drained in 5 ms: asks for the most it may (99 beyond the request).
+        assert_eq!(drain(&s, 25, 1_015 * MS), 20);
+        assert_eq!(s.ask(1, SHARE, 100, 1_015 * MS).want, 99);
+        s.record(&granted(100), 1, SHARE.ttl, 1_015 * MS);
+        // Then traffic falls: 3 permits over a second, the slice's time long up: what is left goes back,
+        // and the next slice is none (under two permits per ttl).
+        assert_eq!(drain(&s, 3, 1_100 * MS), 3);
+        let idle = s.ask(1, SHARE, 100, 2_015 * MS);
+        assert_eq!(idle.give, 96, "the leftovers go back with the take");
+        assert_eq!(idle.want, 0, "4 permits in a second: under two per ttl");
+    }
+
+    #[test]
+    fn a_denial_is_remembered_until_the_slice_could_refill_at_most_a_ttl() {
+        let s = share();
+        let denied = Taken {
+            taken: None,
+            reason: "rate_limited".into(),
+            retry_after: 10 * MS,
+            refill_after: 50 * MS,
+            ..granted(0)
+        };
+        s.record(&denied, 1, SHARE.ttl, 0);
+        match s.local(1, 20 * MS) {
+            Some(Local::Denied { retry_after, .. }) => assert_eq!(retry_after, 30 * MS),
+            other => panic!("remembered: {other:?}"),
+        }
+        assert_eq!(
+            s.local(1, 50 * MS),
+            None,
+            "asked again once the slice could refill"
+        );
+        let long = Taken {
+            retry_after: 5_000 * MS,
+            refill_after: 9_000 * MS,
+            ..denied
+        };
+        s.record(&long, 1, SHARE.ttl, 1_000 * MS);
+        match s.local(1, 1_100 * MS) {
+            Some(Local::Denied { retry_after, .. }) => assert_eq!(retry_after, 4_900 * MS),
+            other => panic!("remembered: {other:?}"),
+        }
+        assert_eq!(
+            s.local(1, 1_200 * MS),
+            None,
+            "another node may give back: asked again after a ttl"
+        );
+    }
+}

@@ -1098,6 +1098,8 @@ impl Store for RedisStore {
             evicting: self.is_evicting(),
             nodes: self.nodes(),
             calls: n(0),
+            batches: self.batched[0].load(Ordering::Relaxed),
+            batched_calls: self.batched[1].load(Ordering::Relaxed),
             errors: [
                 ("timeout", n(1)),
                 ("busy", n(2)),
