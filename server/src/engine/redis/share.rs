@@ -104,7 +104,7 @@ struct Slice {
     /// The last request (engine clock), for forgetting idle keys.
     used_at: Nanos,
     /// The levels' Redis keys and rates the last take named (a give-back names them again).
-    call: Option<Arc<(Vec<String>, Vec<String>)>>,
+    call: Option<CallParts>,
 }
 
 #[derive(Debug, Clone)]
@@ -147,6 +147,9 @@ pub struct Ask {
     pub given_at_ms: u64,
 }
 
+/// The levels' Redis keys and rates a take names (a give-back names them again).
+pub type CallParts = Arc<(Vec<String>, Vec<String>)>;
+
 /// A slice's leftovers on their way back.
 #[derive(Debug, Clone)]
 pub struct GiveBack {
@@ -157,7 +160,7 @@ pub struct GiveBack {
     /// See `permits`.
     pub taken_at_ms: u64,
     /// The levels' Redis keys and rates.
-    pub call: Arc<(Vec<String>, Vec<String>)>,
+    pub call: CallParts,
 }
 
 /// A grant remembered by its request_id.
@@ -171,6 +174,17 @@ struct Remembered {
     ttl: Duration,
     figures: Figures,
     forget_at: Nanos,
+}
+
+/// What a node remembers of a request_id.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Recall {
+    /// Nothing (never granted here, or forgotten).
+    None,
+    /// Its grant.
+    Replay(Replay),
+    /// It was granted with other parameters.
+    Conflict,
 }
 
 /// A remembered grant, replayed.
@@ -231,27 +245,26 @@ impl Shares {
         }
     }
 
-    /// The grant remembered for `plan`'s request_id: `Ok(None)` when there is none, `Err(())` when it was
-    /// remembered with other parameters (a conflict).
-    pub fn replayed(&self, plan: &Plan<'_>, now: Nanos) -> Result<Option<Replay>, ()> {
+    /// The grant remembered for `plan`'s request_id, if any.
+    pub fn replayed(&self, plan: &Plan<'_>, now: Nanos) -> Recall {
         let Some(id) = plan.request_id else {
-            return Ok(None);
+            return Recall::None;
         };
         let Some(r) = self.replays.get(&self.replay_key(plan.resource, id)) else {
-            return Ok(None);
+            return Recall::None;
         };
         if r.forget_at <= now || *r.resource != *plan.resource || *r.request_id != *id {
-            return Ok(None);
+            return Recall::None;
         }
         if r.fingerprint != plan.fingerprint {
-            return Err(());
+            return Recall::Conflict;
         }
-        Ok(Some(Replay {
+        Recall::Replay(Replay {
             lease: r.lease,
             expires_at: r.expires_at,
             ttl: r.ttl,
             figures: r.figures,
-        }))
+        })
     }
 
     fn replay_key(&self, resource: &str, request_id: &str) -> u64 {
@@ -403,15 +416,16 @@ impl Share {
     pub fn local(&self, permits: u64, now: Nanos) -> Option<Local> {
         let mut st = self.lock();
         st.used_at = now;
-        if let Some(d) = &st.denied {
-            if now < d.recheck_at && permits >= d.permits {
-                return Some(Local::Denied {
-                    reason: d.reason.clone(),
-                    retry_after: d.until.saturating_sub(now),
-                    level: d.level,
-                    figures: st.figures(now),
-                });
-            }
+        if let Some(d) = &st.denied
+            && now < d.recheck_at
+            && permits >= d.permits
+        {
+            return Some(Local::Denied {
+                reason: d.reason.clone(),
+                retry_after: d.until.saturating_sub(now),
+                level: d.level,
+                figures: st.figures(now),
+            });
         }
         if now < st.until && st.tokens >= permits {
             st.tokens = st.tokens.saturating_sub(permits);
@@ -439,7 +453,10 @@ impl Share {
         } else {
             let used = st.first.saturating_add(st.extra.saturating_sub(give));
             let elapsed = now.saturating_sub(st.taken_at).max(1);
-            let per_ttl = u128::from(used).saturating_mul(u128::from(ttl)) / u128::from(elapsed);
+            let per_ttl = u128::from(used)
+                .saturating_mul(u128::from(ttl))
+                .checked_div(u128::from(elapsed))
+                .unwrap_or(0);
             let per_ttl = u64::try_from(per_ttl).unwrap_or(u64::MAX);
             if per_ttl < 2 { 0 } else { per_ttl }
         };
@@ -502,7 +519,7 @@ impl Share {
     }
 
     /// Notes the Redis keys and rates a take names.
-    pub fn set_call(&self, call: Arc<(Vec<String>, Vec<String>)>) {
+    pub fn set_call(&self, call: CallParts) {
         self.lock().call = Some(call);
     }
 }
@@ -549,28 +566,28 @@ impl RedisStore {
         now: Nanos,
     ) -> Result<Decision, EngineError> {
         match self.shares.replayed(plan, now) {
-            Err(()) => {
+            Recall::Conflict => {
                 return Err(request_id_conflict(
                     plan.resource,
                     plan.request_id.unwrap_or_default(),
                 ));
             }
-            Ok(Some(r)) => return Ok(self.granted(plan, &r, true)),
-            Ok(None) => {}
+            Recall::Replay(r) => return self.granted(plan, &r, true),
+            Recall::None => {}
         }
         let entry = match self.shares.of(plan, now) {
             Some(e) if self.shares.has_room(plan, now) => e,
             _ => return self.acquire_one_step(plan, now).await,
         };
         if let Some(d) = self.answer_here(plan, &entry, now) {
-            return Ok(d);
+            return d;
         }
         if self.fallback.is_down() {
             return self.fallback.acquire(plan, now, down()).await;
         }
         let taking = entry.taking.clone().lock_owned().await;
         if let Some(d) = self.answer_here(plan, &entry, now) {
-            return Ok(d);
+            return d;
         }
         let ask = entry.ask(plan.permits, share, max_slice(plan, share), now);
         let (inv, call) = self.take_call(plan, ask, now);
@@ -594,14 +611,19 @@ impl RedisStore {
             .await
             .map_err(|e| EngineError::Unavailable(format!("redis: a take did not finish: {e}")))?;
         match taken {
-            Ok(t) => Ok(self.took(plan, t, share.ttl, now).await),
+            Ok(t) => self.took(plan, t, share.ttl, now).await,
             Err(e @ EngineError::Unavailable(_)) => self.fallback.acquire(plan, now, e).await,
             Err(e) => Err(e),
         }
     }
 
     /// `plan` answered from `entry`'s slice or remembered denial, if it can be.
-    fn answer_here(&self, plan: &Plan<'_>, entry: &Share, now: Nanos) -> Option<Decision> {
+    fn answer_here(
+        &self,
+        plan: &Plan<'_>,
+        entry: &Share,
+        now: Nanos,
+    ) -> Option<Result<Decision, EngineError>> {
         let local = entry.local(plan.permits, now)?;
         self.shares.count_local();
         Some(match local {
@@ -625,7 +647,13 @@ impl RedisStore {
     }
 
     /// The decision a take's answer makes.
-    async fn took(&self, plan: &Plan<'_>, t: Taken, ttl: Duration, now: Nanos) -> Decision {
+    async fn took(
+        &self,
+        plan: &Plan<'_>,
+        t: Taken,
+        ttl: Duration,
+        now: Nanos,
+    ) -> Result<Decision, EngineError> {
         if t.taken.is_none() {
             let wait = t.wait(ttl);
             return self.denied(plan, &t.reason, wait, t.level, t.figures, now);
@@ -646,7 +674,12 @@ impl RedisStore {
         self.shares.remember(plan, replay, now, window);
     }
 
-    fn granted(&self, plan: &Plan<'_>, r: &Replay, replayed: bool) -> Decision {
+    fn granted(
+        &self,
+        plan: &Plan<'_>,
+        r: &Replay,
+        replayed: bool,
+    ) -> Result<Decision, EngineError> {
         let answer = AcquireReply::Granted {
             lease: r.lease,
             expires: Some(r.expires_at),
@@ -658,9 +691,7 @@ impl RedisStore {
             shadow: None,
             bypassed: false,
         };
-        // A reply built here always reads back as a decision.
         acquired(plan, answer, r.expires_at.saturating_sub(nanos(r.ttl)))
-            .unwrap_or_else(|_| unreachable!("a grant is a decision"))
     }
 
     fn denied(
@@ -671,7 +702,7 @@ impl RedisStore {
         level: i64,
         figures: Figures,
         now: Nanos,
-    ) -> Decision {
+    ) -> Result<Decision, EngineError> {
         let answer = AcquireReply::Denied {
             reason: reason.to_owned(),
             retry_after,
@@ -680,16 +711,11 @@ impl RedisStore {
             transitions: Vec::new(),
             reserve: false,
         };
-        acquired(plan, answer, now).unwrap_or_else(|_| unreachable!("a denial is a decision"))
+        acquired(plan, answer, now)
     }
 
     /// The take step for `plan` asking `ask`, and the levels' keys and rates it names.
-    fn take_call(
-        &self,
-        plan: &Plan<'_>,
-        ask: Ask,
-        now: Nanos,
-    ) -> (Call, Arc<(Vec<String>, Vec<String>)>) {
+    fn take_call(&self, plan: &Plan<'_>, ask: Ask, now: Nanos) -> (Call, CallParts) {
         let keys: Vec<String> = plan
             .levels
             .iter()
