@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Capacity leasing (local_share) against one step per decision (BENCHMARKS.md, "Slices of a hot bucket").
-# One redis-server of its own and three quotad nodes on it (examples/bench.toml), quotad-bench against each
-# at once, 64 in flight per node:
+# One redis-server of its own and three quotad nodes on it (examples/bench.toml), quotad-bench against one
+# node (step 0) and then against each at once, 64 in flight per node:
 #   1. bench.final: a grant that holds nothing, one Redis step per decision (the single-step path);
 #   2. bench.hot: the same grants from slices (local_share = { max_fraction = 0.05, ttl = "200ms" }, 100,000/s);
 #   3. bench.hot.over: 5,000/s with more demand than that, uneven load (64, 16 and 4 in flight): each node's
 #      share, and the fleet's admitted count against burst + rate x elapsed.
 # Each step prints decisions per second, Redis calls (INFO commandstats) per decision and the CPU seconds
-# every process used (from /proc). Needs redis-server and redis-cli. About a minute.
+# every process used (from /proc; the generators' from bash's `time`). Needs redis-server and redis-cli.
+# About two minutes.
 #   scripts/bench-share.sh            # DURATION=10s, PORT=6391
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -59,10 +60,15 @@ run() { # name resource concurrency1 concurrency2 concurrency3 [quotad-bench arg
   local f0 r0 a0 b0 c0 j=()
   f0=$(fcalls); r0=$(cpu "$redis"); a0=$(cpu "$n1"); b0=$(cpu "$n2"); c0=$(cpu "$n3")
   local i=1
+  rm -f "$out/$name"-*.json "$out/$name"-*.time
   for c in "$3" "$4" "$5"; do
-    target/release/quotad-bench --target "http://127.0.0.1:$((50080 + i))" --resource "$resource" \
-      --duration "$dur" --concurrency "$c" --threads 1 --no-progress --json "${@:6}" >"$out/$name-$i.json" &
-    j+=($!)
+    # 0: no load on that node. bash's `time` gives each generator's own user + system CPU seconds.
+    if [ "$c" != 0 ]; then
+      ( TIMEFORMAT='%U %S'; time target/release/quotad-bench --target "http://127.0.0.1:$((50080 + i))" \
+          --resource "$resource" --duration "$dur" --concurrency "$c" --threads 1 --no-progress --json \
+          "${@:6}" >"$out/$name-$i.json" ) 2>"$out/$name-$i.time" &
+      j+=($!)
+    fi
     i=$((i + 1))
   done
   wait "${j[@]}"
@@ -70,7 +76,10 @@ run() { # name resource concurrency1 concurrency2 concurrency3 [quotad-bench arg
   python3 - "$out/$name" "$made" "$resource" <<'PY'
 import json, sys
 base, made, resource = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-runs = [json.load(open(f"{base}-{i}.json")) for i in (1, 2, 3)]
+import os
+runs = [json.load(open(f"{base}-{i}.json")) for i in (1, 2, 3) if os.path.exists(f"{base}-{i}.json")]
+gen = [sum(map(float, open(f"{base}-{i}.time").read().split()[-2:])) for i in (1, 2, 3)
+       if os.path.exists(f"{base}-{i}.time")]
 calls = sum(r["calls"] for r in runs)
 granted = [r["decisions"].get("granted", 0) for r in runs]
 seconds = max(r["seconds"] for r in runs)
@@ -79,6 +88,7 @@ by_node = " / ".join("{:,}".format(g) for g in granted)
 total = sum(r["calls_per_second"] for r in runs)
 print(f"   {total:,.0f} decisions/s in all ({rates}); granted {sum(granted):,} ({by_node}) of {calls:,}")
 print(f"   Redis calls: {made:,} for {calls:,} decisions = {made / calls:.4f} per decision")
+print("   CPU: quotad-bench " + ", ".join(f"{g:.2f}" for g in gen) + " s")
 PY
   echo "   CPU: quotad $(awk -v a="$a0" -v b="$(cpu "$n1")" 'BEGIN { printf "%.2f", b - a }')," \
     "$(awk -v a="$b0" -v b="$(cpu "$n2")" 'BEGIN { printf "%.2f", b - a }')," \
@@ -86,6 +96,10 @@ PY
     "redis $(awk -v a="$r0" -v b="$(cpu "$redis")" 'BEGIN { printf "%.2f", b - a }') s"
 }
 
+echo "== 0. one node, bench.final (one Redis step per decision), 64 in flight"
+run one-node bench.final 64 0 0
+echo "== 0. one node, bench.hot (slices: local_share), 64 in flight"
+run one-node-hot bench.hot 64 0 0
 echo "== 1. three nodes, bench.final (one Redis step per decision), 64 in flight each"
 run one bench.final 64 64 64
 echo "== 2. three nodes, bench.hot (slices: local_share), 64 in flight each"
