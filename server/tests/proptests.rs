@@ -1,6 +1,7 @@
 //! Property tests for the invariants that are the product: never admit more than burst + rate × elapsed;
 //! in-flight leases never exceed the limit nor go below zero; multi-level acquire is all-or-nothing; a
-//! retried request_id never charges twice. All on a fake clock, against every store: the in-memory one, a
+//! retried request_id never charges twice; nodes granting from slices (`local_share`) stay within the bound
+//! between them. All on a fake clock, against every store: the in-memory one, a
 //! Redis and a three-master Redis Cluster (each the test's own on free loopback ports; fewer cases there,
 //! each a round trip per call).
 
@@ -321,4 +322,107 @@ fn a_retried_request_id_never_charges_twice<S: Store>(
     let probe = h.acquire("r", &[], 1);
     prop_assert_eq!(probe.remaining + u64::from(probe.granted()), 10 - used);
     Ok(())
+}
+
+/// One step of several nodes granting one bucket from slices.
+#[derive(Debug, Clone)]
+enum SliceOp {
+    /// Node `0` acquires `1` permits (with a request_id when `2` is some, retried at once when `3`).
+    Acquire(usize, u64, Option<u8>, bool),
+    /// Every node's clock moves on (ms).
+    Advance(u64),
+    /// A node's sweep (gives back a slice whose time is up).
+    Sweep(usize),
+}
+
+fn slice_op() -> impl Strategy<Value = SliceOp> {
+    prop_oneof![
+        6 => (0usize..3, 1u64..5, proptest::option::of(0u8..20), any::<bool>())
+            .prop_map(|(n, p, id, retry)| SliceOp::Acquire(n, p, id, retry)),
+        2 => (0u64..300).prop_map(SliceOp::Advance),
+        1 => (0usize..3).prop_map(SliceOp::Sweep),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// `local_share`: three nodes (stores sharing one Redis prefix, their clocks moved together) granting
+    /// one bucket from slices, with request_ids retried on the same node, never admit more than
+    /// burst + rate × elapsed between them, and a retry is never charged again.
+    #[test]
+    fn nodes_granting_from_slices_never_pass_the_bound(ops in proptest::collection::vec(slice_op(), 1..80)) {
+        static R: std::sync::OnceLock<common::redis_server::RedisServer> = std::sync::OnceLock::new();
+        static CASE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let url = R.get_or_init(common::redis_server::RedisServer::start).url();
+        let prefix = format!(
+            "slices{}:",
+            CASE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        // 20/s (one permit per 50 ms), burst 30; slices of up to 15, held up to 100 ms.
+        let toml = "[[resources]]\nname = \"hot\"\nrate = { limit = 20, period = \"1s\", burst = 30 }\n\
+                    local_share = { max_fraction = 0.5, ttl = \"100ms\" }\n";
+        let nodes: Vec<_> = (0..3)
+            .map(|_| {
+                Harness::new(toml, &|_: &Rules| {
+                    common::redis_store_with(
+                        &[url.clone()],
+                        &quotad_server::engine::RedisSettings::default(),
+                        Some(&prefix),
+                    )
+                })
+            })
+            .collect();
+        let (mut granted, mut elapsed_ms) = (0u64, 0u64);
+        let mut remembered: HashMap<(usize, u8), (LeaseId, u64)> = HashMap::new();
+        for op in &ops {
+            match *op {
+                SliceOp::Acquire(n, permits, id, retry) => {
+                    let req = Acquire {
+                        request_id: id.map(|i| format!("n{n}-{i}")),
+                        ..acq("hot", &[], permits)
+                    };
+                    let tries = if retry { 2 } else { 1 };
+                    for _ in 0..tries {
+                        let d = match now(nodes[n].quota.acquire(&req)) {
+                            Ok(d) => d,
+                            Err(quotad_server::engine::EngineError::FailedPrecondition(_)) => {
+                                // Only a request_id reused with other permits is refused.
+                                let reused = id.and_then(|i| remembered.get(&(n, i)).copied());
+                                prop_assert!(reused.is_some_and(|(_, p)| p != permits));
+                                continue;
+                            }
+                            Err(e) => return Err(TestCaseError::fail(format!("acquire: {e}"))),
+                        };
+                        if !d.granted() {
+                            continue;
+                        }
+                        match id.and_then(|i| remembered.get(&(n, i)).copied()) {
+                            // A request_id granted before (with these permits): a replay, not a charge.
+                            Some((first, p)) if p == permits => prop_assert_eq!(lease(&d), first),
+                            // Reused with other permits: a conflict, never a grant.
+                            Some(_) => prop_assert!(false, "a request_id reused with other permits was granted"),
+                            None => {
+                                granted += permits;
+                                if let Some(i) = id {
+                                    remembered.insert((n, i), (lease(&d), permits));
+                                }
+                            }
+                        }
+                    }
+                }
+                SliceOp::Advance(ms) => {
+                    elapsed_ms += ms;
+                    for h in &nodes {
+                        h.advance(Duration::from_millis(ms));
+                    }
+                }
+                SliceOp::Sweep(n) => {
+                    now(nodes[n].quota.sweep_some(64)).expect("sweep");
+                }
+            }
+            let bound = 30 + elapsed_ms / 50;
+            prop_assert!(granted <= bound, "{} granted after {} ms: at most {}", granted, elapsed_ms, bound);
+        }
+    }
 }
