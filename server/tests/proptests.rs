@@ -366,7 +366,7 @@ proptest! {
             .map(|_| {
                 Harness::new(toml, &|_: &Rules| {
                     common::redis_store_with(
-                        &[url.clone()],
+                        std::slice::from_ref(&url),
                         &quotad_server::engine::RedisSettings::default(),
                         Some(&prefix),
                     )
