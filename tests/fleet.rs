@@ -694,6 +694,11 @@ name = "local"
 concurrency = 4
 lease_ttl = "30s"
 on_store_error = "local"
+
+[[resources]]
+name = "sliced"
+rate = {{ limit = 100, period = "1s", burst = 100 }}
+local_share = {{ max_fraction = 0.5, ttl = "10s" }}
 "#
     )
 }
@@ -740,6 +745,10 @@ async fn redis_killed_and_restarted_each_policy_as_configured() {
     let a = TestServer::start(&toml, Arc::new(MonotonicClock::new())).await;
     let _b = TestServer::start(&toml, Arc::new(MonotonicClock::new())).await;
     assert!(code(&a, "closed").await.unwrap().granted);
+    // A slice of `sliced` on node a (a burst of calls: the second take asks for the most it may).
+    for _ in 0..5 {
+        assert!(code(&a, "sliced").await.unwrap().granted);
+    }
     // Both nodes' heartbeats are in (every sweep, 100 ms).
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -753,6 +762,19 @@ async fn redis_killed_and_restarted_each_policy_as_configured() {
         noticed.elapsed() < Duration::from_secs(1),
         "noticed within the call's timeout"
     );
+    // What a node's slice still holds is granted while Redis is down; then its on_store_error (fail_closed).
+    let mut from_slice = 0;
+    let refused = loop {
+        match code(&a, "sliced").await {
+            Ok(r) if r.granted => from_slice += 1,
+            Ok(r) => panic!("denied instead of failing closed: {r:?}"),
+            Err(code) => break code,
+        }
+        assert!(from_slice <= 50, "never more than the slice (at most 50)");
+    };
+    assert_eq!(refused, tonic::Code::Unavailable);
+    assert!(from_slice > 0, "the slice held was granted from");
+    eprintln!("{from_slice} granted from the slice while Redis was down, then UNAVAILABLE");
     for _ in 0..20 {
         assert!(code(&a, "open").await.unwrap().granted, "fail_open grants");
     }
