@@ -251,38 +251,15 @@ async fn three_nodes_grant_a_hot_bucket_from_slices_within_its_bound() {
 async fn a_node_killed_holding_a_slice_loses_at_most_that_slice() {
     let _one = ONE_AT_A_TIME.lock().await;
     let redis = RedisServer::start();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     // Burst 200, slices of at most 50 (a quarter), held up to 10 s: the killed node's slice is not given
     // back by a timer before the kill.
-    let toml = format!(
-        "store = \"redis\"\n[server]\nlisten = \"127.0.0.1:{port}\"\n[metrics]\nenabled = false\n\
-         [redis]\nurl = \"{}\"\n[[resources]]\nname = \"hot\"\n\
-         rate = {{ limit = 20, period = \"1s\", burst = 200 }}\n\
-         local_share = {{ max_fraction = 0.25, ttl = \"10s\" }}\n",
-        redis.url()
-    );
-    let dir = std::env::temp_dir().join(format!("quotad-share-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("node.toml");
-    std::fs::write(&path, &toml).unwrap();
-    let mut child = std::process::Command::new(quotad_binary())
-        .arg("--config")
-        .arg(&path)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("the quotad binary runs");
-    let url = format!("http://127.0.0.1:{port}");
-    let mut a = loop {
-        match pb::quota_service_client::QuotaServiceClient::connect(url.clone()).await {
-            Ok(c) => break c,
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    };
+    let (mut child, mut a, toml, dir) = node_process(
+        &redis,
+        "[[resources]]\nname = \"hot\"\nrate = { limit = 20, period = \"1s\", burst = 200 }\n\
+         local_share = { max_fraction = 0.25, ttl = \"10s\" }\n",
+        "share",
+    )
+    .await;
     let start = Instant::now();
     let mut by_a = 0;
     for _ in 0..30 {
@@ -298,11 +275,7 @@ async fn a_node_killed_holding_a_slice_loses_at_most_that_slice() {
     let _ = child.kill();
     let _ = child.wait();
 
-    let b = TestServer::start(
-        &toml.replace(&format!("127.0.0.1:{port}"), "127.0.0.1:0"),
-        Arc::new(MonotonicClock::new()),
-    )
-    .await;
+    let b = TestServer::start(&toml, Arc::new(MonotonicClock::new())).await;
     let mut client = b.quota().await;
     let mut by_b = 0;
     for _ in 0..400 {
@@ -350,8 +323,7 @@ async fn a_node_killed_holding_a_slice_loses_at_most_that_slice() {
 
     // A node stopped gracefully gives its slice back: nothing is lost.
     redis.cli(&["FLUSHALL"]);
-    let fresh = toml.replace(&format!("127.0.0.1:{port}"), "127.0.0.1:0");
-    let c = TestServer::start(&fresh, Arc::new(MonotonicClock::new())).await;
+    let c = TestServer::start(&toml, Arc::new(MonotonicClock::new())).await;
     let mut to_c = c.quota().await;
     let start = Instant::now();
     for _ in 0..30 {
@@ -365,7 +337,7 @@ async fn a_node_killed_holding_a_slice_loses_at_most_that_slice() {
     }
     drop(to_c);
     c.stop().await;
-    let d = TestServer::start(&fresh, Arc::new(MonotonicClock::new())).await;
+    let d = TestServer::start(&toml, Arc::new(MonotonicClock::new())).await;
     let mut to_d = d.quota().await;
     let mut after = 0;
     for _ in 0..400 {
@@ -980,10 +952,19 @@ fn quotad_binary() -> std::path::PathBuf {
         .join("quotad")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn leases_of_a_killed_node_are_seen_by_others_and_reclaimed() {
-    let _one = ONE_AT_A_TIME.lock().await;
-    let redis = RedisServer::start();
+/// A quotad process of its own on `redis` (so a test can SIGKILL it), serving `resources` (config lines): the
+/// process, a client of it, the config with its listen address left to the system (for nodes started after
+/// it in this process), and the folder its config is in (for the test to remove).
+async fn node_process(
+    redis: &RedisServer,
+    resources: &str,
+    tag: &str,
+) -> (
+    std::process::Child,
+    pb::quota_service_client::QuotaServiceClient<tonic::transport::Channel>,
+    String,
+    std::path::PathBuf,
+) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -991,14 +972,14 @@ async fn leases_of_a_killed_node_are_seen_by_others_and_reclaimed() {
         .port();
     let toml = format!(
         "store = \"redis\"\n[server]\nlisten = \"127.0.0.1:{port}\"\n[metrics]\nenabled = false\n\
-         [redis]\nurl = \"{}\"\n[[resources]]\nname = \"jobs\"\nconcurrency = 100\nlease_ttl = \"2s\"\n",
+         [redis]\nurl = \"{}\"\n{resources}",
         redis.url()
     );
-    let dir = std::env::temp_dir().join(format!("quotad-fleet-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("quotad-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("node.toml");
     std::fs::write(&path, &toml).unwrap();
-    let mut child = std::process::Command::new(quotad_binary())
+    let child = std::process::Command::new(quotad_binary())
         .arg("--config")
         .arg(&path)
         .stdout(std::process::Stdio::null())
@@ -1006,12 +987,26 @@ async fn leases_of_a_killed_node_are_seen_by_others_and_reclaimed() {
         .spawn()
         .expect("the quotad binary runs");
     let url = format!("http://127.0.0.1:{port}");
-    let mut a = loop {
+    let client = loop {
         match pb::quota_service_client::QuotaServiceClient::connect(url.clone()).await {
             Ok(c) => break c,
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     };
+    let in_process = toml.replace(&format!("127.0.0.1:{port}"), "127.0.0.1:0");
+    (child, client, in_process, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_of_a_killed_node_are_seen_by_others_and_reclaimed() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let redis = RedisServer::start();
+    let (mut child, mut a, toml, dir) = node_process(
+        &redis,
+        "[[resources]]\nname = \"jobs\"\nconcurrency = 100\nlease_ttl = \"2s\"\n",
+        "fleet",
+    )
+    .await;
     for _ in 0..100 {
         assert!(
             a.acquire(acquire("jobs"))
@@ -1025,11 +1020,7 @@ async fn leases_of_a_killed_node_are_seen_by_others_and_reclaimed() {
     let _ = child.wait();
     let killed = Instant::now();
 
-    let b = TestServer::start(
-        &toml.replace(&format!("127.0.0.1:{port}"), "127.0.0.1:0"),
-        Arc::new(MonotonicClock::new()),
-    )
-    .await;
+    let b = TestServer::start(&toml, Arc::new(MonotonicClock::new())).await;
     let listed = b
         .admin()
         .await
