@@ -16,20 +16,9 @@ cd "$(dirname "$0")/.."
 port=${PORT:-6390}
 dur=${DURATION:-10s}
 out=${OUT:-target/bench-redis}
-mkdir -p "$out"
-cargo build --release -p quotad-server -p quotad-tools --bins >/dev/null
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
-
-redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no >"$out/redis.log" 2>&1 &
-redis=$!
-pids+=("$redis")
-until redis-cli -p "$port" PING >/dev/null 2>&1; do sleep 0.1; done
-
-cpu() { # pid -> CPU seconds used so far
-  awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"
-}
+prefix=bench:
+# shellcheck source=scripts/lib/redis-nodes.sh
+. scripts/lib/redis-nodes.sh
 
 resource=${RESOURCE:-bench.rate}
 echo "== redis-benchmark: FCALL of the Redis store's Acquire step for $resource, 64 connections, no pipelining"
@@ -58,24 +47,6 @@ fi
 echo "   redis CPU: $(awk -v a="$r0" -v b="$(cpu "$redis")" 'BEGIN { printf "%.2f s", b - a }')"
 redis-cli -p "$port" FLUSHALL >/dev/null
 
-node() { # port -> starts a quotad node on the Redis, prints its pid
-  {
-    printf 'store = "redis"\n[redis]\nurl = "redis://127.0.0.1:%s"\nprefix = "bench:"\n' "$port"
-    # (The config lands in another folder: its relative paths are made absolute.)
-    sed -e "s/127.0.0.1:50051/127.0.0.1:$1/" -e "s/127.0.0.1:9464/127.0.0.1:$(($1 + 1000))/" \
-      -e "s|\"bench-rls\"|\"$PWD/examples/bench-rls\"|" examples/bench.toml
-  } >"$out/node-$1.toml"
-  RUST_LOG=warn target/release/quotad --config "$out/node-$1.toml" >"$out/node-$1.log" 2>&1 &
-  echo $!
-}
-
-wait_port() {
-  for _ in $(seq 1 100); do
-    python3 -c "import socket; socket.create_connection(('127.0.0.1', $1), 1).close()" 2>/dev/null && return
-    sleep 0.1
-  done
-  echo "node on $1 did not start"; exit 1
-}
 
 bench() { # port extra-args... -> JSON summary
   target/release/quotad-bench --target "http://127.0.0.1:$1" --resource "$resource" --duration "$dur" \

@@ -15,45 +15,16 @@ cd "$(dirname "$0")/.."
 port=${PORT:-6391}
 dur=${DURATION:-10s}
 out=${OUT:-target/bench-share}
-mkdir -p "$out"
-cargo build --release -p quotad-server -p quotad-tools --bins >/dev/null
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
+prefix=share:
+# shellcheck source=scripts/lib/redis-nodes.sh
+. scripts/lib/redis-nodes.sh
 
-redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no >"$out/redis.log" 2>&1 &
-redis=$!
-pids+=("$redis")
-until redis-cli -p "$port" PING >/dev/null 2>&1; do sleep 0.1; done
-
-cpu() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"; }
 fcalls() { redis-cli -p "$port" INFO commandstats | tr -d '\r' | awk -F'[=,]' '/^cmdstat_fcall:/ { print $2 }'; }
 
-node() { # port -> starts a quotad node on the Redis, prints its pid
-  {
-    printf 'store = "redis"\n[redis]\nurl = "redis://127.0.0.1:%s"\nprefix = "share:"\n' "$port"
-    sed -e "s/127.0.0.1:50051/127.0.0.1:$1/" -e "s/127.0.0.1:9464/127.0.0.1:$(($1 + 1000))/" \
-      -e "s|\"bench-rls\"|\"$PWD/examples/bench-rls\"|" examples/bench.toml
-  } >"$out/node-$1.toml"
-  RUST_LOG=warn target/release/quotad --config "$out/node-$1.toml" >"$out/node-$1.log" 2>&1 &
-  echo $!
-}
-wait_port() {
-  for _ in $(seq 1 100); do
-    python3 -c "import socket; socket.create_connection(('127.0.0.1', $1), 1).close()" 2>/dev/null && return
-    sleep 0.1
-  done
-  echo "node on $1 did not start"; exit 1
-}
 n1=$(node 50081); pids+=("$n1")
 n2=$(node 50082); pids+=("$n2")
 n3=$(node 50083); pids+=("$n3")
 wait_port 50081; wait_port 50082; wait_port 50083
-
-field() { # file key -> a decision count, or calls_per_second / seconds
-  python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); k=sys.argv[2]
-print(round(d[k]) if k in d else d["decisions"].get(k, 0))' "$1" "$2"
-}
 
 run() { # name resource concurrency1 concurrency2 concurrency3 [quotad-bench args...]
   local name=$1 resource=$2

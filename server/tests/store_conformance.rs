@@ -2597,3 +2597,38 @@ fn redis_request_ids_past_a_nodes_cap_are_remembered_by_redis() {
     }
     assert_eq!(left, 10 - 4, "four charged once each");
 }
+
+/// The same request_id sent by many callers at once to one node granting from slices (a client retrying
+/// while its first try still waits for the node's take): one grant, replayed to all, charged once.
+#[test]
+fn redis_one_request_id_at_once_on_a_sliced_node_is_charged_once() {
+    let h = Arc::new(Harness::new(
+        "[[resources]]\nname = \"hot\"\nrate = { limit = 1, period = \"1h\", burst = 100 }\n\
+         local_share = { max_fraction = 0.5 }\n",
+        &|_: &Rules| common::redis_store(&[redis().url()]),
+    ));
+    for round in 0..8 {
+        let req = Acquire {
+            request_id: Some(format!("same-{round}")),
+            ..acq("hot", &[], 2)
+        };
+        let leases: Vec<LeaseId> = thread::scope(|s| {
+            let callers: Vec<_> = (0..16)
+                .map(|_| {
+                    let (h, req) = (h.clone(), req.clone());
+                    s.spawn(move || lease(&h.acquire_req(&req)))
+                })
+                .collect();
+            callers.into_iter().map(|c| c.join().unwrap()).collect()
+        });
+        assert!(
+            leases.iter().all(|l| *l == leases[0]),
+            "one grant: {leases:?}"
+        );
+    }
+    let mut left = 0;
+    while h.acquire("hot", &[], 1).granted() {
+        left += 1;
+    }
+    assert_eq!(left, 100 - 8 * 2, "each request_id charged once");
+}

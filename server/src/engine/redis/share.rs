@@ -60,7 +60,7 @@ pub struct Shares {
     /// Slices taken (steps that took more than their request), permits taken in them beyond the requests,
     /// permits given back, requests answered here without Redis.
     counts: [AtomicU64; 4],
-    /// The engine's clock at the last request or sweep (for the figures `stats` shows).
+    /// The engine's clock at the last take or sweep (for the figures `stats` shows, and a timer's give-back).
     now: AtomicU64,
 }
 
@@ -169,6 +169,8 @@ struct Remembered {
     resource: Box<str>,
     request_id: Box<str>,
     fingerprint: u64,
+    /// Claimed by a request being decided now (its grant is not known yet).
+    pending: bool,
     lease: LeaseId,
     expires_at: Nanos,
     ttl: Duration,
@@ -176,15 +178,65 @@ struct Remembered {
     forget_at: Nanos,
 }
 
-/// What a node remembers of a request_id.
+/// A request_id as a grant is remembered by: its resource, the id, and the request's fingerprint.
+#[derive(Debug, Clone)]
+pub struct RecallKey {
+    resource: Box<str>,
+    request_id: Box<str>,
+    fingerprint: u64,
+}
+
+impl RecallKey {
+    /// `plan`'s, when it has a request_id.
+    fn of(plan: &Plan<'_>) -> Option<Self> {
+        plan.request_id.map(|id| Self {
+            resource: Box::from(plan.resource),
+            request_id: Box::from(id),
+            fingerprint: plan.fingerprint,
+        })
+    }
+}
+
+/// What claiming a request_id found.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Recall {
-    /// Nothing (never granted here, or forgotten).
-    None,
+pub enum Claimed {
+    /// Nothing live: the request is decided now, its claim (by this hash) held until then.
+    Mine(u64),
     /// Its grant.
     Replay(Replay),
-    /// It was granted with other parameters.
+    /// Another request with it is being decided now.
+    Pending,
+    /// It was granted, or is claimed, with other parameters.
     Conflict,
+    /// Not remembered here, and no room to: the request is one Redis step (Redis remembers it).
+    Full,
+}
+
+/// A claim on a request_id while its request is decided: remembers the grant, or lets go when dropped
+/// without one (a denial, an error, a caller gone).
+pub struct ClaimGuard {
+    store: RedisStore,
+    key: RecallKey,
+    hash: u64,
+    /// False once the grant is remembered.
+    held: bool,
+}
+
+impl ClaimGuard {
+    /// The request was granted `replay`: remembered for the window.
+    fn granted(mut self, replay: &Replay, now: Nanos) {
+        let window = self.store.window.load(Ordering::Relaxed);
+        self.store.shares.remember(&self.key, replay, now, window);
+        self.held = false;
+    }
+}
+
+impl Drop for ClaimGuard {
+    fn drop(&mut self) {
+        if self.held {
+            self.store.shares.unclaim(self.hash, &self.key);
+        }
+    }
 }
 
 /// A remembered grant, replayed.
@@ -204,7 +256,6 @@ impl Shares {
     /// The share of `plan`'s levels, made on first use; `None` when this node holds as many keys as it may
     /// (or two plans' keys hash alike): the request is then a single step.
     pub fn of(&self, plan: &Plan<'_>, now: Nanos) -> Option<Arc<Share>> {
-        self.now.store(now, Ordering::Relaxed);
         let mut h = self.hasher.build_hasher();
         plan.resource.hash(&mut h);
         for l in &plan.levels {
@@ -245,26 +296,62 @@ impl Shares {
         }
     }
 
-    /// The grant remembered for `plan`'s request_id, if any.
-    pub fn replayed(&self, plan: &Plan<'_>, now: Nanos) -> Recall {
-        let Some(id) = plan.request_id else {
-            return Recall::None;
-        };
-        let Some(r) = self.replays.get(&self.replay_key(plan.resource, id)) else {
-            return Recall::None;
-        };
-        if r.forget_at <= now || *r.resource != *plan.resource || *r.request_id != *id {
-            return Recall::None;
+    /// Claims `key`'s request_id for a request decided now, unless a live grant or claim has it or this
+    /// node remembers as many as it may (even after forgetting what lapsed).
+    pub fn claim(&self, key: &RecallKey, now: Nanos, window: Nanos) -> Claimed {
+        use dashmap::mapref::entry::Entry;
+        let hash = self.replay_key(&key.resource, &key.request_id);
+        let max = self.max_replays.load(Ordering::Relaxed);
+        if self.replays.len() >= max && !self.replays.contains_key(&hash) {
+            self.replays.retain(|_, r| r.forget_at > now);
+            if self.replays.len() >= max {
+                return Claimed::Full;
+            }
         }
-        if r.fingerprint != plan.fingerprint {
-            return Recall::Conflict;
+        let mine = Remembered {
+            resource: key.resource.clone(),
+            request_id: key.request_id.clone(),
+            fingerprint: key.fingerprint,
+            pending: true,
+            lease: LeaseId(0),
+            expires_at: 0,
+            ttl: Duration::ZERO,
+            figures: Figures::default(),
+            forget_at: now.saturating_add(window),
+        };
+        match self.replays.entry(hash) {
+            Entry::Occupied(mut o) => {
+                let r = o.get();
+                let same = *r.resource == *key.resource && *r.request_id == *key.request_id;
+                if same && r.forget_at > now {
+                    if r.fingerprint != key.fingerprint {
+                        return Claimed::Conflict;
+                    }
+                    if r.pending {
+                        return Claimed::Pending;
+                    }
+                    return Claimed::Replay(Replay {
+                        lease: r.lease,
+                        expires_at: r.expires_at,
+                        ttl: r.ttl,
+                        figures: r.figures,
+                    });
+                }
+                // Lapsed (or another id of the same hash, forgotten for this one).
+                o.insert(mine);
+            }
+            Entry::Vacant(v) => {
+                v.insert(mine);
+            }
         }
-        Recall::Replay(Replay {
-            lease: r.lease,
-            expires_at: r.expires_at,
-            ttl: r.ttl,
-            figures: r.figures,
-        })
+        Claimed::Mine(hash)
+    }
+
+    /// Lets go of a claim that granted nothing.
+    fn unclaim(&self, hash: u64, key: &RecallKey) {
+        self.replays.remove_if(&hash, |_, r| {
+            r.pending && *r.resource == *key.resource && *r.request_id == *key.request_id
+        });
     }
 
     fn replay_key(&self, resource: &str, request_id: &str) -> u64 {
@@ -274,28 +361,15 @@ impl Shares {
         h.finish()
     }
 
-    /// True when `plan`'s request_id (if any) can be remembered here; false when the table is full even
-    /// after forgetting what lapsed (the request is then a single step, remembered by Redis).
-    pub fn has_room(&self, plan: &Plan<'_>, now: Nanos) -> bool {
-        if plan.request_id.is_none() {
-            return true;
-        }
-        let max = self.max_replays.load(Ordering::Relaxed);
-        if self.replays.len() >= max {
-            self.replays.retain(|_, r| r.forget_at > now);
-        }
-        self.replays.len() < max
-    }
-
-    /// Remembers a grant to `plan` for its request_id (for `window`).
-    pub fn remember(&self, plan: &Plan<'_>, replay: &Replay, now: Nanos, window: Nanos) {
-        let Some(id) = plan.request_id else { return };
+    /// Remembers a grant for `key`'s request_id (for `window`).
+    pub fn remember(&self, key: &RecallKey, replay: &Replay, now: Nanos, window: Nanos) {
         self.replays.insert(
-            self.replay_key(plan.resource, id),
+            self.replay_key(&key.resource, &key.request_id),
             Remembered {
-                resource: Box::from(plan.resource),
-                request_id: Box::from(id),
-                fingerprint: plan.fingerprint,
+                resource: key.resource.clone(),
+                request_id: key.request_id.clone(),
+                fingerprint: key.fingerprint,
+                pending: false,
                 lease: replay.lease,
                 expires_at: replay.expires_at,
                 ttl: replay.ttl,
@@ -305,9 +379,14 @@ impl Shares {
         );
     }
 
-    /// The engine's clock at the last request or sweep.
+    /// The engine's clock at the last take or sweep.
     pub fn now(&self) -> Nanos {
         self.now.load(Ordering::Relaxed)
+    }
+
+    /// Notes the engine's clock (a take is made at `now`).
+    pub fn at(&self, now: Nanos) {
+        self.now.fetch_max(now, Ordering::Relaxed);
     }
 
     /// Counts a request answered here.
@@ -334,7 +413,7 @@ impl Shares {
     /// Slices whose time is up with permits left (to give back), and keys idle long enough forgotten;
     /// lapsed request_ids forgotten.
     pub fn lapsed(&self, now: Nanos) -> Vec<GiveBack> {
-        self.now.store(now, Ordering::Relaxed);
+        self.at(now);
         let mut out = Vec::new();
         self.keys.retain(|_, s| {
             let lapsed = {
@@ -565,35 +644,38 @@ impl RedisStore {
         share: LocalShare,
         now: Nanos,
     ) -> Result<Decision, EngineError> {
-        match self.shares.replayed(plan, now) {
-            Recall::Conflict => {
-                return Err(request_id_conflict(
-                    plan.resource,
-                    plan.request_id.unwrap_or_default(),
-                ));
-            }
-            Recall::Replay(r) => return self.granted(plan, &r, true),
-            Recall::None => {}
-        }
-        let entry = match self.shares.of(plan, now) {
-            Some(e) if self.shares.has_room(plan, now) => e,
-            _ => return self.acquire_one_step(plan, now).await,
+        let Some(entry) = self.shares.of(plan, now) else {
+            return self.acquire_one_step(plan, now).await;
         };
-        if let Some(d) = self.answer_here(plan, &entry, now) {
+        let mut claim = match self.claim(plan, &entry, now).await {
+            Ok(Some(claim)) => claim,
+            Ok(None) => return self.acquire_one_step(plan, now).await,
+            Err(answer) => return answer,
+        };
+        if let Some(d) = self.answer_here(plan, &entry, now, &mut claim) {
             return d;
         }
         if self.fallback.is_down() {
             return self.fallback.acquire(plan, now, down()).await;
         }
         let taking = entry.taking.clone().lock_owned().await;
-        if let Some(d) = self.answer_here(plan, &entry, now) {
+        if let Some(d) = self.answer_here(plan, &entry, now, &mut claim) {
             return d;
         }
+        self.shares.at(now);
         let ask = entry.ask(plan.permits, share, max_slice(plan, share), now);
         let (inv, call) = self.take_call(plan, ask, now);
         entry.set_call(call);
         let (store, e, permits) = (self.clone(), entry.clone(), plan.permits);
-        // Carried by a task holding the key's turn, so the answer is recorded even if this caller goes.
+        let replay = Replay {
+            lease: held_nothing_in(shard_of(plan.resource), self.random()),
+            expires_at: now.saturating_add(nanos(plan.ttl)),
+            ttl: plan.ttl,
+            figures: Figures::default(),
+        };
+        let granting = replay.clone();
+        // Carried by a task holding the key's turn, so the answer is recorded even if this caller goes, and
+        // a grant's request_id is remembered before the next request for the key looks.
         let task = tokio::spawn(async move {
             let _turn = taking;
             let taken = store.call(&inv).await.and_then(Taken::read);
@@ -601,6 +683,13 @@ impl RedisStore {
                 store
                     .shares
                     .count_take(t.taken.map_or(0, |n| n.saturating_sub(permits)), ask.give);
+                if let (Some(_), Some(claim)) = (t.taken, claim) {
+                    let granted = Replay {
+                        figures: t.figures,
+                        ..granting
+                    };
+                    claim.granted(&granted, now);
+                }
                 if let Some(generation) = e.record(t, permits, share.ttl, now) {
                     store.give_back_after(e, generation, share.ttl);
                 }
@@ -611,18 +700,65 @@ impl RedisStore {
             .await
             .map_err(|e| EngineError::Unavailable(format!("redis: a take did not finish: {e}")))?;
         match taken {
-            Ok(t) => self.took(plan, t, share.ttl, now).await,
+            Ok(t) => self.took(plan, t, replay, share.ttl, now).await,
             Err(e @ EngineError::Unavailable(_)) => self.fallback.acquire(plan, now, e).await,
             Err(e) => Err(e),
         }
     }
 
-    /// `plan` answered from `entry`'s slice or remembered denial, if it can be.
+    /// Claims `plan`'s request_id (none without one) while it is decided here: `Err` with the answer when
+    /// this node granted it already (replayed) or with other parameters (a conflict); `Ok(None)` when this
+    /// node has no room to remember it. A claim another request holds is waited out (it is decided within
+    /// the key's turn).
+    async fn claim(
+        &self,
+        plan: &Plan<'_>,
+        entry: &Share,
+        now: Nanos,
+    ) -> Result<Option<Option<ClaimGuard>>, Result<Decision, EngineError>> {
+        let Some(key) = RecallKey::of(plan) else {
+            return Ok(Some(None));
+        };
+        let window = self.window.load(Ordering::Relaxed);
+        for _ in 0..10_000 {
+            match self.shares.claim(&key, now, window) {
+                Claimed::Mine(hash) => {
+                    return Ok(Some(Some(ClaimGuard {
+                        store: self.clone(),
+                        key,
+                        hash,
+                        held: true,
+                    })));
+                }
+                Claimed::Full => return Ok(None),
+                Claimed::Replay(r) => return Err(self.granted(plan, &r, true)),
+                Claimed::Conflict => {
+                    return Err(Err(request_id_conflict(
+                        plan.resource,
+                        plan.request_id.unwrap_or_default(),
+                    )));
+                }
+                Claimed::Pending => {
+                    // Decided within the key's turn (a take), or at once (from the slice).
+                    drop(entry.taking.lock().await);
+                    tokio::task::yield_now().await;
+                }
+            }
+        }
+        Err(Err(EngineError::Unavailable(format!(
+            "request_id '{}' is still being decided: retry",
+            plan.request_id.unwrap_or_default()
+        ))))
+    }
+
+    /// `plan` answered from `entry`'s slice or remembered denial, if it can be (a grant remembered by the
+    /// request_id `claim` holds).
     fn answer_here(
         &self,
         plan: &Plan<'_>,
         entry: &Share,
         now: Nanos,
+        claim: &mut Option<ClaimGuard>,
     ) -> Option<Result<Decision, EngineError>> {
         let local = entry.local(plan.permits, now)?;
         self.shares.count_local();
@@ -634,7 +770,9 @@ impl RedisStore {
                     ttl: plan.ttl,
                     figures,
                 };
-                self.remember(plan, &replay, now);
+                if let Some(claim) = claim.take() {
+                    claim.granted(&replay, now);
+                }
                 self.granted(plan, &replay, false)
             }
             Local::Denied {
@@ -651,6 +789,7 @@ impl RedisStore {
         &self,
         plan: &Plan<'_>,
         t: Taken,
+        replay: Replay,
         ttl: Duration,
         now: Nanos,
     ) -> Result<Decision, EngineError> {
@@ -659,19 +798,14 @@ impl RedisStore {
             return self.denied(plan, &t.reason, wait, t.level, t.figures, now);
         }
         self.index(plan.resource).await;
-        let replay = Replay {
-            lease: held_nothing_in(shard_of(plan.resource), self.random()),
-            expires_at: now.saturating_add(nanos(plan.ttl)),
-            ttl: plan.ttl,
-            figures: t.figures,
-        };
-        self.remember(plan, &replay, now);
-        self.granted(plan, &replay, false)
-    }
-
-    fn remember(&self, plan: &Plan<'_>, replay: &Replay, now: Nanos) {
-        let window = self.window.load(Ordering::Relaxed);
-        self.shares.remember(plan, replay, now, window);
+        self.granted(
+            plan,
+            &Replay {
+                figures: t.figures,
+                ..replay
+            },
+            false,
+        )
     }
 
     fn granted(
