@@ -3,7 +3,8 @@
 # One redis-server of its own and three quotad nodes on it (examples/bench.toml), quotad-bench against one
 # node (step 0) and then against each at once, 64 in flight per node:
 #   1. bench.final: a grant that holds nothing, one Redis step per decision (the single-step path);
-#   2. bench.hot: the same grants from slices (local_share = { max_fraction = 0.05, ttl = "200ms" }, 100,000/s);
+#   2. bench.hot: the same grants from slices (local_share = { max_fraction = 0.05, ttl = "200ms" }, 100,000/s),
+#      then with a request_id on every call (each remembered by the node that granted it);
 #   3. bench.hot.over: 5,000/s with more demand than that, uneven load (64, 16 and 4 in flight): each node's
 #      share, and the fleet's admitted count against burst + rate x elapsed.
 # Each step prints decisions per second, Redis calls (INFO commandstats) per decision and the CPU seconds
@@ -75,6 +76,8 @@ echo "== 1. three nodes, bench.final (one Redis step per decision), 64 in flight
 run one bench.final 64 64 64
 echo "== 2. three nodes, bench.hot (slices: local_share), 64 in flight each"
 run hot bench.hot 64 64 64
+echo "== 2b. three nodes, bench.hot with a request_id on every call (as the Rust and Python clients send)"
+run hot-ids bench.hot 64 64 64 --request-ids
 echo "== 3. three nodes, bench.hot.over (5,000/s, burst 5,000), uneven: 64, 16 and 4 in flight"
 # No warm-up: the bucket's burst is part of what the measured window may admit.
 run over bench.hot.over 64 16 4 --warmup 0s

@@ -23,6 +23,7 @@ OPTIONS:
     --with KEY=VALUE      a fixed descriptor on every acquire (repeatable), e.g. --with endpoint=/v1/chat
     --permits N           permits per acquire (default 1)
     --priority C[,C...]   priority class of each acquire; several are taken in turn, e.g. critical,batch,batch
+    --request-ids         each acquire carries a request_id of its own (as the Rust and Python clients send)
     --threads T           load generator worker threads (default: all cores)
     --json                print the summary as JSON
     --no-progress         no progress bar
@@ -63,6 +64,8 @@ pub struct Args {
     pub fixed: Vec<(String, String)>,
     pub permits: u64,
     pub priorities: Vec<String>,
+    /// Each acquire carries a request_id of its own.
+    pub request_ids: bool,
     pub threads: usize,
     pub json: bool,
     pub progress: bool,
@@ -109,6 +112,7 @@ pub fn parse(mut it: impl Iterator<Item = String>) -> Result<Parsed, String> {
         fixed: Vec::new(),
         permits: 1,
         priorities: Vec::new(),
+        request_ids: false,
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         json: false,
         progress: true,
@@ -143,6 +147,7 @@ pub fn parse(mut it: impl Iterator<Item = String>) -> Result<Parsed, String> {
                     return Err(format!("--priority: '{v}' has an empty class"));
                 }
             }
+            "--request-ids" => a.request_ids = true,
             "--threads" => a.threads = number(&flag, &value()?)?,
             "--json" => a.json = true,
             "--no-progress" => a.progress = false,
@@ -197,6 +202,8 @@ mod tests {
         assert_eq!(a.fixed.len(), 2);
         assert!(run("--with nope").is_err());
         assert!(run("--duration").unwrap_err().contains("needs a value"));
+        assert!(run("--request-ids").unwrap().request_ids);
+        assert!(!run("").unwrap().request_ids);
         let a = run("--priority critical,batch,batch").unwrap();
         assert_eq!(a.priorities, ["critical", "batch", "batch"]);
         assert!(

@@ -37,6 +37,8 @@ pub struct Caller {
     permits: u64,
     /// Priority classes, taken in turn (`--priority`).
     priorities: Vec<String>,
+    /// With `--request-ids`, what makes this run's ids its own (the process and its start).
+    request_ids: Option<String>,
 }
 
 impl Caller {
@@ -56,6 +58,12 @@ impl Caller {
             values: (0..args.keys).map(|k| format!("k{k}")).collect(),
             permits: args.permits,
             priorities: args.priorities.clone(),
+            request_ids: args.request_ids.then(|| {
+                let started = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos());
+                format!("bench-{}-{started}", std::process::id())
+            }),
         })
     }
 
@@ -98,6 +106,10 @@ impl Caller {
                         descriptors,
                         permits: self.permits,
                         priority: self.priority(n),
+                        request_id: self
+                            .request_ids
+                            .as_ref()
+                            .map_or_else(String::new, |run| format!("{run}-{n}")),
                         ..Default::default()
                     })
                     .await
