@@ -277,20 +277,7 @@ async fn a_node_killed_holding_a_slice_loses_at_most_that_slice() {
 
     let b = TestServer::start(&toml, Arc::new(MonotonicClock::new())).await;
     let mut client = b.quota().await;
-    let mut by_b = 0;
-    for _ in 0..400 {
-        if client
-            .acquire(acquire("hot"))
-            .await
-            .unwrap()
-            .into_inner()
-            .granted
-        {
-            by_b += 1;
-        } else {
-            break;
-        }
-    }
+    let by_b = granted_in_a_row(&mut client, "hot", 400).await;
     let elapsed = start.elapsed().as_secs_f64();
     let most = 200.0 + 20.0 * elapsed;
     eprintln!(
@@ -305,20 +292,7 @@ async fn a_node_killed_holding_a_slice_loses_at_most_that_slice() {
     );
     // The bucket refills what was lost: at 20/s, a slice of 50 is back within 2.5 s.
     tokio::time::sleep(Duration::from_millis(2600)).await;
-    let mut refilled = 0;
-    for _ in 0..100 {
-        if client
-            .acquire(acquire("hot"))
-            .await
-            .unwrap()
-            .into_inner()
-            .granted
-        {
-            refilled += 1;
-        } else {
-            break;
-        }
-    }
+    let refilled = granted_in_a_row(&mut client, "hot", 100).await;
     assert!(refilled >= 50, "a slice's worth refilled: {refilled}");
 
     // A node stopped gracefully gives its slice back: nothing is lost.
@@ -339,20 +313,7 @@ async fn a_node_killed_holding_a_slice_loses_at_most_that_slice() {
     c.stop().await;
     let d = TestServer::start(&toml, Arc::new(MonotonicClock::new())).await;
     let mut to_d = d.quota().await;
-    let mut after = 0;
-    for _ in 0..400 {
-        if to_d
-            .acquire(acquire("hot"))
-            .await
-            .unwrap()
-            .into_inner()
-            .granted
-        {
-            after += 1;
-        } else {
-            break;
-        }
-    }
+    let after = granted_in_a_row(&mut to_d, "hot", 400).await;
     let refill = (20.0 * start.elapsed().as_secs_f64()).ceil() as u64;
     eprintln!(
         "stopped gracefully: 30 granted before, {after} after (burst 200, {refill} refilled meanwhile at most)"
@@ -950,6 +911,26 @@ fn quotad_binary() -> std::path::PathBuf {
         .and_then(|deps| deps.parent())
         .unwrap()
         .join("quotad")
+}
+
+/// Acquires `resource` through `client` until the first denial (at most `most` times): how many were granted.
+async fn granted_in_a_row(
+    client: &mut pb::quota_service_client::QuotaServiceClient<tonic::transport::Channel>,
+    resource: &str,
+    most: u64,
+) -> u64 {
+    for n in 0..most {
+        if !client
+            .acquire(acquire(resource))
+            .await
+            .unwrap()
+            .into_inner()
+            .granted
+        {
+            return n;
+        }
+    }
+    most
 }
 
 /// A quotad process of its own on `redis` (so a test can SIGKILL it), serving `resources` (config lines): the
