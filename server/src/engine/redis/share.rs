@@ -987,6 +987,41 @@ mod tests {
         assert_eq!(idle.want, 0, "4 permits in a second: under two per ttl");
     }
 
+    /// A flood of names: past MAX_KEYS a key gets no slice state (its requests are single steps), and keys
+    /// idle for a minute with nothing held are forgotten, making room again.
+    #[test]
+    fn a_flood_of_keys_is_capped_and_idle_keys_are_forgotten() {
+        let rules = crate::config::load_str(
+            "[[resources]]\nname = \"t.*\"\nrate = { limit = 9 }\nlocal_share = { max_fraction = 0.5 }\n",
+        )
+        .expect("config")
+        .rules;
+        let shares = Shares::default();
+        let of = |name: String, now: Nanos| {
+            let req = crate::engine::Acquire {
+                resource: name,
+                permits: 1,
+                ..Default::default()
+            };
+            let (rule, how) = rules.resolve_kind(&req.resource).expect("rule");
+            let plan = Plan::build(rule, how, &req).expect("plan");
+            shares.of(&plan, now).is_some()
+        };
+        for i in 0..MAX_KEYS {
+            assert!(of(format!("t.{i}"), 0), "key {i}");
+        }
+        assert!(!of("t.one-too-many".into(), 0), "capped");
+        assert!(of("t.7".into(), 0), "a key already held keeps its state");
+        assert!(shares.lapsed(IDLE - 1).is_empty());
+        assert_eq!(shares.stats().keys, MAX_KEYS, "not idle for a minute yet");
+        assert!(
+            shares.lapsed(IDLE + 1).is_empty(),
+            "nothing held to give back"
+        );
+        assert_eq!(shares.stats().keys, 0, "idle keys forgotten");
+        assert!(of("t.one-too-many".into(), IDLE + 1), "room again");
+    }
+
     #[test]
     fn a_denial_is_remembered_until_the_slice_could_refill_at_most_a_ttl() {
         let s = share();
